@@ -1,0 +1,93 @@
+"""Make the sample images the example manifests use (run from anywhere; deterministic).
+
+    python manifests/make_samples.py
+
+Everything is drawn here from numbers, so the images are the project's own: two contents
+(a harbour scene, a town) and two styles (swirling brush strokes, a stained-glass mosaic).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+HERE = Path(__file__).resolve().parent / "samples"
+
+
+def harbour(w: int = 256, h: int = 192) -> Image.Image:
+    y = np.linspace(0, 1, h)[:, None, None]
+    sky = (1 - y) * np.array([70, 130, 210]) + y * np.array([250, 200, 150])
+    im = Image.fromarray(np.broadcast_to(sky, (h, w, 3)).astype(np.uint8), "RGB")
+    d = ImageDraw.Draw(im)
+    d.ellipse([170, 30, 210, 70], fill=(255, 235, 120))  # sun
+    d.polygon([(0, 120), (60, 80), (120, 115), (190, 70), (256, 110), (256, 192), (0, 192)],
+              fill=(60, 110, 70))  # hills
+    d.rectangle([0, 135, 256, 192], fill=(30, 80, 150))  # sea
+    for row in range(140, 192, 8):  # waves
+        for x in range(-8, 256, 24):
+            d.arc([x + (row % 16), row, x + 20 + (row % 16), row + 6], 180, 360, fill=(200, 225, 250))
+    d.rectangle([40, 70, 56, 135], fill=(240, 240, 235))  # lighthouse
+    d.rectangle([40, 90, 56, 100], fill=(200, 40, 40))
+    d.polygon([(36, 70), (48, 56), (60, 70)], fill=(200, 40, 40))
+    d.polygon([(120, 150), (170, 150), (160, 162), (128, 162)], fill=(90, 50, 30))  # boat
+    d.polygon([(144, 110), (144, 148), (168, 148)], fill=(250, 250, 250))
+    return im
+
+
+def town(w: int = 192, h: int = 256) -> Image.Image:
+    rng = np.random.default_rng(7)
+    im = Image.new("RGB", (w, h), (180, 210, 235))
+    d = ImageDraw.Draw(im)
+    x = 0
+    while x < w:
+        bw, bh = int(rng.integers(24, 48)), int(rng.integers(80, 200))
+        color = tuple(int(c) for c in rng.integers(90, 230, 3))
+        d.rectangle([x, h - bh, x + bw, h], fill=color, outline=(40, 40, 40))
+        for wy in range(h - bh + 8, h - 12, 16):
+            for wx in range(x + 5, x + bw - 8, 10):
+                d.rectangle([wx, wy, wx + 5, wy + 8], fill=(250, 240, 170))
+        d.polygon([(x, h - bh), (x + bw // 2, h - bh - 18), (x + bw, h - bh)], fill=(120, 50, 40))
+        x += bw + 2
+    d.rectangle([0, h - 14, w, h], fill=(70, 70, 70))  # street
+    return im
+
+
+def swirls(size: int = 256) -> Image.Image:
+    """Swirling strokes: a flow field of sinusoids in a blue-yellow palette."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    angle = np.sin(6 * x + 3 * np.sin(5 * y)) + np.cos(7 * y - 2 * x)
+    bands = 0.5 + 0.5 * np.sin(24 * (x * np.cos(angle) + y * np.sin(angle)))
+    palette = np.array([[15, 30, 90], [40, 90, 170], [230, 200, 60], [250, 240, 180]], float)
+    t = np.clip(bands * 3, 0, 2.999)
+    i = t.astype(int)
+    rgb = palette[i] * (1 - (t - i))[..., None] + palette[i + 1] * (t - i)[..., None]
+    im = Image.fromarray(rgb.astype(np.uint8), "RGB")
+    return im.filter(ImageFilter.GaussianBlur(0.8))
+
+
+def mosaic(size: int = 256, cells: int = 60) -> Image.Image:
+    """Stained glass: Voronoi cells in saturated colours with dark leading."""
+    rng = np.random.default_rng(3)
+    seeds = rng.random((cells, 2)) * size
+    colors = rng.choice(np.array([[200, 30, 40], [30, 90, 200], [240, 190, 30], [30, 150, 80],
+                                  [150, 40, 160], [240, 120, 30]]), cells)
+    y, x = np.mgrid[0:size, 0:size]
+    dist = (x[..., None] - seeds[:, 0]) ** 2 + (y[..., None] - seeds[:, 1]) ** 2  # (H, W, cells)
+    order = np.sort(dist, axis=-1)
+    nearest = dist.argmin(-1)
+    edge = (np.sqrt(order[..., 1]) - np.sqrt(order[..., 0])) < 2.5
+    rgb = colors[nearest].astype(float)
+    rgb[edge] = (25, 20, 20)
+    return Image.fromarray(rgb.astype(np.uint8), "RGB")
+
+
+def main() -> None:
+    HERE.mkdir(exist_ok=True)
+    for name, make in [("harbour", harbour), ("town", town), ("swirls", swirls), ("mosaic", mosaic)]:
+        make().save(HERE / f"{name}.png", optimize=True)
+        print(HERE / f"{name}.png")
+
+
+if __name__ == "__main__":
+    main()

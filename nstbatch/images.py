@@ -1,0 +1,185 @@
+"""Images in and out: decoding to RGB by one documented rule, resizing, atomic writes.
+
+Conversion rule (``to_rgb``), applied after the EXIF orientation:
+- 8-bit RGB as is; grayscale (``L``) repeated into three channels;
+- 16-bit and 32-bit integer grayscale (``I;16``, ``I``) scaled by their range (65535) to 8 bits;
+- palette (``P``) expanded, with its transparency if any;
+- anything with alpha (``RGBA``, ``LA``, ``PA``) composited over white, the usual page colour;
+- ``CMYK`` and ``YCbCr`` converted by Pillow's own colour conversion; float (``F``) clipped to [0, 1];
+- an animated image contributes its first frame.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from .errors import InputError
+
+# Formats we write, by extension, and Pillow's name for each.
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int
+    height: int
+    format: str
+    mode: str
+
+
+def probe_image(path: str | os.PathLike) -> ImageInfo:
+    """Read only the header: is it an image, and how big. Raises ``InputError`` with the fix."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file", hint="check the path")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not an image file")
+    try:
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: file is empty (0 bytes)", hint="re-export or re-download it")
+        with Image.open(path) as im:
+            return ImageInfo(im.width, im.height, im.format or "?", im.mode)
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image Pillow can read",
+                         hint="use PNG, JPEG, WebP, TIFF, BMP or GIF") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any Pillow image to 8-bit RGB by the rule in this module's docstring."""
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.asarray(im, dtype=np.float64)
+        scaled = np.clip(values / 65535.0 * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, "L").convert("RGB")
+    if im.mode == "F":
+        values = np.clip(np.asarray(im, dtype=np.float64), 0, 1)
+        return Image.fromarray((values * 255 + 0.5).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def load_image(path: str | os.PathLike, size: int | None = None) -> Image.Image:
+    """Decode ``path`` to RGB, upright, with its long side resized to ``size`` if given."""
+    probe_image(path)
+    try:
+        with Image.open(path) as im:
+            im.seek(0)  # animated: the first frame
+            im = ImageOps.exif_transpose(im)
+            im.load()
+            rgb = to_rgb(im)
+    except InputError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError(f"{path}: cannot decode image ({e})",
+                         hint="the file may be truncated or corrupt") from None
+    return resize_long_side(rgb, size) if size else rgb
+
+
+def resize_long_side(im: Image.Image, size: int) -> Image.Image:
+    """Scale so the long side is ``size`` px (Lanczos), keeping the aspect ratio."""
+    w, h = im.size
+    scale = size / max(w, h)
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return im if new == im.size else im.resize(new, Image.Resampling.LANCZOS)
+
+
+def to_tensor(im: Image.Image) -> torch.Tensor:
+    """RGB Pillow image → float32 ``(1, 3, H, W)`` in [0, 1]."""
+    array = np.asarray(to_rgb(im), dtype=np.float32) / 255.0  # (H, W, 3)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """``(1, 3, H, W)`` or ``(3, H, W)`` in [0, 1] → 8-bit RGB Pillow image (rounded)."""
+    if image.dim() == 4:
+        if image.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {image.shape[0]}")
+        image = image[0]
+    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return Image.fromarray(array.permute(1, 2, 0).cpu().numpy(), "RGB")
+
+
+def output_format(path: str | os.PathLike) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise InputError(f"{path}: cannot tell the output format from {suffix or 'no extension'!r}",
+                         hint=f"end the name with one of {', '.join(OUTPUT_FORMATS)}")
+    return OUTPUT_FORMATS[suffix]
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Before any work: the format is known and the folder exists (or can be made) and is writable."""
+    path = Path(path)
+    output_format(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name for the output")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{folder}: cannot create the output folder ({e.strerror or e})",
+                         hint="choose a writable location") from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise InputError(f"{folder}: output folder is not writable ({e.strerror or e})",
+                         hint="fix its permissions or choose another output") from None
+    return path
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(file_object)`` on a temp file beside ``path``, then ``os.replace`` it into
+    place: a reader never sees a half-written file, and a crash leaves only the old one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_image(image: Image.Image, path: str | os.PathLike,
+               metadata: Mapping[str, object] | None = None) -> Path:
+    """Save atomically in the format the extension names. PNG outputs carry ``metadata`` as
+    ``nstbatch:<key>`` text chunks (parameters, versions: how the image was made)."""
+    path = Path(path)
+    fmt = output_format(path)
+    options: dict = {}
+    if fmt == "PNG" and metadata:
+        info = PngImagePlugin.PngInfo()
+        for key, value in metadata.items():
+            text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+            info.add_itxt(f"nstbatch:{key}", text)
+        options["pnginfo"] = info
+    elif fmt in ("JPEG", "WEBP"):
+        options["quality"] = 95
+    try:
+        atomic_write(path, lambda f: image.save(f, format=fmt, **options))
+    except OSError as e:
+        raise InputError(f"{path}: cannot write output ({e.strerror or e})",
+                         hint="check free space and permissions") from None
+    return path

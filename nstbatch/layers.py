@@ -1,0 +1,52 @@
+"""The names of VGG-19's layers, in forward order, and checks of user-given names.
+
+Pure data, no torch: the manifest validator checks layer names for thousands of rows
+without loading a network.
+"""
+from __future__ import annotations
+
+import difflib
+
+# torchvision's vgg19().features layout (config "E"): the index of a name here is its index
+# in that nn.Sequential.
+_BLOCK_CONVS = (2, 2, 4, 4, 4)
+
+
+def _layer_names() -> tuple[str, ...]:
+    names: list[str] = []
+    for block, convs in enumerate(_BLOCK_CONVS, start=1):
+        for conv in range(1, convs + 1):
+            names += [f"conv{block}_{conv}", f"relu{block}_{conv}"]
+        names.append(f"pool{block}")
+    return tuple(names)
+
+
+LAYER_NAMES: tuple[str, ...] = _layer_names()
+LAYER_INDEX: dict[str, int] = {name: i for i, name in enumerate(LAYER_NAMES)}
+CONV_INDICES: tuple[int, ...] = tuple(i for i, n in enumerate(LAYER_NAMES) if n.startswith("conv"))
+
+
+def suggest(name: str, valid) -> str:
+    """A 'did you mean' clause for an unknown name, or an empty string."""
+    close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def check_layer(name: str) -> str:
+    """Return ``name`` if it is a VGG-19 layer, else raise ValueError with the nearest names."""
+    if name not in LAYER_INDEX:
+        raise ValueError(
+            f"unknown VGG-19 layer {name!r}{suggest(name, LAYER_NAMES)}"
+            f" (valid: conv1_1 … relu5_4, pool1 … pool5)"
+        )
+    return name
+
+
+def pools_before(name: str) -> int:
+    """How many 2×2 poolings an image passes through to reach the output of ``name``."""
+    return sum(1 for n in LAYER_NAMES[: LAYER_INDEX[name] + 1] if n.startswith("pool"))
+
+
+def min_image_side(layers) -> int:
+    """The smallest image side that still leaves at least one pixel at every layer given."""
+    return 2 ** max((pools_before(n) for n in layers), default=0)

@@ -1,0 +1,90 @@
+"""The costs of Gatys-style transfer, as pure functions of ``(N, C, H, W)`` tensors.
+
+Each cost returns one value per image, shape ``(N,)``, so a batch of images can share one
+forward pass. Targets may have a batch of 1 and broadcast against the generated batch.
+The formulas are the seed's, made exact (see DESIGN.md, "Losses"); the normalisation of each
+is defined once, here.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+
+def _at_least_float32(a: Tensor) -> Tensor:
+    # Gram entries are sums over H*W products: in fp16/bf16 they overflow or lose most digits,
+    # so they are always formed in float32 (float64 inputs stay float64).
+    return a.to(torch.promote_types(a.dtype, torch.float32))
+
+
+def gram_matrix(a: Tensor) -> Tensor:
+    """``G = A Aᵀ`` over the unrolled activations: ``(N, C, H, W) -> (N, C, C)``."""
+    n, c, h, w = a.shape
+    unrolled = _at_least_float32(a).reshape(n, c, h * w)  # (N, C, H*W)
+    return unrolled @ unrolled.transpose(1, 2)  # (N, C, C)
+
+
+def gram_style_cost(gram_S: Tensor, gram_G: Tensor, n_H: int, n_W: int) -> Tensor:
+    """``Σ(G_S − G_G)² / (2·n_H·n_W·n_C)²`` per image, from Gram matrices ``(N, C, C)``."""
+    n_C = gram_G.shape[-1]
+    return ((gram_S - gram_G) ** 2).sum(dim=(-2, -1)) / (2.0 * n_H * n_W * n_C) ** 2
+
+
+def layer_style_cost(a_S: Tensor, a_G: Tensor) -> Tensor:
+    """The style cost of one layer from the activations of the style and generated images."""
+    _, _, n_H, n_W = a_G.shape
+    return gram_style_cost(gram_matrix(a_S), gram_matrix(a_G), n_H, n_W)
+
+
+def style_cost(gram_targets: Mapping[str, Tensor], activations: Mapping[str, Tensor],
+               layer_weights: Mapping[str, float]) -> Tensor:
+    """``Σ_l λ_l · layer cost``, with the style targets given as Gram matrices per layer."""
+    total = None
+    for layer, weight in layer_weights.items():
+        a_G = activations[layer]
+        cost = weight * gram_style_cost(gram_targets[layer], gram_matrix(a_G), *a_G.shape[-2:])
+        total = cost if total is None else total + cost
+    if total is None:
+        raise ValueError("style_cost needs at least one layer")
+    return total
+
+
+def content_cost(a_C: Tensor, a_G: Tensor, normalization: str = "seed") -> Tensor:
+    """``Σ(a_C − a_G)² / (4·n_H·n_W·n_C)`` per image (``seed``), or ``Σ(a_C − a_G)² / 2``
+    (``half_sum``, the paper's). The source's listing subtracted a_G from itself; not here."""
+    _, n_C, n_H, n_W = a_G.shape
+    squared = ((_at_least_float32(a_C) - _at_least_float32(a_G)) ** 2).sum(dim=(1, 2, 3))
+    if normalization == "seed":
+        return squared / (4.0 * n_H * n_W * n_C)
+    if normalization == "half_sum":
+        return squared / 2.0
+    raise ValueError(f"unknown content normalization {normalization!r} (seed, half_sum)")
+
+
+def content_cost_layers(targets: Mapping[str, Tensor], activations: Mapping[str, Tensor],
+                        layers: Sequence[str], normalization: str = "seed") -> Tensor:
+    """Content cost summed over several layers (one layer is the usual case)."""
+    costs = [content_cost(targets[layer], activations[layer], normalization) for layer in layers]
+    return torch.stack(costs).sum(dim=0)
+
+
+def tv_cost(x: Tensor) -> Tensor:
+    """Total variation: mean squared difference of neighbours, vertical plus horizontal.
+
+    A 0/1 checkerboard has exactly 2; a constant image 0.
+    """
+    x = _at_least_float32(x)
+    vertical = ((x[:, :, 1:, :] - x[:, :, :-1, :]) ** 2).mean(dim=(1, 2, 3))
+    horizontal = ((x[:, :, :, 1:] - x[:, :, :, :-1]) ** 2).mean(dim=(1, 2, 3))
+    return vertical + horizontal
+
+
+def total_cost(J_content: Tensor, J_style: Tensor, alpha: float, beta: float,
+               J_tv: Tensor | None = None, tv_weight: float = 0.0) -> Tensor:
+    """``α·J_content + β·J_style`` (``+ tv_weight·J_tv`` where enabled)."""
+    total = alpha * J_content + beta * J_style
+    if J_tv is not None and tv_weight:
+        total = total + tv_weight * J_tv
+    return total

@@ -1,0 +1,93 @@
+"""VGG-19 features by layer name, built on torchvision's ``vgg19().features`` layout."""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.vgg import cfgs, make_layers
+
+from .errors import UsageError
+from .layers import LAYER_INDEX, LAYER_NAMES, check_layer, min_image_side
+from .weights import Preprocessing, Weights
+
+
+class Preprocess(nn.Module):
+    """RGB in [0, 1] → the input the weights were trained on (part of the graph, so exports
+    and every caller get the same normalisation)."""
+
+    def __init__(self, preprocessing: Preprocessing):
+        super().__init__()
+        self.scale = preprocessing.scale
+        self.bgr = preprocessing.bgr
+        self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocessing.std).view(1, 3, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x * self.scale
+        if self.bgr:
+            x = x.flip(1)  # RGB -> BGR
+        return (x - self.mean) / self.std
+
+
+def check_layers(layers: Iterable[str]) -> tuple[str, ...]:
+    try:
+        return tuple(check_layer(name) for name in layers)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def check_image_size(height: int, width: int, layers: Sequence[str], what: str = "image") -> None:
+    """Refuse, before any forward pass, an image that some requested layer would shrink to nothing."""
+    need = min_image_side(layers)
+    if min(height, width) < need:
+        deepest = max(layers, key=LAYER_INDEX.__getitem__)
+        raise UsageError(f"{what} is {width}x{height} px, too small for layer {deepest}: "
+                         f"each side needs at least {need} px",
+                         hint="use a larger size or shallower layers")
+
+
+class VGGFeatures(nn.Module):
+    """Named activations of VGG-19, truncated after the deepest layer it may be asked for.
+
+    ``forward(image, layers)`` takes RGB in [0, 1], ``(N, 3, H, W)``, and returns
+    ``{name: activation}``; it stops at the deepest requested layer.
+    """
+
+    def __init__(self, weights: Weights, layers: Iterable[str] = LAYER_NAMES, pooling: str = "max"):
+        super().__init__()
+        layers = check_layers(layers)
+        if pooling not in ("max", "avg"):
+            raise UsageError(f"pooling must be max or avg, got {pooling!r}")
+        self.depth = max(LAYER_INDEX[n] for n in layers) + 1 if layers else 0
+        features = make_layers(cfgs["E"])[: self.depth]
+        features.load_state_dict(
+            {k: v for k, v in weights.state_dict.items() if int(k.split(".")[0]) < self.depth})
+        for i, module in enumerate(features):
+            if isinstance(module, nn.ReLU):
+                # torchvision's ReLUs work in place, which would overwrite the conv outputs
+                # we hand back as activations.
+                features[i] = nn.ReLU(inplace=False)
+            elif isinstance(module, nn.MaxPool2d) and pooling == "avg":
+                features[i] = nn.AvgPool2d(kernel_size=2, stride=2)
+        self.features = features
+        self.preprocess = Preprocess(weights.preprocessing)
+        self.pooling = pooling
+        self.weights_id = weights.id
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, image: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+        layers = check_layers(layers)
+        last = max(LAYER_INDEX[n] for n in layers)
+        if last >= self.depth:
+            raise UsageError(f"layer {LAYER_NAMES[last]} is deeper than this extractor was built for")
+        check_image_size(image.shape[-2], image.shape[-1], layers)
+        wanted = set(layers)
+        out = {}
+        x = self.preprocess(image)
+        for index in range(last + 1):
+            x = self.features[index](x)
+            if LAYER_NAMES[index] in wanted:
+                out[LAYER_NAMES[index]] = x
+        return out

@@ -1,0 +1,32 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+# Tests never reach for the network: the torchvision source must fail fast, not try a download.
+os.environ["NSTBATCH_OFFLINE"] = "1"
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pattern(width: int, height: int, phase: float = 0.0) -> np.ndarray:
+    """A deterministic, smooth-but-busy RGB test image as uint8 (H, W, 3)."""
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    r = 0.5 + 0.5 * np.sin(9 * x + phase)
+    g = 0.5 + 0.5 * np.cos(7 * y - 2 * x + phase)
+    b = 0.5 + 0.5 * np.sin(13 * (x * y) + 3 * y + phase)
+    return (np.stack([r, g, b], -1) * 255).round().astype(np.uint8)
+
+
+@pytest.fixture
+def image_pair(tmp_path):
+    """A content and a style PNG of 48x40 and 40x40 pixels."""
+    content = tmp_path / "content.png"
+    style = tmp_path / "style.png"
+    Image.fromarray(pattern(48, 40), "RGB").save(content)
+    stripes = np.zeros((40, 40, 3), np.uint8)
+    stripes[:, ::6] = (240, 200, 40)
+    stripes[::5, :] = (30, 60, 200)
+    Image.fromarray(stripes, "RGB").save(style)
+    return content, style

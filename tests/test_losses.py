@@ -1,0 +1,122 @@
+"""The costs against float64 NumPy implementations of the formulas, written out longhand."""
+import numpy as np
+import pytest
+import torch
+
+from nstbatch import losses
+
+
+def np_gram(a):  # a: (C, H, W)
+    c = a.shape[0]
+    unrolled = a.reshape(c, -1).astype(np.float64)
+    return unrolled @ unrolled.T
+
+
+def np_layer_style_cost(a_S, a_G):
+    c, h, w = a_G.shape
+    return ((np_gram(a_S) - np_gram(a_G)) ** 2).sum() / (2.0 * h * w * c) ** 2
+
+
+def np_content_cost(a_C, a_G):
+    c, h, w = a_G.shape
+    return ((a_C.astype(np.float64) - a_G) ** 2).sum() / (4.0 * h * w * c)
+
+
+def rel_err(x, ref):
+    return np.max(np.abs(np.asarray(x, np.float64) - ref) / np.maximum(np.abs(ref), 1e-30))
+
+
+@pytest.fixture
+def acts():
+    rng = np.random.default_rng(1)
+    # a batch of 3 images' activations, non-negative as after a ReLU
+    return (np.maximum(rng.normal(size=(3, 8, 5, 7)), 0).astype(np.float32),
+            np.maximum(rng.normal(size=(3, 8, 5, 7)), 0).astype(np.float32))
+
+
+def test_gram_matches_numpy_for_each_image_of_a_batch(acts):
+    a, _ = acts
+    gram = losses.gram_matrix(torch.from_numpy(a))
+    assert gram.shape == (3, 8, 8) and gram.dtype == torch.float32
+    for i in range(3):
+        assert rel_err(gram[i].numpy(), np_gram(a[i])) < 1e-5
+
+
+def test_layer_style_cost_matches_numpy(acts):
+    a_S, a_G = acts
+    cost = losses.layer_style_cost(torch.from_numpy(a_S), torch.from_numpy(a_G))
+    assert cost.shape == (3,)
+    assert rel_err(cost.numpy(), [np_layer_style_cost(a_S[i], a_G[i]) for i in range(3)]) < 1e-5
+
+
+def test_style_target_of_batch_one_broadcasts_over_the_batch(acts):
+    a_S, a_G = acts
+    gram_S = losses.gram_matrix(torch.from_numpy(a_S[:1]))  # (1, C, C)
+    cost = losses.style_cost({"relu1_1": gram_S}, {"relu1_1": torch.from_numpy(a_G)}, {"relu1_1": 0.7})
+    ref = [0.7 * np_layer_style_cost(a_S[0], a_G[i]) for i in range(3)]
+    assert rel_err(cost.numpy(), ref) < 1e-5
+
+
+def test_style_cost_is_the_weighted_sum_over_layers(acts):
+    a_S, a_G = acts
+    b_S, b_G = a_S[:, :4, :3, :3] * 2, a_G[:, :4, :3, :3]
+    grams = {"l1": losses.gram_matrix(torch.from_numpy(a_S)),
+             "l2": losses.gram_matrix(torch.from_numpy(np.ascontiguousarray(b_S)))}
+    act_G = {"l1": torch.from_numpy(a_G), "l2": torch.from_numpy(np.ascontiguousarray(b_G))}
+    cost = losses.style_cost(grams, act_G, {"l1": 0.25, "l2": 2.0})
+    ref = [0.25 * np_layer_style_cost(a_S[i], a_G[i]) + 2.0 * np_layer_style_cost(b_S[i], b_G[i])
+           for i in range(3)]
+    assert rel_err(cost.numpy(), ref) < 1e-5
+
+
+def test_content_cost_matches_numpy_and_is_positive_for_different_activations(acts):
+    a_C, a_G = acts
+    cost = losses.content_cost(torch.from_numpy(a_C), torch.from_numpy(a_G))
+    assert cost.shape == (3,)
+    assert rel_err(cost.numpy(), [np_content_cost(a_C[i], a_G[i]) for i in range(3)]) < 1e-5
+    assert (cost > 0).all()  # the seed's listing subtracted a_G from itself and got 0 here
+
+
+def test_content_cost_half_sum_is_the_papers():
+    a_C, a_G = torch.ones(1, 2, 3, 3), torch.zeros(1, 2, 3, 3)
+    assert losses.content_cost(a_C, a_G, "half_sum").item() == pytest.approx(9.0)
+    with pytest.raises(ValueError, match="seed, half_sum"):
+        losses.content_cost(a_C, a_G, "mean")
+
+
+def test_total_cost_is_alpha_content_plus_beta_style():
+    jc, js = torch.tensor([2.0, 3.0]), torch.tensor([5.0, 7.0])
+    assert losses.total_cost(jc, js, 10, 40).tolist() == [220.0, 310.0]
+    assert losses.total_cost(jc, js, 10, 40, torch.tensor([1.0, 1.0]), 0.5).tolist() == [220.5, 310.5]
+
+
+def test_tv_of_a_checkerboard_is_exactly_two_and_of_a_constant_zero():
+    board = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2
+    image = board.float().expand(2, 3, 8, 8)
+    assert losses.tv_cost(image).tolist() == [2.0, 2.0]
+    assert losses.tv_cost(torch.full((1, 3, 5, 5), 0.3)).tolist() == [0.0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gram_is_float32_whatever_the_activation_precision(dtype):
+    # 300 x 300 activations of 60 sum to 3.2e8 per entry: beyond fp16's range.
+    a = torch.full((1, 2, 300, 300), 60.0, dtype=dtype)
+    gram = losses.gram_matrix(a)
+    assert gram.dtype == torch.float32
+    assert torch.isfinite(gram).all() and gram[0, 0, 0].item() == pytest.approx(60.0 ** 2 * 90000)
+
+
+def test_total_cost_gradcheck_with_respect_to_the_image():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1).double()
+    x = torch.rand(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    target_a = torch.relu(conv(torch.rand(1, 3, 5, 6, dtype=torch.float64))).detach()
+    target_gram = losses.gram_matrix(torch.relu(conv(torch.rand(1, 3, 4, 4, dtype=torch.float64)))).detach()
+
+    def cost(image):
+        a = torch.relu(conv(image)) + 0.1  # offset keeps away from ReLU's kink
+        jc = losses.content_cost(target_a, a)
+        js = losses.style_cost({"l": target_gram}, {"l": a}, {"l": 1.0})
+        return losses.total_cost(jc, js, 10.0, 40.0, losses.tv_cost(image), 0.5)
+
+    assert torch.autograd.gradcheck(cost, (x,), eps=1e-6, atol=1e-5)
