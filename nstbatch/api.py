@@ -24,7 +24,8 @@ def stylize(content, style, params: StyleParams | None = None, *, device: str = 
             features: VGGFeatures | None = None):
     """Stylize one image. Pillow images are resized so their long side is ``params.size`` and
     an RGB Pillow image comes back; tensors ``(1, 3, H, W)`` in [0, 1] are used at their own
-    size and a tensor comes back. ``params`` defaults to the default preset."""
+    size and a tensor comes back. ``style`` may also be a blend: a list of ``(style, weight)``.
+    ``params`` defaults to the default preset."""
     image, _ = stylize_with_history(content, style, params, device=device, callback=callback,
                                     features=features)
     return image
@@ -35,10 +36,11 @@ def stylize_with_history(content, style, params: StyleParams | None = None, *,
     """As ``stylize``, and also the ``Result`` with the cost history."""
     params = params or resolve_params()
     as_pil = isinstance(content, Image.Image)
+    blend = [(style, 1.0)] if isinstance(style, (Image.Image, torch.Tensor)) else list(style)
     if as_pil:
         content = to_tensor(resize_long_side(content, params.size))
-        style = to_tensor(resize_long_side(style, params.size))
+        blend = [(to_tensor(resize_long_side(image, params.size)), weight) for image, weight in blend]
     target = resolve_device(device) if features is None else next(features.parameters()).device
-    result: Result = optimize(content.to(target), style.to(target), params, features=features,
-                              callback=callback)
+    result: Result = optimize(content.to(target), [(image.to(target), w) for image, w in blend],
+                              params, features=features, callback=callback)
     return (to_pil(result.image) if as_pil else result.image), result

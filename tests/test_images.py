@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from nstbatch import images
+from nstbatch.errors import InputError
+
+
+def save(tmp_path, im, name, **kw):
+    path = tmp_path / name
+    im.save(path, **kw)
+    return path
+
+
+def test_grayscale_becomes_three_equal_channels(tmp_path):
+    path = save(tmp_path, Image.new("L", (4, 3), 77), "g.png")
+    assert np.array_equal(np.asarray(images.load_image(path)), np.full((3, 4, 3), 77))
+
+
+def test_sixteen_bit_png_is_scaled_by_its_range(tmp_path):
+    im = Image.fromarray(np.array([[0, 65535], [32896, 257]], np.uint16))
+    path = save(tmp_path, im, "16.png")
+    rgb = np.asarray(images.load_image(path))[..., 0]
+    assert rgb.tolist() == [[0, 255], [128, 1]]
+
+
+def test_palette_with_transparency_is_composited_over_white(tmp_path):
+    im = Image.new("P", (2, 1))
+    im.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    im.putpixel((0, 0), 0)
+    im.putpixel((1, 0), 1)
+    path = save(tmp_path, im, "p.png", transparency=0)
+    assert np.asarray(images.load_image(path)).tolist() == [[[255, 255, 255], [0, 0, 255]]]
+
+
+def test_rgba_half_transparent_over_white(tmp_path):
+    path = save(tmp_path, Image.new("RGBA", (1, 1), (0, 0, 0, 128)), "a.png")
+    assert np.asarray(images.load_image(path))[0, 0].tolist() == [127, 127, 127]
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path):
+    path = save(tmp_path, Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "c.jpg")
+    pixel = np.asarray(images.load_image(path))[4, 4]
+    assert pixel[0] > 200 and pixel[1] < 60 and pixel[2] < 60  # red
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    im = Image.new("RGB", (6, 2), (10, 20, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    path = save(tmp_path, im, "r.jpg", exif=exif.tobytes())
+    assert images.load_image(path).size == (2, 6)
+
+
+def test_animated_gif_gives_its_first_frame(tmp_path):
+    frames = [Image.new("RGB", (4, 4), c) for c in ((255, 0, 0), (0, 255, 0))]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    assert np.asarray(images.load_image(path))[0, 0].tolist()[0] > 200
+
+
+def test_resize_sets_the_long_side():
+    assert images.resize_long_side(Image.new("RGB", (300, 200)), 60).size == (60, 40)
+    assert images.resize_long_side(Image.new("RGB", (200, 300)), 600).size == (400, 600)
+
+
+@pytest.mark.parametrize("content, match", [
+    (None, "no such file"),
+    (b"", "empty"),
+    (b"this is text, not a picture", "not an image"),
+])
+def test_probe_refuses_with_the_file_and_the_reason(tmp_path, content, match):
+    path = tmp_path / "x.jpg"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InputError, match=match) as e:
+        images.probe_image(path)
+    assert str(path) in str(e.value)
+
+
+def test_truncated_jpeg_fails_to_decode_with_a_clear_error(tmp_path):
+    good = save(tmp_path, Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)), "t.jpg")
+    data = good.read_bytes()
+    good.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        images.load_image(good)
+
+
+@pytest.mark.parametrize("name, fmt", [("o.png", "PNG"), ("o.JPG", "JPEG"), ("o.webp", "WEBP")])
+def test_save_by_extension_atomically(tmp_path, name, fmt):
+    path = images.save_image(Image.new("RGB", (8, 8), (1, 2, 3)), tmp_path / name, {"k": "v"})
+    with Image.open(path) as im:
+        assert im.format == fmt
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temp file left behind
+
+
+def test_png_carries_the_metadata_as_text_chunks(tmp_path):
+    path = images.save_image(Image.new("RGB", (2, 2)), tmp_path / "m.png",
+                             {"params": {"steps": 3}, "weights": "w-id"})
+    with Image.open(path) as im:
+        assert im.text["nstbatch:weights"] == "w-id"
+        assert im.text["nstbatch:params"] == '{"steps": 3}'
+
+
+def test_failed_write_leaves_no_file(tmp_path):
+    class Boom(Exception):
+        pass
+
+    def write(f):
+        f.write(b"half")
+        raise Boom()
+
+    with pytest.raises(Boom):
+        images.atomic_write(tmp_path / "o.png", write)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_output_extension(tmp_path):
+    with pytest.raises(InputError, match=".png"):
+        images.check_output_path(tmp_path / "out.gif")
+
+
+def test_output_folder_that_cannot_be_created(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="cannot create the output folder"):
+        images.check_output_path(blocker / "sub" / "o.png")

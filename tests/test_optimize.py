@@ -1,0 +1,94 @@
+import pytest
+import torch
+
+from nstbatch.config import resolve_params
+from nstbatch.errors import OptimizationError
+from nstbatch.optimize import build_features, initial_image, optimize
+from tests.conftest import pattern
+
+
+def tensor(array):
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).float() / 255
+
+
+@pytest.fixture(scope="module")
+def pair():
+    content = tensor(pattern(64, 64))
+    style = torch.zeros(1, 3, 64, 64)
+    style[:, 0, :, ::5] = 1.0
+    style[:, 2, ::7, :] = 0.8
+    return content, style
+
+
+@pytest.fixture(scope="module")
+def seed_features():
+    return build_features(resolve_params("seed"))
+
+
+def test_thirty_adam_steps_of_the_seed_preset_halve_the_total_cost(pair, seed_features):
+    content, style = pair
+    params = resolve_params("seed", {"steps": 30, "size": 64})
+    seen = []
+    result = optimize(content, style, params, features=seed_features, callback=seen.append)
+    first, last = result.history[0], result.history[-1]
+    assert [p.step for p in result.history] == list(range(31)) and seen == result.history
+    assert last.total <= 0.5 * first.total
+    assert last.content > 0  # the content cost is live, not the source's zero
+    assert result.image.shape == content.shape
+    assert 0 <= result.image.min() and result.image.max() <= 1
+    assert (result.image - content).abs().mean() > 0.01
+    assert (result.image - style).abs().mean() > 0.01
+
+
+def test_same_seed_same_image_and_another_seed_another(pair, seed_features):
+    content, style = pair
+    params = resolve_params("seed", {"steps": 3})
+    a = optimize(content, style, params, features=seed_features).image
+    b = optimize(content, style, params, features=seed_features).image
+    c = optimize(content, style, resolve_params("seed", {"steps": 3, "seed": 1}), features=seed_features).image
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_inits():
+    content = torch.full((1, 3, 8, 8), 0.5)
+    assert torch.equal(initial_image(content, resolve_params(None, {"init": "content"})), content)
+    noisy = initial_image(content, resolve_params(None, {"noise": 0.25}))
+    assert 0.25 - 1e-6 <= noisy.min() and noisy.max() <= 0.75 + 1e-6 and noisy.std() > 0.1
+    noise = initial_image(content, resolve_params(None, {"init": "noise"}))
+    assert 0 <= noise.min() and noise.max() <= 1 and noise.std() > 0.2
+
+
+def test_lbfgs_lowers_the_cost(pair):
+    content, style = pair
+    params = resolve_params("gatys", {"steps": 8, "style_layers": "relu1_1,relu2_1,relu3_1"})
+    result = optimize(content, style, params)
+    assert result.history[-1].total < 0.5 * result.history[0].total
+
+
+def test_style_only_and_content_only_runs(pair, seed_features):
+    content, style = pair
+    only_style = optimize(content, style, resolve_params("seed", {"steps": 2, "content_weight": 0}),
+                          features=seed_features)
+    assert only_style.history[-1].content > 0  # still reported, just not weighted
+    only_content = resolve_params("seed", {"steps": 2, "style_layers": ""})
+    result = optimize(content, style, only_content)
+    assert result.history[-1].style == 0
+
+
+def test_a_nan_cost_is_an_optimization_error_naming_the_step(pair, seed_features):
+    content, style = pair
+    broken = content.clone()
+    broken[0, 0, 3, 3] = float("nan")
+    with pytest.raises(OptimizationError, match="at step 0.*lower the learning rate"):
+        optimize(broken, style, resolve_params("seed", {"steps": 3, "init": "content"}),
+                 features=seed_features)
+
+
+def test_batch_of_images_shares_one_pass_and_matches_one_by_one(pair, seed_features):
+    content, style = pair
+    params = resolve_params("seed", {"steps": 4, "init": "content"})
+    batch = torch.cat([content, content.flip(-1)])
+    together = optimize(batch, style, params, features=seed_features).image
+    alone = optimize(content.flip(-1), style, params, features=seed_features).image
+    torch.testing.assert_close(together[1:], alone, rtol=1e-4, atol=1e-4)
