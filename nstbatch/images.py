@@ -162,6 +162,24 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         raise
 
 
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete temp files an ``atomic_write`` of ``path`` left when its process was killed."""
+    path = Path(path)
+    removed = []
+    if path.parent.is_dir():
+        for stale in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+            try:
+                stale.unlink()
+                removed.append(stale)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
 def save_image(image: Image.Image, path: str | os.PathLike,
                metadata: Mapping[str, object] | None = None) -> Path:
     """Save atomically in the format the extension names. PNG outputs carry ``metadata`` as

@@ -6,6 +6,7 @@ without loading a network.
 from __future__ import annotations
 
 import difflib
+import functools
 
 # torchvision's vgg19().features layout (config "E"): the index of a name here is its index
 # in that nn.Sequential.
@@ -49,4 +50,9 @@ def pools_before(name: str) -> int:
 
 def min_image_side(layers) -> int:
     """The smallest image side that still leaves at least one pixel at every layer given."""
+    return _min_image_side(tuple(layers))
+
+
+@functools.lru_cache(maxsize=256)
+def _min_image_side(layers: tuple[str, ...]) -> int:
     return 2 ** max((pools_before(n) for n in layers), default=0)

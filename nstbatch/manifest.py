@@ -7,6 +7,7 @@ that cannot be parsed at all (no header, broken YAML) raises ``ManifestError`` d
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import hashlib
 import io
@@ -78,24 +79,39 @@ def stable_id(content: str, styles, output: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+@functools.lru_cache(maxsize=65536)
 def _resolve(base: Path, text: str) -> Path:
-    path = Path(os.path.expanduser(text.strip()))
-    return path if path.is_absolute() else base / path
+    """``text`` relative to ``base`` (string operations: 100,000 rows make pathlib costly)."""
+    return Path(os.path.normpath(os.path.join(base, os.path.expanduser(text.strip()))))
 
 
 def _params(where: str, values: dict[str, Any]) -> StyleParams:
     values = {k: v for k, v in values.items() if not (isinstance(v, str) and not v.strip())}
     try:
-        return resolve_params(values.pop("preset", None), values)
+        key = tuple(sorted((k, v if isinstance(v, (str, int, float, bool, type(None))) else repr(v))
+                           for k, v in values.items()))
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None and key in _params_cache:
+        return _params_cache[key]
+    try:
+        params = resolve_params(values.pop("preset", None), values)
     except NstbatchError as e:
         raise _RowError(str(e)) from None
+    if key is not None and len(_params_cache) < 10_000:
+        _params_cache[key] = params  # rows mostly repeat a few settings: resolve each once
+    return params
+
+
+_params_cache: dict[tuple, StyleParams] = {}
 
 
 def _unknown(names, valid) -> str | None:
     bad = [n for n in names if n not in valid]
     if not bad:
         return None
-    return "; ".join(f"unknown {'column' if valid is CSV_COLUMNS else 'key'} {n!r}{suggest(n, valid)}"
+    return "; ".join(f"unknown {'column' if valid is CSV_COLUMNS else 'key'} {n!r}{suggest(str(n), valid)}"
                      for n in bad) + f" (valid: {', '.join(valid)})"
 
 

@@ -14,7 +14,7 @@ from .api import stylize_with_history
 from .config import StyleParams
 from .devices import resolve_device
 from .errors import InputError, NstbatchError, UsageError
-from .images import check_output_path, load_image, probe_image, save_image
+from .images import check_output_path, load_image, probe_image, remove_stale_temps, save_image
 from .manifest import Job, Manifest, Problem, read_manifest
 from .optimize import Progress, Result, build_features
 from .state import FileHashes, StateDir, default_state_dir, params_hash, weights_identity
@@ -190,6 +190,7 @@ def run_manifest(manifest_path: str | os.PathLike, *, state_dir: str | os.PathLi
         try:
             if item.hash is None:
                 raise InputError(f"{job.where}: {item.reason}")
+            remove_stale_temps(job.output)  # left by a run killed while saving this output
             key = (job.params.weights, job.params.pooling, job.params.feature_layers)
             if key not in features:
                 features[key] = build_features(job.params, torch_device)

@@ -49,13 +49,18 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
                 probes[path] = str(e)
         return probes[path]
 
+    # Absolute, normalised strings: cheap for 100,000 rows (no symlink resolution here; a run
+    # compares with os.path.samefile before it writes).
+    def key(path: Path) -> str:
+        return os.path.abspath(path)
+
     by_id: dict[str, list[Job]] = defaultdict(list)
-    by_output: dict[Path, list[Job]] = defaultdict(list)
-    inputs: set[Path] = set()
+    by_output: dict[str, list[Job]] = defaultdict(list)
+    inputs: set[str] = set()
     for job in manifest.jobs:
         by_id[job.id].append(job)
-        by_output[job.output.resolve()].append(job)
-        inputs.update(p.resolve() for p in job.inputs)
+        by_output[key(job.output)].append(job)
+        inputs.update(key(p) for p in job.inputs)
     folders: dict[Path, str | None] = {}
     for job in manifest.jobs:
         def report(message: str, job=job) -> None:
@@ -65,10 +70,11 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
             output_format(job.output)
         except NstbatchError as e:
             report(str(e))
-        if job.output.resolve() in inputs:
+        output_key = key(job.output)
+        if output_key in inputs:
             report(f"output {job.output} is also an input of this manifest; it would be overwritten")
-        if len(by_output[job.output.resolve()]) > 1:
-            others = [j.where for j in by_output[job.output.resolve()] if j is not job]
+        if len(by_output[output_key]) > 1:
+            others = [j.where for j in by_output[output_key] if j is not job]
             report(f"output {job.output} is also written by {', '.join(others)}")
         if len(by_id[job.id]) > 1:
             others = [j.where for j in by_id[job.id] if j is not job]

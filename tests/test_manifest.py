@@ -1,0 +1,199 @@
+import string
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from nstbatch.manifest import ManifestError, parse_csv, parse_yaml, read_manifest
+from nstbatch.validate import validate
+
+
+@pytest.fixture
+def folder(tmp_path):
+    for name, color in [("a.png", (200, 0, 0)), ("b.png", (0, 200, 0)), ("c.png", (0, 0, 200)),
+                        ("s1.png", (9, 9, 9)), ("s2.png", (99, 99, 99))]:
+        Image.new("RGB", (64, 48), color).save(tmp_path / name)
+    return tmp_path
+
+
+def write(folder, name, text):
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_csv_rows_become_typed_jobs(folder):
+    m = read_manifest(write(folder, "m.csv",
+                            "content,style,output,steps,style_weights,id\n"
+                            "a.png,s1.png,out/x.png,7,,\n"
+                            "b.png,s1.png|s2.png,out/y.png,,3|1,mine\n"))
+    assert m.problems == []
+    x, y = m.jobs
+    assert x.content == folder / "a.png" and x.output == folder / "out" / "x.png"
+    assert x.params.steps == 7 and y.params.steps == 500  # blank cell: the preset's value
+    assert y.styles == ((folder / "s1.png", 3.0), (folder / "s2.png", 1.0)) and y.id == "mine"
+    assert (x.where, y.where) == ("m.csv:2", "m.csv:3")
+
+
+def test_ids_are_stable_when_other_rows_move(folder):
+    rows = ["a.png,s1.png,o1.png", "b.png,s2.png,o2.png", "c.png,s1.png,o3.png"]
+    one = read_manifest(write(folder, "1.csv", "content,style,output\n" + "\n".join(rows)))
+    two = read_manifest(write(folder, "2.csv", "content,style,output\n" + "\n".join(rows[::-1][:2])))
+    ids = {j.output: j.id for j in one.jobs}
+    assert all(ids[j.output] == j.id for j in two.jobs)
+    assert len(set(ids.values())) == 3
+
+
+def test_unknown_column_is_an_error_with_a_suggestion(folder):
+    with pytest.raises(ManifestError, match=r"m.csv:1: unknown column 'stpes'; did you mean steps"):
+        read_manifest(write(folder, "m.csv", "content,style,output,stpes\na.png,s1.png,o.png,3\n"))
+
+
+def test_bom_crlf_quotes_and_blank_lines(folder):
+    text = '\ufeffcontent,style,output\r\n"a.png","s1.png","out, with comma.png"\r\n\r\nb.png,s2.png,o2.png\r\n'
+    m = read_manifest(write(folder, "m.csv", text))
+    assert m.problems == [] and [j.output.name for j in m.jobs] == ["out, with comma.png", "o2.png"]
+    assert [j.where for j in m.jobs] == ["m.csv:2", "m.csv:4"]
+
+
+def test_yaml_glob_times_styles_gives_templated_jobs(folder):
+    m = read_manifest(write(folder, "m.yaml", """
+defaults: {steps: 5}
+output_dir: results
+jobs:
+  - content: "[abc].png"
+    style: [s1.png, s2.png]
+    output: "{content_stem}-{style_stem}-{index}.png"
+"""))
+    assert m.problems == []
+    names = sorted(j.output.name for j in m.jobs)
+    assert names == sorted(f"{c}-{s}-{i}.png" for i, (c, s) in enumerate(
+        (c, s) for c in "abc" for s in ("s1", "s2")))
+    assert all(j.output.parent == folder / "results" and j.params.steps == 5 for j in m.jobs)
+    assert len({j.id for j in m.jobs}) == 6 and all(j.where == "m.yaml:5" for j in m.jobs)
+
+
+def test_yaml_blend_and_per_job_params(folder):
+    m = read_manifest(write(folder, "m.yaml", """
+jobs:
+  - content: a.png
+    style: {s1.png: 2, s2.png: 1}
+    output: blend_{id}.png
+    preset: gatys
+    steps: 3
+"""))
+    (job,) = m.jobs
+    assert job.styles == ((folder / "s1.png", 2.0), (folder / "s2.png", 1.0))
+    assert job.params.preset == "gatys" and job.params.optimizer == "lbfgs" and job.params.steps == 3
+    assert job.output.name == f"blend_{job.id}.png"
+
+
+@pytest.mark.parametrize("text, match", [
+    ("jobs: [{content: a.png, style: s1.png, output: o.png, colour: red}]", "unknown key 'colour'"),
+    ("jobs: [{content: a.png, style: s1.png, output: same.png}, {content: '*.png', style: s1.png, output: same.png}]",
+     "one file for"),
+    ("jobs: [{content: 'zz*.png', style: s1.png, output: o.png}]", "matches no file"),
+    ("jobs: [{content: a.png, style: s1.png, output: '{nope}.png'}]", "not one of"),
+    ("jobs: [{content: a.png, style: {s1.png: heavy}, output: o.png}]", "must be a number"),
+])
+def test_yaml_job_problems_name_their_line(folder, text, match):
+    m = read_manifest(write(folder, "m.yaml", text))
+    assert len(m.problems) == 1 and m.problems[0].where == "m.yaml:1" and match in m.problems[0].message
+
+
+@pytest.mark.parametrize("text, match", [
+    ("jobs: [\n", "not valid YAML"),
+    ("- just a list\n", "expected a mapping"),
+    ("jobz: []\n", "unknown key 'jobz'"),
+    ("defaults: {siz: 3}\njobs: [{content: a, style: b, output: c.png}]\n", "did you mean size"),
+])
+def test_unreadable_yaml_is_a_manifest_error_with_a_line(folder, text, match):
+    with pytest.raises(ManifestError, match=match) as e:
+        read_manifest(write(folder, "m.yaml", text))
+    assert e.value.where.startswith("m.yaml:")
+
+
+def test_one_validate_reports_every_kind_of_problem_with_lines(folder):
+    manifest = write(folder, "m.csv",
+                     "content,style,output,steps\n"
+                     "a.png,s1.png,dup.png,5\n"         # 2: duplicate output (with 3)
+                     "b.png,s1.png,dup.png,5\n"         # 3
+                     "a.png,s1.png,b.png,5\n"           # 4: output is an input
+                     "c.png,s1.png,ok.png,many\n"       # 5: bad number
+                     "missing.png,s1.png,m.png,5\n")    # 6: missing file
+    problems = validate(read_manifest(manifest))
+    text = "\n".join(map(str, problems))
+    assert "m.csv:2: output" in text and "also written by m.csv:3" in text
+    assert "m.csv:4: output" in text and "also an input" in text
+    assert "m.csv:5: steps must be a whole number, got 'many'" in text
+    assert "m.csv:6: content:" in text and "no such file" in text
+    with pytest.raises(ManifestError, match="did you mean style"):  # unknown column: structural
+        read_manifest(write(folder, "n.csv", "content,stlye,output\na.png,s1.png,o.png\n"))
+
+
+def test_validate_finds_non_images_unwritable_folders_and_small_images(folder):
+    (folder / "text.png").write_text("not an image")
+    (folder / "blocker").write_text("a file where a folder should be")
+    Image.new("RGB", (4, 4)).save(folder / "tiny.png")
+    m = read_manifest(write(folder, "m.csv", "content,style,output,size,id\n"
+                                             "text.png,s1.png,o1.png,,x\n"
+                                             "a.png,s1.png,blocker/o2.png,,y\n"
+                                             "a.png,s1.png,o3.png,16,y\n"
+                                             "a.png,s1.png,o4.txt,,z\n"))
+    text = "\n".join(map(str, validate(m)))
+    assert "m.csv:2: content:" in text and "not an image" in text
+    assert "m.csv:3: output folder" in text and "is a file" in text
+    assert "m.csv:4: content a.png is 16x12 px" in text and "duplicate id 'y'" in text
+    assert "m.csv:5:" in text and "cannot tell the output format" in text
+
+
+def test_hundred_thousand_rows_sharing_a_few_images_validate_quickly(folder):
+    import time
+    rows = "".join(f"{'abc'[i % 3]}.png,s{1 + i % 2}.png,out/{i}.png\n" for i in range(100_000))
+    path = write(folder, "big.csv", "content,style,output\n" + rows)
+    started = time.monotonic()
+    m = read_manifest(path)
+    problems = validate(m)
+    assert len(m.jobs) == 100_000 and problems == []
+    # Not a timing test: a generous bound that only a per-row decode or re-probe would break.
+    assert time.monotonic() - started < 120
+
+
+csv_text = st.text(alphabet=string.printable + "é|\ufeff\"", max_size=300)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=csv_text)
+def test_arbitrary_csv_parses_or_fails_with_a_manifest_error_naming_a_line(tmp_path, body):
+    for text in (body, "content,style,output\n" + body):
+        try:
+            m = parse_csv(tmp_path / "m.csv", text)
+        except ManifestError as e:
+            assert e.where.startswith("m.csv:") and e.where.split(":")[-1].isdigit()
+            continue
+        for problem in m.problems:
+            assert problem.where.startswith("m.csv:")
+
+
+yaml_scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
+                        st.text(max_size=10))
+yaml_value = st.recursive(yaml_scalar, lambda inner: st.one_of(
+    st.lists(inner, max_size=3),
+    st.dictionaries(st.sampled_from(["content", "style", "output", "steps", "id", "jobs",
+                                     "defaults", "size", "x"]), inner, max_size=4)), max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=yaml_value, raw=st.text(max_size=200))
+def test_arbitrary_yaml_parses_or_fails_with_a_manifest_error_naming_a_line(data, raw):
+    import yaml
+    for text in (yaml.safe_dump({"jobs": data}), yaml.safe_dump(data), raw):
+        try:
+            m = parse_yaml(Path("m.yaml"), text)
+        except ManifestError as e:
+            assert e.where.startswith("m.yaml:")
+            continue
+        for problem in m.problems:
+            assert problem.where.startswith("m.yaml:")

@@ -1,0 +1,209 @@
+"""``nstbatch run``, ``validate`` and ``status`` end to end, on tiny images."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from nstbatch.cli import main
+from tests.conftest import pattern
+
+HEADER = "id,content,style,output,size,steps,content_layers,style_layers\n"
+
+
+def tiny_row(job_id, content, style, output, steps=3):
+    return f'{job_id},{content},{style},{output},32,{steps},relu2_2,"relu1_1,relu2_1"\n'
+
+
+@pytest.fixture
+def folder(tmp_path):
+    for i in range(3):
+        Image.fromarray(pattern(40, 36, phase=i), "RGB").save(tmp_path / f"c{i}.png")
+    Image.fromarray(pattern(36, 36, phase=5)[:, ::-1].copy(), "RGB").save(tmp_path / "s.png")
+    # a PNG whose header is fine (so validation passes) but whose pixels are cut off
+    good = tmp_path / "c0.png"
+    broken = tmp_path / "broken.png"
+    Image.fromarray(pattern(200, 200), "RGB").save(broken)
+    broken.write_bytes(broken.read_bytes()[:400])
+    assert good.exists()
+    return tmp_path
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def six_rows(folder, steps_of_row_3=3):
+    rows = [tiny_row("j0", "c0.png", "s.png", "out/j0.png"),
+            tiny_row("j1", "c1.png", "s.png", "out/j1.png"),
+            tiny_row("j2", "c2.png", "s.png", "out/j2.png", steps=steps_of_row_3),
+            tiny_row("bad", "broken.png", "s.png", "out/bad.png"),
+            tiny_row("j4", "c0.png", "c1.png", "out/j4.png"),
+            tiny_row("j5", "c1.png", "c2.png|s.png", "out/j5.jpg")]
+    path = folder / "m.csv"
+    path.write_text(HEADER + "".join(rows))
+    return path
+
+
+def report_lines(folder):
+    path = folder / ".nstbatch" / "m.csv" / "report.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_corrupt_content_fails_alone_rerun_touches_nothing_edit_reruns_one_row(folder, capsys):
+    manifest = six_rows(folder)
+    code, out, err = run_cli(capsys, "run", manifest)
+    assert code == 1
+    outputs = sorted(p.name for p in (folder / "out").iterdir())
+    assert outputs == ["j0.png", "j1.png", "j2.png", "j4.png", "j5.jpg"]  # nothing else among them
+    for name in outputs:
+        with Image.open(folder / "out" / name) as im:
+            im.load()
+    lines = report_lines(folder)
+    failed = [l for l in lines if l["status"] == "failed"]
+    assert len(lines) == 6 and [l["id"] for l in failed] == ["bad"]
+    assert "broken.png" in failed[0]["error"] and "truncated or corrupt" in failed[0]["error"]
+    assert "FAILED bad (m.csv:5)" in err and "done 5, already done 0, failed 1" in out
+    assert all(l["device"] == "cpu" and "seconds" in l for l in lines)
+    assert all(isinstance(l["costs"]["total"], float) for l in lines if l["status"] == "done")
+
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (folder / "out").iterdir()}
+    code, out, _ = run_cli(capsys, "run", manifest)
+    assert code == 1 and "done 0, already done 5, failed 1" in out
+    assert {p.name: p.stat().st_mtime_ns for p in (folder / "out").iterdir()} == mtimes
+    assert [l["id"] for l in report_lines(folder)[6:]] == ["bad"]  # only the failed one retried
+
+    six_rows(folder, steps_of_row_3=4)  # edit one row's steps
+    code, out, _ = run_cli(capsys, "run", manifest, "--dry-run")
+    assert code == 0 and "run   (parameters or inputs changed)" in out and "3 to run" not in out
+    code, out, _ = run_cli(capsys, "run", manifest)
+    assert "done 1, already done 4, failed 1" in out
+    changed = {p.name for p in (folder / "out").iterdir() if p.stat().st_mtime_ns != mtimes[p.name]}
+    assert changed == {"j2.png"}
+
+    code, out, _ = run_cli(capsys, "status", manifest)
+    assert "done 5, failed 1, pending 0" in out and "FAILED bad" in out
+
+
+def test_changed_input_reruns_its_jobs_and_force_reruns_all(folder, capsys):
+    manifest = folder / "m.csv"
+    manifest.write_text(HEADER + tiny_row("a", "c0.png", "s.png", "o/a.png") + tiny_row("b", "c1.png", "s.png", "o/b.png"))
+    assert run_cli(capsys, "run", manifest)[0] == 0
+    Image.fromarray(pattern(40, 36, phase=9), "RGB").save(folder / "c1.png")
+    code, out, _ = run_cli(capsys, "run", manifest, "--dry-run")
+    assert "skip  (done)" in out and "run   (parameters or inputs changed)" in out
+    code, out, _ = run_cli(capsys, "run", manifest, "--force", "--dry-run")
+    assert "2 to run" in out
+    (folder / "o" / "a.png").unlink()
+    code, out, _ = run_cli(capsys, "run", manifest, "--dry-run")
+    assert "run   (output missing)" in out
+
+
+def test_invalid_manifest_is_refused_before_any_work_unless_skip_invalid(folder, capsys):
+    manifest = folder / "m.csv"
+    manifest.write_text(HEADER + tiny_row("a", "c0.png", "s.png", "o/a.png")
+                        + tiny_row("b", "missing.png", "s.png", "o/b.png"))
+    code, out, err = run_cli(capsys, "validate", manifest)
+    assert code == 1 and "m.csv:3: content:" in err and "2 job(s), 1 problem(s)" in out
+    code, _, err = run_cli(capsys, "run", manifest)
+    assert code == 2 and "m.csv:3" in err and "nothing was run" in err and "Traceback" not in err
+    assert not (folder / "o").exists() and not (folder / ".nstbatch").exists()
+    code, out, _ = run_cli(capsys, "run", manifest, "--skip-invalid")
+    assert code == 1 and (folder / "o" / "a.png").exists() and "invalid 1" in out
+    code, out, _ = run_cli(capsys, "validate", folder / "nope.csv")
+    assert code == 2
+
+
+def test_state_dir_can_move_and_nothing_lands_among_outputs(folder, capsys, tmp_path_factory):
+    state = tmp_path_factory.mktemp("shared") / "state"
+    manifest = folder / "m.csv"
+    manifest.write_text(HEADER + tiny_row("a", "c0.png", "s.png", "o/a.png"))
+    assert run_cli(capsys, "run", manifest, "--state-dir", state)[0] == 0
+    assert sorted(p.name for p in (folder / "o").iterdir()) == ["a.png"]
+    assert not (folder / ".nstbatch").exists()
+    assert (state / "done" / "a.json").exists() and (state / "summary.json").exists()
+    summary = json.loads((state / "summary.json").read_text())
+    assert summary["done"] == 1 and summary["images_per_hour"] > 0
+    assert "done 1" in run_cli(capsys, "status", manifest, "--state-dir", state)[1]
+
+
+def test_yaml_manifest_runs_glob_cross_product(folder, capsys):
+    manifest = folder / "m.yaml"
+    manifest.write_text("""
+defaults: {size: 32, steps: 2, content_layers: relu2_2, style_layers: "relu1_1,relu2_1"}
+output_dir: results
+jobs:
+  - content: "c*.png"
+    style: [s.png, c0.png]
+    output: "{content_stem}_x_{style_stem}.png"
+""")
+    code, out, _ = run_cli(capsys, "run", manifest)
+    assert code == 0 and "done 6" in out
+    names = sorted(p.name for p in (folder / "results").iterdir())
+    assert names == sorted(f"c{i}_x_{s}.png" for i in range(3) for s in ("s", "c0"))
+
+
+def _spawn(args, cwd):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "nstbatch", *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for_report_lines(folder, n, proc, timeout=120):
+    report = folder / ".nstbatch" / "m.csv" / "report.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if report.exists() and len(report.read_text().splitlines()) >= n:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("run made no progress")
+
+
+def slow_manifest(folder, jobs=3):
+    manifest = folder / "m.csv"
+    manifest.write_text("id,content,style,output,size,steps\n" + "".join(
+        f"k{i},c{i % 3}.png,s.png,out/k{i}.png,48,60\n" for i in range(jobs)))
+    return manifest
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_mid_job_leaves_only_whole_outputs_and_the_next_run_completes(folder, capsys, sig):
+    manifest = slow_manifest(folder)
+    proc = _spawn(["run", manifest, "-q"], folder)
+    _wait_for_report_lines(folder, 1, proc)
+    time.sleep(0.5)  # well inside the second job
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and b"run the same command again" in err
+        assert b"Traceback" not in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    out_dir = folder / "out"
+    left = sorted(p.name for p in out_dir.iterdir())
+    assert "k0.png" in left and set(left) <= {"k0.png", "k1.png"}  # no partial, no temp file
+    for name in left:
+        with Image.open(out_dir / name) as im:
+            im.load()
+    code, out, _ = run_cli(capsys, "run", manifest, "-q")
+    assert code == 0 and f"done {3 - len(left)}, already done {len(left)}" in out
+    for name in ("k0.png", "k1.png", "k2.png"):
+        with Image.open(out_dir / name) as im:
+            im.load()
+
+
+def test_stale_temp_file_from_a_kill_during_save_is_removed(folder, capsys):
+    manifest = folder / "m.csv"
+    manifest.write_text(HEADER + tiny_row("a", "c0.png", "s.png", "o/a.png"))
+    (folder / "o").mkdir()
+    (folder / "o" / ".a.png.x1y2.tmp").write_bytes(b"half an image")
+    assert run_cli(capsys, "run", manifest)[0] == 0
+    assert sorted(p.name for p in (folder / "o").iterdir()) == ["a.png"]
