@@ -127,6 +127,15 @@ def stylize(
         typer.echo(f"wrote {output} ({resolved.steps} steps, total cost {final.total:.4g})")
 
 
+TARGETS_OPTION = typer.Option("onnx", "--targets", help="How style targets are computed: onnx (ONNX Runtime) or torch.")
+CACHE_OPTION = typer.Option(None, "--cache-dir", help="Cache of ONNX models and style targets"
+                            " [default: $NSTBATCH_CACHE, else ~/.cache/nstbatch].")
+PROVIDERS_OPTION = typer.Option("auto", "--providers", help="ONNX Runtime providers: auto (TensorRT, CUDA,"
+                                " CPU where a GPU is visible; else CPU) or a comma list of tensorrt, cuda, cpu.")
+FALLBACK_OPTION = typer.Option(False, "--allow-fallback", help="Run on whatever provider ONNX Runtime"
+                               " starts instead of failing when the first one asked for does not.")
+
+
 class RunReport:
     """``RunEvents`` for a terminal (a bar over jobs, the current job's step and costs, an ETA)
     or for a log (one plain line per finished job)."""
@@ -149,6 +158,12 @@ class RunReport:
 
     def job_started(self, job, index: int, count: int) -> None:
         self.current = job
+
+    def notice(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(message, markup=False, highlight=False)
+        elif not self.quiet or message.startswith("WARNING"):
+            typer.echo(message, err=True)
 
     def step(self, progress) -> None:
         if self.bar is not None:
@@ -204,6 +219,10 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would run, and why; run nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only failures and the summary."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also the steps of each job."),
+    targets: str = TARGETS_OPTION,
+    cache_dir: Optional[Path] = CACHE_OPTION,
+    providers: str = PROVIDERS_OPTION,
+    allow_fallback: bool = FALLBACK_OPTION,
 ):
     """Run every job of MANIFEST that is not done yet. Exit 0: all done; 1: some failed;
     2: invalid manifest or usage."""
@@ -212,7 +231,9 @@ def run(
     report = RunReport(quiet, verbose)
     try:
         summary, planned = run_manifest(manifest, state_dir=state_dir, device=device, force=force,
-                                        skip_invalid=skip_invalid, dry_run=dry_run, events=report)
+                                        skip_invalid=skip_invalid, dry_run=dry_run, events=report,
+                                        targets=targets, cache_dir=cache_dir, providers=providers,
+                                        allow_fallback=allow_fallback)
     except InvalidManifest as e:
         _print_problems(e.problems)
         raise
@@ -232,7 +253,9 @@ def run(
         return 0
     typer.echo(f"done {summary.done}, already done {summary.skipped}, failed {summary.failed}"
                + (f", invalid {summary.invalid}" if summary.invalid else "")
-               + f"; {summary.seconds:.1f}s, {summary.images_per_hour:.1f} images/hour")
+               + f"; {summary.seconds:.1f}s, {summary.images_per_hour:.1f} images/hour"
+               + f"; style targets: {summary.style_targets_computed} computed,"
+                 f" {summary.style_targets_reused} from the cache")
     return 1 if summary.failed or summary.invalid else 0
 
 
@@ -252,6 +275,62 @@ def status(
     typer.echo(f"done {counts['done']}, failed {counts['failed']}, pending {counts['pending']}"
                + (f", unparsable rows {len(problems)}" if problems else ""))
     return 0
+
+
+@app.command()
+def precompute(
+    manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
+    targets: str = TARGETS_OPTION,
+    cache_dir: Optional[Path] = CACHE_OPTION,
+    providers: str = PROVIDERS_OPTION,
+    allow_fallback: bool = FALLBACK_OPTION,
+    device: str = typer.Option("cpu", help="Device for --targets torch (and GPU providers' inputs)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
+):
+    """Fill the cache with the style targets of every distinct style of MANIFEST (for example
+    on CPU nodes, before the GPU job)."""
+    from .devices import resolve_device
+    from .manifest import read_manifest
+    from .precompute import StyleTargetStore, distinct_targets
+
+    parsed = read_manifest(manifest)
+    todo = distinct_targets(parsed.jobs)
+    store = StyleTargetStore(backend=targets, cache_dir=cache_dir, device=resolve_device(device),
+                             providers=providers, allow_fallback=allow_fallback,
+                             notice=lambda m: typer.echo(m, err=True))
+    failed = 0
+    for index, (style, params) in enumerate(todo, start=1):
+        try:
+            _, source = store.get(style, params)
+        except NstbatchError as e:
+            failed += 1
+            typer.echo(f"[{index}/{len(todo)}] FAILED {style}: {e}", err=True)
+            continue
+        if not quiet:
+            typer.echo(f"[{index}/{len(todo)}] {source:8s} {style.name} (size {params.size},"
+                       f" {','.join(params.style_layers)}, {params.pooling})", err=True)
+    typer.echo(f"{len(todo)} distinct style target(s): {store.computed} computed, "
+               f"{store.reused} already cached, {failed} failed; cache {store.root}")
+    return 1 if failed else 0
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(..., "--out", help="Folder for the ONNX model (and TensorRT engine)."),
+    preset: Optional[str] = typer.Option(None, help="Preset whose layers, pooling and weights to export."),
+    style_layers: Optional[str] = typer.Option(None, help="Comma-separated style layers [default: the preset's]."),
+    pooling: Optional[str] = typer.Option(None, help="max or avg [default: the preset's]."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Weights spec [default: the preset's]."),
+    providers: str = PROVIDERS_OPTION,
+):
+    """Write the style-targets ONNX model (checked against PyTorch) to --out; where TensorRT
+    runs, also build its engine there."""
+    from .onnx_backend import build_artifacts
+
+    params = resolve_params(preset, {"style_layers": style_layers, "pooling": pooling, "weights": weights})
+    artifact = build_artifacts(params, out, providers)
+    typer.echo(f"wrote {artifact.model} (parity with PyTorch: relative error {artifact.error:.1e});"
+               f" provider {artifact.provider}")
 
 
 @app.command()

@@ -155,6 +155,7 @@ def atomic_write(path: str | os.PathLike, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs from the group
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -178,6 +179,12 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
 
 def glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_image(image: Image.Image, path: str | os.PathLike,

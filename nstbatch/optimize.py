@@ -11,6 +11,7 @@ from torch import Tensor
 from . import losses
 from .config import StyleParams
 from .errors import OptimizationError
+from .targets import blend_targets, torch_style_targets
 from .vgg import VGGFeatures, check_image_size
 from .weights import load_weights
 
@@ -56,35 +57,30 @@ def _scaled(features: VGGFeatures, image: Tensor, layers, scale: float) -> dict[
 
 
 def _as_blend(styles: Styles) -> list[tuple[Tensor, float]]:
-    blend = [(styles, 1.0)] if isinstance(styles, Tensor) else list(styles)
-    total = sum(weight for _, weight in blend)
-    if not blend or total <= 0 or any(weight < 0 for _, weight in blend):
-        raise ValueError(f"style weights must be non-negative with a positive sum, got "
-                         f"{[weight for _, weight in blend]}")
-    return [(image, weight / total) for image, weight in blend]
+    return [(styles, 1.0)] if isinstance(styles, Tensor) else list(styles)
 
 
-def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles,
-                    params: StyleParams) -> Targets:
-    """Content activations and the (weight-normalised) blend of the styles' Gram matrices."""
-    blend = _as_blend(styles)
+def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles | None,
+                    params: StyleParams,
+                    style_targets: dict[str, Tensor] | None = None) -> Targets:
+    """Content activations, and the blend of the styles' Gram targets at ``feature_scale``.
+
+    ``style_targets`` (already blended and scaled, from ``targets.blend_targets``) skips the
+    style images entirely: that is how precomputed, cached targets come in.
+    """
     check_image_size(*content.shape[-2:], params.feature_layers, "content image")
-    for style, _ in blend:
-        check_image_size(*style.shape[-2:], params.style_layers, "style image")
-    grams: dict[str, Tensor] = {}
     with torch.no_grad():
         content_acts = (_scaled(features, content, params.content_layers, params.feature_scale)
                         if params.content_layers else {})
-        for style, weight in blend:
-            if not params.style_layers or weight == 0:
-                continue
-            for name, a in _scaled(features, style.to(content.device), params.style_layers,
-                                   params.feature_scale).items():
-                # Per position: a style image of another size than the output then asks for
-                # the same statistics; at equal sizes this is exactly the seed's formula.
-                gram = losses.gram_matrix(a) * (weight / (a.shape[-2] * a.shape[-1]))
-                grams[name] = gram if name not in grams else grams[name] + gram
-    return Targets(content_acts, grams)
+    if style_targets is None and params.style_layers:
+        per_style = []
+        for style, weight in _as_blend(styles):
+            check_image_size(*style.shape[-2:], params.style_layers, "style image")
+            if weight:
+                per_style.append((torch_style_targets(features, style.to(content.device),
+                                                      params.style_layers), weight))
+        style_targets = blend_targets(per_style or [({}, 1.0)], params.feature_scale, content.device)
+    return Targets(content_acts, {name: g.to(content.device) for name, g in (style_targets or {}).items()})
 
 
 def initial_image(content: Tensor, params: StyleParams) -> Tensor:
@@ -125,11 +121,13 @@ def _progress(step: int, params: StyleParams, parts) -> Progress:
     return Progress(step, params.steps, content, style, tv, total)
 
 
-def optimize(content: Tensor, style: Styles, params: StyleParams, *,
+def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
              features: VGGFeatures | None = None,
-             callback: Callable[[Progress], None] | None = None) -> Result:
+             callback: Callable[[Progress], None] | None = None,
+             style_targets: dict[str, Tensor] | None = None) -> Result:
     """Stylize ``content`` ``(N, 3, H, W)`` with ``style`` ``(1, 3, h, w)``, both in [0, 1];
-    or with a blend, a sequence of ``(style, weight)`` (weights are normalised to sum to 1).
+    or with a blend, a sequence of ``(style, weight)`` (weights are normalised to sum to 1);
+    or with precomputed ``style_targets`` (then ``style`` may be None).
 
     Runs ``params.steps`` updates of Adam or L-BFGS over the pixels, clipping them to [0, 1]
     after each; returns the image and the costs after every step (step 0 included).
@@ -138,7 +136,7 @@ def optimize(content: Tensor, style: Styles, params: StyleParams, *,
         features = build_features(params, content.device)
     device = next(features.parameters()).device
     content = content.to(device)
-    targets = compute_targets(features, content, style, params)
+    targets = compute_targets(features, content, style, params, style_targets)
     image = initial_image(content, params).requires_grad_(True)
     history: list[Progress] = []
 

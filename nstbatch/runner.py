@@ -16,7 +16,9 @@ from .devices import resolve_device
 from .errors import InputError, NstbatchError, UsageError
 from .images import check_output_path, load_image, probe_image, remove_stale_temps, save_image
 from .manifest import Job, Manifest, Problem, read_manifest
+from .onnx_backend import OnnxError
 from .optimize import Progress, Result, build_features
+from .precompute import StyleTargetStore
 from .state import FileHashes, StateDir, default_state_dir, params_hash, weights_identity
 from .validate import validate
 from .vgg import VGGFeatures
@@ -63,15 +65,19 @@ def check_job_files(content: Path, styles: list[tuple[Path, float]], output: Pat
 def stylize_file(content: str | os.PathLike, style: "str | os.PathLike | StyleSpec",
                  output: str | os.PathLike, params: StyleParams, *, device: str = "auto",
                  callback: Callable[[Progress], None] | None = None,
-                 features: VGGFeatures | None = None) -> Result:
+                 features: VGGFeatures | None = None,
+                 style_targets: dict | None = None) -> Result:
     """Stylize ``content`` with ``style`` (a path, or a blend of (path, weight)) and write
-    ``output`` atomically: on any failure, nothing is written."""
+    ``output`` atomically: on any failure, nothing is written. With ``style_targets``
+    (precomputed), the style images are not decoded again."""
     content, output, styles = Path(content), Path(output), _style_list(style)
     check_job_files(content, styles, output)
     load_weights(params.weights)  # a weights problem shows before any decoding work
-    image, result = stylize_with_history(load_image(content),
-                                         [(load_image(path), weight) for path, weight in styles],
-                                         params, device=device, callback=callback, features=features)
+    style_images = (None if style_targets is not None
+                    else [(load_image(path), weight) for path, weight in styles])
+    image, result = stylize_with_history(load_image(content), style_images, params, device=device,
+                                         callback=callback, features=features,
+                                         style_targets=style_targets)
     save_image(image, output, provenance(params, result, content, styles))
     return result
 
@@ -109,6 +115,8 @@ class RunSummary:
     failed: int = 0
     invalid: int = 0
     seconds: float = 0.0
+    style_targets_computed: int = 0
+    style_targets_reused: int = 0  # from the cache (or memory) instead of computed
 
     @property
     def images_per_hour(self) -> float:
@@ -122,6 +130,7 @@ class RunEvents:
     """What a face hears of a run (the engine's callback, and jobs starting and ending)."""
 
     def planned(self, to_run: list[Planned], skipped: int) -> None: ...
+    def notice(self, message: str) -> None: ...
     def job_started(self, job: Job, index: int, count: int) -> None: ...
     def step(self, progress: Progress) -> None: ...
     def job_finished(self, outcome: Outcome, index: int, count: int) -> None: ...
@@ -164,7 +173,9 @@ def _error_text(error: BaseException) -> str:
 
 def run_manifest(manifest_path: str | os.PathLike, *, state_dir: str | os.PathLike | None = None,
                  device: str = "auto", force: bool = False, skip_invalid: bool = False,
-                 dry_run: bool = False, events: RunEvents | None = None) -> tuple[RunSummary, list[Planned]]:
+                 dry_run: bool = False, events: RunEvents | None = None, targets: str = "onnx",
+                 cache_dir: str | os.PathLike | None = None, providers: str = "auto",
+                 allow_fallback: bool = False) -> tuple[RunSummary, list[Planned]]:
     """Run every job of a manifest that is not done. A failing job is recorded and the rest go
     on; the outputs are atomic, so an interrupted run leaves only whole files behind."""
     manifest_path = Path(manifest_path)
@@ -178,15 +189,18 @@ def run_manifest(manifest_path: str | os.PathLike, *, state_dir: str | os.PathLi
                          invalid=len({p.job_id or p.where for p in problems}))
     if dry_run:
         return summary, planned
+    torch_device = resolve_device(device)
+    store = StyleTargetStore(backend=targets, cache_dir=cache_dir, device=torch_device,
+                             providers=providers, allow_fallback=allow_fallback, notice=events.notice)
     events.planned(to_run, summary.skipped)
     state.ensure()
-    torch_device = resolve_device(device)
     features: dict[tuple, VGGFeatures] = {}
     started = time.monotonic()
     for index, item in enumerate(to_run, start=1):
         job = item.job
         events.job_started(job, index, len(to_run))
         t0 = time.monotonic()
+        sources: list[str] = []
         try:
             if item.hash is None:
                 raise InputError(f"{job.where}: {item.reason}")
@@ -194,11 +208,15 @@ def run_manifest(manifest_path: str | os.PathLike, *, state_dir: str | os.PathLi
             key = (job.params.weights, job.params.pooling, job.params.feature_layers)
             if key not in features:
                 features[key] = build_features(job.params, torch_device)
+            style_targets, sources = store.for_job(job)
             result = stylize_file(job.content, job.styles, job.output, job.params,
-                                  callback=events.step, features=features[key])
+                                  callback=events.step, features=features[key],
+                                  style_targets=style_targets)
             final = result.history[-1]
             outcome = Outcome(job, "done", time.monotonic() - t0, final=final)
             state.mark_done(job, item.hash, {"seconds": outcome.seconds, "finished": time.time()})
+        except OnnxError:
+            raise  # the ONNX Runtime set-up is broken for every job, not this one
         except KeyboardInterrupt:
             state.append_report({"id": job.id, "status": "interrupted", "output": str(job.output),
                                  "seconds": time.monotonic() - t0, "device": str(torch_device)})
@@ -210,11 +228,14 @@ def run_manifest(manifest_path: str | os.PathLike, *, state_dir: str | os.PathLi
                   "steps": job.params.steps, "device": str(torch_device), "error": outcome.error}
         if outcome.final is not None:
             record["costs"] = asdict(outcome.final)
+        if sources:
+            record["style_targets"] = sources  # computed | cache | memory, per style
         state.append_report(record)
         summary.done += outcome.status == "done"
         summary.failed += outcome.status == "failed"
         events.job_finished(outcome, index, len(to_run))
     summary.seconds = time.monotonic() - started
+    summary.style_targets_computed, summary.style_targets_reused = store.computed, store.reused
     state.write_json(state.root / "summary.json", {**summary.to_dict(), "finished": time.time()})
     return summary, planned
 

@@ -19,6 +19,14 @@ def pattern(width: int, height: int, phase: float = 0.0) -> np.ndarray:
     return (np.stack([r, g, b], -1) * 255).round().astype(np.uint8)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_cache(tmp_path_factory):
+    """One cache for the session: each ONNX model is exported once, never into ~/.cache."""
+    root = tmp_path_factory.mktemp("nstbatch-cache")
+    os.environ["NSTBATCH_CACHE"] = str(root)
+    return root
+
+
 @pytest.fixture
 def image_pair(tmp_path):
     """A content and a style PNG of 48x40 and 40x40 pixels."""

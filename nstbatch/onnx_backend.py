@@ -1,0 +1,251 @@
+"""Style targets through ONNX Runtime: export of ``TargetsGraph``, parity check, sessions.
+
+Provider order is TensorRT → CUDA → CPU. ONNX Runtime quietly falls back to the CPU when a
+GPU provider cannot start (onnxruntime-gpu lists CUDA as available even on machines without a
+GPU), so after creating a session we compare what runs with what was asked for.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import __version__
+from .errors import NstbatchError, UsageError
+from .targets import TargetsGraph
+from .vgg import VGGFeatures
+from .weights import Weights
+
+OPSET = 17
+PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
+             "cpu": "CPUExecutionProvider"}
+PARITY_SIZES = ((64, 64), (45, 71))  # a square and an odd, non-square size
+PARITY_TOLERANCE = 1e-4
+
+
+class OnnxError(NstbatchError):
+    exit_code = 2
+
+
+def _channels(layer: str) -> int:
+    return (64, 128, 256, 512, 512)[int(layer[4]) - 1]  # conv3_2, relu3_2, pool3: block 3
+
+
+def model_key(weights: Weights, style_layers: Sequence[str], pooling: str,
+              content_layers: Sequence[str] = ()) -> str:
+    data = {"weights": weights.id, "style": list(style_layers), "content": list(content_layers),
+            "pooling": pooling, "opset": OPSET, "nstbatch": __version__, "torch": torch.__version__}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def relative_error(got: Tensor, expected: Tensor) -> float:
+    """``max|got − expected| / max|expected|``: the error relative to the output's scale."""
+    expected = expected.double()
+    return float((got.double() - expected).abs().max() / expected.abs().max().clamp_min(1e-30))
+
+
+def parity(model_path: Path, graph: TargetsGraph, sizes=PARITY_SIZES) -> float:
+    """Worst relative error of ONNX Runtime (CPU) against PyTorch over ``sizes`` and outputs."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), _session_options(), providers=[PROVIDERS["cpu"]])
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for height, width in sizes:
+        image = torch.rand(1, 3, height, width, generator=generator)
+        with torch.no_grad():
+            expected = graph(image)
+        got = session.run(None, {"image": image.numpy()})
+        for g, e in zip(got, expected):
+            worst = max(worst, relative_error(torch.from_numpy(g), e))
+    return worst
+
+
+def export_targets_model(weights: Weights, style_layers: Sequence[str], pooling: str,
+                         path: str | os.PathLike, content_layers: Sequence[str] = ()) -> float:
+    """Export ``TargetsGraph`` with dynamic height and width to ``path``, after checking it
+    against PyTorch on two sizes; returns the worst relative error. Atomic: a failed check or
+    a crash leaves no model at ``path``."""
+    path = Path(path)
+    features = VGGFeatures(weights, tuple(style_layers) + tuple(content_layers), pooling).cpu()
+    graph = TargetsGraph(features, style_layers, content_layers).eval()
+    names = graph.output_names
+    dynamic = {"image": {2: "height", 3: "width"}}
+    dynamic.update({n: {2: f"{n}_height", 3: f"{n}_width"} for n in names if n.startswith("act_")})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # The TorchScript exporter: the dynamo one needs onnxscript, which we do not ship.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(graph, (torch.rand(1, 3, 64, 64),), tmp, dynamo=False,
+                              input_names=["image"], output_names=names, dynamic_axes=dynamic,
+                              opset_version=OPSET, do_constant_folding=True)
+        error = parity(Path(tmp), graph)
+        if not error < PARITY_TOLERANCE:
+            raise OnnxError(f"exported model disagrees with PyTorch: relative error {error:.2e}"
+                            f" > {PARITY_TOLERANCE:g}", hint="use --targets torch and report this")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        return error
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def check_providers(spec: str = "auto", allow_fallback: bool = False) -> None:
+    """Before any work: refuse GPU providers on a machine that has no GPU (ORT would quietly
+    run them on the CPU)."""
+    import onnxruntime as ort
+
+    wanted = resolve_providers(spec)[0]
+    if wanted == PROVIDERS["cpu"] or allow_fallback:
+        return
+    if not torch.cuda.is_available():
+        raise OnnxError(f"--providers {spec}: {wanted} needs a GPU, and none is visible here",
+                        hint="use --providers cpu (or auto), or --allow-fallback to run on the CPU")
+    if wanted not in ort.get_available_providers():
+        raise OnnxError(f"--providers {spec}: this onnxruntime has no {wanted}"
+                        f" (it has {', '.join(ort.get_available_providers())})",
+                        hint="install onnxruntime-gpu, not onnxruntime")
+
+
+def resolve_providers(spec: str = "auto") -> list[str]:
+    """``auto``: TensorRT → CUDA → CPU where torch sees a GPU, else CPU; or a comma list."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        names = ["tensorrt", "cuda", "cpu"] if torch.cuda.is_available() else ["cpu"]
+    else:
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+        unknown = [n for n in names if n not in PROVIDERS]
+        if unknown or not names:
+            raise UsageError(f"unknown ONNX Runtime provider(s) {', '.join(unknown) or spec!r}",
+                             hint=f"use auto or a comma list of {', '.join(PROVIDERS)}")
+    return [PROVIDERS[n] for n in names]
+
+
+def _session_options():
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # a failed GPU provider is our message to give, not ORT's
+    return options
+
+
+def _trt_cache_dir(cache_root: Path) -> Path:
+    import onnxruntime as ort
+
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "nogpu"
+    try:
+        import tensorrt
+        trt = tensorrt.__version__
+    except ImportError:
+        trt = "trt"
+    tag = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{gpu}-ort{ort.__version__}-{trt}")
+    return cache_root / "tensorrt" / tag
+
+
+@dataclass
+class OnnxTargets:
+    """A session over an exported targets model: image → {layer: G/(n_H·n_W)}."""
+
+    session: object
+    style_layers: tuple[str, ...]
+    provider: str  # the one actually running
+
+    @classmethod
+    def open(cls, model_path: Path, style_layers: Sequence[str], providers: str = "auto", *,
+             cache_root: Path | None = None, allow_fallback: bool = False,
+             notice: Callable[[str], None] | None = None) -> "OnnxTargets":
+        import onnxruntime as ort
+
+        wanted = resolve_providers(providers)
+        device_id = torch.cuda.current_device() if torch.cuda.is_available() else 0
+        options = []
+        for name in wanted:
+            if name == PROVIDERS["tensorrt"]:
+                trt_dir = _trt_cache_dir(cache_root or model_path.parent)
+                trt_dir.mkdir(parents=True, exist_ok=True)
+                options.append((name, {"device_id": device_id, "trt_fp16_enable": False,
+                                       "trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_dir),
+                                       "trt_timing_cache_enable": True, "trt_timing_cache_path": str(trt_dir)}))
+            elif name == PROVIDERS["cuda"]:
+                options.append((name, {"device_id": device_id}))
+            else:
+                options.append(name)
+        # A GPU provider that cannot start makes ORT print screenfuls of errors before it falls
+        # back; the check below says it in one line instead.
+        ort.set_default_logger_severity(4)
+        try:
+            session = ort.InferenceSession(str(model_path), _session_options(), providers=options)
+        except Exception as e:  # noqa: BLE001 - ORT raises plain RuntimeErrors with long texts
+            raise OnnxError(f"ONNX Runtime could not open {model_path} with {', '.join(wanted)}:"
+                            f" {str(e).splitlines()[0][:300]}") from None
+        finally:
+            ort.set_default_logger_severity(2)
+        running = session.get_providers()
+        if wanted[0] not in running:
+            message = (f"ONNX Runtime did not start {wanted[0]} (asked for: {', '.join(wanted)};"
+                       f" running: {', '.join(running)})")
+            if not allow_fallback:
+                raise OnnxError(message, hint="check the GPU, CUDA and onnxruntime-gpu, use "
+                                              "--providers cpu, or --allow-fallback to run anyway")
+            if notice:
+                notice(f"WARNING: {message}; style targets are computed on {running[0]}")
+        return cls(session, tuple(style_layers), running[0])
+
+    def __call__(self, image: Tensor) -> dict[str, Tensor]:
+        if image.is_cuda and self.provider != PROVIDERS["cpu"]:
+            return self._run_bound(image)
+        outputs = self.session.run(None, {"image": image.detach().cpu().float().numpy()})
+        return {name: torch.from_numpy(out) for name, out in zip(self.style_layers, outputs)}
+
+    def _run_bound(self, image: Tensor) -> dict[str, Tensor]:
+        """On a GPU: bind input and outputs to torch's device memory, so the targets never
+        leave the device on their way to the PyTorch loop."""
+        image = image.detach().float().contiguous()
+        binding = self.session.io_binding()
+        index = image.device.index or 0
+        binding.bind_input("image", "cuda", index, np.float32, tuple(image.shape), image.data_ptr())
+        outputs = {}
+        for name in self.style_layers:
+            c = _channels(name)
+            out = torch.empty((1, c, c), dtype=torch.float32, device=image.device)
+            binding.bind_output(f"gram_{name}", "cuda", index, np.float32, (1, c, c), out.data_ptr())
+            outputs[name] = out
+        torch.cuda.current_stream(image.device).synchronize()
+        self.session.run_with_iobinding(binding)
+        return outputs
+
+
+
+@dataclass
+class Artifact:
+    model: Path
+    error: float  # worst relative error against PyTorch
+    provider: str  # the provider a session on it runs with here
+
+
+def build_artifacts(params, out: str | os.PathLike, providers: str = "auto") -> Artifact:
+    """Export the targets model for ``params``' weights, style layers and pooling into ``out``
+    and open a session on it, which with TensorRT builds and caches its engine in ``out``."""
+    from .weights import load_weights
+
+    weights = load_weights(params.weights)
+    out = Path(out)
+    model = out / f"targets-{model_key(weights, params.style_layers, params.pooling)}.onnx"
+    error = export_targets_model(weights, params.style_layers, params.pooling, model)
+    session = OnnxTargets.open(model, params.style_layers, providers, cache_root=out)
+    if session.provider == PROVIDERS["tensorrt"]:
+        session(torch.rand(1, 3, 256, 256, device="cuda"))  # the first run builds the engine
+    return Artifact(model, error, session.provider)
