@@ -32,9 +32,11 @@ def stylize(content, style, params: StyleParams | None = None, *, device: str = 
 
 
 def stylize_with_history(content, style, params: StyleParams | None = None, *,
-                         device: str = "auto", callback=None, features=None, style_targets=None):
+                         device: str = "auto", callback=None, features=None, style_targets=None,
+                         **optimize_options):
     """As ``stylize``, and also the ``Result`` with the cost history. ``style_targets``
-    (precomputed, blended and scaled) replaces the style images, which may then be None."""
+    (precomputed, blended and scaled) replaces the style images, which may then be None;
+    other keywords (resume, should_stop, checkpoint_every, on_checkpoint) go to ``optimize``."""
     params = params or resolve_params()
     as_pil = isinstance(content, Image.Image)
     blend = ([] if style is None else [(style, 1.0)] if isinstance(style, (Image.Image, torch.Tensor))
@@ -44,5 +46,6 @@ def stylize_with_history(content, style, params: StyleParams | None = None, *,
         blend = [(to_tensor(resize_long_side(image, params.size)), weight) for image, weight in blend]
     target = resolve_device(device) if features is None else next(features.parameters()).device
     result: Result = optimize(content.to(target), [(image.to(target), w) for image, w in blend],
-                              params, features=features, callback=callback, style_targets=style_targets)
+                              params, features=features, callback=callback, style_targets=style_targets,
+                              **optimize_options)
     return (to_pil(result.image) if as_pil else result.image), result

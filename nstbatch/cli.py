@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - older typer depends on click
 
 from . import __version__
 from .config import FIELDS, PRESETS, resolve_params
-from .errors import NstbatchError
+from .errors import NstbatchError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Batch neural style transfer (Gatys et al.) with VGG-19.",
@@ -114,7 +114,7 @@ def stylize(
     **params,
 ):
     """Stylize one CONTENT image with one STYLE image into --output."""
-    from .runner import stylize_file
+    from .execute import stylize_file
 
     resolved = resolve_params(params.pop("preset", None), params)
     report = ProgressReport(quiet)
@@ -144,6 +144,7 @@ class RunReport:
         self.quiet, self.verbose = quiet, verbose
         self.tty = sys.stderr.isatty() and not quiet
         self.bar = None
+        self.last_step_line = 0.0
 
     def planned(self, to_run, skipped: int) -> None:
         if not self.quiet:
@@ -169,15 +170,21 @@ class RunReport:
         if self.bar is not None:
             self.bar.update(self.task, description=f"{self.current.id} step {progress.step}/{progress.steps}"
                                                    f"  total {progress.total:.4g}")
-        elif self.verbose and not self.quiet and progress.step % max(1, progress.steps // 10) == 0:
+        elif self.verbose and not self.quiet and (progress.step % max(1, progress.steps // 10) == 0
+                                                  or time.monotonic() - self.last_step_line > 2):
+            self.last_step_line = time.monotonic()
             typer.echo(f"  {self.current.id} step {progress.step}/{progress.steps}  total {progress.total:.4g}"
                        f"  content {progress.content:.4g}  style {progress.style:.4g}", err=True)
 
     def job_finished(self, outcome, index: int, count: int) -> None:
         if self.bar is not None:
             self.bar.advance(self.task)
-        if outcome.status == "failed":
-            line = f"[{index}/{count}] FAILED {outcome.job.id} ({outcome.job.where}): {outcome.error}"
+        if outcome.status in ("failed", "preempted", "elsewhere", "interrupted"):
+            if outcome.status == "elsewhere" and not self.verbose:
+                return
+            label = {"failed": "FAILED", "preempted": "preempted", "elsewhere": "skipped",
+                     "interrupted": "interrupted"}[outcome.status]
+            line = f"[{index}/{count}] {label} {outcome.job.id} ({outcome.job.where}): {outcome.error}"
             (self.bar.console.print(line, markup=False, highlight=False) if self.bar
              else typer.echo(line, err=True))
         elif not self.quiet and self.bar is None:
@@ -213,7 +220,17 @@ def run(
     manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
     state_dir: Optional[Path] = typer.Option(None, help="Where done records and reports go"
                                              " [default: MANIFEST's folder/.nstbatch/MANIFEST-NAME]."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    devices: str = typer.Option("auto", help="auto (every visible GPU, else the CPU), all, cpu,"
+                                " or cuda:0,cuda:1: one worker process per device."),
+    workers: Optional[int] = typer.Option(None, help="CPU only: split the cores among N workers."),
+    shard: Optional[str] = typer.Option(None, help="This task's share of the manifest: auto (from"
+                                        " SLURM, PBS, Torque, LSF, SGE or torchrun variables) or i/n (0-based)."),
+    shards: Optional[int] = typer.Option(None, help="With --shard auto under PBS or Torque: the"
+                                         " number of tasks in the array."),
+    checkpoint_every: int = typer.Option(0, help="Also checkpoint the job in progress every N steps"
+                                         " (covers hard kills); 0: only on a stop signal."),
+    stop_signals: str = typer.Option("TERM,USR1", help="Signals that checkpoint and stop the run"
+                                     " (exit code 75)."),
     force: bool = typer.Option(False, "--force", help="Rerun jobs that are already done."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Run the valid jobs of an invalid manifest."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would run, and why; run nothing."),
@@ -226,14 +243,18 @@ def run(
 ):
     """Run every job of MANIFEST that is not done yet. Exit 0: all done; 1: some failed;
     2: invalid manifest or usage."""
+    from .distributed import resolve_shard
     from .runner import InvalidManifest, run_manifest
 
     report = RunReport(quiet, verbose)
+    the_shard = resolve_shard(shard, shards)
     try:
-        summary, planned = run_manifest(manifest, state_dir=state_dir, device=device, force=force,
-                                        skip_invalid=skip_invalid, dry_run=dry_run, events=report,
-                                        targets=targets, cache_dir=cache_dir, providers=providers,
-                                        allow_fallback=allow_fallback)
+        summary, planned = run_manifest(manifest, state_dir=state_dir, devices=devices, workers=workers,
+                                        force=force, skip_invalid=skip_invalid, dry_run=dry_run,
+                                        events=report, targets=targets, cache_dir=cache_dir,
+                                        providers=providers, allow_fallback=allow_fallback,
+                                        shard=the_shard, checkpoint_every=checkpoint_every,
+                                        stop_signals=_parse_signals(stop_signals))
     except InvalidManifest as e:
         _print_problems(e.problems)
         raise
@@ -253,10 +274,45 @@ def run(
         return 0
     typer.echo(f"done {summary.done}, already done {summary.skipped}, failed {summary.failed}"
                + (f", invalid {summary.invalid}" if summary.invalid else "")
+               + (f", preempted {summary.preempted}" if summary.preempted else "")
+               + (f", taken by another run {summary.elsewhere}" if summary.elsewhere else "")
                + f"; {summary.seconds:.1f}s, {summary.images_per_hour:.1f} images/hour"
                + f"; style targets: {summary.style_targets_computed} computed,"
-                 f" {summary.style_targets_reused} from the cache")
-    return 1 if summary.failed or summary.invalid else 0
+                 f" {summary.style_targets_reused} from the cache"
+               + (f"; {summary.shard}" if summary.shard != "all jobs" else ""))
+    if summary.preempted:
+        typer.echo(f"stopped by a signal: {summary.preempted} job(s) checkpointed; exit code "
+                   f"{summary.exit_code} asks the job script to requeue", err=True)
+    return summary.exit_code
+
+
+def _parse_signals(text: str) -> tuple[int, ...]:
+    import signal
+
+    found = []
+    for name in (p.strip().upper() for p in text.split(",") if p.strip()):
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        if name in ("SIGKILL", "SIGSTOP") or not hasattr(signal, name):
+            raise UsageError(f"--stop-signals: {name} cannot be caught here",
+                             hint="use names like TERM, USR1, USR2, HUP")
+        found.append(getattr(signal, name))
+    return tuple(found)
+
+
+@app.command(name="plan")
+def plan_command(
+    manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
+    shards: int = typer.Option(..., "--shards", help="Number of tasks in the job array."),
+):
+    """How many jobs, and how much work (megapixel-steps), each of N shards gets."""
+    from .runner import plan_shards
+
+    rows = plan_shards(manifest, shards)
+    typer.echo(f"{'shard':>7s} {'jobs':>8s} {'Mpx x steps':>12s}")
+    for index, jobs, work in rows:
+        typer.echo(f"{index:>3d}/{shards:<3d} {jobs:>8d} {work:>12.1f}")
+    typer.echo(f"{'total':>7s} {sum(r[1] for r in rows):>8d} {sum(r[2] for r in rows):>12.1f}")
+    return 0
 
 
 @app.command()

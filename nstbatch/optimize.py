@@ -121,16 +121,53 @@ def _progress(step: int, params: StyleParams, parts) -> Progress:
     return Progress(step, params.steps, content, style, tv, total)
 
 
+@dataclass
+class Checkpoint:
+    """Everything needed to continue a job exactly where it stopped: after ``step`` updates."""
+
+    step: int
+    image: Tensor  # (N, 3, H, W), on the CPU
+    optimizer: dict  # the optimizer's state_dict, tensors on the CPU
+    history: list[Progress]
+    scale: float = 1.0  # L-BFGS's objective normalisation, fixed at step 0
+
+
+class Preempted(Exception):
+    """Raised between two steps when ``should_stop`` says so; carries the checkpoint."""
+
+    def __init__(self, checkpoint: Checkpoint):
+        super().__init__(f"stopped after step {checkpoint.step}")
+        self.checkpoint = checkpoint
+
+
+def _cpu_copy(obj):
+    if isinstance(obj, Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
 def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
              features: VGGFeatures | None = None,
              callback: Callable[[Progress], None] | None = None,
-             style_targets: dict[str, Tensor] | None = None) -> Result:
+             style_targets: dict[str, Tensor] | None = None,
+             resume: Checkpoint | None = None,
+             should_stop: Callable[[], bool] | None = None,
+             checkpoint_every: int = 0,
+             on_checkpoint: Callable[[Checkpoint], None] | None = None) -> Result:
     """Stylize ``content`` ``(N, 3, H, W)`` with ``style`` ``(1, 3, h, w)``, both in [0, 1];
     or with a blend, a sequence of ``(style, weight)`` (weights are normalised to sum to 1);
     or with precomputed ``style_targets`` (then ``style`` may be None).
 
     Runs ``params.steps`` updates of Adam or L-BFGS over the pixels, clipping them to [0, 1]
     after each; returns the image and the costs after every step (step 0 included).
+
+    Preemption: before each step ``should_stop()`` is asked, and if true ``Preempted`` is
+    raised with a ``Checkpoint``; ``on_checkpoint`` also receives one every
+    ``checkpoint_every`` steps. Passing it back as ``resume`` continues the same trajectory.
     """
     if features is None:
         features = build_features(params, content.device)
@@ -139,6 +176,7 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
     targets = compute_targets(features, content, style, params, style_targets)
     image = initial_image(content, params).requires_grad_(True)
     history: list[Progress] = []
+    first = 0
 
     def record(step: int, parts) -> None:
         history.append(_progress(step, params, parts))
@@ -147,14 +185,7 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
 
     if params.optimizer == "adam":
         optimizer = torch.optim.Adam([image], lr=params.lr)
-        for step in range(params.steps):
-            optimizer.zero_grad(set_to_none=True)
-            parts = costs(features, image, targets, params)
-            parts[0].sum().backward()  # images of a batch are independent: their sum is safe
-            record(step, parts)
-            optimizer.step()
-            with torch.no_grad():
-                image.clamp_(0, 1)
+        scale = 1.0
     else:
         # One L-BFGS iteration per .step() call (the history persists between calls), so
         # progress and clipping happen per iteration as with Adam. max_eval is the line
@@ -165,8 +196,27 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
         # paper's weights on 0-255 activations) its float32 line search overflows. Dividing
         # the objective by its initial value changes no minimiser and keeps it near 1.
         with torch.no_grad():
-            scale = 1.0 / costs(features, image, targets, params)[0].sum().clamp_min(1e-12)
-        for step in range(params.steps):
+            scale = float(1.0 / costs(features, image, targets, params)[0].sum().clamp_min(1e-12))
+    if resume is not None:
+        with torch.no_grad():
+            image.copy_(resume.image.to(device))
+        optimizer.load_state_dict(resume.optimizer)
+        history, first, scale = list(resume.history), resume.step, resume.scale
+
+    def snapshot(step: int) -> Checkpoint:
+        return Checkpoint(step, image.detach().cpu().clone(), _cpu_copy(optimizer.state_dict()),
+                          list(history), scale)
+
+    for step in range(first, params.steps):
+        if should_stop is not None and should_stop():
+            raise Preempted(snapshot(step))
+        if params.optimizer == "adam":
+            optimizer.zero_grad(set_to_none=True)
+            parts = costs(features, image, targets, params)
+            parts[0].sum().backward()  # images of a batch are independent: their sum is safe
+            record(step, parts)
+            optimizer.step()
+        else:
             evaluations = []
 
             def closure():
@@ -179,8 +229,10 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
 
             optimizer.step(closure)
             record(step, evaluations[0])
-            with torch.no_grad():
-                image.clamp_(0, 1)
+        with torch.no_grad():
+            image.clamp_(0, 1)
+        if checkpoint_every and on_checkpoint and (step + 1) % checkpoint_every == 0 and step + 1 < params.steps:
+            on_checkpoint(snapshot(step + 1))
     with torch.no_grad():
         record(params.steps, costs(features, image, targets, params))
     return Result(image.detach(), history)

@@ -1,85 +1,35 @@
-"""Running jobs: from files to a written output, with provenance."""
+"""Running a manifest: validate, plan, take this shard, run the jobs on one or more workers,
+and record every attempt. The parent alone writes the report, the progress and the summary."""
 from __future__ import annotations
 
+import multiprocessing
 import os
+import queue
+import signal
+import threading
 import time
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
-from . import __version__
-from .api import stylize_with_history
-from .config import StyleParams
-from .devices import resolve_device
-from .errors import InputError, NstbatchError, UsageError
-from .images import check_output_path, load_image, probe_image, remove_stale_temps, save_image
+from .distributed import WHOLE, Shard, shard_of
+from .errors import UsageError
+from .execute import ExecutorConfig, JobExecutor, Outcome, Planned, stylize_file, worker_main
+from .images import probe_image
 from .manifest import Job, Manifest, Problem, read_manifest
-from .onnx_backend import OnnxError
-from .optimize import Progress, Result, build_features
-from .precompute import StyleTargetStore
+from .onnx_backend import check_providers
+from .optimize import Progress
 from .state import FileHashes, StateDir, default_state_dir, params_hash, weights_identity
 from .validate import validate
-from .vgg import VGGFeatures
-from .weights import load_weights
 
+__all__ = ["run_manifest", "job_statuses", "plan_shards", "stylize_file", "EXIT_PREEMPTED"]
 
-StyleSpec = Sequence[tuple["str | os.PathLike", float]]
-
-
-def _style_list(style) -> list[tuple[Path, float]]:
-    """One style path, or a blend: a sequence of (path, weight)."""
-    if isinstance(style, (str, os.PathLike)):
-        return [(Path(style), 1.0)]
-    return [(Path(path), float(weight)) for path, weight in style]
-
-
-def provenance(params: StyleParams, result: Result, content: Path,
-               styles: list[tuple[Path, float]]) -> dict:
-    """What made an output, stored inside it (PNG text chunks)."""
-    final = result.history[-1]
-    return {
-        "params": params.to_dict(),
-        "weights": load_weights(params.weights).id,
-        "content": content.name,
-        "style": [[path.name, weight] for path, weight in styles] if len(styles) > 1 else styles[0][0].name,
-        "final_cost": {"total": final.total, "content": final.content, "style": final.style,
-                       "tv": final.tv},
-        "version": {"nstbatch": __version__, "torch": torch.__version__},
-    }
-
-
-def check_job_files(content: Path, styles: list[tuple[Path, float]], output: Path) -> None:
-    """Everything about the files that can be known without decoding or running anything."""
-    probe_image(content)
-    for style, _ in styles:
-        probe_image(style)
-    check_output_path(output)
-    for source in [content] + [style for style, _ in styles]:
-        if output.resolve() == source.resolve() or output.exists() and os.path.samefile(output, source):
-            raise InputError(f"{output}: the output is also an input; it would be overwritten",
-                             hint="choose another output path")
-
-
-def stylize_file(content: str | os.PathLike, style: "str | os.PathLike | StyleSpec",
-                 output: str | os.PathLike, params: StyleParams, *, device: str = "auto",
-                 callback: Callable[[Progress], None] | None = None,
-                 features: VGGFeatures | None = None,
-                 style_targets: dict | None = None) -> Result:
-    """Stylize ``content`` with ``style`` (a path, or a blend of (path, weight)) and write
-    ``output`` atomically: on any failure, nothing is written. With ``style_targets``
-    (precomputed), the style images are not decoded again."""
-    content, output, styles = Path(content), Path(output), _style_list(style)
-    check_job_files(content, styles, output)
-    load_weights(params.weights)  # a weights problem shows before any decoding work
-    style_images = (None if style_targets is not None
-                    else [(load_image(path), weight) for path, weight in styles])
-    image, result = stylize_with_history(load_image(content), style_images, params, device=device,
-                                         callback=callback, features=features,
-                                         style_targets=style_targets)
-    save_image(image, output, provenance(params, result, content, styles))
-    return result
+# Exit code of a run stopped by a preemption signal after checkpointing (BSD EX_TEMPFAIL):
+# job scripts requeue on it.
+EXIT_PREEMPTED = 75
+DEFAULT_STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class InvalidManifest(UsageError):
@@ -92,35 +42,29 @@ class InvalidManifest(UsageError):
 
 
 @dataclass
-class Planned:
-    job: Job
-    reason: str | None  # why it runs; None when it is done already
-    hash: str | None  # None when an input cannot be hashed (it will fail, with the reason)
-
-
-@dataclass
-class Outcome:
-    job: Job
-    status: str  # done | failed
-    seconds: float
-    error: str | None = None
-    final: Progress | None = None
-
-
-@dataclass
 class RunSummary:
     total: int = 0
     done: int = 0
     skipped: int = 0  # already done before this run
     failed: int = 0
     invalid: int = 0
+    preempted: int = 0  # checkpointed on a stop signal; the next run resumes them
+    elsewhere: int = 0  # claimed or finished by another run meanwhile
     seconds: float = 0.0
     style_targets_computed: int = 0
-    style_targets_reused: int = 0  # from the cache (or memory) instead of computed
+    style_targets_reused: int = 0  # from the cache instead of computed
+    shard: str = "all jobs"
+    workers: int = 1
 
     @property
     def images_per_hour(self) -> float:
         return 3600.0 * self.done / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.preempted:
+            return EXIT_PREEMPTED
+        return 1 if self.failed or self.invalid else 0
 
     def to_dict(self) -> dict:
         return {**asdict(self), "images_per_hour": round(self.images_per_hour, 2)}
@@ -163,81 +107,232 @@ def plan(jobs: list[Job], state: StateDir, force: bool = False) -> list[Planned]
     return planned
 
 
-def _error_text(error: BaseException) -> str:
-    if isinstance(error, NstbatchError):
-        return str(error)
-    if "out of memory" in str(error).lower():
-        return f"out of memory: {str(error).splitlines()[0]} (use a smaller size or another device)"
-    return f"{type(error).__name__}: {error}"
+def resolve_workers(devices: str = "auto", workers: int | None = None) -> list[str]:
+    """One device per worker: ``auto`` (every visible GPU, else the CPU; under torchrun the
+    GPU of ``LOCAL_RANK``), ``all`` (every GPU),
+    ``cpu``, or ``cuda:0,cuda:1``. ``workers`` splits the CPU among that many workers."""
+    spec = (devices or "auto").strip().lower()
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if workers is not None and workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if spec == "auto":
+        local_rank = os.environ.get("LOCAL_RANK", "")
+        if gpus and local_rank.isdigit():  # under torchrun: one process per GPU already
+            return [f"cuda:{int(local_rank) % gpus}"]
+        spec = "all" if gpus else "cpu"
+    if spec == "cpu":
+        return ["cpu"] * (workers or 1)
+    if workers is not None:
+        raise UsageError("--workers splits the CPU; with GPUs there is one worker per device",
+                         hint="list devices instead: --devices cuda:0,cuda:1")
+    if spec == "all":
+        if not gpus:
+            raise UsageError("--devices all: torch sees no GPU", hint="use --devices auto or cpu")
+        return [f"cuda:{i}" for i in range(gpus)]
+    names = [d.strip() for d in spec.split(",") if d.strip()]
+    for name in names:
+        index = name.partition(":")[2]
+        if not (name.startswith("cuda:") and index.isdigit()) or int(index) >= gpus:
+            raise UsageError(f"--devices: {name!r} is not a visible GPU ({gpus} visible)",
+                             hint="use auto, all, cpu, or cuda:N,…")
+    return names
+
+
+class _Stop:
+    """Set by a stop signal; forwards it to worker processes when there are any."""
+
+    def __init__(self):
+        self.requested = False
+        self.signum: int | None = None
+        self.pids: list[int] = []
+
+    def __call__(self, signum, frame) -> None:
+        self.requested, self.signum = True, signum
+        self.forward(signum)
+
+    def forward(self, signum: int) -> None:
+        for pid in self.pids:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+
+@contextmanager
+def _stop_on(signals):
+    stop = _Stop()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in signals:
+            previous[signum] = signal.signal(signum, stop)
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_manifest(manifest_path: str | os.PathLike, *, state_dir: str | os.PathLike | None = None,
-                 device: str = "auto", force: bool = False, skip_invalid: bool = False,
-                 dry_run: bool = False, events: RunEvents | None = None, targets: str = "onnx",
-                 cache_dir: str | os.PathLike | None = None, providers: str = "auto",
-                 allow_fallback: bool = False) -> tuple[RunSummary, list[Planned]]:
-    """Run every job of a manifest that is not done. A failing job is recorded and the rest go
-    on; the outputs are atomic, so an interrupted run leaves only whole files behind."""
+                 devices: str = "auto", workers: int | None = None, force: bool = False,
+                 skip_invalid: bool = False, dry_run: bool = False, events: RunEvents | None = None,
+                 targets: str = "onnx", cache_dir: str | os.PathLike | None = None,
+                 providers: str = "auto", allow_fallback: bool = False, shard: Shard = WHOLE,
+                 checkpoint_every: int = 0, stop_signals=DEFAULT_STOP_SIGNALS,
+                 claim_stale: float = 300.0) -> tuple[RunSummary, list[Planned]]:
+    """Run every job of this shard of a manifest that is not done. A failing job is recorded
+    and the rest go on; outputs are atomic; a stop signal checkpoints the jobs in progress."""
     manifest_path = Path(manifest_path)
     events = events or RunEvents()
     _, problems, jobs = load_checked(manifest_path, skip_invalid)
-    state = StateDir(Path(state_dir) if state_dir else default_state_dir(manifest_path))
+    if shard.count > 1:
+        jobs = [job for job in jobs if shard_of(job.id, shard.count) == shard.index]
+    state = StateDir(Path(state_dir) if state_dir else default_state_dir(manifest_path), shard.tag)
     planned = plan(jobs, state, force)
     to_run = [p for p in planned if p.reason is not None]
-    summary = RunSummary(total=len(jobs) + len({p.where for p in problems}),
-                         skipped=len(planned) - len(to_run),
-                         invalid=len({p.job_id or p.where for p in problems}))
+    summary = RunSummary(total=len(jobs), skipped=len(planned) - len(to_run), shard=str(shard),
+                         invalid=len({p.job_id or p.where for p in problems}) if shard.count == 1 else 0)
     if dry_run:
         return summary, planned
-    torch_device = resolve_device(device)
-    store = StyleTargetStore(backend=targets, cache_dir=cache_dir, device=torch_device,
-                             providers=providers, allow_fallback=allow_fallback, notice=events.notice)
+    worker_devices = resolve_workers(devices, workers)
+    if targets == "onnx":
+        check_providers(providers, allow_fallback)
+    config = ExecutorConfig(state.root, worker_devices[0], targets, str(cache_dir) if cache_dir else None,
+                            providers, allow_fallback, checkpoint_every, claim_stale)
     events.planned(to_run, summary.skipped)
     state.ensure()
-    features: dict[tuple, VGGFeatures] = {}
+    summary.workers = len(worker_devices)
     started = time.monotonic()
-    for index, item in enumerate(to_run, start=1):
-        job = item.job
-        events.job_started(job, index, len(to_run))
-        t0 = time.monotonic()
-        sources: list[str] = []
-        try:
-            if item.hash is None:
-                raise InputError(f"{job.where}: {item.reason}")
-            remove_stale_temps(job.output)  # left by a run killed while saving this output
-            key = (job.params.weights, job.params.pooling, job.params.feature_layers)
-            if key not in features:
-                features[key] = build_features(job.params, torch_device)
-            style_targets, sources = store.for_job(job)
-            result = stylize_file(job.content, job.styles, job.output, job.params,
-                                  callback=events.step, features=features[key],
-                                  style_targets=style_targets)
-            final = result.history[-1]
-            outcome = Outcome(job, "done", time.monotonic() - t0, final=final)
-            state.mark_done(job, item.hash, {"seconds": outcome.seconds, "finished": time.time()})
-        except OnnxError:
-            raise  # the ONNX Runtime set-up is broken for every job, not this one
-        except KeyboardInterrupt:
-            state.append_report({"id": job.id, "status": "interrupted", "output": str(job.output),
-                                 "seconds": time.monotonic() - t0, "device": str(torch_device)})
-            raise
-        except Exception as error:  # noqa: BLE001 - one job's failure never ends the batch
-            outcome = Outcome(job, "failed", time.monotonic() - t0, error=_error_text(error))
-        record = {"id": job.id, "where": job.where, "status": outcome.status,
-                  "output": str(job.output), "seconds": round(outcome.seconds, 3),
-                  "steps": job.params.steps, "device": str(torch_device), "error": outcome.error}
-        if outcome.final is not None:
-            record["costs"] = asdict(outcome.final)
-        if sources:
-            record["style_targets"] = sources  # computed | cache | memory, per style
-        state.append_report(record)
+
+    def record(outcome: Outcome, index: int) -> None:
+        if outcome.status != "elsewhere":
+            line = {"id": outcome.job.id, "where": outcome.job.where, "status": outcome.status,
+                    "output": str(outcome.job.output), "seconds": round(outcome.seconds, 3),
+                    "steps": outcome.job.params.steps, "error": outcome.error, "shard": shard.tag or None,
+                    "device": outcome.device}
+            if outcome.final is not None:
+                line["costs"] = asdict(outcome.final)
+            if outcome.sources:
+                line["style_targets"] = list(outcome.sources)  # computed | cache | memory
+            if outcome.resumed_from is not None:
+                line["resumed_from_step"] = outcome.resumed_from
+            state.append_report(line)
         summary.done += outcome.status == "done"
         summary.failed += outcome.status == "failed"
+        summary.preempted += outcome.status == "preempted"
+        summary.elsewhere += outcome.status == "elsewhere"
+        summary.style_targets_computed += outcome.sources.count("computed")
+        summary.style_targets_reused += outcome.sources.count("cache")
         events.job_finished(outcome, index, len(to_run))
+
+    with _stop_on(stop_signals) as stop:
+        if len(worker_devices) == 1:
+            _run_inline(config, to_run, events, record, stop)
+        else:
+            _run_pool(config, worker_devices, to_run, events, record, stop, stop_signals)
     summary.seconds = time.monotonic() - started
-    summary.style_targets_computed, summary.style_targets_reused = store.computed, store.reused
-    state.write_json(state.root / "summary.json", {**summary.to_dict(), "finished": time.time()})
+    name = f"summary-{shard.tag}.json" if shard.tag else "summary.json"
+    state.write_json(state.root / name, {**summary.to_dict(), "finished": time.time()})
     return summary, planned
+
+
+def _run_inline(config, to_run, events, record, stop) -> None:
+    executor = JobExecutor(config, notice=events.notice, should_stop=lambda: stop.requested)
+    for index, item in enumerate(to_run, start=1):
+        if stop.requested:
+            break
+        events.job_started(item.job, index, len(to_run))
+        try:
+            outcome = executor.execute(item, events.step)
+        except KeyboardInterrupt:
+            record(Outcome(item.job, "interrupted", 0.0, error="interrupted (Ctrl-C)"), index)
+            raise
+        record(outcome, index)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _run_pool(config, worker_devices, to_run, events, record, stop, stop_signals) -> None:
+    """One process per device, fed from one queue; a worker that dies is replaced."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding CUDA or threads
+    tasks, results = context.Queue(), context.Queue()
+    for item in to_run:
+        tasks.put(item)
+    for _ in worker_devices:
+        tasks.put(None)
+    cores = os.cpu_count() or 1
+    cpu_workers = sum(d == "cpu" for d in worker_devices)
+    procs: dict[int, multiprocessing.Process] = {}
+    devices: dict[int, str] = {}
+    current: dict[int, Planned | None] = {}
+
+    def start(device: str) -> None:
+        wid = len(procs)
+        threads = max(1, cores // cpu_workers) if device == "cpu" else None
+        proc = context.Process(target=worker_main, name=f"nstbatch-worker-{wid}", daemon=True,
+                               args=(replace(config, device=device, threads=threads), tasks, results,
+                                     wid, tuple(stop_signals)))
+        proc.start()
+        procs[wid], devices[wid], current[wid] = proc, device, None
+        stop.pids = [p.pid for p in procs.values()]
+
+    for device in worker_devices:
+        start(device)
+    exited: set[int] = set()
+    started = 0
+    fatal = None
+    interrupted = False
+    while len(exited) < len(procs):
+        try:
+            kind, wid, payload = results.get(timeout=0.5)
+        except queue.Empty:
+            for wid, proc in list(procs.items()):
+                if wid in exited or proc.is_alive():
+                    continue
+                exited.add(wid)
+                if current[wid] is not None:  # died in the middle of a job
+                    started_item, current[wid] = current[wid], None
+                    record(Outcome(started_item.job, "failed", 0.0,
+                                   error=f"worker on {devices[wid]} {_describe_exit(proc.exitcode)}"
+                                         " during this job"), started)
+                if not stop.requested:
+                    events.notice(f"worker {wid} on {devices[wid]} {_describe_exit(proc.exitcode)};"
+                                  " starting a new one")
+                    start(devices[wid])
+            continue
+        except KeyboardInterrupt:
+            # Ctrl-C: the workers ignore SIGINT; ask them to checkpoint and stop.
+            interrupted, stop.requested = True, True
+            stop.forward(signal.SIGTERM)
+            continue
+        if kind == "start":
+            current[wid] = payload
+            started += 1
+            events.job_started(payload.job, started, len(to_run))
+        elif kind == "step":
+            events.step(payload)
+        elif kind == "end":
+            current[wid] = None
+            record(payload, started)
+        elif kind == "notice":
+            events.notice(payload)
+        elif kind == "fatal":
+            fatal, stop.requested = payload, True
+            stop.forward(signal.SIGTERM)
+        elif kind == "exit":
+            exited.add(wid)
+            procs[wid].join(timeout=10)
+    tasks.cancel_join_thread()
+    if fatal is not None:
+        raise fatal
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 @dataclass
@@ -248,7 +343,8 @@ class JobStatus:
 
 
 def job_statuses(manifest_path: str | os.PathLike, state_dir=None) -> tuple[list[JobStatus], list[Problem]]:
-    """Where each job stands, from the state directory; safe while a run is writing it."""
+    """Where each job stands, from the state directory (all shards' reports); safe while runs
+    are writing it."""
     manifest_path = Path(manifest_path)
     manifest = read_manifest(manifest_path)
     state = StateDir(Path(state_dir) if state_dir else default_state_dir(manifest_path))
@@ -264,3 +360,26 @@ def job_statuses(manifest_path: str | os.PathLike, state_dir=None) -> tuple[list
         else:
             statuses.append(JobStatus(item.job, "pending"))
     return statuses, manifest.problems
+
+
+def plan_shards(manifest_path: str | os.PathLike, count: int) -> list[tuple[int, int, float]]:
+    """Per shard: (index, jobs, megapixel-steps) — the work each task of an array gets."""
+    if count < 1:
+        raise UsageError("--shards must be at least 1")
+    manifest = read_manifest(manifest_path)
+    sizes: dict[Path, tuple[int, int] | None] = {}
+    work = [[0, 0.0] for _ in range(count)]
+    for job in manifest.jobs:
+        if job.content not in sizes:
+            try:
+                info = probe_image(job.content)
+                sizes[job.content] = (info.width, info.height)
+            except Exception:  # noqa: BLE001 - validate reports it; the plan just counts
+                sizes[job.content] = None
+        shard = shard_of(job.id, count)
+        work[shard][0] += 1
+        if sizes[job.content]:
+            w, h = sizes[job.content]
+            scale = job.params.size / max(w, h)
+            work[shard][1] += (w * scale) * (h * scale) * job.params.steps / 1e6
+    return [(i, jobs, mps) for i, (jobs, mps) in enumerate(work)]

@@ -65,13 +65,14 @@ def weights_identity(spec: str) -> str:
 @dataclass
 class StateDir:
     root: Path
+    tag: str = ""  # a shard's tag ('s3of8'): its report gets a file of its own
 
     def __post_init__(self):
         self.root = Path(self.root)
 
     @property
     def report_path(self) -> Path:
-        return self.root / "report.jsonl"
+        return self.root / (f"report-{self.tag}.jsonl" if self.tag else "report.jsonl")
 
     def done_path(self, job_id: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in job_id)
@@ -111,15 +112,17 @@ class StateDir:
             os.close(fd)
 
     def report_lines(self) -> Iterator[dict]:
-        try:
-            with open(self.report_path, "rb") as f:
-                for raw in f:
-                    try:
-                        yield json.loads(raw)
-                    except ValueError:
-                        continue  # a line torn by a kill mid-write
-        except FileNotFoundError:
-            return
+        """Every shard's report lines, each file in time order."""
+        for path in sorted(self.root.glob("report*.jsonl")):
+            try:
+                with open(path, "rb") as f:
+                    for raw in f:
+                        try:
+                            yield json.loads(raw)
+                        except ValueError:
+                            continue  # a line torn by a kill mid-write
+            except FileNotFoundError:
+                continue
 
     def is_done(self, job: Job, hash_: str) -> bool:
         record = self.read_done(job.id)
@@ -138,3 +141,131 @@ class StateDir:
         if not job.output.is_file():
             return "output missing"
         return None
+
+
+# --- checkpoints of interrupted jobs -------------------------------------------------------
+
+def checkpoint_path(state: StateDir, job: Job) -> Path:
+    return state.done_path(job.id).parent.parent / "checkpoints" / f"{state.done_path(job.id).stem}.pt"
+
+
+def save_checkpoint(state: StateDir, job: Job, hash_: str, checkpoint) -> Path:
+    """An ``optimize.Checkpoint`` as plain tensors, numbers and dicts (nothing to unpickle)."""
+    import io
+
+    import torch
+
+    history = torch.tensor([[p.step, p.content, p.style, p.tv, p.total] for p in checkpoint.history],
+                           dtype=torch.float64).reshape(-1, 5)
+    entry = {"format": 1, "params_hash": hash_, "step": checkpoint.step, "image": checkpoint.image,
+             "optimizer": checkpoint.optimizer, "history": history, "scale": checkpoint.scale}
+    buffer = io.BytesIO()
+    torch.save(entry, buffer)
+    path = checkpoint_path(state, job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return path
+
+
+def load_checkpoint(state: StateDir, job: Job, hash_: str, steps: int):
+    """The job's checkpoint if it belongs to these exact params and inputs, else None (a stale
+    or unreadable one is deleted). Loaded with ``weights_only``: no arbitrary objects."""
+    import torch
+
+    from .optimize import Checkpoint, Progress
+
+    path = checkpoint_path(state, job)
+    if not path.is_file():
+        return None
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+        if entry.get("format") != 1 or entry["params_hash"] != hash_:
+            raise ValueError("stale")
+        history = [Progress(int(row[0]), steps, *(float(v) for v in row[1:])) for row in entry["history"]]
+        return Checkpoint(int(entry["step"]), entry["image"], entry["optimizer"], history,
+                          float(entry["scale"]))
+    except Exception:  # noqa: BLE001 - a bad checkpoint only costs a restart of its job
+        discard_checkpoint(state, job)
+        return None
+
+
+def discard_checkpoint(state: StateDir, job: Job) -> None:
+    try:
+        checkpoint_path(state, job).unlink()
+    except FileNotFoundError:
+        pass
+
+
+# --- claims: one worker per job, across processes and hosts -----------------------------
+
+@dataclass
+class Claim:
+    path: Path
+    heartbeat_every: float = 30.0
+    _last: float = 0.0
+
+    def heartbeat(self) -> None:
+        """Refresh the claim's mtime (cheap; call it often, it writes at most every few s)."""
+        now = time.time()
+        if now - self._last >= self.heartbeat_every:
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                pass
+            self._last = now
+
+    def release(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _dead_here(owner: str) -> bool:
+    """A claim by a process of this host that no longer exists (killed -9, say) is stale at
+    once; on other hosts only the heartbeat can tell."""
+    import socket
+
+    host, _, rest = owner.partition(":")
+    pid = rest.split()[0] if rest.split() else ""
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def claim_job(state: StateDir, job: Job, stale_after: float = 300.0) -> Claim | str:
+    """Take the job's lock file (host, pid, time), or say who holds it. A claim whose heartbeat
+    is older than ``stale_after`` seconds belonged to a dead process and is broken."""
+    import socket
+
+    path = state.root / "claims" / f"{state.done_path(job.id).stem}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                age = time.time() - path.stat().st_mtime
+                owner = path.read_text().strip() or "?"
+            except FileNotFoundError:
+                continue  # released meanwhile: try again
+            if age < stale_after and not _dead_here(owner):
+                return owner
+            # Stale: move it aside under a unique name. Only one breaker's rename succeeds.
+            try:
+                os.rename(path, path.with_name(f"{path.name}.stale-{holder.replace(':', '-')}"))
+                os.unlink(path.with_name(f"{path.name}.stale-{holder.replace(':', '-')}"))
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{holder} {time.time():.0f}\n")
+        return Claim(path, _last=time.time())
+    return "contended"

@@ -92,3 +92,29 @@ def test_batch_of_images_shares_one_pass_and_matches_one_by_one(pair, seed_featu
     together = optimize(batch, style, params, features=seed_features).image
     alone = optimize(content.flip(-1), style, params, features=seed_features).image
     torch.testing.assert_close(together[1:], alone, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("preset", ["seed", "gatys"])
+def test_preempted_and_resumed_run_continues_the_same_trajectory(pair, preset):
+    from nstbatch.optimize import Preempted
+
+    content, style = pair
+    params = resolve_params(preset, {"steps": 8, "style_layers": "relu1_1,relu2_1", "content_layers": "relu2_2"})
+    features = build_features(params)
+    whole = optimize(content, style, params, features=features)
+    calls = iter(range(100))
+    with pytest.raises(Preempted) as stopped:
+        optimize(content, style, params, features=features, should_stop=lambda: next(calls) == 3)
+    checkpoint = stopped.value.checkpoint
+    assert checkpoint.step == 3 and len(checkpoint.history) == 3
+    resumed = optimize(content, style, params, features=features, resume=checkpoint)
+    torch.testing.assert_close(resumed.image, whole.image, rtol=0, atol=1e-5)
+    assert [p.step for p in resumed.history] == list(range(9))
+
+
+def test_checkpoint_every_n_steps(pair, seed_features):
+    content, style = pair
+    saved = []
+    optimize(content, style, resolve_params("seed", {"steps": 7}), features=seed_features,
+             checkpoint_every=3, on_checkpoint=saved.append)
+    assert [c.step for c in saved] == [3, 6]

@@ -1,0 +1,231 @@
+"""Executing jobs: files in, an output out, with claims, checkpoints and provenance.
+
+``stylize_file`` is one job without bookkeeping (``nstbatch stylize``). ``JobExecutor`` runs a
+planned job of a manifest: it claims it, resumes its checkpoint, stylizes, writes the done
+record, and turns every failure into an ``Outcome``. ``worker_main`` is a worker process
+around one executor, fed from a queue by the parent run.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from . import __version__
+from .api import stylize_with_history
+from .config import StyleParams
+from .devices import resolve_device
+from .errors import InputError, NstbatchError
+from .images import check_output_path, load_image, probe_image, remove_stale_temps, save_image
+from .manifest import Job
+from .onnx_backend import OnnxError
+from .optimize import Preempted, Progress, Result, build_features
+from .precompute import StyleTargetStore
+from .state import (StateDir, claim_job, discard_checkpoint, load_checkpoint, save_checkpoint)
+from .vgg import VGGFeatures
+from .weights import load_weights
+
+
+StyleSpec = Sequence[tuple["str | os.PathLike", float]]
+
+
+def _style_list(style) -> list[tuple[Path, float]]:
+    """One style path, or a blend: a sequence of (path, weight)."""
+    if isinstance(style, (str, os.PathLike)):
+        return [(Path(style), 1.0)]
+    return [(Path(path), float(weight)) for path, weight in style]
+
+
+def provenance(params: StyleParams, result: Result, content: Path,
+               styles: list[tuple[Path, float]]) -> dict:
+    """What made an output, stored inside it (PNG text chunks)."""
+    final = result.history[-1]
+    return {
+        "params": params.to_dict(),
+        "weights": load_weights(params.weights).id,
+        "content": content.name,
+        "style": [[path.name, weight] for path, weight in styles] if len(styles) > 1 else styles[0][0].name,
+        "final_cost": {"total": final.total, "content": final.content, "style": final.style,
+                       "tv": final.tv},
+        "version": {"nstbatch": __version__, "torch": torch.__version__},
+    }
+
+
+def check_job_files(content: Path, styles: list[tuple[Path, float]], output: Path) -> None:
+    """Everything about the files that can be known without decoding or running anything."""
+    probe_image(content)
+    for style, _ in styles:
+        probe_image(style)
+    check_output_path(output)
+    for source in [content] + [style for style, _ in styles]:
+        if output.resolve() == source.resolve() or output.exists() and os.path.samefile(output, source):
+            raise InputError(f"{output}: the output is also an input; it would be overwritten",
+                             hint="choose another output path")
+
+
+def stylize_file(content: str | os.PathLike, style: "str | os.PathLike | StyleSpec",
+                 output: str | os.PathLike, params: StyleParams, *, device: str = "auto",
+                 callback: Callable[[Progress], None] | None = None,
+                 features: VGGFeatures | None = None,
+                 style_targets: dict | None = None, **optimize_options) -> Result:
+    """Stylize ``content`` with ``style`` (a path, or a blend of (path, weight)) and write
+    ``output`` atomically: on any failure, nothing is written. With ``style_targets``
+    (precomputed), the style images are not decoded again."""
+    content, output, styles = Path(content), Path(output), _style_list(style)
+    check_job_files(content, styles, output)
+    load_weights(params.weights)  # a weights problem shows before any decoding work
+    style_images = (None if style_targets is not None
+                    else [(load_image(path), weight) for path, weight in styles])
+    image, result = stylize_with_history(load_image(content), style_images, params, device=device,
+                                         callback=callback, features=features,
+                                         style_targets=style_targets, **optimize_options)
+    save_image(image, output, provenance(params, result, content, styles))
+    return result
+
+
+@dataclass
+class Planned:
+    job: Job
+    reason: str | None  # why it runs; None when it is done already
+    hash: str | None  # None when an input cannot be hashed (it will fail, with the reason)
+
+
+@dataclass
+class Outcome:
+    job: Job
+    status: str  # done | failed | preempted | elsewhere (claimed or finished by another run)
+    seconds: float
+    error: str | None = None
+    final: Progress | None = None
+    sources: tuple[str, ...] = ()  # where each style target came from
+    resumed_from: int | None = None  # the checkpoint step it resumed from
+    device: str = ""
+
+
+def error_text(error: BaseException) -> str:
+    if isinstance(error, NstbatchError):
+        return str(error)
+    if "out of memory" in str(error).lower():
+        return f"out of memory: {str(error).splitlines()[0]} (use a smaller size or another device)"
+    return f"{type(error).__name__}: {error}"
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Everything a worker needs to run jobs (picklable: it crosses to worker processes)."""
+
+    state_root: Path
+    device: str = "auto"
+    targets: str = "onnx"
+    cache_dir: str | None = None
+    providers: str = "auto"
+    allow_fallback: bool = False
+    checkpoint_every: int = 0
+    claim_stale: float = 300.0
+    threads: int | None = None  # torch threads in a CPU worker
+
+
+class JobExecutor:
+    def __init__(self, config: ExecutorConfig, *, notice: Callable[[str], None] | None = None,
+                 should_stop: Callable[[], bool] = lambda: False):
+        self.config = config
+        self.state = StateDir(config.state_root)
+        self.device = resolve_device(config.device)
+        self.store = StyleTargetStore(backend=config.targets, cache_dir=config.cache_dir,
+                                      device=self.device, providers=config.providers,
+                                      allow_fallback=config.allow_fallback, notice=notice)
+        self.should_stop = should_stop
+        self.features: dict[tuple, VGGFeatures] = {}
+
+    def execute(self, item: Planned, step: Callable[[Progress], None] | None = None) -> Outcome:
+        outcome = self._execute(item, step)
+        outcome.device = str(self.device)
+        return outcome
+
+    def _execute(self, item: Planned, step: Callable[[Progress], None] | None) -> Outcome:
+        job, started = item.job, time.monotonic()
+        if item.hash is None:
+            return Outcome(job, "failed", 0.0, error=f"{job.where}: {item.reason}")
+        claim = claim_job(self.state, job, self.config.claim_stale)
+        if isinstance(claim, str):
+            return Outcome(job, "elsewhere", 0.0, error=f"claimed by {claim}")
+        sources: list[str] = []
+        resume = None
+        try:
+            if item.reason != "--force" and self.state.is_done(job, item.hash):
+                return Outcome(job, "elsewhere", 0.0, error="finished by another run")
+            remove_stale_temps(job.output)  # left by a run killed while saving this output
+            key = (job.params.weights, job.params.pooling, job.params.feature_layers)
+            if key not in self.features:
+                self.features[key] = build_features(job.params, self.device)
+            style_targets, sources = self.store.for_job(job)
+            resume = load_checkpoint(self.state, job, item.hash, job.params.steps)
+
+            def on_step(progress: Progress) -> None:
+                claim.heartbeat()
+                if step is not None:
+                    step(progress)
+
+            result = stylize_file(
+                job.content, job.styles, job.output, job.params, callback=on_step,
+                features=self.features[key], style_targets=style_targets, resume=resume,
+                should_stop=self.should_stop, checkpoint_every=self.config.checkpoint_every,
+                on_checkpoint=lambda c: save_checkpoint(self.state, job, item.hash, c))
+            seconds = time.monotonic() - started
+            self.state.mark_done(job, item.hash, {"seconds": seconds, "finished": time.time()})
+            discard_checkpoint(self.state, job)
+            return Outcome(job, "done", seconds, final=result.history[-1], sources=tuple(sources),
+                           resumed_from=resume.step if resume else None)
+        except Preempted as stop:
+            save_checkpoint(self.state, job, item.hash, stop.checkpoint)
+            return Outcome(job, "preempted", time.monotonic() - started,
+                           error=f"checkpointed after step {stop.checkpoint.step}", sources=tuple(sources))
+        except OnnxError:
+            raise  # the ONNX Runtime set-up is broken for every job, not this one
+        except Exception as error:  # noqa: BLE001 - one job's failure never ends the batch
+            return Outcome(job, "failed", time.monotonic() - started, error=error_text(error),
+                           sources=tuple(sources))
+        finally:
+            claim.release()
+
+
+def worker_main(config: ExecutorConfig, tasks, results, worker_id: int, stop_signals: Sequence[int]) -> None:
+    """A worker process: one executor (VGG-19 loaded once), jobs from ``tasks``, messages to
+    ``results``. A preemption signal lets the current step finish and checkpoints the job."""
+    stopping = False
+
+    def stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    for signum in stop_signals:
+        signal.signal(signum, stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into a stop signal
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        executor = JobExecutor(config, notice=lambda m: results.put(("notice", worker_id, m)),
+                               should_stop=lambda: stopping)
+        while not stopping:
+            item = tasks.get()
+            if item is None:
+                break
+            results.put(("start", worker_id, item))
+            last = [0.0]
+
+            def step(progress: Progress) -> None:
+                now = time.monotonic()
+                if now - last[0] > 0.5 or progress.step == progress.steps:
+                    last[0] = now
+                    results.put(("step", worker_id, progress))
+
+            results.put(("end", worker_id, executor.execute(item, step)))
+    except NstbatchError as e:
+        results.put(("fatal", worker_id, e))
+    finally:
+        results.put(("exit", worker_id, None))

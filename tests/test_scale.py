@@ -1,0 +1,198 @@
+"""Scale-out: several workers, shards, preemption with checkpoints, overlapping runs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nstbatch.cli import main
+from nstbatch.runner import EXIT_PREEMPTED
+from tests.conftest import pattern
+
+COLUMNS = "id,content,style,output,size,steps,content_layers,style_layers,seed\n"
+
+
+@pytest.fixture
+def folder(tmp_path):
+    for i in range(4):
+        Image.fromarray(pattern(40, 36, phase=i), "RGB").save(tmp_path / f"c{i}.png")
+    Image.fromarray(pattern(36, 36, phase=7)[:, ::-1].copy(), "RGB").save(tmp_path / "s.png")
+    return tmp_path
+
+
+def manifest(folder, jobs, steps=4, size=32, out="out"):
+    path = folder / "m.csv"
+    path.write_text(COLUMNS + "".join(
+        f'j{i},c{i % 4}.png,s.png,{out}/j{i}.png,{size},{steps},relu2_2,"relu1_1,relu2_1",{i}\n'
+        for i in range(jobs)))
+    return path
+
+
+def pixels(path):
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.int16)
+
+
+def reports(folder):
+    lines = []
+    for path in sorted((folder / ".nstbatch" / "m.csv").glob("report*.jsonl")):
+        lines += [json.loads(l) for l in path.read_text().splitlines()]
+    return lines
+
+
+def test_two_cpu_workers_do_each_job_once_and_match_one_worker(folder, capsys):
+    m = manifest(folder, 8)
+    assert main(["run", str(m), "--workers", "2", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "done 8, already done 0, failed 0" in out
+    done = [l["id"] for l in reports(folder) if l["status"] == "done"]
+    assert sorted(done) == [f"j{i}" for i in range(8)]  # each exactly once
+    two = {i: pixels(folder / "out" / f"j{i}.png") for i in range(8)}
+    m = manifest(folder, 8, out="out1")
+    assert main(["run", str(m), "--workers", "1", "-q"]) == 0
+    for i in range(8):
+        assert np.abs(pixels(folder / "out1" / f"j{i}.png") - two[i]).max() <= 1
+
+
+def spawn(folder, *args):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "nstbatch", "run", "m.csv", *args], cwd=folder,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for(predicate, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.communicate()}")
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_sigterm_mid_job_checkpoints_exits_75_and_resumes_to_the_same_image(folder, capsys):
+    m = manifest(folder, 1, steps=120, size=48)
+    proc = spawn(folder, "-v")
+    # -v prints step lines: wait until the job is well under way
+    lines = []
+
+    def in_the_middle():
+        line = proc.stderr.readline().decode()
+        lines.append(line)
+        return "step 36/120" in line
+
+    wait_for(in_the_middle, proc)
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_PREEMPTED == 75
+    assert time.monotonic() - signalled < 10
+    assert b"checkpointed" in err and b"Traceback" not in err
+    checkpoints = list((folder / ".nstbatch" / "m.csv" / "checkpoints").glob("*.pt"))
+    assert len(checkpoints) == 1 and not (folder / "out" / "j0.png").exists()
+    (line,) = [l for l in reports(folder) if l["status"] == "preempted"]
+    assert line["id"] == "j0"
+
+    assert main(["run", str(m), "-q"]) == 0
+    capsys.readouterr()
+    resumed = [l for l in reports(folder) if l["status"] == "done"]
+    assert resumed[0]["resumed_from_step"] >= 36 and not list(checkpoints[0].parent.glob("*.pt"))
+    manifest(folder, 1, steps=120, size=48, out="whole")
+    assert main(["run", str(m), "-q", "--state-dir", str(folder / "other-state")]) == 0
+    assert np.abs(pixels(folder / "out" / "j0.png") - pixels(folder / "whole" / "j0.png")).max() <= 1
+
+
+def test_checkpoint_every_survives_a_hard_kill(folder, capsys):
+    m = manifest(folder, 1, steps=120, size=48)
+    proc = spawn(folder, "--checkpoint-every", "10", "-q")
+    checkpoint_dir = folder / ".nstbatch" / "m.csv" / "checkpoints"
+    wait_for(lambda: any(checkpoint_dir.glob("*.pt")), proc)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert main(["run", str(m), "-q"]) == 0
+    (line,) = [l for l in reports(folder) if l["status"] == "done"]
+    assert line["resumed_from_step"] % 10 == 0 and line["resumed_from_step"] >= 10
+
+
+def test_two_runs_started_together_do_each_job_exactly_once(folder):
+    manifest(folder, 10, steps=15, size=40)
+    first, second = spawn(folder, "-q"), spawn(folder, "-q")
+    assert first.wait(timeout=300) == 0 and second.wait(timeout=300) == 0
+    done = [l["id"] for l in reports(folder) if l["status"] == "done"]
+    assert sorted(done) == sorted(f"j{i}" for i in range(10))
+    for i in range(10):
+        pixels(folder / "out" / f"j{i}.png")  # decodes
+    assert not list((folder / ".nstbatch" / "m.csv" / "claims").glob("*"))
+
+
+def test_shards_split_a_run_and_status_adds_them_up(folder, capsys):
+    m = manifest(folder, 6)
+    for index in range(3):
+        assert main(["run", str(m), "--shard", f"{index}/3", "-q"]) == 0
+    capsys.readouterr()
+    state = folder / ".nstbatch" / "m.csv"
+    assert sorted(p.name for p in state.glob("report*.jsonl")) == [f"report-s{i}of3.jsonl" for i in range(3)]
+    assert sorted(l["id"] for l in reports(folder)) == [f"j{i}" for i in range(6)]
+    assert main(["status", str(m)]) == 0
+    assert "done 6, failed 0, pending 0" in capsys.readouterr().out
+    assert main(["plan", str(m), "--shards", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "total        6" in out
+
+
+def test_shard_auto_reads_the_scheduler(folder, capsys, monkeypatch):
+    m = manifest(folder, 6)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MAX", "2")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+    assert main(["run", str(m), "--shard", "auto", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    from nstbatch.distributed import shard_of
+    mine = [f"j{i}" for i in range(6) if shard_of(f"j{i}", 2) == 1]
+    assert f"{len(mine)} to run" in out and all(j in out for j in mine)
+
+
+def _worker_pids(parent: int) -> list[int]:
+    pids = []
+    for task in os.listdir(f"/proc/{parent}/task"):
+        try:
+            children = open(f"/proc/{parent}/task/{task}/children").read().split()
+        except FileNotFoundError:
+            continue
+        for pid in children:
+            try:
+                cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+            except FileNotFoundError:
+                continue
+            if b"spawn_main" in cmdline:
+                pids.append(int(pid))
+    return pids
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+def test_a_worker_that_dies_fails_its_job_alone_and_is_replaced(folder):
+    manifest(folder, 4, steps=300, size=40)  # long jobs: the kill lands inside one
+    proc = spawn(folder, "--workers", "2", "-v")
+
+    def working():
+        line = proc.stderr.readline().decode()
+        return " step " in line
+
+    wait_for(working, proc)
+    victim = _worker_pids(proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    failed = [l for l in reports(folder) if l["status"] == "failed"]
+    assert len(failed) == 1 and "killed by SIGKILL" in failed[0]["error"]
+    assert b"starting a new one" in err
+    done = [l["id"] for l in reports(folder) if l["status"] == "done"]
+    assert len(done) == 3 and failed[0]["id"] not in done
