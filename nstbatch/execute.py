@@ -141,6 +141,10 @@ class JobExecutor:
                                       allow_fallback=config.allow_fallback, notice=notice)
         self.should_stop = should_stop
         self.features: dict[tuple, VGGFeatures] = {}
+        # On a GPU, reading the costs back every step would stall the queue of kernels.
+        self.report_every = 1 if self.device.type == "cpu" else 10
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # one image size per job: autotune pays
 
     def execute(self, item: Planned, step: Callable[[Progress], None] | None = None) -> Outcome:
         outcome = self._execute(item, step)
@@ -175,6 +179,7 @@ class JobExecutor:
                 job.content, job.styles, job.output, job.params, callback=on_step,
                 features=self.features[key], style_targets=style_targets, resume=resume,
                 should_stop=self.should_stop, checkpoint_every=self.config.checkpoint_every,
+                report_every=self.report_every,
                 on_checkpoint=lambda c: save_checkpoint(self.state, job, item.hash, c))
             seconds = time.monotonic() - started
             self.state.mark_done(job, item.hash, {"seconds": seconds, "finished": time.time()})

@@ -102,7 +102,7 @@ def resize_long_side(im: Image.Image, size: int) -> Image.Image:
 def to_tensor(im: Image.Image) -> torch.Tensor:
     """RGB Pillow image → float32 ``(1, 3, H, W)`` in [0, 1]."""
     array = np.asarray(to_rgb(im), dtype=np.float32) / 255.0  # (H, W, 3)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0)
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from . import losses
 from .config import StyleParams
+from .devices import autocast_dtype
 from .errors import OptimizationError
 from .targets import blend_targets, torch_style_targets
 from .vgg import VGGFeatures, check_image_size
@@ -52,8 +53,13 @@ def build_features(params: StyleParams, device: torch.device | str = "cpu") -> V
     return VGGFeatures(weights, params.feature_layers, params.pooling).to(device)
 
 
-def _scaled(features: VGGFeatures, image: Tensor, layers, scale: float) -> dict[str, Tensor]:
-    return {name: a * scale for name, a in features(image, layers).items()}
+def _scaled(features: VGGFeatures, image: Tensor, layers, scale: float,
+            dtype: torch.dtype | None = None) -> dict[str, Tensor]:
+    """Activations at ``layers`` times ``scale``, in float32. With ``dtype`` the network runs
+    under autocast; its outputs are cast back so Gram matrices and costs are float32."""
+    with torch.autocast(image.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        acts = features(image, layers)
+    return {name: a.float() * scale for name, a in acts.items()}
 
 
 def _as_blend(styles: Styles) -> list[tuple[Tensor, float]]:
@@ -62,7 +68,8 @@ def _as_blend(styles: Styles) -> list[tuple[Tensor, float]]:
 
 def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles | None,
                     params: StyleParams,
-                    style_targets: dict[str, Tensor] | None = None) -> Targets:
+                    style_targets: dict[str, Tensor] | None = None,
+                    dtype: torch.dtype | None = None) -> Targets:
     """Content activations, and the blend of the styles' Gram targets at ``feature_scale``.
 
     ``style_targets`` (already blended and scaled, from ``targets.blend_targets``) skips the
@@ -70,7 +77,7 @@ def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles | Non
     """
     check_image_size(*content.shape[-2:], params.feature_layers, "content image")
     with torch.no_grad():
-        content_acts = (_scaled(features, content, params.content_layers, params.feature_scale)
+        content_acts = (_scaled(features, content, params.content_layers, params.feature_scale, dtype)
                         if params.content_layers else {})
     if style_targets is None and params.style_layers:
         per_style = []
@@ -95,9 +102,10 @@ def initial_image(content: Tensor, params: StyleParams) -> Tensor:
     return (content + (2 * uniform - 1) * params.noise).clamp(0, 1)
 
 
-def costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleParams):
+def costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleParams,
+          dtype: torch.dtype | None = None):
     """``(total, content, style, tv)``, each of shape ``(N,)``."""
-    acts = _scaled(features, image, params.feature_layers, params.feature_scale)
+    acts = _scaled(features, image, params.feature_layers, params.feature_scale, dtype)
     zero = image.new_zeros(image.shape[0], dtype=torch.float32)
     j_content = (losses.content_cost_layers(targets.content, acts, params.content_layers,
                                             params.content_norm)
@@ -157,7 +165,8 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
              resume: Checkpoint | None = None,
              should_stop: Callable[[], bool] | None = None,
              checkpoint_every: int = 0,
-             on_checkpoint: Callable[[Checkpoint], None] | None = None) -> Result:
+             on_checkpoint: Callable[[Checkpoint], None] | None = None,
+             report_every: int = 1) -> Result:
     """Stylize ``content`` ``(N, 3, H, W)`` with ``style`` ``(1, 3, h, w)``, both in [0, 1];
     or with a blend, a sequence of ``(style, weight)`` (weights are normalised to sum to 1);
     or with precomputed ``style_targets`` (then ``style`` may be None).
@@ -168,21 +177,38 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
     Preemption: before each step ``should_stop()`` is asked, and if true ``Preempted`` is
     raised with a ``Checkpoint``; ``on_checkpoint`` also receives one every
     ``checkpoint_every`` steps. Passing it back as ``resume`` continues the same trajectory.
+
+    Speed: costs are read back from the device (a host synchronisation) only every
+    ``report_every`` steps and at the end, so the history holds those steps; NaN costs are
+    caught there. ``params.precision`` runs the network under autocast (Grams stay fp32).
     """
     if features is None:
         features = build_features(params, content.device)
     device = next(features.parameters()).device
-    content = content.to(device)
-    targets = compute_targets(features, content, style, params, style_targets)
-    image = initial_image(content, params).requires_grad_(True)
+    dtype = autocast_dtype(params.precision, device)
+    if dtype == torch.float16 and params.optimizer == "lbfgs":
+        dtype = None  # L-BFGS has no loss scaling: fp16 gradients would underflow
+    # Channels-last pays with cuDNN and with oneDNN's bf16 kernels; plain fp32 on the CPU
+    # gains nothing from it (benchmarks/RESULTS.md), so it is left alone there. L-BFGS
+    # flattens gradients with .view(-1), which needs the default layout.
+    memory_format = (torch.channels_last if (device.type == "cuda" or dtype is not None)
+                     and params.optimizer == "adam" else torch.contiguous_format)
+    features.to(memory_format=memory_format)
+    content = content.to(device).contiguous(memory_format=memory_format)
+    targets = compute_targets(features, content, style, params, style_targets, dtype)
+    image = initial_image(content, params).contiguous(memory_format=memory_format).requires_grad_(True)
     history: list[Progress] = []
     first = 0
 
     def record(step: int, parts) -> None:
+        if step % report_every and step != params.steps:
+            return
         history.append(_progress(step, params, parts))
         if callback is not None:
             callback(history[-1])
 
+    # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     if params.optimizer == "adam":
         optimizer = torch.optim.Adam([image], lr=params.lr)
         scale = 1.0
@@ -196,7 +222,7 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
         # paper's weights on 0-255 activations) its float32 line search overflows. Dividing
         # the objective by its initial value changes no minimiser and keeps it near 1.
         with torch.no_grad():
-            scale = float(1.0 / costs(features, image, targets, params)[0].sum().clamp_min(1e-12))
+            scale = float(1.0 / costs(features, image, targets, params, dtype)[0].sum().clamp_min(1e-12))
     if resume is not None:
         with torch.no_grad():
             image.copy_(resume.image.to(device))
@@ -212,16 +238,18 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
             raise Preempted(snapshot(step))
         if params.optimizer == "adam":
             optimizer.zero_grad(set_to_none=True)
-            parts = costs(features, image, targets, params)
-            parts[0].sum().backward()  # images of a batch are independent: their sum is safe
+            parts = costs(features, image, targets, params, dtype)
+            # images of a batch are independent: the gradient of their sum is each one's own
+            scaler.scale(parts[0].sum()).backward()
             record(step, parts)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
         else:
             evaluations = []
 
             def closure():
                 optimizer.zero_grad(set_to_none=True)
-                parts = costs(features, image, targets, params)
+                parts = costs(features, image, targets, params, dtype)
                 objective = parts[0].sum() * scale
                 objective.backward()
                 evaluations.append(parts)
@@ -234,5 +262,5 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
         if checkpoint_every and on_checkpoint and (step + 1) % checkpoint_every == 0 and step + 1 < params.steps:
             on_checkpoint(snapshot(step + 1))
     with torch.no_grad():
-        record(params.steps, costs(features, image, targets, params))
+        record(params.steps, costs(features, image, targets, params, dtype))
     return Result(image.detach(), history)

@@ -118,3 +118,34 @@ def test_checkpoint_every_n_steps(pair, seed_features):
     optimize(content, style, resolve_params("seed", {"steps": 7}), features=seed_features,
              checkpoint_every=3, on_checkpoint=saved.append)
     assert [c.step for c in saved] == [3, 6]
+
+
+def test_bf16_precision_runs_with_float32_grams_and_stays_close_to_fp32(pair, seed_features):
+    content, style = pair
+    fp32 = optimize(content, style, resolve_params("seed", {"steps": 5}), features=seed_features)
+    bf16 = optimize(content, style, resolve_params("seed", {"steps": 5, "precision": "bf16"}),
+                    features=seed_features)
+    assert bf16.history[-1].total < bf16.history[0].total
+    assert (bf16.image - fp32.image).abs().mean() < 0.02  # a few 8-bit levels at most, on average
+    from nstbatch.optimize import _scaled
+    acts = _scaled(seed_features, content, ["relu1_1"], 1.0, torch.bfloat16)
+    assert acts["relu1_1"].dtype == torch.float32  # the costs see float32
+
+
+def test_fp16_needs_a_gpu(pair, seed_features):
+    from nstbatch.errors import UsageError
+
+    with pytest.raises(UsageError, match="fp16 needs a GPU"):
+        optimize(*pair, resolve_params("seed", {"steps": 1, "precision": "fp16"}), features=seed_features)
+
+
+def test_report_every_thins_the_history_but_keeps_the_end(pair, seed_features):
+    result = optimize(*pair, resolve_params("seed", {"steps": 7}), features=seed_features, report_every=3)
+    assert [p.step for p in result.history] == [0, 3, 6, 7]
+
+
+def test_lbfgs_with_bf16_keeps_the_default_layout(pair):
+    params = resolve_params("gatys", {"steps": 2, "precision": "bf16", "style_layers": "relu1_1",
+                                      "content_layers": "relu2_2"})
+    result = optimize(*pair, params)
+    assert result.history[-1].total <= result.history[0].total
