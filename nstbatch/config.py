@@ -51,6 +51,11 @@ class StyleParams:
     feature_scale: float = _knob(
         1 / 255, "factor applied to activations before the costs (see README: presets)",
         "float", low=0.0)
+    scales: tuple[float, ...] = _knob(
+        (1.0,), "coarse-to-fine schedule: output sizes as fractions of size, increasing, ending"
+        " at 1 (e.g. 0.5,1)", "floats")
+    scale_steps: tuple[float, ...] = _knob(
+        (1.0,), "share of the steps spent at each scale, summing to 1 (e.g. 0.7,0.3)", "floats")
     init: str = _knob("content+noise", "initial image", "choice", INITS)
     noise: float = _knob(0.25, "amplitude of the uniform init noise", "float", low=0.0, high=1.0)
     seed: int = _knob(0, "random seed of the init noise", "int", low=0, high=2**63 - 1)
@@ -74,6 +79,12 @@ class StyleParams:
                 f" {len(self.style_layers)} style_layers; give one weight per layer")
         if not self.content_layers and not self.style_layers:
             raise ParamError("content_layers and style_layers are both empty: nothing to optimise")
+        if (not self.scales or any(b <= a for a, b in zip(self.scales, self.scales[1:]))
+                or self.scales[-1] != 1.0 or self.scales[0] <= 0):
+            raise ParamError(f"scales must increase and end at 1, got {','.join(map(str, self.scales))}")
+        if len(self.scale_steps) != len(self.scales) or abs(sum(self.scale_steps) - 1) > 1e-6:
+            raise ParamError(f"scale_steps needs one share per scale ({len(self.scales)}), summing to 1;"
+                             f" got {','.join(map(str, self.scale_steps))}")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
@@ -165,6 +176,9 @@ def resolve_params(preset: str | None = None, overrides: Mapping[str, Any] | Non
         if name == "preset" or value is None:
             continue
         typed[name] = parse_value(name, value) if isinstance(value, str) else value
+    if "scales" in typed and "scale_steps" not in typed:
+        n = len(typed["scales"])  # a new schedule without shares: equal shares
+        typed["scale_steps"] = tuple(1.0 / n for _ in range(n)) if n else ()
     if "style_layers" in typed and "style_layer_weights" not in typed:
         # A new layer list without weights gets equal weights summing to one, as in the seed.
         n = len(typed["style_layers"])

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import losses
@@ -158,6 +159,25 @@ def _cpu_copy(obj):
     return obj
 
 
+def stages(params: StyleParams, height: int, width: int) -> list[tuple[int, int, tuple[int, int]]]:
+    """The coarse-to-fine schedule: (first step, end step, (height, width)) per scale."""
+    plan, start = [], 0
+    for i, (scale, share) in enumerate(zip(params.scales, params.scale_steps)):
+        end = params.steps if i == len(params.scales) - 1 else min(params.steps, start + round(params.steps * share))
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        check_image_size(*size, params.feature_layers, f"content image at scale {scale:g}")
+        plan.append((start, end, size))
+        start = end
+    return plan
+
+
+def _resized(image: Tensor, size: tuple[int, int], mode: str) -> Tensor:
+    if tuple(image.shape[-2:]) == size:
+        return image
+    return F.interpolate(image, size=size, mode=mode, antialias=mode != "bicubic" or None,
+                         align_corners=False).clamp(0, 1)
+
+
 def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
              features: VGGFeatures | None = None,
              callback: Callable[[Progress], None] | None = None,
@@ -172,7 +192,10 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
     or with precomputed ``style_targets`` (then ``style`` may be None).
 
     Runs ``params.steps`` updates of Adam or L-BFGS over the pixels, clipping them to [0, 1]
-    after each; returns the image and the costs after every step (step 0 included).
+    after each; returns the image and the costs after every step (step 0 included). With
+    several ``params.scales`` the steps are shared out coarse to fine: each scale starts from
+    the previous one's image, upsampled, with a fresh optimizer; the style targets (Grams per
+    position) serve every scale, the content targets are taken at each.
 
     Preemption: before each step ``should_stop()`` is asked, and if true ``Preempted`` is
     raised with a ``Checkpoint``; ``on_checkpoint`` also receives one every
@@ -195,10 +218,10 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
                      and params.optimizer == "adam" else torch.contiguous_format)
     features.to(memory_format=memory_format)
     content = content.to(device).contiguous(memory_format=memory_format)
-    targets = compute_targets(features, content, style, params, style_targets, dtype)
-    image = initial_image(content, params).contiguous(memory_format=memory_format).requires_grad_(True)
-    history: list[Progress] = []
-    first = 0
+    full = compute_targets(features, content, style, params, style_targets, dtype)
+    schedule = stages(params, *content.shape[-2:])
+    history: list[Progress] = list(resume.history) if resume else []
+    first = resume.step if resume else 0
 
     def record(step: int, parts) -> None:
         if step % report_every and step != params.steps:
@@ -207,33 +230,65 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
         if callback is not None:
             callback(history[-1])
 
-    # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    image = targets = None
+    for start, end, size in schedule:
+        if end <= first and start != end:
+            continue  # done before the checkpoint we resume from
+        stage_content = _resized(content, size, "bilinear").contiguous(memory_format=memory_format)
+        targets = full if size == tuple(content.shape[-2:]) else compute_targets(
+            features, stage_content, None, params, full.style_grams, dtype)
+        resuming = resume is not None and start <= resume.step < end
+        if resuming and tuple(resume.image.shape[-2:]) != size:
+            # saved at the very end of the previous scale: continue as that scale would have
+            image, resuming = _resized(resume.image.to(device), size, "bicubic"), False
+        elif resuming:
+            image = resume.image.to(device)
+        elif image is None:
+            image = initial_image(stage_content, params)
+        else:
+            image = _resized(image.detach(), size, "bicubic")
+        image = image.contiguous(memory_format=memory_format).requires_grad_(True)
+        if start == end:
+            continue
+        optimizer, scale = _optimizer(params, image, features, targets, dtype)
+        if resuming:
+            optimizer.load_state_dict(resume.optimizer)
+            scale = resume.scale
+        _run_stage(range(max(start, first), end), params, features, image, targets, dtype, optimizer,
+                   scale, record, history, should_stop, checkpoint_every, on_checkpoint)
+    if image is None:  # zero steps: the initial image, at full size
+        image, targets = initial_image(content, params), full
+    with torch.no_grad():
+        record(params.steps, costs(features, image, targets, params, dtype))
+    return Result(image.detach().contiguous(), history)
+
+
+def _optimizer(params, image, features, targets, dtype):
     if params.optimizer == "adam":
-        optimizer = torch.optim.Adam([image], lr=params.lr)
-        scale = 1.0
-    else:
-        # One L-BFGS iteration per .step() call (the history persists between calls), so
-        # progress and clipping happen per iteration as with Adam. max_eval is the line
-        # search's budget per call: its default (max_iter * 5 // 4 = 1) stalls it completely.
-        optimizer = torch.optim.LBFGS([image], lr=params.lr, max_iter=1, max_eval=25,
-                                      history_size=50, line_search_fn="strong_wolfe")
-        # L-BFGS's tolerances and first step length are absolute; on costs of ~1e12 (the
-        # paper's weights on 0-255 activations) its float32 line search overflows. Dividing
-        # the objective by its initial value changes no minimiser and keeps it near 1.
-        with torch.no_grad():
-            scale = float(1.0 / costs(features, image, targets, params, dtype)[0].sum().clamp_min(1e-12))
-    if resume is not None:
-        with torch.no_grad():
-            image.copy_(resume.image.to(device))
-        optimizer.load_state_dict(resume.optimizer)
-        history, first, scale = list(resume.history), resume.step, resume.scale
+        return torch.optim.Adam([image], lr=params.lr), 1.0
+    # One L-BFGS iteration per .step() call (the history persists between calls), so
+    # progress and clipping happen per iteration as with Adam. max_eval is the line
+    # search's budget per call: its default (max_iter * 5 // 4 = 1) stalls it completely.
+    optimizer = torch.optim.LBFGS([image], lr=params.lr, max_iter=1, max_eval=25,
+                                  history_size=50, line_search_fn="strong_wolfe")
+    # L-BFGS's tolerances and first step length are absolute; on costs of ~1e12 (the
+    # paper's weights on 0-255 activations) its float32 line search overflows. Dividing
+    # the objective by its initial value changes no minimiser and keeps it near 1.
+    with torch.no_grad():
+        scale = float(1.0 / costs(features, image, targets, params, dtype)[0].sum().clamp_min(1e-12))
+    return optimizer, scale
+
+
+def _run_stage(steps, params, features, image, targets, dtype, optimizer, scale, record, history,
+               should_stop, checkpoint_every, on_checkpoint) -> None:
+    # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
+    scaler = torch.amp.GradScaler(image.device.type, enabled=dtype == torch.float16)
 
     def snapshot(step: int) -> Checkpoint:
         return Checkpoint(step, image.detach().cpu().clone(), _cpu_copy(optimizer.state_dict()),
                           list(history), scale)
 
-    for step in range(first, params.steps):
+    for step in steps:
         if should_stop is not None and should_stop():
             raise Preempted(snapshot(step))
         if params.optimizer == "adam":
@@ -261,6 +316,3 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
             image.clamp_(0, 1)
         if checkpoint_every and on_checkpoint and (step + 1) % checkpoint_every == 0 and step + 1 < params.steps:
             on_checkpoint(snapshot(step + 1))
-    with torch.no_grad():
-        record(params.steps, costs(features, image, targets, params, dtype))
-    return Result(image.detach(), history)

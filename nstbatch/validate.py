@@ -96,10 +96,13 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
                 continue
             w, h = _resized(info, job.params.size)
             layers = job.params.feature_layers if role == "content" else job.params.style_layers
+            if role == "content":  # the coarsest scale must still fit the layers
+                w, h = max(1, round(w * job.params.scales[0])), max(1, round(h * job.params.scales[0]))
             need = min_image_side(layers)
             if layers and min(w, h) < need:
-                report(f"{role} {path.name} is {w}x{h} px at size {job.params.size}, too small for"
-                       f" its layers (each side needs {need} px); raise size")
+                report(f"{role} {path.name} is {w}x{h} px at size {job.params.size}"
+                       + (f" and scale {job.params.scales[0]:g}" if role == "content" and job.params.scales[0] != 1 else "")
+                       + f", too small for its layers (each side needs {need} px); raise size")
     return problems
 
 

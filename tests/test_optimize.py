@@ -149,3 +149,33 @@ def test_lbfgs_with_bf16_keeps_the_default_layout(pair):
                                       "content_layers": "relu2_2"})
     result = optimize(*pair, params)
     assert result.history[-1].total <= result.history[0].total
+
+
+def test_multi_scale_runs_coarse_to_fine_and_resumes_across_scales(pair, seed_features):
+    from nstbatch.optimize import Preempted, stages
+
+    content, style = pair
+    params = resolve_params("seed", {"steps": 9, "scales": "0.5,1", "scale_steps": "0.67,0.33"})
+    assert stages(params, 64, 64) == [(0, 6, (32, 32)), (6, 9, (64, 64))]
+    whole = optimize(content, style, params, features=seed_features)
+    assert whole.image.shape == content.shape and [p.step for p in whole.history] == list(range(10))
+    assert whole.history[-1].total < whole.history[0].total
+    for stop_at in (4, 6, 7):  # inside the coarse scale, at the boundary, inside the fine one
+        calls = iter(range(100))
+        with pytest.raises(Preempted) as stopped:
+            optimize(content, style, params, features=seed_features,
+                     should_stop=lambda: next(calls) == stop_at)
+        resumed = optimize(content, style, params, features=seed_features, resume=stopped.value.checkpoint)
+        torch.testing.assert_close(resumed.image, whole.image, rtol=0, atol=1e-5)
+    saved = []
+    optimize(content, style, params, features=seed_features, checkpoint_every=3, on_checkpoint=saved.append)
+    assert [c.step for c in saved] == [3, 6]
+    resumed = optimize(content, style, params, features=seed_features, resume=saved[1])
+    torch.testing.assert_close(resumed.image, whole.image, rtol=0, atol=1e-5)
+
+
+def test_a_scale_too_small_for_the_layers_is_refused_before_any_work(pair, seed_features):
+    from nstbatch.errors import UsageError
+
+    with pytest.raises(UsageError, match="at scale 0.1"):
+        optimize(*pair, resolve_params("seed", {"steps": 2, "scales": "0.1,1"}), features=seed_features)
