@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - older typer depends on click
     from click import ClickException
 
 from . import __version__
-from .config import FIELDS, PRESETS, resolve_params
+from .config import DEFAULT_PRESET, FIELDS, PRESETS, resolve_params
 from .errors import NstbatchError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -43,12 +43,12 @@ def _param_options() -> list[inspect.Parameter]:
     """One ``--flag`` per ``StyleParams`` field, generated so the two can never drift apart."""
     params = []
     for name, f in FIELDS.items():
-        default = getattr(PRESETS["seed"], name)
+        default = getattr(PRESETS[DEFAULT_PRESET], name)
         shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v)
                          for v in (default if isinstance(default, tuple) else (default,)))
         choices = f"; one of {', '.join(f.metadata['choices'])}" if f.metadata["choices"] else ""
         option = typer.Option(None, "--" + name.replace("_", "-"),
-                              help=f"{f.metadata['help']}{choices} (seed preset: {shown})",
+                              help=f"{f.metadata['help']}{choices} ({DEFAULT_PRESET} preset: {shown})",
                               rich_help_panel="Style parameters (default: the preset's)")
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=Optional[str]))

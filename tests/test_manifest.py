@@ -32,7 +32,7 @@ def test_csv_rows_become_typed_jobs(folder):
     assert m.problems == []
     x, y = m.jobs
     assert x.content == folder / "a.png" and x.output == folder / "out" / "x.png"
-    assert x.params.steps == 7 and y.params.steps == 500  # blank cell: the preset's value
+    assert x.params.steps == 7 and y.params.steps == 150  # blank cell: the default preset's value
     assert y.styles == ((folder / "s1.png", 3.0), (folder / "s2.png", 1.0)) and y.id == "mine"
     assert (x.where, y.where) == ("m.csv:2", "m.csv:3")
 
@@ -145,7 +145,7 @@ def test_validate_finds_non_images_unwritable_folders_and_small_images(folder):
     text = "\n".join(map(str, validate(m)))
     assert "m.csv:2: content:" in text and "not an image" in text
     assert "m.csv:3: output folder" in text and "is a file" in text
-    assert "m.csv:4: content a.png is 16x12 px" in text and "duplicate id 'y'" in text
+    assert "m.csv:4: content a.png is 8x6 px at size 16 and scale 0.5" in text and "duplicate id 'y'" in text
     assert "m.csv:5:" in text and "cannot tell the output format" in text
 
 
