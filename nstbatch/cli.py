@@ -227,6 +227,8 @@ def run(
                                         " SLURM, PBS, Torque, LSF, SGE or torchrun variables) or i/n (0-based)."),
     shards: Optional[int] = typer.Option(None, help="With --shard auto under PBS or Torque: the"
                                          " number of tasks in the array."),
+    batch: str = typer.Option("1", help="Optimise up to N jobs that share style, size and parameters"
+                              " in one pass (Adam only), or auto (from free GPU memory; 1 on CPU)."),
     checkpoint_every: int = typer.Option(0, help="Also checkpoint the job in progress every N steps"
                                          " (covers hard kills); 0: only on a stop signal."),
     stop_signals: str = typer.Option("TERM,USR1", help="Signals that checkpoint and stop the run"
@@ -254,7 +256,7 @@ def run(
                                         events=report, targets=targets, cache_dir=cache_dir,
                                         providers=providers, allow_fallback=allow_fallback,
                                         shard=the_shard, checkpoint_every=checkpoint_every,
-                                        stop_signals=_parse_signals(stop_signals))
+                                        stop_signals=_parse_signals(stop_signals), batch=batch)
     except InvalidManifest as e:
         _print_problems(e.problems)
         raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,10 +21,11 @@ from .api import stylize_with_history
 from .config import StyleParams
 from .devices import resolve_device
 from .errors import InputError, NstbatchError
-from .images import check_output_path, load_image, probe_image, remove_stale_temps, save_image
+from .images import (check_output_path, load_image, probe_image, remove_stale_temps, resize_long_side,
+                     save_image, to_pil, to_tensor)
 from .manifest import Job
 from .onnx_backend import OnnxError
-from .optimize import Preempted, Progress, Result, build_features
+from .optimize import Preempted, Progress, Result, build_features, optimize
 from .precompute import StyleTargetStore
 from .state import (StateDir, claim_job, discard_checkpoint, load_checkpoint, save_checkpoint)
 from .vgg import VGGFeatures
@@ -146,6 +147,90 @@ class JobExecutor:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # one image size per job: autotune pays
 
+    def run(self, task: "Planned | list[Planned]", step=None) -> list[Outcome]:
+        """A task is one planned job, or a batch of jobs that share style, size and params."""
+        if isinstance(task, list) and len(task) > 1:
+            return self._execute_batch(task, step)
+        return [self.execute(task[0] if isinstance(task, list) else task, step)]
+
+    def _execute_batch(self, items: list[Planned], step) -> list[Outcome]:
+        """Optimise several contents in one pass (Adam is elementwise: each image ends as it
+        would alone). Claims, done records and outputs stay per job; an out-of-memory batch
+        is retried one job at a time."""
+        started = time.monotonic()
+        outcomes: list[Outcome] = []
+        claims: dict[str, object] = {}
+        ready: list[Planned] = []
+        for item in items:
+            claim = claim_job(self.state, item.job, self.config.claim_stale)
+            if isinstance(claim, str):
+                outcomes.append(Outcome(item.job, "elsewhere", 0.0, error=f"claimed by {claim}"))
+            elif item.reason != "--force" and self.state.is_done(item.job, item.hash):
+                claim.release()
+                outcomes.append(Outcome(item.job, "elsewhere", 0.0, error="finished by another run"))
+            else:
+                claims[item.job.id] = claim
+                ready.append(item)
+        contents, loaded = [], []
+        for item in ready:
+            try:
+                check_job_files(item.job.content, list(item.job.styles), item.job.output)
+                remove_stale_temps(item.job.output)
+                contents.append(to_tensor(resize_long_side(load_image(item.job.content), item.job.params.size)))
+                loaded.append(item)
+            except NstbatchError as error:
+                claims.pop(item.job.id).release()
+                outcomes.append(Outcome(item.job, "failed", 0.0, error=str(error)))
+        if len(loaded) <= 1 or len({tuple(c.shape) for c in contents}) > 1:
+            for claim in claims.values():
+                claim.release()
+            return outcomes + [self.execute(item, step) for item in loaded]
+        params, sources = loaded[0].job.params, []
+        try:
+            key = (params.weights, params.pooling, params.feature_layers)
+            if key not in self.features:
+                self.features[key] = build_features(params, self.device)
+            style_targets, sources = self.store.for_job(loaded[0].job)
+
+            def on_step(progress: Progress) -> None:
+                for claim in claims.values():
+                    claim.heartbeat()
+                if step is not None:
+                    step(progress)
+
+            result = optimize(torch.cat(contents).to(self.device), None, params,
+                              features=self.features[key], callback=on_step, style_targets=style_targets,
+                              should_stop=self.should_stop, report_every=self.report_every)
+            seconds = (time.monotonic() - started) / len(loaded)
+            for index, item in enumerate(loaded):
+                job = item.job
+                save_image(to_pil(result.image[index:index + 1]), job.output,
+                           provenance(params, result, job.content, list(job.styles)))
+                self.state.mark_done(job, item.hash, {"seconds": seconds, "finished": time.time(),
+                                                      "batch": len(loaded)})
+                outcomes.append(Outcome(job, "done", seconds, final=result.history[-1],
+                                        sources=tuple(sources)))
+            return outcomes
+        except Preempted as stop:
+            for index, item in enumerate(loaded):
+                save_checkpoint(self.state, item.job, item.hash, _slice(stop.checkpoint, index, len(loaded)))
+                outcomes.append(Outcome(item.job, "preempted", 0.0, sources=tuple(sources),
+                                        error=f"checkpointed after step {stop.checkpoint.step}"))
+            return outcomes
+        except OnnxError:
+            raise
+        except Exception as error:  # noqa: BLE001
+            if "out of memory" not in str(error).lower():
+                return outcomes + [Outcome(item.job, "failed", 0.0, error=error_text(error),
+                                           sources=tuple(sources)) for item in loaded]
+        finally:
+            for claim in claims.values():
+                claim.release()
+        # Out of memory as a batch: free what the attempt held, then one job at a time.
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return outcomes + [self.execute(item, step) for item in loaded]
+
     def execute(self, item: Planned, step: Callable[[Progress], None] | None = None) -> Outcome:
         outcome = self._execute(item, step)
         outcome.device = str(self.device)
@@ -199,6 +284,22 @@ class JobExecutor:
             claim.release()
 
 
+def _slice(checkpoint, index: int, count: int):
+    """One image's share of a batch checkpoint: Adam's state is per pixel, so slicing it
+    gives exactly the state that image would have alone."""
+    def take(obj):
+        if isinstance(obj, torch.Tensor) and obj.dim() > 0 and obj.shape[0] == count:
+            return obj[index:index + 1].clone()
+        if isinstance(obj, dict):
+            return {k: take(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [take(v) for v in obj]
+        return obj
+
+    return replace(checkpoint, image=checkpoint.image[index:index + 1].clone(),
+                   optimizer=take(checkpoint.optimizer))
+
+
 def worker_main(config: ExecutorConfig, tasks, results, worker_id: int, stop_signals: Sequence[int]) -> None:
     """A worker process: one executor (VGG-19 loaded once), jobs from ``tasks``, messages to
     ``results``. A preemption signal lets the current step finish and checkpoints the job."""
@@ -217,10 +318,11 @@ def worker_main(config: ExecutorConfig, tasks, results, worker_id: int, stop_sig
         executor = JobExecutor(config, notice=lambda m: results.put(("notice", worker_id, m)),
                                should_stop=lambda: stopping)
         while not stopping:
-            item = tasks.get()
-            if item is None:
+            task = tasks.get()
+            if task is None:
                 break
-            results.put(("start", worker_id, item))
+            for item in (task if isinstance(task, list) else [task]):
+                results.put(("start", worker_id, item))
             last = [0.0]
 
             def step(progress: Progress) -> None:
@@ -229,7 +331,8 @@ def worker_main(config: ExecutorConfig, tasks, results, worker_id: int, stop_sig
                     last[0] = now
                     results.put(("step", worker_id, progress))
 
-            results.put(("end", worker_id, executor.execute(item, step)))
+            for outcome in executor.run(task, step):
+                results.put(("end", worker_id, outcome))
     except NstbatchError as e:
         results.put(("fatal", worker_id, e))
     finally:

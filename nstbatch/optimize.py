@@ -93,11 +93,13 @@ def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles | Non
 
 def initial_image(content: Tensor, params: StyleParams) -> Tensor:
     """The seed's init is content + U(−noise, noise), clipped; noise comes from a CPU generator
-    seeded by ``params.seed`` so a seed gives the same start on every device."""
-    generator = torch.Generator().manual_seed(params.seed)
+    seeded by ``params.seed`` so a seed gives the same start on every device. Each image of a
+    batch gets the noise it would get alone, so batching does not change results."""
     if params.init == "content":
         return content.clone(memory_format=torch.contiguous_format)
-    uniform = torch.rand(content.shape, generator=generator, dtype=torch.float32).to(content)
+    uniform = torch.cat([torch.rand((1, *content.shape[1:]), dtype=torch.float32,
+                                    generator=torch.Generator().manual_seed(params.seed))
+                         for _ in range(content.shape[0])]).to(content)
     if params.init == "noise":
         return uniform
     return (content + (2 * uniform - 1) * params.noise).clamp(0, 1)

@@ -179,3 +179,20 @@ def test_a_scale_too_small_for_the_layers_is_refused_before_any_work(pair, seed_
 
     with pytest.raises(UsageError, match="at scale 0.1"):
         optimize(*pair, resolve_params("seed", {"steps": 2, "scales": "0.1,1"}), features=seed_features)
+
+
+def test_a_batch_checkpoint_sliced_per_image_resumes_each_image_alone(pair, seed_features):
+    from nstbatch.execute import _slice
+    from nstbatch.optimize import Preempted
+
+    content, style = pair
+    params = resolve_params("seed", {"steps": 6, "init": "content"})
+    batch = torch.cat([content, content.flip(-1)])
+    whole = optimize(batch, style, params, features=seed_features).image
+    calls = iter(range(100))
+    with pytest.raises(Preempted) as stopped:
+        optimize(batch, style, params, features=seed_features, should_stop=lambda: next(calls) == 3)
+    one = _slice(stopped.value.checkpoint, 1, 2)
+    assert one.image.shape[0] == 1 and one.optimizer["state"][0]["exp_avg"].shape[0] == 1
+    resumed = optimize(content.flip(-1), style, params, features=seed_features, resume=one).image
+    torch.testing.assert_close(resumed, whole[1:], rtol=1e-4, atol=1e-4)

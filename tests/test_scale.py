@@ -196,3 +196,36 @@ def test_a_worker_that_dies_fails_its_job_alone_and_is_replaced(folder):
     assert b"starting a new one" in err
     done = [l["id"] for l in reports(folder) if l["status"] == "done"]
     assert len(done) == 3 and failed[0]["id"] not in done
+
+
+def test_batched_jobs_equal_their_one_by_one_results(folder, capsys):
+    m = manifest(folder, 8, steps=6, size=32)
+    rows = m.read_text().splitlines()  # one seed for all, so that they share parameters
+    m.write_text("\n".join([rows[0]] + [r.rsplit(",", 1)[0] + ",0" for r in rows[1:]]) + "\n")
+    assert main(["run", str(m), "--batch", "4", "-q"]) == 0
+    capsys.readouterr()
+    done = [l for l in reports(folder) if l["status"] == "done"]
+    assert sorted(l["id"] for l in done) == [f"j{i}" for i in range(8)]
+    batched = {i: pixels(folder / "out" / f"j{i}.png") for i in range(8)}
+    records = [json.loads((folder / ".nstbatch" / "m.csv" / "done" / f"j{i}.json").read_text()) for i in range(8)]
+    assert {r.get("batch") for r in records} == {4}
+    assert main(["run", str(m), "--batch", "1", "-q", "--force", "--state-dir", str(folder / "s1")]) == 0
+    for i in range(8):
+        assert np.abs(pixels(folder / "out" / f"j{i}.png") - batched[i]).max() <= 1
+
+
+def test_batches_group_only_what_can_share_a_pass(folder):
+    from nstbatch.execute import Planned
+    from nstbatch.manifest import read_manifest
+    from nstbatch.runner import group_batches
+    from nstbatch.state import StateDir
+
+    m = folder / "m.csv"
+    m.write_text("id,content,style,output,size,steps,optimizer\n"
+                 "a,c0.png,s.png,o/a.png,32,3,adam\nb,c1.png,s.png,o/b.png,32,3,adam\n"
+                 "c,c2.png,s.png,o/c.png,32,4,adam\nd,c3.png,s.png,o/d.png,32,3,lbfgs\n"
+                 "e,c3.png,s.png,o/e.png,32,3,adam\n")
+    items = [Planned(job, "new", "h") for job in read_manifest(m).jobs]
+    tasks = group_batches(items, 4, StateDir(folder / "state"))
+    shapes = [[i.job.id for i in t] if isinstance(t, list) else t.job.id for t in tasks]
+    assert shapes == [["a", "b", "e"], "c", "d"]
