@@ -32,6 +32,7 @@ CANDIDATES = {
         "seed", {"steps": 150, "precision": "auto", "scales": "0.5,1", "scale_steps": "0.7,0.3"}),
     "multi-scale 0.5,1 (0.7,0.3), 300 steps, auto": (
         "seed", {"steps": 300, "precision": "auto", "scales": "0.5,1", "scale_steps": "0.7,0.3"}),
+    "fast (the default)": ("fast", {}),
     "multi-scale, lr 0.05, content relu4_2, 150 steps, auto": (
         "seed", {"steps": 150, "precision": "auto", "scales": "0.5,1", "scale_steps": "0.7,0.3",
                  "lr": 0.05, "content_layers": "relu4_2"}),

@@ -300,9 +300,13 @@ def _slice(checkpoint, index: int, count: int):
                    optimizer=take(checkpoint.optimizer))
 
 
-def worker_main(config: ExecutorConfig, tasks, results, worker_id: int, stop_signals: Sequence[int]) -> None:
-    """A worker process: one executor (VGG-19 loaded once), jobs from ``tasks``, messages to
-    ``results``. A preemption signal lets the current step finish and checkpoints the job."""
+def worker_main(config: ExecutorConfig, conn, worker_id: int, stop_signals: Sequence[int]) -> None:
+    """A worker process: one executor (VGG-19 loaded once), fed one task at a time over its
+    own pipe. It says "ready", gets a task (None: exit), and reports start, steps and
+    outcomes. A stop signal lets the current step finish and checkpoints the job.
+
+    A pipe per worker, not a shared queue: a worker killed in the middle of a write can then
+    corrupt only its own pipe, never the messages of the others."""
     stopping = False
 
     def stop(signum, frame):
@@ -315,25 +319,31 @@ def worker_main(config: ExecutorConfig, tasks, results, worker_id: int, stop_sig
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        executor = JobExecutor(config, notice=lambda m: results.put(("notice", worker_id, m)),
+        executor = JobExecutor(config, notice=lambda m: conn.send(("notice", worker_id, m)),
                                should_stop=lambda: stopping)
         while not stopping:
-            task = tasks.get()
+            conn.send(("ready", worker_id, None))
+            task = conn.recv()
             if task is None:
                 break
             for item in (task if isinstance(task, list) else [task]):
-                results.put(("start", worker_id, item))
+                conn.send(("start", worker_id, item))
             last = [0.0]
 
             def step(progress: Progress) -> None:
                 now = time.monotonic()
                 if now - last[0] > 0.5 or progress.step == progress.steps:
                     last[0] = now
-                    results.put(("step", worker_id, progress))
+                    conn.send(("step", worker_id, progress))
 
             for outcome in executor.run(task, step):
-                results.put(("end", worker_id, outcome))
+                conn.send(("end", worker_id, outcome))
     except NstbatchError as e:
-        results.put(("fatal", worker_id, e))
+        conn.send(("fatal", worker_id, e))
+    except (EOFError, BrokenPipeError):
+        pass  # the parent is gone: nothing to report to
     finally:
-        results.put(("exit", worker_id, None))
+        try:
+            conn.send(("exit", worker_id, None))
+        except (OSError, EOFError):
+            pass

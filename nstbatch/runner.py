@@ -321,80 +321,119 @@ def _describe_exit(code: int | None) -> str:
 
 
 def _run_pool(config, worker_devices, tasks_list, count, events, record, stop, stop_signals) -> None:
-    """One process per device, fed from one queue; a worker that dies is replaced."""
+    """One process per device; the parent hands each idle worker the next task over the
+    worker's own pipe. A worker that dies fails the jobs it held and is replaced."""
+    from multiprocessing.connection import wait
+
     context = multiprocessing.get_context("spawn")  # no fork of a process holding CUDA or threads
-    tasks, results = context.Queue(), context.Queue()
-    for task in tasks_list:
-        tasks.put(task)
-    for _ in worker_devices:
-        tasks.put(None)
+    pending = list(tasks_list)
+    pending.reverse()  # pop() from the end hands tasks out in manifest order
     cores = os.cpu_count() or 1
     cpu_workers = sum(d == "cpu" for d in worker_devices)
-    procs: dict[int, multiprocessing.Process] = {}
-    devices: dict[int, str] = {}
+    workers: dict[int, tuple] = {}  # id -> (process, connection, device)
     current: dict[int, list[Planned]] = {}
+    live: set[int] = set()
 
     def start(device: str) -> None:
-        wid = len(procs)
+        wid = len(workers)
         threads = max(1, cores // cpu_workers) if device == "cpu" else None
+        parent_end, child_end = context.Pipe()
         proc = context.Process(target=worker_main, name=f"nstbatch-worker-{wid}", daemon=True,
-                               args=(replace(config, device=device, threads=threads), tasks, results,
+                               args=(replace(config, device=device, threads=threads), child_end,
                                      wid, tuple(stop_signals)))
         proc.start()
-        procs[wid], devices[wid], current[wid] = proc, device, []
-        stop.pids = [p.pid for p in procs.values()]
+        child_end.close()
+        workers[wid], current[wid] = (proc, parent_end, device), []
+        live.add(wid)
+        stop.pids = [p.pid for p, _, _ in workers.values()]
+
+    def lost(wid: int) -> None:
+        """A worker whose process ended or whose pipe broke."""
+        proc, conn, device = workers[wid]
+        live.discard(wid)
+        proc.join(timeout=5)
+        for item in current[wid]:
+            record(Outcome(item.job, "failed", 0.0,
+                           error=f"worker on {device} {_describe_exit(proc.exitcode)} during this job"),
+                   started)
+        current[wid] = []
+        if pending and not stop.requested:
+            events.notice(f"worker {wid} on {device} {_describe_exit(proc.exitcode)}; starting a new one")
+            start(device)
 
     for device in worker_devices:
         start(device)
-    exited: set[int] = set()
     started = 0
     fatal = None
     interrupted = False
-    while len(exited) < len(procs):
+    while live:
+        by_conn = {workers[w][1]: w for w in live}
+        by_sentinel = {workers[w][0].sentinel: w for w in live}
         try:
-            kind, wid, payload = results.get(timeout=0.5)
-        except queue.Empty:
-            for wid, proc in list(procs.items()):
-                if wid in exited or proc.is_alive():
-                    continue
-                exited.add(wid)
-                for started_item in current[wid]:  # died in the middle of these jobs
-                    record(Outcome(started_item.job, "failed", 0.0,
-                                   error=f"worker on {devices[wid]} {_describe_exit(proc.exitcode)}"
-                                         " during this job"), started)
-                current[wid] = []
-                if not stop.requested:
-                    events.notice(f"worker {wid} on {devices[wid]} {_describe_exit(proc.exitcode)};"
-                                  " starting a new one")
-                    start(devices[wid])
-            continue
+            ready = wait(list(by_conn) + list(by_sentinel), timeout=1.0)
         except KeyboardInterrupt:
             # Ctrl-C: the workers ignore SIGINT; ask them to checkpoint and stop.
             interrupted, stop.requested = True, True
             stop.forward(signal.SIGTERM)
             continue
-        if kind == "start":
-            current[wid].append(payload)
-            started += 1
-            events.job_started(payload.job, started, count)
-        elif kind == "step":
-            events.step(payload)
-        elif kind == "end":
-            current[wid] = [item for item in current[wid] if item.job.id != payload.job.id]
-            record(payload, started)
-        elif kind == "notice":
-            events.notice(payload)
-        elif kind == "fatal":
-            fatal, stop.requested = payload, True
-            stop.forward(signal.SIGTERM)
-        elif kind == "exit":
-            exited.add(wid)
-            procs[wid].join(timeout=10)
-    tasks.cancel_join_thread()
+        for handle in ready:
+            if handle in by_sentinel:
+                wid = by_sentinel[handle]
+                conn = workers[wid][1]
+                while wid in live and conn.poll():  # read what it said before it ended
+                    if not _handle(wid, conn, workers, current, pending, stop, events, record):
+                        break
+                if wid in live and not workers[wid][0].is_alive():
+                    if current[wid] or workers[wid][0].exitcode not in (0, None):
+                        lost(wid)
+                    else:
+                        live.discard(wid)
+                continue
+            wid = by_conn.get(handle)
+            if wid is None or wid not in live:
+                continue
+            try:
+                kind, _, payload = handle.recv()
+            except (EOFError, OSError, Exception):  # a torn message from a killed worker
+                lost(wid)
+                continue
+            if kind == "start":
+                current[wid].append(payload)
+                started += 1
+                events.job_started(payload.job, started, count)
+            elif kind == "step":
+                events.step(payload)
+            elif kind == "end":
+                current[wid] = [item for item in current[wid] if item.job.id != payload.job.id]
+                record(payload, started)
+            elif kind == "notice":
+                events.notice(payload)
+            elif kind == "ready":
+                handle.send(None if stop.requested or not pending else pending.pop())
+            elif kind == "fatal":
+                fatal, stop.requested = payload, True
+                stop.forward(signal.SIGTERM)
+            elif kind == "exit":
+                live.discard(wid)
+                workers[wid][0].join(timeout=10)
     if fatal is not None:
         raise fatal
     if interrupted:
         raise KeyboardInterrupt
+
+
+def _handle(wid, conn, workers, current, pending, stop, events, record) -> bool:
+    """Drain one message of a worker that has ended; False when nothing more can be read."""
+    try:
+        kind, _, payload = conn.recv()
+    except Exception:  # noqa: BLE001 - torn or closed pipe
+        return False
+    if kind == "end":
+        current[wid] = [item for item in current[wid] if item.job.id != payload.job.id]
+        record(payload, 0)
+    elif kind == "exit":
+        return False
+    return True
 
 
 @dataclass

@@ -229,3 +229,19 @@ def test_batches_group_only_what_can_share_a_pass(folder):
     tasks = group_batches(items, 4, StateDir(folder / "state"))
     shapes = [[i.job.id for i in t] if isinstance(t, list) else t.job.id for t in tasks]
     assert shapes == [["a", "b", "e"], "c", "d"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+def test_workers_of_a_killed_run_exit_instead_of_lingering(folder):
+    manifest(folder, 4, steps=300, size=40)
+    proc = spawn(folder, "--workers", "2", "-v")
+    wait_for(lambda: " step " in proc.stderr.readline().decode(), proc)
+    pids = _worker_pids(proc.pid)
+    assert len(pids) == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 60
+    while any(os.path.exists(f"/proc/{pid}") and b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()
+              for pid in pids):
+        assert time.monotonic() < deadline, "worker processes outlived their run"
+        time.sleep(0.2)
