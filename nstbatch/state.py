@@ -96,12 +96,6 @@ class StateDir:
         self.write_json(self.done_path(job.id), {**record, "id": job.id, "output": str(job.output),
                                                  "params_hash": hash_})
 
-    def forget(self, job: Job) -> None:
-        try:
-            self.done_path(job.id).unlink()
-        except FileNotFoundError:
-            pass
-
     def append_report(self, record: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         line = (json.dumps({"time": time.time(), **record}, sort_keys=True) + "\n").encode()
