@@ -245,3 +245,19 @@ def test_workers_of_a_killed_run_exit_instead_of_lingering(folder):
               for pid in pids):
         assert time.monotonic() < deadline, "worker processes outlived their run"
         time.sleep(0.2)
+
+
+def test_a_batch_out_of_memory_is_retried_one_job_at_a_time(folder, capsys, monkeypatch):
+    import nstbatch.execute
+
+    def no_room(content, *args, **kwargs):  # what a GPU says when a batch does not fit
+        raise RuntimeError(f"CUDA out of memory. Tried to allocate a batch of {content.shape[0]}")
+
+    monkeypatch.setattr(nstbatch.execute, "optimize", no_room)  # only the batch path calls it
+    m = manifest(folder, 4, steps=3, size=32)
+    m.write_text("\n".join([m.read_text().splitlines()[0]] +
+                           [r.rsplit(",", 1)[0] + ",0" for r in m.read_text().splitlines()[1:]]) + "\n")
+    assert main(["run", str(m), "--batch", "4", "-q"]) == 0
+    assert "done 4" in capsys.readouterr().out
+    records = [json.loads((folder / ".nstbatch" / "m.csv" / "done" / f"j{i}.json").read_text()) for i in range(4)]
+    assert all("batch" not in r for r in records)  # each ran alone after the batch failed
