@@ -188,7 +188,8 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
              should_stop: Callable[[], bool] | None = None,
              checkpoint_every: int = 0,
              on_checkpoint: Callable[[Checkpoint], None] | None = None,
-             report_every: int = 1) -> Result:
+             report_every: int = 1,
+             activation_checkpointing: bool | None = None) -> Result:
     """Stylize ``content`` ``(N, 3, H, W)`` with ``style`` ``(1, 3, h, w)``, both in [0, 1];
     or with a blend, a sequence of ``(style, weight)`` (weights are normalised to sum to 1);
     or with precomputed ``style_targets`` (then ``style`` may be None).
@@ -206,6 +207,9 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
     Speed: costs are read back from the device (a host synchronisation) only every
     ``report_every`` steps and at the end, so the history holds those steps; NaN costs are
     caught there. ``params.precision`` runs the network under autocast (Grams stay fp32).
+    Memory: ``activation_checkpointing`` recomputes VGG activations in the backward pass
+    instead of storing them; None switches it on for stages of more than 6 megapixels per
+    image on a GPU (a 4000 px side), where they would not fit.
     """
     if features is None:
         features = build_features(params, content.device)
@@ -252,12 +256,15 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
         image = image.contiguous(memory_format=memory_format).requires_grad_(True)
         if start == end:
             continue
+        features.checkpointing = (activation_checkpointing if activation_checkpointing is not None
+                                  else device.type == "cuda" and size[0] * size[1] > 6_000_000)
         optimizer, scale = _optimizer(params, image, features, targets, dtype)
         if resuming:
             optimizer.load_state_dict(resume.optimizer)
             scale = resume.scale
         _run_stage(range(max(start, first), end), params, features, image, targets, dtype, optimizer,
                    scale, record, history, should_stop, checkpoint_every, on_checkpoint)
+    features.checkpointing = False
     if image is None:  # zero steps: the initial image, at full size
         image, targets = initial_image(content, params), full
     with torch.no_grad():

@@ -74,6 +74,7 @@ class VGGFeatures(nn.Module):
         self.preprocess = Preprocess(weights.preprocessing)
         self.pooling = pooling
         self.weights_id = weights.id
+        self.checkpointing = False  # see _forward_checkpointed; optimize() switches it
         self.requires_grad_(False)
         self.eval()
 
@@ -84,10 +85,39 @@ class VGGFeatures(nn.Module):
             raise UsageError(f"layer {LAYER_NAMES[last]} is deeper than this extractor was built for")
         check_image_size(image.shape[-2], image.shape[-1], layers)
         wanted = set(layers)
-        out = {}
         x = self.preprocess(image)
+        if self.checkpointing and torch.is_grad_enabled() and x.requires_grad:
+            return self._forward_checkpointed(x, wanted, last)
+        out = {}
         for index in range(last + 1):
             x = self.features[index](x)
             if LAYER_NAMES[index] in wanted:
                 out[LAYER_NAMES[index]] = x
+        return out
+
+    def _forward_checkpointed(self, x: Tensor, wanted: set[str], last: int) -> dict[str, Tensor]:
+        """Activation checkpointing, one VGG block at a time: only block inputs and the
+        requested activations are kept; the rest is recomputed in the backward pass. For very
+        large images (a 4000 px side), where stored activations would not fit in memory."""
+        from torch.utils.checkpoint import checkpoint
+
+        out: dict[str, Tensor] = {}
+        start = 0
+        while start <= last:
+            end = start
+            while end < last and not LAYER_NAMES[end].startswith("pool"):
+                end += 1
+            names = [LAYER_NAMES[i] for i in range(start, end + 1) if LAYER_NAMES[i] in wanted]
+
+            def block(inp, start=start, end=end, names=tuple(names)):
+                kept = []
+                for index in range(start, end + 1):
+                    inp = self.features[index](inp)
+                    if LAYER_NAMES[index] in names:
+                        kept.append(inp)
+                return (inp, *kept)
+
+            x, *kept = checkpoint(block, x, use_reentrant=False)
+            out.update(zip(names, kept))
+            start = end + 1
         return out

@@ -196,3 +196,17 @@ def test_a_batch_checkpoint_sliced_per_image_resumes_each_image_alone(pair, seed
     assert one.image.shape[0] == 1 and one.optimizer["state"][0]["exp_avg"].shape[0] == 1
     resumed = optimize(content.flip(-1), style, params, features=seed_features, resume=one).image
     torch.testing.assert_close(resumed, whole[1:], rtol=1e-4, atol=1e-4)
+
+
+def test_activation_checkpointing_gives_the_same_run(pair, seed_features):
+    content, style = pair
+    params = resolve_params("fast", {"steps": 4, "precision": "fp32"})
+    calls = []
+    hook = seed_features.features[0].register_forward_hook(lambda *a: calls.append(1))
+    plain = optimize(content, style, params, features=seed_features, activation_checkpointing=False)
+    plain_calls, calls[:] = len(calls), []
+    checkpointed = optimize(content, style, params, features=seed_features, activation_checkpointing=True)
+    hook.remove()
+    assert len(calls) > plain_calls  # the first block really was recomputed in backward passes
+    torch.testing.assert_close(checkpointed.image, plain.image, rtol=0, atol=1e-5)
+    assert seed_features.checkpointing is False  # switched off again after the run
