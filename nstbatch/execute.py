@@ -147,6 +147,13 @@ class JobExecutor:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # one image size per job: autotune pays
 
+    def _features(self, params: StyleParams) -> VGGFeatures:
+        """VGG-19 for these weights, pooling and layers, built once per executor."""
+        key = (params.weights, params.pooling, params.feature_layers)
+        if key not in self.features:
+            self.features[key] = build_features(params, self.device)
+        return self.features[key]
+
     def run(self, task: "Planned | list[Planned]", step=None) -> list[Outcome]:
         """A task is one planned job, or a batch of jobs that share style, size and params."""
         if isinstance(task, list) and len(task) > 1:
@@ -187,9 +194,7 @@ class JobExecutor:
             return outcomes + [self.execute(item, step) for item in loaded]
         params, sources = loaded[0].job.params, []
         try:
-            key = (params.weights, params.pooling, params.feature_layers)
-            if key not in self.features:
-                self.features[key] = build_features(params, self.device)
+            features = self._features(params)
             style_targets, sources = self.store.for_job(loaded[0].job)
 
             def on_step(progress: Progress) -> None:
@@ -199,7 +204,7 @@ class JobExecutor:
                     step(progress)
 
             result = optimize(torch.cat(contents).to(self.device), None, params,
-                              features=self.features[key], callback=on_step, style_targets=style_targets,
+                              features=features, callback=on_step, style_targets=style_targets,
                               should_stop=self.should_stop, report_every=self.report_every)
             seconds = (time.monotonic() - started) / len(loaded)
             for index, item in enumerate(loaded):
@@ -249,9 +254,7 @@ class JobExecutor:
             if item.reason != "--force" and self.state.is_done(job, item.hash):
                 return Outcome(job, "elsewhere", 0.0, error="finished by another run")
             remove_stale_temps(job.output)  # left by a run killed while saving this output
-            key = (job.params.weights, job.params.pooling, job.params.feature_layers)
-            if key not in self.features:
-                self.features[key] = build_features(job.params, self.device)
+            features = self._features(job.params)
             style_targets, sources = self.store.for_job(job)
             resume = load_checkpoint(self.state, job, item.hash, job.params.steps)
 
@@ -262,7 +265,7 @@ class JobExecutor:
 
             result = stylize_file(
                 job.content, job.styles, job.output, job.params, callback=on_step,
-                features=self.features[key], style_targets=style_targets, resume=resume,
+                features=features, style_targets=style_targets, resume=resume,
                 should_stop=self.should_stop, checkpoint_every=self.config.checkpoint_every,
                 report_every=self.report_every,
                 on_checkpoint=lambda c: save_checkpoint(self.state, job, item.hash, c))

@@ -365,6 +365,38 @@ def _run_pool(config, worker_devices, tasks_list, count, events, record, stop, s
     started = 0
     fatal = None
     interrupted = False
+
+    def receive(wid: int, conn) -> bool:
+        """Act on one message of worker ``wid``; False when its pipe is torn or closed."""
+        nonlocal started, fatal
+        try:
+            kind, _, payload = conn.recv()
+        except Exception:  # noqa: BLE001 - EOF, or a message torn by a killed worker
+            return False
+        if kind == "start":
+            current[wid].append(payload)
+            started += 1
+            events.job_started(payload.job, started, count)
+        elif kind == "step":
+            events.step(payload)
+        elif kind == "end":
+            current[wid] = [item for item in current[wid] if item.job.id != payload.job.id]
+            record(payload, started)
+        elif kind == "notice":
+            events.notice(payload)
+        elif kind == "ready":
+            try:
+                conn.send(None if stop.requested or not pending else pending.pop())
+            except OSError:
+                return False
+        elif kind == "fatal":
+            fatal, stop.requested = payload, True
+            stop.forward(signal.SIGTERM)
+        elif kind == "exit":
+            live.discard(wid)
+            workers[wid][0].join(timeout=10)
+        return True
+
     while live:
         by_conn = {workers[w][1]: w for w in live}
         by_sentinel = {workers[w][0].sentinel: w for w in live}
@@ -376,63 +408,24 @@ def _run_pool(config, worker_devices, tasks_list, count, events, record, stop, s
             stop.forward(signal.SIGTERM)
             continue
         for handle in ready:
-            if handle in by_sentinel:
+            if handle in by_sentinel:  # the process ended: read what it said, then settle it
                 wid = by_sentinel[handle]
                 conn = workers[wid][1]
-                while wid in live and conn.poll():  # read what it said before it ended
-                    if not _handle(wid, conn, workers, current, pending, stop, events, record):
-                        break
-                if wid in live and not workers[wid][0].is_alive():
+                while wid in live and conn.poll() and receive(wid, conn):
+                    pass
+                if wid in live:
                     if current[wid] or workers[wid][0].exitcode not in (0, None):
                         lost(wid)
                     else:
                         live.discard(wid)
                 continue
             wid = by_conn.get(handle)
-            if wid is None or wid not in live:
-                continue
-            try:
-                kind, _, payload = handle.recv()
-            except (EOFError, OSError, Exception):  # a torn message from a killed worker
+            if wid is not None and wid in live and not receive(wid, handle):
                 lost(wid)
-                continue
-            if kind == "start":
-                current[wid].append(payload)
-                started += 1
-                events.job_started(payload.job, started, count)
-            elif kind == "step":
-                events.step(payload)
-            elif kind == "end":
-                current[wid] = [item for item in current[wid] if item.job.id != payload.job.id]
-                record(payload, started)
-            elif kind == "notice":
-                events.notice(payload)
-            elif kind == "ready":
-                handle.send(None if stop.requested or not pending else pending.pop())
-            elif kind == "fatal":
-                fatal, stop.requested = payload, True
-                stop.forward(signal.SIGTERM)
-            elif kind == "exit":
-                live.discard(wid)
-                workers[wid][0].join(timeout=10)
     if fatal is not None:
         raise fatal
     if interrupted:
         raise KeyboardInterrupt
-
-
-def _handle(wid, conn, workers, current, pending, stop, events, record) -> bool:
-    """Drain one message of a worker that has ended; False when nothing more can be read."""
-    try:
-        kind, _, payload = conn.recv()
-    except Exception:  # noqa: BLE001 - torn or closed pipe
-        return False
-    if kind == "end":
-        current[wid] = [item for item in current[wid] if item.job.id != payload.job.id]
-        record(payload, 0)
-    elif kind == "exit":
-        return False
-    return True
 
 
 @dataclass

@@ -74,9 +74,13 @@ class StateDir:
     def report_path(self) -> Path:
         return self.root / (f"report-{self.tag}.jsonl" if self.tag else "report.jsonl")
 
-    def done_path(self, job_id: str) -> Path:
+    def job_file(self, folder: str, job_id: str, suffix: str) -> Path:
+        """``<root>/<folder>/<job id, made safe for a file name><suffix>``."""
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in job_id)
-        return self.root / "done" / f"{safe}.json"
+        return self.root / folder / f"{safe}{suffix}"
+
+    def done_path(self, job_id: str) -> Path:
+        return self.job_file("done", job_id, ".json")
 
     def ensure(self) -> None:
         (self.root / "done").mkdir(parents=True, exist_ok=True)
@@ -140,7 +144,7 @@ class StateDir:
 # --- checkpoints of interrupted jobs -------------------------------------------------------
 
 def checkpoint_path(state: StateDir, job: Job) -> Path:
-    return state.done_path(job.id).parent.parent / "checkpoints" / f"{state.done_path(job.id).stem}.pt"
+    return state.job_file("checkpoints", job.id, ".pt")
 
 
 def save_checkpoint(state: StateDir, job: Job, hash_: str, checkpoint) -> Path:
@@ -238,7 +242,7 @@ def claim_job(state: StateDir, job: Job, stale_after: float = 300.0) -> Claim | 
     is older than ``stale_after`` seconds belonged to a dead process and is broken."""
     import socket
 
-    path = state.root / "claims" / f"{state.done_path(job.id).stem}.lock"
+    path = state.job_file("claims", job.id, ".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     holder = f"{socket.gethostname()}:{os.getpid()}"
     for _ in range(3):
