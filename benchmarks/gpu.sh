@@ -1,69 +1,31 @@
 #!/usr/bin/env bash
-# GPU figures for benchmarks/RESULTS.md, sized to finish in under 8 minutes on one H200.
+# Everything a lent GPU should run, in one go, sized for about 7 minutes on one H200:
 #
-#   bash benchmarks/gpu.sh            (from the repository root, with nstbatch installed)
+#   bash benchmarks/gpu.sh [CONTENT STYLE BIG [OUT]]     (from anywhere; nstbatch importable)
 #
-# 1. seconds per image at 512 px for batch 1 / 4 / 16 and fp32 vs bf16 (Adam, seed layers,
-#    200 steps; images of a batch share one pass), and
-# 2. style-target precompute at 512 px: ONNX Runtime CUDA vs PyTorch.
-set -euo pipefail
+# 1. the CUDA tests (tests/test_gpu.py; skipped on machines without a GPU);
+# 2. the bundled example manifest, run on the GPU through the CLI;
+# 3. benchmarks/gpu.py: step time fp32 vs bf16 at batch 1/4/16, the default preset's seconds
+#    per image and quality at 512 px, a 4000 px image under a 24 GiB cap, ONNX Runtime vs
+#    PyTorch targets, torch.compile vs eager. Figures go to OUT/gpu.jsonl (default gpu-results/);
+#    ONLY="step fast" runs some sections alone.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+OUT=${4:-${OUT:-gpu-results}}
+mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python - <<'PY'
-import statistics, time, torch
-from nstbatch.config import resolve_params
-from nstbatch.optimize import build_features, optimize
-assert torch.cuda.is_available(), "no GPU visible"
-torch.backends.cudnn.benchmark = True
-dev = torch.device("cuda")
-print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
-for precision in ("fp32", "bf16"):
-    params = resolve_params("seed", {"size": 512, "steps": 200, "precision": precision})
-    features = build_features(params, dev)
-    style = torch.rand(1, 3, 512, 512, device=dev)
-    for batch in (1, 4, 16):
-        content = torch.rand(batch, 3, 384, 512, device=dev)
-        optimize(content, style, resolve_params("seed", {"size": 512, "steps": 5, "precision": precision}),
-                 features=features, report_every=10**9)  # warm-up, cuDNN autotuning
-        torch.cuda.synchronize()
-        started = time.perf_counter()
-        optimize(content, style, params, features=features, report_every=10**9)
-        torch.cuda.synchronize()
-        seconds = time.perf_counter() - started
-        print(f"{precision} batch {batch:2d}: {seconds / batch:.3f} s/image (200 steps, 512x384),"
-              f" peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
-        torch.cuda.reset_peak_memory_stats()
-PY
-python - <<'PY'
-import tempfile, time, statistics, torch
-from pathlib import Path
-from nstbatch.config import resolve_params
-from nstbatch.onnx_backend import OnnxTargets, export_targets_model
-from nstbatch.targets import torch_style_targets
-from nstbatch.vgg import VGGFeatures
-from nstbatch.weights import load_weights
-params = resolve_params("seed")
-weights = load_weights()
-image = torch.rand(1, 3, 512, 512, device="cuda")
-features = VGGFeatures(weights, params.style_layers).cuda()
-with tempfile.TemporaryDirectory() as tmp:
-    model = Path(tmp) / "t.onnx"
-    export_targets_model(weights, params.style_layers, params.pooling, model)
-    for providers in ("cuda", "tensorrt,cuda,cpu"):
-        try:
-            session = OnnxTargets.open(model, params.style_layers, providers, cache_root=Path(tmp))
-        except Exception as e:
-            print(f"onnx {providers}: unavailable ({e})")
-            continue
-        runs = {"torch": lambda: torch_style_targets(features, image, params.style_layers),
-                f"onnx {session.provider}": lambda: session(image)}
-        times = {k: [] for k in runs}
-        for name, run in runs.items():
-            run(); torch.cuda.synchronize()
-        for _ in range(20):
-            for name, run in runs.items():
-                t = time.perf_counter(); run(); torch.cuda.synchronize(); times[name].append(time.perf_counter() - t)
-        for name, t in times.items():
-            print(f"targets 512 px {name:32s} median {statistics.median(t) * 1000:.2f} ms")
-PY
+"$PY" -c "import torch, onnxruntime as o; print('torch', torch.__version__, 'cuda', torch.version.cuda, '| onnxruntime', o.__version__, o.get_available_providers())"
+echo "== tests/test_gpu.py"
+timeout 200 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py > "$OUT/tests.txt" 2>&1
+tail -12 "$OUT/tests.txt"
+echo "== example manifest on the GPU"
+work=$(mktemp -d)
+cp -r manifests "$work/"
+( time timeout 90 "$PY" -m nstbatch run "$work/manifests/example.csv" --devices cuda ) 2>&1 | tail -12
+cp "$work"/out/example/town_blend.png "$OUT/example_town_blend.png" 2>/dev/null || true
+echo "== benchmarks/gpu.py"
+args=()
+[ $# -ge 3 ] && args=(--content "$1" --style "$2" --big "$3")
+timeout 400 "$PY" benchmarks/gpu.py "${args[@]}" --out "$OUT" --budget "${BUDGET:-330}" ${ONLY:+--only $ONLY}

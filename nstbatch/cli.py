@@ -233,6 +233,9 @@ def run(
                                          " (covers hard kills); 0: only on a stop signal."),
     stop_signals: str = typer.Option("TERM,USR1", help="Signals that checkpoint and stop the run"
                                      " (exit code 75)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the VGG-19: about 1.2x faster"
+                                 " steps on a GPU after tens of seconds of compiling per image size;"
+                                 " for long runs of one size. Slower on CPUs."),
     force: bool = typer.Option(False, "--force", help="Rerun jobs that are already done."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Run the valid jobs of an invalid manifest."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would run, and why; run nothing."),
@@ -256,7 +259,8 @@ def run(
                                         events=report, targets=targets, cache_dir=cache_dir,
                                         providers=providers, allow_fallback=allow_fallback,
                                         shard=the_shard, checkpoint_every=checkpoint_every,
-                                        stop_signals=_parse_signals(stop_signals), batch=batch)
+                                        stop_signals=_parse_signals(stop_signals), batch=batch,
+                                        compile=compile)
     except InvalidManifest as e:
         _print_problems(e.problems)
         raise

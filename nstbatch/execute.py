@@ -129,6 +129,7 @@ class ExecutorConfig:
     checkpoint_every: int = 0
     claim_stale: float = 300.0
     threads: int | None = None  # torch threads in a CPU worker
+    compile: bool = False  # torch.compile the VGG-19 (pays on GPUs for long runs of one size)
 
 
 class JobExecutor:
@@ -152,18 +153,25 @@ class JobExecutor:
         key = (params.weights, params.pooling, params.feature_layers)
         if key not in self.features:
             self.features[key] = build_features(params, self.device)
+            if self.config.compile:
+                self.features[key].compile_trunk()
         return self.features[key]
 
     def run(self, task: "Planned | list[Planned]", step=None) -> list[Outcome]:
         """A task is one planned job, or a batch of jobs that share style, size and params."""
         if isinstance(task, list) and len(task) > 1:
-            return self._execute_batch(task, step)
+            outcomes = self._execute_batch(task, step)
+            for outcome in outcomes:
+                outcome.device = outcome.device or str(self.device)
+            return outcomes
         return [self.execute(task[0] if isinstance(task, list) else task, step)]
 
     def _execute_batch(self, items: list[Planned], step) -> list[Outcome]:
-        """Optimise several contents in one pass (Adam is elementwise: each image ends as it
-        would alone). Claims, done records and outputs stay per job; an out-of-memory batch
-        is retried one job at a time."""
+        """Optimise several contents in one pass. Adam is elementwise, so each image follows
+        its own trajectory; in exact arithmetic it ends as it would alone, but where a batch
+        picks other kernels (GPUs) their rounding grows like any tiny perturbation
+        (benchmarks/RESULTS.md). Claims, done records and outputs stay per job; an
+        out-of-memory batch is retried one job at a time."""
         started = time.monotonic()
         outcomes: list[Outcome] = []
         claims: dict[str, object] = {}

@@ -105,11 +105,11 @@ def export_targets_model(weights: Weights, style_layers: Sequence[str], pooling:
 
 def check_providers(spec: str = "auto", allow_fallback: bool = False) -> None:
     """Before any work: refuse GPU providers on a machine that has no GPU (ORT would quietly
-    run them on the CPU)."""
+    run them on the CPU). ``auto`` takes what there is and is never refused."""
     import onnxruntime as ort
 
     wanted = resolve_providers(spec)[0]
-    if wanted == PROVIDERS["cpu"] or allow_fallback:
+    if wanted == PROVIDERS["cpu"] or allow_fallback or _is_auto(spec):
         return
     if not torch.cuda.is_available():
         raise OnnxError(f"--providers {spec}: {wanted} needs a GPU, and none is visible here",
@@ -120,11 +120,36 @@ def check_providers(spec: str = "auto", allow_fallback: bool = False) -> None:
                         hint="install onnxruntime-gpu, not onnxruntime")
 
 
+def _is_auto(spec: str | None) -> bool:
+    return (spec or "auto").strip().lower() == "auto"
+
+
+def _tensorrt_installed() -> bool:
+    """onnxruntime-gpu lists TensorRT whether or not its libraries are there; without them a
+    session prints a page of errors before falling back, so ``auto`` asks first."""
+    import ctypes.util
+
+    if ctypes.util.find_library("nvinfer"):
+        return True
+    try:
+        import tensorrt  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 def resolve_providers(spec: str = "auto") -> list[str]:
-    """``auto``: TensorRT → CUDA → CPU where torch sees a GPU, else CPU; or a comma list."""
+    """``auto``: TensorRT → CUDA → CPU, each where this machine has it (a GPU that torch sees,
+    the provider in this onnxruntime, TensorRT's libraries); or a comma list, taken as is."""
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
-        names = ["tensorrt", "cuda", "cpu"] if torch.cuda.is_available() else ["cpu"]
+        names = ["cpu"]
+        if torch.cuda.is_available():
+            import onnxruntime as ort
+
+            available = ort.get_available_providers()
+            names = [n for n in ("tensorrt", "cuda") if PROVIDERS[n] in available
+                     and (n != "tensorrt" or _tensorrt_installed())] + names
     else:
         names = [n.strip() for n in spec.split(",") if n.strip()]
         unknown = [n for n in names if n not in PROVIDERS]
@@ -197,11 +222,14 @@ class OnnxTargets:
         if wanted[0] not in running:
             message = (f"ONNX Runtime did not start {wanted[0]} (asked for: {', '.join(wanted)};"
                        f" running: {', '.join(running)})")
-            if not allow_fallback:
+            if not (allow_fallback or _is_auto(providers)):
                 raise OnnxError(message, hint="check the GPU, CUDA and onnxruntime-gpu, use "
                                               "--providers cpu, or --allow-fallback to run anyway")
             if notice:
                 notice(f"WARNING: {message}; style targets are computed on {running[0]}")
+        elif running[0] == PROVIDERS["cpu"] and _is_auto(providers) and torch.cuda.is_available() and notice:
+            notice("WARNING: style targets run on ONNX Runtime's CPU provider: this onnxruntime has"
+                   " no GPU provider (install onnxruntime-gpu for GPU targets)")
         return cls(session, tuple(style_layers), running[0])
 
     def __call__(self, image: Tensor) -> dict[str, Tensor]:

@@ -109,7 +109,7 @@ def plan(jobs: list[Job], state: StateDir, force: bool = False) -> list[Planned]
 def resolve_workers(devices: str = "auto", workers: int | None = None) -> list[str]:
     """One device per worker: ``auto`` (every visible GPU, else the CPU; under torchrun the
     GPU of ``LOCAL_RANK``), ``all`` (every GPU),
-    ``cpu``, or ``cuda:0,cuda:1``. ``workers`` splits the CPU among that many workers."""
+    ``cpu``, or ``cuda:0,cuda:1`` (``cuda`` alone is ``cuda:0``). ``workers`` splits the CPU among that many workers."""
     spec = (devices or "auto").strip().lower()
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if workers is not None and workers < 1:
@@ -128,7 +128,7 @@ def resolve_workers(devices: str = "auto", workers: int | None = None) -> list[s
         if not gpus:
             raise UsageError("--devices all: torch sees no GPU", hint="use --devices auto or cpu")
         return [f"cuda:{i}" for i in range(gpus)]
-    names = [d.strip() for d in spec.split(",") if d.strip()]
+    names = ["cuda:0" if d.strip() == "cuda" else d.strip() for d in spec.split(",") if d.strip()]
     for name in names:
         index = name.partition(":")[2]
         if not (name.startswith("cuda:") and index.isdigit()) or int(index) >= gpus:
@@ -177,7 +177,8 @@ def run_manifest(manifest_path: str | os.PathLike, *, state_dir: str | os.PathLi
                  targets: str = "onnx", cache_dir: str | os.PathLike | None = None,
                  providers: str = "auto", allow_fallback: bool = False, shard: Shard = WHOLE,
                  checkpoint_every: int = 0, stop_signals=DEFAULT_STOP_SIGNALS,
-                 claim_stale: float = 300.0, batch: str | int = 1) -> tuple[RunSummary, list[Planned]]:
+                 claim_stale: float = 300.0, batch: str | int = 1,
+                 compile: bool = False) -> tuple[RunSummary, list[Planned]]:
     """Run every job of this shard of a manifest that is not done. A failing job is recorded
     and the rest go on; outputs are atomic; a stop signal checkpoints the jobs in progress."""
     manifest_path = Path(manifest_path)
@@ -196,7 +197,7 @@ def run_manifest(manifest_path: str | os.PathLike, *, state_dir: str | os.PathLi
     if targets == "onnx":
         check_providers(providers, allow_fallback)
     config = ExecutorConfig(state.root, worker_devices[0], targets, str(cache_dir) if cache_dir else None,
-                            providers, allow_fallback, checkpoint_every, claim_stale)
+                            providers, allow_fallback, checkpoint_every, claim_stale, compile=compile)
     tasks = group_batches(to_run, resolve_batch(batch, worker_devices[0]), state)
     events.planned(to_run, summary.skipped)
     state.ensure()

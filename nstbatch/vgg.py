@@ -75,6 +75,7 @@ class VGGFeatures(nn.Module):
         self.pooling = pooling
         self.weights_id = weights.id
         self.checkpointing = False  # see _forward_checkpointed; optimize() switches it
+        self._trunk = self._trunk_eager  # or its torch.compile'd version: see compile_trunk
         self.requires_grad_(False)
         self.eval()
 
@@ -88,12 +89,22 @@ class VGGFeatures(nn.Module):
         x = self.preprocess(image)
         if self.checkpointing and torch.is_grad_enabled() and x.requires_grad:
             return self._forward_checkpointed(x, wanted, last)
+        return self._trunk(x, tuple(sorted(wanted)), last)
+
+    def _trunk_eager(self, x: Tensor, wanted: tuple[str, ...], last: int) -> dict[str, Tensor]:
         out = {}
         for index in range(last + 1):
             x = self.features[index](x)
             if LAYER_NAMES[index] in wanted:
                 out[LAYER_NAMES[index]] = x
         return out
+
+    def compile_trunk(self, mode: str | None = None) -> "VGGFeatures":
+        """Run the network through ``torch.compile`` (checks and the checkpointed path stay
+        eager). Each new image size, batch or layer set compiles once, tens of seconds on a GPU;
+        it pays on long runs of one size (benchmarks/RESULTS.md), not on a CPU."""
+        self._trunk = torch.compile(self._trunk_eager, mode=mode, dynamic=False)
+        return self
 
     def _forward_checkpointed(self, x: Tensor, wanted: set[str], last: int) -> dict[str, Tensor]:
         """Activation checkpointing, one VGG block at a time: only block inputs and the

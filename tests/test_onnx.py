@@ -158,3 +158,24 @@ def test_precompute_killed_mid_write_leaves_no_corrupt_entry(tmp_path):
     assert first.wait() == 0 and second.wait() == 0
     entries = TargetCache(cache).entries()
     assert len(entries) == 8 and all(TargetCache(cache).load(e.stem) is not None for e in entries)
+
+
+def test_auto_providers_take_what_this_machine_has(monkeypatch):
+    """On a GPU machine with plain onnxruntime (no GPU providers), or with onnxruntime-gpu but
+    no TensorRT libraries, ``auto`` runs what there is; a named provider is still refused."""
+    import onnxruntime as ort
+
+    from nstbatch import onnx_backend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["AzureExecutionProvider", "CPUExecutionProvider"])
+    assert onnx_backend.resolve_providers("auto") == ["CPUExecutionProvider"]
+    check_providers("auto")
+    with pytest.raises(OnnxError, match="no CUDAExecutionProvider"):
+        check_providers("cuda")
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(onnx_backend, "_tensorrt_installed", lambda: False)
+    assert onnx_backend.resolve_providers("auto") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnx_backend, "_tensorrt_installed", lambda: True)
+    assert onnx_backend.resolve_providers("auto")[0] == "TensorrtExecutionProvider"
