@@ -9,7 +9,7 @@ import inspect
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -107,24 +107,72 @@ class ProgressReport:
 @_with_param_options
 def stylize(
     content: Path = typer.Argument(..., help="Content image.", show_default=False),
-    style: Path = typer.Argument(..., help="Style image.", show_default=False),
+    style: List[Path] = typer.Argument(..., help="Style image, or several to blend.", show_default=False),
     output: Path = typer.Option(..., "--output", "-o", help="Output image (.png, .jpg, .webp)."),
+    style_weights: Optional[str] = typer.Option(None, help="Blend weights of several styles, comma-"
+                                                "separated (normalised) [default: equal]."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    snapshot_dir: Optional[Path] = typer.Option(None, help="With --save-every: where snapshots go"
+                                                " [default: OUTPUT's folder/.nstbatch/snapshots/OUTPUT-STEM]."),
+    history: Optional[Path] = typer.Option(None, help="Also write the cost history here (.csv or .json)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     **params,
 ):
-    """Stylize one CONTENT image with one STYLE image into --output."""
+    """Stylize one CONTENT image with one STYLE image (or a blend of several) into --output."""
     from .execute import stylize_file
+    from .images import save_image, to_pil
 
     resolved = resolve_params(params.pop("preset", None), params)
+    weights = _blend_weights(style_weights, len(style))
+    if history is not None and history.suffix.lower() not in (".csv", ".json"):
+        raise UsageError(f"--history {history}: give a .csv or .json file")
+    folder = snapshot_dir or output.parent / ".nstbatch" / "snapshots" / output.stem
+
+    def snapshot(step: int, images) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_image(to_pil(images[:1]), folder / f"step-{step:06d}.png")
+
     report = ProgressReport(quiet)
     try:
-        result = stylize_file(content, style, output, resolved, device=device, callback=report)
+        result = stylize_file(content, list(zip(style, weights)), output, resolved, device=device,
+                              callback=report, on_snapshot=snapshot)
     finally:
         report.close()
+    if history is not None:
+        _write_history(history, result.history)
     if not quiet:
         final = result.history[-1]
         typer.echo(f"wrote {output} ({resolved.steps} steps, total cost {final.total:.4g})")
+
+
+def _blend_weights(text: Optional[str], count: int) -> list[float]:
+    if text is None:
+        return [1.0] * count
+    try:
+        weights = [float(part) for part in text.replace("|", ",").split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--style-weights {text!r}: expected numbers separated by commas") from None
+    if len(weights) != count:
+        raise UsageError(f"--style-weights has {len(weights)} values for {count} style image(s)")
+    if any(w < 0 or w != w for w in weights) or sum(weights) <= 0:
+        raise UsageError(f"--style-weights must be non-negative with a positive sum, got {text!r}")
+    return weights
+
+
+def _write_history(path: Path, history) -> None:
+    import json
+    from dataclasses import asdict
+
+    from .images import atomic_write
+
+    rows = [asdict(p) for p in history]
+    if path.suffix.lower() == ".json":
+        text = json.dumps(rows, indent=1)
+    else:
+        text = "step,content,style,tv,total\n" + "".join(
+            f"{r['step']},{r['content']!r},{r['style']!r},{r['tv']!r},{r['total']!r}\n" for r in rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 TARGETS_OPTION = typer.Option("onnx", "--targets", help="How style targets are computed: onnx (ONNX Runtime) or torch.")
@@ -233,6 +281,8 @@ def run(
                                          " (covers hard kills); 0: only on a stop signal."),
     stop_signals: str = typer.Option("TERM,USR1", help="Signals that checkpoint and stop the run"
                                      " (exit code 75)."),
+    snapshot_dir: Optional[Path] = typer.Option(None, help="Where the snapshots of jobs with save_every"
+                                                " go [default: the state directory's snapshots/]."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the VGG-19: about 1.2x faster"
                                  " steps on a GPU after tens of seconds of compiling per image size;"
                                  " for long runs of one size. Slower on CPUs."),
@@ -260,7 +310,7 @@ def run(
                                         providers=providers, allow_fallback=allow_fallback,
                                         shard=the_shard, checkpoint_every=checkpoint_every,
                                         stop_signals=_parse_signals(stop_signals), batch=batch,
-                                        compile=compile)
+                                        compile=compile, snapshot_dir=snapshot_dir)
     except InvalidManifest as e:
         _print_problems(e.problems)
         raise
@@ -353,6 +403,7 @@ def precompute(
     on CPU nodes, before the GPU job)."""
     from .devices import resolve_device
     from .manifest import read_manifest
+    from .color import style_side
     from .precompute import StyleTargetStore, distinct_targets
 
     parsed = read_manifest(manifest)
@@ -361,15 +412,15 @@ def precompute(
                              providers=providers, allow_fallback=allow_fallback,
                              notice=lambda m: typer.echo(m, err=True))
     failed = 0
-    for index, (style, params) in enumerate(todo, start=1):
+    for index, (style, params, content) in enumerate(todo, start=1):
         try:
-            _, source = store.get(style, params)
+            _, source = store.get(style, params, content)
         except NstbatchError as e:
             failed += 1
             typer.echo(f"[{index}/{len(todo)}] FAILED {style}: {e}", err=True)
             continue
         if not quiet:
-            typer.echo(f"[{index}/{len(todo)}] {source:8s} {style.name} (size {params.size},"
+            typer.echo(f"[{index}/{len(todo)}] {source:8s} {style.name} (size {style_side(params, params.size)},"
                        f" {','.join(params.style_layers)}, {params.pooling})", err=True)
     typer.echo(f"{len(todo)} distinct style target(s): {store.computed} computed, "
                f"{store.reused} already cached, {failed} failed; cache {store.root}")

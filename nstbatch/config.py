@@ -20,6 +20,7 @@ INITS = ("content+noise", "content", "noise")
 POOLINGS = ("max", "avg")
 CONTENT_NORMS = ("seed", "half_sum")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+COLORS = ("none", "luminance", "histogram")
 PRESET_NAMES = ("fast", "seed", "gatys")  # their values are at the end of this module
 
 
@@ -57,10 +58,21 @@ class StyleParams:
         " at 1 (e.g. 0.5,1)", "floats")
     scale_steps: tuple[float, ...] = _knob(
         (1.0,), "share of the steps spent at each scale, summing to 1 (e.g. 0.7,0.3)", "floats")
-    init: str = _knob("content+noise", "initial image", "choice", INITS)
+    init: str = _knob("content+noise", "initial image: content+noise, content, noise, or an image"
+                      " file (resized to the output)", "init", INITS)
     noise: float = _knob(0.25, "amplitude of the uniform init noise", "float", low=0.0, high=1.0)
     seed: int = _knob(0, "random seed of the init noise", "int", low=0, high=2**63 - 1)
     pooling: str = _knob("max", "VGG pooling", "choice", POOLINGS)
+    preserve_color: str = _knob(
+        "none", "keep the content's colours: luminance (transfer luminance only, keep the"
+        " content's chroma) or histogram (recolour the style to the content's colour statistics"
+        " first)", "choice", COLORS)
+    style_scale: float = _knob(1.0, "the style image's long side as a multiple of the output's",
+                               "float", low=0.01, high=16.0)
+    style_size: int = _knob(0, "the style image's long side in pixels (0: from style_scale)",
+                            "int", low=0, high=16384)
+    save_every: int = _knob(0, "write a snapshot of the image every N steps (0: none); run puts"
+                            " them in the state directory", "int", low=0, high=1_000_000)
     precision: str = _knob(
         "fp32", "network precision (Gram matrices and costs stay fp32): fp16 is GPU-only, with"
         " loss scaling; auto is bf16 where the GPU or CPU has it, else fp32 (CPU) or fp16 (GPU)",
@@ -94,6 +106,11 @@ class StyleParams:
     def to_json(self) -> str:
         """Stable JSON of the resolved values: the basis of provenance and params hashes."""
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def init_file(self) -> str | None:
+        """The image file the optimisation starts from, if ``init`` names one."""
+        return None if self.init in INITS else self.init
 
     @property
     def feature_layers(self) -> tuple[str, ...]:
@@ -132,6 +149,8 @@ def _check(f: dataclasses.Field, value) -> None:
         for v in value:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ParamError(f"{name} must be non-negative numbers, got {value!r}")
+    if kind == "init" and value not in meta["choices"] and (not isinstance(value, str) or not value.strip()):
+        raise ParamError(f"{name} must be one of {', '.join(meta['choices'])} or an image file, got {value!r}")
     if kind == "str" and (not isinstance(value, str) or not value):
         raise ParamError(f"{name} must be a non-empty string, got {value!r}")
 

@@ -130,6 +130,7 @@ class ExecutorConfig:
     claim_stale: float = 300.0
     threads: int | None = None  # torch threads in a CPU worker
     compile: bool = False  # torch.compile the VGG-19 (pays on GPUs for long runs of one size)
+    snapshot_dir: str | None = None  # where save_every's snapshots go [default: state/snapshots]
 
 
 class JobExecutor:
@@ -147,6 +148,20 @@ class JobExecutor:
         self.report_every = 1 if self.device.type == "cpu" else 10
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # one image size per job: autotune pays
+
+    def snapshot_path(self, job: Job, step: int) -> Path:
+        """``<snapshots>/<job id>/step-000050.png``: never among the outputs unless asked."""
+        root = StateDir(Path(self.config.snapshot_dir)) if self.config.snapshot_dir else self.state
+        return root.job_file("snapshots", job.id, f"/step-{step:06d}.png")
+
+    def _snapshots(self, jobs: list[Job]):
+        """The engine's snapshot callback for these jobs (one per image of the batch)."""
+        def save(step: int, images) -> None:
+            for index, job in enumerate(jobs):
+                path = self.snapshot_path(job, step)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_image(to_pil(images[index:index + 1]), path)
+        return save
 
     def _features(self, params: StyleParams) -> VGGFeatures:
         """VGG-19 for these weights, pooling and layers, built once per executor."""
@@ -213,12 +228,14 @@ class JobExecutor:
 
             result = optimize(torch.cat(contents).to(self.device), None, params,
                               features=features, callback=on_step, style_targets=style_targets,
-                              should_stop=self.should_stop, report_every=self.report_every)
+                              should_stop=self.should_stop, report_every=self.report_every,
+                              on_snapshot=self._snapshots([item.job for item in loaded]))
             seconds = (time.monotonic() - started) / len(loaded)
             for index, item in enumerate(loaded):
                 job = item.job
                 save_image(to_pil(result.image[index:index + 1]), job.output,
                            provenance(params, result, job.content, list(job.styles)))
+                self.state.write_history(job.id, result.history, of_batch=len(loaded))
                 self.state.mark_done(job, item.hash, {"seconds": seconds, "finished": time.time(),
                                                       "batch": len(loaded)})
                 outcomes.append(Outcome(job, "done", seconds, final=result.history[-1],
@@ -275,9 +292,10 @@ class JobExecutor:
                 job.content, job.styles, job.output, job.params, callback=on_step,
                 features=features, style_targets=style_targets, resume=resume,
                 should_stop=self.should_stop, checkpoint_every=self.config.checkpoint_every,
-                report_every=self.report_every,
+                report_every=self.report_every, on_snapshot=self._snapshots([job]),
                 on_checkpoint=lambda c: save_checkpoint(self.state, job, item.hash, c))
             seconds = time.monotonic() - started
+            self.state.write_history(job.id, result.history)
             self.state.mark_done(job, item.hash, {"seconds": seconds, "finished": time.time()})
             discard_checkpoint(self.state, job)
             return Outcome(job, "done", seconds, final=result.history[-1], sources=tuple(sources),

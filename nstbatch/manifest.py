@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .config import FIELDS, StyleParams, resolve_params
+from .config import FIELDS, INITS, StyleParams, resolve_params
 from .errors import NstbatchError, UsageError
 from .layers import suggest
 
@@ -40,7 +40,8 @@ class Job:
 
     @property
     def inputs(self) -> tuple[Path, ...]:
-        return (self.content,) + tuple(path for path, _ in self.styles)
+        init = (Path(self.params.init_file),) if self.params.init_file else ()
+        return (self.content,) + tuple(path for path, _ in self.styles) + init
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ def _params(where: str, values: dict[str, Any], base: Path | None = None) -> Sty
     values = {k: v for k, v in values.items() if not (isinstance(v, str) and not v.strip())}
     if base is not None and isinstance(values.get("weights"), str):
         values["weights"] = _weights_relative_to(base, values["weights"])
+    if base is not None and isinstance(values.get("init"), str) and values["init"].strip() not in INITS:
+        values["init"] = str(_resolve(base, values["init"]))  # an init image, like the others
     try:
         key = tuple(sorted((k, v if isinstance(v, (str, int, float, bool, type(None))) else repr(v))
                            for k, v in values.items()))

@@ -7,9 +7,11 @@ from typing import Callable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from . import losses
+from .color import luminance, prepare_style, resize_tensor, style_side, with_chroma
 from .config import StyleParams
 from .devices import autocast_dtype
 from .errors import OptimizationError
@@ -73,8 +75,11 @@ def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles | Non
                     dtype: torch.dtype | None = None) -> Targets:
     """Content activations, and the blend of the styles' Gram targets at ``feature_scale``.
 
-    ``style_targets`` (already blended and scaled, from ``targets.blend_targets``) skips the
-    style images entirely: that is how precomputed, cached targets come in.
+    Each style image is resized to its long side (``style_size``, or ``style_scale`` times the
+    content's) and prepared for ``preserve_color`` (``color.prepare_style``); ``content`` is
+    taken as given (``optimize`` reduces it to luminance where asked). ``style_targets``
+    (already blended and scaled, from ``targets.blend_targets``) skips the style images
+    entirely: that is how precomputed, cached targets come in.
     """
     check_image_size(*content.shape[-2:], params.feature_layers, "content image")
     with torch.no_grad():
@@ -83,10 +88,12 @@ def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles | Non
     if style_targets is None and params.style_layers:
         per_style = []
         for style, weight in _as_blend(styles):
+            if not weight:
+                continue
+            style = resize_tensor(style.to(content.device), style_side(params, max(content.shape[-2:])))
             check_image_size(*style.shape[-2:], params.style_layers, "style image")
-            if weight:
-                per_style.append((torch_style_targets(features, style.to(content.device),
-                                                      params.style_layers), weight))
+            style = prepare_style(style, params, content)
+            per_style.append((torch_style_targets(features, style, params.style_layers), weight))
         style_targets = blend_targets(per_style or [({}, 1.0)], params.feature_scale, content.device)
     return Targets(content_acts, {name: g.to(content.device) for name, g in (style_targets or {}).items()})
 
@@ -95,6 +102,13 @@ def initial_image(content: Tensor, params: StyleParams) -> Tensor:
     """The seed's init is content + U(−noise, noise), clipped; noise comes from a CPU generator
     seeded by ``params.seed`` so a seed gives the same start on every device. Each image of a
     batch gets the noise it would get alone, so batching does not change results."""
+    if params.init_file:
+        from .images import load_image, to_tensor
+
+        height, width = content.shape[-2:]
+        start = to_tensor(load_image(params.init_file).resize((width, height), Image.Resampling.LANCZOS))
+        start = start.to(content).expand(content.shape[0], -1, -1, -1).contiguous()
+        return luminance(start) if params.preserve_color == "luminance" else start
     if params.init == "content":
         return content.clone(memory_format=torch.contiguous_format)
     uniform = torch.cat([torch.rand((1, *content.shape[1:]), dtype=torch.float32,
@@ -189,7 +203,8 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
              checkpoint_every: int = 0,
              on_checkpoint: Callable[[Checkpoint], None] | None = None,
              report_every: int = 1,
-             activation_checkpointing: bool | None = None) -> Result:
+             activation_checkpointing: bool | None = None,
+             on_snapshot: Callable[[int, Tensor], None] | None = None) -> Result:
     """Stylize ``content`` ``(N, 3, H, W)`` with ``style`` ``(1, 3, h, w)``, both in [0, 1];
     or with a blend, a sequence of ``(style, weight)`` (weights are normalised to sum to 1);
     or with precomputed ``style_targets`` (then ``style`` may be None).
@@ -210,6 +225,11 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
     Memory: ``activation_checkpointing`` recomputes VGG activations in the backward pass
     instead of storing them; None switches it on for stages of more than 6 megapixels per
     image on a GPU (a 4000 px side), where they would not fit.
+
+    Colour: with ``preserve_color: luminance`` the content and styles are reduced to their
+    luminance and the result (and every snapshot) gets the content's chroma back.
+    Snapshots: every ``params.save_every`` steps ``on_snapshot(step, image)`` receives the
+    image as it stands (at the current scale's size).
     """
     if features is None:
         features = build_features(params, content.device)
@@ -224,6 +244,23 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
                      and params.optimizer == "adam" else torch.contiguous_format)
     features.to(memory_format=memory_format)
     content = content.to(device).contiguous(memory_format=memory_format)
+    original = content
+    if params.preserve_color == "luminance":
+        content = luminance(content).contiguous(memory_format=memory_format)
+
+    def finish(image: Tensor) -> Tensor:
+        """The image as the user sees it: with the content's chroma where asked."""
+        image = image.detach()
+        if params.preserve_color != "luminance":
+            return image
+        return with_chroma(image.float(), _resized(original, tuple(image.shape[-2:]), "bilinear").float())
+
+    def snap(step: int, image: Tensor) -> None:
+        if step % params.save_every == 0 and step < params.steps:
+            on_snapshot(step, finish(image).contiguous())
+
+    take_snapshot = snap if on_snapshot is not None and params.save_every else None
+
     full = compute_targets(features, content, style, params, style_targets, dtype)
     schedule = stages(params, *content.shape[-2:])
     history: list[Progress] = list(resume.history) if resume else []
@@ -263,13 +300,13 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
             optimizer.load_state_dict(resume.optimizer)
             scale = resume.scale
         _run_stage(range(max(start, first), end), params, features, image, targets, dtype, optimizer,
-                   scale, record, history, should_stop, checkpoint_every, on_checkpoint)
+                   scale, record, history, should_stop, checkpoint_every, on_checkpoint, take_snapshot)
     features.checkpointing = False
     if image is None:  # zero steps: the initial image, at full size
         image, targets = initial_image(content, params), full
     with torch.no_grad():
         record(params.steps, costs(features, image, targets, params, dtype))
-    return Result(image.detach().contiguous(), history)
+    return Result(finish(image).contiguous(), history)
 
 
 def _optimizer(params, image, features, targets, dtype):
@@ -289,7 +326,7 @@ def _optimizer(params, image, features, targets, dtype):
 
 
 def _run_stage(steps, params, features, image, targets, dtype, optimizer, scale, record, history,
-               should_stop, checkpoint_every, on_checkpoint) -> None:
+               should_stop, checkpoint_every, on_checkpoint, take_snapshot=None) -> None:
     # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
     scaler = torch.amp.GradScaler(image.device.type, enabled=dtype == torch.float16)
 
@@ -323,5 +360,7 @@ def _run_stage(steps, params, features, image, targets, dtype, optimizer, scale,
             record(step, evaluations[0])
         with torch.no_grad():
             image.clamp_(0, 1)
+        if take_snapshot is not None:
+            take_snapshot(step + 1, image)
         if checkpoint_every and on_checkpoint and (step + 1) % checkpoint_every == 0 and step + 1 < params.steps:
             on_checkpoint(snapshot(step + 1))

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .cache import TargetCache, cache_root
+from .color import prepare_style, style_side
 from .config import StyleParams
 from .errors import UsageError
 from .images import load_image, to_tensor
@@ -63,24 +64,35 @@ class StyleTargetStore:
                 self._engines[key] = engine
         return self._engines[key]
 
-    def key(self, style: Path, params: StyleParams) -> str:
-        return target_key(self._hashes(style), params.size, load_weights(params.weights).id,
-                          params.pooling, params.style_layers)
+    def key(self, style: Path, params: StyleParams, content: Path | None = None) -> str:
+        color = {"none": "", "luminance": "luminance"}.get(params.preserve_color)
+        if color is None:  # histogram: the recoloured style depends on the content
+            color = f"histogram:{self._hashes(content)}"
+        return target_key(self._hashes(style), style_side(params, params.size),
+                          load_weights(params.weights).id, params.pooling, params.style_layers, color)
 
-    def get(self, style: Path, params: StyleParams) -> tuple[dict[str, Tensor], str]:
-        """The target and where it came from: ``memory``, ``cache`` or ``computed``."""
-        key = self.key(style, params)
+    def get(self, style: Path, params: StyleParams, content: Path | None = None) -> tuple[dict[str, Tensor], str]:
+        """The target and where it came from: ``memory``, ``cache`` or ``computed``.
+        ``content`` is needed with ``preserve_color: histogram``."""
+        if params.preserve_color == "histogram" and content is None:
+            raise UsageError("preserve_color histogram: the style target needs the content image")
+        key = self.key(style, params, content)
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key], "memory"
         grams = self.cache.load(key)
         source = "cache"
         if grams is None:
-            image = to_tensor(load_image(style, params.size))
+            side = style_side(params, params.size)
+            image = to_tensor(load_image(style, side))
             check_image_size(*image.shape[-2:], params.style_layers, f"style image {style.name}")
+            reference = (to_tensor(load_image(content, params.size))
+                         if params.preserve_color == "histogram" else None)
+            image = prepare_style(image, params, reference)
             grams = self._engine(params)(image.to(self.device))
-            self.cache.save(key, grams, meta=f"{style.name} size={params.size} {params.pooling} "
-                                             f"{','.join(params.style_layers)} {params.weights}")
+            self.cache.save(key, grams, meta=f"{style.name} size={side} {params.pooling} "
+                                             f"{','.join(params.style_layers)} {params.weights}"
+                                             f" color={params.preserve_color}")
             self.computed += 1
             source = "computed"
         else:
@@ -99,21 +111,23 @@ class StyleTargetStore:
         for style, weight in job.styles:
             if weight == 0:
                 continue
-            grams, source = self.get(style, job.params)
+            grams, source = self.get(style, job.params, job.content)
             parts.append((grams, weight))
             sources.append(source)
         return blend_targets(parts, job.params.feature_scale, self.device), sources
 
 
-def distinct_targets(jobs: list[Job]) -> list[tuple[Path, StyleParams]]:
-    """One (style, params) per distinct style target the jobs need, in first-use order."""
-    seen: dict[tuple, tuple[Path, StyleParams]] = {}
+def distinct_targets(jobs: list[Job]) -> list[tuple[Path, StyleParams, Path]]:
+    """One (style, params, content) per distinct style target the jobs need, in first-use
+    order (the content matters only to ``preserve_color: histogram``)."""
+    seen: dict[tuple, tuple[Path, StyleParams, Path]] = {}
     for job in jobs:
         if not job.params.style_layers:
             continue
         for style, weight in job.styles:
             p = job.params
-            key = (str(style), p.size, p.weights, p.pooling, p.style_layers)
+            key = (str(style), style_side(p, p.size), p.weights, p.pooling, p.style_layers, p.preserve_color,
+                   str(job.content) if p.preserve_color == "histogram" else "")
             if weight and key not in seen:
-                seen[key] = (style, p)
+                seen[key] = (style, p, job.content)
     return list(seen.values())

@@ -178,7 +178,8 @@ def run_manifest(manifest_path: str | os.PathLike, *, state_dir: str | os.PathLi
                  providers: str = "auto", allow_fallback: bool = False, shard: Shard = WHOLE,
                  checkpoint_every: int = 0, stop_signals=DEFAULT_STOP_SIGNALS,
                  claim_stale: float = 300.0, batch: str | int = 1,
-                 compile: bool = False) -> tuple[RunSummary, list[Planned]]:
+                 compile: bool = False,
+                 snapshot_dir: str | os.PathLike | None = None) -> tuple[RunSummary, list[Planned]]:
     """Run every job of this shard of a manifest that is not done. A failing job is recorded
     and the rest go on; outputs are atomic; a stop signal checkpoints the jobs in progress."""
     manifest_path = Path(manifest_path)
@@ -197,7 +198,8 @@ def run_manifest(manifest_path: str | os.PathLike, *, state_dir: str | os.PathLi
     if targets == "onnx":
         check_providers(providers, allow_fallback)
     config = ExecutorConfig(state.root, worker_devices[0], targets, str(cache_dir) if cache_dir else None,
-                            providers, allow_fallback, checkpoint_every, claim_stale, compile=compile)
+                            providers, allow_fallback, checkpoint_every, claim_stale, compile=compile,
+                            snapshot_dir=str(snapshot_dir) if snapshot_dir else None)
     tasks = group_batches(to_run, resolve_batch(batch, worker_devices[0]), state)
     events.planned(to_run, summary.skipped)
     state.ensure()
@@ -256,7 +258,8 @@ def resolve_batch(batch: str | int, device: str) -> int:
 def group_batches(to_run: list[Planned], size: int, state: StateDir) -> list:
     """Tasks for the workers: single jobs, or lists of up to ``size`` Adam jobs that share
     styles, parameters and content size (read from the image headers). A job with a
-    checkpoint resumes alone. L-BFGS is never batched: its line search couples the images."""
+    checkpoint resumes alone. L-BFGS is never batched: its line search couples the images; nor
+    is ``preserve_color: histogram``, whose style targets depend on each job's content."""
     if size <= 1:
         return list(to_run)
     groups: dict[tuple, list[Planned]] = {}
@@ -264,7 +267,8 @@ def group_batches(to_run: list[Planned], size: int, state: StateDir) -> list:
     for item in to_run:
         job = item.job
         key = None
-        if item.hash is not None and job.params.optimizer == "adam" and not checkpoint_path(state, job).exists():
+        if (item.hash is not None and job.params.optimizer == "adam" and job.params.preserve_color != "histogram"
+                and not checkpoint_path(state, job).exists()):
             try:
                 info = probe_image(job.content)
                 scale = job.params.size / max(info.width, info.height)

@@ -45,9 +45,13 @@ class FileHashes:
 
 def params_hash(job: Job, hashes: FileHashes, weights_id: str) -> str:
     """What decides whether an existing output is done: the resolved parameters, the content
-    of every input file, and the weights. Paths and row numbers do not count."""
+    of every input file, and the weights. Paths, row numbers and snapshots do not count."""
+    params = job.params.to_dict()
+    params.pop("save_every")  # snapshots along the way do not change the output
+    if job.params.init_file:
+        params["init"] = "file:" + hashes(Path(job.params.init_file))
     data = {
-        "params": job.params.to_dict(),
+        "params": params,
         "content": hashes(job.content),
         "styles": [[hashes(path), weight] for path, weight in job.styles],
         "weights": weights_id,
@@ -73,6 +77,20 @@ class StateDir:
     @property
     def report_path(self) -> Path:
         return self.root / (f"report-{self.tag}.jsonl" if self.tag else "report.jsonl")
+
+    def history_path(self, job_id: str) -> Path:
+        return self.job_file("history", job_id, ".csv")
+
+    def write_history(self, job_id: str, history, of_batch: int = 1) -> Path:
+        """A job's costs as CSV, one row per reported step. ``of_batch`` > 1: the job ran in a
+        batch of that many images, and the costs are the batch's means."""
+        rows = ["step,content,style,tv,total,of_batch"] + [
+            f"{p.step},{p.content!r},{p.style!r},{p.tv!r},{p.total!r},{of_batch}" for p in history]
+        path = self.history_path(job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = ("\n".join(rows) + "\n").encode()
+        atomic_write(path, lambda f: f.write(text))
+        return path
 
     def job_file(self, folder: str, job_id: str, suffix: str) -> Path:
         """``<root>/<folder>/<job id, made safe for a file name><suffix>``."""

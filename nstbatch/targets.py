@@ -71,8 +71,11 @@ def blend_targets(targets: Sequence[tuple[Mapping[str, Tensor], float]], feature
 
 
 def target_key(image_sha256: str, size: int, weights_id: str, pooling: str,
-               style_layers: Sequence[str]) -> str:
-    """Content address of a style target: everything that changes its numbers."""
+               style_layers: Sequence[str], color: str = "") -> str:
+    """Content address of a style target: everything that changes its numbers. ``color``:
+    how the style was prepared (``luminance``, or ``histogram:<content sha256>``)."""
     data = {"format": TARGETS_FORMAT, "image": image_sha256, "size": size, "weights": weights_id,
             "pooling": pooling, "layers": list(style_layers)}
+    if color:
+        data["color"] = color
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .errors import NstbatchError
+from .color import style_side
 from .images import ImageInfo, output_format, probe_image
 from .layers import min_image_side
 from .manifest import Job, Manifest, Problem
@@ -89,18 +90,22 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
             report(f"weights file {weights_path} does not exist")
         if not check_files:
             continue
-        for role, path in [("content", job.content)] + [("style", p) for p, _ in job.styles]:
+        init = [("init", Path(job.params.init_file))] if job.params.init_file else []
+        for role, path in [("content", job.content)] + [("style", p) for p, _ in job.styles] + init:
             info = probe(path)
             if isinstance(info, str):
                 report(f"{role}: {info}")
                 continue
-            w, h = _resized(info, job.params.size)
+            if role == "init":
+                continue  # resized to the output, whatever its size
+            w, h = _resized(info, job.params.size if role == "content" else style_side(job.params, job.params.size))
             layers = job.params.feature_layers if role == "content" else job.params.style_layers
             if role == "content":  # the coarsest scale must still fit the layers
                 w, h = max(1, round(w * job.params.scales[0])), max(1, round(h * job.params.scales[0]))
             need = min_image_side(layers)
             if layers and min(w, h) < need:
-                report(f"{role} {path.name} is {w}x{h} px at size {job.params.size}"
+                report(f"{role} {path.name} is {w}x{h} px at size "
+                       f"{job.params.size if role == 'content' else style_side(job.params, job.params.size)}"
                        + (f" and scale {job.params.scales[0]:g}" if role == "content" and job.params.scales[0] != 1 else "")
                        + f", too small for its layers (each side needs {need} px); raise size")
     return problems
