@@ -48,6 +48,12 @@ def test_new_style_layers_get_equal_weights_unless_given():
     ({"pooling": "mean"}, "pooling must be one of max, avg"),
     ({"content_layers": "relu1_1,relu1_1"}, "lists a layer twice"),
     ({"content_layers": "", "style_layers": ""}, "nothing to optimise"),
+    ({"style_layers": "relu1_1,relu6_1"}, "unknown VGG-19 layer 'relu6_1'"),
+    ({"style_layer_weights": "1,1,1"}, "3 values for 5 style_layers"),
+    ({"preserve_color": "lum"}, "preserve_color must be one of none, luminance, histogram"),
+    ({"style_size": -1}, "style_size must be at least 0"),
+    ({"save_every": 1.5}, "save_every must be a whole number"),
+    ({"init": " "}, "init must be one of content\\+noise, content, noise or an image file"),
 ])
 def test_bad_values_name_the_field(overrides, message):
     with pytest.raises(ParamError, match=message):
