@@ -205,6 +205,10 @@ class RunReport:
             self.bar.start()
             self.task = self.bar.add_task("", total=len(to_run))
 
+    def invalid(self, problems) -> None:
+        for problem in problems:
+            typer.echo(f"skipped (invalid) {problem}", err=True)
+
     def job_started(self, job, index: int, count: int) -> None:
         self.current = job
 
@@ -237,7 +241,8 @@ class RunReport:
              else typer.echo(line, err=True))
         elif not self.quiet and self.bar is None:
             typer.echo(f"[{index}/{count}] done {outcome.job.id} -> {outcome.job.output}"
-                       f" ({outcome.seconds:.1f}s, total cost {outcome.final.total:.4g})", err=True)
+                       f" ({outcome.seconds:.1f}s, total cost {outcome.final.total:.4g})"
+                       + (f"; {outcome.note}" if outcome.note else ""), err=True)
 
     def close(self) -> None:
         if self.bar is not None:

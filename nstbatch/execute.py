@@ -20,7 +20,7 @@ from . import __version__
 from .api import stylize_with_history
 from .config import StyleParams
 from .devices import resolve_device
-from .errors import InputError, NstbatchError
+from .errors import InputError, NstbatchError, OptimizationError
 from .images import (check_output_path, load_image, probe_image, remove_stale_temps, resize_long_side,
                      save_image, to_pil, to_tensor)
 from .manifest import Job
@@ -106,6 +106,11 @@ class Outcome:
     sources: tuple[str, ...] = ()  # where each style target came from
     resumed_from: int | None = None  # the checkpoint step it resumed from
     device: str = ""
+    note: str | None = None  # what happened on the way (a retry), for the report
+
+
+# A job whose cost turns NaN or infinite is retried once with its learning rate times this.
+RETRY_LR_FACTOR = 0.1
 
 
 def error_text(error: BaseException) -> str:
@@ -250,13 +255,14 @@ class JobExecutor:
         except OnnxError:
             raise
         except Exception as error:  # noqa: BLE001
-            if "out of memory" not in str(error).lower():
+            if "out of memory" not in str(error).lower() and not isinstance(error, OptimizationError):
                 return outcomes + [Outcome(item.job, "failed", 0.0, error=error_text(error),
                                            sources=tuple(sources)) for item in loaded]
         finally:
             for claim in claims.values():
                 claim.release()
-        # Out of memory as a batch: free what the attempt held, then one job at a time.
+        # Out of memory, or a non-finite cost, as a batch: free what the attempt held, then one
+        # job at a time (each with its own retry).
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         return outcomes + [self.execute(item, step) for item in loaded]
@@ -288,18 +294,29 @@ class JobExecutor:
                 if step is not None:
                     step(progress)
 
-            result = stylize_file(
-                job.content, job.styles, job.output, job.params, callback=on_step,
-                features=features, style_targets=style_targets, resume=resume,
-                should_stop=self.should_stop, checkpoint_every=self.config.checkpoint_every,
-                report_every=self.report_every, on_snapshot=self._snapshots([job]),
-                on_checkpoint=lambda c: save_checkpoint(self.state, job, item.hash, c))
+            params, note = job.params, None
+            for attempt in (1, 2):
+                try:
+                    result = stylize_file(
+                        job.content, job.styles, job.output, params, callback=on_step,
+                        features=features, style_targets=style_targets, resume=resume,
+                        should_stop=self.should_stop, checkpoint_every=self.config.checkpoint_every,
+                        report_every=self.report_every, on_snapshot=self._snapshots([job]),
+                        on_checkpoint=lambda c: save_checkpoint(self.state, job, item.hash, c))
+                    break
+                except OptimizationError as error:
+                    if attempt == 2:
+                        raise OptimizationError(f"{error.message}, also after a retry with lr {params.lr:g}",
+                                                hint="lower lr further, or check the weights") from None
+                    note = f"{error.message} with lr {params.lr:g}; retried with lr {params.lr * RETRY_LR_FACTOR:g}"
+                    params, resume = replace(params, lr=params.lr * RETRY_LR_FACTOR), None
+                    discard_checkpoint(self.state, job)
             seconds = time.monotonic() - started
             self.state.write_history(job.id, result.history)
             self.state.mark_done(job, item.hash, {"seconds": seconds, "finished": time.time()})
             discard_checkpoint(self.state, job)
             return Outcome(job, "done", seconds, final=result.history[-1], sources=tuple(sources),
-                           resumed_from=resume.step if resume else None)
+                           resumed_from=resume.step if resume else None, note=note)
         except Preempted as stop:
             save_checkpoint(self.state, job, item.hash, stop.checkpoint)
             return Outcome(job, "preempted", time.monotonic() - started,

@@ -23,6 +23,22 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import InputError
 
+# The most pixels an input may have: beyond it a file is refused as a likely decompression
+# bomb, before it is decoded. A setting, not a constant: NSTBATCH_MAX_PIXELS raises it.
+DEFAULT_MAX_PIXELS = 150_000_000
+
+
+def max_pixels() -> int:
+    text = os.environ.get("NSTBATCH_MAX_PIXELS", "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise InputError(f"NSTBATCH_MAX_PIXELS={text!r} is not a number") from None
+    return max(1, value)
+
+
 # Formats we write, by extension, and Pillow's name for each.
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
@@ -45,13 +61,20 @@ def probe_image(path: str | os.PathLike) -> ImageInfo:
     try:
         if path.stat().st_size == 0:
             raise InputError(f"{path}: file is empty (0 bytes)", hint="re-export or re-download it")
+        limit = max_pixels()
+        Image.MAX_IMAGE_PIXELS = None  # our limit, checked on the header below, replaces Pillow's
         with Image.open(path) as im:
-            return ImageInfo(im.width, im.height, im.format or "?", im.mode)
+            info = ImageInfo(im.width, im.height, im.format or "?", im.mode)
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image Pillow can read",
                          hint="use PNG, JPEG, WebP, TIFF, BMP or GIF") from None
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    if info.width * info.height > limit:
+        raise InputError(f"{path}: {info.width}x{info.height} is {info.width * info.height / 1e6:.0f}"
+                         f" megapixels, over the limit of {limit / 1e6:g} (a decompression bomb?)",
+                         hint="if the image is genuine, raise the limit: NSTBATCH_MAX_PIXELS=<pixels>")
+    return info
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

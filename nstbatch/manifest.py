@@ -233,10 +233,52 @@ def _construct_mapping(loader, node, deep=False):
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+class _AliasBomb(Exception):
+    pass
+
+
+def _expanded_size(root) -> tuple[int, int]:
+    """How many nodes the document has once every alias is expanded (memoised, so linear in
+    the nodes written): an alias bomb's nine aliases of nine aliases of … show up here."""
+    sizes: dict[int, int] = {}
+    order, stack = [], [root]
+    while stack:  # iterative post-order: deep nesting must not hit the recursion limit
+        node = stack.pop()
+        if id(node) in sizes:
+            continue
+        sizes[id(node)] = 0
+        order.append(node)
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(n for pair in node.value for n in pair)
+    for node in reversed(order):
+        children = (node.value if isinstance(node, yaml.SequenceNode) else
+                    [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+        sizes[id(node)] = min(1 + sum(sizes[id(c)] for c in children), 1 << 62)
+    return sizes[id(root)], len(order)
+
+
+def _load_yaml(text: str):
+    loader = _LineLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        expanded, written = _expanded_size(node)
+        if expanded > 10 * written + 100_000:
+            raise _AliasBomb(f"YAML aliases expand {written} nodes to {expanded}: refused as an alias bomb")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def parse_yaml(path: Path, text: str) -> Manifest:
     manifest = Manifest(path)
     try:
-        data = yaml.load(text, Loader=_LineLoader)
+        data = _load_yaml(text)
+    except _AliasBomb as e:
+        raise ManifestError(f"{path.name}:1", str(e), hint="write the jobs out, or nest fewer aliases") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else 1

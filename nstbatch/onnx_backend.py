@@ -32,6 +32,32 @@ PARITY_SIZES = ((64, 64), (45, 71))  # a square and an odd, non-square size
 PARITY_TOLERANCE = 1e-4
 
 
+def onnxruntime():
+    """``import onnxruntime``, with its telemetry SDK's session file (``.ses``, written to the
+    temp folder at import) sent into nstbatch's cache, so that a run writes nowhere else."""
+    import sys
+
+    if "onnxruntime" in sys.modules:
+        return sys.modules["onnxruntime"]
+    from .cache import cache_root
+
+    saved = os.environ.get("TMPDIR")
+    try:
+        folder = cache_root() / "onnxruntime"
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ["TMPDIR"] = str(folder)
+    except OSError:
+        pass  # an unwritable cache: ORT writes where it would have
+    try:
+        import onnxruntime as ort
+    finally:
+        if saved is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved
+    return ort
+
+
 class OnnxError(NstbatchError):
     exit_code = 2
 
@@ -55,7 +81,7 @@ def relative_error(got: Tensor, expected: Tensor) -> float:
 
 def parity(model_path: Path, graph: TargetsGraph, sizes=PARITY_SIZES) -> float:
     """Worst relative error of ONNX Runtime (CPU) against PyTorch over ``sizes`` and outputs."""
-    import onnxruntime as ort
+    ort = onnxruntime()
 
     session = ort.InferenceSession(str(model_path), _session_options(), providers=[PROVIDERS["cpu"]])
     generator = torch.Generator().manual_seed(0)
@@ -106,7 +132,7 @@ def export_targets_model(weights: Weights, style_layers: Sequence[str], pooling:
 def check_providers(spec: str = "auto", allow_fallback: bool = False) -> None:
     """Before any work: refuse GPU providers on a machine that has no GPU (ORT would quietly
     run them on the CPU). ``auto`` takes what there is and is never refused."""
-    import onnxruntime as ort
+    ort = onnxruntime()
 
     wanted = resolve_providers(spec)[0]
     if wanted == PROVIDERS["cpu"] or allow_fallback or _is_auto(spec):
@@ -145,7 +171,7 @@ def resolve_providers(spec: str = "auto") -> list[str]:
     if spec == "auto":
         names = ["cpu"]
         if torch.cuda.is_available():
-            import onnxruntime as ort
+            ort = onnxruntime()
 
             available = ort.get_available_providers()
             names = [n for n in ("tensorrt", "cuda") if PROVIDERS[n] in available
@@ -160,7 +186,7 @@ def resolve_providers(spec: str = "auto") -> list[str]:
 
 
 def _session_options():
-    import onnxruntime as ort
+    ort = onnxruntime()
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # a failed GPU provider is our message to give, not ORT's
@@ -168,7 +194,7 @@ def _session_options():
 
 
 def _trt_cache_dir(cache_root: Path) -> Path:
-    import onnxruntime as ort
+    ort = onnxruntime()
 
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "nogpu"
     try:
@@ -192,7 +218,7 @@ class OnnxTargets:
     def open(cls, model_path: Path, style_layers: Sequence[str], providers: str = "auto", *,
              cache_root: Path | None = None, allow_fallback: bool = False,
              notice: Callable[[str], None] | None = None) -> "OnnxTargets":
-        import onnxruntime as ort
+        ort = onnxruntime()
 
         wanted = resolve_providers(providers)
         device_id = torch.cuda.current_device() if torch.cuda.is_available() else 0

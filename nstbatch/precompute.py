@@ -90,9 +90,14 @@ class StyleTargetStore:
                          if params.preserve_color == "histogram" else None)
             image = prepare_style(image, params, reference)
             grams = self._engine(params)(image.to(self.device))
-            self.cache.save(key, grams, meta=f"{style.name} size={side} {params.pooling} "
-                                             f"{','.join(params.style_layers)} {params.weights}"
-                                             f" color={params.preserve_color}")
+            try:
+                self.cache.save(key, grams, meta=f"{style.name} size={side} {params.pooling} "
+                                                 f"{','.join(params.style_layers)} {params.weights}"
+                                                 f" color={params.preserve_color}")
+            except OSError as e:  # a full or read-only cache costs speed, not the job
+                if self.notice:
+                    self.notice(f"WARNING: could not cache the style target of {style.name}"
+                                f" in {self.root} ({e.strerror or e}); going on without")
             self.computed += 1
             source = "computed"
         else:

@@ -73,6 +73,7 @@ class RunEvents:
     """What a face hears of a run (the engine's callback, and jobs starting and ending)."""
 
     def planned(self, to_run: list[Planned], skipped: int) -> None: ...
+    def invalid(self, problems: list[Problem]) -> None: ...
     def notice(self, message: str) -> None: ...
     def job_started(self, job: Job, index: int, count: int) -> None: ...
     def step(self, progress: Progress) -> None: ...
@@ -190,10 +191,18 @@ def run_manifest(manifest_path: str | os.PathLike, *, state_dir: str | os.PathLi
     state = StateDir(Path(state_dir) if state_dir else default_state_dir(manifest_path), shard.tag)
     planned = plan(jobs, state, force)
     to_run = [p for p in planned if p.reason is not None]
+    if shard.count > 1:  # each shard speaks for its own jobs; file-level problems go to shard 0
+        problems = [p for p in problems if (shard_of(p.job_id, shard.count) == shard.index if p.job_id
+                                            else shard.index == 0)]
     summary = RunSummary(total=len(jobs), skipped=len(planned) - len(to_run), shard=str(shard),
-                         invalid=len({p.job_id or p.where for p in problems}) if shard.count == 1 else 0)
+                         invalid=len({p.job_id or p.where for p in problems}))
+    if problems:
+        events.invalid(problems)
     if dry_run:
         return summary, planned
+    for problem in problems:  # --skip-invalid: each skipped row's reason, on record
+        state.append_report({"id": problem.job_id, "where": problem.where, "status": "invalid",
+                             "error": problem.message, "shard": shard.tag or None})
     worker_devices = resolve_workers(devices, workers)
     if targets == "onnx":
         check_providers(providers, allow_fallback)
@@ -214,6 +223,8 @@ def run_manifest(manifest_path: str | os.PathLike, *, state_dir: str | os.PathLi
                     "device": outcome.device}
             if outcome.final is not None:
                 line["costs"] = asdict(outcome.final)
+            if outcome.note:
+                line["note"] = outcome.note
             if outcome.sources:
                 line["style_targets"] = list(outcome.sources)  # computed | cache | memory
             if outcome.resumed_from is not None:
@@ -453,7 +464,7 @@ def job_statuses(manifest_path: str | os.PathLike, state_dir=None) -> tuple[list
     for item in plan(manifest.jobs, state):
         if item.reason is None:
             statuses.append(JobStatus(item.job, "done"))
-        elif last.get(item.job.id, {}).get("status") == "failed":
+        elif last.get(item.job.id, {}).get("status") in ("failed", "invalid"):
             statuses.append(JobStatus(item.job, "failed", last[item.job.id].get("error")))
         else:
             statuses.append(JobStatus(item.job, "pending"))
