@@ -80,6 +80,22 @@ class RunEvents:
     def job_finished(self, outcome: Outcome, index: int, count: int) -> None: ...
 
 
+class _StartsOnRecord:
+    """The run's events, with a 'started' report line for each attempt, so that the report
+    accounts for attempts that never finish (a killed run)."""
+
+    def __init__(self, events: RunEvents, state: StateDir, tag: str):
+        self.events, self.state, self.tag = events, state, tag
+
+    def __getattr__(self, name):
+        return getattr(self.events, name)
+
+    def job_started(self, job: Job, index: int, count: int) -> None:
+        self.state.append_report({"id": job.id, "where": job.where, "status": "started",
+                                  "shard": self.tag or None})
+        self.events.job_started(job, index, count)
+
+
 def load_checked(manifest_path: Path, skip_invalid: bool) -> tuple[Manifest, list[Problem], list[Job]]:
     """Read and validate; the jobs that may run (all, or the valid ones with skip_invalid)."""
     manifest = read_manifest(manifest_path)
@@ -240,9 +256,10 @@ def run_manifest(manifest_path: str | os.PathLike, *, state_dir: str | os.PathLi
 
     with _stop_on(stop_signals) as stop:
         if len(worker_devices) == 1:
-            _run_inline(config, tasks, len(to_run), events, record, stop)
+            _run_inline(config, tasks, len(to_run), _StartsOnRecord(events, state, shard.tag), record, stop)
         else:
-            _run_pool(config, worker_devices, tasks, len(to_run), events, record, stop, stop_signals)
+            _run_pool(config, worker_devices, tasks, len(to_run), _StartsOnRecord(events, state, shard.tag),
+                      record, stop, stop_signals)
     summary.seconds = time.monotonic() - started
     name = f"summary-{shard.tag}.json" if shard.tag else "summary.json"
     state.write_json(state.root / name, {**summary.to_dict(), "finished": time.time()})

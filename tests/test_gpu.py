@@ -136,4 +136,4 @@ def test_run_on_the_gpu_with_batch_auto_and_compile(tmp_path, capsys):
     lines = [json.loads(line) for path in (tmp_path / ".nstbatch" / "m.csv").glob("report*.jsonl")
              for line in path.read_text().splitlines()]
     assert sorted(l["id"] for l in lines if l["status"] == "done") == ["j0", "j1", "j2"]
-    assert {l["device"] for l in lines} == {"cuda:0"}
+    assert {l["device"] for l in lines if l["status"] != "started"} == {"cuda:0"}

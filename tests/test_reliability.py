@@ -41,7 +41,8 @@ def cli(*argv, env=None, cwd=None, preexec_fn=None, timeout=300):
 
 
 def reports(state: Path):
-    return [json.loads(l) for p in sorted(state.glob("report*.jsonl")) for l in p.read_text().splitlines()]
+    lines = [json.loads(l) for p in sorted(state.glob("report*.jsonl")) for l in p.read_text().splitlines()]
+    return [l for l in lines if l["status"] != "started"]  # finished attempts
 
 
 def bomb_png(path: Path, width: int, height: int) -> None:

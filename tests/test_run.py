@@ -51,9 +51,11 @@ def six_rows(folder, steps_of_row_3=3):
     return path
 
 
-def report_lines(folder):
+def report_lines(folder, started=False):
+    """The report's lines for finished attempts (and with ``started``, the 'started' ones too)."""
     path = folder / ".nstbatch" / "m.csv" / "report.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return lines if started else [l for l in lines if l["status"] != "started"]
 
 
 def test_corrupt_content_fails_alone_rerun_touches_nothing_edit_reruns_one_row(folder, capsys):
@@ -68,6 +70,8 @@ def test_corrupt_content_fails_alone_rerun_touches_nothing_edit_reruns_one_row(f
     lines = report_lines(folder)
     failed = [l for l in lines if l["status"] == "failed"]
     assert len(lines) == 6 and [l["id"] for l in failed] == ["bad"]
+    assert sorted(l["id"] for l in report_lines(folder, started=True) if l["status"] == "started") == \
+        sorted(l["id"] for l in lines)  # each attempt is on record from its start
     assert "broken.png" in failed[0]["error"] and "truncated or corrupt" in failed[0]["error"]
     assert "FAILED bad (m.csv:5)" in err and "done 5, already done 0, failed 1" in out
     assert all(l["device"] == "cpu" and "seconds" in l for l in lines)
@@ -159,7 +163,9 @@ def _wait_for_report_lines(folder, n, proc, timeout=120):
     report = folder / ".nstbatch" / "m.csv" / "report.jsonl"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if report.exists() and len(report.read_text().splitlines()) >= n:
+        finished = [l for l in report.read_text().splitlines() if '"status": "started"' not in l] \
+            if report.exists() else []
+        if len(finished) >= n:
             return
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
