@@ -51,6 +51,11 @@ def test_unknown_column_is_an_error_with_a_suggestion(folder):
         read_manifest(write(folder, "m.csv", "content,style,output,stpes\na.png,s1.png,o.png,3\n"))
 
 
+def test_a_column_given_twice_is_refused(folder):
+    with pytest.raises(ManifestError, match=r"m.csv:1: column\(s\) given twice: steps"):
+        read_manifest(write(folder, "m.csv", "content,style,output,steps,steps\na.png,s1.png,o.png,3,4\n"))
+
+
 def test_bom_crlf_quotes_and_blank_lines(folder):
     text = '\ufeffcontent,style,output\r\n"a.png","s1.png","out, with comma.png"\r\n\r\nb.png,s2.png,o2.png\r\n'
     m = read_manifest(write(folder, "m.csv", text))
