@@ -360,6 +360,44 @@ def _parse_signals(text: str) -> tuple[int, ...]:
     return tuple(found)
 
 
+@app.command()
+def report(
+    manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
+    output: Path = typer.Option(..., "--output", "-o", help="The HTML page to write."),
+    state_dir: Optional[Path] = typer.Option(None, help="The run's state directory [default: the manifest's]."),
+    link: bool = typer.Option(False, "--link", help="Refer to the cached thumbnails instead of embedding"
+                              " them (a smaller page for big manifests; keep it beside the state directory)."),
+):
+    """One self-contained HTML page for a run, finished or not: content | style | output per job,
+    with parameters, time, costs and a cost curve; failed jobs first; totals."""
+    from .report import write_report
+
+    view = write_report(manifest, output, state_dir, link)
+    typer.echo(f"wrote {output}: {len(view.jobs)} job(s), {view.count('done')} done,"
+               f" {view.count('failed') + view.count('invalid')} failed,"
+               f" {view.count('pending') + view.count('running')} pending")
+    return 0
+
+
+@app.command()
+def sheet(
+    manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
+    output: Path = typer.Option(..., "--output", "-o", help="The image to write (.png, .jpg, .webp)."),
+    state_dir: Optional[Path] = typer.Option(None, help="The run's state directory [default: the manifest's]."),
+    columns: int = typer.Option(6, min=1, help="Tiles per row."),
+    tile: int = typer.Option(256, min=32, max=2048, help="Tile size in pixels."),
+):
+    """A contact sheet: every finished output in a grid, captioned with its job id."""
+    from .report import write_sheet
+
+    count = write_sheet(manifest, output, state_dir, columns, tile)
+    if not count:
+        typer.echo("no finished output yet: nothing written", err=True)
+        return 1
+    typer.echo(f"wrote {output}: {count} output(s)")
+    return 0
+
+
 @app.command(name="plan")
 def plan_command(
     manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),

@@ -1,0 +1,285 @@
+"""Looking at a run: one self-contained HTML page (``nstbatch report``) and a contact sheet of
+the outputs (``nstbatch sheet``), both from the manifest and its state directory (every
+shard's report), at any point of a run.
+
+Thumbnails are made once per image version and cached in the state directory
+(``thumbs/<hash of path, size and mtime>.jpg``); the page embeds them (or, with ``link``,
+refers to the cached files relatively), so it needs no server and loads nothing else.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import html
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .config import PRESETS
+from .images import atomic_write, load_image, save_image
+from .manifest import Job, Problem, read_manifest
+from .runner import plan
+from .state import StateDir, default_state_dir
+from .validate import validate
+
+THUMB_SIDE = 160
+
+
+@dataclass
+class JobView:
+    job: Job
+    status: str  # done | failed | invalid | running | pending
+    error: str | None = None
+    seconds: float | None = None
+    costs: dict | None = None
+    device: str | None = None
+    attempts: int = 0
+    history: list[tuple[int, float]] = field(default_factory=list)  # (step, total)
+
+
+@dataclass
+class RunView:
+    manifest: Path
+    state: StateDir
+    jobs: list[JobView]
+    problems: list[Problem]  # rows that did not parse into jobs
+    images_per_hour: float | None
+
+    def count(self, status: str) -> int:
+        return sum(v.status == status for v in self.jobs)
+
+
+def gather(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None = None,
+           check_files: bool = True) -> RunView:
+    """Where every job of the manifest stands, from the state directory: done (its output is
+    current), failed or invalid (the last attempt says so), running (started, no outcome
+    yet), or pending."""
+    manifest_path = Path(manifest_path)
+    manifest = read_manifest(manifest_path)
+    state = StateDir(Path(state_dir) if state_dir else default_state_dir(manifest_path))
+    lines: dict[str, list[dict]] = {}
+    first_start, last_done, done_lines = math.inf, -math.inf, 0
+    for record in state.report_lines():
+        lines.setdefault(record.get("id"), []).append(record)
+        if record.get("status") == "started":
+            first_start = min(first_start, record.get("time", math.inf))
+        elif record.get("status") == "done":
+            last_done = max(last_done, record.get("time", -math.inf))
+            first_start = min(first_start, record.get("time", math.inf) - record.get("seconds", 0))
+            done_lines += 1
+    invalid = {p.job_id: p.message for p in validate(manifest, check_files=check_files) if p.job_id}
+    views = []
+    for item in plan(manifest.jobs, state):
+        records = lines.get(item.job.id, [])
+        finished = [r for r in records if r.get("status") != "started"]
+        last = records[-1] if records else {}
+        view = JobView(item.job, "pending", attempts=sum(r.get("status") == "started" for r in records))
+        if item.reason is None:
+            done = [r for r in finished if r.get("status") == "done"]
+            record = done[-1] if done else (state.read_done(item.job.id) or {})
+            view.status, view.seconds = "done", record.get("seconds")
+            view.costs, view.device = record.get("costs"), record.get("device")
+        elif item.job.id in invalid:
+            view.status, view.error = "invalid", invalid[item.job.id]
+        elif last.get("status") in ("failed", "invalid"):
+            view.status, view.error = last["status"], last.get("error")
+        elif last.get("status") == "started":
+            view.status = "running"
+        view.history = read_history(state, item.job.id)
+        views.append(view)
+    span = last_done - first_start
+    rate = done_lines / span * 3600 if done_lines and span > 0 else None
+    return RunView(manifest_path, state, views, manifest.problems, rate)
+
+
+def read_history(state: StateDir, job_id: str) -> list[tuple[int, float]]:
+    try:
+        with open(state.history_path(job_id), newline="") as f:
+            return [(int(r["step"]), float(r["total"])) for r in csv.DictReader(f)]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def thumbnail(state: StateDir, path: Path, side: int = THUMB_SIDE) -> Path | None:
+    """A JPEG of ``path`` with its long side ``side``, made once per version of the file."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{side}".encode()).hexdigest()[:24]
+    thumb = state.root / "thumbs" / f"{key}.jpg"
+    if thumb.is_file():
+        return thumb
+    try:
+        image = load_image(path)
+    except Exception:  # noqa: BLE001 - an unreadable input has no thumbnail, and says so
+        return None
+    image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    thumb.parent.mkdir(parents=True, exist_ok=True)
+    save_image(image, thumb)
+    return thumb
+
+
+def cost_curve(history: list[tuple[int, float]], width: int = 180, height: int = 48) -> str:
+    """The total cost over the steps as a small inline SVG (log scale)."""
+    points = [(s, t) for s, t in history if t > 0 and math.isfinite(t)]
+    if len(points) < 2:
+        return ""
+    steps = [s for s, _ in points]
+    logs = [math.log10(t) for _, t in points]
+    s0, s1 = min(steps), max(steps) or 1
+    l0, l1 = min(logs), max(logs)
+    span_s, span_l = (s1 - s0) or 1, (l1 - l0) or 1
+    xy = " ".join(f"{2 + (s - s0) / span_s * (width - 4):.1f},{2 + (l1 - l) / span_l * (height - 4):.1f}"
+                  for s, l in zip(steps, logs))
+    first, last = points[0][1], points[-1][1]
+    return (f'<svg class="curve" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+            f'role="img" aria-label="total cost from {first:.4g} to {last:.4g}">'
+            f'<title>total cost {first:.4g} → {last:.4g} over {s1} steps (log scale)</title>'
+            f'<rect width="{width}" height="{height}" fill="#f6f6f6"/>'
+            f'<polyline points="{xy}" fill="none" stroke="#c0392b" stroke-width="1.5"/></svg>')
+
+
+def _changed_params(job: Job) -> str:
+    """The preset and whatever the job sets differently from it."""
+    params = job.params
+    preset = PRESETS[params.preset]
+    shown = [f"preset {params.preset}"]
+    for name, value in params.to_dict().items():
+        if name != "preset" and value != preset.to_dict()[name]:
+            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            shown.append(f"{name} {text}")
+    return "; ".join(shown)
+
+
+class _Images:
+    """``<img>`` sources: data URIs (self-contained) or paths relative to the page."""
+
+    def __init__(self, state: StateDir, page: Path, link: bool):
+        self.state, self.page, self.link = state, page, link
+
+    def tag(self, path: Path, alt: str) -> str:
+        thumb = thumbnail(self.state, path)
+        if thumb is None:
+            return f'<div class="missing" title="{html.escape(str(path))}">no image</div>'
+        if self.link:
+            src = Path(os.path.relpath(thumb, self.page.parent)).as_posix()
+        else:
+            src = "data:image/jpeg;base64," + base64.b64encode(thumb.read_bytes()).decode()
+        return f'<img src="{html.escape(src)}" alt="{html.escape(alt)}" title="{html.escape(str(path))}">'
+
+
+STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}
+h1{font-size:20px;margin:0 0 4px} .sub{color:#666;margin-bottom:16px}
+.totals span{display:inline-block;margin-right:18px;font-weight:600}
+.failed-list{border:1px solid #e0b4b4;background:#fff6f6;padding:8px 12px;margin:16px 0}
+.failed-list li{margin:4px 0} .failed-list code{white-space:pre-wrap}
+.grid{display:flex;flex-wrap:wrap;gap:14px}
+.job{border:1px solid #ddd;border-radius:6px;padding:8px;min-width:520px;max-width:720px}
+.job.failed,.job.invalid{border-color:#d33} .job.done{border-color:#8c8}
+.row{display:flex;flex-wrap:wrap;gap:6px;align-items:flex-start}
+.row figure{margin:0;width:166px;text-align:center;font-size:11px;color:#666}
+.row img{max-width:160px;max-height:160px;display:block;margin:auto}
+.missing{width:160px;height:100px;background:#eee;color:#999;display:flex;align-items:center;justify-content:center}
+.meta{font-size:12px;color:#444;margin-top:6px} .status{font-weight:700}
+.status.done{color:#2a7} .status.failed,.status.invalid{color:#c22} .status.pending,.status.running{color:#a80}
+"""
+
+
+def render_html(view: RunView, page: Path, link: bool = False) -> str:
+    images = _Images(view.state, page, link)
+    esc = html.escape
+    bad = [v for v in view.jobs if v.status in ("failed", "invalid")]
+    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+             f"<title>nstbatch report: {esc(view.manifest.name)}</title><style>{STYLE}</style></head><body>",
+             f"<h1>nstbatch report: {esc(view.manifest.name)}</h1>",
+             f'<div class="sub">{esc(str(view.manifest))} · state {esc(str(view.state.root))} · '
+             f'made {time.strftime("%Y-%m-%d %H:%M:%S")}</div>']
+    rate = f"{view.images_per_hour:.1f}" if view.images_per_hour else "–"
+    parts.append('<div class="totals">' + "".join(
+        f'<span class="total-{k}">{label} {n}</span>' for k, label, n in (
+            ("done", "done", view.count("done")), ("failed", "failed", view.count("failed") + view.count("invalid")),
+            ("pending", "pending", view.count("pending") + view.count("running")),
+            ("jobs", "jobs", len(view.jobs)))) + f'<span class="total-rate">images/hour {rate}</span></div>')
+    if bad or view.problems:
+        parts.append('<div class="failed-list"><strong>Failed or invalid</strong><ul>')
+        for v in bad:
+            parts.append(f'<li class="failed-job" id="failed-{esc(v.job.id)}"><b>{esc(v.job.id)}</b> '
+                         f'({esc(v.job.where)}, {v.status}): <code>{esc(v.error or "")}</code></li>')
+        for p in view.problems:
+            parts.append(f'<li class="failed-row"><b>{esc(p.where)}</b>: <code>{esc(p.message)}</code></li>')
+        parts.append("</ul></div>")
+    parts.append('<div class="grid">')
+    for v in sorted(view.jobs, key=lambda v: (v.status not in ("failed", "invalid"), 0)):
+        job = v.job
+        styles = " + ".join(f"{p.name}×{w:g}" if len(job.styles) > 1 else p.name for p, w in job.styles)
+        figures = [(job.content, f"content · {job.content.name}")]
+        figures += [(p, f"style · {p.name}") for p, _ in job.styles]
+        figures.append((job.output, f"output · {job.output.name}"))
+        cells = ""
+        for path, caption in figures:
+            shown = (images.tag(path, caption) if path != job.output or v.status == "done"
+                     else f'<div class="missing">{esc(v.status)}</div>')
+            cells += f"<figure>{shown}<figcaption>{esc(caption)}</figcaption></figure>"
+        costs = (f"total {v.costs['total']:.4g} · content {v.costs['content']:.4g} · style {v.costs['style']:.4g}"
+                 if v.costs else "")
+        seconds = f"{v.seconds:.1f} s" if v.seconds is not None else ""
+        parts.append(
+            f'<div class="job {v.status}" id="job-{esc(job.id)}"><div class="row">{cells}</div>'
+            f'<div class="meta"><span class="status {v.status}">{v.status}</span> · <b>{esc(job.id)}</b> '
+            f'({esc(job.where)}) · style {esc(styles)}<br>{esc(_changed_params(job))}<br>'
+            f'{esc(" · ".join(x for x in (seconds, costs, v.device or "", f"{v.attempts} attempt(s)" if v.attempts else "") if x))}'
+            f'{"<br><code>" + esc(v.error) + "</code>" if v.error else ""}</div>'
+            f"{cost_curve(v.history)}</div>")
+    parts.append("</div></body></html>\n")
+    return "".join(parts)
+
+
+def write_report(manifest: str | os.PathLike, out: str | os.PathLike, state_dir=None, link: bool = False) -> RunView:
+    out = Path(out)
+    view = gather(manifest, state_dir)
+    text = render_html(view, out.resolve(), link).encode()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda f: f.write(text))
+    return view
+
+
+def contact_sheet(view: RunView, columns: int = 6, tile: int = 256) -> Image.Image | None:
+    """A grid of the finished outputs, each captioned with its job id; None when none is done."""
+    done = [v for v in view.jobs if v.status == "done"]
+    if not done:
+        return None
+    font = ImageFont.load_default()
+    caption = 18
+    columns = max(1, min(columns, len(done)))
+    rows = math.ceil(len(done) / columns)
+    sheet = Image.new("RGB", (columns * (tile + 8) + 8, rows * (tile + caption + 8) + 8), "white")
+    draw = ImageDraw.Draw(sheet)
+    for index, v in enumerate(done):
+        x = 8 + (index % columns) * (tile + 8)
+        y = 8 + (index // columns) * (tile + caption + 8)
+        image = load_image(v.job.output)
+        scale = tile / max(image.size)  # fit the tile, small outputs enlarged too
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.Resampling.LANCZOS)
+        sheet.paste(image, (x + (tile - image.width) // 2, y + (tile - image.height) // 2))
+        text = v.job.id if len(v.job.id) <= tile // 7 else v.job.id[: tile // 7 - 1] + "…"
+        draw.text((x, y + tile + 3), text, fill="black", font=font)
+    return sheet
+
+
+def write_sheet(manifest, out, state_dir=None, columns: int = 6, tile: int = 256) -> int:
+    """Write the contact sheet; the number of tiles (0: nothing done, nothing written)."""
+    view = gather(manifest, state_dir, check_files=False)
+    sheet = contact_sheet(view, columns, tile)
+    if sheet is None:
+        return 0
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_image(sheet, out)
+    return view.count("done")
