@@ -3,8 +3,11 @@
 Layout (default ``<manifest folder>/.nstbatch/<manifest name>/``, ``--state-dir`` to move it):
 
     done/<job id>.json     one per finished job: its output and params hash
-    report.jsonl           one line per attempt: id, status, output, seconds, steps, costs, device, error
+    report.jsonl           a 'started' line per attempt, then its outcome: id, status, output,
+                           seconds, steps, costs, device, error (report-s<i>of<n>.jsonl per shard)
     summary.json           the last run's totals
+    history/<job id>.csv   each finished job's costs by step
+    checkpoints/, claims/  jobs in progress; snapshots/ (save_every), thumbs/ (nstbatch report)
 
 Records are written to a temp file and ``os.replace``d; report lines are appended with one
 ``write`` each, and a reader skips a torn last line, so a kill at any moment leaves the state
