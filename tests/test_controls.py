@@ -203,3 +203,18 @@ def test_snapshots_go_where_asked(folder, capsys):
                  "--snapshot-dir", str(folder / "snaps")]) == 0
     capsys.readouterr()
     assert [p.name for p in (folder / "snaps" / "snapshots" / "a").iterdir()] == ["step-000003.png"]
+
+
+def test_stylize_keeps_snapshots_beside_not_among_outputs_and_writes_its_history(folder, capsys):
+    out = folder / "made" / "one.png"
+    assert main(["stylize", str(folder / "content.png"), str(folder / "warm.png"), "-o", str(out),
+                 "--size", "64", "--steps", "10", "--save-every", "5", "--history", str(folder / "h.json"),
+                 "-q"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in (folder / "made").iterdir()) == [".nstbatch", "one.png"]
+    assert [p.name for p in (folder / "made" / ".nstbatch" / "snapshots" / "one").iterdir()] == ["step-000005.png"]
+    history = json.loads((folder / "h.json").read_text())
+    assert [h["step"] for h in history] == list(range(11))
+    assert main(["stylize", str(folder / "content.png"), str(folder / "warm.png"), "-o", str(out),
+                 "--history", str(folder / "h.txt")]) == 2
+    assert "give a .csv or .json file" in capsys.readouterr().err
