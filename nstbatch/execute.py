@@ -43,9 +43,9 @@ def _style_list(style) -> list[tuple[Path, float]]:
 
 
 def provenance(params: StyleParams, result: Result, content: Path,
-               styles: list[tuple[Path, float]]) -> dict:
-    """What made an output, stored inside it (PNG text chunks)."""
-    final = result.history[-1]
+               styles: list[tuple[Path, float]], index: int = 0) -> dict:
+    """What made an output (image ``index`` of the result), stored inside it (PNG text chunks)."""
+    final = result.final(index)
     return {
         "params": params.to_dict(),
         "weights": load_weights(params.weights).id,
@@ -239,11 +239,11 @@ class JobExecutor:
             for index, item in enumerate(loaded):
                 job = item.job
                 save_image(to_pil(result.image[index:index + 1]), job.output,
-                           provenance(params, result, job.content, list(job.styles)))
+                           provenance(params, result, job.content, list(job.styles), index))
                 self.state.write_history(job.id, result.history, of_batch=len(loaded))
                 self.state.mark_done(job, item.hash, {"seconds": seconds, "finished": time.time(),
                                                       "batch": len(loaded)})
-                outcomes.append(Outcome(job, "done", seconds, final=result.history[-1],
+                outcomes.append(Outcome(job, "done", seconds, final=result.final(index),
                                         sources=tuple(sources)))
             return outcomes
         except Preempted as stop:

@@ -35,7 +35,12 @@ class Progress:
 @dataclass
 class Result:
     image: Tensor  # (N, 3, H, W) in [0, 1]
-    history: list[Progress] = field(default_factory=list)
+    history: list[Progress] = field(default_factory=list)  # batch means
+    finals: list[Progress] = field(default_factory=list)  # each image's own final costs
+
+    def final(self, index: int = 0) -> Progress:
+        """Image ``index``'s final costs (the history's last entry is the batch's mean)."""
+        return self.finals[index] if self.finals else self.history[-1]
 
 
 @dataclass(frozen=True)
@@ -305,8 +310,11 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
     if image is None:  # zero steps: the initial image, at full size
         image, targets = initial_image(content, params), full
     with torch.no_grad():
-        record(params.steps, costs(features, image, targets, params, dtype))
-    return Result(finish(image).contiguous(), history)
+        parts = costs(features, image, targets, params, dtype)
+    record(params.steps, parts)
+    finals = [Progress(params.steps, params.steps, *(float(p[i]) for p in parts[1:]), float(parts[0][i]))
+              for i in range(image.shape[0])]
+    return Result(finish(image).contiguous(), history, finals)
 
 
 def _optimizer(params, image, features, targets, dtype):

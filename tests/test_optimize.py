@@ -210,3 +210,13 @@ def test_activation_checkpointing_gives_the_same_run(pair, seed_features):
     assert len(calls) > plain_calls  # the first block really was recomputed in backward passes
     torch.testing.assert_close(checkpointed.image, plain.image, rtol=0, atol=1e-5)
     assert seed_features.checkpointing is False  # switched off again after the run
+
+
+def test_a_batch_reports_each_images_own_final_costs(pair, seed_features):
+    content, style = pair
+    params = resolve_params("seed", {"steps": 3, "init": "content"})
+    batch = optimize(torch.cat([content, content.flip(-2) * 0.5]), style, params, features=seed_features)
+    alone = optimize(content.flip(-2) * 0.5, style, params, features=seed_features)
+    assert len(batch.finals) == 2 and batch.finals[0].total != pytest.approx(batch.finals[1].total)
+    assert batch.final(1).total == pytest.approx(alone.final(0).total, rel=1e-4)
+    assert batch.history[-1].total == pytest.approx((batch.finals[0].total + batch.finals[1].total) / 2, rel=1e-5)
