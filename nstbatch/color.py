@@ -57,7 +57,7 @@ def _stats(image: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _sqrt_psd(matrix: Tensor, inverse: bool = False) -> Tensor:
-    values, vectors = torch.linalg.eigh(matrix + 1e-5 * torch.eye(3, dtype=matrix.dtype))
+    values, vectors = torch.linalg.eigh(matrix + 1e-5 * torch.eye(3, dtype=matrix.dtype, device=matrix.device))
     values = values.clamp_min(1e-8)
     return vectors @ torch.diag(values ** (-0.5 if inverse else 0.5)) @ vectors.T
 

@@ -137,3 +137,19 @@ def test_run_on_the_gpu_with_batch_auto_and_compile(tmp_path, capsys):
              for line in path.read_text().splitlines()]
     assert sorted(l["id"] for l in lines if l["status"] == "done") == ["j0", "j1", "j2"]
     assert {l["device"] for l in lines if l["status"] != "started"} == {"cuda:0"}
+
+
+@pytest.mark.parametrize("mode", ["luminance", "histogram"])
+def test_colour_preservation_on_the_gpu_matches_the_cpu(pair, gpu_features, mode, exact_fp32):
+    from nstbatch.color import to_yiq
+
+    content, style = pair
+    params = resolve_params("fast", {"steps": 8, "precision": "fp32", "preserve_color": mode, "save_every": 4})
+    snapshots = []
+    gpu = optimize(content.cuda(), style.cuda(), params, features=gpu_features,
+                   on_snapshot=lambda step, image: snapshots.append((step, image.device.type))).image.cpu()
+    cpu = optimize(content, style, params).image
+    assert_nearly_equal(gpu, cpu)
+    assert snapshots == [(4, "cuda")]
+    if mode == "luminance":
+        assert (to_yiq(gpu)[:, 1:] - to_yiq(content)[:, 1:]).abs().max() < 1e-4
