@@ -365,8 +365,9 @@ def report(
     manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
     output: Path = typer.Option(..., "--output", "-o", help="The HTML page to write."),
     state_dir: Optional[Path] = typer.Option(None, help="The run's state directory [default: the manifest's]."),
-    link: bool = typer.Option(False, "--link", help="Refer to the cached thumbnails instead of embedding"
-                              " them (a smaller page for big manifests; keep it beside the state directory)."),
+    link: Optional[bool] = typer.Option(None, "--link/--embed", help="Refer to the cached thumbnails in the"
+                                        " state directory, or embed them in the page [default: embed up to"
+                                        " 300 jobs, link beyond]."),
 ):
     """One self-contained HTML page for a run, finished or not: content | style | output per job,
     with parameters, time, costs and a cost curve; failed jobs first; totals."""
@@ -375,7 +376,9 @@ def report(
     view = write_report(manifest, output, state_dir, link)
     typer.echo(f"wrote {output}: {len(view.jobs)} job(s), {view.count('done')} done,"
                f" {view.count('failed') + view.count('invalid')} failed,"
-               f" {view.count('pending') + view.count('running')} pending")
+               f" {view.count('pending') + view.count('running')} pending"
+               + ("; thumbnails linked from the state directory: keep the page where it can reach them"
+                  if view.linked else ""))
     return 0
 
 

@@ -28,6 +28,7 @@ from .state import StateDir, default_state_dir
 from .validate import validate
 
 THUMB_SIDE = 160
+EMBED_UP_TO = 300  # jobs; a bigger run's page refers to the cached thumbnails instead
 
 
 @dataclass
@@ -49,6 +50,7 @@ class RunView:
     jobs: list[JobView]
     problems: list[Problem]  # rows that did not parse into jobs
     images_per_hour: float | None
+    linked: bool = False  # the page refers to the cached thumbnails instead of embedding them
 
     def count(self, status: str) -> int:
         return sum(v.status == status for v in self.jobs)
@@ -241,9 +243,15 @@ def render_html(view: RunView, page: Path, link: bool = False) -> str:
     return "".join(parts)
 
 
-def write_report(manifest: str | os.PathLike, out: str | os.PathLike, state_dir=None, link: bool = False) -> RunView:
+def write_report(manifest: str | os.PathLike, out: str | os.PathLike, state_dir=None,
+                 link: bool | None = None) -> RunView:
+    """``link``: None embeds the thumbnails for up to ``EMBED_UP_TO`` jobs and links them beyond
+    (a page of thousands of embedded images would be hundreds of megabytes)."""
     out = Path(out)
     view = gather(manifest, state_dir)
+    if link is None:
+        link = len(view.jobs) > EMBED_UP_TO
+    view.linked = link
     text = render_html(view, out.resolve(), link).encode()
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda f: f.write(text))

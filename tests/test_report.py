@@ -115,3 +115,16 @@ def test_the_contact_sheet_has_one_tile_per_finished_output(finished_run, capsys
     os.remove(finished_run / "out" / "a.png")  # an output gone since: no longer done
     assert main(["sheet", str(finished_run / "m.csv"), "-o", str(sheet)]) == 0
     assert "1 output(s)" in capsys.readouterr().out
+
+
+def test_a_big_run_links_its_thumbnails_instead_of_embedding_them(finished_run, capsys, monkeypatch):
+    from nstbatch import report
+
+    monkeypatch.setattr(report, "EMBED_UP_TO", 3)  # the finished run has 4 jobs
+    page = finished_run / "r.html"
+    assert main(["report", str(finished_run / "m.csv"), "-o", str(page)]) == 0
+    assert "thumbnails linked" in capsys.readouterr().out
+    sources = re.findall(r'<img src="([^"]*)"', page.read_text())
+    assert sources and all(s.startswith(".nstbatch/m.csv/thumbs/") for s in sources)
+    assert main(["report", str(finished_run / "m.csv"), "-o", str(page), "--embed"]) == 0
+    assert all(s.startswith("data:") for s in re.findall(r'<img src="([^"]*)"', page.read_text()))
