@@ -218,3 +218,21 @@ def test_stylize_keeps_snapshots_beside_not_among_outputs_and_writes_its_history
     assert main(["stylize", str(folder / "content.png"), str(folder / "warm.png"), "-o", str(out),
                  "--history", str(folder / "h.txt")]) == 2
     assert "give a .csv or .json file" in capsys.readouterr().err
+
+
+def test_precompute_fills_the_cache_for_every_colour_mode_and_style_size_so_run_computes_none(folder, capsys):
+    Image.fromarray(pattern(64, 48, phase=2.5), "RGB").save(folder / "content2.png")
+    (folder / "m.yaml").write_text(
+        "defaults: {size: 64, steps: 2}\njobs:\n"
+        "  - {content: content.png, style: warm.png, output: o/plain.png}\n"
+        "  - {content: content.png, style: warm.png, output: o/lum.png, preserve_color: luminance}\n"
+        "  - {content: content2.png, style: warm.png, output: o/lum2.png, preserve_color: luminance}\n"
+        "  - {content: content.png, style: warm.png, output: o/hist.png, preserve_color: histogram}\n"
+        "  - {content: content2.png, style: warm.png, output: o/hist2.png, preserve_color: histogram}\n"
+        "  - {content: content.png, style: warm.png, output: o/big.png, style_scale: 1.5}\n")
+    cache = folder / "cache"
+    assert main(["precompute", str(folder / "m.yaml"), "--cache-dir", str(cache), "--targets", "torch"]) == 0
+    # plain, luminance (shared by both contents), histogram per content, the larger style
+    assert "5 distinct style target(s): 5 computed" in capsys.readouterr().out
+    assert main(["run", str(folder / "m.yaml"), "--cache-dir", str(cache), "--targets", "torch", "-q"]) == 0
+    assert "style targets: 0 computed" in capsys.readouterr().out
