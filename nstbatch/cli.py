@@ -139,7 +139,9 @@ def stylize(
     finally:
         report.close()
     if history is not None:
-        _write_history(history, result.history)
+        from .state import write_history
+
+        write_history(history, result.history)
     if not quiet:
         final = result.history[-1]
         typer.echo(f"wrote {output} ({resolved.steps} steps, total cost {final.total:.4g})")
@@ -157,22 +159,6 @@ def _blend_weights(text: Optional[str], count: int) -> list[float]:
     if any(w < 0 or w != w for w in weights) or sum(weights) <= 0:
         raise UsageError(f"--style-weights must be non-negative with a positive sum, got {text!r}")
     return weights
-
-
-def _write_history(path: Path, history) -> None:
-    import json
-    from dataclasses import asdict
-
-    from .images import atomic_write
-
-    rows = [asdict(p) for p in history]
-    if path.suffix.lower() == ".json":
-        text = json.dumps(rows, indent=1)
-    else:
-        text = "step,content,style,tv,total\n" + "".join(
-            f"{r['step']},{r['content']!r},{r['style']!r},{r['tv']!r},{r['total']!r}\n" for r in rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 TARGETS_OPTION = typer.Option("onnx", "--targets", help="How style targets are computed: onnx (ONNX Runtime) or torch.")

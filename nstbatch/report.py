@@ -150,10 +150,10 @@ def cost_curve(history: list[tuple[int, float]], width: int = 180, height: int =
 def _changed_params(job: Job) -> str:
     """The preset and whatever the job sets differently from it."""
     params = job.params
-    preset = PRESETS[params.preset]
+    preset = PRESETS[params.preset].to_dict()
     shown = [f"preset {params.preset}"]
     for name, value in params.to_dict().items():
-        if name != "preset" and value != preset.to_dict()[name]:
+        if name != "preset" and value != preset[name]:
             text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
             shown.append(f"{name} {text}")
     return "; ".join(shown)

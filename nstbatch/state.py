@@ -62,6 +62,23 @@ def params_hash(job: Job, hashes: FileHashes, weights_id: str) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
+def write_history(path: Path, history, of_batch: int | None = None) -> Path:
+    """Costs by step (``optimize.Progress`` records), atomically: CSV, or JSON for a ``.json``
+    path; ``of_batch`` adds a column saying how many images the costs are the mean of."""
+    if path.suffix.lower() == ".json":
+        text = json.dumps([{"step": p.step, "content": p.content, "style": p.style, "tv": p.tv,
+                            "total": p.total} for p in history], indent=1) + "\n"
+    else:
+        extra = ",of_batch" if of_batch is not None else ""
+        text = f"step,content,style,tv,total{extra}\n" + "".join(
+            f"{p.step},{p.content!r},{p.style!r},{p.tv!r},{p.total!r}"
+            + (f",{of_batch}" if of_batch is not None else "") + "\n" for p in history)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode()
+    atomic_write(path, lambda f: f.write(data))
+    return path
+
+
 def weights_identity(spec: str) -> str:
     """A cheap stand-in for ``Weights.id`` that needs no decoding: the spec, and for a file its
     content hash. Used in params hashes so checking done-ness never loads a network."""
@@ -87,13 +104,7 @@ class StateDir:
     def write_history(self, job_id: str, history, of_batch: int = 1) -> Path:
         """A job's costs as CSV, one row per reported step. ``of_batch`` > 1: the job ran in a
         batch of that many images, and the costs are the batch's means."""
-        rows = ["step,content,style,tv,total,of_batch"] + [
-            f"{p.step},{p.content!r},{p.style!r},{p.tv!r},{p.total!r},{of_batch}" for p in history]
-        path = self.history_path(job_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = ("\n".join(rows) + "\n").encode()
-        atomic_write(path, lambda f: f.write(text))
-        return path
+        return write_history(self.history_path(job_id), history, of_batch)
 
     def job_file(self, folder: str, job_id: str, suffix: str) -> Path:
         """``<root>/<folder>/<job id, made safe for a file name><suffix>``."""
