@@ -408,16 +408,19 @@ def status(
     manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
     state_dir: Optional[Path] = typer.Option(None, help="The run's state directory, if moved."),
 ):
-    """Done, failed and pending jobs of MANIFEST, and the failed ones' errors."""
-    from .runner import job_statuses
+    """Done, failed and pending jobs of MANIFEST (every shard's), and the failed ones' errors."""
+    from .report import gather
 
-    statuses, problems = job_statuses(manifest, state_dir)
-    counts = {s: sum(j.status == s for j in statuses) for s in ("done", "failed", "pending")}
-    for job_status in statuses:
-        if job_status.status == "failed":
-            typer.echo(f"FAILED {job_status.job.id} ({job_status.job.where}): {job_status.error}")
-    typer.echo(f"done {counts['done']}, failed {counts['failed']}, pending {counts['pending']}"
-               + (f", unparsable rows {len(problems)}" if problems else ""))
+    view = gather(manifest, state_dir, check_files=False, histories=False)
+    for job in view.jobs:
+        if job.status in ("failed", "invalid"):
+            typer.echo(f"FAILED {job.job.id} ({job.job.where}): {job.error}")
+    running = view.count("running")
+    typer.echo(f"done {view.count('done')}, failed {view.count('failed') + view.count('invalid')},"
+               f" pending {view.count('pending') + running}"
+               + (f" ({running} running)" if running else "")
+               + (f", unparsable rows {len(view.problems)}" if view.problems else "")
+               + (f"; {view.images_per_hour:.1f} images/hour" if view.images_per_hour else ""))
     return 0
 
 

@@ -57,10 +57,11 @@ class RunView:
 
 
 def gather(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None = None,
-           check_files: bool = True) -> RunView:
-    """Where every job of the manifest stands, from the state directory: done (its output is
-    current), failed or invalid (the last attempt says so), running (started, no outcome
-    yet), or pending."""
+           check_files: bool = True, histories: bool = True) -> RunView:
+    """Where every job of the manifest stands, from the state directory (every shard's
+    report; safe while runs write it): done (its output is current), failed or invalid (the
+    last attempt says so, or, with ``check_files``, validation does), running (started, no
+    outcome yet), or pending. ``histories`` also reads each job's cost history."""
     manifest_path = Path(manifest_path)
     manifest = read_manifest(manifest_path)
     state = StateDir(Path(state_dir) if state_dir else default_state_dir(manifest_path))
@@ -74,7 +75,8 @@ def gather(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None
             last_done = max(last_done, record.get("time", -math.inf))
             first_start = min(first_start, record.get("time", math.inf) - record.get("seconds", 0))
             done_lines += 1
-    invalid = {p.job_id: p.message for p in validate(manifest, check_files=check_files) if p.job_id}
+    invalid = ({p.job_id: p.message for p in validate(manifest, check_files=True) if p.job_id}
+               if check_files else {})
     views = []
     for item in plan(manifest.jobs, state):
         records = lines.get(item.job.id, [])
@@ -92,7 +94,8 @@ def gather(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None
             view.status, view.error = last["status"], last.get("error")
         elif last.get("status") == "started":
             view.status = "running"
-        view.history = read_history(state, item.job.id)
+        if histories:
+            view.history = read_history(state, item.job.id)
         views.append(view)
     span = last_done - first_start
     rate = done_lines / span * 3600 if done_lines and span > 0 else None

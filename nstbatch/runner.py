@@ -23,7 +23,7 @@ from .optimize import Progress
 from .state import FileHashes, StateDir, checkpoint_path, default_state_dir, params_hash, weights_identity
 from .validate import validate
 
-__all__ = ["run_manifest", "job_statuses", "plan_shards", "stylize_file", "EXIT_PREEMPTED"]
+__all__ = ["run_manifest", "plan_shards", "stylize_file", "EXIT_PREEMPTED"]
 
 # Exit code of a run stopped by a preemption signal after checkpointing (BSD EX_TEMPFAIL):
 # job scripts requeue on it.
@@ -459,33 +459,6 @@ def _run_pool(config, worker_devices, tasks_list, count, events, record, stop, s
         raise fatal
     if interrupted:
         raise KeyboardInterrupt
-
-
-@dataclass
-class JobStatus:
-    job: Job
-    status: str  # done | failed | pending
-    error: str | None = None
-
-
-def job_statuses(manifest_path: str | os.PathLike, state_dir=None) -> tuple[list[JobStatus], list[Problem]]:
-    """Where each job stands, from the state directory (all shards' reports); safe while runs
-    are writing it."""
-    manifest_path = Path(manifest_path)
-    manifest = read_manifest(manifest_path)
-    state = StateDir(Path(state_dir) if state_dir else default_state_dir(manifest_path))
-    last: dict[str, dict] = {}
-    for record in state.report_lines():
-        last[record.get("id")] = record
-    statuses = []
-    for item in plan(manifest.jobs, state):
-        if item.reason is None:
-            statuses.append(JobStatus(item.job, "done"))
-        elif last.get(item.job.id, {}).get("status") in ("failed", "invalid"):
-            statuses.append(JobStatus(item.job, "failed", last[item.job.id].get("error")))
-        else:
-            statuses.append(JobStatus(item.job, "pending"))
-    return statuses, manifest.problems
 
 
 def plan_shards(manifest_path: str | os.PathLike, count: int) -> list[tuple[int, int, float]]:
