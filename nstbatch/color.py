@@ -11,7 +11,6 @@ Tensors are ``(N, 3, H, W)`` RGB in [0, 1].
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 # RGB -> YIQ (NTSC 1953); its exact inverse is computed, so a round trip is lossless.
@@ -79,16 +78,6 @@ def match_histogram(style: Tensor, content: Tensor, rounds: int = 5) -> Tensor:
 def style_side(params, output_side: int) -> int:
     """The style image's long side: ``style_size`` if set, else ``style_scale`` × the output's."""
     return params.style_size or max(1, round(params.style_scale * output_side))
-
-
-def resize_tensor(image: Tensor, side: int) -> Tensor:
-    """Long side to ``side`` (antialiased bilinear); unchanged when already there."""
-    h, w = image.shape[-2:]
-    scale = side / max(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    if size == (h, w):
-        return image
-    return F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
 
 
 def prepare_style(style: Tensor, params, content: Tensor | None = None) -> Tensor:

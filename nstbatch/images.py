@@ -114,12 +114,26 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> Image.Image:
     return resize_long_side(rgb, size) if size else rgb
 
 
+def long_side_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """(width, height) scaled so the long side is ``side``, keeping the aspect ratio: the one
+    rule for every resize (Pillow images, tensors, and sizes known from headers alone)."""
+    scale = side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def resize_long_side(im: Image.Image, size: int) -> Image.Image:
     """Scale so the long side is ``size`` px (Lanczos), keeping the aspect ratio."""
-    w, h = im.size
-    scale = size / max(w, h)
-    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    new = long_side_size(*im.size, size)
     return im if new == im.size else im.resize(new, Image.Resampling.LANCZOS)
+
+
+def resize_tensor(image: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """``(N, 3, H, W)`` to ``size`` (height, width), antialiased unless bicubic (used to
+    upsample), clipped to [0, 1]; unchanged when already that size."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return torch.nn.functional.interpolate(image, size=tuple(size), mode=mode, antialias=mode != "bicubic",
+                                           align_corners=False).clamp(0, 1)
 
 
 def to_tensor(im: Image.Image) -> torch.Tensor:

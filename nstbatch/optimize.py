@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
 from . import losses
-from .color import luminance, prepare_style, resize_tensor, style_side, with_chroma
+from .color import luminance, prepare_style, style_side, with_chroma
 from .config import StyleParams
 from .devices import autocast_dtype
+from .images import load_image, long_side_size, resize_tensor, to_tensor
 from .errors import OptimizationError
 from .targets import blend_targets, torch_style_targets
 from .vgg import VGGFeatures, check_image_size
@@ -95,7 +95,9 @@ def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles | Non
         for style, weight in _as_blend(styles):
             if not weight:
                 continue
-            style = resize_tensor(style.to(content.device), style_side(params, max(content.shape[-2:])))
+            height, width = style.shape[-2:]
+            side = style_side(params, max(content.shape[-2:]))
+            style = resize_tensor(style.to(content.device), long_side_size(width, height, side)[::-1])
             check_image_size(*style.shape[-2:], params.style_layers, "style image")
             style = prepare_style(style, params, content)
             per_style.append((torch_style_targets(features, style, params.style_layers), weight))
@@ -108,8 +110,6 @@ def initial_image(content: Tensor, params: StyleParams) -> Tensor:
     seeded by ``params.seed`` so a seed gives the same start on every device. Each image of a
     batch gets the noise it would get alone, so batching does not change results."""
     if params.init_file:
-        from .images import load_image, to_tensor
-
         height, width = content.shape[-2:]
         start = to_tensor(load_image(params.init_file).resize((width, height), Image.Resampling.LANCZOS))
         start = start.to(content).expand(content.shape[0], -1, -1, -1).contiguous()
@@ -192,13 +192,6 @@ def stages(params: StyleParams, height: int, width: int) -> list[tuple[int, int,
     return plan
 
 
-def _resized(image: Tensor, size: tuple[int, int], mode: str) -> Tensor:
-    if tuple(image.shape[-2:]) == size:
-        return image
-    return F.interpolate(image, size=size, mode=mode, antialias=mode != "bicubic" or None,
-                         align_corners=False).clamp(0, 1)
-
-
 def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
              features: VGGFeatures | None = None,
              callback: Callable[[Progress], None] | None = None,
@@ -258,7 +251,7 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
         image = image.detach()
         if params.preserve_color != "luminance":
             return image
-        return with_chroma(image.float(), _resized(original, tuple(image.shape[-2:]), "bilinear").float())
+        return with_chroma(image.float(), resize_tensor(original, tuple(image.shape[-2:]), "bilinear").float())
 
     def snap(step: int, image: Tensor) -> None:
         if step % params.save_every == 0 and step < params.steps:
@@ -282,19 +275,19 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
     for start, end, size in schedule:
         if end <= first and start != end:
             continue  # done before the checkpoint we resume from
-        stage_content = _resized(content, size, "bilinear").contiguous(memory_format=memory_format)
+        stage_content = resize_tensor(content, size, "bilinear").contiguous(memory_format=memory_format)
         targets = full if size == tuple(content.shape[-2:]) else compute_targets(
             features, stage_content, None, params, full.style_grams, dtype)
         resuming = resume is not None and start <= resume.step < end
         if resuming and tuple(resume.image.shape[-2:]) != size:
             # saved at the very end of the previous scale: continue as that scale would have
-            image, resuming = _resized(resume.image.to(device), size, "bicubic"), False
+            image, resuming = resize_tensor(resume.image.to(device), size, "bicubic"), False
         elif resuming:
             image = resume.image.to(device)
         elif image is None:
             image = initial_image(stage_content, params)
         else:
-            image = _resized(image.detach(), size, "bicubic")
+            image = resize_tensor(image.detach(), size, "bicubic")
         image = image.contiguous(memory_format=memory_format).requires_grad_(True)
         if start == end:
             continue

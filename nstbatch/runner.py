@@ -16,7 +16,7 @@ import torch
 from .distributed import WHOLE, Shard, shard_of
 from .errors import NstbatchError, UsageError
 from .execute import ExecutorConfig, JobExecutor, Outcome, Planned, stylize_file, worker_main
-from .images import probe_image
+from .images import long_side_size, probe_image
 from .manifest import Job, Manifest, Problem, read_manifest
 from .onnx_backend import check_providers
 from .optimize import Progress
@@ -299,8 +299,7 @@ def group_batches(to_run: list[Planned], size: int, state: StateDir) -> list:
                 and not checkpoint_path(state, job).exists()):
             try:
                 info = probe_image(job.content)
-                scale = job.params.size / max(info.width, info.height)
-                key = (job.styles, job.params.to_json(), round(info.width * scale), round(info.height * scale))
+                key = (job.styles, job.params.to_json(), *long_side_size(info.width, info.height, job.params.size))
             except NstbatchError:
                 key = None
         if key is None:

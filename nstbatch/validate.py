@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import NstbatchError
 from .color import style_side
-from .images import ImageInfo, output_format, probe_image
+from .images import ImageInfo, long_side_size, output_format, probe_image
 from .layers import min_image_side
 from .manifest import Job, Manifest, Problem
 from .weights import split_weights_spec
@@ -30,11 +30,6 @@ def _writable_folder(folder: Path) -> str | None:
         what = "is not writable" if probe == folder else f"cannot be created in {probe} (not writable)"
         return f"output folder {folder} {what}"
     return None
-
-
-def _resized(info: ImageInfo, size: int) -> tuple[int, int]:
-    scale = size / max(info.width, info.height)
-    return max(1, round(info.width * scale)), max(1, round(info.height * scale))
 
 
 def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]:
@@ -98,7 +93,8 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
                 continue
             if role == "init":
                 continue  # resized to the output, whatever its size
-            w, h = _resized(info, job.params.size if role == "content" else style_side(job.params, job.params.size))
+            w, h = long_side_size(info.width, info.height,
+                                  job.params.size if role == "content" else style_side(job.params, job.params.size))
             layers = job.params.feature_layers if role == "content" else job.params.style_layers
             if role == "content":  # the coarsest scale must still fit the layers
                 w, h = max(1, round(w * job.params.scales[0])), max(1, round(h * job.params.scales[0]))
