@@ -5,9 +5,9 @@
 
 Sections, in order of importance; each is skipped once the time budget would be overrun:
  1. step time at 512 px: seed preset, fp32 vs bf16, batch 1 / 4 / 16 (ms per step per image);
- 2. the default preset (`fast`, 150 steps, two scales, precision auto) end to end at 512 px,
-    batch 1 / 4 / 16, in seconds per image, and the seed preset's 500 steps for comparison,
-    both scored by benchmarks/evaluate.py;
+ 2. the default preset end to end at 512 px, batch 1 / 4 / 16, in seconds per image, and the
+    seed preset's 500 steps for comparison, both scored on the two-axis yardstick
+    (nstbatch.yardstick: style and content, lower is better);
  3. how far a batched image is from its one-by-one run with the default settings;
     a 4000 px long side under a 24 GiB memory cap (bf16, two scales, activation checkpointing),
     and without checkpointing for comparison;
@@ -30,11 +30,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluate import Evaluator  # noqa: E402
-
-from nstbatch.config import resolve_params  # noqa: E402
+from nstbatch.config import DEFAULT_PRESET, resolve_params  # noqa: E402
 from nstbatch.images import load_image, to_pil, to_tensor  # noqa: E402
 from nstbatch.optimize import build_features, optimize  # noqa: E402
+from nstbatch.yardstick import Yardstick  # noqa: E402
 
 STARTED = time.monotonic()
 
@@ -97,30 +96,32 @@ def step_times(b: Bench, content, style, size, batches, steps):
                    s_per_image_500_steps=round(500 * seconds / steps / n, 3), peak_gib=round(b.peak_gib(), 2))
 
 
+def scores(yardstick: Yardstick, image) -> dict:
+    score = yardstick(image[:1].float().cpu())
+    return {"style": round(score.style, 3), "content": round(score.content, 3)}
+
+
 def end_to_end(b: Bench, content, style, size, batches, seed_steps):
-    evaluator = Evaluator(content.cpu(), style.cpu())
-    evaluator.net.to(b.device)
-    evaluator.content, evaluator.style = content, style
-    params = resolve_params("fast", {"size": size})
+    yardstick = Yardstick(content.cpu(), style.cpu(), size)
+    params = resolve_params(DEFAULT_PRESET, {"size": size})
     features = build_features(params, b.device)
     for n in batches:
         if b.left() < 25:
-            return b.emit(section="fast", skipped="time budget")
+            return b.emit(section="default", skipped="time budget")
         x = batch_of(content, n)
-        optimize(x, style, resolve_params("fast", {"size": size, "steps": 4}), features=features)
+        optimize(x, style, resolve_params(DEFAULT_PRESET, {"size": size, "steps": 4}), features=features)
         seconds, result = b.timed(lambda: optimize(x, style, params, features=features, report_every=10**9))
-        score = evaluator.score(result.image[:1])
-        b.emit(section="fast", preset="fast", steps=params.steps, precision=params.precision, batch=n,
-               size=list(x.shape[-2:]), s_per_image=round(seconds / n, 3), score=round(score, 3))
+        b.emit(section="default", preset=DEFAULT_PRESET, steps=params.steps, precision=params.precision,
+               batch=n, size=list(x.shape[-2:]), s_per_image=round(seconds / n, 3), **scores(yardstick, result.image))
         if n == batches[-1]:
-            to_pil(result.image[0]).save(b.out / "fast_512.png")
+            to_pil(result.image[0]).save(b.out / f"{DEFAULT_PRESET}_512.png")
     if b.left() < 40:
         return b.emit(section="seed500", skipped="time budget")
     seed = resolve_params("seed", {"size": size, "steps": seed_steps, "precision": "fp32"})
     seed_features = build_features(seed, b.device)
     seconds, result = b.timed(lambda: optimize(content, style, seed, features=seed_features, report_every=10**9))
     b.emit(section="seed500", preset="seed", steps=seed_steps, precision="fp32", batch=1,
-           s_per_image=round(seconds, 3), score=round(evaluator.score(result.image), 3))
+           s_per_image=round(seconds, 3), **scores(yardstick, result.image))
     to_pil(result.image[0]).save(b.out / "seed_500.png")
 
 
@@ -128,11 +129,9 @@ def batch_equality(b: Bench, content, style, size, n):
     """How far a batched image is from its one-by-one run with the default settings (bf16,
     TF32, cuDNN autotuning: kernels, and so roundings, depend on the batch), in 8-bit levels,
     beside how far a 1e-6 nudge of the content moves the same run, and the quality of each."""
-    params = resolve_params("fast", {"size": size})
+    params = resolve_params(DEFAULT_PRESET, {"size": size})
     features = build_features(params, b.device)
-    evaluator = Evaluator(content.cpu(), style.cpu())
-    evaluator.net.to(b.device)
-    evaluator.content, evaluator.style = content, style
+    yardstick = Yardstick(content.cpu(), style.cpu(), size)
     x = batch_of(content, n)
     run = lambda images: optimize(images, style, params, features=features, report_every=10**9).image
     together, alone = run(x)[1:2], run(x[1:2])
@@ -142,7 +141,7 @@ def batch_equality(b: Bench, content, style, size, n):
         b.emit(section="batcheq", compare=f"{name} vs alone", batch=n, size=list(x.shape[-2:]),
                max_levels=int(levels.max()), mean_levels=round(float(levels.mean()), 3),
                share_over_2_levels=round(float((levels > 2).float().mean()), 4),
-               score=round(evaluator.score(other), 3), score_alone=round(evaluator.score(alone), 3))
+               score=scores(yardstick, other), score_alone=scores(yardstick, alone))
 
 
 def big(b: Bench, path: str, side: int, cap_gib: float, steps: int):
@@ -153,7 +152,7 @@ def big(b: Bench, path: str, side: int, cap_gib: float, steps: int):
         torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gib * 2**30 / total))
     content = image(path, side, b.device)
     style = image(path, min(side, 1024), b.device)
-    params = resolve_params("fast", {"size": side, "steps": steps, "precision": "bf16",
+    params = resolve_params(DEFAULT_PRESET, {"size": side, "steps": steps, "precision": "bf16",
                                      "scale_steps": "0.5,0.5"})
     features = build_features(params, b.device)
     for checkpointing in (None, False):
@@ -220,7 +219,7 @@ def onnx_targets(b: Bench, style, reps: int):
 def compiled(b: Bench, content, style, size, n, steps):
     if b.left() < 90:
         return b.emit(section="compile", skipped="time budget")
-    params = resolve_params("fast", {"size": size, "steps": steps, "scales": "1", "scale_steps": "1"})
+    params = resolve_params(DEFAULT_PRESET, {"size": size, "steps": steps, "scales": "1", "scale_steps": "1"})
     x = batch_of(content, n)
     for mode in ("eager", "default", "reduce-overhead"):
         if b.left() < 45:
@@ -236,10 +235,10 @@ def compiled(b: Bench, content, style, size, n, steps):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    here = Path(__file__).resolve().parents[1] / "manifests" / "samples"
-    parser.add_argument("--content", default=str(here / "harbour.png"))
-    parser.add_argument("--style", default=str(here / "swirls.png"))
-    parser.add_argument("--big", default=str(here / "town.png"), help="image for the 4000 px section")
+    here = Path(__file__).resolve().parents[1] / "manifests"
+    parser.add_argument("--content", default=str(here / "images" / "hoovertowernight.jpg"))
+    parser.add_argument("--style", default=str(here / "images" / "starry_night.jpg"))
+    parser.add_argument("--big", default=str(here / "samples" / "town.png"), help="image for the 4000 px section")
     parser.add_argument("--out", default="gpu-results")
     parser.add_argument("--budget", type=float, default=420, help="seconds for the whole script")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script itself")
@@ -256,7 +255,7 @@ def main() -> None:
     content, style = image(args.content, s["size"], device), image(args.style, s["size"], device)
     sections = {
         "step": lambda: step_times(b, content, style, s["size"], s["batches"], s["steps"]),
-        "fast": lambda: end_to_end(b, content, style, s["size"], s["batches"], s["seed_steps"]),
+        "default": lambda: end_to_end(b, content, style, s["size"], s["batches"], s["seed_steps"]),
         "batcheq": lambda: batch_equality(b, content, style, s["size"], s["n"]),
         "big": lambda: big(b, args.big, s["side"], 24.0, s["big_steps"]),
         "onnx": lambda: onnx_targets(b, style, s["reps"]),

@@ -8,7 +8,7 @@
 # 3. benchmarks/gpu.py: step time fp32 vs bf16 at batch 1/4/16, the default preset's seconds
 #    per image and quality at 512 px, a 4000 px image under a 24 GiB cap, ONNX Runtime vs
 #    PyTorch targets, torch.compile vs eager. Figures go to OUT/gpu.jsonl (default gpu-results/);
-#    ONLY="step fast" runs some sections alone.
+#    ONLY="step default" runs some sections alone.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1

@@ -1,10 +1,17 @@
-"""Quality against time: nstbatch presets vs the tutorial baseline, scored by evaluate.py.
+"""Quality on real pairs: each candidate preset on every pair of a manifest, scored on the
+two-axis yardstick (``nstbatch.yardstick``: style 0 = the painting's statistics, 1 = none;
+content 0 = the photo, 1 = as far as the painting), with its time per image, side by side in
+one process, and a contact sheet to judge them by eye.
 
-    python benchmarks/quality.py [--size 256] [--content C --style S]
+    python benchmarks/quality.py [--manifest manifests/pairs.yaml] [--size 512]
+        [--only NAME ...] [--pairs ID ...] [--out benchmarks/quality-out] [--anchor PAIR_ID=IMAGE ...]
 
-Runs the baseline for 300 steps (its time T and score), then each nstbatch candidate to its
-configured steps (time, score), then the baseline again with each candidate's time as its
-budget (score at equal time). One process, same machine, CPU.
+The pairs are the manifest's jobs (content and first style); the candidates are below.
+``--anchor`` scores another system's published image for one pair on the same yardstick
+(default: jcjohnson/neural-style's Hoover Tower × Starry Night, docs/pairs/).
+Prints a Markdown table (pair, candidate, seconds, style, content, the five per-layer style
+distances) and writes every output and ``sheet.jpg`` (rows: pairs; columns: content, style,
+candidates, anchor) to ``--out``.
 """
 from __future__ import annotations
 
@@ -15,61 +22,106 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image, ImageDraw
 
 from nstbatch.config import resolve_params
-from nstbatch.images import load_image, to_tensor
+from nstbatch.images import load_image, to_pil, to_tensor
+from nstbatch.manifest import read_manifest
 from nstbatch.optimize import build_features, optimize
+from nstbatch.yardstick import Yardstick
 
-import baseline  # noqa: E402
-from evaluate import Evaluator  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
-SAMPLES = Path(__file__).resolve().parent.parent / "manifests" / "samples"
-
+# name -> (preset, overrides). The default's row is the preset itself, so the table shows
+# what a user gets.
 CANDIDATES = {
-    "seed (fp32, 500 steps)": ("seed", {}),
-    "seed, 150 steps, auto precision": ("seed", {"steps": 150, "precision": "auto"}),
-    "multi-scale 0.5,1 (0.7,0.3), 150 steps, auto": (
-        "seed", {"steps": 150, "precision": "auto", "scales": "0.5,1", "scale_steps": "0.7,0.3"}),
-    "multi-scale 0.5,1 (0.7,0.3), 300 steps, auto": (
-        "seed", {"steps": 300, "precision": "auto", "scales": "0.5,1", "scale_steps": "0.7,0.3"}),
-    "fast (the default)": ("fast", {}),
-    "multi-scale, lr 0.05, content relu4_2, 150 steps, auto": (
-        "seed", {"steps": 150, "precision": "auto", "scales": "0.5,1", "scale_steps": "0.7,0.3",
-                 "lr": 0.05, "content_layers": "relu4_2"}),
+    "balanced (default)": ("balanced", {}),
+    "fast": ("fast", {}),
+    # The default before the balanced norms: the seed's costs, alpha 80, the same schedule.
+    "old-default": ("seed", {"steps": 150, "lr": 0.05, "content_layers": "relu4_2", "content_weight": 80,
+                             "precision": "auto", "scales": "0.5,1", "scale_steps": "0.7,0.3"}),
+    "seed (500 steps)": ("seed", {}),
 }
+ANCHORS = {"hoovertowernight-starry_night": ROOT / "docs/pairs/hoovertowernight_starry_night_jcjohnson.jpg"}
+
+
+def _sheet(rows: list[list[tuple[str, Image.Image | None]]], tile: int = 256) -> Image.Image:
+    columns = max(len(row) for row in rows)
+    sheet = Image.new("RGB", (columns * tile, len(rows) * (tile + 16)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, row in enumerate(rows):
+        for c, (caption, image) in enumerate(row):
+            x, y = c * tile, r * (tile + 16)
+            if image is not None:
+                thumb = image.copy()
+                thumb.thumbnail((tile, tile))
+                sheet.paste(thumb, (x + (tile - thumb.width) // 2, y + (tile - thumb.height) // 2))
+            draw.text((x + 4, y + tile + 2), caption[:40], fill="black")
+    return sheet
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--content", default=SAMPLES / "harbour.png")
-    ap.add_argument("--style", default=SAMPLES / "swirls.png")
+    ap.add_argument("--manifest", default=ROOT / "manifests/pairs.yaml")
+    ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--only", nargs="*", help="names of candidates to run")
+    ap.add_argument("--pairs", nargs="*", help="ids of the manifest's jobs to run (default: all)")
+    ap.add_argument("--out", default=ROOT / "benchmarks/quality-out")
+    ap.add_argument("--anchor", nargs="*", default=[], help="PAIR_ID=IMAGE: another system's result")
     args = ap.parse_args()
-    content = to_tensor(load_image(args.content, args.size))
-    style = to_tensor(load_image(args.style, args.size))
-    evaluator = Evaluator(content, style)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
-          f"{Path(args.content).name} x {Path(args.style).name} at {tuple(content.shape[-2:])}")
-    print(f"content image scores {evaluator.score(content):.3f}")
-    started = time.perf_counter()
-    image, steps = baseline.run_baseline(content, style, num_steps=300)
-    base_time = time.perf_counter() - started
-    base_score = evaluator.score(image)
-    print(f"{'baseline, 300 steps':55s} {base_time:7.1f} s  score {base_score:.3f}  ({steps} evaluations)")
-    for name, (preset, overrides) in CANDIDATES.items():
-        if args.only and name not in args.only:
-            continue
-        params = resolve_params(preset, {"size": args.size, **overrides})
-        features = build_features(params)
-        started = time.perf_counter()
-        result = optimize(content, style, params, features=features)
-        seconds = time.perf_counter() - started
-        score = evaluator.score(result.image)
-        b_image, b_steps = baseline.run_baseline(content, style, num_steps=10_000, time_budget=seconds)
-        b_score = evaluator.score(b_image)
-        print(f"{name:55s} {seconds:7.1f} s  score {score:.3f}  | baseline in the same time: "
-              f"{b_score:.3f} ({b_steps} evals)  | time vs baseline-300: {seconds / base_time:.2f}x")
+    anchors = dict(ANCHORS, **{k: Path(v) for k, v in (a.split("=", 1) for a in args.anchor)})
+    candidates = {n: c for n, c in CANDIDATES.items() if not args.only or n in args.only}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [job for job in read_manifest(args.manifest).jobs if not args.pairs or job.id in args.pairs]
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; {len(jobs)} pairs at {args.size} px")
+    print("| pair | candidate | s/image | style | content | relu1_1 | relu2_1 | relu3_1 | relu4_1 | relu5_1 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    networks, rows, totals = {}, [], {name: [] for name in candidates}
+    yardstick_net = None
+    for job in jobs:
+        style_path = job.styles[0][0]
+        content = to_tensor(load_image(job.content, args.size))
+        style = to_tensor(load_image(style_path, args.size))
+        yardstick = Yardstick(content, style, args.size, yardstick_net)
+        yardstick_net = yardstick.net
+        row = [(job.content.name, to_pil(content)), (style_path.name, to_pil(style))]
+        for name, (preset, overrides) in candidates.items():
+            params = resolve_params(preset, {"size": args.size, **overrides})
+            key = (params.weights, params.feature_layers, params.pooling)
+            if key not in networks:
+                networks[key] = build_features(params)
+            started = time.perf_counter()
+            image = optimize(content, style, params, features=networks[key]).image
+            seconds = time.perf_counter() - started
+            score = yardstick(image)
+            totals[name].append((seconds, score))
+            picture = to_pil(image)
+            picture.save(out / f"{job.id}_{name.split()[0]}.png")
+            row.append((f"{name.split()[0]} {score.style:.3f}/{score.content:.3f}", picture))
+            _print_row(job.id, name, seconds, score)
+        if job.id in anchors and Path(anchors[job.id]).is_file():
+            anchor = to_tensor(load_image(anchors[job.id], args.size))
+            score = yardstick(anchor)
+            _print_row(job.id, f"anchor ({Path(anchors[job.id]).name})", None, score)
+            row.append((f"anchor {score.style:.3f}/{score.content:.3f}", to_pil(anchor)))
+        rows.append(row)
+    for name, results in totals.items():
+        if results:
+            n = len(results)
+            print(f"| **mean** | {name} | {sum(s for s, _ in results) / n:.1f} | "
+                  f"{sum(r.style for _, r in results) / n:.3f} | {sum(r.content for _, r in results) / n:.3f} "
+                  f"| max style {max(r.style for _, r in results):.3f} | max content "
+                  f"{max(r.content for _, r in results):.3f} | | | |")
+    _sheet(rows).save(out / "sheet.jpg", quality=90)
+    print(f"outputs and sheet.jpg in {out}")
+
+
+def _print_row(pair: str, name: str, seconds: float | None, score) -> None:
+    layers = " | ".join(f"{d:.3f}" for d in score.style_layers.values())
+    time_cell = f"{seconds:.1f}" if seconds is not None else "—"
+    print(f"| {pair} | {name} | {time_cell} | {score.style:.3f} | {score.content:.3f} | {layers} |", flush=True)
 
 
 if __name__ == "__main__":

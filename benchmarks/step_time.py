@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from nstbatch.config import resolve_params
+from nstbatch.config import DEFAULT_PRESET, resolve_params
 from nstbatch.devices import autocast_dtype
 from nstbatch.images import load_image, to_tensor
 from nstbatch.optimize import build_features, optimize
@@ -63,8 +63,8 @@ def main() -> None:
                 content, style, resolve_params("seed", {"size": size, "steps": args.steps})),
             "nstbatch seed, precision auto": lambda: time_nstbatch(
                 content, style, resolve_params("seed", {"size": size, "steps": args.steps, "precision": "auto"})),
-            "nstbatch fast (the default: bf16 auto, 0.5/1 scales)": lambda: time_nstbatch(
-                content, style, resolve_params("fast", {"size": size, "steps": args.steps})),
+            f"nstbatch {DEFAULT_PRESET} (the default: bf16 auto, 0.5/1 scales)": lambda: time_nstbatch(
+                content, style, resolve_params(DEFAULT_PRESET, {"size": size, "steps": args.steps})),
         }
         times = {name: run() for name, run in variants.items()}
         base = times[next(iter(times))]

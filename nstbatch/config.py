@@ -18,10 +18,11 @@ from .layers import check_layer, suggest
 OPTIMIZERS = ("adam", "lbfgs")
 INITS = ("content+noise", "content", "noise")
 POOLINGS = ("max", "avg")
-CONTENT_NORMS = ("seed", "half_sum")
+STYLE_NORMS = ("seed", "balanced")  # the formulas are in losses.py
+CONTENT_NORMS = ("seed", "half_sum", "balanced")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 COLORS = ("none", "luminance", "histogram")
-PRESET_NAMES = ("fast", "seed", "gatys")  # their values are at the end of this module
+PRESET_NAMES = ("balanced", "fast", "seed", "gatys")  # their values are at the end of this module
 
 
 def _knob(default, help: str, kind: str, choices: tuple[str, ...] = (), low=None, high=None):
@@ -32,7 +33,7 @@ def _knob(default, help: str, kind: str, choices: tuple[str, ...] = (), low=None
 
 @dataclass(frozen=True)
 class StyleParams:
-    preset: str = _knob("seed", "named starting point for every other value (default: fast)",
+    preset: str = _knob("seed", "named starting point for every other value (default: balanced)",
                         "choice", PRESET_NAMES)
     size: int = _knob(400, "long side of the output in pixels", "int", low=16, high=16384)
     steps: int = _knob(500, "optimizer steps", "int", low=0, high=1_000_000)
@@ -47,9 +48,13 @@ class StyleParams:
         "style layers, comma-separated", "layers")
     style_layer_weights: tuple[float, ...] = _knob(
         (0.2, 0.2, 0.2, 0.2, 0.2), "one weight per style layer, comma-separated", "floats")
+    style_norm: str = _knob(
+        "seed", "style cost normalisation per layer: seed = sum/(2*nH*nW*nC)^2, balanced = divided"
+        " by the mean square of the layer's target Gram (every layer on one scale)", "choice",
+        STYLE_NORMS)
     content_norm: str = _knob(
-        "seed", "content cost normalisation: seed = sum/(4*nH*nW*nC), half_sum = sum/2 (paper)",
-        "choice", CONTENT_NORMS)
+        "seed", "content cost normalisation: seed = sum/(4*nH*nW*nC), half_sum = sum/2 (paper),"
+        " balanced = divided by the sum of squares of the content target", "choice", CONTENT_NORMS)
     feature_scale: float = _knob(
         1 / 255, "factor applied to activations before the costs (see README: presets)",
         "float", low=0.0)
@@ -218,11 +223,16 @@ PRESETS["gatys"] = dataclasses.replace(
     PRESETS["seed"], preset="gatys", size=512, steps=500, optimizer="lbfgs", lr=1.0,
     content_weight=1.0, style_weight=40.0, content_layers=("relu4_2",), content_norm="half_sum",
     feature_scale=1.0, init="noise", pooling="avg")
-# The default, chosen by measurement (benchmarks/quality.py, README: presets): the seed's
-# weights and style layers, content at relu4_2 with alpha = 80 (relu4_2's activations differ
-# from relu5_4's, and 20 left the content faint at small sizes), bf16 where the hardware has
-# it, 70 % of 150 Adam steps at half size, lr 0.05.
-PRESETS["fast"] = dataclasses.replace(
-    PRESETS["seed"], preset="fast", steps=150, lr=0.05, content_layers=("relu4_2",),
-    content_weight=80.0, precision="auto", scales=(0.5, 1.0), scale_steps=(0.7, 0.3))
-DEFAULT_PRESET = "fast"
+# The default, chosen by measurement on eight pairs at 512 px and by eye (benchmarks/quality.py,
+# README: presets). Every style layer and the content on one scale (the balanced norms), so
+# relu1_1 transfers colour and relu4_1/5_1 strokes instead of relu4_1 alone driving the style;
+# content at relu4_2 (the paper's); beta/alpha = 4 (3 keeps more of the photo, 5 melts it);
+# bf16 where the hardware has it; 70 % of 150 Adam steps at half size, lr 0.05.
+PRESETS["balanced"] = dataclasses.replace(
+    PRESETS["seed"], preset="balanced", size=512, steps=150, lr=0.05, content_layers=("relu4_2",),
+    style_norm="balanced", content_norm="balanced", content_weight=1.0, style_weight=4.0,
+    precision="auto", scales=(0.5, 1.0), scale_steps=(0.7, 0.3))
+# The same costs in about 60 % of the time, for previews and large datasets: 100 steps, 80 % of
+# them at half size.
+PRESETS["fast"] = dataclasses.replace(PRESETS["balanced"], preset="fast", steps=100, scale_steps=(0.8, 0.2))
+DEFAULT_PRESET = "balanced"

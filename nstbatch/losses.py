@@ -2,8 +2,16 @@
 
 Each cost returns one value per image, shape ``(N,)``, so a batch of images can share one
 forward pass. Targets may have a batch of 1 and broadcast against the generated batch.
-The formulas are the seed's, made exact (see DESIGN.md, "Losses"); the normalisation of each
-is defined once, here.
+The formulas are the seed's, made exact (README: "What it does"); the normalisation of each
+is defined once, here, and chosen by name: ``seed`` (the seed's formulas) or ``balanced``.
+
+Why ``balanced``: the seed's layer cost is a quarter of the per-position Gram MSE, and on Caffe
+VGG-19 that MSE differs by 10⁴–10⁵ between layers (relu4_1 ≈ 10², relu1_1 ≈ 10⁻³), so with
+equal layer weights relu4_1 alone drives the style and colour (relu1_1) is never transferred.
+``balanced`` divides each layer's cost by the mean square of its own target — a relative
+error, 0 at the target and about 1 for an unrelated image on every layer — so layer weights
+mean what they say and α/β weigh two terms of one scale. The unit comes from the target
+alone (for a blend, from the blended target), so it travels with cached targets untouched.
 """
 from __future__ import annotations
 
@@ -32,19 +40,39 @@ def gram_style_cost(gram_S: Tensor, gram_G: Tensor, n_H: int, n_W: int) -> Tenso
     return ((gram_S - gram_G) ** 2).sum(dim=(-2, -1)) / (2.0 * n_H * n_W * n_C) ** 2
 
 
-def layer_style_cost(a_S: Tensor, a_G: Tensor) -> Tensor:
+def _relative(squared_error: Tensor, target: Tensor, dims: tuple[int, ...]) -> Tensor:
+    # The guard only keeps an all-zero target (a layer that is dead for this image) from 0/0.
+    return squared_error / (target ** 2).sum(dim=dims).clamp_min(1e-30)
+
+
+def balanced_gram_cost(gram_S: Tensor, gram_G: Tensor) -> Tensor:
+    """``Σ(G_S − G_G)² / Σ G_S²`` per image: the layer's relative error. Any common factor of
+    the two Grams cancels (per position or not, ``feature_scale`` or not)."""
+    gram_S, gram_G = _at_least_float32(gram_S), _at_least_float32(gram_G)
+    return _relative(((gram_S - gram_G) ** 2).sum(dim=(-2, -1)), gram_S, (-2, -1))
+
+
+def layer_style_cost(a_S: Tensor, a_G: Tensor, normalization: str = "seed") -> Tensor:
     """The style cost of one layer from the activations of the style and generated images."""
     _, _, n_H, n_W = a_G.shape
+    if normalization == "balanced":
+        return balanced_gram_cost(gram_matrix(a_S), gram_matrix(a_G))
     return gram_style_cost(gram_matrix(a_S), gram_matrix(a_G), n_H, n_W)
 
 
 def style_cost(gram_targets: Mapping[str, Tensor], activations: Mapping[str, Tensor],
-               layer_weights: Mapping[str, float]) -> Tensor:
-    """``Σ_l λ_l · layer cost``, with the style targets given as Gram matrices per layer."""
+               layer_weights: Mapping[str, float], normalization: str = "seed") -> Tensor:
+    """``Σ_l λ_l · layer cost``, with the style targets given as Gram matrices per layer
+    (``G_S`` at the generated image's size for ``seed``; any common scale for ``balanced``)."""
+    if normalization not in ("seed", "balanced"):
+        raise ValueError(f"unknown style normalization {normalization!r} (seed, balanced)")
     total = None
     for layer, weight in layer_weights.items():
         a_G = activations[layer]
-        cost = weight * gram_style_cost(gram_targets[layer], gram_matrix(a_G), *a_G.shape[-2:])
+        if normalization == "balanced":
+            cost = weight * balanced_gram_cost(gram_targets[layer], gram_matrix(a_G))
+        else:
+            cost = weight * gram_style_cost(gram_targets[layer], gram_matrix(a_G), *a_G.shape[-2:])
         total = cost if total is None else total + cost
     if total is None:
         raise ValueError("style_cost needs at least one layer")
@@ -52,15 +80,19 @@ def style_cost(gram_targets: Mapping[str, Tensor], activations: Mapping[str, Ten
 
 
 def content_cost(a_C: Tensor, a_G: Tensor, normalization: str = "seed") -> Tensor:
-    """``Σ(a_C − a_G)² / (4·n_H·n_W·n_C)`` per image (``seed``), or ``Σ(a_C − a_G)² / 2``
-    (``half_sum``, the paper's). The source's listing subtracted a_G from itself; not here."""
+    """``Σ(a_C − a_G)² / (4·n_H·n_W·n_C)`` per image (``seed``), ``Σ(a_C − a_G)² / 2``
+    (``half_sum``, the paper's) or ``Σ(a_C − a_G)² / Σ a_C²`` (``balanced``, the relative
+    error). The source's listing subtracted a_G from itself; not here."""
     _, n_C, n_H, n_W = a_G.shape
-    squared = ((_at_least_float32(a_C) - _at_least_float32(a_G)) ** 2).sum(dim=(1, 2, 3))
+    a_C = _at_least_float32(a_C)
+    squared = ((a_C - _at_least_float32(a_G)) ** 2).sum(dim=(1, 2, 3))
     if normalization == "seed":
         return squared / (4.0 * n_H * n_W * n_C)
     if normalization == "half_sum":
         return squared / 2.0
-    raise ValueError(f"unknown content normalization {normalization!r} (seed, half_sum)")
+    if normalization == "balanced":
+        return _relative(squared, a_C, (1, 2, 3))
+    raise ValueError(f"unknown content normalization {normalization!r} (seed, half_sum, balanced)")
 
 
 def content_cost_layers(targets: Mapping[str, Tensor], activations: Mapping[str, Tensor],

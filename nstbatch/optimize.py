@@ -135,7 +135,8 @@ def costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleP
     style_grams = {name: gram * (acts[name].shape[-2] * acts[name].shape[-1])
                    for name, gram in targets.style_grams.items()}  # back to G_S at this size
     j_style = (losses.style_cost(style_grams, acts,
-                                 dict(zip(params.style_layers, params.style_layer_weights)))
+                                 dict(zip(params.style_layers, params.style_layer_weights)),
+                                 params.style_norm)
                if params.style_layers else zero)
     j_tv = losses.tv_cost(image) if params.tv_weight else zero
     total = losses.total_cost(j_content, j_style, params.content_weight, params.style_weight,

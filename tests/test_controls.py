@@ -58,12 +58,14 @@ def test_a_blend_of_weights_one_and_zero_gives_the_first_style_alone(folder, fea
 
 
 def test_blends_from_the_cli_csv_and_yaml_agree(folder, capsys):
-    args = ["--size", "64", "--steps", "3", "-q"]
+    # fp32: in bf16, stylize's inline targets (network in channels-last) and run's precomputed
+    # ones differ in the last bits, which Adam's normalised steps can amplify (RESULTS.md).
+    args = ["--size", "64", "--steps", "3", "--precision", "fp32", "-q"]
     assert main(["stylize", str(folder / "content.png"), str(folder / "warm.png"), str(folder / "stripes.png"),
                  "--style-weights", "0.7,0.3", "-o", str(folder / "cli.png")] + args) == 0
-    (folder / "m.csv").write_text("content,style,style_weights,output,size,steps\n"
-                                  "content.png,warm.png|stripes.png,0.7|0.3,csv.png,64,3\n")
-    (folder / "m.yaml").write_text("defaults: {size: 64, steps: 3}\njobs:\n"
+    (folder / "m.csv").write_text("content,style,style_weights,output,size,steps,precision\n"
+                                  "content.png,warm.png|stripes.png,0.7|0.3,csv.png,64,3,fp32\n")
+    (folder / "m.yaml").write_text("defaults: {size: 64, steps: 3, precision: fp32}\njobs:\n"
                                    "  - {content: content.png, output: yaml.png,\n"
                                    "     style: {warm.png: 0.7, stripes.png: 0.3}}\n")
     assert main(["run", str(folder / "m.csv"), "-q", "--targets", "torch"]) == 0

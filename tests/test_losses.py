@@ -80,8 +80,36 @@ def test_content_cost_matches_numpy_and_is_positive_for_different_activations(ac
 def test_content_cost_half_sum_is_the_papers():
     a_C, a_G = torch.ones(1, 2, 3, 3), torch.zeros(1, 2, 3, 3)
     assert losses.content_cost(a_C, a_G, "half_sum").item() == pytest.approx(9.0)
-    with pytest.raises(ValueError, match="seed, half_sum"):
+    with pytest.raises(ValueError, match="seed, half_sum, balanced"):
         losses.content_cost(a_C, a_G, "mean")
+
+
+def test_balanced_costs_are_relative_errors_against_numpy(acts):
+    a_S, a_G = acts
+    cost = losses.layer_style_cost(torch.from_numpy(a_S), torch.from_numpy(a_G), "balanced")
+    ref = [((np_gram(a_S[i]) - np_gram(a_G[i])) ** 2).sum() / (np_gram(a_S[i]) ** 2).sum() for i in range(3)]
+    assert rel_err(cost.numpy(), ref) < 1e-5
+    content = losses.content_cost(torch.from_numpy(a_S), torch.from_numpy(a_G), "balanced")
+    ref = [((a_S[i].astype(np.float64) - a_G[i]) ** 2).sum() / (a_S[i].astype(np.float64) ** 2).sum()
+           for i in range(3)]
+    assert rel_err(content.numpy(), ref) < 1e-5
+    # an image of zeros is exactly one unit away on both terms
+    zeros = torch.zeros_like(torch.from_numpy(a_G))
+    assert losses.layer_style_cost(torch.from_numpy(a_S), zeros, "balanced").tolist() == pytest.approx([1.0] * 3)
+    assert losses.content_cost(torch.from_numpy(a_S), zeros, "balanced").tolist() == pytest.approx([1.0] * 3)
+
+
+def test_balanced_style_cost_does_not_depend_on_the_scale_of_the_features(acts):
+    # Per-position Grams, feature_scale, or a layer's typical magnitude: none changes it.
+    a_S, a_G = (torch.from_numpy(a) for a in acts)
+    grams = {"l": losses.gram_matrix(a_S) / 35}
+    base = losses.style_cost(grams, {"l": a_G}, {"l": 1.0}, "balanced")
+    scaled = losses.style_cost({"l": grams["l"] * 1e-6}, {"l": a_G * 1e-3}, {"l": 1.0}, "balanced")
+    assert torch.allclose(base, scaled, rtol=1e-4)
+    seed = losses.style_cost(grams, {"l": a_G}, {"l": 1.0})
+    assert not torch.allclose(base, seed)
+    with pytest.raises(ValueError, match="seed, balanced"):
+        losses.style_cost(grams, {"l": a_G}, {"l": 1.0}, "per_layer")
 
 
 def test_total_cost_is_alpha_content_plus_beta_style():
@@ -117,6 +145,8 @@ def test_total_cost_gradcheck_with_respect_to_the_image():
         a = torch.relu(conv(image)) + 0.1  # offset keeps away from ReLU's kink
         jc = losses.content_cost(target_a, a)
         js = losses.style_cost({"l": target_gram}, {"l": a}, {"l": 1.0})
-        return losses.total_cost(jc, js, 10.0, 40.0, losses.tv_cost(image), 0.5)
+        balanced = (losses.content_cost(target_a, a, "balanced")
+                    + losses.style_cost({"l": target_gram}, {"l": a}, {"l": 1.0}, "balanced"))
+        return losses.total_cost(jc, js, 10.0, 40.0, losses.tv_cost(image), 0.5) + balanced
 
     assert torch.autograd.gradcheck(cost, (x,), eps=1e-6, atol=1e-5)

@@ -1,0 +1,137 @@
+"""The balanced style cost and the default preset, measured on the real VGG-19 with drawn images:
+every layer starts on one scale, a short run transfers colour, presets travel through
+manifests, and cached targets give the balanced cost exactly."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nstbatch import losses
+from nstbatch.cli import main
+from nstbatch.config import DEFAULT_PRESET, PRESET_NAMES, PRESETS, resolve_params
+from nstbatch.manifest import read_manifest
+from nstbatch.optimize import build_features, compute_targets, costs, initial_image, optimize
+from nstbatch.precompute import StyleTargetStore
+from nstbatch.targets import blend_targets
+from nstbatch.yardstick import STYLE_LAYERS, Yardstick
+from tests.conftest import pattern
+
+
+def tensor(array):
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).unsqueeze(0).float() / 255
+
+
+def drawn_style(size: int = 128) -> np.ndarray:
+    """Warm diagonal strokes on a dark blue ground: colours and texture far from the content's."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    strokes = 0.5 + 0.5 * np.sin(40 * (x + 0.6 * y) + 6 * np.sin(5 * y))
+    image = np.stack([0.1 + 0.85 * strokes, 0.15 + 0.6 * strokes, 0.45 - 0.35 * strokes], -1)
+    return (image * 255).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return tensor(pattern(128, 96)), tensor(drawn_style())
+
+
+@pytest.fixture(scope="module")
+def features():
+    return build_features(resolve_params(DEFAULT_PRESET, {"precision": "fp32"}))
+
+
+def initial_layer_costs(features, pair, norm: str) -> list[float]:
+    content, style = pair
+    params = resolve_params(DEFAULT_PRESET, {"size": 128, "style_norm": norm, "precision": "fp32"})
+    targets = compute_targets(features, content, style, params)
+    with torch.no_grad():
+        acts = features(initial_image(content, params), STYLE_LAYERS)
+    grams = {name: gram * acts[name].shape[-2] * acts[name].shape[-1] * params.feature_scale ** -2
+             for name, gram in targets.style_grams.items()}  # G_S at this size, unscaled
+    return [losses.style_cost(grams, acts, {name: 1.0}, norm).item() for name in STYLE_LAYERS]
+
+
+def test_balanced_norm_starts_every_style_layer_within_one_order_of_magnitude(features, pair):
+    balanced = initial_layer_costs(features, pair, "balanced")
+    assert max(balanced) / min(balanced) < 10, balanced
+    seed = initial_layer_costs(features, pair, "seed")
+    assert max(seed) / min(seed) > 1e3, seed  # why the norm exists: one layer drowns the others
+
+
+def test_a_short_default_run_at_128_px_transfers_the_styles_colour(features, pair):
+    content, style = pair
+    yardstick = Yardstick(content, style, size=128)
+    assert yardstick(content).style_layers["relu1_1"] == pytest.approx(1.0)
+    params = resolve_params(DEFAULT_PRESET, {"size": 128, "steps": 40, "precision": "fp32"})
+    score = yardstick(optimize(content, style, params, features=features).image)
+    assert score.style_layers["relu1_1"] < 0.5, score.row()
+    assert score.content < 1.0, score.row()  # still more like the photo than the painting is
+    # The seed's norm with the old default's weights (alpha 80, beta 40), same schedule:
+    # relu4_1 drives it, and every other layer stays far from the style.
+    seed_norm = resolve_params(DEFAULT_PRESET, {"size": 128, "steps": 40, "precision": "fp32",
+                                                "style_norm": "seed", "content_norm": "seed",
+                                                "content_weight": 80, "style_weight": 40})
+    assert yardstick(optimize(content, style, seed_norm, features=features).image).style > 2 * score.style
+
+
+def test_the_yardstick_puts_content_at_zero_and_the_style_at_its_own_statistics(pair):
+    content, style = pair
+    yardstick = Yardstick(content, style, size=96)
+    photo, painting = yardstick(content), yardstick(style)
+    assert (photo.style, photo.content) == (pytest.approx(1.0), pytest.approx(0.0))
+    assert painting.content == pytest.approx(1.0) and painting.style < 0.1
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_every_preset_resolves_and_round_trips_through_csv_and_yaml(tmp_path, name):
+    Image.fromarray(pattern(48, 40), "RGB").save(tmp_path / "c.png")
+    Image.fromarray(drawn_style(40), "RGB").save(tmp_path / "s.png")
+    (tmp_path / "m.csv").write_text(f"content,style,output,preset\nc.png,s.png,o.png,{name}\n")
+    (tmp_path / "m.yaml").write_text(f"defaults: {{preset: {name}}}\njobs:\n"
+                                     "  - {content: c.png, style: s.png, output: o.png}\n")
+    for manifest in ("m.csv", "m.yaml"):
+        [job] = read_manifest(tmp_path / manifest).jobs
+        assert job.params == PRESETS[name] == resolve_params(name), manifest
+        assert resolve_params(name, job.params.to_dict()) == job.params  # every value survives a trip
+
+
+def test_style_norm_is_a_manifest_column_and_a_flag(tmp_path, capsys):
+    Image.fromarray(pattern(48, 40), "RGB").save(tmp_path / "c.png")
+    Image.fromarray(drawn_style(40), "RGB").save(tmp_path / "s.png")
+    (tmp_path / "m.csv").write_text("content,style,output,style_norm\nc.png,s.png,o.png,seed\n")
+    [job] = read_manifest(tmp_path / "m.csv").jobs
+    assert job.params.style_norm == "seed" and PRESETS[DEFAULT_PRESET].style_norm == "balanced"
+    (tmp_path / "bad.csv").write_text("content,style,output,style_norm\nc.png,s.png,o.png,blanced\n")
+    assert main(["validate", str(tmp_path / "bad.csv")]) == 1
+    assert "bad.csv:2: style_norm must be one of seed, balanced" in capsys.readouterr().err
+    assert main(["stylize", str(tmp_path / "c.png"), str(tmp_path / "s.png"), "-o", str(tmp_path / "o.png"),
+                 "--size", "40", "--steps", "2", "--style-norm", "seed", "-q"]) == 0
+
+
+def test_cached_targets_give_the_balanced_cost_of_fresh_ones_and_blends_take_their_own_scale(tmp_path, features, pair):
+    # The balanced unit is computed from the target Gram itself (losses.balanced_gram_cost), so
+    # a cached target, old or new, carries it: nothing beside the Gram can go stale.
+    content, style = pair
+    Image.fromarray(drawn_style(), "RGB").save(tmp_path / "s.png")
+    Image.fromarray(pattern(128, 128, phase=1.5), "RGB").save(tmp_path / "t.png")
+    params = resolve_params(DEFAULT_PRESET, {"size": 128, "precision": "fp32"})
+    StyleTargetStore(backend="torch", cache_dir=tmp_path / "cache").get(tmp_path / "s.png", params)
+    store = StyleTargetStore(backend="torch", cache_dir=tmp_path / "cache")
+    cached, source = store.get(tmp_path / "s.png", params)
+    assert source == "cache"
+    image = initial_image(content, params)
+
+    def style_cost(style_targets):
+        targets = compute_targets(features, content, None, params, style_targets=style_targets)
+        with torch.no_grad():
+            return costs(features, image, targets, params)[2].item()
+
+    fresh = compute_targets(features, content, style, params).style_grams
+    assert style_cost(blend_targets([(cached, 1.0)], params.feature_scale)) == pytest.approx(style_cost(fresh), rel=1e-4)
+    # A blend is measured against the blended target's own scale.
+    other, _ = store.get(tmp_path / "t.png", params)
+    blend = blend_targets([(cached, 0.5), (other, 0.5)], params.feature_scale)
+    with torch.no_grad():
+        acts = {name: a * params.feature_scale for name, a in features(image, STYLE_LAYERS).items()}
+    expected = sum(0.2 * float(((losses.gram_matrix(a) / (a.shape[-2] * a.shape[-1]) - blend[name]) ** 2).sum()
+                               / (blend[name] ** 2).sum()) for name, a in acts.items())
+    assert style_cost(blend) == pytest.approx(expected, rel=1e-4)
