@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nstbatch.config import DEFAULT_PRESET, resolve_params  # noqa: E402
-from nstbatch.images import load_image, to_pil, to_tensor  # noqa: E402
+from nstbatch.images import load_image  # noqa: E402
+from nstbatch.pixels import to_pil, to_tensor  # noqa: E402
 from nstbatch.optimize import build_features, optimize  # noqa: E402
 from nstbatch.yardstick import Yardstick  # noqa: E402
 

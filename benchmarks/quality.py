@@ -25,7 +25,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from nstbatch.config import resolve_params
-from nstbatch.images import load_image, to_pil, to_tensor
+from nstbatch.images import load_image
+from nstbatch.pixels import to_pil, to_tensor
 from nstbatch.manifest import read_manifest
 from nstbatch.optimize import build_features, optimize
 from nstbatch.yardstick import Yardstick

@@ -23,7 +23,8 @@ import torch
 
 from nstbatch import losses
 from nstbatch.config import PRESETS
-from nstbatch.images import load_image, to_tensor
+from nstbatch.images import load_image
+from nstbatch.pixels import to_tensor
 from nstbatch.optimize import initial_image
 from nstbatch.vgg import VGGFeatures
 from nstbatch.weights import Preprocessing, load_weights

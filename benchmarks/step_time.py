@@ -20,7 +20,8 @@ import torch
 
 from nstbatch.config import DEFAULT_PRESET, resolve_params
 from nstbatch.devices import autocast_dtype
-from nstbatch.images import load_image, to_tensor
+from nstbatch.images import load_image
+from nstbatch.pixels import to_tensor
 from nstbatch.optimize import build_features, optimize
 
 import baseline  # noqa: E402  (benchmarks/ is the script's folder)

@@ -20,7 +20,8 @@ import onnxruntime as ort
 import torch
 
 from nstbatch.config import resolve_params
-from nstbatch.images import load_image, to_tensor
+from nstbatch.images import load_image
+from nstbatch.pixels import to_tensor
 from nstbatch.onnx_backend import OnnxTargets, export_targets_model, relative_error
 from nstbatch.targets import torch_style_targets
 from nstbatch.vgg import VGGFeatures

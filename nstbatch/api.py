@@ -6,10 +6,10 @@ from typing import Callable, overload
 import torch
 from PIL import Image
 
-from .color import style_side
 from .config import StyleParams, resolve_params
 from .devices import resolve_device
-from .images import resize_long_side, to_pil, to_tensor
+from .images import resize_long_side
+from .pixels import to_pil, to_tensor
 from .optimize import Progress, Result, optimize
 from .vgg import VGGFeatures
 
@@ -44,7 +44,7 @@ def stylize_with_history(content, style, params: StyleParams | None = None, *,
              else list(style))
     if as_pil:
         content = to_tensor(resize_long_side(content, params.size))
-        side = style_side(params, params.size)
+        side = params.style_side()
         blend = [(to_tensor(resize_long_side(image, side)), weight) for image, weight in blend]
     target = resolve_device(device) if features is None else next(features.parameters()).device
     result: Result = optimize(content.to(target), [(image.to(target), w) for image, w in blend],

@@ -120,7 +120,8 @@ def stylize(
 ):
     """Stylize one CONTENT image with one STYLE image (or a blend of several) into --output."""
     from .execute import stylize_file
-    from .images import save_image, to_pil
+    from .images import save_image
+    from .pixels import to_pil
 
     resolved = resolve_params(params.pop("preset", None), params)
     weights = _blend_weights(style_weights, len(style))
@@ -438,7 +439,6 @@ def precompute(
     on CPU nodes, before the GPU job)."""
     from .devices import resolve_device
     from .manifest import read_manifest
-    from .color import style_side
     from .precompute import StyleTargetStore, distinct_targets
 
     parsed = read_manifest(manifest)
@@ -455,7 +455,7 @@ def precompute(
             typer.echo(f"[{index}/{len(todo)}] FAILED {style}: {e}", err=True)
             continue
         if not quiet:
-            typer.echo(f"[{index}/{len(todo)}] {source:8s} {style.name} (size {style_side(params, params.size)},"
+            typer.echo(f"[{index}/{len(todo)}] {source:8s} {style.name} (size {params.style_side()},"
                        f" {','.join(params.style_layers)}, {params.pooling})", err=True)
     typer.echo(f"{len(todo)} distinct style target(s): {store.computed} computed, "
                f"{store.reused} already cached, {failed} failed; cache {store.root}")

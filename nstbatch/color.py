@@ -75,11 +75,6 @@ def match_histogram(style: Tensor, content: Tensor, rounds: int = 5) -> Tensor:
     return out.reshape(3, n, h, w).transpose(0, 1).to(style.dtype).contiguous()
 
 
-def style_side(params, output_side: int) -> int:
-    """The style image's long side: ``style_size`` if set, else ``style_scale`` × the output's."""
-    return params.style_size or max(1, round(params.style_scale * output_side))
-
-
 def prepare_style(style: Tensor, params, content: Tensor | None = None) -> Tensor:
     """The style image as the style targets see it: recoloured or reduced to luminance as
     ``params.preserve_color`` says (``histogram`` needs the content)."""

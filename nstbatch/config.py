@@ -117,6 +117,11 @@ class StyleParams:
         """The image file the optimisation starts from, if ``init`` names one."""
         return None if self.init in INITS else self.init
 
+    def style_side(self, output_side: int | None = None) -> int:
+        """The style image's long side for an output of ``output_side`` (default ``size``):
+        ``style_size`` if set, else ``style_scale`` times the output's."""
+        return self.style_size or max(1, round(self.style_scale * (output_side or self.size)))
+
     @property
     def feature_layers(self) -> tuple[str, ...]:
         """Every layer the costs read, content first, without repeats."""

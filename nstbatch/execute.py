@@ -22,7 +22,8 @@ from .config import StyleParams
 from .devices import resolve_device
 from .errors import InputError, NstbatchError, OptimizationError
 from .images import (check_output_path, load_image, probe_image, remove_stale_temps, resize_long_side,
-                     save_image, to_pil, to_tensor)
+                     save_image)
+from .pixels import to_pil, to_tensor
 from .manifest import Job
 from .onnx_backend import OnnxError
 from .optimize import Preempted, Progress, Result, build_features, optimize

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import InputError
@@ -125,31 +124,6 @@ def resize_long_side(im: Image.Image, size: int) -> Image.Image:
     """Scale so the long side is ``size`` px (Lanczos), keeping the aspect ratio."""
     new = long_side_size(*im.size, size)
     return im if new == im.size else im.resize(new, Image.Resampling.LANCZOS)
-
-
-def resize_tensor(image: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
-    """``(N, 3, H, W)`` to ``size`` (height, width), antialiased unless bicubic (used to
-    upsample), clipped to [0, 1]; unchanged when already that size."""
-    if tuple(image.shape[-2:]) == tuple(size):
-        return image
-    return torch.nn.functional.interpolate(image, size=tuple(size), mode=mode, antialias=mode != "bicubic",
-                                           align_corners=False).clamp(0, 1)
-
-
-def to_tensor(im: Image.Image) -> torch.Tensor:
-    """RGB Pillow image → float32 ``(1, 3, H, W)`` in [0, 1]."""
-    array = np.asarray(to_rgb(im), dtype=np.float32) / 255.0  # (H, W, 3)
-    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
-
-
-def to_pil(image: torch.Tensor) -> Image.Image:
-    """``(1, 3, H, W)`` or ``(3, H, W)`` in [0, 1] → 8-bit RGB Pillow image (rounded)."""
-    if image.dim() == 4:
-        if image.shape[0] != 1:
-            raise ValueError(f"expected one image, got a batch of {image.shape[0]}")
-        image = image[0]
-    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-    return Image.fromarray(array.permute(1, 2, 0).cpu().numpy(), "RGB")
 
 
 def output_format(path: str | os.PathLike) -> str:

@@ -10,10 +10,11 @@ from PIL import Image
 from torch import Tensor
 
 from . import losses
-from .color import luminance, prepare_style, style_side, with_chroma
+from .color import luminance, prepare_style, with_chroma
 from .config import StyleParams
 from .devices import autocast_dtype
-from .images import load_image, long_side_size, resize_tensor, to_tensor
+from .images import load_image, long_side_size
+from .pixels import resize_tensor, to_tensor
 from .errors import OptimizationError
 from .targets import blend_targets, torch_style_targets
 from .vgg import VGGFeatures, check_image_size
@@ -96,7 +97,7 @@ def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles | Non
             if not weight:
                 continue
             height, width = style.shape[-2:]
-            side = style_side(params, max(content.shape[-2:]))
+            side = params.style_side(max(content.shape[-2:]))
             style = resize_tensor(style.to(content.device), long_side_size(width, height, side)[::-1])
             check_image_size(*style.shape[-2:], params.style_layers, "style image")
             style = prepare_style(style, params, content)

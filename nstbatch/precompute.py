@@ -10,10 +10,11 @@ import torch
 from torch import Tensor
 
 from .cache import TargetCache, cache_root
-from .color import prepare_style, style_side
+from .color import prepare_style
 from .config import StyleParams
 from .errors import UsageError
-from .images import load_image, to_tensor
+from .images import load_image
+from .pixels import to_tensor
 from .manifest import Job
 from .onnx_backend import OnnxTargets, check_providers, export_targets_model, model_key
 from .state import FileHashes
@@ -68,7 +69,7 @@ class StyleTargetStore:
         color = {"none": "", "luminance": "luminance"}.get(params.preserve_color)
         if color is None:  # histogram: the recoloured style depends on the content
             color = f"histogram:{self._hashes(content)}"
-        return target_key(self._hashes(style), style_side(params, params.size),
+        return target_key(self._hashes(style), params.style_side(),
                           load_weights(params.weights).id, params.pooling, params.style_layers, color)
 
     def get(self, style: Path, params: StyleParams, content: Path | None = None) -> tuple[dict[str, Tensor], str]:
@@ -83,7 +84,7 @@ class StyleTargetStore:
         grams = self.cache.load(key)
         source = "cache"
         if grams is None:
-            side = style_side(params, params.size)
+            side = params.style_side()
             image = to_tensor(load_image(style, side))
             check_image_size(*image.shape[-2:], params.style_layers, f"style image {style.name}")
             reference = (to_tensor(load_image(content, params.size))
@@ -131,7 +132,7 @@ def distinct_targets(jobs: list[Job]) -> list[tuple[Path, StyleParams, Path]]:
             continue
         for style, weight in job.styles:
             p = job.params
-            key = (str(style), style_side(p, p.size), p.weights, p.pooling, p.style_layers, p.preserve_color,
+            key = (str(style), p.style_side(), p.weights, p.pooling, p.style_layers, p.preserve_color,
                    str(job.content) if p.preserve_color == "histogram" else "")
             if weight and key not in seen:
                 seen[key] = (style, p, job.content)

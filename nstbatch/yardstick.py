@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .images import load_image, long_side_size, resize_tensor, to_tensor
+from .images import load_image, long_side_size
+from .pixels import resize_tensor, to_tensor
 from .vgg import VGGFeatures
 from .weights import load_weights
 
