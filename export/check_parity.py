@@ -2,6 +2,9 @@
 
     python export/check_parity.py [--preset seed] [--size 512 --size 1024x768] [--providers cpu]
 
+(``nstbatch export`` writes the checked model itself and ``nstbatch precompute MANIFEST`` fills
+the style-target cache ahead of a cluster run; this script checks other sizes too.)
+
 Exports the model for the preset's weights, style layers and pooling into a temporary folder
 (the export itself already checks two small sizes), then compares ONNX Runtime with PyTorch
 on random images of each --size and prints the worst relative error per size. Exit 1 if any
@@ -42,7 +45,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "targets.onnx"
         export_targets_model(weights, params.style_layers, params.pooling, model)
-        session = OnnxTargets.open(model, params.style_layers, args.providers)
+        gpu = args.providers != "cpu" and torch.cuda.is_available()
+        session = OnnxTargets.open(model, params.style_layers, args.providers, device="cuda:0" if gpu else "cpu")
         for size in args.size or ["512", "333x517"]:
             height, width = parse_size(size)
             image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))

@@ -1,17 +1,23 @@
-"""The Python entry for one image: ``nstbatch.stylize(content, style, params)``."""
+"""The Python entry for one image: ``nstbatch.stylize(content, style, params)``, and for one
+file: ``stylize_file`` (what ``nstbatch stylize`` does), with the provenance an output carries."""
 from __future__ import annotations
 
-from typing import Callable, overload
+import os
+from pathlib import Path
+from typing import Callable, Sequence, overload
 
 import torch
 from PIL import Image
 
+from . import __version__
 from .config import StyleParams, resolve_params
 from .devices import resolve_device
-from .images import resize_long_side
-from .pixels import to_pil, to_tensor
+from .errors import InputError
+from .images import check_output_path, load_image, probe_image, resize_long_side, save_image
 from .optimize import Progress, Result, optimize
+from .pixels import to_pil, to_tensor
 from .vgg import VGGFeatures
+from .weights import load_weights
 
 
 @overload
@@ -51,3 +57,56 @@ def stylize_with_history(content, style, params: StyleParams | None = None, *,
                               params, features=features, callback=callback, style_targets=style_targets,
                               **optimize_options)
     return (to_pil(result.image) if as_pil else result.image), result
+
+
+StyleSpec = Sequence[tuple["str | os.PathLike", float]]
+
+
+def _style_list(style) -> list[tuple[Path, float]]:
+    """One style path, or a blend: a sequence of (path, weight)."""
+    if isinstance(style, (str, os.PathLike)):
+        return [(Path(style), 1.0)]
+    return [(Path(path), float(weight)) for path, weight in style]
+
+
+def provenance(params: StyleParams, result: Result, content: Path,
+               styles: Sequence[tuple[Path, float]], index: int = 0) -> dict:
+    """What made an output (image ``index`` of the result), stored inside it (PNG text chunks)."""
+    final = result.final(index)
+    return {
+        "params": params.to_dict(),
+        "weights": load_weights(params.weights).id,
+        "content": content.name,
+        "style": [[path.name, weight] for path, weight in styles] if len(styles) > 1 else styles[0][0].name,
+        "final_cost": {"total": final.total, "content": final.content, "style": final.style,
+                       "tv": final.tv},
+        "version": {"nstbatch": __version__, "torch": torch.__version__},
+    }
+
+
+def check_job_files(content: Path, styles: Sequence[tuple[Path, float]], output: Path) -> None:
+    """Everything about the files that can be known without decoding or running anything."""
+    probe_image(content)
+    for style, _ in styles:
+        probe_image(style)
+    check_output_path(output)
+    for source in [content] + [style for style, _ in styles]:
+        if output.resolve() == source.resolve() or output.exists() and os.path.samefile(output, source):
+            raise InputError(f"{output}: the output is also an input; it would be overwritten",
+                             hint="choose another output path")
+
+
+def stylize_file(content: str | os.PathLike, style: "str | os.PathLike | StyleSpec",
+                 output: str | os.PathLike, params: StyleParams, *, device: str = "auto",
+                 callback: Callable[[Progress], None] | None = None,
+                 features: VGGFeatures | None = None, **optimize_options) -> Result:
+    """Stylize ``content`` with ``style`` (a path, or a blend of (path, weight)) and write
+    ``output`` atomically: on any failure, nothing is written."""
+    content, output, styles = Path(content), Path(output), _style_list(style)
+    check_job_files(content, styles, output)
+    load_weights(params.weights)  # a weights problem shows before any decoding work
+    style_images = [(load_image(path), weight) for path, weight in styles]
+    image, result = stylize_with_history(load_image(content), style_images, params, device=device,
+                                         callback=callback, features=features, **optimize_options)
+    save_image(image, output, provenance(params, result, content, styles))
+    return result

@@ -21,15 +21,6 @@ from .images import atomic_write
 ENTRY_FORMAT = 1
 
 
-def cache_root(override: str | os.PathLike | None = None) -> Path:
-    if override:
-        return Path(override).expanduser()
-    if os.environ.get("NSTBATCH_CACHE"):
-        return Path(os.environ["NSTBATCH_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "nstbatch"
-
-
 def _digest(layers: dict[str, Tensor]) -> str:
     digest = hashlib.sha256()
     for name in sorted(layers):

@@ -119,7 +119,7 @@ def stylize(
     **params,
 ):
     """Stylize one CONTENT image with one STYLE image (or a blend of several) into --output."""
-    from .execute import stylize_file
+    from .api import stylize_file
     from .images import save_image
     from .pixels import to_pil
 
@@ -140,7 +140,7 @@ def stylize(
     finally:
         report.close()
     if history is not None:
-        from .state import write_history
+        from .batch.ledger import write_history
 
         write_history(history, result.history)
     if not quiet:
@@ -180,10 +180,13 @@ class RunReport:
         self.tty = sys.stderr.isatty() and not quiet
         self.bar = None
         self.last_step_line = 0.0
+        self.last_tenth = None
 
-    def planned(self, to_run, skipped: int) -> None:
+    def planned(self, plan) -> None:
+        to_run = plan.to_run
         if not self.quiet:
-            typer.echo(f"{len(to_run)} job(s) to run, {skipped} already done", err=True)
+            typer.echo(f"{len(to_run)} job(s) to run, {plan.done} already done"
+                       + (f", {len(plan.quarantined)} quarantined" if plan.quarantined else ""), err=True)
         if self.tty and to_run:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -196,7 +199,7 @@ class RunReport:
         for problem in problems:
             typer.echo(f"skipped (invalid) {problem}", err=True)
 
-    def job_started(self, job, index: int, count: int) -> None:
+    def job_started(self, job, number: int, count: int) -> None:
         self.current = job
 
     def notice(self, message: str) -> None:
@@ -205,30 +208,42 @@ class RunReport:
         elif not self.quiet or message.startswith("WARNING"):
             typer.echo(message, err=True)
 
+    def _new_tenth(self, progress) -> bool:
+        """Whether ``progress`` is the first report past another tenth of the job (workers
+        report at most twice a second, so exact multiples rarely come)."""
+        tenth = progress.step * 10 // max(1, progress.steps)
+        key = (self.current.id, tenth)
+        if progress.step and key == self.last_tenth:
+            return False
+        self.last_tenth = key
+        return True
+
     def step(self, progress) -> None:
         if self.bar is not None:
             self.bar.update(self.task, description=f"{self.current.id} step {progress.step}/{progress.steps}"
                                                    f"  total {progress.total:.4g}")
-        elif self.verbose and not self.quiet and (progress.step % max(1, progress.steps // 10) == 0
+        elif self.verbose and not self.quiet and (self._new_tenth(progress)
                                                   or time.monotonic() - self.last_step_line > 2):
             self.last_step_line = time.monotonic()
             typer.echo(f"  {self.current.id} step {progress.step}/{progress.steps}  total {progress.total:.4g}"
                        f"  content {progress.content:.4g}  style {progress.style:.4g}", err=True)
 
-    def job_finished(self, outcome, index: int, count: int) -> None:
+    def job_finished(self, outcome, number: int, count: int) -> None:
+        from .batch.ledger import JobStatus
+
         if self.bar is not None:
             self.bar.advance(self.task)
-        if outcome.status in ("failed", "preempted", "elsewhere", "interrupted"):
-            if outcome.status == "elsewhere" and not self.verbose:
+        if outcome.status != JobStatus.DONE:
+            if outcome.status == JobStatus.ELSEWHERE and not self.verbose:
                 return
-            label = {"failed": "FAILED", "preempted": "preempted", "elsewhere": "skipped",
-                     "interrupted": "interrupted"}[outcome.status]
-            line = f"[{index}/{count}] {label} {outcome.job.id} ({outcome.job.where}): {outcome.error}"
+            label = {JobStatus.FAILED: "FAILED", JobStatus.QUARANTINED: "FAILED (quarantined)",
+                     JobStatus.ELSEWHERE: "skipped"}.get(outcome.status, str(outcome.status))
+            line = f"[{number}/{count}] {label} {outcome.job.id} ({outcome.job.where}): {outcome.error}"
             (self.bar.console.print(line, markup=False, highlight=False) if self.bar
              else typer.echo(line, err=True))
         elif not self.quiet and self.bar is None:
-            typer.echo(f"[{index}/{count}] done {outcome.job.id} -> {outcome.job.output}"
-                       f" ({outcome.seconds:.1f}s, total cost {outcome.final.total:.4g})"
+            typer.echo(f"[{number}/{count}] done {outcome.job.id} -> {outcome.job.output}"
+                       f" ({outcome.seconds:.1f}s, total cost {outcome.costs['total']:.4g})"
                        + (f"; {outcome.note}" if outcome.note else ""), err=True)
 
     def close(self) -> None:
@@ -244,13 +259,17 @@ def _print_problems(problems) -> None:
 
 @app.command()
 def validate(manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False)):
-    """Check a manifest without running it: every problem, each with its line. Exit 0 if clean."""
+    """Check a manifest without running it: every problem, each with its line. Exit 0 if clean.
+    Also warns (without failing) about jobs too big for this machine's memory."""
     from .manifest import read_manifest
+    from .batch.plan import memory_warnings
     from .validate import validate as find_problems
 
     parsed = read_manifest(manifest)
     problems = find_problems(parsed)
     _print_problems(problems)
+    for warning in memory_warnings(parsed, {p.job_id for p in problems}):
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"{manifest}: {len(parsed.jobs)} job(s), {len(problems)} problem(s)")
     return 1 if problems else 0
 
@@ -268,8 +287,9 @@ def run(
     shards: Optional[int] = typer.Option(None, help="With --shard auto under PBS or Torque: the"
                                          " number of tasks in the array."),
     batch: str = typer.Option("1", help="Optimise up to N jobs that share style, size and parameters"
-                              " in one pass (Adam only), or auto (from free GPU memory; 1 on CPU)."),
-    checkpoint_every: int = typer.Option(0, help="Also checkpoint the job in progress every N steps"
+                              " in one pass (Adam only), or auto (as many as the GPU's memory holds, up"
+                              " to 16; 1 on CPU)."),
+    checkpoint_every: int = typer.Option(0, help="Also checkpoint the jobs in progress every N steps"
                                          " (covers hard kills); 0: only on a stop signal."),
     stop_signals: str = typer.Option("TERM,USR1", help="Signals that checkpoint and stop the run"
                                      " (exit code 75)."),
@@ -278,7 +298,10 @@ def run(
     compile: bool = typer.Option(False, "--compile", help="torch.compile the VGG-19: about 1.2x faster"
                                  " steps on a GPU after tens of seconds of compiling per image size;"
                                  " for long runs of one size. Slower on CPUs."),
-    force: bool = typer.Option(False, "--force", help="Rerun jobs that are already done."),
+    in_process: bool = typer.Option(False, "--in-process", help="Run the jobs in this process instead of"
+                                    " worker processes: a crash or the out-of-memory killer then ends the"
+                                    " whole run. For debuggers and profilers."),
+    force: bool = typer.Option(False, "--force", help="Rerun jobs that are already done (and quarantined ones)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Run the valid jobs of an invalid manifest."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would run, and why; run nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only failures and the summary."),
@@ -289,20 +312,21 @@ def run(
     allow_fallback: bool = FALLBACK_OPTION,
 ):
     """Run every job of MANIFEST that is not done yet. Exit 0: all done; 1: some failed;
-    2: invalid manifest or usage."""
-    from .distributed import resolve_shard
-    from .runner import InvalidManifest, run_manifest
+    2: invalid manifest or usage; 75: stopped by a signal after checkpointing."""
+    from .batch.options import RunOptions
+    from .batch.plan import InvalidManifest
+    from .batch.run import run_manifest
+    from .environment import resolve_shard
 
+    options = RunOptions(manifest, state_dir=state_dir, devices=devices, workers=workers,
+                         shard=resolve_shard(shard, shards), batch=batch, force=force,
+                         skip_invalid=skip_invalid, dry_run=dry_run, targets=targets, cache_dir=cache_dir,
+                         providers=providers, allow_fallback=allow_fallback,
+                         checkpoint_every=checkpoint_every, compile=compile, snapshot_dir=snapshot_dir,
+                         stop_signals=_parse_signals(stop_signals), isolate=not in_process)
     report = RunReport(quiet, verbose)
-    the_shard = resolve_shard(shard, shards)
     try:
-        summary, planned = run_manifest(manifest, state_dir=state_dir, devices=devices, workers=workers,
-                                        force=force, skip_invalid=skip_invalid, dry_run=dry_run,
-                                        events=report, targets=targets, cache_dir=cache_dir,
-                                        providers=providers, allow_fallback=allow_fallback,
-                                        shard=the_shard, checkpoint_every=checkpoint_every,
-                                        stop_signals=_parse_signals(stop_signals), batch=batch,
-                                        compile=compile, snapshot_dir=snapshot_dir)
+        summary, plan = run_manifest(options, report)
     except InvalidManifest as e:
         _print_problems(e.problems)
         raise
@@ -314,13 +338,15 @@ def run(
     finally:
         report.close()
     if dry_run:
-        for item in planned:
-            verb = f"run   ({item.reason})" if item.reason else "skip  (done)"
+        for item in plan.jobs:
+            verb = ("skip  (quarantined)" if item.quarantined and item.reason
+                    else f"run   ({item.reason})" if item.reason else "skip  (done)")
             typer.echo(f"{verb:34s} {item.job.id}  {item.job.where}  -> {item.job.output}")
-        typer.echo(f"{sum(p.reason is not None for p in planned)} to run, "
-                   f"{sum(p.reason is None for p in planned)} done")
+        typer.echo(f"{len(plan.to_run)} to run, {plan.done} done"
+                   + (f", {len(plan.quarantined)} quarantined" if plan.quarantined else ""))
         return 0
     typer.echo(f"done {summary.done}, already done {summary.skipped}, failed {summary.failed}"
+               + (f", quarantined {summary.quarantined}" if summary.quarantined else "")
                + (f", invalid {summary.invalid}" if summary.invalid else "")
                + (f", preempted {summary.preempted}" if summary.preempted else "")
                + (f", taken by another run {summary.elsewhere}" if summary.elsewhere else "")
@@ -361,9 +387,11 @@ def report(
     from .report import write_report
 
     view = write_report(manifest, output, state_dir, link)
-    typer.echo(f"wrote {output}: {len(view.jobs)} job(s), {view.count('done')} done,"
-               f" {view.count('failed') + view.count('invalid')} failed,"
-               f" {view.count('pending') + view.count('running')} pending"
+    from .batch.ledger import JobStatus
+
+    typer.echo(f"wrote {output}: {len(view.jobs)} job(s), {view.count(JobStatus.DONE)} done,"
+               f" {view.count(JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)} failed,"
+               f" {view.count(JobStatus.PENDING, JobStatus.RUNNING)} pending"
                + ("; thumbnails linked from the state directory: keep the page where it can reach them"
                   if view.linked else ""))
     return 0
@@ -392,15 +420,20 @@ def sheet(
 def plan_command(
     manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
     shards: int = typer.Option(..., "--shards", help="Number of tasks in the job array."),
+    batch: int = typer.Option(1, "--batch", min=1, help="Jobs per optimisation pass, for the memory figure."),
 ):
-    """How many jobs, and how much work (megapixel-steps), each of N shards gets."""
-    from .runner import plan_shards
+    """How many jobs, how much work (megapixel-steps) and what peak memory each of N shards gets."""
+    from .batch.plan import plan_shards
 
-    rows = plan_shards(manifest, shards)
-    typer.echo(f"{'shard':>7s} {'jobs':>8s} {'Mpx x steps':>12s}")
-    for index, jobs, work in rows:
-        typer.echo(f"{index:>3d}/{shards:<3d} {jobs:>8d} {work:>12.1f}")
-    typer.echo(f"{'total':>7s} {sum(r[1] for r in rows):>8d} {sum(r[2] for r in rows):>12.1f}")
+    rows = plan_shards(manifest, shards, batch)
+    typer.echo(f"{'shard':>7s} {'jobs':>8s} {'Mpx x steps':>12s} {'peak memory':>12s}")
+    for row in rows:
+        peak = f"{row.peak.bytes / 2**30:.2f} GiB" if row.peak else "-"
+        typer.echo(f"{row.index:>3d}/{shards:<3d} {row.jobs:>8d} {row.megapixel_steps:>12.1f} {peak:>12s}")
+    typer.echo(f"{'total':>7s} {sum(r.jobs for r in rows):>8d} {sum(r.megapixel_steps for r in rows):>12.1f}")
+    typer.echo("peak memory: the largest job of each shard (of --batch such jobs together) while it"
+               " optimises, on top of the worker's own ~1 GiB; a job that does not fit a device's"
+               " memory is checkpointed or fails alone before it starts")
     return 0
 
 
@@ -410,15 +443,17 @@ def status(
     state_dir: Optional[Path] = typer.Option(None, help="The run's state directory, if moved."),
 ):
     """Done, failed and pending jobs of MANIFEST (every shard's), and the failed ones' errors."""
-    from .report import gather
+    from .batch.ledger import JobStatus, status as job_status
 
-    view = gather(manifest, state_dir, check_files=False, histories=False)
+    view = job_status(manifest, state_dir, check_files=False, histories=False)
     for job in view.jobs:
-        if job.status in ("failed", "invalid"):
-            typer.echo(f"FAILED {job.job.id} ({job.job.where}): {job.error}")
-    running = view.count("running")
-    typer.echo(f"done {view.count('done')}, failed {view.count('failed') + view.count('invalid')},"
-               f" pending {view.count('pending') + running}"
+        if job.status.is_failure:
+            label = "FAILED (quarantined)" if job.status == JobStatus.QUARANTINED else "FAILED"
+            typer.echo(f"{label} {job.job.id} ({job.job.where}): {job.error}")
+    running = view.count(JobStatus.RUNNING)
+    typer.echo(f"done {view.count(JobStatus.DONE)},"
+               f" failed {view.count(JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)},"
+               f" pending {view.count(JobStatus.PENDING) + running}"
                + (f" ({running} running)" if running else "")
                + (f", unparsable rows {len(view.problems)}" if view.problems else "")
                + (f"; {view.images_per_hour:.1f} images/hour" if view.images_per_hour else ""))

@@ -15,28 +15,14 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from contextlib import contextmanager
+from typing import Iterator, Mapping
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from .environment import max_pixels
 from .errors import InputError
-
-# The most pixels an input may have: beyond it a file is refused as a likely decompression
-# bomb, before it is decoded. A setting, not a constant: NSTBATCH_MAX_PIXELS raises it.
-DEFAULT_MAX_PIXELS = 150_000_000
-
-
-def max_pixels() -> int:
-    text = os.environ.get("NSTBATCH_MAX_PIXELS", "").strip()
-    if not text:
-        return DEFAULT_MAX_PIXELS
-    try:
-        value = int(float(text))
-    except ValueError:
-        raise InputError(f"NSTBATCH_MAX_PIXELS={text!r} is not a number") from None
-    return max(1, value)
-
 
 # Formats we write, by extension, and Pillow's name for each.
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -50,6 +36,18 @@ class ImageInfo:
     mode: str
 
 
+@contextmanager
+def _our_pixel_limit() -> Iterator[None]:
+    """Pillow's own decompression-bomb limit off while we open a file: ours
+    (``NSTBATCH_MAX_PIXELS``), checked on the header, decides. Restored after, for the caller."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
 def probe_image(path: str | os.PathLike) -> ImageInfo:
     """Read only the header: is it an image, and how big. Raises ``InputError`` with the fix."""
     path = Path(path)
@@ -61,8 +59,7 @@ def probe_image(path: str | os.PathLike) -> ImageInfo:
         if path.stat().st_size == 0:
             raise InputError(f"{path}: file is empty (0 bytes)", hint="re-export or re-download it")
         limit = max_pixels()
-        Image.MAX_IMAGE_PIXELS = None  # our limit, checked on the header below, replaces Pillow's
-        with Image.open(path) as im:
+        with _our_pixel_limit(), Image.open(path) as im:
             info = ImageInfo(im.width, im.height, im.format or "?", im.mode)
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image Pillow can read",
@@ -100,7 +97,7 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> Image.Image:
     """Decode ``path`` to RGB, upright, with its long side resized to ``size`` if given."""
     probe_image(path)
     try:
-        with Image.open(path) as im:
+        with _our_pixel_limit(), Image.open(path) as im:
             im.seek(0)  # animated: the first frame
             im = ImageOps.exif_transpose(im)
             im.load()

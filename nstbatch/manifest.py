@@ -165,11 +165,12 @@ def parse_csv(path: Path, text: str) -> Manifest:
                             hint=f"the first line names the columns: {', '.join(CSV_REQUIRED)}, …")
     header = [h.strip() for h in header]
     unknown = _unknown(header, CSV_COLUMNS)
-    if unknown:
-        raise ManifestError(f"{path.name}:1", unknown)
+    if unknown:  # said once, and the rows are still checked (without that column)
+        manifest.problems.append(Problem(f"{path.name}:1", unknown))
     missing = [c for c in CSV_REQUIRED if c not in header]
     if missing:
-        raise ManifestError(f"{path.name}:1", f"missing required column(s) {', '.join(missing)}")
+        raise ManifestError(f"{path.name}:1", f"missing required column(s) {', '.join(missing)}"
+                            + (f"; {unknown}" if unknown else ""))
     duplicated = sorted({h for h in header if header.count(h) > 1})
     if duplicated:
         raise ManifestError(f"{path.name}:1", f"column(s) given twice: {', '.join(duplicated)}")

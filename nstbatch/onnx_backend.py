@@ -39,22 +39,18 @@ def onnxruntime():
 
     if "onnxruntime" in sys.modules:
         return sys.modules["onnxruntime"]
-    from .cache import cache_root
+    from contextlib import nullcontext
 
-    saved = os.environ.get("TMPDIR")
+    from .environment import cache_root, temporary_env
+
     try:
         folder = cache_root() / "onnxruntime"
         folder.mkdir(parents=True, exist_ok=True)
-        os.environ["TMPDIR"] = str(folder)
+        redirect = temporary_env(TMPDIR=str(folder))
     except OSError:
-        pass  # an unwritable cache: ORT writes where it would have
-    try:
+        redirect = nullcontext()  # an unwritable cache: ORT writes where it would have
+    with redirect:
         import onnxruntime as ort
-    finally:
-        if saved is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = saved
     return ort
 
 
@@ -193,10 +189,23 @@ def _session_options():
     return options
 
 
-def _trt_cache_dir(cache_root: Path) -> Path:
+def quiet_logs() -> None:
+    """ONNX Runtime's process-wide logger at errors-and-worse only: a GPU provider that cannot
+    start makes it print screenfuls before falling back, and ``OnnxTargets.open`` says that in
+    one line instead. A process-wide setting, made once by the entry points (the CLI, a
+    worker), never behind a library caller's back."""
+    onnxruntime().set_default_logger_severity(3)
+
+
+def _cuda_index(device) -> int:
+    device = torch.device(device)
+    return (device.index or 0) if device.type == "cuda" else 0
+
+
+def _trt_cache_dir(cache_root: Path, device) -> Path:
     ort = onnxruntime()
 
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "nogpu"
+    gpu = torch.cuda.get_device_name(_cuda_index(device)) if torch.cuda.is_available() else "nogpu"
     try:
         import tensorrt
         trt = tensorrt.__version__
@@ -217,15 +226,17 @@ class OnnxTargets:
     @classmethod
     def open(cls, model_path: Path, style_layers: Sequence[str], providers: str = "auto", *,
              cache_root: Path | None = None, allow_fallback: bool = False,
-             notice: Callable[[str], None] | None = None) -> "OnnxTargets":
+             notice: Callable[[str], None] | None = None, device="cpu") -> "OnnxTargets":
+        """A session on ``device``'s GPU for the CUDA and TensorRT providers (each worker
+        passes its own: ``cuda:1`` runs on GPU 1, whatever torch's current device is)."""
         ort = onnxruntime()
 
         wanted = resolve_providers(providers)
-        device_id = torch.cuda.current_device() if torch.cuda.is_available() else 0
+        device_id = _cuda_index(device)
         options = []
         for name in wanted:
             if name == PROVIDERS["tensorrt"]:
-                trt_dir = _trt_cache_dir(cache_root or model_path.parent)
+                trt_dir = _trt_cache_dir(cache_root or model_path.parent, device)
                 trt_dir.mkdir(parents=True, exist_ok=True)
                 options.append((name, {"device_id": device_id, "trt_fp16_enable": False,
                                        "trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_dir),
@@ -234,16 +245,11 @@ class OnnxTargets:
                 options.append((name, {"device_id": device_id}))
             else:
                 options.append(name)
-        # A GPU provider that cannot start makes ORT print screenfuls of errors before it falls
-        # back; the check below says it in one line instead.
-        ort.set_default_logger_severity(4)
         try:
             session = ort.InferenceSession(str(model_path), _session_options(), providers=options)
         except Exception as e:  # noqa: BLE001 - ORT raises plain RuntimeErrors with long texts
             raise OnnxError(f"ONNX Runtime could not open {model_path} with {', '.join(wanted)}:"
                             f" {str(e).splitlines()[0][:300]}") from None
-        finally:
-            ort.set_default_logger_severity(2)
         running = session.get_providers()
         if wanted[0] not in running:
             message = (f"ONNX Runtime did not start {wanted[0]} (asked for: {', '.join(wanted)};"

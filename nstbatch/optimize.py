@@ -17,6 +17,7 @@ from .images import load_image, long_side_size
 from .pixels import resize_tensor, to_tensor
 from .errors import OptimizationError
 from .targets import blend_targets, torch_style_targets
+from .layers import min_image_side
 from .vgg import VGGFeatures, check_image_size
 from .weights import load_weights
 
@@ -183,13 +184,20 @@ def _cpu_copy(obj):
 
 
 def stages(params: StyleParams, height: int, width: int) -> list[tuple[int, int, tuple[int, int]]]:
-    """The coarse-to-fine schedule: (first step, end step, (height, width)) per scale."""
+    """The coarse-to-fine schedule: (first step, end step, (height, width)) per scale. A coarse
+    scale too small for the layers is skipped and its steps go to the next one; the full size
+    must fit."""
     plan, start = [], 0
+    need = min_image_side(params.feature_layers)
     for i, (scale, share) in enumerate(zip(params.scales, params.scale_steps)):
-        end = params.steps if i == len(params.scales) - 1 else min(params.steps, start + round(params.steps * share))
+        last = i == len(params.scales) - 1
+        end = params.steps if last else min(params.steps, start + round(params.steps * share))
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        if not last and min(size) < need:
+            start = end  # skipped: the next kept scale starts where the last kept one ended
+            continue
         check_image_size(*size, params.feature_layers, f"content image at scale {scale:g}")
-        plan.append((start, end, size))
+        plan.append((plan[-1][1] if plan else 0, end, size))
         start = end
     return plan
 

@@ -9,7 +9,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .cache import TargetCache, cache_root
+from .cache import TargetCache
+from .environment import cache_root
 from .color import prepare_style
 from .config import StyleParams
 from .errors import UsageError
@@ -17,7 +18,7 @@ from .images import load_image
 from .pixels import to_tensor
 from .manifest import Job
 from .onnx_backend import OnnxTargets, check_providers, export_targets_model, model_key
-from .state import FileHashes
+from .hashing import FileHashes
 from .targets import blend_targets, target_key, torch_style_targets
 from .vgg import VGGFeatures, check_image_size
 from .weights import load_weights
@@ -61,7 +62,8 @@ class StyleTargetStore:
                     if self.notice:
                         self.notice(f"exported ONNX targets model {path}")
                 engine = OnnxTargets.open(path, params.style_layers, self.providers, cache_root=self.root,
-                                          allow_fallback=self.allow_fallback, notice=self.notice)
+                                          allow_fallback=self.allow_fallback, notice=self.notice,
+                                          device=self.device)
                 self._engines[key] = engine
         return self._engines[key]
 

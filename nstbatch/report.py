@@ -1,6 +1,6 @@
 """Looking at a run: one self-contained HTML page (``nstbatch report``) and a contact sheet of
-the outputs (``nstbatch sheet``), both from the manifest and its state directory (every
-shard's report), at any point of a run.
+the outputs (``nstbatch sheet``), both rendering what the ledger says of the manifest's jobs
+(``batch.ledger.status``: every shard's report), at any point of a run.
 
 Thumbnails are made once per image version and cached in the state directory
 (``thumbs/<hash of path, size and mtime>.jpg``); the page embeds them (or, with ``link``,
@@ -9,105 +9,22 @@ refers to the cached files relatively), so it needs no server and loads nothing 
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
 import html
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 from .config import PRESETS
 from .images import atomic_write, load_image, save_image
-from .manifest import Job, Problem, read_manifest
-from .runner import plan
-from .state import StateDir, default_state_dir
-from .validate import validate
+from .manifest import Job
+from .batch.ledger import JobStatus, RunView, StateDir, status
 
 THUMB_SIDE = 160
 EMBED_UP_TO = 300  # jobs; a bigger run's page refers to the cached thumbnails instead
-
-
-@dataclass
-class JobView:
-    job: Job
-    status: str  # done | failed | invalid | running | pending
-    error: str | None = None
-    seconds: float | None = None
-    costs: dict | None = None
-    device: str | None = None
-    attempts: int = 0
-    history: list[tuple[int, float]] = field(default_factory=list)  # (step, total)
-
-
-@dataclass
-class RunView:
-    manifest: Path
-    state: StateDir
-    jobs: list[JobView]
-    problems: list[Problem]  # rows that did not parse into jobs
-    images_per_hour: float | None
-    linked: bool = False  # the page refers to the cached thumbnails instead of embedding them
-
-    def count(self, status: str) -> int:
-        return sum(v.status == status for v in self.jobs)
-
-
-def gather(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None = None,
-           check_files: bool = True, histories: bool = True) -> RunView:
-    """Where every job of the manifest stands, from the state directory (every shard's
-    report; safe while runs write it): done (its output is current), failed or invalid (the
-    last attempt says so, or, with ``check_files``, validation does), running (started, no
-    outcome yet), or pending. ``histories`` also reads each job's cost history."""
-    manifest_path = Path(manifest_path)
-    manifest = read_manifest(manifest_path)
-    state = StateDir(Path(state_dir) if state_dir else default_state_dir(manifest_path))
-    lines: dict[str, list[dict]] = {}
-    first_start, last_done, done_lines = math.inf, -math.inf, 0
-    for record in state.report_lines():
-        lines.setdefault(record.get("id"), []).append(record)
-        if record.get("status") == "started":
-            first_start = min(first_start, record.get("time", math.inf))
-        elif record.get("status") == "done":
-            last_done = max(last_done, record.get("time", -math.inf))
-            first_start = min(first_start, record.get("time", math.inf) - record.get("seconds", 0))
-            done_lines += 1
-    invalid = ({p.job_id: p.message for p in validate(manifest, check_files=True) if p.job_id}
-               if check_files else {})
-    views = []
-    for item in plan(manifest.jobs, state):
-        records = lines.get(item.job.id, [])
-        finished = [r for r in records if r.get("status") != "started"]
-        last = records[-1] if records else {}
-        view = JobView(item.job, "pending", attempts=sum(r.get("status") == "started" for r in records))
-        if item.reason is None:
-            done = [r for r in finished if r.get("status") == "done"]
-            record = done[-1] if done else (state.read_done(item.job.id) or {})
-            view.status, view.seconds = "done", record.get("seconds")
-            view.costs, view.device = record.get("costs"), record.get("device")
-        elif item.job.id in invalid:
-            view.status, view.error = "invalid", invalid[item.job.id]
-        elif last.get("status") in ("failed", "invalid"):
-            view.status, view.error = last["status"], last.get("error")
-        elif last.get("status") == "started":
-            view.status = "running"
-        if histories:
-            view.history = read_history(state, item.job.id)
-        views.append(view)
-    span = last_done - first_start
-    rate = done_lines / span * 3600 if done_lines and span > 0 else None
-    return RunView(manifest_path, state, views, manifest.problems, rate)
-
-
-def read_history(state: StateDir, job_id: str) -> list[tuple[int, float]]:
-    try:
-        with open(state.history_path(job_id), newline="") as f:
-            return [(int(r["step"]), float(r["total"])) for r in csv.DictReader(f)]
-    except (OSError, ValueError, KeyError):
-        return []
 
 
 def thumbnail(state: StateDir, path: Path, side: int = THUMB_SIDE) -> Path | None:
@@ -200,7 +117,7 @@ h1{font-size:20px;margin:0 0 4px} .sub{color:#666;margin-bottom:16px}
 def render_html(view: RunView, page: Path, link: bool = False) -> str:
     images = _Images(view.state, page, link)
     esc = html.escape
-    bad = [v for v in view.jobs if v.status in ("failed", "invalid")]
+    bad = [v for v in view.jobs if v.status.is_failure]
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
              f"<title>nstbatch report: {esc(view.manifest.name)}</title><style>{STYLE}</style></head><body>",
              f"<h1>nstbatch report: {esc(view.manifest.name)}</h1>",
@@ -209,8 +126,9 @@ def render_html(view: RunView, page: Path, link: bool = False) -> str:
     rate = f"{view.images_per_hour:.1f}" if view.images_per_hour else "–"
     parts.append('<div class="totals">' + "".join(
         f'<span class="total-{k}">{label} {n}</span>' for k, label, n in (
-            ("done", "done", view.count("done")), ("failed", "failed", view.count("failed") + view.count("invalid")),
-            ("pending", "pending", view.count("pending") + view.count("running")),
+            ("done", "done", view.count(JobStatus.DONE)),
+            ("failed", "failed", view.count(JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)),
+            ("pending", "pending", view.count(JobStatus.PENDING, JobStatus.RUNNING)),
             ("jobs", "jobs", len(view.jobs)))) + f'<span class="total-rate">images/hour {rate}</span></div>')
     if bad or view.problems:
         parts.append('<div class="failed-list"><strong>Failed or invalid</strong><ul>')
@@ -221,7 +139,7 @@ def render_html(view: RunView, page: Path, link: bool = False) -> str:
             parts.append(f'<li class="failed-row"><b>{esc(p.where)}</b>: <code>{esc(p.message)}</code></li>')
         parts.append("</ul></div>")
     parts.append('<div class="grid">')
-    for v in sorted(view.jobs, key=lambda v: (v.status not in ("failed", "invalid"), 0)):
+    for v in sorted(view.jobs, key=lambda v: not v.status.is_failure):
         job = v.job
         styles = " + ".join(f"{p.name}×{w:g}" if len(job.styles) > 1 else p.name for p, w in job.styles)
         figures = [(job.content, f"content · {job.content.name}")]
@@ -229,7 +147,7 @@ def render_html(view: RunView, page: Path, link: bool = False) -> str:
         figures.append((job.output, f"output · {job.output.name}"))
         cells = ""
         for path, caption in figures:
-            shown = (images.tag(path, caption) if path != job.output or v.status == "done"
+            shown = (images.tag(path, caption) if path != job.output or v.status == JobStatus.DONE
                      else f'<div class="missing">{esc(v.status)}</div>')
             cells += f"<figure>{shown}<figcaption>{esc(caption)}</figcaption></figure>"
         costs = (f"total {v.costs['total']:.4g} · content {v.costs['content']:.4g} · style {v.costs['style']:.4g}"
@@ -251,7 +169,7 @@ def write_report(manifest: str | os.PathLike, out: str | os.PathLike, state_dir=
     """``link``: None embeds the thumbnails for up to ``EMBED_UP_TO`` jobs and links them beyond
     (a page of thousands of embedded images would be hundreds of megabytes)."""
     out = Path(out)
-    view = gather(manifest, state_dir)
+    view = status(manifest, state_dir)
     if link is None:
         link = len(view.jobs) > EMBED_UP_TO
     view.linked = link
@@ -263,7 +181,7 @@ def write_report(manifest: str | os.PathLike, out: str | os.PathLike, state_dir=
 
 def contact_sheet(view: RunView, columns: int = 6, tile: int = 256) -> Image.Image | None:
     """A grid of the finished outputs, each captioned with its job id; None when none is done."""
-    done = [v for v in view.jobs if v.status == "done"]
+    done = [v for v in view.jobs if v.status == JobStatus.DONE]
     if not done:
         return None
     font = ImageFont.load_default()
@@ -287,10 +205,10 @@ def contact_sheet(view: RunView, columns: int = 6, tile: int = 256) -> Image.Ima
 
 def write_sheet(manifest, out, state_dir=None, columns: int = 6, tile: int = 256) -> int:
     """Write the contact sheet; the number of tiles (0: nothing done, nothing written)."""
-    view = gather(manifest, state_dir, check_files=False)
+    view = status(manifest, state_dir, check_files=False)
     sheet = contact_sheet(view, columns, tile)
     if sheet is None:
         return 0
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     save_image(sheet, out)
-    return view.count("done")
+    return view.count(JobStatus.DONE)

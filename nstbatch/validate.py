@@ -95,14 +95,11 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
             w, h = long_side_size(info.width, info.height,
                                   job.params.size if role == "content" else job.params.style_side())
             layers = job.params.feature_layers if role == "content" else job.params.style_layers
-            if role == "content":  # the coarsest scale must still fit the layers
-                w, h = max(1, round(w * job.params.scales[0])), max(1, round(h * job.params.scales[0]))
-            need = min_image_side(layers)
+            need = min_image_side(layers)  # (coarse scales too small for them are skipped)
             if layers and min(w, h) < need:
                 report(f"{role} {path.name} is {w}x{h} px at size "
                        f"{job.params.size if role == 'content' else job.params.style_side()}"
-                       + (f" and scale {job.params.scales[0]:g}" if role == "content" and job.params.scales[0] != 1 else "")
-                       + f", too small for its layers (each side needs {need} px); raise size")
+                       f", too small for its layers (each side needs {need} px); raise size")
     return problems
 
 

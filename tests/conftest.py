@@ -38,3 +38,38 @@ def image_pair(tmp_path):
     stripes[::5, :] = (30, 60, 200)
     Image.fromarray(stripes, "RGB").save(style)
     return content, style
+
+
+def report_lines(folder, *, started: bool = True, manifest: str = "m.csv") -> list[dict]:
+    """Every line of the run's reports (all shards), in file order; ``started=False`` keeps
+    only finished attempts."""
+    import json
+
+    state = folder / ".nstbatch" / manifest
+    lines = [json.loads(line) for path in sorted(state.glob("report*.jsonl"))
+             for line in path.read_text().splitlines()]
+    return [line for line in lines if started or line["status"] != "started"]
+
+
+def spawn_run(folder, *args, manifest: str = "m.csv"):
+    """``nstbatch run MANIFEST ARGS`` as a separate process in ``folder``, output piped."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "nstbatch", "run", manifest, *args], cwd=folder,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for(predicate, proc, timeout: float = 120):
+    """Poll ``predicate`` until it holds; fail if ``proc`` ends first or time runs out."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.communicate()}")
+        time.sleep(0.05)
+    raise AssertionError("timed out")

@@ -68,8 +68,8 @@ def test_blends_from_the_cli_csv_and_yaml_agree(folder, capsys):
     (folder / "m.yaml").write_text("defaults: {size: 64, steps: 3, precision: fp32}\njobs:\n"
                                    "  - {content: content.png, output: yaml.png,\n"
                                    "     style: {warm.png: 0.7, stripes.png: 0.3}}\n")
-    assert main(["run", str(folder / "m.csv"), "-q", "--targets", "torch"]) == 0
-    assert main(["run", str(folder / "m.yaml"), "-q", "--targets", "torch"]) == 0
+    assert main(["run", "--in-process", str(folder / "m.csv"), "-q", "--targets", "torch"]) == 0
+    assert main(["run", "--in-process", str(folder / "m.yaml"), "-q", "--targets", "torch"]) == 0
     capsys.readouterr()
     cli = pixels(folder / "cli.png")
     for name in ("csv.png", "yaml.png"):
@@ -167,7 +167,7 @@ def test_init_from_an_image_file_named_in_a_manifest(folder, capsys, fmt):
     else:
         (folder / "m.yaml").write_text("defaults: {size: 64, steps: 0, init: start.png, scales: [1]}\n"
                                        "jobs:\n  - {content: content.png, style: warm.png, output: out/a.png}\n")
-    assert main(["run", str(folder / f"m.{fmt}"), "-q", "--targets", "torch"]) == 0
+    assert main(["run", "--in-process", str(folder / f"m.{fmt}"), "-q", "--targets", "torch"]) == 0
     capsys.readouterr()
     with Image.open(folder / "start.png") as im:
         expected = tensor(np.asarray(im.resize((64, 48), Image.Resampling.LANCZOS)))
@@ -184,7 +184,7 @@ def test_save_every_leaves_snapshots_in_the_state_dir_and_a_cost_history(folder,
     (folder / "m.yaml").write_text(
         "defaults: {size: 64, steps: 12, save_every: 4, style_scale: 0.75}\n"
         "jobs:\n  - {id: one, content: content.png, style: warm.png, output: out/one.png}\n")
-    assert main(["run", str(folder / "m.yaml"), "-q", "--targets", "torch"]) == 0
+    assert main(["run", "--in-process", str(folder / "m.yaml"), "-q", "--targets", "torch"]) == 0
     capsys.readouterr()
     state = folder / ".nstbatch" / "m.yaml"
     snaps = sorted(p.name for p in (state / "snapshots" / "one").iterdir())
@@ -201,7 +201,7 @@ def test_save_every_leaves_snapshots_in_the_state_dir_and_a_cost_history(folder,
 def test_snapshots_go_where_asked(folder, capsys):
     (folder / "m.csv").write_text("id,content,style,output,size,steps,save_every\n"
                                   "a,content.png,warm.png,o.png,64,6,3\n")
-    assert main(["run", str(folder / "m.csv"), "-q", "--targets", "torch",
+    assert main(["run", "--in-process", str(folder / "m.csv"), "-q", "--targets", "torch",
                  "--snapshot-dir", str(folder / "snaps")]) == 0
     capsys.readouterr()
     assert [p.name for p in (folder / "snaps" / "snapshots" / "a").iterdir()] == ["step-000003.png"]
@@ -236,5 +236,5 @@ def test_precompute_fills_the_cache_for_every_colour_mode_and_style_size_so_run_
     assert main(["precompute", str(folder / "m.yaml"), "--cache-dir", str(cache), "--targets", "torch"]) == 0
     # plain, luminance (shared by both contents), histogram per content, the larger style
     assert "5 distinct style target(s): 5 computed" in capsys.readouterr().out
-    assert main(["run", str(folder / "m.yaml"), "--cache-dir", str(cache), "--targets", "torch", "-q"]) == 0
+    assert main(["run", "--in-process", str(folder / "m.yaml"), "--cache-dir", str(cache), "--targets", "torch", "-q"]) == 0
     assert "style targets: 0 computed" in capsys.readouterr().out

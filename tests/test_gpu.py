@@ -111,7 +111,7 @@ def test_onnx_targets_on_cuda_with_io_binding_agree_with_torch(tmp_path):
     layers = resolve_params("seed").style_layers
     model = tmp_path / "t.onnx"
     export_targets_model(load_weights(), layers, "max", model)
-    session = OnnxTargets.open(model, layers, "cuda", cache_root=tmp_path)
+    session = OnnxTargets.open(model, layers, "cuda", cache_root=tmp_path, device="cuda:0")
     assert session.provider == "CUDAExecutionProvider"
     image = tensor(pattern(72, 56)).cuda()
     got = session(image)
@@ -128,7 +128,7 @@ def test_run_on_the_gpu_with_batch_auto_and_compile(tmp_path, capsys):
     manifest = tmp_path / "m.csv"
     manifest.write_text("id,content,style,output,size,steps\n" + "".join(
         f"j{i},c{i}.png,s.png,out/j{i}.png,64,20\n" for i in range(3)))
-    assert main(["run", str(manifest), "--devices", "cuda", "--batch", "auto", "--compile", "-q"]) == 0
+    assert main(["run", "--in-process", str(manifest), "--devices", "cuda", "--batch", "auto", "--compile", "-q"]) == 0
     capsys.readouterr()
     for i in range(3):
         with Image.open(tmp_path / "out" / f"j{i}.png") as im:

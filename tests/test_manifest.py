@@ -46,9 +46,16 @@ def test_ids_are_stable_when_other_rows_move(folder):
     assert len(set(ids.values())) == 3
 
 
-def test_unknown_column_is_an_error_with_a_suggestion(folder):
-    with pytest.raises(ManifestError, match=r"m.csv:1: unknown column 'stpes'; did you mean steps"):
-        read_manifest(write(folder, "m.csv", "content,style,output,stpes\na.png,s1.png,o.png,3\n"))
+def test_an_unknown_column_is_a_problem_with_a_suggestion_and_the_rows_are_still_checked(folder):
+    manifest = read_manifest(write(folder, "m.csv", "content,style,output,stpes,size\n"
+                                                    "a.png,s1.png,o.png,3,64\n"
+                                                    "a.png,s1.png,p.png,3,big\n"
+                                                    "nothere.png,s1.png,q.png,3,64\n"))
+    text = [str(p) for p in validate(manifest)]
+    assert len(text) == 3, text
+    assert text[0].startswith("m.csv:1: unknown column 'stpes'; did you mean steps")
+    assert text[1] == "m.csv:3: size must be a whole number, got 'big'"
+    assert text[2].startswith("m.csv:4: content:") and "no such file" in text[2]
 
 
 def test_a_column_given_twice_is_refused(folder):
@@ -150,7 +157,7 @@ def test_validate_finds_non_images_unwritable_folders_and_small_images(folder):
     text = "\n".join(map(str, validate(m)))
     assert "m.csv:2: content:" in text and "not an image" in text
     assert "m.csv:3: output folder" in text and "is a file" in text
-    assert "m.csv:4: content a.png is 8x6 px at size 16 and scale 0.5" in text and "duplicate id 'y'" in text
+    assert "m.csv:4: content a.png is 16x12 px at size 16, too small" in text and "duplicate id 'y'" in text
     assert "m.csv:5:" in text and "cannot tell the output format" in text
 
 

@@ -57,7 +57,7 @@ def test_gpu_provider_without_a_gpu_is_a_clear_error(exported, tmp_path, capsys)
     Image.fromarray(pattern(32, 32)).save(content)
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"content,style,output,size,steps\n{content},{content},o.png,32,1\n")
-    code = main(["run", str(manifest), "--providers", "cuda"])
+    code = main(["run", "--in-process", str(manifest), "--providers", "cuda"])
     err = capsys.readouterr().err
     assert code == 2 and "needs a GPU" in err and "Traceback" not in err
     assert not (tmp_path / "o.png").exists()
@@ -85,10 +85,10 @@ def test_twenty_rows_over_two_styles_compute_two_targets_then_none(tmp_path, cap
     styles_folder(tmp_path, 2)
     manifest = tiny_manifest(tmp_path, [f"s{i % 2}.png" for i in range(20)])
     cache = tmp_path / "cache"
-    assert main(["run", str(manifest), "--cache-dir", str(cache), "-q"]) == 0
+    assert main(["run", "--in-process", str(manifest), "--cache-dir", str(cache), "-q"]) == 0
     assert "style targets: 2 computed, 0 from the cache" in capsys.readouterr().out
     assert len(TargetCache(cache).entries()) == 2
-    assert main(["run", str(manifest), "--cache-dir", str(cache), "-q", "--force"]) == 0
+    assert main(["run", "--in-process", str(manifest), "--cache-dir", str(cache), "-q", "--force"]) == 0
     assert "style targets: 0 computed, 2 from the cache" in capsys.readouterr().out
     lines = [json.loads(l) for l in (tmp_path / ".nstbatch" / "m.csv" / "report.jsonl").read_text().splitlines()]
     assert sum(l.get("style_targets", []).count("computed") for l in lines) == 2
@@ -99,7 +99,7 @@ def test_onnx_and_torch_targets_give_the_same_output(tmp_path, capsys):
     manifest = tiny_manifest(tmp_path, ["s0.png"])
     outputs = {}
     for backend in ("onnx", "torch"):
-        assert main(["run", str(manifest), "--targets", backend, "--cache-dir", str(tmp_path / backend),
+        assert main(["run", "--in-process", str(manifest), "--targets", backend, "--cache-dir", str(tmp_path / backend),
                      "--force", "-q"]) == 0
         outputs[backend] = torch.from_numpy(np.array(Image.open(tmp_path / "out" / "0.png"))).float()
     assert (outputs["onnx"] - outputs["torch"]).abs().max() <= 1.0  # at most one 8-bit level
@@ -139,6 +139,7 @@ def _precompute(manifest, cache):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow
 def test_precompute_killed_mid_write_leaves_no_corrupt_entry(tmp_path):
     styles_folder(tmp_path, 8)
     manifest = tmp_path / "m.csv"

@@ -174,15 +174,22 @@ def test_multi_scale_runs_coarse_to_fine_and_resumes_across_scales(pair, seed_fe
     torch.testing.assert_close(resumed.image, whole.image, rtol=0, atol=1e-5)
 
 
-def test_a_scale_too_small_for_the_layers_is_refused_before_any_work(pair, seed_features):
+def test_a_coarse_scale_too_small_for_the_layers_is_skipped_and_a_full_size_too_small_refused(pair, seed_features):
     from nstbatch.errors import UsageError
+    from nstbatch.optimize import stages
 
-    with pytest.raises(UsageError, match="at scale 0.1"):
-        optimize(*pair, resolve_params("seed", {"steps": 2, "scales": "0.1,1"}), features=seed_features)
+    params = resolve_params(None, {"steps": 10, "scales": "0.1,0.5,1", "scale_steps": "0.5,0.3,0.2"})
+    # 6 px is below relu5_1's 16: its 5 steps go to the half-size stage
+    assert stages(params, 64, 64) == [(0, 8, (32, 32)), (8, 10, (64, 64))]
+    assert stages(params, 400, 400) == [(0, 5, (40, 40)), (5, 8, (200, 200)), (8, 10, (400, 400))]
+    result = optimize(*pair, resolve_params(None, {"steps": 2, "precision": "fp32"}), features=seed_features)
+    assert result.image.shape == pair[0].shape  # the default's half-size stage (32 px) ran too
+    with pytest.raises(UsageError, match="at scale 1"):
+        stages(params, 12, 40)
 
 
 def test_a_batch_checkpoint_sliced_per_image_resumes_each_image_alone(pair, seed_features):
-    from nstbatch.execute import _slice
+    from nstbatch.batch.checkpoints import slice_checkpoint as _slice
     from nstbatch.optimize import Preempted
 
     content, style = pair

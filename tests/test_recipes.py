@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from nstbatch.runner import EXIT_PREEMPTED
+from nstbatch.batch.ledger import EXIT_PREEMPTED
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "manifests" / "slurm_array.sbatch"
@@ -31,6 +31,7 @@ def test_sbatch_script_is_valid_bash():
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
 
 
+@pytest.mark.slow
 def test_sbatch_script_forwards_the_warning_signal_and_requeues_on_75(tmp_path):
     import os
     import signal

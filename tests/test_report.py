@@ -28,7 +28,7 @@ def finished_run(tmp_path, capsys):
     rows = [row("a", "c0.png", "s.png", "out/a.png"), row("b", "c1.png", "s.png", "out/b.png", seed=1),
             row("bad <script>", "broken.png", "s.png", "out/bad.png")]
     (tmp_path / "m.csv").write_text(HEADER + "".join(rows))
-    assert main(["run", str(tmp_path / "m.csv"), "--targets", "torch", "-q"]) == 1
+    assert main(["run", "--in-process", str(tmp_path / "m.csv"), "--targets", "torch", "-q"]) == 1
     (tmp_path / "m.csv").write_text(HEADER + "".join(rows) + row("later", "c1.png", "c0.png", "out/later.png"))
     capsys.readouterr()
     return tmp_path
@@ -57,6 +57,7 @@ def test_the_report_is_one_self_contained_page_with_failures_first(finished_run,
     assert all((page.parent / s).is_file() for s in linked)
 
 
+@pytest.mark.slow
 def test_the_report_opens_in_a_real_browser_with_every_thumbnail_loaded(finished_run, tmp_path_factory):
     chromium = find_chromium()
     if chromium is None:
@@ -91,7 +92,7 @@ def test_the_report_adds_up_every_shard_of_a_cluster_run(tmp_path, capsys):
                                                      for i in range(4)))
     state = tmp_path / "shared-state"
     for shard in ("0/2", "1/2"):
-        assert main(["run", str(tmp_path / "m.csv"), "--shard", shard, "--state-dir", str(state),
+        assert main(["run", "--in-process", str(tmp_path / "m.csv"), "--shard", shard, "--state-dir", str(state),
                      "--targets", "torch", "-q"]) == 0
     assert sorted(p.name for p in state.glob("report*.jsonl")) == ["report-s0of2.jsonl", "report-s1of2.jsonl"]
     assert main(["report", str(tmp_path / "m.csv"), "-o", str(tmp_path / "r.html"), "--state-dir", str(state)]) == 0

@@ -34,6 +34,8 @@ def folder(tmp_path):
 
 
 def run_cli(capsys, *argv):
+    if argv[0] == "run":  # the run's logic, in this process (worker processes: the slow tests)
+        argv = ("run", "--in-process", *argv[1:])
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
@@ -179,6 +181,7 @@ def slow_manifest(folder, jobs=3):
     return manifest
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_mid_job_leaves_only_whole_outputs_and_the_next_run_completes(folder, capsys, sig):
     manifest = slow_manifest(folder)

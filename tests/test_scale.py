@@ -1,18 +1,18 @@
 """Scale-out: several workers, shards, preemption with checkpoints, overlapping runs."""
 import json
+import re
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from nstbatch.cli import main
-from nstbatch.runner import EXIT_PREEMPTED
-from tests.conftest import pattern
+from nstbatch.batch.ledger import EXIT_PREEMPTED
+from tests.conftest import pattern, report_lines, spawn_run, wait_for
 
 COLUMNS = "id,content,style,output,size,steps,content_layers,style_layers,seed\n"
 
@@ -38,19 +38,13 @@ def pixels(path):
         return np.asarray(im.convert("RGB"), dtype=np.int16)
 
 
-def reports(folder):
-    lines = []
-    for path in sorted((folder / ".nstbatch" / "m.csv").glob("report*.jsonl")):
-        lines += [json.loads(l) for l in path.read_text().splitlines()]
-    return [l for l in lines if l["status"] != "started"]  # finished attempts
-
-
+@pytest.mark.slow
 def test_two_cpu_workers_do_each_job_once_and_match_one_worker(folder, capsys):
     m = manifest(folder, 8)
     assert main(["run", str(m), "--workers", "2", "-q"]) == 0
     out = capsys.readouterr().out
     assert "done 8, already done 0, failed 0" in out
-    done = [l["id"] for l in reports(folder) if l["status"] == "done"]
+    done = [l["id"] for l in report_lines(folder, started=False) if l["status"] == "done"]
     assert sorted(done) == [f"j{i}" for i in range(8)]  # each exactly once
     two = {i: pixels(folder / "out" / f"j{i}.png") for i in range(8)}
     m = manifest(folder, 8, out="out1")
@@ -59,33 +53,18 @@ def test_two_cpu_workers_do_each_job_once_and_match_one_worker(folder, capsys):
         assert np.abs(pixels(folder / "out1" / f"j{i}.png") - two[i]).max() <= 1
 
 
-def spawn(folder, *args):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "nstbatch", "run", "m.csv", *args], cwd=folder,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def wait_for(predicate, proc, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended early: {proc.communicate()}")
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
+@pytest.mark.slow
 def test_sigterm_mid_job_checkpoints_exits_75_and_resumes_to_the_same_image(folder, capsys):
-    m = manifest(folder, 1, steps=120, size=48)
-    proc = spawn(folder, "-v")
+    m = manifest(folder, 1, steps=300, size=96)
+    proc = spawn_run(folder, "-v")
     # -v prints step lines: wait until the job is well under way
     lines = []
 
-    def in_the_middle():
+    def in_the_middle():  # step lines come at most twice a second from a worker
         line = proc.stderr.readline().decode()
         lines.append(line)
-        return "step 36/120" in line
+        found = re.search(r"step (\d+)/300", line)
+        return found is not None and int(found.group(1)) >= 30
 
     wait_for(in_the_middle, proc)
     signalled = time.monotonic()
@@ -96,36 +75,42 @@ def test_sigterm_mid_job_checkpoints_exits_75_and_resumes_to_the_same_image(fold
     assert b"checkpointed" in err and b"Traceback" not in err
     checkpoints = list((folder / ".nstbatch" / "m.csv" / "checkpoints").glob("*.pt"))
     assert len(checkpoints) == 1 and not (folder / "out" / "j0.png").exists()
-    (line,) = [l for l in reports(folder) if l["status"] == "preempted"]
+    (line,) = [l for l in report_lines(folder, started=False) if l["status"] == "preempted"]
     assert line["id"] == "j0"
 
-    assert main(["run", str(m), "-q"]) == 0
+    assert main(["run", "--in-process", str(m), "-q"]) == 0
     capsys.readouterr()
-    resumed = [l for l in reports(folder) if l["status"] == "done"]
-    assert resumed[0]["resumed_from_step"] >= 36 and not list(checkpoints[0].parent.glob("*.pt"))
-    manifest(folder, 1, steps=120, size=48, out="whole")
-    assert main(["run", str(m), "-q", "--state-dir", str(folder / "other-state")]) == 0
+    resumed = [l for l in report_lines(folder, started=False) if l["status"] == "done"]
+    assert resumed[0]["resumed_from_step"] >= 30 and not list(checkpoints[0].parent.glob("*.pt"))
+    manifest(folder, 1, steps=300, size=96, out="whole")
+    assert main(["run", "--in-process", str(m), "-q", "--state-dir", str(folder / "other-state")]) == 0
     assert np.abs(pixels(folder / "out" / "j0.png") - pixels(folder / "whole" / "j0.png")).max() <= 1
 
 
+@pytest.mark.slow
 def test_checkpoint_every_survives_a_hard_kill(folder, capsys):
     m = manifest(folder, 1, steps=120, size=48)
-    proc = spawn(folder, "--checkpoint-every", "10", "-q")
+    proc = spawn_run(folder, "--checkpoint-every", "10", "-q")
     checkpoint_dir = folder / ".nstbatch" / "m.csv" / "checkpoints"
-    wait_for(lambda: any(checkpoint_dir.glob("*.pt")), proc)
+    wait_for(lambda: any(checkpoint_dir.glob("*.pt")), proc)  # written every 10 steps
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert main(["run", str(m), "-q"]) == 0
-    (line,) = [l for l in reports(folder) if l["status"] == "done"]
-    assert line["resumed_from_step"] % 10 == 0 and line["resumed_from_step"] >= 10
+    claims = folder / ".nstbatch" / "m.csv" / "claims"
+    deadline = time.monotonic() + 60  # its orphaned worker checkpoints and lets go of the claim
+    while list(claims.glob("*.lock")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert main(["run", "--in-process", str(m), "-q"]) == 0
+    (line,) = [l for l in report_lines(folder, started=False) if l["status"] == "done"]
+    assert line["resumed_from_step"] >= 10
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_do_each_job_exactly_once(folder):
     manifest(folder, 10, steps=15, size=40)
-    first, second = spawn(folder, "-q"), spawn(folder, "-q")
+    first, second = spawn_run(folder, "-q"), spawn_run(folder, "-q")
     assert first.wait(timeout=300) == 0 and second.wait(timeout=300) == 0
-    done = [l["id"] for l in reports(folder) if l["status"] == "done"]
+    done = [l["id"] for l in report_lines(folder, started=False) if l["status"] == "done"]
     assert sorted(done) == sorted(f"j{i}" for i in range(10))
     for i in range(10):
         pixels(folder / "out" / f"j{i}.png")  # decodes
@@ -135,11 +120,11 @@ def test_two_runs_started_together_do_each_job_exactly_once(folder):
 def test_shards_split_a_run_and_status_adds_them_up(folder, capsys):
     m = manifest(folder, 6)
     for index in range(3):
-        assert main(["run", str(m), "--shard", f"{index}/3", "-q"]) == 0
+        assert main(["run", "--in-process", str(m), "--shard", f"{index}/3", "-q"]) == 0
     capsys.readouterr()
     state = folder / ".nstbatch" / "m.csv"
     assert sorted(p.name for p in state.glob("report*.jsonl")) == [f"report-s{i}of3.jsonl" for i in range(3)]
-    assert sorted(l["id"] for l in reports(folder)) == [f"j{i}" for i in range(6)]
+    assert sorted(l["id"] for l in report_lines(folder, started=False)) == [f"j{i}" for i in range(6)]
     assert main(["status", str(m)]) == 0
     assert "done 6, failed 0, pending 0" in capsys.readouterr().out
     assert main(["plan", str(m), "--shards", "3"]) == 0
@@ -153,9 +138,9 @@ def test_shard_auto_reads_the_scheduler(folder, capsys, monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
     monkeypatch.setenv("SLURM_ARRAY_TASK_MAX", "2")
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
-    assert main(["run", str(m), "--shard", "auto", "--dry-run"]) == 0
+    assert main(["run", "--in-process", str(m), "--shard", "auto", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    from nstbatch.distributed import shard_of
+    from nstbatch.environment import shard_of
     mine = [f"j{i}" for i in range(6) if shard_of(f"j{i}", 2) == 1]
     assert f"{len(mine)} to run" in out and all(j in out for j in mine)
 
@@ -177,10 +162,11 @@ def _worker_pids(parent: int) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
 def test_a_worker_that_dies_fails_its_job_alone_and_is_replaced(folder):
     manifest(folder, 4, steps=300, size=40)  # long jobs: the kill lands inside one
-    proc = spawn(folder, "--workers", "2", "-v")
+    proc = spawn_run(folder, "--workers", "2", "-v")
 
     def working():
         line = proc.stderr.readline().decode()
@@ -191,10 +177,10 @@ def test_a_worker_that_dies_fails_its_job_alone_and_is_replaced(folder):
     os.kill(victim, signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err
-    failed = [l for l in reports(folder) if l["status"] == "failed"]
+    failed = [l for l in report_lines(folder, started=False) if l["status"] == "failed"]
     assert len(failed) == 1 and "killed by SIGKILL" in failed[0]["error"]
     assert b"starting a new one" in err
-    done = [l["id"] for l in reports(folder) if l["status"] == "done"]
+    done = [l["id"] for l in report_lines(folder, started=False) if l["status"] == "done"]
     assert len(done) == 3 and failed[0]["id"] not in done
 
 
@@ -202,23 +188,22 @@ def test_batched_jobs_equal_their_one_by_one_results(folder, capsys):
     m = manifest(folder, 8, steps=6, size=32)
     rows = m.read_text().splitlines()  # one seed for all, so that they share parameters
     m.write_text("\n".join([rows[0]] + [r.rsplit(",", 1)[0] + ",0" for r in rows[1:]]) + "\n")
-    assert main(["run", str(m), "--batch", "4", "-q"]) == 0
+    assert main(["run", "--in-process", str(m), "--batch", "4", "-q"]) == 0
     capsys.readouterr()
-    done = [l for l in reports(folder) if l["status"] == "done"]
+    done = [l for l in report_lines(folder, started=False) if l["status"] == "done"]
     assert sorted(l["id"] for l in done) == [f"j{i}" for i in range(8)]
     batched = {i: pixels(folder / "out" / f"j{i}.png") for i in range(8)}
     records = [json.loads((folder / ".nstbatch" / "m.csv" / "done" / f"j{i}.json").read_text()) for i in range(8)]
     assert {r.get("batch") for r in records} == {4}
-    assert main(["run", str(m), "--batch", "1", "-q", "--force", "--state-dir", str(folder / "s1")]) == 0
+    assert main(["run", "--in-process", str(m), "--batch", "1", "-q", "--force", "--state-dir", str(folder / "s1")]) == 0
     for i in range(8):
         assert np.abs(pixels(folder / "out" / f"j{i}.png") - batched[i]).max() <= 1
 
 
 def test_batches_group_only_what_can_share_a_pass(folder):
-    from nstbatch.execute import Planned
+    from nstbatch.batch.ledger import StateDir
+    from nstbatch.batch.plan import Planned, batches
     from nstbatch.manifest import read_manifest
-    from nstbatch.runner import group_batches
-    from nstbatch.state import StateDir
 
     m = folder / "m.csv"
     m.write_text("id,content,style,output,size,steps,optimizer\n"
@@ -226,15 +211,17 @@ def test_batches_group_only_what_can_share_a_pass(folder):
                  "c,c2.png,s.png,o/c.png,32,4,adam\nd,c3.png,s.png,o/d.png,32,3,lbfgs\n"
                  "e,c3.png,s.png,o/e.png,32,3,adam\n")
     items = [Planned(job, "new", "h") for job in read_manifest(m).jobs]
-    tasks = group_batches(items, 4, StateDir(folder / "state"))
-    shapes = [[i.job.id for i in t] if isinstance(t, list) else t.job.id for t in tasks]
-    assert shapes == [["a", "b", "e"], "c", "d"]
+    tasks = batches(items, 4, StateDir(folder / "state"))
+    assert [[i.job.id for i in task] for task in tasks] == [["a", "b", "e"], ["c"], ["d"]]
+    assert [[i.job.id for i in task] for task in batches(items[:2] + items[4:], 2, StateDir(folder / "state"))] \
+        == [["a", "b"], ["e"]]  # a full batch starts the next one
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
 def test_workers_of_a_killed_run_exit_instead_of_lingering(folder):
     manifest(folder, 4, steps=300, size=40)
-    proc = spawn(folder, "--workers", "2", "-v")
+    proc = spawn_run(folder, "--workers", "2", "-v")
     wait_for(lambda: " step " in proc.stderr.readline().decode(), proc)
     pids = _worker_pids(proc.pid)
     assert len(pids) == 2
@@ -248,16 +235,20 @@ def test_workers_of_a_killed_run_exit_instead_of_lingering(folder):
 
 
 def test_a_batch_out_of_memory_is_retried_one_job_at_a_time(folder, capsys, monkeypatch):
-    import nstbatch.execute
+    import nstbatch.batch.executor as executor
+
+    real = executor.optimize
 
     def no_room(content, *args, **kwargs):  # what a GPU says when a batch does not fit
-        raise RuntimeError(f"CUDA out of memory. Tried to allocate a batch of {content.shape[0]}")
+        if content.shape[0] > 1:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate a batch of {content.shape[0]}")
+        return real(content, *args, **kwargs)
 
-    monkeypatch.setattr(nstbatch.execute, "optimize", no_room)  # only the batch path calls it
+    monkeypatch.setattr(executor, "optimize", no_room)
     m = manifest(folder, 4, steps=3, size=32)
     m.write_text("\n".join([m.read_text().splitlines()[0]] +
                            [r.rsplit(",", 1)[0] + ",0" for r in m.read_text().splitlines()[1:]]) + "\n")
-    assert main(["run", str(m), "--batch", "4", "-q"]) == 0
+    assert main(["run", str(m), "--batch", "4", "-q", "--in-process"]) == 0
     assert "done 4" in capsys.readouterr().out
     records = [json.loads((folder / ".nstbatch" / "m.csv" / "done" / f"j{i}.json").read_text()) for i in range(4)]
-    assert all("batch" not in r for r in records)  # each ran alone after the batch failed
+    assert all(r["batch"] == 1 for r in records)  # each ran alone after the batch failed

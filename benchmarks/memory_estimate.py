@@ -1,0 +1,76 @@
+"""The memory estimate (``nstbatch.batch.memory``) against measured peaks, on this machine.
+
+    python benchmarks/memory_estimate.py [--sizes 256 512 1024] [--steps 6] [--checkpointing]
+
+Each size runs in a fresh process: the worker's state before its first job (network loaded,
+style targets computed) is the baseline; a sampler reads the resident memory every 2 ms while
+the job runs (default preset, a few steps at each scale, the full-size stage included), and
+the peak increase over the baseline is compared with the estimate.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHILD = r"""
+import json, os, sys, threading, time
+import torch
+from nstbatch.config import resolve_params
+from nstbatch.images import load_image
+from nstbatch.pixels import to_tensor
+from nstbatch.optimize import build_features, compute_targets, optimize
+from nstbatch.batch.memory import estimate
+size, steps, checkpointing = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+params = resolve_params(None, {"size": size, "steps": steps, **json.loads(sys.argv[6])})
+content = to_tensor(load_image(sys.argv[4], size))
+style = to_tensor(load_image(sys.argv[5], size))
+features = build_features(params)
+targets = compute_targets(features, content, style, params).style_grams
+page = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * page
+base, peak, done = rss(), [0], [False]
+def sample():
+    while not done[0]:
+        peak[0] = max(peak[0], rss()); time.sleep(0.002)
+thread = threading.Thread(target=sample); thread.start()
+optimize(content, None, params, features=features, style_targets=targets,
+         activation_checkpointing=checkpointing)
+done[0] = True; thread.join()
+h, w = content.shape[-2:]
+guess = estimate(params, h, w, checkpointing=checkpointing)
+print(json.dumps({"size": [h, w], "checkpointing": checkpointing, "baseline_mib": base / 2**20,
+                  "measured_mib": (peak[0] - base) / 2**20, "estimate_mib": guess.bytes / 2**20}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="*", default=[256, 512, 1024])
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--checkpointing", action="store_true")
+    ap.add_argument("--precision", help="override the preset's precision (fp32, bf16)")
+    ap.add_argument("--content", default=ROOT / "manifests/images/hoovertowernight.jpg")
+    ap.add_argument("--style", default=ROOT / "manifests/images/starry_night.jpg")
+    args = ap.parse_args()
+    print("| size | checkpointing | baseline | measured peak increase | estimate | estimate / measured |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for size in args.sizes:
+        out = subprocess.run([sys.executable, "-c", CHILD, str(size), str(args.steps),
+                              "1" if args.checkpointing else "0", str(args.content), str(args.style),
+                               json.dumps({"precision": args.precision} if args.precision else {})],
+                             capture_output=True, text=True, check=True, cwd=ROOT)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"| {r['size'][1]}×{r['size'][0]} | {'yes' if r['checkpointing'] else 'no'} | {r['baseline_mib']:.0f} MiB"
+              f" | {r['measured_mib']:.0f} MiB | {r['estimate_mib']:.0f} MiB | {r['estimate_mib'] / r['measured_mib']:.2f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

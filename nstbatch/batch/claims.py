@@ -1,0 +1,85 @@
+"""Claims: one worker per job, across processes and hosts sharing a state directory.
+
+A claim is a lock file (``claims/<job id>.lock``: host, pid, time) created with ``O_EXCL``;
+its holder refreshes its mtime as a heartbeat. A claim whose heartbeat is older than
+``stale_after`` seconds, or whose process on this host is gone, is broken by the next taker.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..manifest import Job
+from .ledger import StateDir
+
+
+@dataclass
+class Claim:
+    path: Path
+    heartbeat_every: float = 30.0
+    _last: float = 0.0
+
+    def heartbeat(self) -> None:
+        """Refresh the claim's mtime (cheap; call it often, it writes at most every few s)."""
+        now = time.time()
+        if now - self._last >= self.heartbeat_every:
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                pass
+            self._last = now
+
+    def release(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _dead_here(owner: str) -> bool:
+    """A claim by a process of this host that no longer exists (killed -9, say) is stale at
+    once; on other hosts only the heartbeat can tell."""
+    host, _, rest = owner.partition(":")
+    pid = rest.split()[0] if rest.split() else ""
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def claim_job(state: StateDir, job: Job, stale_after: float = 300.0) -> Claim | str:
+    """Take the job's lock file (host, pid, time), or say who holds it."""
+    path = state.claim_path(job.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                age = time.time() - path.stat().st_mtime
+                owner = path.read_text().strip() or "?"
+            except FileNotFoundError:
+                continue  # released meanwhile: try again
+            if age < stale_after and not _dead_here(owner):
+                return owner
+            # Stale: move it aside under a unique name. Only one breaker's rename succeeds.
+            aside = path.with_name(f"{path.name}.stale-{holder.replace(':', '-')}")
+            try:
+                os.rename(path, aside)
+                os.unlink(aside)
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{holder} {time.time():.0f}\n")
+        return Claim(path, _last=time.time())
+    return "contended"

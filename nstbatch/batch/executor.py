@@ -1,0 +1,259 @@
+"""Running planned jobs: one path for 1..N jobs sharing one optimisation pass (a single job is
+a batch of one). Around each pass, one attempt: claim the jobs, check the memory it needs,
+resume a checkpoint, stylize with checkpoints and snapshots, write the outputs, the cost
+histories and the done records, and turn every failure into an ``Outcome`` of its own job.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator
+
+import torch
+
+from ..api import check_job_files, provenance
+from ..devices import is_out_of_memory, memory_available, report_every, resolve_device
+from ..errors import NstbatchError, OptimizationError
+from ..images import load_image, remove_stale_temps, resize_long_side, save_image
+from ..onnx_backend import OnnxError
+from ..optimize import Checkpoint, Preempted, Progress, Result, build_features, optimize
+from ..pixels import to_pil, to_tensor
+from ..precompute import StyleTargetStore
+from ..vgg import VGGFeatures
+from .checkpoints import discard_checkpoint, load_checkpoint, save_checkpoint, slice_checkpoint
+from .claims import Claim, claim_job
+from .ledger import JobStatus, Outcome, StateDir
+from .memory import plan_memory
+from .options import RunOptions
+from .plan import Planned
+
+# A job whose cost turns NaN or infinite is retried once with its learning rate times this.
+RETRY_LR_FACTOR = 0.1
+
+
+def error_text(error: BaseException) -> str:
+    if isinstance(error, NstbatchError):
+        return str(error)
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename or ''}: {error.strerror}".lstrip(": ")
+    if is_out_of_memory(error):
+        return f"out of memory: {str(error).splitlines()[0]} (use a smaller size or another device)"
+    return f"{type(error).__name__}: {error}"
+
+
+def _costs(progress: Progress) -> dict:
+    return {"step": progress.step, "steps": progress.steps, "content": progress.content,
+            "style": progress.style, "tv": progress.tv, "total": progress.total}
+
+
+@dataclass
+class _Loaded:
+    item: Planned
+    content: torch.Tensor  # (1, 3, H, W) at the job's size
+
+
+class JobExecutor:
+    """Runs batches of planned jobs on one device, with the network built once per weights,
+    pooling and layers. ``should_stop`` is asked between steps (a stop signal)."""
+
+    def __init__(self, options: RunOptions, state_root, device: str, *,
+                 notice: Callable[[str], None] | None = None,
+                 should_stop: Callable[[], bool] = lambda: False):
+        self.options = options
+        self.state = StateDir(state_root, options.shard.tag)
+        self.device = resolve_device(device)
+        self.store = StyleTargetStore(backend=options.targets, cache_dir=options.cache_dir,
+                                      device=self.device, providers=options.providers,
+                                      allow_fallback=options.allow_fallback, notice=notice)
+        self.should_stop = should_stop
+        self.report_every = report_every(self.device)
+        self.features: dict[tuple, VGGFeatures] = {}
+
+    def _features(self, params) -> VGGFeatures:
+        key = (params.weights, params.pooling, params.feature_layers)
+        if key not in self.features:
+            self.features[key] = build_features(params, self.device)
+            if self.options.compile:
+                self.features[key].compile_trunk()
+        return self.features[key]
+
+    # --- the attempt around a pass -----------------------------------------------------------
+
+    @contextmanager
+    def _claimed(self, batch: list[Planned], outcomes: list[Outcome]) -> Iterator[dict[str, Claim]]:
+        """Claim each job; one that another run holds or has finished becomes an ELSEWHERE
+        outcome. Every claim is released on the way out, whatever happens."""
+        claims: dict[str, Claim] = {}
+        try:
+            for item in batch:
+                if item.hash is None:
+                    outcomes.append(self._outcome(item, JobStatus.FAILED, error=f"{item.job.where}: {item.reason}"))
+                    continue
+                claim = claim_job(self.state, item.job, self.options.claim_stale)
+                if isinstance(claim, str):
+                    outcomes.append(self._outcome(item, JobStatus.ELSEWHERE, error=f"claimed by {claim}"))
+                elif not item.force and self.state.is_done(item.job, item.hash):
+                    claim.release()
+                    outcomes.append(self._outcome(item, JobStatus.ELSEWHERE, error="finished by another run"))
+                else:
+                    claims[item.job.id] = claim
+            yield claims
+        finally:
+            for claim in claims.values():
+                claim.release()
+
+    def _outcome(self, item: Planned, status: JobStatus, **fields) -> Outcome:
+        return Outcome(item.job, status, device=str(self.device), **fields)
+
+    def _load(self, items: list[Planned], outcomes: list[Outcome]) -> list[_Loaded]:
+        loaded = []
+        for item in items:
+            job = item.job
+            try:
+                check_job_files(job.content, job.styles, job.output)
+                remove_stale_temps(job.output)  # left by a run killed while saving this output
+                loaded.append(_Loaded(item, to_tensor(resize_long_side(load_image(job.content), job.params.size))))
+            except NstbatchError as error:
+                outcomes.append(self._outcome(item, JobStatus.FAILED, error=str(error)))
+        return loaded
+
+    def run(self, batch: list[Planned], on_step: Callable[[Progress], None] | None = None) -> list[Outcome]:
+        """Every job of ``batch`` (jobs that share styles, parameters and size) in one pass,
+        or fewer at a time where memory or a failure asks for it; one outcome per job."""
+        outcomes: list[Outcome] = []
+        with self._claimed(batch, outcomes) as claims:
+            loaded = self._load([item for item in batch if item.job.id in claims], outcomes)
+            if loaded:
+                outcomes += self._pass(loaded, claims, on_step)
+        return outcomes
+
+    # --- one optimisation pass -----------------------------------------------------------------
+
+    def _split(self, loaded: list[_Loaded], claims, on_step, size: int = 1) -> list[Outcome]:
+        """The jobs in passes of ``size``."""
+        return [outcome for start in range(0, len(loaded), size)
+                for outcome in self._pass(loaded[start:start + size], claims, on_step)]
+
+    def _pass(self, loaded: list[_Loaded], claims: dict[str, Claim], on_step) -> list[Outcome]:
+        started = time.monotonic()
+        first = loaded[0].item
+        params = first.job.params
+        if len({tuple(entry.content.shape) for entry in loaded}) > 1:
+            return self._split(loaded, claims, on_step)
+        height, width = loaded[0].content.shape[-2:]
+        limit = memory_available(self.device)
+        memory = plan_memory(params, height, width, limit.bytes if limit else None, len(loaded), self.device.type)
+        if memory is None:
+            if len(loaded) > 1:  # as many together as fit (at least one, which may then fail alone)
+                fits = [k for k in range(len(loaded) - 1, 1, -1)
+                        if plan_memory(params, height, width, limit.bytes, k, self.device.type)]
+                return self._split(loaded, claims, on_step, fits[0] if fits else 1)
+            plain = plan_memory(params, height, width, None, 1, self.device.type)
+            return [self._outcome(first, JobStatus.FAILED, error=(
+                f"needs about {plain} for a {width}x{height} image (more than {limit.bytes / 2**30:.2f} GiB,"
+                f" {limit.source}, even with activation checkpointing); use a smaller size,"
+                " fewer jobs per batch, or a machine with more memory"))]
+        sources: list[str] = []
+        resume = load_checkpoint(self.state, first.job, first.hash) if len(loaded) == 1 else None
+        try:
+            style_targets, sources = self.store.for_job(first.job)
+            result, params, note = self._optimize(loaded, style_targets, resume, memory.checkpointing,
+                                                  claims, on_step)
+        except Preempted as stop:
+            for index, entry in enumerate(loaded):
+                save_checkpoint(self.state, entry.item.job, entry.item.hash,
+                                slice_checkpoint(stop.checkpoint, index, len(loaded)))
+            return [self._outcome(entry.item, JobStatus.PREEMPTED, seconds=time.monotonic() - started,
+                                  error=f"checkpointed after step {stop.checkpoint.step}", sources=tuple(sources))
+                    for entry in loaded]
+        except OnnxError:
+            raise  # the ONNX Runtime set-up is broken for every job, not this one
+        except Exception as error:  # noqa: BLE001 - one job's failure never ends the run
+            if len(loaded) > 1 and (is_out_of_memory(error) or isinstance(error, OptimizationError)):
+                # As a batch it did not fit, or went non-finite: one job at a time, each with its
+                # own retry, after freeing what the attempt held.
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                return self._split(loaded, claims, on_step)
+            return [self._outcome(entry.item, JobStatus.FAILED, seconds=time.monotonic() - started,
+                                  error=error_text(error), sources=tuple(sources)) for entry in loaded]
+        return self._finish(loaded, result, params, note, resume, sources, time.monotonic() - started,
+                            memory.checkpointing)
+
+    def _optimize(self, loaded: list[_Loaded], style_targets, resume: Checkpoint | None, checkpointing: bool,
+                  claims: dict[str, Claim], on_step) -> tuple[Result, object, str | None]:
+        """``optimize`` with checkpoints, snapshots and heartbeats; a single job whose cost turns
+        non-finite is retried once at a tenth of its learning rate."""
+        params = loaded[0].item.job.params
+        content = torch.cat([entry.content for entry in loaded]).to(self.device)
+
+        def step(progress: Progress) -> None:
+            for claim in claims.values():
+                claim.heartbeat()
+            if on_step is not None:
+                on_step(progress)
+
+        def checkpoint(c: Checkpoint) -> None:
+            for index, entry in enumerate(loaded):
+                save_checkpoint(self.state, entry.item.job, entry.item.hash, slice_checkpoint(c, index, len(loaded)))
+
+        note = None
+        for attempt in (1, 2):
+            try:
+                result = optimize(content, None, params, features=self._features(params), callback=step,
+                                  style_targets=style_targets, resume=resume, should_stop=self.should_stop,
+                                  checkpoint_every=self.options.checkpoint_every, on_checkpoint=checkpoint,
+                                  report_every=self.report_every, activation_checkpointing=checkpointing,
+                                  on_snapshot=self._snapshots(loaded))
+                return result, params, note
+            except OptimizationError as error:
+                if len(loaded) > 1:
+                    raise
+                if attempt == 2:
+                    raise OptimizationError(f"{error.message}, also after a retry with lr {params.lr:g}",
+                                            hint="lower lr further, or check the weights") from None
+                note = f"{error.message} with lr {params.lr:g}; retried with lr {params.lr * RETRY_LR_FACTOR:g}"
+                params, resume = replace(params, lr=params.lr * RETRY_LR_FACTOR), None
+                discard_checkpoint(self.state, loaded[0].item.job)
+        raise AssertionError("unreachable")
+
+    def _snapshots(self, loaded: list[_Loaded]):
+        """The engine's snapshot callback: ``<snapshots>/<job id>/step-000050.png``, in the state
+        directory (or ``--snapshot-dir``), never among the outputs."""
+        root = StateDir(self.options.snapshot_dir) if self.options.snapshot_dir else self.state
+
+        def save(step: int, images) -> None:
+            for index, entry in enumerate(loaded):
+                path = root.job_file("snapshots", entry.item.job.id, f"/step-{step:06d}.png")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_image(to_pil(images[index:index + 1]), path)
+        return save
+
+    def _finish(self, loaded: list[_Loaded], result: Result, params, note, resume, sources, seconds,
+                checkpointing: bool) -> list[Outcome]:
+        """Outputs, histories, done records: each job's own, in that order (the done record
+        last: a job is done only once its output is whole)."""
+        per_image = seconds / len(loaded)
+        outcomes = []
+        for index, entry in enumerate(loaded):
+            job, hash_ = entry.item.job, entry.item.hash
+            final = result.final(index)
+            try:
+                save_image(to_pil(result.image[index:index + 1]), job.output,
+                           provenance(params, result, job.content, job.styles, index))
+                self.state.write_history(job.id, result.history, of_batch=len(loaded))
+                self.state.mark_done(job, hash_, {"seconds": per_image, "finished": time.time(),
+                                                  "batch": len(loaded), "costs": _costs(final),
+                                                  "device": str(self.device),
+                                                  "activation_checkpointing": checkpointing})
+            except (NstbatchError, OSError) as error:  # a full or read-only disk: this job alone
+                outcomes.append(self._outcome(entry.item, JobStatus.FAILED, seconds=per_image,
+                                              error=error_text(error), sources=tuple(sources)))
+                continue
+            discard_checkpoint(self.state, job)
+            self.state.forget_kills(job)
+            outcomes.append(self._outcome(entry.item, JobStatus.DONE, seconds=per_image, costs=_costs(final),
+                                          sources=tuple(sources), resumed_from=resume.step if resume else None,
+                                          note=note, batch=len(loaded), checkpointing=checkpointing))
+        return outcomes

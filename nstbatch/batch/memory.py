@@ -1,0 +1,102 @@
+"""How much memory a job needs, known before it starts, from its parameters and image size.
+
+The optimisation's peak is at the full-size stage: VGG-19's activations up to the deepest layer
+the costs read (kept for the backward pass; conv and ReLU outputs separately, ReLUs are not in
+place), the gradients of the layer being differentiated, and the pixels with Adam's two moments:
+what a job adds to a worker that holds the network already. Activation checkpointing keeps
+only each block's input and the layers the costs read, and recomputes one block at a time.
+
+``ACTIVATION_FACTOR`` and ``FIXED_BYTES`` are fitted to measured peaks (the increase of the
+peak resident memory of a worker over what it holds before its first job), at three sizes on
+the CPU: ``benchmarks/memory_estimate.py``, figures in ``benchmarks/RESULTS.md``.
+
+No torch here: ``validate`` and ``plan`` use it to warn, before any GPU time is spent.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import StyleParams
+from ..environment import cpu_has_bf16
+from ..layers import LAYER_INDEX, LAYER_NAMES
+
+# Fitted (see the module docstring): how many bytes each stored activation element costs in
+# all, per byte of its dtype, and what a job costs whatever its size (buffers, allocator slack).
+ACTIVATION_FACTOR = 1.15
+CHECKPOINTED_FACTOR = 0.9  # with activation checkpointing: fewer tensors wait for the backward pass
+FP32_ELEMENT_BYTES = 2.4  # not 4: without autocast fewer copies of each activation are kept
+FIXED_BYTES = 100 * 2**20
+
+
+def _channels(name: str) -> int:
+    return 3 if name == "input" else (64, 128, 256, 512, 512)[int(name[4]) - 1]
+
+
+def _layer_shapes(depth: int, height: int, width: int) -> list[tuple[str, int, int]]:
+    """(name, channels, pixels) of every module output up to ``depth``."""
+    shapes, h, w = [], height, width
+    for index in range(depth):
+        name = LAYER_NAMES[index]
+        if name.startswith("pool"):
+            h, w = h // 2, w // 2
+        shapes.append((name, _channels(name) if not name.startswith("pool") else _channels(LAYER_NAMES[index - 1]),
+                       h * w))
+    return shapes
+
+
+def _bytes_per_element(params: StyleParams, device: str) -> float:
+    """The network's activation dtype: bf16/fp16 under autocast, else fp32 (``auto`` is bf16
+    on GPUs and on CPUs with bf16 units, as ``devices.autocast_dtype`` decides)."""
+    if params.precision == "auto":
+        return 2 if device.startswith("cuda") or cpu_has_bf16() else FP32_ELEMENT_BYTES
+    return FP32_ELEMENT_BYTES if params.precision == "fp32" else 2
+
+
+@dataclass(frozen=True)
+class Estimate:
+    bytes: int
+    checkpointing: bool  # the estimate assumes activation checkpointing
+    stage: tuple[int, int]  # the (height, width) of the stage that peaks
+
+    def __str__(self) -> str:
+        return f"{self.bytes / 2**30:.2f} GiB" + (" with activation checkpointing" if self.checkpointing else "")
+
+
+def estimate(params: StyleParams, height: int, width: int, batch: int = 1, *,
+             checkpointing: bool = False, device: str = "cpu") -> Estimate:
+    """Peak memory of one job (``batch`` jobs together) whose output is ``height`` × ``width``."""
+    layers = params.feature_layers
+    depth = max(LAYER_INDEX[n] for n in layers) + 1
+    element = _bytes_per_element(params, device)
+    worst, stage = 0, (height, width)
+    for scale in params.scales:
+        h, w = max(1, round(height * scale)), max(1, round(width * scale))
+        shapes = _layer_shapes(depth, h, w)
+        if checkpointing:
+            # kept: each block's output and the requested layers; recomputed: one block at once
+            kept = sum(c * p for name, c, p in shapes if name.startswith("pool") or name in layers)
+            blocks: dict[str, int] = {}
+            for name, c, p in shapes:
+                blocks[name[4]] = blocks.get(name[4], 0) + c * p
+            stored = kept + max(blocks.values())
+        else:
+            stored = sum(c * p for _, c, p in shapes)
+        requested = sum(c * p for name, c, p in shapes if name in layers)  # fp32 copies for the costs
+        pixels = 3 * h * w * 4 * 6  # image, gradient, Adam's two moments, init and content copies
+        factor = CHECKPOINTED_FACTOR if checkpointing else ACTIVATION_FACTOR
+        need = batch * (factor * (stored * element + requested * 4) + pixels)
+        if need > worst:
+            worst, stage = need, (h, w)
+    return Estimate(int(worst + FIXED_BYTES), checkpointing, stage)
+
+
+def plan_memory(params: StyleParams, height: int, width: int, limit: int | None, batch: int = 1,
+                device: str = "cpu") -> Estimate | None:
+    """The estimate to run with under ``limit`` bytes: plain if it fits, else with activation
+    checkpointing (recomputing costs time, so only where needed) if that fits; None when
+    neither fits. No limit known: plain."""
+    plain = estimate(params, height, width, batch, device=device)
+    if limit is None or plain.bytes <= limit:
+        return plain
+    lean = estimate(params, height, width, batch, checkpointing=True, device=device)
+    return lean if lean.bytes <= limit else None

@@ -1,0 +1,193 @@
+"""Planning a run, before any GPU time: read and validate the manifest, take this shard's
+jobs, decide which are done (and why the others run), and group what can share an
+optimisation pass into batches. Reads image headers only; no torch."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..environment import WHOLE, Shard, shard_of
+from ..errors import NstbatchError, UsageError
+from ..images import long_side_size, probe_image
+from ..manifest import Job, Manifest, Problem, read_manifest
+from ..validate import validate
+from .ledger import JobHasher, StateDir
+from .memory import Estimate, estimate
+
+
+class InvalidManifest(UsageError):
+    """The manifest has problems and ``--skip-invalid`` was not given."""
+
+    def __init__(self, manifest: Path, problems: list[Problem]):
+        super().__init__(f"{manifest}: {len(problems)} problem(s); nothing was run",
+                         hint="fix them (nstbatch validate lists them), or pass --skip-invalid")
+        self.problems = problems
+
+
+@dataclass
+class Planned:
+    job: Job
+    reason: str | None  # why it runs; None when it is done already
+    hash: str | None  # None when an input cannot be hashed (it will fail, with the reason)
+    force: bool = False  # rerun although done (--force)
+    quarantined: str | None = None  # why it is skipped for good (it killed its worker twice)
+
+    @property
+    def runs(self) -> bool:
+        return self.reason is not None and self.quarantined is None
+
+
+@dataclass
+class Plan:
+    manifest: Manifest
+    problems: list[Problem]  # this shard's (file-level ones go to shard 0)
+    jobs: list[Planned]  # this shard's valid jobs
+
+    @property
+    def to_run(self) -> list[Planned]:
+        return [p for p in self.jobs if p.runs]
+
+    @property
+    def done(self) -> int:
+        return sum(p.reason is None for p in self.jobs)
+
+    @property
+    def quarantined(self) -> list[Planned]:
+        return [p for p in self.jobs if p.reason is not None and p.quarantined]
+
+
+def plan_run(manifest_path: str | os.PathLike, state: StateDir, *, shard: Shard = WHOLE,
+             force: bool = False, skip_invalid: bool = False) -> Plan:
+    """Read, validate (refusing an invalid manifest unless ``skip_invalid``), take the shard,
+    and plan each job."""
+    manifest_path = Path(manifest_path)
+    manifest = read_manifest(manifest_path)
+    problems = validate(manifest)
+    if problems and not skip_invalid:
+        raise InvalidManifest(manifest_path, problems)
+    bad = {p.job_id for p in problems if p.job_id}
+    jobs = [job for job in manifest.jobs if job.id not in bad and shard.owns(job.id)]
+    # Each shard speaks for its own jobs; problems of the file itself go to shard 0.
+    problems = [p for p in problems if (shard.owns(p.job_id) if p.job_id else shard.index == 0)]
+    return Plan(manifest, problems, plan_jobs(jobs, state, force))
+
+
+def plan_jobs(jobs: list[Job], state: StateDir, force: bool = False) -> list[Planned]:
+    hasher = JobHasher()
+    planned = []
+    for job in jobs:
+        try:
+            hash_ = hasher(job)
+        except OSError as e:
+            planned.append(Planned(job, f"input unreadable ({e.strerror or e})", None))
+            continue
+        reason = state.why_run(job, hash_)
+        if force:
+            planned.append(Planned(job, reason or "--force", hash_, force=True))
+        else:
+            planned.append(Planned(job, reason, hash_, quarantined=reason and state.quarantine_reason(job, hash_)))
+    return planned
+
+
+def content_size(job: Job) -> tuple[int, int] | None:
+    """The output's (height, width), from the content image's header; None if unreadable."""
+    try:
+        info = probe_image(job.content)
+    except NstbatchError:
+        return None
+    width, height = long_side_size(info.width, info.height, job.params.size)
+    return height, width
+
+
+def batches(to_run: list[Planned], size: int, state: StateDir) -> list[list[Planned]]:
+    """The run's tasks, in manifest order: batches of up to ``size`` Adam jobs that share
+    styles, parameters and output size, and single jobs (batches of one). A job with a
+    checkpoint resumes alone. L-BFGS is never batched (its line search couples the images),
+    nor ``preserve_color: histogram``, whose style targets depend on each job's content."""
+    if size <= 1:
+        return [[item] for item in to_run]
+    groups: dict[tuple, list[Planned]] = {}
+    order: list[list[Planned]] = []
+    for item in to_run:
+        job, key = item.job, None
+        if (item.hash is not None and job.params.optimizer == "adam" and job.params.preserve_color != "histogram"
+                and not state.checkpoint_path(job.id).exists()):
+            shape = content_size(job)
+            key = (job.styles, job.params.to_json(), shape) if shape else None
+        if key is None:
+            order.append([item])
+        elif key in groups and len(groups[key]) < size:
+            groups[key].append(item)
+        else:
+            groups[key] = [item]
+            order.append(groups[key])
+    return order
+
+
+@dataclass(frozen=True)
+class ShardLoad:
+    index: int
+    jobs: int
+    megapixel_steps: float
+    peak: Estimate | None  # the largest job's memory; None when no image could be read
+
+
+def plan_shards(manifest_path: str | os.PathLike, count: int, batch: int = 1) -> list[ShardLoad]:
+    """Per shard: its jobs, their work (megapixel-steps) and the peak memory of its largest
+    job (of ``batch`` such jobs together)."""
+    if count < 1:
+        raise UsageError("--shards must be at least 1")
+    manifest = read_manifest(manifest_path)
+    sizes: dict[Path, tuple[int, int] | None] = {}
+    work = [[0, 0.0, None] for _ in range(count)]
+    for job in manifest.jobs:
+        if job.content not in sizes:
+            try:
+                info = probe_image(job.content)
+                sizes[job.content] = (info.width, info.height)
+            except NstbatchError:
+                sizes[job.content] = None  # validate reports it; the plan just counts
+        row = work[shard_of(job.id, count)]
+        row[0] += 1
+        if sizes[job.content]:
+            width, height = long_side_size(*sizes[job.content], job.params.size)
+            row[1] += width * height * job.params.steps / 1e6
+            peak = estimate(job.params, height, width, batch)
+            if row[2] is None or peak.bytes > row[2].bytes:
+                row[2] = peak
+    return [ShardLoad(i, jobs, mps, peak) for i, (jobs, mps, peak) in enumerate(work)]
+
+
+# What a worker holds before its first job: the interpreter, torch, the network (measured on
+# the CPU, benchmarks/RESULTS.md: 0.9 GiB).
+WORKER_BASELINE = 2**30
+
+
+def memory_warnings(manifest: Manifest, skip: set[str | None] = frozenset()) -> list[str]:
+    """Jobs that would not fit this machine's memory (RAM, within its cgroup and limits) even
+    with activation checkpointing, or fit only with it: warnings, not errors (a GPU, or another
+    node of the cluster, may have more). Image headers only."""
+    from ..environment import cpu_memory_limit
+    from .memory import plan_memory
+
+    limit = cpu_memory_limit()
+    if limit is None:
+        return []
+    room = limit.bytes - WORKER_BASELINE
+    warnings, seen = [], set()
+    for job in manifest.jobs:
+        shape = None if job.id in skip else content_size(job)
+        if shape is None or (job.params.to_json(), shape) in seen:
+            continue
+        seen.add((job.params.to_json(), shape))
+        fit = plan_memory(job.params, *shape, room)
+        need = estimate(job.params, *shape)
+        where = f"{job.where}: job {job.id} ({shape[1]}x{shape[0]} px) needs about {need}"
+        if fit is None:
+            warnings.append(f"{where}, more than this machine's {room / 2**30:.1f} GiB ({limit.source},"
+                            " less a worker's 1 GiB) even with activation checkpointing: it will fail"
+                            " here; use a smaller size or a machine with more memory")
+        elif fit.checkpointing:
+            warnings.append(f"{where}: it fits here only with activation checkpointing ({fit}), slower")
+    return warnings

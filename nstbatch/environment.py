@@ -1,0 +1,279 @@
+"""Everything nstbatch reads from its surroundings, in one place, with typed results: the
+scheduler's array task (its shard of the manifest), ``LOCAL_RANK``, the ``NSTBATCH_*``
+settings, and how much memory this process may use. No other module reads ``os.environ``.
+
+Settings:
+- ``NSTBATCH_CACHE``: the cache folder (else ``$XDG_CACHE_HOME/nstbatch`` or ``~/.cache/nstbatch``);
+- ``NSTBATCH_MAX_PIXELS``: the most pixels an input may have (default 150 MP);
+- ``NSTBATCH_OFFLINE=1``: never try a download (torchvision weights);
+- ``NSTBATCH_MEMORY_LIMIT``: the memory jobs may use on the CPU, e.g. ``8G`` or ``512M``
+  (default: what the machine, its cgroup and ``RLIMIT_AS`` allow).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from .errors import UsageError
+
+DEFAULT_MAX_PIXELS = 150_000_000
+
+
+# --- the scheduler's array task ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Shard:
+    index: int  # 0-based, everywhere: --shard, plan, status and the run's summary
+    count: int
+    source: str  # where it came from: "--shard", "SLURM", "SGE", … or "none"
+
+    @property
+    def tag(self) -> str:
+        """For file names: '' for the whole manifest, else 's3of8'."""
+        return "" if self.count == 1 else f"s{self.index}of{self.count}"
+
+    def __str__(self) -> str:
+        return f"shard {self.index}/{self.count} ({self.source})" if self.count > 1 else "all jobs"
+
+    def owns(self, job_id: str) -> bool:
+        return self.count == 1 or shard_of(job_id, self.count) == self.index
+
+
+WHOLE = Shard(0, 1, "none")
+
+
+def shard_of(job_id: str, count: int) -> int:
+    """The shard a job belongs to: a hash of its id, nothing else, so shards are deterministic,
+    disjoint and complete, and editing one row moves no other job."""
+    return int(hashlib.sha256(job_id.encode()).hexdigest()[:16], 16) % count
+
+
+def _int(env: Mapping[str, str], name: str) -> int | None:
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{name}={value!r} is not a number") from None
+
+
+def _arithmetic(name: str, task: int, first: int, last: int, step: int, count: int | None) -> Shard:
+    span = (last - first) // step + 1
+    if count is not None and count != span:
+        raise UsageError(f"{name} array is sparse ({count} tasks over {first}-{last} step {step})",
+                         hint="give each task its share with --shard i/n")
+    if (task - first) % step or not first <= task <= last:
+        raise UsageError(f"{name} task {task} is not in {first}-{last} step {step}")
+    return Shard((task - first) // step, span, name)
+
+
+def _modulo(name: str, task: int, count: int | None) -> Shard:
+    # These schedulers give the task's index but not the array's start: any contiguous range of
+    # `count` indices maps one-to-one onto the shards by index modulo count.
+    if count is None:
+        raise UsageError(f"{name} gives the array task index but not the array size",
+                         hint="add --shards N (the number of tasks in the array), or use --shard i/n")
+    return Shard(task % count, count, name)
+
+
+def detect_shard(env: Mapping[str, str] | None = None, shards: int | None = None) -> Shard:
+    """This task's shard from SLURM, PBS Pro, Torque, LSF, SGE or torchrun variables; the
+    whole manifest when none is set. ``shards`` supplies the array size where a scheduler
+    does not tell it (PBS, Torque)."""
+    env = os.environ if env is None else env
+    if (task := _int(env, "SLURM_ARRAY_TASK_ID")) is not None:
+        first = _int(env, "SLURM_ARRAY_TASK_MIN")
+        last = _int(env, "SLURM_ARRAY_TASK_MAX")
+        step = _int(env, "SLURM_ARRAY_TASK_STEP") or 1
+        count = _int(env, "SLURM_ARRAY_TASK_COUNT")
+        if first is None or last is None:
+            return _modulo("SLURM", task, shards or count)
+        return _arithmetic("SLURM", task, first, last, step, count)
+    if (task := _int(env, "SGE_TASK_ID")) is not None and env.get("SGE_TASK_ID") != "undefined":
+        first, last = _int(env, "SGE_TASK_FIRST"), _int(env, "SGE_TASK_LAST")
+        step = _int(env, "SGE_TASK_STEPSIZE") or 1
+        if first is None or last is None:
+            return _modulo("SGE", task, shards)
+        return _arithmetic("SGE", task, first, last, step, None)
+    if (task := _int(env, "LSB_JOBINDEX")) is not None and task > 0:
+        last = _int(env, "LSB_JOBINDEX_END")
+        step = _int(env, "LSB_JOBINDEX_STEP") or 1
+        if shards is None and last is not None:
+            # LSF arrays are 1-based ranges: [1-N] or [1-N:step].
+            return _arithmetic("LSF", task, 1, last, step, None)
+        return _modulo("LSF", task, shards)
+    if (task := _int(env, "PBS_ARRAY_INDEX")) is not None:
+        return _modulo("PBS", task, shards)
+    if (task := _int(env, "PBS_ARRAYID")) is not None:
+        return _modulo("Torque", task, shards)
+    if (rank := _int(env, "RANK")) is not None and (world := _int(env, "WORLD_SIZE")) is not None:
+        if not 0 <= rank < world:
+            raise UsageError(f"RANK={rank} is not below WORLD_SIZE={world}")
+        return Shard(rank, world, "torchrun")
+    if shards is not None and shards != 1:
+        raise UsageError(f"--shards {shards} given, but no scheduler array variable is set",
+                         hint="use --shard i/n outside a job array")
+    return WHOLE
+
+
+def parse_shard(text: str) -> Shard:
+    """``i/n`` with 0 <= i < n (0-based), as given to ``--shard``."""
+    try:
+        index, count = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {text!r}: expected i/n, e.g. 0/8", hint="or --shard auto") from None
+    if count < 1 or not 0 <= index < count:
+        raise UsageError(f"--shard {text!r}: need 0 <= i < n (the index is 0-based)")
+    return Shard(index, count, "--shard")
+
+
+def resolve_shard(spec: str | None, shards: int | None = None,
+                  env: Mapping[str, str] | None = None) -> Shard:
+    """``--shard``: None or 'all' (the whole manifest), 'auto' (the scheduler's), or 'i/n'."""
+    if spec in (None, "", "all"):
+        return WHOLE
+    if spec == "auto":
+        return detect_shard(env, shards)
+    return parse_shard(spec)
+
+
+def local_rank(env: Mapping[str, str] | None = None) -> int | None:
+    """``LOCAL_RANK`` under torchrun: this process's GPU on its node."""
+    value = (os.environ if env is None else env).get("LOCAL_RANK", "").strip()
+    return int(value) if value.isdigit() else None
+
+
+# --- NSTBATCH_* settings ------------------------------------------------------------------
+
+def cache_root(override: str | os.PathLike | None = None) -> Path:
+    """``--cache-dir``, else ``NSTBATCH_CACHE``, else the user cache folder."""
+    if override:
+        return Path(override).expanduser()
+    if os.environ.get("NSTBATCH_CACHE"):
+        return Path(os.environ["NSTBATCH_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "nstbatch"
+
+
+def max_pixels() -> int:
+    """The most pixels an input may have: beyond it a file is refused as a likely
+    decompression bomb, before it is decoded."""
+    from .errors import InputError
+
+    text = os.environ.get("NSTBATCH_MAX_PIXELS", "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise InputError(f"NSTBATCH_MAX_PIXELS={text!r} is not a number") from None
+    return max(1, value)
+
+
+def offline() -> bool:
+    return os.environ.get("NSTBATCH_OFFLINE") == "1"
+
+
+@contextmanager
+def temporary_env(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of a block, then restore exactly what was."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# --- the machine -------------------------------------------------------------------------
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX or AVX-512 BF16), where bf16 autocast pays."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+# --- memory -----------------------------------------------------------------------------
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_bytes(text: str, what: str = "size") -> int:
+    """``8G``, ``512M``, ``1.5G``, ``1000000`` (bytes)."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = value[-1] if value and value[-1] in "KMGT" else ""
+    try:
+        number = float(value[:-1] if unit else value)
+    except ValueError:
+        raise UsageError(f"{what}: {text!r} is not a size", hint="write it like 8G, 512M or 1000000") from None
+    if number <= 0:
+        raise UsageError(f"{what}: {text!r} must be positive")
+    return int(number * _UNITS[unit])
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        text = Path(path).read_text().split()[0]
+    except (OSError, IndexError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _vm_size() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class MemoryLimit:
+    bytes: int
+    source: str  # what sets it: NSTBATCH_MEMORY_LIMIT, cgroup memory.max, RLIMIT_AS, available RAM
+
+
+def cpu_memory_limit() -> MemoryLimit | None:
+    """What the jobs of this process may use on the CPU: ``NSTBATCH_MEMORY_LIMIT`` if set, else
+    the tightest of what is left now of the available RAM, the cgroup's ``memory.max`` and the
+    address space under ``RLIMIT_AS``. None when nothing can be read."""
+    setting = os.environ.get("NSTBATCH_MEMORY_LIMIT", "").strip()
+    if setting:
+        return MemoryLimit(parse_bytes(setting, "NSTBATCH_MEMORY_LIMIT"), "NSTBATCH_MEMORY_LIMIT")
+    found: list[MemoryLimit] = []
+    if (available := _meminfo_available()) is not None:
+        found.append(MemoryLimit(available, "available RAM"))
+    limit = _read_int("/sys/fs/cgroup/memory.max")  # cgroup v2; "max" reads as None
+    if limit is not None:
+        used = _read_int("/sys/fs/cgroup/memory.current") or 0
+        found.append(MemoryLimit(max(0, limit - used), "the cgroup's memory.max"))
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:  # address space: what is left of it
+        found.append(MemoryLimit(max(0, soft - (_vm_size() or 0)), "RLIMIT_AS"))
+    return min(found, key=lambda m: m.bytes) if found else None

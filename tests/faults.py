@@ -1,0 +1,36 @@
+"""Fault injection for worker processes (``RunOptions.worker_setup``): picklable callables that
+a spawned worker runs at its start, wrapping the engine so that chosen jobs crash the worker."""
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KillWorker:
+    """SIGKILL this worker (as the kernel's OOM killer would) when a job with ``seed`` reaches
+    step ``at_step``."""
+
+    seed: int
+    at_step: int = 2
+
+    def __call__(self) -> None:
+        import nstbatch.batch.executor as executor
+
+        real = executor.optimize
+
+        def optimize(content, style, params, **kwargs):
+            if params.seed == self.seed:
+                callback = kwargs.get("callback")
+
+                def dying(progress):
+                    if progress.step >= self.at_step:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    if callback:
+                        callback(progress)
+
+                kwargs["callback"] = dying
+            return real(content, style, params, **kwargs)
+
+        executor.optimize = optimize
