@@ -1,13 +1,12 @@
 """The ``nstbatch`` command. Thin: it parses, reports progress, and maps errors to exit codes.
 
 ``main(argv)`` runs in-process (tests call it directly). A user's mistake ends with one line
-on stderr and exit code 2; a failed job with exit code 1; never a traceback.
+on stderr and exit code 2; a failed job with exit code 1; never a traceback. (Over 400 lines
+because each command declares its options with their help texts; the work is elsewhere.)
 """
 from __future__ import annotations
 
 import inspect
-import sys
-import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -21,6 +20,7 @@ except ImportError:  # pragma: no cover - older typer depends on click
 from . import __version__
 from .config import DEFAULT_PRESET, FIELDS, PRESETS, resolve_params
 from .errors import NstbatchError, UsageError
+from .progress import ProgressReport, RunReport
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Batch neural style transfer (Gatys et al.) with VGG-19.",
@@ -62,45 +62,6 @@ def _with_param_options(func):
     func.__signature__ = signature.replace(parameters=fixed + _param_options())
     func.__annotations__.update({p.name: Optional[str] for p in _param_options()})
     return func
-
-
-class ProgressReport:
-    """The callback the engine reports through: a bar on a terminal, plain lines otherwise."""
-
-    def __init__(self, quiet: bool = False, every: int | None = None):
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.every = every
-        self.bar = None
-        self.task = None
-        self.started = time.monotonic()
-
-    def __call__(self, progress) -> None:
-        if self.quiet:
-            return
-        text = f"total {progress.total:.4g}  content {progress.content:.4g}  style {progress.style:.4g}"
-        if self.tty:
-            if self.bar is None:
-                from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-                self.bar = Progress(TextColumn("step {task.completed}/{task.total}"), BarColumn(),
-                                    TimeRemainingColumn(), TextColumn("{task.description}"),
-                                    transient=True)
-                self.bar.start()
-                self.task = self.bar.add_task(text, total=progress.steps)
-            self.bar.update(self.task, completed=progress.step, description=text)
-            if progress.step == progress.steps:
-                self.bar.stop()
-            return
-        every = self.every or max(1, progress.steps // 10)
-        if progress.step % every == 0 or progress.step == progress.steps:
-            elapsed = time.monotonic() - self.started
-            print(f"step {progress.step}/{progress.steps}  {text}  ({elapsed:.1f}s)",
-                  file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 @app.command()
@@ -169,87 +130,6 @@ PROVIDERS_OPTION = typer.Option("auto", "--providers", help="ONNX Runtime provid
                                 " CPU where a GPU is visible; else CPU) or a comma list of tensorrt, cuda, cpu.")
 FALLBACK_OPTION = typer.Option(False, "--allow-fallback", help="Run on whatever provider ONNX Runtime"
                                " starts instead of failing when the first one asked for does not.")
-
-
-class RunReport:
-    """``RunEvents`` for a terminal (a bar over jobs, the current job's step and costs, an ETA)
-    or for a log (one plain line per finished job)."""
-
-    def __init__(self, quiet: bool = False, verbose: bool = False):
-        self.quiet, self.verbose = quiet, verbose
-        self.tty = sys.stderr.isatty() and not quiet
-        self.bar = None
-        self.last_step_line = 0.0
-        self.last_tenth = None
-
-    def planned(self, plan) -> None:
-        to_run = plan.to_run
-        if not self.quiet:
-            typer.echo(f"{len(to_run)} job(s) to run, {plan.done} already done"
-                       + (f", {len(plan.quarantined)} quarantined" if plan.quarantined else ""), err=True)
-        if self.tty and to_run:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("jobs"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), TextColumn("{task.description}"), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("", total=len(to_run))
-
-    def invalid(self, problems) -> None:
-        for problem in problems:
-            typer.echo(f"skipped (invalid) {problem}", err=True)
-
-    def job_started(self, job, number: int, count: int) -> None:
-        self.current = job
-
-    def notice(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.console.print(message, markup=False, highlight=False)
-        elif not self.quiet or message.startswith("WARNING"):
-            typer.echo(message, err=True)
-
-    def _new_tenth(self, progress) -> bool:
-        """Whether ``progress`` is the first report past another tenth of the job (workers
-        report at most twice a second, so exact multiples rarely come)."""
-        tenth = progress.step * 10 // max(1, progress.steps)
-        key = (self.current.id, tenth)
-        if progress.step and key == self.last_tenth:
-            return False
-        self.last_tenth = key
-        return True
-
-    def step(self, progress) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, description=f"{self.current.id} step {progress.step}/{progress.steps}"
-                                                   f"  total {progress.total:.4g}")
-        elif self.verbose and not self.quiet and (self._new_tenth(progress)
-                                                  or time.monotonic() - self.last_step_line > 2):
-            self.last_step_line = time.monotonic()
-            typer.echo(f"  {self.current.id} step {progress.step}/{progress.steps}  total {progress.total:.4g}"
-                       f"  content {progress.content:.4g}  style {progress.style:.4g}", err=True)
-
-    def job_finished(self, outcome, number: int, count: int) -> None:
-        from .batch.ledger import JobStatus
-
-        if self.bar is not None:
-            self.bar.advance(self.task)
-        if outcome.status != JobStatus.DONE:
-            if outcome.status == JobStatus.ELSEWHERE and not self.verbose:
-                return
-            label = {JobStatus.FAILED: "FAILED", JobStatus.QUARANTINED: "FAILED (quarantined)",
-                     JobStatus.ELSEWHERE: "skipped"}.get(outcome.status, str(outcome.status))
-            line = f"[{number}/{count}] {label} {outcome.job.id} ({outcome.job.where}): {outcome.error}"
-            (self.bar.console.print(line, markup=False, highlight=False) if self.bar
-             else typer.echo(line, err=True))
-        elif not self.quiet and self.bar is None:
-            typer.echo(f"[{number}/{count}] done {outcome.job.id} -> {outcome.job.output}"
-                       f" ({outcome.seconds:.1f}s, total cost {outcome.costs['total']:.4g})"
-                       + (f"; {outcome.note}" if outcome.note else ""), err=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
 
 
 def _print_problems(problems) -> None:

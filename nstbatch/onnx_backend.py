@@ -186,6 +186,12 @@ def _session_options():
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # a failed GPU provider is our message to give, not ORT's
+    # Targets are computed once per style, at sizes that vary: ORT's CPU arena and memory
+    # pattern would keep the largest size's intermediates (9 GiB for a 4000 px style) for the
+    # rest of the worker's life, on top of the optimisation's own peak. Without them the
+    # memory goes back after each target, for about 8 % more time on that one pass.
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
     return options
 
 

@@ -138,17 +138,17 @@ def test_a_job_over_the_memory_limit_fails_alone_before_it_starts(folder, capsys
     assert lines["small"]["status"] == "done"
     error = lines["big"]["error"]
     assert lines["big"]["status"] == "failed" and lines["big"]["seconds"] < 5
-    assert "needs about" in error and "GiB" in error and "NSTBATCH_MEMORY_LIMIT" in error and "smaller size" in error
+    assert "needs about" in error and "GiB free (NSTBATCH_MEMORY_LIMIT)" in error and "smaller size" in error
 
 
 def test_a_job_that_fits_only_with_activation_checkpointing_runs_with_it(folder, capsys, monkeypatch):
-    from nstbatch.batch.memory import estimate
+    from nstbatch.batch.memory import HEADROOM, estimate
     from nstbatch.config import resolve_params
 
     params = resolve_params(None, {"size": 256, "steps": 2})
     plain, lean = estimate(params, 213, 256), estimate(params, 213, 256, checkpointing=True)
     assert lean.bytes < plain.bytes
-    monkeypatch.setenv("NSTBATCH_MEMORY_LIMIT", str((plain.bytes + lean.bytes) // 2))
+    monkeypatch.setenv("NSTBATCH_MEMORY_LIMIT", str(int((plain.bytes + lean.bytes) / 2 / HEADROOM)))
     write(folder, ["mid,c0.png,s.png,o/mid.png,256,2,0\n"])
     assert main(["run", str(folder / "m.csv"), "-q", "--in-process", "--targets", "torch"]) == 0
     assert done_record(folder, "mid")["activation_checkpointing"] is True

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from nstbatch.config import FIELDS, PRESETS, StyleParams, parse_value, resolve_params
+from nstbatch.config import PRESETS, StyleParams, parse_value, resolve_params
 from nstbatch.errors import ParamError
 
 
@@ -65,7 +65,12 @@ def test_none_means_the_presets_value():
     assert resolve_params("gatys", {"steps": None}).steps == PRESETS["gatys"].steps
 
 
-def test_every_field_has_help_and_kind():
+def test_every_field_has_help_and_kind_and_is_a_flag_and_a_column(capsys):
+    from nstbatch.cli import main
+    from nstbatch.manifest import CSV_COLUMNS, YAML_JOB_KEYS
+
+    main(["stylize", "--help"])
+    flags = capsys.readouterr().out
     for f in dataclasses.fields(StyleParams):
         assert f.metadata["help"] and f.metadata["kind"], f.name
-    assert list(FIELDS) == [f.name for f in dataclasses.fields(StyleParams)]
+        assert f"--{f.name.replace('_', '-')}" in flags and f.name in CSV_COLUMNS and f.name in YAML_JOB_KEYS

@@ -1,4 +1,5 @@
-"""The cluster recipe: golden, line by line, and consistent with the code it drives."""
+"""The cluster recipe: consistent with the code it drives, valid bash, and doing what it says
+under a stand-in for SLURM."""
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,14 +10,6 @@ from nstbatch.batch.ledger import EXIT_PREEMPTED
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "manifests" / "slurm_array.sbatch"
-
-
-def test_sbatch_script_matches_its_golden_copy_line_by_line():
-    got = SCRIPT.read_text().splitlines()
-    expected = (Path(__file__).parent / "golden" / "slurm_array.sbatch").read_text().splitlines()
-    for number, (a, b) in enumerate(zip(got, expected), start=1):
-        assert a == b, f"line {number} changed: {a!r} (golden: {b!r}); update the golden copy on purpose"
-    assert len(got) == len(expected)
 
 
 def test_sbatch_script_agrees_with_the_code():

@@ -7,8 +7,27 @@ import pytest
 from PIL import Image
 
 from nstbatch.cli import main
-from tests.browser import Browser, artifacts_dir, find_chromium
 from tests.conftest import pattern
+
+# Debian's chromium, driven by Playwright without a browser download of its own.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def find_chromium() -> str | None:
+    import shutil
+
+    return next((path for name in ("chromium", "chromium-browser", "google-chrome", "chrome")
+                 if (path := shutil.which(name))), None)
+
+
+def artifacts_dir():
+    """Where tests keep what a person may want to look at afterwards (gitignored)."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "test-artifacts"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 HEADER = "id,content,style,output,size,steps,content_layers,style_layers,seed\n"
 
@@ -58,25 +77,32 @@ def test_the_report_is_one_self_contained_page_with_failures_first(finished_run,
 
 
 @pytest.mark.slow
-def test_the_report_opens_in_a_real_browser_with_every_thumbnail_loaded(finished_run, tmp_path_factory):
+def test_the_report_opens_in_a_real_browser_with_every_thumbnail_loaded(finished_run):
     chromium = find_chromium()
     if chromium is None:
         if os.environ.get("NSTBATCH_REQUIRE_BROWSER"):
             pytest.fail("chromium is required here (NSTBATCH_REQUIRE_BROWSER) but not installed")
         pytest.skip("no chromium here (.ci/run installs Debian's package)")
-    page = finished_run / "report.html"
-    assert main(["report", str(finished_run / "m.csv"), "-o", str(page)]) == 0
-    browser = Browser(chromium, tmp_path_factory.mktemp("profile"))
-    try:
-        browser.open(page.as_uri())
-        images = browser.evaluate(
-            "Array.from(document.images).map(i => ({alt: i.alt, ok: i.complete && i.naturalWidth > 0}))")
-        failed = browser.evaluate("Array.from(document.querySelectorAll('.failed-job')).map(e => e.textContent)")
-        totals = browser.evaluate("document.querySelector('.totals').textContent")
-        shot = browser.screenshot(artifacts_dir() / "report.png")
-        errors = browser.console_errors()
-    finally:
-        browser.close()
+    from playwright.sync_api import sync_playwright
+
+    page_file = finished_run / "report.html"
+    assert main(["report", str(finished_run / "m.csv"), "-o", str(page_file)]) == 0
+    errors = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(page_file.as_uri(), wait_until="load")
+            images = page.evaluate(
+                "Array.from(document.images).map(i => ({alt: i.alt, ok: i.complete && i.naturalWidth > 0}))")
+            failed = page.evaluate("Array.from(document.querySelectorAll('.failed-job')).map(e => e.textContent)")
+            totals = page.evaluate("document.querySelector('.totals').textContent")
+            shot = artifacts_dir() / "report.png"
+            page.screenshot(path=str(shot))
+        finally:
+            browser.close()
     assert len(images) == 9 and all(i["ok"] for i in images), images
     assert len(failed) == 1 and failed[0].startswith("bad <script>") and "truncated or corrupt" in failed[0]
     assert "done 2" in totals and "failed 1" in totals and "pending 1" in totals

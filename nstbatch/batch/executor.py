@@ -24,9 +24,9 @@ from ..vgg import VGGFeatures
 from .checkpoints import discard_checkpoint, load_checkpoint, save_checkpoint, slice_checkpoint
 from .claims import Claim, claim_job
 from .ledger import JobStatus, Outcome, StateDir
-from .memory import plan_memory
+from .memory import estimate, plan_memory
 from .options import RunOptions
-from .plan import Planned
+from .plan import Planned, style_pixels
 
 # A job whose cost turns NaN or infinite is retried once with its learning rate times this.
 RETRY_LR_FACTOR = 0.1
@@ -143,16 +143,18 @@ class JobExecutor:
             return self._split(loaded, claims, on_step)
         height, width = loaded[0].content.shape[-2:]
         limit = memory_available(self.device)
-        memory = plan_memory(params, height, width, limit.bytes if limit else None, len(loaded), self.device.type)
+        styles = style_pixels(first.job)
+        memory = plan_memory(params, height, width, limit.bytes if limit else None, len(loaded), self.device.type,
+                             styles)
         if memory is None:
             if len(loaded) > 1:  # as many together as fit (at least one, which may then fail alone)
                 fits = [k for k in range(len(loaded) - 1, 1, -1)
-                        if plan_memory(params, height, width, limit.bytes, k, self.device.type)]
+                        if plan_memory(params, height, width, limit.bytes, k, self.device.type, styles)]
                 return self._split(loaded, claims, on_step, fits[0] if fits else 1)
-            plain = plan_memory(params, height, width, None, 1, self.device.type)
+            lean = estimate(params, height, width, checkpointing=True, device=self.device.type, style_pixels=styles)
             return [self._outcome(first, JobStatus.FAILED, error=(
-                f"needs about {plain} for a {width}x{height} image (more than {limit.bytes / 2**30:.2f} GiB,"
-                f" {limit.source}, even with activation checkpointing); use a smaller size,"
+                f"needs about {lean} for a {width}x{height} image, too much for the {limit.bytes / 2**30:.2f} GiB"
+                f" free ({limit.source}); use a smaller size,"
                 " fewer jobs per batch, or a machine with more memory"))]
         sources: list[str] = []
         resume = load_checkpoint(self.state, first.job, first.hash) if len(loaded) == 1 else None

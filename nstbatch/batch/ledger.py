@@ -18,7 +18,6 @@ readable. Nothing here is ever written among the outputs, and nothing here impor
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import os
@@ -30,8 +29,7 @@ from typing import Iterator
 
 from ..images import atomic_write
 from ..manifest import Job, Problem, read_manifest
-from ..hashing import FileHashes, sha256_of
-from ..weights import split_weights_spec
+from ..hashing import JobHasher
 
 KILLS_BEFORE_QUARANTINE = 2
 # Exit code of a run stopped by a stop signal after checkpointing (BSD EX_TEMPFAIL): job
@@ -64,43 +62,6 @@ class JobStatus(str, Enum):
 
 def default_state_dir(manifest: Path) -> Path:
     return manifest.parent / ".nstbatch" / manifest.name
-
-
-def weights_identity(spec: str) -> str:
-    """A cheap stand-in for ``Weights.id`` that needs no decoding: the spec, and for a file its
-    content hash. Used in params hashes so checking done-ness never loads a network."""
-    path, suffix = split_weights_spec(spec)
-    return spec if path is None else f"file:{sha256_of(path)}:{suffix}"
-
-
-def params_hash(job: Job, hashes: FileHashes, weights_id: str) -> str:
-    """What decides whether an existing output is done: the resolved parameters, the content
-    of every input file, and the weights. Paths, row numbers and snapshots do not count."""
-    params = job.params.to_dict()
-    params.pop("save_every")  # snapshots along the way do not change the output
-    if job.params.init_file:
-        params["init"] = "file:" + hashes(Path(job.params.init_file))
-    data = {
-        "params": params,
-        "content": hashes(job.content),
-        "styles": [[hashes(path), weight] for path, weight in job.styles],
-        "weights": weights_id,
-    }
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-class JobHasher:
-    """``params_hash`` for many jobs: each file hashed once, each weights spec identified once."""
-
-    def __init__(self):
-        self.files = FileHashes()
-        self._weights: dict[str, str] = {}
-
-    def __call__(self, job: Job) -> str:
-        spec = job.params.weights
-        if spec not in self._weights:
-            self._weights[spec] = weights_identity(spec)
-        return params_hash(job, self.files, self._weights[spec])
 
 
 def write_history(path: Path, history, of_batch: int | None = None) -> Path:

@@ -12,7 +12,8 @@ from ..errors import NstbatchError, UsageError
 from ..images import long_side_size, probe_image
 from ..manifest import Job, Manifest, Problem, read_manifest
 from ..validate import validate
-from .ledger import JobHasher, StateDir
+from ..hashing import JobHasher
+from .ledger import StateDir
 from .memory import Estimate, estimate
 
 
@@ -100,6 +101,20 @@ def content_size(job: Job) -> tuple[int, int] | None:
     return height, width
 
 
+def style_pixels(job: Job) -> int:
+    """The largest of the job's style images at their size, in pixels (headers only; 0 for one
+    that cannot be read: validation reports it)."""
+    largest = 0
+    for path, _ in job.styles:
+        try:
+            info = probe_image(path)
+        except NstbatchError:
+            continue
+        width, height = long_side_size(info.width, info.height, job.params.style_side())
+        largest = max(largest, width * height)
+    return largest
+
+
 def batches(to_run: list[Planned], size: int, state: StateDir) -> list[list[Planned]]:
     """The run's tasks, in manifest order: batches of up to ``size`` Adam jobs that share
     styles, parameters and output size, and single jobs (batches of one). A job with a
@@ -153,7 +168,7 @@ def plan_shards(manifest_path: str | os.PathLike, count: int, batch: int = 1) ->
         if sizes[job.content]:
             width, height = long_side_size(*sizes[job.content], job.params.size)
             row[1] += width * height * job.params.steps / 1e6
-            peak = estimate(job.params, height, width, batch)
+            peak = estimate(job.params, height, width, batch, style_pixels=style_pixels(job))
             if row[2] is None or peak.bytes > row[2].bytes:
                 row[2] = peak
     return [ShardLoad(i, jobs, mps, peak) for i, (jobs, mps, peak) in enumerate(work)]
@@ -181,13 +196,14 @@ def memory_warnings(manifest: Manifest, skip: set[str | None] = frozenset()) -> 
         if shape is None or (job.params.to_json(), shape) in seen:
             continue
         seen.add((job.params.to_json(), shape))
-        fit = plan_memory(job.params, *shape, room)
-        need = estimate(job.params, *shape)
+        styles = style_pixels(job)
+        fit = plan_memory(job.params, *shape, room, style_pixels=styles)
+        need = estimate(job.params, *shape, checkpointing=fit is None or fit.checkpointing, style_pixels=styles)
         where = f"{job.where}: job {job.id} ({shape[1]}x{shape[0]} px) needs about {need}"
         if fit is None:
-            warnings.append(f"{where}, more than this machine's {room / 2**30:.1f} GiB ({limit.source},"
-                            " less a worker's 1 GiB) even with activation checkpointing: it will fail"
-                            " here; use a smaller size or a machine with more memory")
+            warnings.append(f"{where}, too much for this machine's {room / 2**30:.1f} GiB ({limit.source},"
+                            " less a worker's 1 GiB): it will fail here; use a smaller size or a"
+                            " machine with more memory")
         elif fit.checkpointing:
-            warnings.append(f"{where}: it fits here only with activation checkpointing ({fit}), slower")
+            warnings.append(f"{where}: it fits here only so, which is slower")
     return warnings
