@@ -233,20 +233,11 @@ def _read_int(path: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _meminfo_available() -> int | None:
+def _proc_bytes(path: str, key: str) -> int | None:
+    """A ``Key:   1234 kB`` line of a /proc file, in bytes."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _vm_size() -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmSize:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
@@ -267,7 +258,7 @@ def cpu_memory_limit() -> MemoryLimit | None:
     if setting:
         return MemoryLimit(parse_bytes(setting, "NSTBATCH_MEMORY_LIMIT"), "NSTBATCH_MEMORY_LIMIT")
     found: list[MemoryLimit] = []
-    if (available := _meminfo_available()) is not None:
+    if (available := _proc_bytes("/proc/meminfo", "MemAvailable")) is not None:
         found.append(MemoryLimit(available, "available RAM"))
     limit = _read_int("/sys/fs/cgroup/memory.max")  # cgroup v2; "max" reads as None
     if limit is not None:
@@ -275,5 +266,5 @@ def cpu_memory_limit() -> MemoryLimit | None:
         found.append(MemoryLimit(max(0, limit - used), "the cgroup's memory.max"))
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:  # address space: what is left of it
-        found.append(MemoryLimit(max(0, soft - (_vm_size() or 0)), "RLIMIT_AS"))
+        found.append(MemoryLimit(max(0, soft - (_proc_bytes("/proc/self/status", "VmSize") or 0)), "RLIMIT_AS"))
     return min(found, key=lambda m: m.bytes) if found else None

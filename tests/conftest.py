@@ -27,6 +27,14 @@ def shared_cache(tmp_path_factory):
     return root
 
 
+def draw_inputs(folder, contents: int, width: int, height: int, style_side: int) -> None:
+    """Contents ``c0.png`` … (each its own phase) and a mirrored style ``s.png`` in ``folder``."""
+    for i in range(contents):
+        Image.fromarray(pattern(width, height, phase=i), "RGB").save(folder / f"c{i}.png")
+    style = pattern(style_side, style_side, phase=contents + 3)[:, ::-1].copy()
+    Image.fromarray(style, "RGB").save(folder / "s.png")
+
+
 @pytest.fixture
 def image_pair(tmp_path):
     """A content and a style PNG of 48x40 and 40x40 pixels."""
@@ -59,6 +67,20 @@ def spawn_run(folder, *args, manifest: str = "m.csv"):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "nstbatch", "run", manifest, *args], cwd=folder,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def kill_run(folder, proc) -> None:
+    """SIGKILL a spawned run, then wait (a minute at most) until its orphaned worker has
+    checkpointed and let go of its claims, as it does on the run's death."""
+    import signal
+    import time
+
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    claims = folder / ".nstbatch" / "m.csv" / "claims"
+    deadline = time.monotonic() + 60
+    while list(claims.glob("*.lock")) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def wait_for(predicate, proc, timeout: float = 120):

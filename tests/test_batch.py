@@ -2,7 +2,6 @@
 for ONNX Runtime, torch-free reading faces, memory pre-flight, isolation from crashing jobs,
 and quarantine of jobs that kill their worker."""
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from nstbatch.batch.ledger import JobStatus
 from nstbatch.batch.options import RunOptions
 from nstbatch.batch.run import run_manifest
 from nstbatch.cli import main
-from tests.conftest import pattern, report_lines, spawn_run, wait_for
+from tests.conftest import draw_inputs, kill_run, report_lines, spawn_run, wait_for
 from tests.faults import KillWorker
 
 COLUMNS = "id,content,style,output,size,steps,seed\n"
@@ -22,9 +21,7 @@ COLUMNS = "id,content,style,output,size,steps,seed\n"
 
 @pytest.fixture
 def folder(tmp_path):
-    for i in range(2):
-        Image.fromarray(pattern(48, 40, phase=i), "RGB").save(tmp_path / f"c{i}.png")
-    Image.fromarray(pattern(40, 40, phase=5)[:, ::-1].copy(), "RGB").save(tmp_path / "s.png")
+    draw_inputs(tmp_path, 2, 48, 40, 40)
     return tmp_path
 
 
@@ -47,12 +44,7 @@ def test_batched_jobs_checkpoint_and_resume_at_their_step_after_a_kill(folder):
     # Both batched jobs checkpoint every 5 steps, before any signal.
     wait_for(lambda: len(list(checkpoints.glob("*.pt"))) == 2, proc)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    claims = folder / ".nstbatch" / "m.csv" / "claims"
-    deadline = time.monotonic() + 60  # the orphaned worker checkpoints and lets go of its claims
-    while list(claims.glob("*.lock")) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    kill_run(folder, proc)
     assert main(["run", str(folder / "m.csv"), "-q", "--in-process"]) == 0
     done = [line for line in report_lines(folder) if line["status"] == "done"]
     assert sorted(line["id"] for line in done) == ["b0", "b1"]

@@ -12,16 +12,14 @@ from PIL import Image
 
 from nstbatch.cli import main
 from nstbatch.batch.ledger import EXIT_PREEMPTED
-from tests.conftest import pattern, report_lines, spawn_run, wait_for
+from tests.conftest import draw_inputs, kill_run, report_lines, spawn_run, wait_for
 
 COLUMNS = "id,content,style,output,size,steps,content_layers,style_layers,seed\n"
 
 
 @pytest.fixture
 def folder(tmp_path):
-    for i in range(4):
-        Image.fromarray(pattern(40, 36, phase=i), "RGB").save(tmp_path / f"c{i}.png")
-    Image.fromarray(pattern(36, 36, phase=7)[:, ::-1].copy(), "RGB").save(tmp_path / "s.png")
+    draw_inputs(tmp_path, 4, 40, 36, 36)
     return tmp_path
 
 
@@ -94,12 +92,7 @@ def test_checkpoint_every_survives_a_hard_kill(folder, capsys):
     checkpoint_dir = folder / ".nstbatch" / "m.csv" / "checkpoints"
     wait_for(lambda: any(checkpoint_dir.glob("*.pt")), proc)  # written every 10 steps
     time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    claims = folder / ".nstbatch" / "m.csv" / "claims"
-    deadline = time.monotonic() + 60  # its orphaned worker checkpoints and lets go of the claim
-    while list(claims.glob("*.lock")) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    kill_run(folder, proc)
     assert main(["run", "--in-process", str(m), "-q"]) == 0
     (line,) = [l for l in report_lines(folder, started=False) if l["status"] == "done"]
     assert line["resumed_from_step"] >= 10
