@@ -55,11 +55,13 @@ class _Loaded:
 
 class JobExecutor:
     """Runs batches of planned jobs on one device, with the network built once per weights,
-    pooling and layers. ``should_stop`` is asked between steps (a stop signal)."""
+    pooling and layers. ``should_stop`` is asked between steps (a stop signal); ``peers``
+    executors share the device's memory (CPU workers of one machine), each planning its jobs
+    into its share."""
 
     def __init__(self, options: RunOptions, state_root, device: str, *,
                  notice: Callable[[str], None] | None = None,
-                 should_stop: Callable[[], bool] = lambda: False):
+                 should_stop: Callable[[], bool] = lambda: False, peers: int = 1):
         self.options = options
         self.state = StateDir(state_root, options.shard.tag)
         self.device = resolve_device(device)
@@ -68,6 +70,7 @@ class JobExecutor:
                                       allow_fallback=options.allow_fallback, notice=notice)
         self.should_stop = should_stop
         self.report_every = report_every(self.device)
+        self.peers = max(1, peers)
         self.features: dict[tuple, VGGFeatures] = {}
 
     def _features(self, params) -> VGGFeatures:
@@ -143,6 +146,8 @@ class JobExecutor:
             return self._split(loaded, claims, on_step)
         height, width = loaded[0].content.shape[-2:]
         limit = memory_available(self.device)
+        if limit is not None and self.peers > 1:
+            limit = replace(limit, bytes=limit.bytes // self.peers, source=f"{limit.source}, shared by {self.peers} workers")
         styles = style_pixels(first.job)
         memory = plan_memory(params, height, width, limit.bytes if limit else None, len(loaded), self.device.type,
                              styles)

@@ -75,7 +75,7 @@ def _prepare_process(options: RunOptions, device: str, threads: int | None) -> N
 
 
 def worker_main(options: RunOptions, state_root, device: str, threads: int | None, conn,
-                worker_id: int) -> None:
+                worker_id: int, peers: int = 1) -> None:
     """A worker process: one executor (VGG-19 loaded once), one task at a time. A stop signal
     lets the current step finish and checkpoints the jobs in progress."""
     import time
@@ -95,7 +95,7 @@ def worker_main(options: RunOptions, state_root, device: str, threads: int | Non
         from .executor import JobExecutor
 
         executor = JobExecutor(options, state_root, device, notice=lambda m: conn.send((Msg.NOTICE, m)),
-                               should_stop=lambda: stopping)
+                               should_stop=lambda: stopping, peers=peers)
         last = [0.0]
 
         def step(progress) -> None:
@@ -177,8 +177,8 @@ class WorkerPool:
         self.options, self.state, self.devices = options, state, devices
         self.events, self.record, self.stop = events, record, stop
         self.context = multiprocessing.get_context("spawn")  # no fork of a process holding CUDA or threads
-        cpu_workers = sum(d == "cpu" for d in devices)
-        self.threads = max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers else None
+        self.cpu_workers = sum(d == "cpu" for d in devices)
+        self.threads = max(1, (os.cpu_count() or 1) // self.cpu_workers) if self.cpu_workers else None
         self.workers: dict[int, _Worker] = {}
         self.pending: list[list[Planned]] = []
         self.fatal: NstbatchError | None = None
@@ -191,7 +191,7 @@ class WorkerPool:
         process = self.context.Process(
             target=worker_main, name=f"nstbatch-worker-{wid}", daemon=True,
             args=(self.options, self.state.root, device, self.threads if device == "cpu" else None,
-                  child_end, wid))
+                  child_end, wid, self.cpu_workers if device == "cpu" else 1))
         process.start()
         child_end.close()
         self.workers[wid] = _Worker(process, parent_end, device)
