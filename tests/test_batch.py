@@ -164,3 +164,23 @@ def test_a_worker_killed_mid_job_fails_that_job_alone_and_two_kills_quarantine_i
     assert "FAILED (quarantined) doomed" in capsys.readouterr().out
     assert main(["run", str(m), "--force", "-q"]) == 0  # no fault now: --force retries it
     assert (folder / "o" / "doomed.png").is_file()
+
+
+def test_cpu_workers_of_one_run_plan_into_their_share_of_the_memory(folder, monkeypatch):
+    from nstbatch.batch.executor import JobExecutor
+    from nstbatch.batch.ledger import StateDir
+    from nstbatch.batch.memory import HEADROOM, estimate
+    from nstbatch.batch.plan import plan_jobs
+    from nstbatch.config import resolve_params
+    from nstbatch.manifest import read_manifest
+
+    m = write(folder, ["one,c0.png,s.png,o/one.png,64,2,0\n"])
+    lean = estimate(resolve_params(None, {"size": 64}), 53, 64, checkpointing=True)
+    monkeypatch.setenv("NSTBATCH_MEMORY_LIMIT", str(int(1.5 * lean.bytes / HEADROOM)))  # fits one, not half
+    state = StateDir(folder / "state")
+    planned = plan_jobs(read_manifest(m).jobs, state)
+    options = RunOptions(m, targets="torch")
+    (shared,) = JobExecutor(options, state.root, "cpu", peers=2).run(planned)
+    assert shared.status == JobStatus.FAILED and "shared by 2 workers" in shared.error
+    (alone,) = JobExecutor(options, state.root, "cpu").run(planned)
+    assert alone.status == JobStatus.DONE
