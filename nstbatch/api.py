@@ -13,7 +13,7 @@ from . import __version__
 from .config import StyleParams, resolve_params
 from .devices import resolve_device
 from .errors import InputError
-from .images import check_output_path, load_image, probe_image, resize_long_side, save_image
+from .images import check_output_path, fit_image, load_image, probe_image, resize_long_side, save_image
 from .optimize import Progress, Result, optimize
 from .pixels import to_pil, to_tensor
 from .vgg import VGGFeatures
@@ -29,8 +29,8 @@ def stylize(content: torch.Tensor, style: torch.Tensor, params: StyleParams | No
 def stylize(content, style, params: StyleParams | None = None, *, device: str = "auto",
             callback: Callable[[Progress], None] | None = None,
             features: VGGFeatures | None = None):
-    """Stylize one image. Pillow images are resized so their long side is ``params.size`` and
-    an RGB Pillow image comes back; tensors ``(1, 3, H, W)`` in [0, 1] are used at their own
+    """Stylize one image. Pillow images are resized (and cropped) as ``params`` says (``size``,
+    ``resize``, ``crop``) and an RGB Pillow image comes back; tensors ``(1, 3, H, W)`` in [0, 1] are used at their own
     size and a tensor comes back. ``style`` may also be a blend: a list of ``(style, weight)``.
     ``params`` defaults to the default preset."""
     image, _ = stylize_with_history(content, style, params, device=device, callback=callback,
@@ -49,7 +49,7 @@ def stylize_with_history(content, style, params: StyleParams | None = None, *,
     blend = ([] if style is None else [(style, 1.0)] if isinstance(style, (Image.Image, torch.Tensor))
              else list(style))
     if as_pil:
-        content = to_tensor(resize_long_side(content, params.size))
+        content = to_tensor(fit_image(content, *params.geometry))
         side = params.style_side()
         blend = [(to_tensor(resize_long_side(image, side)), weight) for image, weight in blend]
     target = resolve_device(device) if features is None else next(features.parameters()).device
@@ -108,5 +108,6 @@ def stylize_file(content: str | os.PathLike, style: "str | os.PathLike | StyleSp
     style_images = [(load_image(path), weight) for path, weight in styles]
     image, result = stylize_with_history(load_image(content), style_images, params, device=device,
                                          callback=callback, features=features, **optimize_options)
-    save_image(image, output, provenance(params, result, content, styles))
+    save_image(image, output, provenance(params, result, content, styles),
+               jpeg_quality=params.jpeg_quality, webp_quality=params.webp_quality)
     return result

@@ -163,9 +163,10 @@ def run(
                                 " or cuda:0,cuda:1: one worker process per device."),
     workers: Optional[int] = typer.Option(None, help="CPU only: split the cores among N workers."),
     shard: Optional[str] = typer.Option(None, help="This task's share of the manifest: auto (from"
-                                        " SLURM, PBS, Torque, LSF, SGE or torchrun variables) or i/n (0-based)."),
-    shards: Optional[int] = typer.Option(None, help="With --shard auto under PBS or Torque: the"
-                                         " number of tasks in the array."),
+                                        " SLURM, PBS, Torque, LSF, SGE, Kubernetes Indexed Job, AWS Batch,"
+                                        " Google Cloud Batch or torchrun variables) or i/n (0-based)."),
+    shards: Optional[int] = typer.Option(None, help="With --shard auto under PBS, Torque, Kubernetes or"
+                                         " AWS Batch: the number of tasks in the array."),
     batch: str = typer.Option("1", help="Optimise up to N jobs that share style, size and parameters"
                               " in one pass (Adam only), or auto (as many as the GPU's memory holds, up"
                               " to 16; 1 on CPU)."),

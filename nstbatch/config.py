@@ -22,6 +22,8 @@ STYLE_NORMS = ("seed", "balanced")  # the formulas are in losses.py
 CONTENT_NORMS = ("seed", "half_sum", "balanced")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 COLORS = ("none", "luminance", "histogram")
+RESIZES = ("long", "short")
+CROPS = ("none", "center")
 PRESET_NAMES = ("balanced", "fast", "seed", "gatys")  # their values are at the end of this module
 
 
@@ -36,6 +38,9 @@ class StyleParams:
     preset: str = _knob("seed", "named starting point for every other value (default: balanced)",
                         "choice", PRESET_NAMES)
     size: int = _knob(400, "long side of the output in pixels", "int", low=16, high=16384)
+    resize: str = _knob("long", "which side of the content size sets: long or short", "choice", RESIZES)
+    crop: str = _knob("none", "center: the output is the central size x size square (the short side"
+                      " scaled to size, whatever resize says)", "choice", CROPS)
     steps: int = _knob(500, "optimizer steps", "int", low=0, high=1_000_000)
     optimizer: str = _knob("adam", "optimizer over the pixels", "choice", OPTIMIZERS)
     lr: float = _knob(0.03, "learning rate", "float", low=0.0)
@@ -78,6 +83,9 @@ class StyleParams:
                             "int", low=0, high=16384)
     save_every: int = _knob(0, "write a snapshot of the image every N steps (0: none); run puts"
                             " them in the state directory", "int", low=0, high=1_000_000)
+    jpeg_quality: int = _knob(95, "quality of .jpg outputs (always full-resolution colour, 4:4:4)",
+                              "int", low=1, high=100)
+    webp_quality: int = _knob(95, "quality of .webp outputs; 100 = lossless", "int", low=1, high=100)
     precision: str = _knob(
         "fp32", "network precision (Gram matrices and costs stay fp32): fp16 is GPU-only, with"
         " loss scaling; auto is bf16 where the GPU or CPU has it, else fp32 (CPU) or fp16 (GPU)",
@@ -123,12 +131,20 @@ class StyleParams:
         return self.style_size or max(1, round(self.style_scale * (output_side or self.size)))
 
     @property
+    def geometry(self) -> tuple[int, str, str]:
+        """``(size, resize, crop)``: what ``images.fitted`` needs to make the output's shape."""
+        return self.size, self.resize, self.crop
+
+    @property
     def feature_layers(self) -> tuple[str, ...]:
         """Every layer the costs read, content first, without repeats."""
         return tuple(dict.fromkeys(self.content_layers + self.style_layers))
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(StyleParams)}
+# Fields added after jobs were already being recorded as done, whose defaults give what those
+# jobs got: params hashes leave them out at their defaults, so upgrading redoes no finished job.
+LATER_FIELDS = ("resize", "crop", "jpeg_quality", "webp_quality")
 
 
 def _check(f: dataclasses.Field, value) -> None:

@@ -83,9 +83,10 @@ def _modulo(name: str, task: int, count: int | None) -> Shard:
 
 
 def detect_shard(env: Mapping[str, str] | None = None, shards: int | None = None) -> Shard:
-    """This task's shard from SLURM, PBS Pro, Torque, LSF, SGE or torchrun variables; the
-    whole manifest when none is set. ``shards`` supplies the array size where a scheduler
-    does not tell it (PBS, Torque)."""
+    """This task's shard from SLURM, PBS Pro, Torque, LSF, SGE, Kubernetes Indexed Job, AWS
+    Batch, Google Cloud Batch or torchrun variables; the whole manifest when none is set.
+    ``shards`` supplies the array size where a scheduler does not tell it (PBS, Torque,
+    Kubernetes, AWS Batch without AWS_BATCH_JOB_ARRAY_SIZE)."""
     env = os.environ if env is None else env
     if (task := _int(env, "SLURM_ARRAY_TASK_ID")) is not None:
         first = _int(env, "SLURM_ARRAY_TASK_MIN")
@@ -112,6 +113,18 @@ def detect_shard(env: Mapping[str, str] | None = None, shards: int | None = None
         return _modulo("PBS", task, shards)
     if (task := _int(env, "PBS_ARRAYID")) is not None:
         return _modulo("Torque", task, shards)
+    # Cloud arrays count from 0. Kubernetes Indexed Jobs do not tell the completions count to
+    # the pod (the Job passes it as --shards); AWS Batch tells the size only where the job
+    # definition sets AWS_BATCH_JOB_ARRAY_SIZE; Google Cloud Batch always does.
+    for name, index, size in (("Kubernetes", "JOB_COMPLETION_INDEX", None),
+                              ("AWS Batch", "AWS_BATCH_JOB_ARRAY_INDEX", "AWS_BATCH_JOB_ARRAY_SIZE"),
+                              ("Google Cloud Batch", "BATCH_TASK_INDEX", "BATCH_TASK_COUNT")):
+        if (task := _int(env, index)) is not None:
+            count = shards or (_int(env, size) if size else None)
+            if count is not None and not 0 <= task < count:
+                raise UsageError(f"{index}={task} is not below the array size {count}",
+                                 hint="--shards must be the number of tasks (completions) in the array")
+            return _modulo(name, task, count)
     if (rank := _int(env, "RANK")) is not None and (world := _int(env, "WORLD_SIZE")) is not None:
         if not 0 <= rank < world:
             raise UsageError(f"RANK={rank} is not below WORLD_SIZE={world}")

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .config import FIELDS, LATER_FIELDS
+
 if TYPE_CHECKING:
     from .manifest import Job
 
@@ -47,6 +49,9 @@ def params_hash(job: Job, hashes: FileHashes, weights_id: str) -> str:
     of every input file, and the weights. Paths, row numbers and snapshots do not count."""
     params = job.params.to_dict()
     params.pop("save_every")  # snapshots along the way do not change the output
+    for name in LATER_FIELDS:
+        if params[name] == FIELDS[name].default:
+            del params[name]
     if job.params.init_file:
         params["init"] = "file:" + hashes(Path(job.params.init_file))
     data = {

@@ -123,6 +123,40 @@ def resize_long_side(im: Image.Image, size: int) -> Image.Image:
     return im if new == im.size else im.resize(new, Image.Resampling.LANCZOS)
 
 
+def fitted(width: int, height: int, size: int, resize: str = "long",
+           crop: str = "none") -> tuple[tuple[int, int], tuple[int, int, int, int] | None]:
+    """How a content image of ``width`` x ``height`` becomes the output: its (width, height)
+    once scaled, and the box of the centre crop in the scaled image (None: no crop).
+    ``resize``: which side ``size`` sets, ``long`` or ``short``. ``crop: center`` keeps the
+    central ``size`` x ``size`` square, so it scales the short side to ``size`` whatever
+    ``resize`` says (Stylized-ImageNet's 224 px crops). Headers suffice: no decoding."""
+    if crop == "center" or resize == "short":
+        scale = size / min(width, height)
+        scaled = max(1, round(width * scale)), max(1, round(height * scale))
+    else:
+        scaled = long_side_size(width, height, size)
+    if crop != "center":
+        return scaled, None
+    side = min(size, *scaled)
+    left, top = (scaled[0] - side) // 2, (scaled[1] - side) // 2
+    return scaled, (left, top, left + side, top + side)
+
+
+def output_size(width: int, height: int, size: int, resize: str = "long",
+                crop: str = "none") -> tuple[int, int]:
+    """The output's (width, height) for a content of ``width`` x ``height`` (see ``fitted``)."""
+    scaled, box = fitted(width, height, size, resize, crop)
+    return (box[2] - box[0], box[3] - box[1]) if box else scaled
+
+
+def fit_image(im: Image.Image, size: int, resize: str = "long", crop: str = "none") -> Image.Image:
+    """The content image as the output will be: scaled (Lanczos) and cropped (see ``fitted``)."""
+    scaled, box = fitted(*im.size, size, resize, crop)
+    if scaled != im.size:
+        im = im.resize(scaled, Image.Resampling.LANCZOS)
+    return im.crop(box) if box and box != (0, 0, *scaled) else im
+
+
 def output_format(path: str | os.PathLike) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
@@ -195,10 +229,18 @@ def _umask() -> int:
     return mask
 
 
+# The Exif tags that carry an output's provenance in JPEG and WebP files (PNG: text chunks).
+EXIF_DESCRIPTION, EXIF_SOFTWARE = 0x010E, 0x0131
+
+
 def save_image(image: Image.Image, path: str | os.PathLike,
-               metadata: Mapping[str, object] | None = None) -> Path:
-    """Save atomically in the format the extension names. PNG outputs carry ``metadata`` as
-    ``nstbatch:<key>`` text chunks (parameters, versions: how the image was made)."""
+               metadata: Mapping[str, object] | None = None, *,
+               jpeg_quality: int = 95, webp_quality: int = 95) -> Path:
+    """Save atomically in the format the extension names. ``metadata`` (parameters, versions:
+    how the image was made) goes into PNG outputs as ``nstbatch:<key>`` text chunks, and into
+    JPEG and WebP outputs as one JSON object in the Exif ImageDescription (read it back with
+    ``read_provenance``). JPEG: ``jpeg_quality`` with full-resolution colour (4:4:4); WebP:
+    ``webp_quality``, 100 meaning lossless."""
     path = Path(path)
     fmt = output_format(path)
     options: dict = {}
@@ -208,11 +250,38 @@ def save_image(image: Image.Image, path: str | os.PathLike,
             text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
             info.add_itxt(f"nstbatch:{key}", text)
         options["pnginfo"] = info
-    elif fmt in ("JPEG", "WEBP"):
-        options["quality"] = 95
+    elif fmt == "JPEG":
+        options.update(quality=jpeg_quality, subsampling=0)
+    elif fmt == "WEBP":
+        options.update(quality=webp_quality, lossless=webp_quality >= 100, method=4)
+    if fmt in ("JPEG", "WEBP") and metadata:
+        exif = Image.Exif()
+        exif[EXIF_DESCRIPTION] = json.dumps({"nstbatch": dict(metadata)}, sort_keys=True)
+        exif[EXIF_SOFTWARE] = "nstbatch"
+        options["exif"] = exif.tobytes()
     try:
         atomic_write(path, lambda f: image.save(f, format=fmt, **options))
     except OSError as e:
         raise InputError(f"{path}: cannot write output ({e.strerror or e})",
                          hint="check free space and permissions") from None
     return path
+
+
+def read_provenance(path: str | os.PathLike) -> dict:
+    """What ``save_image`` stored in an output: {key: value}, from any of its formats."""
+    with Image.open(path) as im:
+        if im.format == "PNG":
+            return {key[len("nstbatch:"):]: _maybe_json(value) for key, value in im.text.items()
+                    if key.startswith("nstbatch:")}
+        text = im.getexif().get(EXIF_DESCRIPTION)
+    try:
+        return json.loads(text)["nstbatch"] if text else {}
+    except (ValueError, KeyError, TypeError):
+        return {}  # someone else's description
+
+
+def _maybe_json(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

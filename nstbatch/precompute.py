@@ -14,7 +14,7 @@ from .environment import cache_root
 from .color import prepare_style
 from .config import StyleParams
 from .errors import UsageError
-from .images import load_image
+from .images import fit_image, load_image
 from .pixels import to_tensor
 from .manifest import Job
 from .onnx_backend import OnnxTargets, check_providers, export_targets_model, model_key
@@ -89,7 +89,7 @@ class StyleTargetStore:
             side = params.style_side()
             image = to_tensor(load_image(style, side))
             check_image_size(*image.shape[-2:], params.style_layers, f"style image {style.name}")
-            reference = (to_tensor(load_image(content, params.size))
+            reference = (to_tensor(fit_image(load_image(content), *params.geometry))
                          if params.preserve_color == "histogram" else None)
             image = prepare_style(image, params, reference)
             grams = self._engine(params)(image.to(self.device))

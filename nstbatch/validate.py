@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .errors import NstbatchError
-from .images import ImageInfo, long_side_size, output_format, probe_image
+from .images import ImageInfo, long_side_size, output_format, output_size, probe_image
 from .layers import min_image_side
 from .manifest import Job, Manifest, Problem
 from .weights import split_weights_spec
@@ -92,8 +92,8 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
                 continue
             if role == "init":
                 continue  # resized to the output, whatever its size
-            w, h = long_side_size(info.width, info.height,
-                                  job.params.size if role == "content" else job.params.style_side())
+            w, h = (output_size(info.width, info.height, *job.params.geometry) if role == "content"
+                    else long_side_size(info.width, info.height, job.params.style_side()))
             layers = job.params.feature_layers if role == "content" else job.params.style_layers
             need = min_image_side(layers)  # (coarse scales too small for them are skipped)
             if layers and min(w, h) < need:

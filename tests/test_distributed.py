@@ -20,6 +20,10 @@ def scheduler_envs(n):
         yield "PBS", {"PBS_ARRAY_INDEX": str(k + 1)}, n  # PBS -J 1-n: size from --shards
         yield "Torque", {"PBS_ARRAYID": str(k)}, n  # qsub -t 0-(n-1)
         yield "torchrun", {"RANK": str(k), "WORLD_SIZE": str(n)}, None
+        yield "Kubernetes", {"JOB_COMPLETION_INDEX": str(k)}, n  # completions from --shards
+        yield "AWS Batch", {"AWS_BATCH_JOB_ARRAY_INDEX": str(k), "AWS_BATCH_JOB_ARRAY_SIZE": str(n)}, None
+        yield "AWS Batch, size from --shards", {"AWS_BATCH_JOB_ARRAY_INDEX": str(k)}, n
+        yield "Google Cloud Batch", {"BATCH_TASK_INDEX": str(k), "BATCH_TASK_COUNT": str(n)}, None
 
 
 @pytest.mark.parametrize("n", range(1, 8))
@@ -27,7 +31,7 @@ def test_every_scheduler_splits_the_manifest_with_no_gaps_or_overlaps(n):
     shards: dict[str, list[Shard]] = {}
     for name, env, size in scheduler_envs(n):
         shards.setdefault(name, []).append(detect_shard(env, size))
-    assert len(shards) == 7
+    assert len(shards) == 11
     for name, found in shards.items():
         assert all(s.count == n for s in found), name
         assert sorted(s.index for s in found) == list(range(n)), name  # one task per shard
@@ -57,3 +61,10 @@ def test_explicit_shard_and_errors():
         detect_shard({"PBS_ARRAY_INDEX": "3"})
     with pytest.raises(UsageError, match="RANK=4"):
         detect_shard({"RANK": "4", "WORLD_SIZE": "4"})
+    with pytest.raises(UsageError, match="--shards N"):
+        detect_shard({"JOB_COMPLETION_INDEX": "2"})
+    with pytest.raises(UsageError, match="not below the array size 4"):
+        detect_shard({"JOB_COMPLETION_INDEX": "4"}, 4)
+    with pytest.raises(UsageError, match="--shards N"):
+        detect_shard({"AWS_BATCH_JOB_ARRAY_INDEX": "0"})
+    assert detect_shard({"BATCH_TASK_INDEX": "0", "BATCH_TASK_COUNT": "1"}).count == 1

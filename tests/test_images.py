@@ -125,3 +125,52 @@ def test_output_folder_that_cannot_be_created(tmp_path):
     blocker.write_text("x")
     with pytest.raises(InputError, match="cannot create the output folder"):
         images.check_output_path(blocker / "sub" / "o.png")
+
+
+@pytest.mark.parametrize("name", ["m.png", "m.jpg", "m.webp"])
+def test_every_output_format_carries_its_provenance(tmp_path, name):
+    meta = {"params": {"steps": 3, "preset": "fast"}, "weights": "w-id"}
+    path = images.save_image(Image.new("RGB", (8, 8), (9, 99, 199)), tmp_path / name, meta)
+    assert images.read_provenance(path) == meta
+
+
+def test_jpeg_quality_and_full_resolution_colour(tmp_path):
+    rng = np.random.default_rng(0)
+    noisy = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    sizes = {}
+    for quality in (30, 95):
+        path = images.save_image(noisy, tmp_path / f"q{quality}.jpg", jpeg_quality=quality)
+        sizes[quality] = path.stat().st_size
+        with Image.open(path) as im:
+            assert im.layer == [(1, 1, 1, 0), (2, 1, 1, 1), (3, 1, 1, 1)]  # 4:4:4: no chroma halving
+    assert sizes[30] < sizes[95]
+
+
+def test_webp_quality_100_is_lossless(tmp_path):
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    path = images.save_image(Image.fromarray(pixels), tmp_path / "l.webp", webp_quality=100)
+    assert np.array_equal(np.asarray(images.load_image(path)), pixels)
+    lossy = images.save_image(Image.fromarray(pixels), tmp_path / "q.webp", webp_quality=50)
+    assert not np.array_equal(np.asarray(images.load_image(lossy)), pixels)
+
+
+@pytest.mark.parametrize("width, height, resize, crop, expected", [
+    (400, 300, "long", "none", (200, 150)),
+    (400, 300, "short", "none", (267, 200)),
+    (300, 400, "short", "none", (200, 267)),
+    (400, 300, "long", "center", (200, 200)),  # crop: the short side is scaled to size
+    (300, 400, "short", "center", (200, 200)),
+    (150, 100, "long", "center", (200, 200)),  # upscaled first, then cropped
+])
+def test_output_geometry_from_the_header_alone(width, height, resize, crop, expected):
+    assert images.output_size(width, height, 200, resize, crop) == expected
+
+
+def test_center_crop_keeps_the_middle(tmp_path):
+    pixels = np.zeros((100, 300, 3), np.uint8)
+    pixels[:, 100:200] = 255  # a white middle third between black sides
+    fitted = images.fit_image(Image.fromarray(pixels), 50, "long", "center")
+    assert fitted.size == (50, 50)
+    assert np.asarray(fitted).min() > 240  # only the white middle is left
+    assert images.fit_image(Image.fromarray(pixels), 50).size == (50, 17)  # the default: long side

@@ -54,3 +54,30 @@ def test_sbatch_script_forwards_the_warning_signal_and_requeues_on_75(tmp_path):
     assert (tmp_path / "scontrol").read_text().split() == ["requeue", "77_3"]
     args = (tmp_path / "args").read_text().split()
     assert args[:4] == ["run", "m.csv", "--shard", "auto"]
+
+
+def test_kubernetes_indexed_job_agrees_with_the_code():
+    import yaml
+
+    from nstbatch.environment import detect_shard, shard_of
+
+    spec = yaml.safe_load((ROOT / "manifests" / "k8s_indexed_job.yaml").read_text())["spec"]
+    pod = spec["template"]["spec"]
+    container = pod["containers"][0]
+    command = container["command"]
+    shards = int(command[command.index("--shards") + 1])
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == shards
+    assert pod["restartPolicy"] == "Never"  # podFailurePolicy requires it
+    retry = [rule for rule in spec["podFailurePolicy"]["rules"] if "onExitCodes" in rule]
+    assert retry[0]["action"] == "Ignore" and retry[0]["onExitCodes"]["values"] == [EXIT_PREEMPTED]
+    assert retry[0]["onExitCodes"]["containerName"] == container["name"]
+    mount = container["volumeMounts"][0]["mountPath"]
+    state = command[command.index("--state-dir") + 1]
+    cache = {e["name"]: e["value"] for e in container["env"]}["NSTBATCH_CACHE"]
+    assert command[command.index("--shard") + 1] == "auto"
+    assert state.startswith(mount + "/") and cache.startswith(mount + "/")  # shared by every pod
+    # Each completion index is one shard, and together they cover every job once.
+    found = [detect_shard({"JOB_COMPLETION_INDEX": str(i)}, shards) for i in range(spec["completions"])]
+    assert sorted(s.index for s in found) == list(range(shards))
+    ids = [f"job-{i}" for i in range(50)]
+    assert sorted(i for s in found for i in ids if shard_of(i, s.count) == s.index) == sorted(ids)

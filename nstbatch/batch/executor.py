@@ -15,7 +15,7 @@ import torch
 from ..api import check_job_files, provenance
 from ..devices import is_out_of_memory, memory_available, report_every, resolve_device
 from ..errors import NstbatchError, OptimizationError
-from ..images import load_image, remove_stale_temps, resize_long_side, save_image
+from ..images import fit_image, load_image, remove_stale_temps, save_image
 from ..onnx_backend import OnnxError
 from ..optimize import Checkpoint, Preempted, Progress, Result, build_features, optimize
 from ..pixels import to_pil, to_tensor
@@ -116,7 +116,7 @@ class JobExecutor:
             try:
                 check_job_files(job.content, job.styles, job.output)
                 remove_stale_temps(job.output)  # left by a run killed while saving this output
-                loaded.append(_Loaded(item, to_tensor(resize_long_side(load_image(job.content), job.params.size))))
+                loaded.append(_Loaded(item, to_tensor(fit_image(load_image(job.content), *job.params.geometry))))
             except NstbatchError as error:
                 outcomes.append(self._outcome(item, JobStatus.FAILED, error=str(error)))
         return loaded
@@ -248,7 +248,8 @@ class JobExecutor:
             final = result.final(index)
             try:
                 save_image(to_pil(result.image[index:index + 1]), job.output,
-                           provenance(params, result, job.content, job.styles, index))
+                           provenance(params, result, job.content, job.styles, index),
+                           jpeg_quality=params.jpeg_quality, webp_quality=params.webp_quality)
                 self.state.write_history(job.id, result.history, of_batch=len(loaded))
                 self.state.mark_done(job, hash_, {"seconds": per_image, "finished": time.time(),
                                                   "batch": len(loaded), "costs": _costs(final),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..environment import WHOLE, Shard, shard_of
 from ..errors import NstbatchError, UsageError
-from ..images import long_side_size, probe_image
+from ..images import long_side_size, output_size, probe_image
 from ..manifest import Job, Manifest, Problem, read_manifest
 from ..validate import validate
 from ..hashing import JobHasher
@@ -97,7 +97,7 @@ def content_size(job: Job) -> tuple[int, int] | None:
         info = probe_image(job.content)
     except NstbatchError:
         return None
-    width, height = long_side_size(info.width, info.height, job.params.size)
+    width, height = output_size(info.width, info.height, *job.params.geometry)
     return height, width
 
 
@@ -166,7 +166,7 @@ def plan_shards(manifest_path: str | os.PathLike, count: int, batch: int = 1) ->
         row = work[shard_of(job.id, count)]
         row[0] += 1
         if sizes[job.content]:
-            width, height = long_side_size(*sizes[job.content], job.params.size)
+            width, height = output_size(*sizes[job.content], *job.params.geometry)
             row[1] += width * height * job.params.steps / 1e6
             peak = estimate(job.params, height, width, batch, style_pixels=style_pixels(job))
             if row[2] is None or peak.bytes > row[2].bytes:
