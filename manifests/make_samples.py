@@ -1,13 +1,19 @@
 """Make the sample images the example manifests use (run from anywhere; deterministic).
 
-    python manifests/make_samples.py
+    python manifests/make_samples.py              # the samples/ of the example manifests
+    python manifests/make_samples.py --tree DIR   # a small dataset: DIR/photos, DIR/paintings
 
 Everything is drawn here from numbers, so the images are the project's own: two contents
-(a harbour scene, a town) and two styles (swirling brush strokes, a stained-glass mosaic).
+(a harbour scene, a town) and two styles (swirling brush strokes, a stained-glass mosaic);
+``--tree`` draws an ImageFolder-style tree of photos (class folders, a nested folder, the
+same file name in two folders, ``.JPEG`` and ``.png``, annotation sidecars) and a pool of four
+paintings, for trying dataset entries (README: "Stylize a dataset").
 """
 from __future__ import annotations
 
 from pathlib import Path
+
+import argparse
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -82,7 +88,56 @@ def mosaic(size: int = 256, cells: int = 60) -> Image.Image:
     return Image.fromarray(rgb.astype(np.uint8), "RGB")
 
 
+def stripes(size: int = 256) -> Image.Image:
+    """Bold diagonal bands in warm reds and ochres, with a wavering edge."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    t = (np.sin(30 * (x + y) + 2 * np.sin(9 * y)) + 1) / 2
+    rgb = (1 - t)[..., None] * np.array([180, 40, 30]) + t[..., None] * np.array([240, 190, 90])
+    return Image.fromarray(rgb.astype(np.uint8), "RGB")
+
+
+def dots(size: int = 256) -> Image.Image:
+    """Pointillist dabs of green and violet on a pale ground."""
+    rng = np.random.default_rng(11)
+    im = Image.new("RGB", (size, size), (235, 230, 210))
+    d = ImageDraw.Draw(im)
+    for _ in range(size * 3):
+        x, y, r = rng.integers(0, size), rng.integers(0, size), int(rng.integers(2, 6))
+        d.ellipse([x - r, y - r, x + r, y + r], fill=[(40, 140, 70), (120, 60, 160), (220, 170, 40)][int(rng.integers(3))])
+    return im
+
+
+# The tree --tree draws: (path under photos/, picture, a colour shift per channel).
+TREE = [("cat/c1.JPEG", harbour, (0, 0, 0)), ("cat/c2.png", town, (30, -20, 0)),
+        ("dog/c1.JPEG", town, (-30, 10, 40)), ("dog/puppies/p1.png", harbour, (40, 20, -40))]
+
+
+def draw_tree(root: Path, side: int = 96) -> None:
+    """``root/photos``: the photos of ``TREE`` (long side ``side``), an annotation ``.xml`` beside
+    each ``cat/`` photo and a ``README.txt`` at the top; ``root/paintings``: four styles."""
+    for rel, picture, shift in TREE:
+        path = root / "photos" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        im = picture()
+        im.thumbnail((side, side), Image.Resampling.LANCZOS)
+        pixels = np.clip(np.asarray(im, np.int16) + np.array(shift), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, "RGB").save(path, format="JPEG" if rel.endswith(".JPEG") else "PNG")
+        if rel.startswith("cat/"):
+            path.with_suffix(".xml").write_text(f"<annotation><object>cat</object><file>{path.name}</file></annotation>\n")
+    (root / "photos" / "README.txt").write_text("photos drawn by manifests/make_samples.py\n")
+    (root / "paintings").mkdir(parents=True, exist_ok=True)
+    for name, make in [("swirls", swirls), ("mosaic", mosaic), ("stripes", stripes), ("dots", dots)]:
+        make(side).save(root / "paintings" / f"{name}.png")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tree", type=Path, help="draw the dataset tree under this folder instead")
+    args = parser.parse_args()
+    if args.tree:
+        draw_tree(args.tree)
+        print(args.tree / "photos", args.tree / "paintings")
+        return
     HERE.mkdir(exist_ok=True)
     for name, make in [("harbour", harbour), ("town", town), ("swirls", swirls), ("mosaic", mosaic)]:
         make().save(HERE / f"{name}.png", optimize=True)

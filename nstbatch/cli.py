@@ -133,8 +133,10 @@ FALLBACK_OPTION = typer.Option(False, "--allow-fallback", help="Run on whatever 
 
 
 def _print_problems(problems) -> None:
-    for problem in problems:
-        typer.echo(str(problem), err=True)
+    from .manifest import merged
+
+    for line in merged(problems):
+        typer.echo(line, err=True)
 
 
 @app.command()
@@ -223,6 +225,8 @@ def run(
             verb = ("skip  (quarantined)" if item.quarantined and item.reason
                     else f"run   ({item.reason})" if item.reason else "skip  (done)")
             typer.echo(f"{verb:34s} {item.job.id}  {item.job.where}  -> {item.job.output}")
+        for copy in plan.copies:
+            typer.echo(f"{'copy':34s} {copy.source} -> {copy.target}")
         typer.echo(f"{len(plan.to_run)} to run, {plan.done} done"
                    + (f", {len(plan.quarantined)} quarantined" if plan.quarantined else ""))
         return 0
@@ -231,6 +235,8 @@ def run(
                + (f", invalid {summary.invalid}" if summary.invalid else "")
                + (f", preempted {summary.preempted}" if summary.preempted else "")
                + (f", taken by another run {summary.elsewhere}" if summary.elsewhere else "")
+               + (f"; sidecar files copied {summary.copied}" if summary.copied else "")
+               + (f", not copied {summary.copy_failed}" if summary.copy_failed else "")
                + f"; {summary.seconds:.1f}s, {summary.images_per_hour:.1f} images/hour"
                + f"; style targets: {summary.style_targets_computed} computed,"
                  f" {summary.style_targets_reused} from the cache"
@@ -300,12 +306,20 @@ def sheet(
 @app.command(name="plan")
 def plan_command(
     manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
-    shards: int = typer.Option(..., "--shards", help="Number of tasks in the job array."),
+    shards: Optional[int] = typer.Option(None, "--shards", help="Number of tasks in the job array."),
     batch: int = typer.Option(1, "--batch", min=1, help="Jobs per optimisation pass, for the memory figure."),
+    export: Optional[Path] = typer.Option(None, "--export", help="Write every resolved job (id, content,"
+                                          " styles, output, parameters that differ from the preset, seed)"
+                                          " to this CSV manifest instead; run it with the same --state-dir"
+                                          " and the finished jobs are found done."),
 ):
-    """How many jobs, how much work (megapixel-steps) and what peak memory each of N shards gets."""
+    """How many jobs, how much work (megapixel-steps) and what peak memory each of N shards
+    gets; or, with --export, the whole plan as a CSV manifest that regenerates the same outputs."""
+    if export is not None:
+        return _export_plan(manifest, export)
     from .batch.plan import plan_shards
 
+    shards = shards or 1
     rows = plan_shards(manifest, shards, batch)
     typer.echo(f"{'shard':>7s} {'jobs':>8s} {'Mpx x steps':>12s} {'peak memory':>12s}")
     for row in rows:
@@ -316,6 +330,25 @@ def plan_command(
                " optimises, on top of the worker's own ~1 GiB; a job that does not fit a device's"
                " memory is checkpointed or fails alone before it starts")
     return 0
+
+
+def _export_plan(manifest: Path, export: Path) -> int:
+    from .manifest import read_manifest
+    from .planfile import export_plan
+    from .validate import validate as find_problems
+
+    if export.suffix.lower() != ".csv":
+        raise UsageError(f"--export {export}: the plan is written as a CSV manifest; end the name with .csv")
+    parsed = read_manifest(manifest)
+    problems = find_problems(parsed)
+    _print_problems(problems)
+    rows = export_plan(parsed.jobs, export)
+    typer.echo(f"wrote {export}: {rows} job(s)"
+               + (f", {len(problems)} problem(s) listed above (those jobs are in the plan and fail"
+                  " validation there too)" if problems else "")
+               + (f"; {len(parsed.copies)} sidecar file(s) are copied by runs of {manifest.name} only"
+                  if parsed.copies else ""))
+    return 1 if problems else 0
 
 
 @app.command()

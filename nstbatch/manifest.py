@@ -18,8 +18,10 @@ from typing import Any
 
 import yaml
 
+from . import dataset
 from .config import FIELDS, INITS, StyleParams, resolve_params
 from .errors import NstbatchError, UsageError
+from .images import probe_image
 from .layers import suggest
 
 CSV_REQUIRED = ("content", "style", "output")
@@ -59,6 +61,26 @@ class Manifest:
     path: Path
     jobs: list[Job] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    copies: list[dataset.Copy] = field(default_factory=list)  # dataset entries' sidecar files
+
+
+def merged(problems: list[Problem]) -> list[str]:
+    """Problems as lines, one per problem, except that the jobs one broken file spoils in one
+    dataset entry (its variants, its styles) share one line: ``m.yaml:4 (dog/x.png, 2 jobs): …``."""
+    groups: dict[tuple[str, str], list[Problem]] = {}
+    for problem in problems:
+        entry, _, detail = problem.where.partition(" (")
+        key = (entry, problem.message) if detail else (problem.where, problem.message + str(id(problem)))
+        groups.setdefault(key, []).append(problem)
+    lines = []
+    for (entry, _), group in groups.items():
+        first = group[0]
+        if len(group) == 1:
+            lines.append(str(first))
+            continue
+        image = first.where.partition(" (")[2].split(",")[0].rstrip(")")
+        lines.append(f"{entry} ({image}, {len(group)} jobs): {first.message}")
+    return lines
 
 
 class ManifestError(UsageError):
@@ -133,6 +155,7 @@ def _unknown(names, valid) -> str | None:
 
 CSV_COLUMNS = CSV_REQUIRED + CSV_OPTIONAL + tuple(FIELDS)
 YAML_JOB_KEYS = JOB_KEYS + tuple(FIELDS)
+DATASET_ENTRY_KEYS = dataset.DATASET_KEYS + tuple(FIELDS)
 
 
 def _weights_list(text: str, n: int) -> list[float]:
@@ -309,10 +332,37 @@ def parse_yaml(path: Path, text: str) -> Manifest:
         line = getattr(entry, "line", data.line)
         where = f"{path.name}:{line}"
         try:
-            manifest.jobs.extend(_yaml_jobs(base, out_base, where, defaults, entry))
+            if isinstance(entry, dict) and "dataset" in entry:
+                _dataset_jobs(manifest, base, out_base, where, defaults, entry)
+            else:
+                manifest.jobs.extend(_yaml_jobs(base, out_base, where, defaults, entry))
         except _RowError as e:
             manifest.problems.append(Problem(where, str(e)))
     return manifest
+
+
+def _dataset_jobs(manifest: Manifest, base: Path, out_base: Path, where: str, defaults: dict, entry) -> None:
+    """A folder tree and a style pool, expanded into jobs (see ``dataset``)."""
+    wrong = [k for k in ("content", "style", "id") if k in entry]
+    if wrong:
+        raise _RowError(f"a dataset entry takes dataset and style_pool, not {', '.join(wrong)}"
+                        " (ids are made per image; style_pool may list one painting)")
+    unknown = _unknown(entry, DATASET_ENTRY_KEYS)
+    if unknown:
+        raise _RowError(unknown)
+    params = _params(where, {**defaults, **{k: v for k, v in entry.items() if k in FIELDS}}, base)
+    try:
+        expanded = dataset.expand(base, out_base, where, entry, params, probe_image)
+    except dataset.EntryError as e:
+        raise _RowError(str(e)) from None
+    manifest.problems += [Problem(where, message) for message in expanded.problems]
+    several = max((variant for _, _, variant, *_ in expanded.jobs), default=0) > 0
+    for content_text, rel, variant, styles, output, params in expanded.jobs:
+        job_id = stable_id(content_text, [(label, 1.0) for label, _ in styles], f"{output}\0{variant}")
+        manifest.jobs.append(Job(job_id, _resolve(base, content_text), tuple((path, 1.0) for _, path in styles),
+                                 _resolve(out_base, output.replace("{id}", job_id)), params,
+                                 f"{where} ({rel}{f', variant {variant}' if several else ''})"))
+    manifest.copies += expanded.copies
 
 
 def _as_text(value, what: str) -> str:

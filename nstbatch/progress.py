@@ -71,8 +71,10 @@ class RunReport:
             self.task = self.bar.add_task("", total=len(to_run))
 
     def invalid(self, problems) -> None:
-        for problem in problems:
-            typer.echo(f"skipped (invalid) {problem}", err=True)
+        from .manifest import merged
+
+        for line in merged(problems):
+            typer.echo(f"skipped (invalid) {line}", err=True)
 
     def job_started(self, job, number: int, count: int) -> None:
         self.current = job

@@ -6,6 +6,7 @@ manifest over a few images validates in seconds.
 from __future__ import annotations
 
 import os
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -100,6 +101,34 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
                 report(f"{role} {path.name} is {w}x{h} px at size "
                        f"{job.params.size if role == 'content' else job.params.style_side()}"
                        f", too small for its layers (each side needs {need} px); raise size")
+    problems += _check_copies(manifest, set(by_output), inputs, folders)
+    return problems
+
+
+def _check_copies(manifest: Manifest, outputs: set[str], inputs: set[str],
+                  folders: dict[Path, str | None]) -> list[Problem]:
+    """Sidecar files of dataset entries: each has one target, which is no output or input."""
+    problems: list[Problem] = []
+    targets: dict[str, str] = {}
+    for copy in manifest.copies:
+        target = os.path.abspath(copy.target)
+        message = None
+        if target == os.path.abspath(copy.source):
+            message = f"copy: {copy.target} is the file itself; put the outputs in another folder"
+        elif target in outputs:
+            message = f"copy: {copy.target} is also a stylized output of this manifest"
+        elif target in inputs:
+            message = f"copy: {copy.target} is an input of this manifest; it would be overwritten"
+        elif target in targets:
+            message = f"copy: {copy.target} is also the copy of {targets[target]}"
+        else:
+            folder = copy.target.parent
+            if folder not in folders:
+                folders[folder] = _writable_folder(folder)
+            message = folders[folder] and f"copy: {folders[folder]}"
+        targets.setdefault(target, str(copy.source))
+        if message:
+            problems.append(Problem(copy.where, message))
     return problems
 
 
@@ -108,7 +137,7 @@ def validate(manifest: Manifest, *, check_files: bool = True) -> list[Problem]:
     problems = manifest.problems + check_jobs(manifest, check_files=check_files)
 
     def line_of(p: Problem) -> int:
-        tail = p.where.rsplit(":", 1)[-1]
-        return int(tail) if tail.isdigit() else 0
+        found = re.search(r":(\d+)", p.where)  # 'm.yaml:7' or 'm.yaml:7 (cats/a.jpg)'
+        return int(found.group(1)) if found else 0
 
     return sorted(problems, key=line_of)

@@ -148,7 +148,7 @@ class JobExecutor:
         limit = memory_available(self.device)
         if limit is not None and self.peers > 1:
             limit = replace(limit, bytes=limit.bytes // self.peers, source=f"{limit.source}, shared by {self.peers} workers")
-        styles = style_pixels(first.job)
+        styles = max(style_pixels(entry.item.job) for entry in loaded)
         memory = plan_memory(params, height, width, limit.bytes if limit else None, len(loaded), self.device.type,
                              styles)
         if memory is None:
@@ -161,10 +161,10 @@ class JobExecutor:
                 f"needs about {lean} for a {width}x{height} image, too much for the {limit.bytes / 2**30:.2f} GiB"
                 f" free ({limit.source}); use a smaller size,"
                 " fewer jobs per batch, or a machine with more memory"))]
-        sources: list[str] = []
+        sources: list[list[str]] = [[] for _ in loaded]  # per job: where its style targets came from
         resume = load_checkpoint(self.state, first.job, first.hash) if len(loaded) == 1 else None
         try:
-            style_targets, sources = self.store.for_job(first.job)
+            style_targets, sources = self._style_targets(loaded)
             result, params, note = self._optimize(loaded, style_targets, resume, memory.checkpointing,
                                                   claims, on_step)
         except Preempted as stop:
@@ -172,8 +172,8 @@ class JobExecutor:
                 save_checkpoint(self.state, entry.item.job, entry.item.hash,
                                 slice_checkpoint(stop.checkpoint, index, len(loaded)))
             return [self._outcome(entry.item, JobStatus.PREEMPTED, seconds=time.monotonic() - started,
-                                  error=f"checkpointed after step {stop.checkpoint.step}", sources=tuple(sources))
-                    for entry in loaded]
+                                  error=f"checkpointed after step {stop.checkpoint.step}",
+                                  sources=tuple(sources[index])) for index, entry in enumerate(loaded)]
         except OnnxError:
             raise  # the ONNX Runtime set-up is broken for every job, not this one
         except Exception as error:  # noqa: BLE001 - one job's failure never ends the run
@@ -184,9 +184,20 @@ class JobExecutor:
                     torch.cuda.empty_cache()
                 return self._split(loaded, claims, on_step)
             return [self._outcome(entry.item, JobStatus.FAILED, seconds=time.monotonic() - started,
-                                  error=error_text(error), sources=tuple(sources)) for entry in loaded]
+                                  error=error_text(error), sources=tuple(sources[index]))
+                    for index, entry in enumerate(loaded)]
         return self._finish(loaded, result, params, note, resume, sources, time.monotonic() - started,
                             memory.checkpointing)
+
+    def _style_targets(self, loaded: list[_Loaded]) -> tuple[dict[str, torch.Tensor], list[list[str]]]:
+        """The pass's style targets, and where each job's came from. Jobs that share their
+        styles share one ``(1, C, C)`` Gram per layer; a mixed-style batch stacks each job's
+        own into ``(B, C, C)``, so every image is pulled towards its own style."""
+        per_job = [self.store.for_job(entry.item.job) for entry in loaded]
+        sources = [found for _, found in per_job]
+        if all(entry.item.job.styles == loaded[0].item.job.styles for entry in loaded):
+            return per_job[0][0], sources
+        return {name: torch.cat([targets[name] for targets, _ in per_job]) for name in per_job[0][0]}, sources
 
     def _optimize(self, loaded: list[_Loaded], style_targets, resume: Checkpoint | None, checkpointing: bool,
                   claims: dict[str, Claim], on_step) -> tuple[Result, object, str | None]:
@@ -257,11 +268,11 @@ class JobExecutor:
                                                   "activation_checkpointing": checkpointing})
             except (NstbatchError, OSError) as error:  # a full or read-only disk: this job alone
                 outcomes.append(self._outcome(entry.item, JobStatus.FAILED, seconds=per_image,
-                                              error=error_text(error), sources=tuple(sources)))
+                                              error=error_text(error), sources=tuple(sources[index])))
                 continue
             discard_checkpoint(self.state, job)
             self.state.forget_kills(job)
             outcomes.append(self._outcome(entry.item, JobStatus.DONE, seconds=per_image, costs=_costs(final),
-                                          sources=tuple(sources), resumed_from=resume.step if resume else None,
+                                          sources=tuple(sources[index]), resumed_from=resume.step if resume else None,
                                           note=note, batch=len(loaded), checkpointing=checkpointing))
         return outcomes

@@ -123,6 +123,8 @@ class RunSummary:
     style_targets_reused: int = 0  # from the cache instead of computed
     shard: str = "all jobs"
     workers: int = 1
+    copied: int = 0  # sidecar files of dataset entries copied (not counting identical ones there)
+    copy_failed: int = 0
 
     @property
     def images_per_hour(self) -> float:
@@ -132,7 +134,7 @@ class RunSummary:
     def exit_code(self) -> int:
         if self.preempted:
             return EXIT_PREEMPTED
-        return 1 if self.failed or self.invalid or self.quarantined else 0
+        return 1 if self.failed or self.invalid or self.quarantined or self.copy_failed else 0
 
     def to_dict(self) -> dict:
         return {**asdict(self), "images_per_hour": round(self.images_per_hour, 2)}

@@ -4,9 +4,10 @@ optimisation pass into batches. Reads image headers only; no torch."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..dataset import Copy
 from ..environment import WHOLE, Shard, shard_of
 from ..errors import NstbatchError, UsageError
 from ..images import long_side_size, output_size, probe_image
@@ -44,6 +45,7 @@ class Plan:
     manifest: Manifest
     problems: list[Problem]  # this shard's (file-level ones go to shard 0)
     jobs: list[Planned]  # this shard's valid jobs
+    copies: list[Copy] = field(default_factory=list)  # this shard's valid sidecar files
 
     @property
     def to_run(self) -> list[Planned]:
@@ -71,7 +73,9 @@ def plan_run(manifest_path: str | os.PathLike, state: StateDir, *, shard: Shard 
     jobs = [job for job in manifest.jobs if job.id not in bad and shard.owns(job.id)]
     # Each shard speaks for its own jobs; problems of the file itself go to shard 0.
     problems = [p for p in problems if (shard.owns(p.job_id) if p.job_id else shard.index == 0)]
-    return Plan(manifest, problems, plan_jobs(jobs, state, force))
+    refused = {p.where for p in problems if not p.job_id}
+    copies = [c for c in manifest.copies if c.where not in refused and shard.owns(c.key)]
+    return Plan(manifest, problems, plan_jobs(jobs, state, force), copies)
 
 
 def plan_jobs(jobs: list[Job], state: StateDir, force: bool = False) -> list[Planned]:
@@ -117,9 +121,12 @@ def style_pixels(job: Job) -> int:
 
 def batches(to_run: list[Planned], size: int, state: StateDir) -> list[list[Planned]]:
     """The run's tasks, in manifest order: batches of up to ``size`` Adam jobs that share
-    styles, parameters and output size, and single jobs (batches of one). A job with a
-    checkpoint resumes alone. L-BFGS is never batched (its line search couples the images),
-    nor ``preserve_color: histogram``, whose style targets depend on each job's content."""
+    parameters and output size, whatever their styles (each image has its own Gram targets),
+    and single jobs (batches of one). Sizes are bucketed exactly: jobs of one output shape,
+    wherever they are in the manifest, fill a batch together (a dataset at ``crop: center`` is
+    one shape). A job with a checkpoint resumes alone. L-BFGS is never batched (its line
+    search couples the images), nor ``preserve_color: histogram``, whose style targets depend
+    on each job's content."""
     if size <= 1:
         return [[item] for item in to_run]
     groups: dict[tuple, list[Planned]] = {}
@@ -129,7 +136,7 @@ def batches(to_run: list[Planned], size: int, state: StateDir) -> list[list[Plan
         if (item.hash is not None and job.params.optimizer == "adam" and job.params.preserve_color != "histogram"
                 and not state.checkpoint_path(job.id).exists()):
             shape = content_size(job)
-            key = (job.styles, job.params.to_json(), shape) if shape else None
+            key = (job.params.to_json(), shape) if shape else None
         if key is None:
             order.append([item])
         elif key in groups and len(groups[key]) < size:

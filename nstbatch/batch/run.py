@@ -69,6 +69,19 @@ def _stop_on(signals):
             signal.signal(signum, handler)
 
 
+def _copy_sidecars(plan: Plan, summary: RunSummary, events: RunEvents) -> None:
+    """Dataset entries' sidecar files, before the jobs (cheap, and labels stay beside images)."""
+    from ..dataset import copy_file
+
+    for copy in plan.copies:
+        try:
+            summary.copied += copy_file(copy)
+        except OSError as e:
+            summary.copy_failed += 1
+            events.notice(f"{copy.where}: cannot copy {copy.source} to {copy.target}"
+                          f" ({e.strerror or e}); the images go on")
+
+
 def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[RunSummary, Plan]:
     """Run every job of this shard of the manifest that is not done. A failing job is
     recorded and the rest go on; outputs are atomic; a stop signal checkpoints the jobs in
@@ -93,6 +106,7 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
     if options.force:
         for item in plan.jobs:
             state.forget_kills(item.job)
+    _copy_sidecars(plan, summary, events)
     from ..devices import worker_devices
 
     devices = worker_devices(options.devices, options.workers)
