@@ -385,12 +385,14 @@ def precompute(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
 ):
     """Fill the cache with the style targets of every distinct style of MANIFEST (for example
-    on CPU nodes, before the GPU job)."""
+    on CPU nodes, before the GPU job): for a dataset entry, every painting of its pool that
+    the plan assigns, each computed once."""
     from .devices import resolve_device
     from .manifest import read_manifest
     from .precompute import StyleTargetStore, distinct_targets
 
     parsed = read_manifest(manifest)
+    _print_problems([p for p in parsed.problems if not p.job_id])  # e.g. a broken painting of a pool
     todo = distinct_targets(parsed.jobs)
     store = StyleTargetStore(backend=targets, cache_dir=cache_dir, device=resolve_device(device),
                              providers=providers, allow_fallback=allow_fallback,

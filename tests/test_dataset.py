@@ -189,3 +189,25 @@ def test_walk_is_sorted_recursive_and_skips_symlinked_folders(tmp_path):
         (tmp_path / rel).write_bytes(b"x")
     os.symlink(tmp_path / "b", tmp_path / "loop")
     assert walk(tmp_path) == ["a.JPEG", "b/a.jpg", "b/c/z.PNG", "b/notes.txt"]
+
+
+def test_the_readme_dataset_example_is_valid_on_the_drawn_tree(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Stylize a dataset"):]
+    example = section[section.index("```yaml\n") + 8:section.index("```\n", section.index("```yaml"))]
+    _samples().draw_tree(tmp_path / "data")
+    (tmp_path / "data" / "stylize.yaml").write_text(example)
+    manifest = read_manifest(tmp_path / "data" / "stylize.yaml")
+    assert not validate(manifest)
+    assert len(manifest.jobs) == 8 and len(manifest.copies) == 3
+    assert {job.params.jpeg_quality for job in manifest.jobs} == {90}
+    assert tmp_path / "data" / "stylized" / "dog" / "puppies" / "p1_1.jpg" in {job.output for job in manifest.jobs}
+
+
+def test_precompute_fills_the_cache_for_the_pool_once_and_names_the_broken_painting(tree, capsys, tmp_path):
+    m = write(tree)
+    assigned = {style for job in read_manifest(m).jobs for style, _ in job.styles}
+    assert main(["precompute", str(m), "--targets", "torch", "--cache-dir", str(tmp_path / "cache"), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("torn.png") == 1 and "left out of the pool" in captured.err
+    assert f"{len(assigned)} distinct style target(s): {len(assigned)} computed" in captured.out
