@@ -184,6 +184,12 @@ def run(
     in_process: bool = typer.Option(False, "--in-process", help="Run the jobs in this process instead of"
                                     " worker processes: a crash or the out-of-memory killer then ends the"
                                     " whole run. For debuggers and profilers."),
+    no_steal: bool = typer.Option(False, "--no-steal", help="With --shard: run this shard's jobs only;"
+                                  " by default a shard that is done with its own takes the other shards'"
+                                  " pending jobs (each still runs once), so an array finishes together."),
+    claim_stale: float = typer.Option(300.0, "--claim-stale", help="Seconds without a heartbeat after which"
+                                      " a job's claim (a run on another host that died) is broken and the"
+                                      " job taken over."),
     force: bool = typer.Option(False, "--force", help="Rerun jobs that are already done (and quarantined ones)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Run the valid jobs of an invalid manifest."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would run, and why; run nothing."),
@@ -206,7 +212,8 @@ def run(
                          skip_invalid=skip_invalid, dry_run=dry_run, targets=targets, cache_dir=cache_dir,
                          providers=providers, allow_fallback=allow_fallback,
                          checkpoint_every=checkpoint_every, compile=compile, snapshot_dir=snapshot_dir,
-                         stop_signals=_parse_signals(stop_signals), isolate=not in_process)
+                         stop_signals=_parse_signals(stop_signals), isolate=not in_process,
+                         steal=not no_steal, claim_stale=claim_stale)
     report = RunReport(quiet, verbose)
     try:
         summary, plan = run_manifest(options, report)
@@ -235,6 +242,7 @@ def run(
                + (f", invalid {summary.invalid}" if summary.invalid else "")
                + (f", preempted {summary.preempted}" if summary.preempted else "")
                + (f", taken by another run {summary.elsewhere}" if summary.elsewhere else "")
+               + (f"; helped other shards with {summary.helped}" if summary.helped else "")
                + (f"; sidecar files copied {summary.copied}" if summary.copied else "")
                + (f", not copied {summary.copy_failed}" if summary.copy_failed else "")
                + f"; {summary.seconds:.1f}s, {summary.images_per_hour:.1f} images/hour"
@@ -357,13 +365,18 @@ def status(
     state_dir: Optional[Path] = typer.Option(None, help="The run's state directory, if moved."),
 ):
     """Done, failed and pending jobs of MANIFEST (every shard's), and the failed ones' errors."""
-    from .batch.ledger import JobStatus, status as job_status
+    from .batch.ledger import JobStatus, shard_views, status as job_status
 
     view = job_status(manifest, state_dir, check_files=False, histories=False)
     for job in view.jobs:
         if job.status.is_failure:
             label = "FAILED (quarantined)" if job.status == JobStatus.QUARANTINED else "FAILED"
             typer.echo(f"{label} {job.job.id} ({job.job.where}): {job.error}")
+    for shard in shard_views(view):
+        done = shard.done_by_owner + shard.done_by_helpers
+        typer.echo(f"shard {shard.index}/{shard.count}: {shard.jobs} job(s), done {done} ({shard.done_by_owner}"
+                   f" by itself, {shard.done_by_helpers} by helping shards), failed {shard.failed},"
+                   f" pending {shard.jobs - done - shard.failed}")
     running = view.count(JobStatus.RUNNING)
     typer.echo(f"done {view.count(JobStatus.DONE)},"
                f" failed {view.count(JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)},"

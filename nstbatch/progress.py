@@ -70,6 +70,10 @@ class RunReport:
             self.bar.start()
             self.task = self.bar.add_task("", total=len(to_run))
 
+    def more(self, count: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, total=count)
+
     def invalid(self, problems) -> None:
         from .manifest import merged
 

@@ -119,7 +119,7 @@ def test_the_report_adds_up_every_shard_of_a_cluster_run(tmp_path, capsys):
     state = tmp_path / "shared-state"
     for shard in ("0/2", "1/2"):
         assert main(["run", "--in-process", str(tmp_path / "m.csv"), "--shard", shard, "--state-dir", str(state),
-                     "--targets", "torch", "-q"]) == 0
+                     "--targets", "torch", "--no-steal", "-q"]) == 0
     assert sorted(p.name for p in state.glob("report*.jsonl")) == ["report-s0of2.jsonl", "report-s1of2.jsonl"]
     assert main(["report", str(tmp_path / "m.csv"), "-o", str(tmp_path / "r.html"), "--state-dir", str(state)]) == 0
     assert "4 job(s), 4 done, 0 failed, 0 pending" in capsys.readouterr().out

@@ -215,3 +215,14 @@ def test_stale_temp_file_from_a_kill_during_save_is_removed(folder, capsys):
     (folder / "o" / ".a.png.x1y2.tmp").write_bytes(b"half an image")
     assert run_cli(capsys, "run", manifest)[0] == 0
     assert sorted(p.name for p in (folder / "o").iterdir()) == ["a.png"]
+
+
+def test_a_job_is_done_however_its_manifest_is_named(folder, capsys, monkeypatch):
+    (folder / "m.csv").write_text(HEADER + tiny_row("a", "c1.png", "s.png", "out/a.png"))
+    monkeypatch.chdir(folder)
+    assert run_cli(capsys, "run", "m.csv")[0] == 0  # relative to the working folder
+    monkeypatch.chdir(folder.parent)
+    code, out, _ = run_cli(capsys, "status", folder / "m.csv")  # absolute, from elsewhere
+    assert code == 0 and "done 1, failed 0, pending 0" in out
+    code, _, err = run_cli(capsys, "run", f"{folder.name}/m.csv", "--dry-run")
+    assert "0 to run, 1 done" in _ + err

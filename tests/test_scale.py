@@ -113,7 +113,7 @@ def test_two_runs_started_together_do_each_job_exactly_once(folder):
 def test_shards_split_a_run_and_status_adds_them_up(folder, capsys):
     m = manifest(folder, 6)
     for index in range(3):
-        assert main(["run", "--in-process", str(m), "--shard", f"{index}/3", "-q"]) == 0
+        assert main(["run", "--in-process", str(m), "--shard", f"{index}/3", "--no-steal", "-q"]) == 0
     capsys.readouterr()
     state = folder / ".nstbatch" / "m.csv"
     assert sorted(p.name for p in state.glob("report*.jsonl")) == [f"report-s{i}of3.jsonl" for i in range(3)]
@@ -123,6 +123,19 @@ def test_shards_split_a_run_and_status_adds_them_up(folder, capsys):
     assert main(["plan", str(m), "--shards", "3"]) == 0
     out = capsys.readouterr().out
     assert "total        6" in out
+
+
+def test_a_shard_done_with_its_own_jobs_helps_and_one_with_nothing_left_exits_0(folder, capsys):
+    m = manifest(folder, 6)
+    assert main(["run", "--in-process", str(m), "--shard", "0/3", "-q"]) == 0
+    assert "done 6" in capsys.readouterr().out  # its own share, then the others' pending jobs
+    for index in (1, 2):
+        assert main(["run", "--in-process", str(m), "--shard", f"{index}/3", "-q"]) == 0
+        assert "done 0, already done" in capsys.readouterr().out
+    assert sorted(l["id"] for l in report_lines(folder, started=False)) == [f"j{i}" for i in range(6)]
+    assert main(["status", str(m)]) == 0
+    out = capsys.readouterr().out
+    assert "done 6, failed 0, pending 0" in out and "shard 1/3:" in out and "by helping shards" in out
 
 
 def test_shard_auto_reads_the_scheduler(folder, capsys, monkeypatch):

@@ -55,6 +55,18 @@ def _dead_here(owner: str) -> bool:
     return False
 
 
+def live_holder(state: StateDir, job: Job, stale_after: float = 300.0) -> str | None:
+    """Who holds a live claim on the job (a fresh heartbeat, and on this host a living
+    process), or None: nobody, or a claim the next taker would break."""
+    path = state.claim_path(job.id)
+    try:
+        age = time.time() - path.stat().st_mtime
+        owner = path.read_text().strip() or "?"
+    except FileNotFoundError:
+        return None
+    return owner if age < stale_after and not _dead_here(owner) else None
+
+
 def claim_job(state: StateDir, job: Job, stale_after: float = 300.0) -> Claim | str:
     """Take the job's lock file (host, pid, time), or say who holds it."""
     path = state.claim_path(job.id)
@@ -81,5 +93,5 @@ def claim_job(state: StateDir, job: Job, stale_after: float = 300.0) -> Claim | 
             continue
         with os.fdopen(fd, "w") as f:
             f.write(f"{holder} {time.time():.0f}\n")
-        return Claim(path, _last=time.time())
+        return Claim(path, heartbeat_every=min(30.0, stale_after / 4), _last=time.time())
     return "contended"

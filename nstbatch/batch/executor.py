@@ -96,7 +96,8 @@ class JobExecutor:
                 claim = claim_job(self.state, item.job, self.options.claim_stale)
                 if isinstance(claim, str):
                     outcomes.append(self._outcome(item, JobStatus.ELSEWHERE, error=f"claimed by {claim}"))
-                elif not item.force and self.state.is_done(item.job, item.hash):
+                elif self.state.is_done(item.job, item.hash) and (
+                        not item.force or (self.state.read_done(item.job.id) or {}).get("finished", 0) > item.planned_at):
                     claim.release()
                     outcomes.append(self._outcome(item, JobStatus.ELSEWHERE, error="finished by another run"))
                 else:
@@ -265,6 +266,7 @@ class JobExecutor:
                 self.state.mark_done(job, hash_, {"seconds": per_image, "finished": time.time(),
                                                   "batch": len(loaded), "costs": _costs(final),
                                                   "device": str(self.device),
+                                                  "shard": self.state.tag or None,
                                                   "activation_checkpointing": checkpointing})
             except (NstbatchError, OSError) as error:  # a full or read-only disk: this job alone
                 outcomes.append(self._outcome(entry.item, JobStatus.FAILED, seconds=per_image,

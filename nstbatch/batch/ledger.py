@@ -123,6 +123,7 @@ class RunSummary:
     style_targets_reused: int = 0  # from the cache instead of computed
     shard: str = "all jobs"
     workers: int = 1
+    helped: int = 0  # jobs of other shards this shard ran, once done with its own
     copied: int = 0  # sidecar files of dataset entries copied (not counting identical ones there)
     copy_failed: int = 0
 
@@ -206,7 +207,9 @@ class StateDir:
         return self._read_json(self.done_path(job_id))
 
     def mark_done(self, job: Job, hash_: str, record: dict) -> None:
-        self.write_json(self.done_path(job.id), {**record, "id": job.id, "output": str(job.output),
+        # The output's absolute path: the same job is done whether its manifest was named
+        # relative to the working folder or not (status /abs/m.csv after run m.csv).
+        self.write_json(self.done_path(job.id), {**record, "id": job.id, "output": os.path.abspath(job.output),
                                                  "params_hash": hash_})
 
     def write_history(self, job_id: str, history, of_batch: int = 1) -> Path:
@@ -217,11 +220,20 @@ class StateDir:
     def write_summary(self, summary: RunSummary) -> None:
         self.write_json(self.summary_path, {**summary.to_dict(), "finished": time.time()})
 
-    def record(self, outcome: Outcome) -> None:
+    def record(self, outcome: Outcome, owner: str | None = None) -> None:
         """An attempt's outcome on record: its report line (none for ELSEWHERE: the run that
-        has the job writes it)."""
+        has the job writes it). ``owner``: the shard whose job a helping shard ran."""
         if outcome.status != JobStatus.ELSEWHERE:
-            self.append_report(outcome.report_line(self.tag))
+            line = outcome.report_line(self.tag)
+            self.append_report({**line, "owner_shard": owner} if owner else line)
+
+    def failed_ids(self) -> set[str]:
+        """Jobs whose latest report line, of any shard, is a failure (not since restarted)."""
+        last: dict[str, str] = {}
+        for record in self.report_lines():
+            last[record.get("id")] = record.get("status")
+        return {job_id for job_id, status in last.items()
+                if status in (JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)}
 
     def record_start(self, job: Job) -> None:
         """A 'started' line per attempt, so the report accounts for attempts a kill cut short."""
@@ -260,7 +272,7 @@ class StateDir:
             return "new"
         if record.get("params_hash") != hash_:
             return "parameters or inputs changed"
-        if record.get("output") != str(job.output):
+        if os.path.abspath(record.get("output") or "") != os.path.abspath(job.output):
             return "output path changed"
         if not job.output.is_file():
             return "output missing"
@@ -309,6 +321,7 @@ class JobView:
     seconds: float | None = None
     costs: dict | None = None
     device: str | None = None
+    shard: str | None = None  # the shard that ran it ('s1of3'), for a done job of an array
     attempts: int = 0
     history: list[tuple[int, float]] = field(default_factory=list)  # (step, total)
 
@@ -374,6 +387,7 @@ def status(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None
             record = done[-1] if done else (state.read_done(job.id) or {})
             view.status, view.seconds = JobStatus.DONE, record.get("seconds")
             view.costs, view.device = record.get("costs"), record.get("device")
+            view.shard = record.get("shard")
         elif job.id in invalid:
             view.status, view.error = JobStatus.INVALID, invalid[job.id]
         elif (reason := state.quarantine_reason(job, hash_)) is not None:
@@ -387,3 +401,36 @@ def status(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None
     span = last_done - first_start
     rate = done_lines / span * 3600 if done_lines and span > 0 else None
     return RunView(manifest_path, state, views, manifest.problems, rate)
+
+
+@dataclass(frozen=True)
+class ShardView:
+    index: int
+    count: int
+    jobs: int
+    done_by_owner: int
+    done_by_helpers: int
+    failed: int
+
+
+def shard_views(view: RunView) -> list[ShardView]:
+    """Per shard of the array that ran the manifest (read from the done jobs' shard tags):
+    its jobs, how many its own task finished and how many helping shards did. Empty when the
+    manifest did not run as one array."""
+    import re
+
+    from ..environment import shard_of
+
+    tags = {re.fullmatch(r"s(\d+)of(\d+)", v.shard or "") for v in view.jobs if v.status == JobStatus.DONE}
+    counts = {int(m.group(2)) for m in tags if m}
+    if len(counts) != 1:
+        return []
+    count = counts.pop()
+    rows = [[0, 0, 0, 0] for _ in range(count)]
+    for v in view.jobs:
+        row = rows[shard_of(v.job.id, count)]
+        row[0] += 1
+        if v.status == JobStatus.DONE:
+            row[1 if v.shard == f"s{shard_of(v.job.id, count)}of{count}" else 2] += 1
+        row[3] += v.status.is_failure
+    return [ShardView(i, count, *row) for i, row in enumerate(rows)]

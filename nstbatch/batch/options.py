@@ -31,6 +31,8 @@ class RunOptions:
     allow_fallback: bool = False
     checkpoint_every: int = 0
     claim_stale: float = 300.0  # seconds without a heartbeat before a claim is broken
+    # A shard that has finished its own jobs helps with the other shards' pending ones.
+    steal: bool = True
     compile: bool = False
     snapshot_dir: Path | None = None
     stop_signals: tuple[int, ...] = DEFAULT_STOP_SIGNALS
@@ -51,6 +53,8 @@ class RunOptions:
             raise UsageError(f"unknown targets backend {self.targets!r}", hint="use onnx or torch")
         if self.workers is not None and self.workers < 1:
             raise UsageError("--workers must be at least 1")
+        if self.claim_stale <= 0:
+            raise UsageError("--claim-stale must be a positive number of seconds")
         if self.checkpoint_every < 0:
             raise UsageError("--checkpoint-every must be 0 or more")
         if str(self.batch) != "auto":

@@ -4,6 +4,7 @@ optimisation pass into batches. Reads image headers only; no torch."""
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,8 @@ class Planned:
     job: Job
     reason: str | None  # why it runs; None when it is done already
     hash: str | None  # None when an input cannot be hashed (it will fail, with the reason)
-    force: bool = False  # rerun although done (--force)
+    force: bool = False  # rerun although done (--force)...
+    planned_at: float = 0.0  # ...but not when another run (a helping shard) finished it since
     quarantined: str | None = None  # why it is skipped for good (it killed its worker twice)
 
     @property
@@ -46,6 +48,8 @@ class Plan:
     problems: list[Problem]  # this shard's (file-level ones go to shard 0)
     jobs: list[Planned]  # this shard's valid jobs
     copies: list[Copy] = field(default_factory=list)  # this shard's valid sidecar files
+    # The other shards' valid jobs, in the order this shard walks them when it helps.
+    others: list[Job] = field(default_factory=list)
 
     @property
     def to_run(self) -> list[Planned]:
@@ -75,7 +79,21 @@ def plan_run(manifest_path: str | os.PathLike, state: StateDir, *, shard: Shard 
     problems = [p for p in problems if (shard.owns(p.job_id) if p.job_id else shard.index == 0)]
     refused = {p.where for p in problems if not p.job_id}
     copies = [c for c in manifest.copies if c.where not in refused and shard.owns(c.key)]
-    return Plan(manifest, problems, plan_jobs(jobs, state, force), copies)
+    others = helping_order([job for job in manifest.jobs if job.id not in bad], shard)
+    return Plan(manifest, problems, plan_jobs(jobs, state, force), copies, others)
+
+
+def helping_order(jobs: list[Job], shard: Shard) -> list[Job]:
+    """The other shards' jobs in the order shard ``i`` of ``n`` offers to help with them: the
+    shards after it first (i+1, i+2, … mod n), so that helpers spread over different shards,
+    and each shard's jobs from its last, since its owner works from its first."""
+    if shard.count == 1:
+        return []
+    owned: list[list[Job]] = [[] for _ in range(shard.count)]
+    for job in jobs:
+        owned[shard_of(job.id, shard.count)].append(job)
+    return [job for k in range(1, shard.count)
+            for job in reversed(owned[(shard.index + k) % shard.count])]
 
 
 def plan_jobs(jobs: list[Job], state: StateDir, force: bool = False) -> list[Planned]:
@@ -89,7 +107,7 @@ def plan_jobs(jobs: list[Job], state: StateDir, force: bool = False) -> list[Pla
             continue
         reason = state.why_run(job, hash_)
         if force:
-            planned.append(Planned(job, reason or "--force", hash_, force=True))
+            planned.append(Planned(job, reason or "--force", hash_, force=True, planned_at=time.time()))
         else:
             planned.append(Planned(job, reason, hash_, quarantined=reason and state.quarantine_reason(job, hash_)))
     return planned

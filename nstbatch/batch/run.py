@@ -8,10 +8,13 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..environment import shard_of
+from ..hashing import JobHasher
 from ..manifest import Job, Problem
+from .claims import live_holder
 from .ledger import JobStatus, Outcome, RunSummary, StateDir, default_state_dir
 from .options import RunOptions
-from .plan import Plan, batches, plan_run
+from .plan import Plan, Planned, batches, plan_run
 from .pool import Stop, WorkerPool, run_here
 
 __all__ = ["run_manifest", "RunEvents"]
@@ -27,6 +30,7 @@ class RunEvents:
     def job_started(self, job: Job, number: int, count: int) -> None: ...
     def step(self, progress) -> None: ...
     def job_finished(self, outcome: Outcome, number: int, count: int) -> None: ...
+    def more(self, count: int) -> None: ...  # the run took on other shards' jobs: ``count`` in all
 
 
 class _Run:
@@ -36,6 +40,13 @@ class _Run:
     def __init__(self, state: StateDir, summary: RunSummary, events: RunEvents, count: int):
         self.state, self.summary, self.events, self.count = state, summary, events, count
         self.started = self.finished = 0
+        self.owners: dict[str, str] = {}  # jobs of other shards this run took on -> their shard
+
+    def helping(self, items: list[Planned], shards: int) -> None:
+        for item in items:
+            self.owners[item.job.id] = f"s{shard_of(item.job.id, shards)}of{shards}"
+        self.count += len(items)
+        self.events.more(self.count)
 
     def notice(self, message: str) -> None:
         self.events.notice(message)
@@ -49,8 +60,14 @@ class _Run:
         self.events.job_started(job, self.started, self.count)
 
     def record(self, outcome: Outcome) -> None:
-        self.state.record(outcome)
+        owner = self.owners.get(outcome.job.id)
+        if owner and outcome.status == JobStatus.ELSEWHERE:
+            self.count -= 1  # its own shard (or another helper) had it after all: not ours to count
+            self.events.more(self.count)
+            return
+        self.state.record(outcome, owner)
         self.summary.add(outcome)
+        self.summary.helped += bool(owner) and outcome.status == JobStatus.DONE
         self.finished += 1
         self.events.job_finished(outcome, self.finished, self.count)
 
@@ -82,10 +99,61 @@ def _copy_sidecars(plan: Plan, summary: RunSummary, events: RunEvents) -> None:
                           f" ({e.strerror or e}); the images go on")
 
 
+def _execute(options: RunOptions, state: StateDir, devices: list[str], tasks, run: _Run, stop: Stop) -> bool:
+    """Run ``tasks`` on worker processes (or here); True if Ctrl-C interrupted them."""
+    if not tasks:
+        return False
+    if options.isolate:
+        return WorkerPool(options, state, devices, run, run.record, stop).run(tasks)
+    return run_here(options, state, devices[0], tasks, run, run.record, stop)
+
+
+# How often a helping shard looks again at jobs that other runs hold (seconds).
+HELP_POLL = 2.0
+
+
+def _help(options: RunOptions, state: StateDir, devices: list[str], plan: Plan, size: int, run: _Run,
+          stop: Stop) -> bool:
+    """Once its own share is done, a shard of an array takes the other shards' pending jobs
+    that nobody holds (a live claim), in ``plan.others``'s order, through the same claims,
+    so each job still runs once. Jobs other runs hold are looked at again every few seconds
+    until they are done, fail, or their claim goes stale (a killed or preempted owner): then
+    they are taken over, from their checkpoint where there is one. Ends when every job of
+    the manifest is done or failed; True if Ctrl-C interrupted it."""
+    hasher = JobHasher()
+    remaining = plan.others
+    while remaining and not stop.requested:
+        failed = state.failed_ids()
+        todo: list[Planned] = []
+        held: list[Job] = []
+        for job in remaining:
+            try:
+                hash_ = hasher(job)
+            except OSError:
+                continue  # its own shard reports it
+            if job.id in failed or state.is_done(job, hash_) or state.quarantine_reason(job, hash_):
+                continue
+            if live_holder(state, job, options.claim_stale):
+                held.append(job)
+            else:
+                todo.append(Planned(job, "helping another shard", hash_))
+        remaining = [item.job for item in todo] + held
+        if todo:
+            run.helping(todo, options.shard.count)
+            if _execute(options, state, devices, batches(todo, size, state), run, stop):
+                return True
+            continue
+        deadline = time.monotonic() + HELP_POLL
+        while held and not stop.requested and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return False
+
+
 def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[RunSummary, Plan]:
     """Run every job of this shard of the manifest that is not done. A failing job is
     recorded and the rest go on; outputs are atomic; a stop signal checkpoints the jobs in
-    progress (exit code 75); a job that killed its worker twice is skipped until it changes."""
+    progress (exit code 75); a job that killed its worker twice is skipped until it changes.
+    A shard of an array that finishes its own jobs helps with the others' (``steal``)."""
     events = events or RunEvents()
     root = Path(options.state_dir) if options.state_dir else default_state_dir(options.manifest)
     state = StateDir(root, options.shard.tag)
@@ -123,10 +191,9 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
     run = _Run(state, summary, events, len(to_run))
     started = time.monotonic()
     with _stop_on(options.stop_signals) as stop:
-        if options.isolate:
-            interrupted = WorkerPool(options, state, devices, run, run.record, stop).run(tasks)
-        else:
-            interrupted = run_here(options, state, devices[0], tasks, run, run.record, stop)
+        interrupted = _execute(options, state, devices, tasks, run, stop)
+        if options.steal and plan.others and not interrupted and not stop.requested:
+            interrupted = _help(options, state, devices, plan, size, run, stop)
     summary.seconds = time.monotonic() - started
     state.write_summary(summary)
     if interrupted:

@@ -1,0 +1,120 @@
+"""Shards that finish together: a shard done with its own jobs takes the other shards' pending
+ones through the claims (each job still runs once), takes over a killed shard's job, and
+progress lines number jobs once each."""
+import json
+import re
+import time
+
+import pytest
+
+from nstbatch.cli import main
+from nstbatch.environment import shard_of
+from tests.conftest import draw_inputs, kill_run, report_lines, spawn_run, wait_for
+
+COLUMNS = "id,content,style,output,size,steps,content_layers,style_layers,seed\n"
+IDS = [f"j{i}" for i in range(12)]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    draw_inputs(tmp_path, 4, 40, 36, 36)
+    return tmp_path
+
+
+def manifest(folder, steps, long_first=0):
+    """The 12 jobs; with ``long_first``, shard 1's first job gets that many steps instead."""
+    first = next(job for job in IDS if shard_of(job, 3) == 1)
+    (folder / "m.csv").write_text(COLUMNS + "".join(
+        f'{job},c{i % 4}.png,s.png,out/{job}.png,32,{long_first if job == first and long_first else steps},'
+        f'relu2_2,"relu1_1,relu2_1",{i}\n' for i, job in enumerate(IDS)))
+
+
+def done_lines(folder):
+    return [line for line in report_lines(folder) if line["status"] == "done"]
+
+
+def test_the_hash_split_of_the_test_manifest_is_uneven():
+    # What the helping tests rely on: shard 2 of 3 owns one job, the others five and six.
+    assert [sum(shard_of(i, 3) == k for i in IDS) for k in range(3)] == [5, 6, 1]
+
+
+@pytest.mark.slow
+def test_three_shards_finish_every_job_once_and_together(folder):
+    manifest(folder, steps=80)
+    procs, ends = [spawn_run(folder, "--shard", f"{i}/3", "-q") for i in range(3)], {}
+    while len(ends) < 3:
+        for i, proc in enumerate(procs):
+            if i not in ends and proc.poll() is not None:
+                ends[i] = time.monotonic()
+        time.sleep(0.05)
+    assert [proc.returncode for proc in procs] == [0, 0, 0], [proc.communicate() for proc in procs]
+    done = done_lines(folder)
+    assert sorted(line["id"] for line in done) == sorted(IDS)  # every job, each exactly once
+    assert all((folder / "out" / f"{job}.png").is_file() for job in IDS)
+    summaries = [json.loads((folder / ".nstbatch" / "m.csv" / f"summary-s{i}of3.json").read_text())
+                 for i in range(3)]
+    assert sum(s["done"] for s in summaries) == 12  # the per-shard summaries add up
+    assert summaries[2]["helped"] >= 1  # the shard with one job of its own helped
+    helped = [line for line in done if line.get("owner_shard")]
+    assert helped and all(line["owner_shard"] != line["shard"] for line in helped)
+    # Finishing together: the first and the last process end within a few jobs' time (the
+    # strict split ends shard 2 after one job and shard 1 after six).
+    longest = max(line["seconds"] for line in done)
+    assert max(ends.values()) - min(ends.values()) < 3 * longest + 5
+    assert main(["status", str(folder / "m.csv")]) == 0
+
+
+@pytest.mark.slow
+def test_no_steal_keeps_the_strict_split(folder):
+    manifest(folder, steps=2)
+    assert main(["run", str(folder / "m.csv"), "--shard", "2/3", "--no-steal", "-q"]) == 0
+    assert [line["id"] for line in done_lines(folder)] == [i for i in IDS if shard_of(i, 3) == 2]
+
+
+@pytest.mark.slow
+def test_a_killed_shards_job_is_taken_over_from_its_checkpoint(folder, capsys):
+    manifest(folder, steps=10, long_first=400)
+    victim = spawn_run(folder, "--shard", "1/3", "--claim-stale", "5", "-q")
+    claims = folder / ".nstbatch" / "m.csv" / "claims"
+    wait_for(lambda: any(claims.glob("*.lock")), victim)
+    time.sleep(1.5)
+    held = [path.name.split(".")[0] for path in claims.glob("*.lock")]
+    kill_run(folder, victim)  # its orphaned worker checkpoints and lets go of the claim
+    others = [spawn_run(folder, "--shard", f"{i}/3", "--claim-stale", "5", "-q") for i in (0, 2)]
+    for proc in others:
+        assert proc.wait(timeout=600) == 0, proc.communicate()
+    done = done_lines(folder)
+    assert sorted(line["id"] for line in done) == sorted(IDS)  # all 12, each once
+    taken = [line for line in done if line["id"] in held]
+    assert taken and all(line["owner_shard"] == "s1of3" for line in taken)
+    assert all(line.get("resumed_from_step", 0) > 0 for line in taken)  # from its checkpoint
+    assert main(["status", str(folder / "m.csv")]) == 0
+    assert re.search(r"shard 1/3: 6 job\(s\), done 6 \(\d by itself, [1-6] by helping shards\)",
+                     capsys.readouterr().out)
+
+
+@pytest.mark.slow
+def test_progress_lines_count_one_to_n_once_each_with_two_workers(folder, capsys):
+    manifest(folder, steps=3)
+    assert main(["run", str(folder / "m.csv"), "--workers", "2"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if re.match(r"\[\d+/\d+\] done", line)]
+    numbers = [int(re.match(r"\[(\d+)/(\d+)\]", line).group(1)) for line in lines]
+    assert numbers == list(range(1, 13))  # in the order they finish, once each
+    assert {re.match(r"\[\d+/(\d+)\]", line).group(1) for line in lines} == {"12"}
+
+
+def test_force_does_not_redo_a_job_another_run_finished_after_planning(folder):
+    from nstbatch.batch.executor import JobExecutor
+    from nstbatch.batch.ledger import JobStatus, StateDir
+    from nstbatch.batch.options import RunOptions
+    from nstbatch.batch.plan import plan_run
+
+    manifest(folder, steps=2)
+    options = RunOptions(folder / "m.csv", force=True, targets="torch", isolate=False)
+    state = StateDir(folder / ".nstbatch" / "m.csv")
+    forced = plan_run(options.manifest, state, force=True).jobs[0]
+    assert main(["run", str(folder / "m.csv"), "--in-process", "--targets", "torch", "-q"]) == 0  # "a helper"
+    outcome = JobExecutor(options, state.root, "cpu").run([forced])[0]
+    assert outcome.status == JobStatus.ELSEWHERE and "finished by another run" in outcome.error
+    again = plan_run(options.manifest, state, force=True).jobs[0]  # planned after: --force reruns it
+    assert JobExecutor(options, state.root, "cpu").run([again])[0].status == JobStatus.DONE
