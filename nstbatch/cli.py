@@ -249,9 +249,9 @@ def run(
                + f"; style targets: {summary.style_targets_computed} computed,"
                  f" {summary.style_targets_reused} from the cache"
                + (f"; {summary.shard}" if summary.shard != "all jobs" else ""))
-    if summary.preempted:
-        typer.echo(f"stopped by a signal: {summary.preempted} job(s) checkpointed; exit code "
-                   f"{summary.exit_code} asks the job script to requeue", err=True)
+    if summary.preempted or summary.unstarted:
+        typer.echo(f"stopped by a signal: {summary.preempted} job(s) checkpointed, {summary.unstarted} not"
+                   f" started; exit code {summary.exit_code} asks the job script to requeue", err=True)
     return summary.exit_code
 
 

@@ -210,6 +210,24 @@ def temporary_env(**values: str) -> Iterator[None]:
 
 # --- the machine -------------------------------------------------------------------------
 
+def usable_cpus(env: Mapping[str, str] | None = None) -> int:
+    """The cores this process may use: its CPU affinity (what cgroups and ``taskset`` allow),
+    and no more than the scheduler allotted (``SLURM_CPUS_PER_TASK``, ``PBS_NCPUS``,
+    ``NSLOTS``, ``LSB_DJOB_NUMPROC``) where a scheduler that does not pin processes says so.
+    Threads beyond that oversubscribe the cores, which slows PyTorch's CPU kernels manyfold."""
+    env = os.environ if env is None else env
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    for name in ("SLURM_CPUS_PER_TASK", "PBS_NCPUS", "NSLOTS", "LSB_DJOB_NUMPROC"):
+        value = env.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            cores = min(cores, int(value))
+            break
+    return max(1, cores)
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AMX or AVX-512 BF16), where bf16 autocast pays."""
     try:

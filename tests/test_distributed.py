@@ -68,3 +68,15 @@ def test_explicit_shard_and_errors():
     with pytest.raises(UsageError, match="--shards N"):
         detect_shard({"AWS_BATCH_JOB_ARRAY_INDEX": "0"})
     assert detect_shard({"BATCH_TASK_INDEX": "0", "BATCH_TASK_COUNT": "1"}).count == 1
+
+
+def test_workers_use_the_cores_the_scheduler_allotted_not_the_whole_node():
+    import os
+
+    from nstbatch.environment import usable_cpus
+
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus({}) == affinity
+    assert usable_cpus({"SLURM_CPUS_PER_TASK": "1"}) == 1
+    assert usable_cpus({"NSLOTS": str(affinity + 50)}) == affinity  # never more than the affinity
+    assert usable_cpus({"SLURM_CPUS_PER_TASK": "x"}) == affinity

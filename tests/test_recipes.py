@@ -25,7 +25,8 @@ def test_sbatch_script_is_valid_bash():
 
 
 @pytest.mark.slow
-def test_sbatch_script_forwards_the_warning_signal_and_requeues_on_75(tmp_path):
+@pytest.mark.parametrize("signame, requeued", [("SIGUSR1", True), ("SIGTERM", False)])
+def test_sbatch_script_requeues_on_the_time_limit_warning_but_never_on_scancel(tmp_path, signame, requeued):
     import os
     import signal
     import time
@@ -36,6 +37,7 @@ def test_sbatch_script_forwards_the_warning_signal_and_requeues_on_75(tmp_path):
         "#!/bin/bash\n"
         f"echo \"$@\" > {tmp_path}/args\n"
         f"trap 'echo got-usr1 > {tmp_path}/signal; sleep 0.2; exit {EXIT_PREEMPTED}' USR1\n"
+        f"trap 'echo got-term > {tmp_path}/signal; sleep 0.2; exit {EXIT_PREEMPTED}' TERM\n"
         f"touch {tmp_path}/started\n"
         "while true; do sleep 0.05; done\n")
     (bin_dir / "scontrol").write_text(f"#!/bin/bash\necho \"$@\" > {tmp_path}/scontrol\n")
@@ -48,10 +50,13 @@ def test_sbatch_script_forwards_the_warning_signal_and_requeues_on_75(tmp_path):
     while not (tmp_path / "started").exists():
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
-    proc.send_signal(signal.SIGUSR1)  # what --signal=B:USR1@120 does
-    assert proc.wait(timeout=20) == 0
-    assert (tmp_path / "signal").read_text().strip() == "got-usr1"
-    assert (tmp_path / "scontrol").read_text().split() == ["requeue", "77_3"]
+    proc.send_signal(getattr(signal, signame))  # USR1: --signal=B:USR1@120; TERM: scancel
+    assert proc.wait(timeout=20) == (0 if requeued else EXIT_PREEMPTED)
+    assert (tmp_path / "signal").read_text().strip() == ("got-usr1" if requeued else "got-term")
+    if requeued:
+        assert (tmp_path / "scontrol").read_text().split() == ["requeue", "77_3"]
+    else:
+        assert not (tmp_path / "scontrol").exists()  # a user's scancel is never turned into a requeue
     args = (tmp_path / "args").read_text().split()
     assert args[:4] == ["run", "m.csv", "--shard", "auto"]
 

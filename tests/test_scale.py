@@ -258,3 +258,17 @@ def test_a_batch_out_of_memory_is_retried_one_job_at_a_time(folder, capsys, monk
     assert "done 4" in capsys.readouterr().out
     records = [json.loads((folder / ".nstbatch" / "m.csv" / "done" / f"j{i}.json").read_text()) for i in range(4)]
     assert all(r["batch"] == 1 for r in records)  # each ran alone after the batch failed
+
+
+def _signal_self():
+    os.kill(os.getpid(), signal.SIGUSR1)  # a stop signal before the first job starts
+
+
+def test_a_stop_signal_before_any_job_started_still_asks_for_a_requeue(folder):
+    from nstbatch.batch.options import RunOptions
+    from nstbatch.batch.run import run_manifest
+
+    m = manifest(folder, 3)
+    summary, _ = run_manifest(RunOptions(m, isolate=False, targets="torch", worker_setup=_signal_self))
+    assert summary.done == 0 and summary.unstarted == 3
+    assert summary.exit_code == EXIT_PREEMPTED  # the job script requeues: none of them is lost

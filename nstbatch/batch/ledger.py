@@ -126,6 +126,9 @@ class RunSummary:
     helped: int = 0  # jobs of other shards this shard ran, once done with its own
     copied: int = 0  # sidecar files of dataset entries copied (not counting identical ones there)
     copy_failed: int = 0
+    # Jobs a stop signal left unstarted (it came before their turn): like preempted ones,
+    # they are the next run's, so the run asks to be requeued.
+    unstarted: int = 0
 
     @property
     def images_per_hour(self) -> float:
@@ -133,7 +136,7 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        if self.preempted:
+        if self.preempted or self.unstarted:
             return EXIT_PREEMPTED
         return 1 if self.failed or self.invalid or self.quarantined or self.copy_failed else 0
 

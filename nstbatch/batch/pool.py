@@ -17,6 +17,7 @@ from enum import Enum
 from multiprocessing.connection import wait
 from typing import Callable, Protocol
 
+from ..environment import usable_cpus
 from ..errors import NstbatchError
 from ..manifest import Job
 from .ledger import JobStatus, Outcome, StateDir
@@ -178,7 +179,7 @@ class WorkerPool:
         self.events, self.record, self.stop = events, record, stop
         self.context = multiprocessing.get_context("spawn")  # no fork of a process holding CUDA or threads
         self.cpu_workers = sum(d == "cpu" for d in devices)
-        self.threads = max(1, (os.cpu_count() or 1) // self.cpu_workers) if self.cpu_workers else None
+        self.threads = max(1, usable_cpus() // self.cpu_workers) if self.cpu_workers else None
         self.workers: dict[int, _Worker] = {}
         self.pending: list[list[Planned]] = []
         self.fatal: NstbatchError | None = None

@@ -195,6 +195,8 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
         if options.steal and plan.others and not interrupted and not stop.requested:
             interrupted = _help(options, state, devices, plan, size, run, stop)
     summary.seconds = time.monotonic() - started
+    if stop.requested and not interrupted:
+        summary.unstarted = max(0, run.count - run.finished)
     state.write_summary(summary)
     if interrupted:
         raise KeyboardInterrupt
