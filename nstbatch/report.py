@@ -67,6 +67,20 @@ def cost_curve(history: list[tuple[int, float]], width: int = 180, height: int =
             f'<polyline points="{xy}" fill="none" stroke="#c0392b" stroke-width="1.5"/></svg>')
 
 
+def _ran_by(v) -> str:
+    """Which task of an array ran a done job: 'shard 2/3', or 'shard 2/3, helping shard 1'."""
+    import re
+
+    from .environment import shard_of
+
+    found = re.fullmatch(r"s(\d+)of(\d+)", v.shard or "")
+    if not found:
+        return ""
+    index, count = int(found.group(1)), int(found.group(2))
+    owner = shard_of(v.job.id, count)
+    return f"shard {index}/{count}" + (f", helping shard {owner}" if owner != index else "")
+
+
 def _changed_params(job: Job) -> str:
     """The preset and whatever the job sets differently from it."""
     params = job.params
@@ -157,7 +171,7 @@ def render_html(view: RunView, page: Path, link: bool = False) -> str:
             f'<div class="job {v.status}" id="job-{esc(job.id)}"><div class="row">{cells}</div>'
             f'<div class="meta"><span class="status {v.status}">{v.status}</span> · <b>{esc(job.id)}</b> '
             f'({esc(job.where)}) · style {esc(styles)}<br>{esc(_changed_params(job))}<br>'
-            f'{esc(" · ".join(x for x in (seconds, costs, v.device or "", f"{v.attempts} attempt(s)" if v.attempts else "") if x))}'
+            f'{esc(" · ".join(x for x in (seconds, costs, v.device or "", _ran_by(v), f"{v.attempts} attempt(s)" if v.attempts else "") if x))}'
             f'{"<br><code>" + esc(v.error) + "</code>" if v.error else ""}</div>'
             f"{cost_curve(v.history)}</div>")
     parts.append("</div></body></html>\n")

@@ -62,6 +62,8 @@ def test_three_shards_finish_every_job_once_and_together(folder):
     longest = max(line["seconds"] for line in done)
     assert max(ends.values()) - min(ends.values()) < 3 * longest + 5
     assert main(["status", str(folder / "m.csv")]) == 0
+    assert main(["report", str(folder / "m.csv"), "-o", str(folder / "r.html")]) == 0
+    assert "helping shard" in (folder / "r.html").read_text()  # who ran each job
 
 
 @pytest.mark.slow
