@@ -224,15 +224,21 @@ def test_an_output_folder_that_turns_read_only_mid_run_fails_the_rest_alone(tmp_
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(out)], capture_output=True).returncode:
         pytest.skip("root here cannot mount a tmpfs to make read-only")
     try:
-        _read_only_mid_run(tmp_path, lambda: subprocess.run(["mount", "-o", "remount,ro", str(out)], check=True),
-                           lambda: None)
+        def remount():  # "busy" while an output's temp file is open: again until it takes
+            for _ in range(200):
+                if not subprocess.run(["mount", "-o", "remount,ro", str(out)], capture_output=True).returncode:
+                    return
+                time.sleep(0.01)
+            raise AssertionError("could not remount the outputs' tmpfs read-only")
+
+        _read_only_mid_run(tmp_path, remount, lambda: None)
     finally:
         subprocess.run(["umount", str(out)], capture_output=True)
 
 
 def _read_only_mid_run(folder: Path, make_read_only, undo):
     Image.fromarray(pattern(48, 40), "RGB").save(folder / "c.png")
-    (folder / "m.csv").write_text(HEADER + "".join(row(f"j{i}", "c.png", "c.png", f"out/j{i}.png", steps=40, seed=i)
+    (folder / "m.csv").write_text(HEADER + "".join(row(f"j{i}", "c.png", "c.png", f"out/j{i}.png", steps=200, seed=i)
                                                    for i in range(4)))
 
     def watch():

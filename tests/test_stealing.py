@@ -76,10 +76,14 @@ def test_no_steal_keeps_the_strict_split(folder):
 @pytest.mark.slow
 def test_a_killed_shards_job_is_taken_over_from_its_checkpoint(folder, capsys):
     manifest(folder, steps=10, long_first=400)
-    victim = spawn_run(folder, "--shard", "1/3", "--claim-stale", "5", "-q")
+    victim = spawn_run(folder, "--shard", "1/3", "--claim-stale", "5", "-v")
     claims = folder / ".nstbatch" / "m.csv" / "claims"
-    wait_for(lambda: any(claims.glob("*.lock")), victim)
-    time.sleep(1.5)
+
+    def under_way():  # -v prints step lines: wait until the long job has taken some steps
+        found = re.search(r"step (\d+)/400", victim.stderr.readline().decode())
+        return found is not None and int(found.group(1)) >= 20
+
+    wait_for(under_way, victim)
     held = [path.name.split(".")[0] for path in claims.glob("*.lock")]
     kill_run(folder, victim)  # its orphaned worker checkpoints and lets go of the claim
     others = [spawn_run(folder, "--shard", f"{i}/3", "--claim-stale", "5", "-q") for i in (0, 2)]
