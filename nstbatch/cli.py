@@ -169,8 +169,8 @@ def run(
                                         " Google Cloud Batch or torchrun variables) or i/n (0-based)."),
     shards: Optional[int] = typer.Option(None, help="With --shard auto under PBS, Torque, Kubernetes or"
                                          " AWS Batch: the number of tasks in the array."),
-    batch: str = typer.Option("1", help="Optimise up to N jobs that share style, size and parameters"
-                              " in one pass (Adam only), or auto (as many as the GPU's memory holds, up"
+    batch: str = typer.Option("1", help="Optimise up to N jobs that share output size and parameters"
+                              " in one pass, whatever their styles (Adam only), or auto (as many as the GPU's memory holds, up"
                               " to 16; 1 on CPU)."),
     checkpoint_every: int = typer.Option(0, help="Also checkpoint the jobs in progress every N steps"
                                          " (covers hard kills); 0: only on a stop signal."),

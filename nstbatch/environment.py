@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import resource
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,8 +35,19 @@ class Shard:
 
     @property
     def tag(self) -> str:
-        """For file names: '' for the whole manifest, else 's3of8'."""
+        """For file names and records: '' for the whole manifest, else 's3of8'."""
         return "" if self.count == 1 else f"s{self.index}of{self.count}"
+
+    @classmethod
+    def from_tag(cls, tag: str | None) -> "Shard | None":
+        """The shard a tag ('s3of8') names; None for no tag or another text."""
+        found = re.fullmatch(r"s(\d+)of(\d+)", tag or "")
+        return cls(int(found.group(1)), int(found.group(2)), "record") if found else None
+
+    @classmethod
+    def owner(cls, job_id: str, count: int) -> "Shard":
+        """The shard of ``count`` a job belongs to."""
+        return cls(shard_of(job_id, count), count, "hash")
 
     def __str__(self) -> str:
         return f"shard {self.index}/{self.count} ({self.source})" if self.count > 1 else "all jobs"

@@ -67,10 +67,10 @@ class Manifest:
 def merged(problems: list[Problem]) -> list[str]:
     """Problems as lines, one per problem, except that the jobs one broken file spoils in one
     dataset entry (its variants, its styles) share one line: ``m.yaml:4 (dog/x.png, 2 jobs): …``."""
-    groups: dict[tuple[str, str], list[Problem]] = {}
-    for problem in problems:
+    groups: dict[tuple, list[Problem]] = {}
+    for index, problem in enumerate(problems):
         entry, _, detail = problem.where.partition(" (")
-        key = (entry, problem.message) if detail else (problem.where, problem.message + str(id(problem)))
+        key = (entry, problem.message) if detail else (entry, index)  # only an entry's jobs merge
         groups.setdefault(key, []).append(problem)
     lines = []
     for (entry, _), group in groups.items():

@@ -69,16 +69,13 @@ def cost_curve(history: list[tuple[int, float]], width: int = 180, height: int =
 
 def _ran_by(v) -> str:
     """Which task of an array ran a done job: 'shard 2/3', or 'shard 2/3, helping shard 1'."""
-    import re
+    from .environment import Shard
 
-    from .environment import shard_of
-
-    found = re.fullmatch(r"s(\d+)of(\d+)", v.shard or "")
-    if not found:
+    ran = Shard.from_tag(v.shard)
+    if ran is None:
         return ""
-    index, count = int(found.group(1)), int(found.group(2))
-    owner = shard_of(v.job.id, count)
-    return f"shard {index}/{count}" + (f", helping shard {owner}" if owner != index else "")
+    owner = Shard.owner(v.job.id, ran.count).index
+    return f"shard {ran.index}/{ran.count}" + (f", helping shard {owner}" if owner != ran.index else "")
 
 
 def _changed_params(job: Job) -> str:

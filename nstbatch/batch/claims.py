@@ -55,16 +55,20 @@ def _dead_here(owner: str) -> bool:
     return False
 
 
+def _live_owner(path: Path, stale_after: float) -> str | None:
+    """The holder of the claim file ``path`` if its claim is live (a fresh heartbeat, and on
+    this host a living process); None if it is stale. FileNotFoundError: no claim."""
+    age = time.time() - path.stat().st_mtime
+    owner = path.read_text().strip() or "?"
+    return owner if age < stale_after and not _dead_here(owner) else None
+
+
 def live_holder(state: StateDir, job: Job, stale_after: float = 300.0) -> str | None:
-    """Who holds a live claim on the job (a fresh heartbeat, and on this host a living
-    process), or None: nobody, or a claim the next taker would break."""
-    path = state.claim_path(job.id)
+    """Who holds a live claim on the job, or None: nobody, or a claim the next taker breaks."""
     try:
-        age = time.time() - path.stat().st_mtime
-        owner = path.read_text().strip() or "?"
+        return _live_owner(state.claim_path(job.id), stale_after)
     except FileNotFoundError:
         return None
-    return owner if age < stale_after and not _dead_here(owner) else None
 
 
 def claim_job(state: StateDir, job: Job, stale_after: float = 300.0) -> Claim | str:
@@ -77,11 +81,10 @@ def claim_job(state: StateDir, job: Job, stale_after: float = 300.0) -> Claim | 
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             try:
-                age = time.time() - path.stat().st_mtime
-                owner = path.read_text().strip() or "?"
+                owner = _live_owner(path, stale_after)
             except FileNotFoundError:
                 continue  # released meanwhile: try again
-            if age < stale_after and not _dead_here(owner):
+            if owner is not None:
                 return owner
             # Stale: move it aside under a unique name. Only one breaker's rename succeeds.
             aside = path.with_name(f"{path.name}.stale-{holder.replace(':', '-')}")

@@ -420,20 +420,19 @@ def shard_views(view: RunView) -> list[ShardView]:
     """Per shard of the array that ran the manifest (read from the done jobs' shard tags):
     its jobs, how many its own task finished and how many helping shards did. Empty when the
     manifest did not run as one array."""
-    import re
+    from ..environment import Shard
 
-    from ..environment import shard_of
-
-    tags = {re.fullmatch(r"s(\d+)of(\d+)", v.shard or "") for v in view.jobs if v.status == JobStatus.DONE}
-    counts = {int(m.group(2)) for m in tags if m}
+    ran = [Shard.from_tag(v.shard) for v in view.jobs if v.status == JobStatus.DONE]
+    counts = {shard.count for shard in ran if shard}
     if len(counts) != 1:
         return []
     count = counts.pop()
     rows = [[0, 0, 0, 0] for _ in range(count)]
     for v in view.jobs:
-        row = rows[shard_of(v.job.id, count)]
+        owner = Shard.owner(v.job.id, count)
+        row = rows[owner.index]
         row[0] += 1
         if v.status == JobStatus.DONE:
-            row[1 if v.shard == f"s{shard_of(v.job.id, count)}of{count}" else 2] += 1
+            row[1 if v.shard == owner.tag else 2] += 1
         row[3] += v.status.is_failure
     return [ShardView(i, count, *row) for i, row in enumerate(rows)]

@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..environment import shard_of
+from ..environment import Shard
 from ..hashing import JobHasher
 from ..manifest import Job, Problem
 from .claims import live_holder
@@ -44,7 +44,7 @@ class _Run:
 
     def helping(self, items: list[Planned], shards: int) -> None:
         for item in items:
-            self.owners[item.job.id] = f"s{shard_of(item.job.id, shards)}of{shards}"
+            self.owners[item.job.id] = Shard.owner(item.job.id, shards).tag
         self.count += len(items)
         self.events.more(self.count)
 
