@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CANDIDATES = {
     "balanced (default)": ("balanced", {}),
     "fast": ("fast", {}),
+    # The default before style_cap: every pair pulled with the full beta.
+    "uncapped": ("balanced", {"style_cap": 0}),
     # The default before the balanced norms: the seed's costs, alpha 80, the same schedule.
     "old-default": ("seed", {"steps": 150, "lr": 0.05, "content_layers": "relu4_2", "content_weight": 80,
                              "precision": "auto", "scales": "0.5,1", "scale_steps": "0.7,0.3"}),

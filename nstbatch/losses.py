@@ -113,6 +113,13 @@ def tv_cost(x: Tensor) -> Tensor:
     return vertical + horizontal
 
 
+def style_cap_factor(start: Tensor, cap: float) -> Tensor:
+    """The share of β each image gets under a style cap: 1 while its starting style cost
+    (``start``, per image: the content image's own cost) is at most ``cap``, else
+    ``cap / start``, so that no image's style term starts above ``β·cap``."""
+    return cap / start.clamp_min(cap)
+
+
 def total_cost(J_content: Tensor, J_style: Tensor, alpha: float, beta: float,
                J_tv: Tensor | None = None, tv_weight: float = 0.0) -> Tensor:
     """``α·J_content + β·J_style`` (``+ tv_weight·J_tv`` where enabled)."""

@@ -52,6 +52,8 @@ class Targets:
     content: dict[str, Tensor]  # layer -> activation of the content image, (N, C, H, W)
     # layer -> blended Gram matrix of the style image(s) per position, G_S / (n_H·n_W), (1, C, C)
     style_grams: dict[str, Tensor]
+    # (N,): each image's share of beta under params.style_cap (None: no cap, the full beta)
+    style_factor: Tensor | None = None
 
 
 Styles = Union[Tensor, Sequence[tuple[Tensor, float]]]
@@ -79,8 +81,11 @@ def _as_blend(styles: Styles) -> list[tuple[Tensor, float]]:
 def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles | None,
                     params: StyleParams,
                     style_targets: dict[str, Tensor] | None = None,
-                    dtype: torch.dtype | None = None) -> Targets:
-    """Content activations, and the blend of the styles' Gram targets at ``feature_scale``.
+                    dtype: torch.dtype | None = None,
+                    style_factor: Tensor | None = None) -> Targets:
+    """Content activations, the blend of the styles' Gram targets at ``feature_scale``, and
+    under ``style_cap`` each image's share of beta, from the content image's own style cost
+    (``style_factor`` given: taken as it is, as every scale of one job shares its own).
 
     Each style image is resized to its long side (``style_size``, or ``style_scale`` times the
     content's) and prepared for ``preserve_color`` (``color.prepare_style``); ``content`` is
@@ -89,9 +94,11 @@ def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles | Non
     entirely: that is how precomputed, cached targets come in.
     """
     check_image_size(*content.shape[-2:], params.feature_layers, "content image")
+    capped = bool(params.style_cap and params.style_layers) and style_factor is None
     with torch.no_grad():
-        content_acts = (_scaled(features, content, params.content_layers, params.feature_scale, dtype)
-                        if params.content_layers else {})
+        content_acts = (_scaled(features, content, params.feature_layers if capped else params.content_layers,
+                                params.feature_scale, dtype)
+                        if params.content_layers or capped else {})
     if style_targets is None and params.style_layers:
         per_style = []
         for style, weight in _as_blend(styles):
@@ -104,7 +111,12 @@ def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles | Non
             style = prepare_style(style, params, content)
             per_style.append((torch_style_targets(features, style, params.style_layers), weight))
         style_targets = blend_targets(per_style or [({}, 1.0)], params.feature_scale, content.device)
-    return Targets(content_acts, {name: g.to(content.device) for name, g in (style_targets or {}).items()})
+    style_grams = {name: g.to(content.device) for name, g in (style_targets or {}).items()}
+    if capped:
+        with torch.no_grad():
+            start = _style_cost(content_acts, style_grams, params)
+        style_factor = losses.style_cap_factor(start, params.style_cap)
+    return Targets({name: content_acts[name] for name in params.content_layers}, style_grams, style_factor)
 
 
 def initial_image(content: Tensor, params: StyleParams) -> Tensor:
@@ -134,16 +146,19 @@ def costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleP
     j_content = (losses.content_cost_layers(targets.content, acts, params.content_layers,
                                             params.content_norm)
                  if params.content_layers else zero)
-    style_grams = {name: gram * (acts[name].shape[-2] * acts[name].shape[-1])
-                   for name, gram in targets.style_grams.items()}  # back to G_S at this size
-    j_style = (losses.style_cost(style_grams, acts,
-                                 dict(zip(params.style_layers, params.style_layer_weights)),
-                                 params.style_norm)
-               if params.style_layers else zero)
+    j_style = _style_cost(acts, targets.style_grams, params) if params.style_layers else zero
     j_tv = losses.tv_cost(image) if params.tv_weight else zero
-    total = losses.total_cost(j_content, j_style, params.content_weight, params.style_weight,
-                              j_tv, params.tv_weight)
+    beta = params.style_weight if targets.style_factor is None else params.style_weight * targets.style_factor
+    total = losses.total_cost(j_content, j_style, params.content_weight, beta, j_tv, params.tv_weight)
     return total, j_content, j_style, j_tv
+
+
+def _style_cost(acts: dict[str, Tensor], style_grams: dict[str, Tensor], params: StyleParams) -> Tensor:
+    """The style cost (N,) of activations against the per-position Gram targets."""
+    at_size = {name: gram * (acts[name].shape[-2] * acts[name].shape[-1])
+               for name, gram in style_grams.items()}  # back to G_S at this size
+    return losses.style_cost(at_size, acts, dict(zip(params.style_layers, params.style_layer_weights)),
+                             params.style_norm)
 
 
 def _progress(step: int, params: StyleParams, parts) -> Progress:
@@ -287,7 +302,7 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
             continue  # done before the checkpoint we resume from
         stage_content = resize_tensor(content, size, "bilinear").contiguous(memory_format=memory_format)
         targets = full if size == tuple(content.shape[-2:]) else compute_targets(
-            features, stage_content, None, params, full.style_grams, dtype)
+            features, stage_content, None, params, full.style_grams, dtype, full.style_factor)
         resuming = resume is not None and start <= resume.step < end
         if resuming and tuple(resume.image.shape[-2:]) != size:
             # saved at the very end of the previous scale: continue as that scale would have

@@ -1,6 +1,7 @@
 """The balanced style cost and the default preset, measured on the real VGG-19 with drawn images:
 every layer starts on one scale, a short run transfers colour, presets travel through
-manifests, and cached targets give the balanced cost exactly."""
+manifests, cached targets give the balanced cost exactly, and the style cap spares a flat
+drawing."""
 import numpy as np
 import pytest
 import torch
@@ -9,6 +10,7 @@ from PIL import Image
 from nstbatch import losses
 from nstbatch.cli import main
 from nstbatch.config import DEFAULT_PRESET, PRESET_NAMES, PRESETS, resolve_params
+from nstbatch.errors import ParamError
 from nstbatch.manifest import read_manifest
 from nstbatch.optimize import build_features, compute_targets, costs, initial_image, optimize
 from nstbatch.precompute import StyleTargetStore
@@ -135,3 +137,47 @@ def test_cached_targets_give_the_balanced_cost_of_fresh_ones_and_blends_take_the
     expected = sum(0.2 * float(((losses.gram_matrix(a) / (a.shape[-2] * a.shape[-1]) - blend[name]) ** 2).sum()
                                / (blend[name] ** 2).sum()) for name, a in acts.items())
     assert style_cost(blend) == pytest.approx(expected, rel=1e-4)
+
+
+def flat_drawing(width: int = 128, height: int = 96) -> np.ndarray:
+    """Flat colour blocks on a plain sky, like a vector drawing: far from a painting's statistics."""
+    image = np.empty((height, width, 3), np.uint8)
+    image[:] = (180, 210, 235)
+    for i, colour in enumerate([(190, 220, 160), (110, 90, 130), (220, 90, 150)]):
+        image[30 + 15 * (i % 2):height - 10, 4 + 31 * i:28 + 31 * i] = colour
+    image[height - 10:] = (70, 70, 70)
+    return image
+
+
+def test_style_cap_gives_each_image_beta_times_cap_over_its_own_starting_style_cost(features, pair):
+    params = resolve_params(DEFAULT_PRESET, {"size": 128, "precision": "fp32"})
+    uncapped = resolve_params(DEFAULT_PRESET, {"size": 128, "precision": "fp32", "style_cap": 0})
+    style = pair[1]
+    near = tensor(np.roll(drawn_style(), 7, axis=1)[:96])  # the painting's own strokes, shifted
+    contents = torch.cat([near, tensor(flat_drawing())])
+    starts = []
+    for content in contents:
+        targets = compute_targets(features, content[None], style, uncapped)
+        assert targets.style_factor is None
+        with torch.no_grad():
+            starts.append(costs(features, content[None], targets, uncapped)[2].item())
+    assert starts[0] < params.style_cap < starts[1], starts  # the flat drawing starts far away
+    batch = compute_targets(features, contents, style, params).style_factor
+    expected = [1.0, params.style_cap / starts[1]]
+    assert batch.tolist() == pytest.approx(expected, rel=1e-4)  # each image its own, batched or not
+    # The seed's costs keep no cap: their units are not the cap's.
+    assert resolve_params(DEFAULT_PRESET, {"style_norm": "seed"}).style_cap == 0 == PRESETS["seed"].style_cap
+    with pytest.raises(ParamError, match="style_cap 0.5 needs style_norm: balanced"):
+        resolve_params(DEFAULT_PRESET, {"style_norm": "seed", "style_cap": 0.5})
+
+
+def test_the_cap_keeps_a_flat_drawing_readable_and_still_painted(features, pair):
+    content, style = tensor(flat_drawing()), pair[1]
+    yardstick = Yardstick(content, style, size=128)
+    scores = {}
+    for cap in (0.0, PRESETS[DEFAULT_PRESET].style_cap):
+        params = resolve_params(DEFAULT_PRESET, {"size": 128, "steps": 40, "precision": "fp32", "style_cap": cap})
+        scores[cap] = yardstick(optimize(content, style, params, features=features).image)
+    uncapped, capped = scores.values()
+    assert capped.content < uncapped.content, (capped.row(), uncapped.row())
+    assert capped.style_layers["relu1_1"] < 0.5, capped.row()  # the painting's colours still came
