@@ -124,3 +124,23 @@ def test_force_does_not_redo_a_job_another_run_finished_after_planning(folder):
     assert outcome.status == JobStatus.ELSEWHERE and "finished by another run" in outcome.error
     again = plan_run(options.manifest, state, force=True).jobs[0]  # planned after: --force reruns it
     assert JobExecutor(options, state.root, "cpu").run([again])[0].status == JobStatus.DONE
+
+
+@pytest.mark.parametrize("where", [pytest.param(["--in-process"], id="in-process"),
+                                   pytest.param([], id="workers", marks=pytest.mark.slow)])
+def test_a_job_another_run_holds_is_no_attempt_of_this_run(folder, where):
+    from nstbatch.batch.claims import claim_job
+    from nstbatch.batch.ledger import StateDir
+    from nstbatch.batch.plan import plan_run
+
+    manifest(folder, steps=2)
+    state = StateDir(folder / ".nstbatch" / "m.csv")
+    held = plan_run(folder / "m.csv", state).jobs[0].job
+    claim = claim_job(state, held)  # another run (this live process) holds it
+    try:
+        main(["run", str(folder / "m.csv"), "--targets", "torch", "--no-steal", "-q", *where])
+    finally:
+        claim.release()
+    lines = report_lines(folder)
+    assert {line["id"] for line in lines if line["status"] == "started"} == set(IDS) - {held.id}
+    assert held.id not in {line["id"] for line in lines}  # no start, no outcome: the holder answers

@@ -122,11 +122,18 @@ class JobExecutor:
                 outcomes.append(self._outcome(item, JobStatus.FAILED, error=str(error)))
         return loaded
 
-    def run(self, batch: list[Planned], on_step: Callable[[Progress], None] | None = None) -> list[Outcome]:
+    def run(self, batch: list[Planned], on_step: Callable[[Progress], None] | None = None,
+            on_start: Callable[[Planned], None] | None = None) -> list[Outcome]:
         """Every job of ``batch`` (jobs that share styles, parameters and size) in one pass,
-        or fewer at a time where memory or a failure asks for it; one outcome per job."""
+        or fewer at a time where memory or a failure asks for it; one outcome per job.
+        ``on_start`` hears of each job this run attempts, once claimed: not of those another
+        run holds or finished (ELSEWHERE), which are no attempt of this run's."""
         outcomes: list[Outcome] = []
         with self._claimed(batch, outcomes) as claims:
+            elsewhere = {outcome.job.id for outcome in outcomes if outcome.status == JobStatus.ELSEWHERE}
+            for item in batch:
+                if on_start is not None and item.job.id not in elsewhere:
+                    on_start(item)
             loaded = self._load([item for item in batch if item.job.id in claims], outcomes)
             if loaded:
                 outcomes += self._pass(loaded, claims, on_step)

@@ -110,9 +110,7 @@ def worker_main(options: RunOptions, state_root, device: str, threads: int | Non
             task = conn.recv()
             if task is None:
                 break
-            for item in task:
-                conn.send((Msg.START, item))
-            for outcome in executor.run(task, step):
+            for outcome in executor.run(task, step, lambda item: conn.send((Msg.START, item))):
                 conn.send((Msg.END, outcome))
     except NstbatchError as e:
         conn.send((Msg.FATAL, e))
@@ -300,10 +298,8 @@ def run_here(options: RunOptions, state: StateDir, device: str, tasks: list[list
     for task in tasks:
         if stop.requested:
             break
-        for item in task:
-            events.job_started(item.job)
         try:
-            outcomes = executor.run(task, events.step)
+            outcomes = executor.run(task, events.step, lambda item: events.job_started(item.job))
         except KeyboardInterrupt:
             for item in task:
                 record(Outcome(item.job, JobStatus.INTERRUPTED, error="interrupted (Ctrl-C)", device=device))
