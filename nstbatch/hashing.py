@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,17 +23,62 @@ def sha256_of(path: Path) -> str:
 
 
 class FileHashes:
-    """sha256 of files, each read once per (path, size, mtime): a manifest's rows share images."""
+    """sha256 of files, each read once per (path, size, mtime, ctime, inode): a manifest's rows
+    share images.
 
-    def __init__(self):
-        self._cache: dict[tuple[str, int, int], str] = {}
+    With ``index`` (a state directory), digests that earlier runs wrote to its
+    ``hashes*.jsonl`` are taken from there while the file's path, size, mtime, ctime and inode
+    are unchanged, as git's index and make do, so a restarted run of a large dataset stats its
+    inputs instead of reading them all again; ``save`` appends the digests computed since to
+    ``name``. Lines are whole JSON objects; a torn or foreign one is skipped.
+    """
+
+    def __init__(self, index: Path | None = None, name: str = "hashes.jsonl"):
+        self._cache: dict[tuple, str] = {}
+        self._new: list[tuple] = []
+        self.index, self.name = index, name
+        self._loaded = index is None
+
+    def _load(self) -> None:
+        self._loaded = True
+        for path in sorted(self.index.glob("hashes*.jsonl")):
+            try:
+                with open(path, "rb") as f:
+                    for raw in f:
+                        try:
+                            record = json.loads(raw)
+                            self._cache[tuple(record["key"])] = str(record["sha256"])
+                        except (ValueError, KeyError, TypeError):
+                            continue
+            except OSError:
+                continue  # an index is a cache: an unreadable one means hashing again
 
     def __call__(self, path: Path) -> str:
+        if not self._loaded:
+            self._load()
         stat = path.stat()
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
         if key not in self._cache:
             self._cache[key] = sha256_of(path)
+            if self.index is not None:
+                self._new.append(key)
         return self._cache[key]
+
+    def save(self) -> None:
+        """Append the digests computed since the last ``save`` to the index, in whole lines."""
+        if not self._new:
+            return
+        self.index.mkdir(parents=True, exist_ok=True)
+        data = "".join(json.dumps({"key": list(key), "sha256": self._cache[key]}) + "\n"
+                       for key in self._new).encode()
+        fd = os.open(self.index / self.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        self._new.clear()
 
 
 def weights_identity(spec: str) -> str:
@@ -66,8 +112,8 @@ def params_hash(job: Job, hashes: FileHashes, weights_id: str) -> str:
 class JobHasher:
     """``params_hash`` for many jobs: each file hashed once, each weights spec identified once."""
 
-    def __init__(self):
-        self.files = FileHashes()
+    def __init__(self, files: FileHashes | None = None):
+        self.files = files or FileHashes()
         self._weights: dict[str, str] = {}
 
     def __call__(self, job: Job) -> str:

@@ -226,3 +226,29 @@ def test_a_job_is_done_however_its_manifest_is_named(folder, capsys, monkeypatch
     assert code == 0 and "done 1, failed 0, pending 0" in out
     code, _, err = run_cli(capsys, "run", f"{folder.name}/m.csv", "--dry-run")
     assert "0 to run, 1 done" in _ + err
+
+
+def test_a_restart_stats_its_inputs_instead_of_reading_them_unless_they_changed(folder, capsys, monkeypatch):
+    import nstbatch.hashing
+
+    rows = [tiny_row(f"j{i}", f"c{i}.png", "s.png", f"out/j{i}.png") for i in range(3)]
+    (folder / "m.csv").write_text(HEADER + "".join(rows))
+    index = folder / ".nstbatch" / "m.csv" / "hashes.jsonl"
+    assert run_cli(capsys, "run", folder / "m.csv", "--dry-run")[0] == 0
+    assert not index.exists()  # a dry run writes nothing
+    assert run_cli(capsys, "run", folder / "m.csv", "-q")[0] == 0
+    assert len(index.read_text().splitlines()) == 4  # three photos and the painting, once each
+    with index.open("a") as f:
+        f.write('{"key": ["torn')  # a kill mid-append: skipped
+    read = []
+    real = nstbatch.hashing.sha256_of
+    monkeypatch.setattr(nstbatch.hashing, "sha256_of", lambda path: read.append(path.name) or real(path))
+    code, out, _ = run_cli(capsys, "run", folder / "m.csv", "--dry-run")
+    assert code == 0 and read == [] and "0 to run, 3 done" in out, out
+    assert run_cli(capsys, "status", folder / "m.csv")[0] == 0 and read == []
+    os.utime(folder / "c1.png")  # touched, same pixels: read again, still done
+    Image.fromarray(pattern(40, 36, phase=7), "RGB").save(folder / "c2.png")  # new pixels: runs again
+    code, out, _ = run_cli(capsys, "run", folder / "m.csv", "--dry-run")
+    assert sorted(read) == ["c1.png", "c2.png"] and "1 to run, 2 done" in out, out
+    [j2] = [line for line in out.splitlines() if " j2 " in line]
+    assert not j2.startswith("skip"), out

@@ -6,6 +6,8 @@ Layout (default ``<manifest folder>/.nstbatch/<manifest name>/``, ``--state-dir`
     report.jsonl           a 'started' line per attempt, then its outcome: id, status, output,
                            seconds, steps, costs, device, error (report-s<i>of<n>.jsonl per shard)
     summary.json           the last run's totals (summary-s<i>of<n>.json per shard)
+    hashes.jsonl           sha256 of input files by path, size, mtime, ctime and inode, so a
+                           restart stats its inputs instead of reading them (hashes-s<i>of<n>)
     history/<job id>.csv   each finished job's costs by step
     kills/<job id>.json    attempts that killed their worker (two: the job is quarantined)
     checkpoints/, claims/  jobs in progress; snapshots/ (save_every), thumbs/ (nstbatch report)
@@ -29,7 +31,7 @@ from typing import Iterator
 
 from ..images import atomic_write
 from ..manifest import Job, Problem, read_manifest
-from ..hashing import JobHasher
+from ..hashing import FileHashes, JobHasher
 
 KILLS_BEFORE_QUARANTINE = 2
 # Exit code of a run stopped by a stop signal after checkpointing (BSD EX_TEMPFAIL): job
@@ -156,9 +158,21 @@ class RunSummary:
 class StateDir:
     root: Path
     tag: str = ""  # a shard's tag ('s3of8'): its report and summary get files of their own
+    _files: FileHashes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.root = Path(self.root)
+
+    def job_hasher(self) -> JobHasher:
+        """Params hashes whose file digests come from earlier runs' ``hashes*.jsonl`` while a
+        file's size, times and inode are unchanged; ``save_hashes`` records the new ones."""
+        if self._files is None:
+            self._files = FileHashes(self.root, f"hashes-{self.tag}.jsonl" if self.tag else "hashes.jsonl")
+        return JobHasher(self._files)
+
+    def save_hashes(self) -> None:
+        if self._files is not None:
+            self._files.save()
 
     # --- paths ---------------------------------------------------------------------------
 
@@ -373,7 +387,7 @@ def status(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None
             done_lines += 1
     invalid = ({p.job_id: p.message for p in validate(manifest, check_files=True) if p.job_id}
                if check_files else {})
-    hasher = JobHasher()
+    hasher = state.job_hasher()
     views = []
     for job in manifest.jobs:
         records = lines.get(job.id, [])

@@ -14,7 +14,6 @@ from ..errors import NstbatchError, UsageError
 from ..images import long_side_size, output_size, probe_image
 from ..manifest import Job, Manifest, Problem, read_manifest
 from ..validate import validate
-from ..hashing import JobHasher
 from .ledger import StateDir
 from .memory import Estimate, estimate
 
@@ -97,7 +96,7 @@ def helping_order(jobs: list[Job], shard: Shard) -> list[Job]:
 
 
 def plan_jobs(jobs: list[Job], state: StateDir, force: bool = False) -> list[Planned]:
-    hasher = JobHasher()
+    hasher = state.job_hasher()
     planned = []
     for job in jobs:
         try:

@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..environment import Shard
-from ..hashing import JobHasher
 from ..manifest import Job, Problem
 from .claims import live_holder
 from .ledger import JobStatus, Outcome, RunSummary, StateDir, default_state_dir
@@ -120,7 +119,7 @@ def _help(options: RunOptions, state: StateDir, devices: list[str], plan: Plan, 
     until they are done, fail, or their claim goes stale (a killed or preempted owner): then
     they are taken over, from their checkpoint where there is one. Ends when every job of
     the manifest is done or failed; True if Ctrl-C interrupted it."""
-    hasher = JobHasher()
+    hasher = state.job_hasher()
     remaining = plan.others
     while remaining and not stop.requested:
         failed = state.failed_ids()
@@ -165,6 +164,7 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
         events.invalid(plan.problems)
     if options.dry_run:
         return summary, plan
+    state.save_hashes()  # before any job: a run killed in its first job still restarts fast
     for problem in plan.problems:  # --skip-invalid: each skipped row's reason, on record
         state.append_report({"id": problem.job_id, "where": problem.where, "status": JobStatus.INVALID,
                              "error": problem.message, "shard": state.tag or None})
@@ -195,6 +195,7 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
         if options.steal and plan.others and not interrupted and not stop.requested:
             interrupted = _help(options, state, devices, plan, size, run, stop)
     summary.seconds = time.monotonic() - started
+    state.save_hashes()  # what helping hashed
     if stop.requested and not interrupted:
         summary.unstarted = max(0, run.count - run.finished)
     state.write_summary(summary)
