@@ -86,3 +86,13 @@ def test_kubernetes_indexed_job_agrees_with_the_code():
     assert sorted(s.index for s in found) == list(range(shards))
     ids = [f"job-{i}" for i in range(50)]
     assert sorted(i for s in found for i in ids if shard_of(i, s.count) == s.index) == sorted(ids)
+
+
+@pytest.mark.parametrize("name", ["example.csv", "example.yaml", "gallery.yaml", "pairs.yaml", "pairs_heldout.yaml"])
+def test_every_bundled_manifest_validates(name):
+    from nstbatch.manifest import read_manifest
+    from nstbatch.validate import validate
+
+    manifest = read_manifest(ROOT / "manifests" / name)
+    assert manifest.jobs and not manifest.problems
+    assert validate(manifest) == [], name
