@@ -171,8 +171,12 @@ class StateDir:
         return JobHasher(self._files)
 
     def save_hashes(self) -> None:
-        if self._files is not None:
+        if self._files is None:
+            return
+        try:
             self._files.save()
+        except OSError:
+            pass  # a cache: a state directory that cannot be written fails at the first record, saying so
 
     # --- paths ---------------------------------------------------------------------------
 
