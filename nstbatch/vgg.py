@@ -1,15 +1,14 @@
-"""VGG-19 features by layer name, built on torchvision's ``vgg19().features`` layout."""
+"""VGG-19 features by layer name, in torchvision's ``vgg19().features`` layout."""
 from __future__ import annotations
 
 from typing import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.vgg import cfgs, make_layers
 
 from .errors import UsageError
 from .layers import LAYER_INDEX, LAYER_NAMES, check_layer, min_image_side
-from .weights import Preprocessing, Weights
+from .weights import Preprocessing, Weights, expected_shapes
 
 
 class Preprocess(nn.Module):
@@ -28,6 +27,24 @@ class Preprocess(nn.Module):
         if self.bgr:
             x = x.flip(1)  # RGB -> BGR
         return (x - self.mean) / self.std
+
+
+def vgg19_layers(depth: int = len(LAYER_NAMES), pooling: str = "max") -> nn.Sequential:
+    """The first ``depth`` modules of torchvision's ``vgg19().features`` (its config "E", the
+    same indices and state-dict keys), built here: importing ``torchvision.models`` costs
+    every process about 1.5 s. ReLUs do not work in place (torchvision's do, which would
+    overwrite the conv outputs handed back as activations); ``pooling`` avg swaps the pools."""
+    shapes, modules = expected_shapes(), []
+    for index, name in enumerate(LAYER_NAMES[:depth]):
+        if name.startswith("conv"):
+            out_channels, in_channels = shapes[f"{index}.weight"][:2]
+            modules.append(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1))
+        elif name.startswith("relu"):
+            modules.append(nn.ReLU(inplace=False))
+        else:
+            modules.append(nn.MaxPool2d(kernel_size=2, stride=2) if pooling == "max"
+                           else nn.AvgPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*modules)
 
 
 def check_layers(layers: Iterable[str]) -> tuple[str, ...]:
@@ -60,16 +77,9 @@ class VGGFeatures(nn.Module):
         if pooling not in ("max", "avg"):
             raise UsageError(f"pooling must be max or avg, got {pooling!r}")
         self.depth = max(LAYER_INDEX[n] for n in layers) + 1 if layers else 0
-        features = make_layers(cfgs["E"])[: self.depth]
+        features = vgg19_layers(self.depth, pooling)
         features.load_state_dict(
             {k: v for k, v in weights.state_dict.items() if int(k.split(".")[0]) < self.depth})
-        for i, module in enumerate(features):
-            if isinstance(module, nn.ReLU):
-                # torchvision's ReLUs work in place, which would overwrite the conv outputs
-                # we hand back as activations.
-                features[i] = nn.ReLU(inplace=False)
-            elif isinstance(module, nn.MaxPool2d) and pooling == "avg":
-                features[i] = nn.AvgPool2d(kernel_size=2, stride=2)
         self.features = features
         self.preprocess = Preprocess(weights.preprocessing)
         self.pooling = pooling

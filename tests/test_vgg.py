@@ -6,7 +6,7 @@ import torch
 
 from nstbatch.errors import UsageError
 from nstbatch.layers import LAYER_NAMES, min_image_side
-from nstbatch.vgg import VGGFeatures
+from nstbatch.vgg import VGGFeatures, vgg19_layers
 from nstbatch.weights import load_weights
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -74,3 +74,25 @@ def test_real_weights_fingerprint(pooling):
         assert got[name]["shape"] == expected["shape"], name
         for stat in ("l2", "mean", "max"):
             assert got[name][stat] == pytest.approx(expected[stat], rel=1e-4, abs=1e-4), (name, stat)
+
+
+def test_the_network_is_torchvisions_vgg19_features_module_for_module():
+    # Built here to spare every process the torchvision.models import; the same modules,
+    # indices and state-dict keys, so torchvision's own weights load unchanged.
+    from torchvision.models.vgg import cfgs, make_layers
+
+    ours, theirs = vgg19_layers(), make_layers(cfgs["E"])
+    assert [repr(m).replace("inplace=True", "") for m in theirs] == [repr(m) for m in ours]
+    assert {k: v.shape for k, v in theirs.state_dict().items()} == {k: v.shape for k, v in ours.state_dict().items()}
+    assert not any(getattr(m, "inplace", False) for m in ours)
+
+
+@pytest.mark.slow
+def test_no_process_of_a_run_imports_torchvision():
+    import subprocess
+    import sys
+
+    code = ("import sys; from nstbatch.optimize import build_features; from nstbatch.config import resolve_params;"
+            " from nstbatch import onnx_backend; from nstbatch.batch import executor, run; build_features(resolve_params());"
+            " print('torchvision' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
