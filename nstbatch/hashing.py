@@ -30,26 +30,37 @@ class FileHashes:
     ``hashes*.jsonl`` are taken from there while the file's path, size, mtime, ctime and inode
     are unchanged, as git's index and make do, so a restarted run of a large dataset stats its
     inputs instead of reading them all again; ``save`` appends the digests computed since to
-    ``name``. Lines are whole JSON objects; a torn or foreign one is skipped.
+    ``name``. Lines are whole JSON objects; a torn or foreign one is skipped. Once ``name``
+    holds ``COMPACT_AT`` lines and more than two per file it names (files that changed), it
+    is rewritten with each file's latest line.
     """
+
+    COMPACT_AT = 100_000
 
     def __init__(self, index: Path | None = None, name: str = "hashes.jsonl"):
         self._cache: dict[tuple, str] = {}
         self._new: list[tuple] = []
         self.index, self.name = index, name
         self._loaded = index is None
+        self._own: dict[str, tuple] = {}  # file -> its latest key in ``name``
+        self._own_lines = 0
 
     def _load(self) -> None:
         self._loaded = True
         for path in sorted(self.index.glob("hashes*.jsonl")):
+            own = path.name == self.name
             try:
                 with open(path, "rb") as f:
                     for raw in f:
                         try:
                             record = json.loads(raw)
-                            self._cache[tuple(record["key"])] = str(record["sha256"])
+                            key = tuple(record["key"])
+                            self._cache[key] = str(record["sha256"])
                         except (ValueError, KeyError, TypeError):
                             continue
+                        if own:
+                            self._own[key[0]] = key
+                            self._own_lines += 1
             except OSError:
                 continue  # an index is a cache: an unreadable one means hashing again
 
@@ -65,19 +76,31 @@ class FileHashes:
         return self._cache[key]
 
     def save(self) -> None:
-        """Append the digests computed since the last ``save`` to the index, in whole lines."""
+        """Append the digests computed since the last ``save`` to the index, in whole lines
+        (or rewrite it, compacted: written beside it and moved into place)."""
         if not self._new:
             return
         self.index.mkdir(parents=True, exist_ok=True)
-        data = "".join(json.dumps({"key": list(key), "sha256": self._cache[key]}) + "\n"
-                       for key in self._new).encode()
-        fd = os.open(self.index / self.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
+        for key in self._new:
+            self._own[key[0]] = key
+        self._own_lines += len(self._new)
+        compact = self._own_lines >= self.COMPACT_AT and self._own_lines > 2 * len(self._own)
+        keys = self._own.values() if compact else self._new
+        data = "".join(json.dumps({"key": list(key), "sha256": self._cache[key]}) + "\n" for key in keys).encode()
+        target = self.index / self.name
+        if compact:
+            temp = target.with_name(f".{self.name}.{os.getpid()}.tmp")
+            temp.write_bytes(data)
+            os.replace(temp, target)  # lines another run appends meanwhile are lost: a cache
+            self._own_lines = len(self._own)
+        else:
+            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
         self._new.clear()
 
 

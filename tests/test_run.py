@@ -252,3 +252,26 @@ def test_a_restart_stats_its_inputs_instead_of_reading_them_unless_they_changed(
     assert sorted(read) == ["c1.png", "c2.png"] and "1 to run, 2 done" in out, out
     [j2] = [line for line in out.splitlines() if " j2 " in line]
     assert not j2.startswith("skip"), out
+
+
+def test_the_digest_index_keeps_each_files_latest_line_once_it_grows(tmp_path, monkeypatch):
+    import hashlib
+
+    import nstbatch.hashing
+    from nstbatch.hashing import FileHashes
+
+    monkeypatch.setattr(FileHashes, "COMPACT_AT", 6)
+    photo, painting, index = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "state"
+    painting.write_bytes(b"painting")
+    counts = []
+    for version in range(1, 6):  # a photo edited between five runs
+        photo.write_bytes(b"photo" * version)
+        hashes = FileHashes(index)
+        hashes(photo), hashes(painting)
+        hashes.save()
+        counts.append(len((index / "hashes.jsonl").read_text().splitlines()))
+    assert counts == [2, 3, 4, 5, 2]  # appended, then rewritten with each file's latest line
+    monkeypatch.setattr(nstbatch.hashing, "sha256_of", lambda path: pytest.fail(f"read {path.name} again"))
+    fresh = FileHashes(index)
+    assert fresh(photo) == hashlib.sha256(b"photo" * 5).hexdigest()
+    assert fresh(painting) == hashlib.sha256(b"painting").hexdigest()
