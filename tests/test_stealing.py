@@ -144,3 +144,20 @@ def test_a_job_another_run_holds_is_no_attempt_of_this_run(folder, where):
     lines = report_lines(folder)
     assert {line["id"] for line in lines if line["status"] == "started"} == set(IDS) - {held.id}
     assert held.id not in {line["id"] for line in lines}  # no start, no outcome: the holder answers
+
+
+def test_failed_ids_follow_the_reports_as_they_grow(tmp_path):
+    from nstbatch.batch.ledger import StateDir
+
+    state, other = StateDir(tmp_path, "s0of2"), StateDir(tmp_path, "s1of2")
+    state.append_report({"id": "a", "status": "failed"})
+    other.append_report({"id": "b", "status": "done"})
+    assert state.failed_ids() == {"a"}
+    with open(other.report_path, "ab") as f:
+        f.write(b'{"id": "b", "status": "fai')  # being written
+    assert state.failed_ids() == {"a"}
+    with open(other.report_path, "ab") as f:
+        f.write(b'led"}\n')
+    state.append_report({"id": "a", "status": "started"})  # retried since: no longer failed
+    assert state.failed_ids() == {"b"}
+    assert StateDir(tmp_path).failed_ids() == {"b"}  # a fresh reader, from the start, agrees

@@ -159,6 +159,9 @@ class StateDir:
     root: Path
     tag: str = ""  # a shard's tag ('s3of8'): its report and summary get files of their own
     _files: FileHashes | None = field(default=None, init=False, repr=False, compare=False)
+    # failed_ids' reading position in each report file, and each job's latest status so far
+    _read_to: dict[Path, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _latest: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.root = Path(self.root)
@@ -249,11 +252,26 @@ class StateDir:
             self.append_report({**line, "owner_shard": owner} if owner else line)
 
     def failed_ids(self) -> set[str]:
-        """Jobs whose latest report line, of any shard, is a failure (not since restarted)."""
-        last: dict[str, str] = {}
-        for record in self.report_lines():
-            last[record.get("id")] = record.get("status")
-        return {job_id for job_id, status in last.items()
+        """Jobs whose latest report line, of any shard, is a failure (not since restarted).
+        Helping shards ask every few seconds: each call reads only the lines appended since
+        the last (a line still being written waits for the next call)."""
+        for path in sorted(self.root.glob("report*.jsonl")):
+            start = self._read_to.get(path, 0)
+            try:
+                with open(path, "rb") as f:
+                    f.seek(start)
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            end = data.rfind(b"\n") + 1
+            for raw in data[:end].splitlines():
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue  # a line torn by a kill mid-write
+                self._latest[record.get("id")] = record.get("status")
+            self._read_to[path] = start + end
+        return {job_id for job_id, status in self._latest.items()
                 if status in (JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)}
 
     def record_start(self, job: Job) -> None:
