@@ -229,9 +229,7 @@ def run(
         report.close()
     if dry_run:
         for item in plan.jobs:
-            verb = ("skip  (quarantined)" if item.quarantined and item.reason
-                    else f"run   ({item.reason})" if item.reason else "skip  (done)")
-            typer.echo(f"{verb:34s} {item.job.id}  {item.job.where}  -> {item.job.output}")
+            typer.echo(f"{item.why:34s} {item.job.id}  {item.job.where}  -> {item.job.output}")
         for copy in plan.copies:
             typer.echo(f"{'copy':34s} {copy.source} -> {copy.target}")
         typer.echo(f"{len(plan.to_run)} to run, {plan.done} done"
@@ -286,7 +284,7 @@ def report(
 
     typer.echo(f"wrote {output}: {len(view.jobs)} job(s), {view.count(JobStatus.DONE)} done,"
                f" {view.count(JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)} failed,"
-               f" {view.count(JobStatus.PENDING, JobStatus.RUNNING)} pending"
+               f" {view.count(JobStatus.PENDING, JobStatus.RUNNING, JobStatus.INTERRUPTED)} pending"
                + ("; thumbnails linked from the state directory: keep the page where it can reach them"
                   if view.linked else ""))
     return 0
@@ -377,11 +375,12 @@ def status(
         typer.echo(f"shard {shard.index}/{shard.count}: {shard.jobs} job(s), done {done} ({shard.done_by_owner}"
                    f" by itself, {shard.done_by_helpers} by helping shards), failed {shard.failed},"
                    f" pending {shard.jobs - done - shard.failed}")
-    running = view.count(JobStatus.RUNNING)
+    running, interrupted = view.count(JobStatus.RUNNING), view.count(JobStatus.INTERRUPTED)
+    among = ", ".join(f"{n} {label}" for n, label in ((running, "running"), (interrupted, "interrupted")) if n)
     typer.echo(f"done {view.count(JobStatus.DONE)},"
                f" failed {view.count(JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)},"
-               f" pending {view.count(JobStatus.PENDING) + running}"
-               + (f" ({running} running)" if running else "")
+               f" pending {view.count(JobStatus.PENDING) + running + interrupted}"
+               + (f" ({among})" if among else "")
                + (f", unparsable rows {len(view.problems)}" if view.problems else "")
                + (f"; {view.images_per_hour:.1f} images/hour" if view.images_per_hour else ""))
     return 0

@@ -121,7 +121,7 @@ h1{font-size:20px;margin:0 0 4px} .sub{color:#666;margin-bottom:16px}
 .row img{max-width:160px;max-height:160px;display:block;margin:auto}
 .missing{width:160px;height:100px;background:#eee;color:#999;display:flex;align-items:center;justify-content:center}
 .meta{font-size:12px;color:#444;margin-top:6px} .status{font-weight:700}
-.status.done{color:#2a7} .status.failed,.status.invalid{color:#c22} .status.pending,.status.running{color:#a80}
+.status.done{color:#2a7} .status.failed,.status.invalid{color:#c22} .status.pending,.status.running,.status.interrupted{color:#a80}
 """
 
 
@@ -139,7 +139,7 @@ def render_html(view: RunView, page: Path, link: bool = False) -> str:
         f'<span class="total-{k}">{label} {n}</span>' for k, label, n in (
             ("done", "done", view.count(JobStatus.DONE)),
             ("failed", "failed", view.count(JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)),
-            ("pending", "pending", view.count(JobStatus.PENDING, JobStatus.RUNNING)),
+            ("pending", "pending", view.count(JobStatus.PENDING, JobStatus.RUNNING, JobStatus.INTERRUPTED)),
             ("jobs", "jobs", len(view.jobs)))) + f'<span class="total-rate">images/hour {rate}</span></div>')
     if bad or view.problems:
         parts.append('<div class="failed-list"><strong>Failed or invalid</strong><ul>')

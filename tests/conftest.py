@@ -1,9 +1,14 @@
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository: its manifests/, benchmarks/, export/
 
 # Tests never reach for the network: the torchvision source must fail fast, not try a download.
 os.environ["NSTBATCH_OFFLINE"] = "1"
@@ -48,6 +53,26 @@ def image_pair(tmp_path):
     return content, style
 
 
+def run_cli(capsys, *argv, in_process: bool = True) -> tuple[int, str, str]:
+    """``nstbatch ARGV`` in this process: (exit code, stdout, stderr). A ``run`` runs its jobs
+    here too unless ``in_process=False`` (worker processes: for the slow tests)."""
+    from nstbatch.cli import main
+
+    argv = [str(a) for a in argv]
+    if in_process and argv and argv[0] == "run" and "--in-process" not in argv:
+        argv.insert(1, "--in-process")
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def cli_process(*argv, env=None, cwd=None, timeout=300, **popen) -> subprocess.CompletedProcess:
+    """``nstbatch ARGV`` in a process of its own, as a user runs it (text output captured)."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "nstbatch", *map(str, argv)], capture_output=True,
+                          text=True, env=environment, cwd=cwd, timeout=timeout, **popen)
+
+
 def report_lines(folder, *, started: bool = True, manifest: str = "m.csv") -> list[dict]:
     """Every line of the run's reports (all shards), in file order; ``started=False`` keeps
     only finished attempts."""
@@ -61,9 +86,6 @@ def report_lines(folder, *, started: bool = True, manifest: str = "m.csv") -> li
 
 def spawn_run(folder, *args, manifest: str = "m.csv"):
     """``nstbatch run MANIFEST ARGS`` as a separate process in ``folder``, output piped."""
-    import subprocess
-    import sys
-
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "nstbatch", "run", manifest, *args], cwd=folder,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -146,18 +146,20 @@ def test_a_job_another_run_holds_is_no_attempt_of_this_run(folder, where):
     assert held.id not in {line["id"] for line in lines}  # no start, no outcome: the holder answers
 
 
-def test_failed_ids_follow_the_reports_as_they_grow(tmp_path):
-    from nstbatch.batch.ledger import StateDir
+def test_the_latest_lines_follow_the_reports_as_they_grow_in_time_order_across_shards(tmp_path):
+    from nstbatch.batch.ledger import JobStatus, ReportLine, StateDir
 
     state, other = StateDir(tmp_path, "s0of2"), StateDir(tmp_path, "s1of2")
-    state.append_report({"id": "a", "status": "failed"})
-    other.append_report({"id": "b", "status": "done"})
-    assert state.failed_ids() == {"a"}
+    state.append_report(ReportLine("a", JobStatus.FAILED, time=100.0))
+    other.append_report(ReportLine("b", JobStatus.DONE, time=101.0))
+    other.append_report(ReportLine("a", JobStatus.DONE, time=99.0))  # earlier, in the other shard's file
+    assert {k: str(v.status) for k, v in state.latest().items()} == {"a": "failed", "b": "done"}
     with open(other.report_path, "ab") as f:
         f.write(b'{"id": "b", "status": "fai')  # being written
-    assert state.failed_ids() == {"a"}
+    assert str(state.latest()["b"].status) == "done"
     with open(other.report_path, "ab") as f:
-        f.write(b'led"}\n')
-    state.append_report({"id": "a", "status": "started"})  # retried since: no longer failed
-    assert state.failed_ids() == {"b"}
-    assert StateDir(tmp_path).failed_ids() == {"b"}  # a fresh reader, from the start, agrees
+        f.write(b'led", "time": 102.0}\n')
+    state.append_report(ReportLine("a", JobStatus.STARTED, time=103.0))  # retried since: no longer failed
+    assert {k: str(v.status) for k, v in state.latest().items()} == {"a": "started", "b": "failed"}
+    fresh = StateDir(tmp_path).latest()  # a fresh reader, from the start, agrees
+    assert {k: str(v.status) for k, v in fresh.items()} == {"a": "started", "b": "failed"}

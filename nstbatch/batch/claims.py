@@ -12,8 +12,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from ..manifest import Job
-from .ledger import StateDir
+
+if TYPE_CHECKING:
+    from .ledger import StateDir
+
+# Seconds without a heartbeat after which a claim (a run on another host that died) is stale.
+CLAIM_STALE = 300.0
 
 
 @dataclass
@@ -52,7 +59,18 @@ def _dead_here(owner: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _zombie(int(pid))
+
+
+def _zombie(pid: int) -> bool:
+    """A process that has ended but was not reaped yet (its parent, killed too, cannot; in a
+    container without an init that reaps, it stays so): dead, though ``kill(pid, 0)`` finds it."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False  # no /proc (not Linux): the heartbeat decides
+    return stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X")
 
 
 def _live_owner(path: Path, stale_after: float) -> str | None:
@@ -63,15 +81,16 @@ def _live_owner(path: Path, stale_after: float) -> str | None:
     return owner if age < stale_after and not _dead_here(owner) else None
 
 
-def live_holder(state: StateDir, job: Job, stale_after: float = 300.0) -> str | None:
-    """Who holds a live claim on the job, or None: nobody, or a claim the next taker breaks."""
+def live_holder_at(path: Path, stale_after: float = CLAIM_STALE) -> str | None:
+    """Who holds a live claim in the claim file ``path``, or None: nobody, or a claim the
+    next taker breaks (its heartbeat is stale, or its process on this host is gone)."""
     try:
-        return _live_owner(state.claim_path(job.id), stale_after)
-    except FileNotFoundError:
+        return _live_owner(path, stale_after)
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
-def claim_job(state: StateDir, job: Job, stale_after: float = 300.0) -> Claim | str:
+def claim_job(state: StateDir, job: Job, stale_after: float = CLAIM_STALE) -> Claim | str:
     """Take the job's lock file (host, pid, time), or say who holds it."""
     path = state.claim_path(job.id)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -91,13 +91,13 @@ class JobExecutor:
         try:
             for item in batch:
                 if item.hash is None:
-                    outcomes.append(self._outcome(item, JobStatus.FAILED, error=f"{item.job.where}: {item.reason}"))
+                    outcomes.append(self._outcome(item, JobStatus.FAILED,
+                                                  error=f"{item.job.where}: {item.standing.why}"))
                     continue
                 claim = claim_job(self.state, item.job, self.options.claim_stale)
                 if isinstance(claim, str):
                     outcomes.append(self._outcome(item, JobStatus.ELSEWHERE, error=f"claimed by {claim}"))
-                elif self.state.is_done(item.job, item.hash) and (
-                        not item.force or (self.state.read_done(item.job.id) or {}).get("finished", 0) > item.planned_at):
+                elif self.state.done_since(item.job, item.hash, item.planned_at if item.force else None):
                     claim.release()
                     outcomes.append(self._outcome(item, JobStatus.ELSEWHERE, error="finished by another run"))
                 else:
@@ -270,17 +270,13 @@ class JobExecutor:
                            provenance(params, result, job.content, job.styles, index),
                            jpeg_quality=params.jpeg_quality, webp_quality=params.webp_quality)
                 self.state.write_history(job.id, result.history, of_batch=len(loaded))
-                self.state.mark_done(job, hash_, {"seconds": per_image, "finished": time.time(),
-                                                  "batch": len(loaded), "costs": _costs(final),
-                                                  "device": str(self.device),
-                                                  "shard": self.state.tag or None,
-                                                  "activation_checkpointing": checkpointing})
+                self.state.mark_done(job, hash_, seconds=per_image, batch=len(loaded), costs=_costs(final),
+                                     device=str(self.device), activation_checkpointing=checkpointing)
             except (NstbatchError, OSError) as error:  # a full or read-only disk: this job alone
                 outcomes.append(self._outcome(entry.item, JobStatus.FAILED, seconds=per_image,
                                               error=error_text(error), sources=tuple(sources[index])))
                 continue
             discard_checkpoint(self.state, job)
-            self.state.forget_kills(job)
             outcomes.append(self._outcome(entry.item, JobStatus.DONE, seconds=per_image, costs=_costs(final),
                                           sources=tuple(sources[index]), resumed_from=resume.step if resume else None,
                                           note=note, batch=len(loaded), checkpointing=checkpointing))

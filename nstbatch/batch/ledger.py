@@ -1,10 +1,11 @@
-"""The ledger: a run's state directory, and the one place that decides where a job stands.
+"""The ledger: a run's state directory, its typed records, and the one place that decides
+where a job stands (``StateDir.standing``).
 
 Layout (default ``<manifest folder>/.nstbatch/<manifest name>/``, ``--state-dir`` to move it):
 
-    done/<job id>.json     one per finished job: its output and params hash
-    report.jsonl           a 'started' line per attempt, then its outcome: id, status, output,
-                           seconds, steps, costs, device, error (report-s<i>of<n>.jsonl per shard)
+    done/<job id>.json     a ``DoneRecord`` per finished job: its output and params hash
+    report.jsonl           a ``ReportLine`` per attempt's start, then one for its outcome
+                           (report-s<i>of<n>.jsonl per shard)
     summary.json           the last run's totals (summary-s<i>of<n>.json per shard)
     hashes.jsonl           sha256 of input files by path, size, mtime, ctime and inode, so a
                            restart stats its inputs instead of reading them (hashes-s<i>of<n>)
@@ -12,10 +13,14 @@ Layout (default ``<manifest folder>/.nstbatch/<manifest name>/``, ``--state-dir`
     kills/<job id>.json    attempts that killed their worker (two: the job is quarantined)
     checkpoints/, claims/  jobs in progress; snapshots/ (save_every), thumbs/ (nstbatch report)
 
-Records are written to a temp file and ``os.replace``d; report lines are appended with one
-``write`` each, and a reader skips a torn last line, so a kill at any moment leaves the state
-readable. Nothing here is ever written among the outputs, and nothing here imports torch:
-``nstbatch status`` and ``report`` read a run in a fraction of a second.
+Who writes what: the process that runs a job (a worker, or the run itself with
+``--in-process``) writes that job's output, history, checkpoint and done record, in that
+order, and holds its claim; the run's parent process writes the report lines, kill records,
+the digest index and the summary. Records are written to a temp file and ``os.replace``d;
+report lines are appended with one ``write`` each, and a reader skips a torn last line, so a
+kill at any moment leaves the state readable. Nothing here is ever written among the
+outputs, and nothing here imports torch: ``nstbatch status`` and ``report`` read a run in a
+fraction of a second.
 """
 from __future__ import annotations
 
@@ -24,14 +29,15 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import Iterator
 
+from ..hashing import FileHashes, JobHasher
 from ..images import atomic_write
 from ..manifest import Job, Problem, read_manifest
-from ..hashing import FileHashes, JobHasher
+from .claims import CLAIM_STALE, live_holder_at
 
 KILLS_BEFORE_QUARANTINE = 2
 # Exit code of a run stopped by a stop signal after checkpointing (BSD EX_TEMPFAIL): job
@@ -40,18 +46,19 @@ EXIT_PREEMPTED = 75
 
 
 class JobStatus(str, Enum):
-    """Where a job stands. Report lines hold STARTED and the outcomes; RUNNING and PENDING are
-    derived by ``status``; ELSEWHERE is an outcome that leaves no line (another run has it)."""
+    """Where a job stands, and how an attempt ended. Report lines hold STARTED and the
+    outcomes; ``StateDir.standing`` answers DONE, FAILED, INVALID, QUARANTINED, RUNNING,
+    INTERRUPTED or PENDING; ELSEWHERE is an outcome that leaves no line (another run has it)."""
 
     STARTED = "started"
     DONE = "done"
     FAILED = "failed"
     INVALID = "invalid"
     PREEMPTED = "preempted"  # checkpointed on a stop signal; the next run resumes it
-    INTERRUPTED = "interrupted"  # Ctrl-C
+    INTERRUPTED = "interrupted"  # Ctrl-C, or a run killed mid-job: the next run takes it up
     QUARANTINED = "quarantined"  # killed its worker twice: skipped until it changes or --force
     ELSEWHERE = "elsewhere"
-    RUNNING = "running"
+    RUNNING = "running"  # a live claim: a run holds it now
     PENDING = "pending"
 
     def __str__(self) -> str:
@@ -64,6 +71,73 @@ class JobStatus(str, Enum):
 
 def default_state_dir(manifest: Path) -> Path:
     return manifest.parent / ".nstbatch" / manifest.name
+
+
+# --- records -----------------------------------------------------------------------------------
+
+def _from_dict(cls, data: dict):
+    """A record from its JSON object: unknown keys (a newer version's) are ignored."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{key: value for key, value in data.items() if key in names})
+
+
+@dataclass(frozen=True)
+class DoneRecord:
+    """``done/<id>.json``: the job is done while its params hash and output path match and
+    the output exists."""
+
+    id: str
+    output: str  # absolute: the same job is done whether its manifest was named relative or not
+    params_hash: str
+    seconds: float = 0.0  # this image's share of its pass
+    finished: float = 0.0  # time.time() when written
+    batch: int = 1
+    costs: dict | None = None  # the image's final costs: step, steps, total, content, style, tv
+    device: str = ""
+    shard: str | None = None  # the shard that ran it ('s1of3')
+    activation_checkpointing: bool = False
+
+
+# Keys every outcome line holds (None where empty); a 'started' line holds only the first four.
+_LINE_KEYS = ("id", "where", "status", "shard", "output", "seconds", "steps", "error", "device")
+
+
+@dataclass(frozen=True)
+class ReportLine:
+    """One line of ``report*.jsonl``: an attempt's start, or its outcome."""
+
+    id: str | None
+    status: JobStatus
+    where: str | None = None
+    shard: str | None = None
+    time: float = 0.0
+    output: str | None = None
+    seconds: float | None = None
+    steps: int | None = None
+    error: str | None = None
+    device: str | None = None
+    costs: dict | None = None
+    note: str | None = None  # what happened on the way (a retry)
+    style_targets: list | None = None  # where each style target came from
+    resumed_from_step: int | None = None
+    batch: int | None = None  # images that shared its pass, when more than one
+    activation_checkpointing: bool | None = None
+    owner_shard: str | None = None  # the shard whose job a helping shard ran
+
+    def to_json(self) -> dict:
+        data = {key: value for key, value in asdict(self).items() if value is not None}
+        if self.status != JobStatus.STARTED:
+            data.update({key: getattr(self, key) for key in _LINE_KEYS})
+        data["status"] = str(self.status)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ReportLine | None":
+        """None for a line that is not one of ours (or a status this version does not know)."""
+        try:
+            return _from_dict(cls, {**data, "status": JobStatus(data["status"])})
+        except (KeyError, ValueError, TypeError):
+            return None
 
 
 def write_history(path: Path, history, of_batch: int | None = None) -> Path:
@@ -99,15 +173,12 @@ class Outcome:
     batch: int = 1  # how many images shared its optimisation pass
     checkpointing: bool = False  # ran with activation checkpointing: it fitted only so
 
-    def report_line(self, shard_tag: str = "") -> dict:
-        line = {"id": self.job.id, "where": self.job.where, "status": self.status,
-                "output": str(self.job.output), "seconds": round(self.seconds, 3),
-                "steps": self.job.params.steps, "error": self.error, "shard": shard_tag or None,
-                "device": self.device}
-        optional = {"costs": self.costs, "note": self.note, "style_targets": list(self.sources) or None,
-                    "resumed_from_step": self.resumed_from, "batch": self.batch if self.batch > 1 else None,
-                    "activation_checkpointing": True if self.checkpointing else None}
-        return {**line, **{k: v for k, v in optional.items() if v is not None}}
+    def report_line(self, shard_tag: str = "", owner: str | None = None) -> ReportLine:
+        return ReportLine(
+            self.job.id, self.status, self.job.where, shard_tag or None, time.time(), str(self.job.output),
+            round(self.seconds, 3), self.job.params.steps, self.error, self.device, self.costs, self.note,
+            list(self.sources) or None, self.resumed_from, self.batch if self.batch > 1 else None,
+            True if self.checkpointing else None, owner)
 
 
 @dataclass
@@ -154,14 +225,27 @@ class RunSummary:
         self.style_targets_reused += outcome.sources.count("cache")
 
 
+@dataclass(frozen=True)
+class Standing:
+    """Where a job stands (``StateDir.standing``)."""
+
+    status: JobStatus  # DONE, FAILED, INVALID, QUARANTINED, RUNNING, INTERRUPTED or PENDING
+    # Why it would run (PENDING, INTERRUPTED: "new", "output missing", "resumes from its
+    # checkpoint", ...), the error (FAILED, INVALID, QUARANTINED) or the holder (RUNNING).
+    why: str | None = None
+    hash: str | None = None  # its params hash; None when an input cannot be read
+    done: DoneRecord | None = None  # DONE: its record
+    last: ReportLine | None = None  # its latest report line, of any shard
+
+
 @dataclass
 class StateDir:
     root: Path
     tag: str = ""  # a shard's tag ('s3of8'): its report and summary get files of their own
     _files: FileHashes | None = field(default=None, init=False, repr=False, compare=False)
-    # failed_ids' reading position in each report file, and each job's latest status so far
+    # latest()'s reading position in each report file, and each job's latest line so far
     _read_to: dict[Path, int] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _latest: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _latest: dict[str, ReportLine] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.root = Path(self.root)
@@ -214,47 +298,92 @@ class StateDir:
     def ensure(self) -> None:
         (self.root / "done").mkdir(parents=True, exist_ok=True)
 
-    # --- records -------------------------------------------------------------------------
+    # --- files ---------------------------------------------------------------------------
 
-    def write_json(self, path: Path, data: dict) -> None:
+    def _write_json(self, path: Path, data: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(data, indent=1, sort_keys=True).encode()
         atomic_write(path, lambda f: f.write(text))
 
     def _read_json(self, path: Path) -> dict | None:
         try:
-            return json.loads(path.read_text())
+            data = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
+        return data if isinstance(data, dict) else None
 
-    def read_done(self, job_id: str) -> dict | None:
-        return self._read_json(self.done_path(job_id))
+    # --- done records (written by the process that ran the job) ------------------------------
 
-    def mark_done(self, job: Job, hash_: str, record: dict) -> None:
-        # The output's absolute path: the same job is done whether its manifest was named
-        # relative to the working folder or not (status /abs/m.csv after run m.csv).
-        self.write_json(self.done_path(job.id), {**record, "id": job.id, "output": os.path.abspath(job.output),
-                                                 "params_hash": hash_})
+    def read_done(self, job_id: str) -> DoneRecord | None:
+        data = self._read_json(self.done_path(job_id))
+        try:
+            return _from_dict(DoneRecord, data) if data else None
+        except TypeError:  # not one of ours: as if not done
+            return None
+
+    def mark_done(self, job: Job, hash_: str, *, seconds: float, batch: int, costs: dict, device: str,
+                  activation_checkpointing: bool) -> DoneRecord:
+        record = DoneRecord(job.id, os.path.abspath(job.output), hash_, seconds, time.time(), batch, costs,
+                            device, self.tag or None, activation_checkpointing)
+        self._write_json(self.done_path(job.id), asdict(record))
+        return record
 
     def write_history(self, job_id: str, history, of_batch: int = 1) -> Path:
         """A job's costs as CSV, one row per reported step. ``of_batch`` > 1: the job ran in a
         batch of that many images, and the costs are the batch's means."""
         return write_history(self.history_path(job_id), history, of_batch)
 
+    # --- report lines and summaries (written by the run's parent process) ----------------------
+
     def write_summary(self, summary: RunSummary) -> None:
-        self.write_json(self.summary_path, {**summary.to_dict(), "finished": time.time()})
+        self._write_json(self.summary_path, {**summary.to_dict(), "finished": time.time()})
 
     def record(self, outcome: Outcome, owner: str | None = None) -> None:
         """An attempt's outcome on record: its report line (none for ELSEWHERE: the run that
-        has the job writes it). ``owner``: the shard whose job a helping shard ran."""
-        if outcome.status != JobStatus.ELSEWHERE:
-            line = outcome.report_line(self.tag)
-            self.append_report({**line, "owner_shard": owner} if owner else line)
+        has the job writes it). ``owner``: the shard whose job a helping shard ran. A job done
+        forgets the kills it caused."""
+        if outcome.status == JobStatus.ELSEWHERE:
+            return
+        self.append_report(outcome.report_line(self.tag, owner))
+        if outcome.status == JobStatus.DONE:
+            self.forget_kills(outcome.job)
 
-    def failed_ids(self) -> set[str]:
-        """Jobs whose latest report line, of any shard, is a failure (not since restarted).
-        Helping shards ask every few seconds: each call reads only the lines appended since
-        the last (a line still being written waits for the next call)."""
+    def record_start(self, job: Job) -> None:
+        """A 'started' line per attempt, so the report accounts for attempts a kill cut short."""
+        self.append_report(ReportLine(job.id, JobStatus.STARTED, job.where, self.tag or None))
+
+    def record_invalid(self, problem: Problem) -> None:
+        """A row skipped by ``--skip-invalid``, with its reason."""
+        self.append_report(ReportLine(problem.job_id, JobStatus.INVALID, problem.where, self.tag or None,
+                                      error=problem.message))
+
+    def append_report(self, line: ReportLine) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        data = line.to_json()
+        data["time"] = line.time or time.time()
+        text = (json.dumps(data, sort_keys=True) + "\n").encode()
+        fd = os.open(self.report_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, text)  # one write of one line: appends never interleave mid-line
+        finally:
+            os.close(fd)
+
+    def report_lines(self) -> Iterator[ReportLine]:
+        """Every shard's report lines, each file in time order."""
+        for path in sorted(self.root.glob("report*.jsonl")):
+            try:
+                with open(path, "rb") as f:
+                    for raw in f:
+                        line = _parse_line(raw)
+                        if line is not None:
+                            yield line
+            except FileNotFoundError:
+                continue
+
+    def latest(self) -> dict[str, ReportLine]:
+        """Each job's latest report line, of any shard. Helping shards ask every few seconds:
+        each call reads only the lines appended since the last (a line still being written
+        waits for the next call)."""
         for path in sorted(self.root.glob("report*.jsonl")):
             start = self._read_to.get(path, 0)
             try:
@@ -265,73 +394,27 @@ class StateDir:
                 continue
             end = data.rfind(b"\n") + 1
             for raw in data[:end].splitlines():
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    continue  # a line torn by a kill mid-write
-                self._latest[record.get("id")] = record.get("status")
+                line = _parse_line(raw)
+                if line is None or line.id is None:
+                    continue
+                known = self._latest.get(line.id)
+                if known is None or line.time >= known.time:
+                    self._latest[line.id] = line
             self._read_to[path] = start + end
-        return {job_id for job_id, status in self._latest.items()
-                if status in (JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)}
+        return self._latest
 
-    def record_start(self, job: Job) -> None:
-        """A 'started' line per attempt, so the report accounts for attempts a kill cut short."""
-        self.append_report({"id": job.id, "where": job.where, "status": JobStatus.STARTED,
-                            "shard": self.tag or None})
+    # --- jobs that kill their worker (recorded by the parent) ---------------------------------
 
-    def append_report(self, record: dict) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        record = {key: str(value) if isinstance(value, JobStatus) else value for key, value in record.items()}
-        line = (json.dumps({"time": time.time(), **record}, sort_keys=True) + "\n").encode()
-        fd = os.open(self.report_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)  # one write of one line: appends never interleave mid-line
-        finally:
-            os.close(fd)
-
-    def report_lines(self) -> Iterator[dict]:
-        """Every shard's report lines, each file in time order."""
-        for path in sorted(self.root.glob("report*.jsonl")):
-            try:
-                with open(path, "rb") as f:
-                    for raw in f:
-                        try:
-                            yield json.loads(raw)
-                        except ValueError:
-                            continue  # a line torn by a kill mid-write
-            except FileNotFoundError:
-                continue
-
-    # --- done, or why it runs ---------------------------------------------------------------
-
-    def why_run(self, job: Job, hash_: str) -> str | None:
-        """None when the job is done; otherwise why it would run."""
-        record = self.read_done(job.id)
-        if record is None:
-            return "new"
-        if record.get("params_hash") != hash_:
-            return "parameters or inputs changed"
-        if os.path.abspath(record.get("output") or "") != os.path.abspath(job.output):
-            return "output path changed"
-        if not job.output.is_file():
-            return "output missing"
-        return None
-
-    def is_done(self, job: Job, hash_: str) -> bool:
-        return self.why_run(job, hash_) is None
-
-    # --- jobs that kill their worker ---------------------------------------------------------
-
-    def record_kill(self, job: Job, hash_: str, reason: str) -> int:
+    def record_kill(self, job: Job, hash_: str, reason: str) -> str | None:
         """Count an attempt of this job (these exact params and inputs) that killed its worker;
-        the count so far."""
+        the quarantine reason once that makes it quarantined, else None."""
         record = self._read_json(self.kills_path(job.id)) or {}
         kills = record.get("kills", []) if record.get("params_hash") == hash_ else []
         kills.append({"time": time.time(), "reason": reason})
-        self.write_json(self.kills_path(job.id), {"params_hash": hash_, "kills": kills})
-        return len(kills)
+        self._write_json(self.kills_path(job.id), {"params_hash": hash_, "kills": kills})
+        return self._quarantine_reason(job, hash_)
 
-    def quarantine_reason(self, job: Job, hash_: str) -> str | None:
+    def _quarantine_reason(self, job: Job, hash_: str) -> str | None:
         """Why the job is skipped for good, or None: it killed its worker twice with these
         params and inputs (another hash, and it may run again)."""
         record = self._read_json(self.kills_path(job.id))
@@ -349,13 +432,70 @@ class StateDir:
         except FileNotFoundError:
             pass
 
+    # --- where a job stands: the one place that decides ----------------------------------------
+
+    def _not_done(self, job: Job, hash_: str, record: DoneRecord | None) -> str | None:
+        """None when the done record says the job is done; otherwise why it is not."""
+        if record is None:
+            return "new"
+        if record.params_hash != hash_:
+            return "parameters or inputs changed"
+        if os.path.abspath(record.output) != os.path.abspath(job.output):
+            return "output path changed"
+        if not job.output.is_file():
+            return "output missing"
+        return None
+
+    def done_since(self, job: Job, hash_: str, since: float | None = None) -> bool:
+        """Done; with ``since``, also finished after that time (by another run, after a
+        ``--force`` plan was made)."""
+        record = self.read_done(job.id)
+        return self._not_done(job, hash_, record) is None and (since is None or record.finished > since)
+
+    def standing(self, job: Job, hasher, claim_stale: float = CLAIM_STALE) -> Standing:
+        """Where ``job`` stands, first match wins: INVALID (an input cannot be read to hash
+        it with ``hasher``), DONE (its done record matches its params, inputs and output,
+        which exists), QUARANTINED (it killed its worker twice with these params), RUNNING
+        (a *live* claim: a fresh heartbeat, and on this host a living process), FAILED or
+        INVALID (its latest report line says so, of any shard), INTERRUPTED (an attempt was
+        cut short: a checkpoint waits, or a start has no outcome, or a stop signal), else
+        PENDING. Plan, helping shards, status and report all ask this."""
+        try:
+            hash_ = hasher(job)
+        except OSError as e:
+            return Standing(JobStatus.INVALID, f"input unreadable ({e.strerror or e})")
+        record = self.read_done(job.id)
+        why = self._not_done(job, hash_, record)
+        if why is None:
+            return Standing(JobStatus.DONE, hash=hash_, done=record)
+        if (reason := self._quarantine_reason(job, hash_)) is not None:
+            return Standing(JobStatus.QUARANTINED, reason, hash_)
+        last = self.latest().get(job.id)
+        if (holder := live_holder_at(self.claim_path(job.id), claim_stale)) is not None:
+            return Standing(JobStatus.RUNNING, f"claimed by {holder}", hash_, last=last)
+        if last is not None and last.status in (JobStatus.FAILED, JobStatus.INVALID):
+            return Standing(last.status, last.error, hash_, last=last)
+        if self.checkpoint_path(job.id).is_file():
+            return Standing(JobStatus.INTERRUPTED, "resumes from its checkpoint", hash_, last=last)
+        if last is not None and last.status in (JobStatus.STARTED, JobStatus.PREEMPTED, JobStatus.INTERRUPTED):
+            return Standing(JobStatus.INTERRUPTED, f"{why}; its last attempt was cut short", hash_, last=last)
+        return Standing(JobStatus.PENDING, why, hash_, last=last)
+
+
+def _parse_line(raw: bytes) -> ReportLine | None:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None  # a line torn by a kill mid-write
+    return ReportLine.from_json(data) if isinstance(data, dict) else None
+
 
 # --- where every job of a manifest stands -----------------------------------------------------
 
 @dataclass
 class JobView:
     job: Job
-    status: JobStatus  # DONE, FAILED, INVALID, QUARANTINED, RUNNING or PENDING
+    status: JobStatus  # as StateDir.standing answers, or INVALID from validation
     error: str | None = None
     seconds: float | None = None
     costs: dict | None = None
@@ -386,60 +526,62 @@ def read_history(state: StateDir, job_id: str) -> list[tuple[int, float]]:
         return []
 
 
+def _rate(lines: list[ReportLine]) -> float | None:
+    """Images per hour over the span of the report: first start to last done."""
+    first_start, last_done, done = math.inf, -math.inf, 0
+    for line in lines:
+        if line.status == JobStatus.STARTED:
+            first_start = min(first_start, line.time)
+        elif line.status == JobStatus.DONE:
+            last_done = max(last_done, line.time)
+            first_start = min(first_start, line.time - (line.seconds or 0))
+            done += 1
+    span = last_done - first_start
+    return done / span * 3600 if done and span > 0 else None
+
+
+def _view(job: Job, standing: Standing, lines: list[ReportLine]) -> JobView:
+    view = JobView(job, standing.status, attempts=sum(line.status == JobStatus.STARTED for line in lines))
+    if standing.status != JobStatus.DONE:
+        view.error = standing.why if standing.status.is_failure else None
+        return view
+    done = [line for line in lines if line.status == JobStatus.DONE]
+    record = standing.done
+    view.seconds = done[-1].seconds if done else record.seconds
+    view.costs = done[-1].costs if done else record.costs
+    view.device = done[-1].device if done else record.device
+    view.shard = done[-1].shard if done else record.shard
+    return view
+
+
 def status(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None = None,
-           check_files: bool = True, histories: bool = True) -> RunView:
-    """Where every job of the manifest stands, from the state directory (every shard's
-    report; safe while runs write it): done (its output is current), failed, invalid (the
-    last attempt says so, or, with ``check_files``, validation does), quarantined, running
-    (started, no outcome yet), or pending. ``histories`` also reads each job's cost history."""
+           check_files: bool = True, histories: bool = True,
+           claim_stale: float = CLAIM_STALE) -> RunView:
+    """Where every job of the manifest stands (``StateDir.standing``, every shard's report;
+    safe while runs write it); with ``check_files``, a job that is not done and fails
+    validation is INVALID. ``histories`` also reads each job's cost history."""
     from ..validate import validate
 
     manifest_path = Path(manifest_path)
     manifest = read_manifest(manifest_path)
     state = StateDir(Path(state_dir) if state_dir else default_state_dir(manifest_path))
-    lines: dict[str, list[dict]] = {}
-    first_start, last_done, done_lines = math.inf, -math.inf, 0
-    for record in state.report_lines():
-        lines.setdefault(record.get("id"), []).append(record)
-        if record.get("status") == JobStatus.STARTED:
-            first_start = min(first_start, record.get("time", math.inf))
-        elif record.get("status") == JobStatus.DONE:
-            last_done = max(last_done, record.get("time", -math.inf))
-            first_start = min(first_start, record.get("time", math.inf) - record.get("seconds", 0))
-            done_lines += 1
+    lines: dict[str | None, list[ReportLine]] = {}
+    every = list(state.report_lines())
+    for line in every:
+        lines.setdefault(line.id, []).append(line)
     invalid = ({p.job_id: p.message for p in validate(manifest, check_files=True) if p.job_id}
                if check_files else {})
     hasher = state.job_hasher()
     views = []
     for job in manifest.jobs:
-        records = lines.get(job.id, [])
-        view = JobView(job, JobStatus.PENDING, attempts=sum(r.get("status") == JobStatus.STARTED for r in records))
-        views.append(view)
-        try:
-            hash_ = hasher(job)
-        except OSError as e:
-            view.status, view.error = JobStatus.INVALID, f"input unreadable ({e.strerror or e})"
-            continue
-        last = records[-1] if records else {}
-        if state.is_done(job, hash_):
-            done = [r for r in records if r.get("status") == JobStatus.DONE]
-            record = done[-1] if done else (state.read_done(job.id) or {})
-            view.status, view.seconds = JobStatus.DONE, record.get("seconds")
-            view.costs, view.device = record.get("costs"), record.get("device")
-            view.shard = record.get("shard")
-        elif job.id in invalid:
-            view.status, view.error = JobStatus.INVALID, invalid[job.id]
-        elif (reason := state.quarantine_reason(job, hash_)) is not None:
-            view.status, view.error = JobStatus.QUARANTINED, reason
-        elif last.get("status") in (JobStatus.FAILED, JobStatus.INVALID):
-            view.status, view.error = JobStatus(last["status"]), last.get("error")
-        elif last.get("status") == JobStatus.STARTED and state.claim_path(job.id).exists():
-            view.status = JobStatus.RUNNING  # (a started line without a claim: a killed run's)
+        standing = state.standing(job, hasher, claim_stale)
+        if standing.status != JobStatus.DONE and job.id in invalid:
+            standing = Standing(JobStatus.INVALID, invalid[job.id])
+        view = _view(job, standing, lines.get(job.id, []))
         if histories:
             view.history = read_history(state, job.id)
-    span = last_done - first_start
-    rate = done_lines / span * 3600 if done_lines and span > 0 else None
-    return RunView(manifest_path, state, views, manifest.problems, rate)
+        views.append(view)
+    return RunView(manifest_path, state, views, manifest.problems, _rate(every))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from ..errors import NstbatchError, UsageError
 from ..images import long_side_size, output_size, probe_image
 from ..manifest import Job, Manifest, Problem, read_manifest
 from ..validate import validate
-from .ledger import StateDir
+from .ledger import JobStatus, Standing, StateDir
 from .memory import Estimate, estimate
 
 
@@ -30,15 +30,32 @@ class InvalidManifest(UsageError):
 @dataclass
 class Planned:
     job: Job
-    reason: str | None  # why it runs; None when it is done already
-    hash: str | None  # None when an input cannot be hashed (it will fail, with the reason)
-    force: bool = False  # rerun although done (--force)...
+    standing: Standing  # where it stood when planned
+    force: bool = False  # rerun although done or quarantined (--force)...
     planned_at: float = 0.0  # ...but not when another run (a helping shard) finished it since
-    quarantined: str | None = None  # why it is skipped for good (it killed its worker twice)
+
+    @property
+    def hash(self) -> str | None:
+        """None when an input cannot be hashed (it will fail, with the reason)."""
+        return self.standing.hash
 
     @property
     def runs(self) -> bool:
-        return self.reason is not None and self.quarantined is None
+        return self.force or self.standing.status not in (JobStatus.DONE, JobStatus.QUARANTINED)
+
+    @property
+    def why(self) -> str:
+        """What a dry run says of it."""
+        status, why = self.standing.status, self.standing.why
+        if self.force:
+            return "run   (--force)"
+        if status in (JobStatus.DONE, JobStatus.QUARANTINED):
+            return f"skip  ({status})"
+        if status == JobStatus.RUNNING:
+            return f"held  ({why})"
+        if status.is_failure:
+            return f"run   (retry: it {status} last time)"
+        return f"run   ({why})"
 
 
 @dataclass
@@ -56,11 +73,11 @@ class Plan:
 
     @property
     def done(self) -> int:
-        return sum(p.reason is None for p in self.jobs)
+        return sum(p.standing.status == JobStatus.DONE and not p.force for p in self.jobs)
 
     @property
     def quarantined(self) -> list[Planned]:
-        return [p for p in self.jobs if p.reason is not None and p.quarantined]
+        return [p for p in self.jobs if p.standing.status == JobStatus.QUARANTINED and not p.force]
 
 
 def plan_run(manifest_path: str | os.PathLike, state: StateDir, *, shard: Shard = WHOLE,
@@ -97,19 +114,8 @@ def helping_order(jobs: list[Job], shard: Shard) -> list[Job]:
 
 def plan_jobs(jobs: list[Job], state: StateDir, force: bool = False) -> list[Planned]:
     hasher = state.job_hasher()
-    planned = []
-    for job in jobs:
-        try:
-            hash_ = hasher(job)
-        except OSError as e:
-            planned.append(Planned(job, f"input unreadable ({e.strerror or e})", None))
-            continue
-        reason = state.why_run(job, hash_)
-        if force:
-            planned.append(Planned(job, reason or "--force", hash_, force=True, planned_at=time.time()))
-        else:
-            planned.append(Planned(job, reason, hash_, quarantined=reason and state.quarantine_reason(job, hash_)))
-    return planned
+    now = time.time()
+    return [Planned(job, state.standing(job, hasher), force=force, planned_at=now) for job in jobs]
 
 
 def content_size(job: Job) -> tuple[int, int] | None:

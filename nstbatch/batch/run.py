@@ -10,7 +10,6 @@ from pathlib import Path
 
 from ..environment import Shard
 from ..manifest import Job, Problem
-from .claims import live_holder
 from .ledger import JobStatus, Outcome, RunSummary, StateDir, default_state_dir
 from .options import RunOptions
 from .plan import Plan, Planned, batches, plan_run
@@ -121,21 +120,18 @@ def _help(options: RunOptions, state: StateDir, devices: list[str], plan: Plan, 
     the manifest is done or failed; True if Ctrl-C interrupted it."""
     hasher = state.job_hasher()
     remaining = plan.others
+    finished = (JobStatus.DONE, JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)
     while remaining and not stop.requested:
-        failed = state.failed_ids()
         todo: list[Planned] = []
         held: list[Job] = []
         for job in remaining:
-            try:
-                hash_ = hasher(job)
-            except OSError:
-                continue  # its own shard reports it
-            if job.id in failed or state.is_done(job, hash_) or state.quarantine_reason(job, hash_):
-                continue
-            if live_holder(state, job, options.claim_stale):
+            standing = state.standing(job, hasher, options.claim_stale)
+            if standing.status in finished:
+                continue  # (a job whose inputs cannot be read: its own shard reports it)
+            if standing.status == JobStatus.RUNNING:
                 held.append(job)
             else:
-                todo.append(Planned(job, "helping another shard", hash_))
+                todo.append(Planned(job, standing))
         remaining = [item.job for item in todo] + held
         if todo:
             run.helping(todo, options.shard.count)
@@ -166,11 +162,10 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
         return summary, plan
     state.save_hashes()  # before any job: a run killed in its first job still restarts fast
     for problem in plan.problems:  # --skip-invalid: each skipped row's reason, on record
-        state.append_report({"id": problem.job_id, "where": problem.where, "status": JobStatus.INVALID,
-                             "error": problem.message, "shard": state.tag or None})
+        state.record_invalid(problem)
     for item in plan.quarantined:
         summary.quarantined += 1
-        events.notice(f"skipped {item.job.id} ({item.job.where}): {item.quarantined}")
+        events.notice(f"skipped {item.job.id} ({item.job.where}): {item.standing.why}")
     if options.force:
         for item in plan.jobs:
             state.forget_kills(item.job)

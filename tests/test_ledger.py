@@ -1,0 +1,123 @@
+"""Where a job stands: the ledger alone decides, and a dead run's claim is no 'running'."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nstbatch.batch.ledger import (DoneRecord, JobStatus, ReportLine, StateDir, default_state_dir,
+                                   status)
+from nstbatch.manifest import read_manifest
+from tests.conftest import draw_inputs, run_cli, wait_for
+
+
+@pytest.fixture
+def two_jobs(tmp_path):
+    draw_inputs(tmp_path, 2, 24, 20, 24)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,content,style,output,size,steps\n"
+                        "a,c0.png,s.png,out/a.png,24,2\nb,c1.png,s.png,out/b.png,24,2\n")
+    return manifest
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _started_with_claim(manifest, job_id: str, holder: str, age: float = 0.0) -> StateDir:
+    """The state a run leaves when it dies mid-job: a 'started' line and its claim file."""
+    state = StateDir(default_state_dir(manifest))
+    state.record_start(next(job for job in read_manifest(manifest).jobs if job.id == job_id))
+    claim = state.claim_path(job_id)
+    claim.parent.mkdir(parents=True, exist_ok=True)
+    claim.write_text(f"{holder} {time.time():.0f}\n")
+    if age:
+        os.utime(claim, (time.time() - age, time.time() - age))
+    return state
+
+
+def _statuses(manifest, **kw) -> dict[str, JobStatus]:
+    return {v.job.id: v.status for v in status(manifest, check_files=False, histories=False, **kw).jobs}
+
+
+def test_a_claim_of_a_dead_process_on_this_host_is_an_interrupted_job_not_a_running_one(two_jobs):
+    _started_with_claim(two_jobs, "a", f"{socket.gethostname()}:{_dead_pid()}")
+    assert _statuses(two_jobs) == {"a": JobStatus.INTERRUPTED, "b": JobStatus.PENDING}
+
+
+def test_a_claim_of_a_living_process_on_this_host_is_running(two_jobs):
+    _started_with_claim(two_jobs, "a", f"{socket.gethostname()}:{os.getpid()}")
+    assert _statuses(two_jobs)["a"] == JobStatus.RUNNING
+
+
+def test_a_claim_from_another_host_runs_until_its_heartbeat_is_stale(two_jobs):
+    _started_with_claim(two_jobs, "a", "node-elsewhere.cluster:4242", age=100)
+    assert _statuses(two_jobs)["a"] == JobStatus.RUNNING
+    assert _statuses(two_jobs, claim_stale=60)["a"] == JobStatus.INTERRUPTED
+    os.utime(StateDir(default_state_dir(two_jobs)).claim_path("a"), (time.time() - 400,) * 2)
+    assert _statuses(two_jobs)["a"] == JobStatus.INTERRUPTED  # the default: 300 s
+
+
+def test_standing_orders_done_failure_and_a_checkpoint(two_jobs, capsys):
+    assert run_cli(capsys, "run", two_jobs, "-q", "--targets", "torch")[0] == 0
+    state = StateDir(default_state_dir(two_jobs))
+    a, b = read_manifest(two_jobs).jobs
+    hasher = state.job_hasher()
+    done = state.standing(a, hasher)
+    assert done.status == JobStatus.DONE and isinstance(done.done, DoneRecord)
+    assert done.done.output == str((two_jobs.parent / "out/a.png").resolve())
+    (two_jobs.parent / "out/b.png").unlink()
+    assert (state.standing(b, hasher).status, state.standing(b, hasher).why) == (JobStatus.PENDING, "output missing")
+    state.append_report(ReportLine("b", JobStatus.FAILED, error="disk full"))
+    assert (state.standing(b, hasher).status, state.standing(b, hasher).why) == (JobStatus.FAILED, "disk full")
+    state.append_report(ReportLine("b", JobStatus.STARTED))  # retried, and the retry was cut short
+    assert state.standing(b, hasher).status == JobStatus.INTERRUPTED
+    state.checkpoint_path("b").parent.mkdir(parents=True, exist_ok=True)
+    state.checkpoint_path("b").write_bytes(b"")
+    assert state.standing(b, hasher).why == "resumes from its checkpoint"
+    code, out, _ = run_cli(capsys, "run", two_jobs, "--dry-run")
+    assert code == 0 and "run   (resumes from its checkpoint)" in out and "skip  (done)" in out
+
+
+def test_report_lines_and_done_records_read_back_as_written(tmp_path):
+    state = StateDir(tmp_path, "s1of2")
+    state.append_report(ReportLine("x", JobStatus.DONE, "m.csv:2", "s1of2", output="/o.png", seconds=1.5,
+                                   costs={"total": 2.0}, owner_shard="s0of2"))
+    (line,) = state.report_lines()
+    assert (line.id, line.status, line.seconds, line.costs, line.owner_shard) == \
+        ("x", JobStatus.DONE, 1.5, {"total": 2.0}, "s0of2")
+    assert line.time > 0 and line.error is None
+    with open(state.report_path, "ab") as f:
+        f.write(b'{"id": "y", "status": "a status from the future", "time": 1}\n{"torn')
+    assert [line.id for line in state.report_lines()] == ["x"]
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_whole_run_then_status_says_interrupted_at_once(two_jobs):
+    """A run of two jobs, SIGKILL to the parent and its workers mid-job: status must not
+    call the dead run's job running."""
+    two_jobs.write_text(two_jobs.read_text().replace(",2\n", ",400\n"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "nstbatch", "run", "m.csv", "--targets", "torch"],
+                            cwd=two_jobs.parent, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = StateDir(default_state_dir(two_jobs))
+    try:
+        wait_for(lambda: any(state.root.glob("claims/*.lock")) and any(
+            line.status == JobStatus.STARTED for line in state.report_lines()), proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    time.sleep(0.5)  # the workers' deaths reach the kernel's process table
+    assert list(state.root.glob("claims/*.lock")), "the kill left its claim behind, as a real one does"
+    statuses = _statuses(two_jobs)
+    assert JobStatus.RUNNING not in statuses.values()
+    assert JobStatus.INTERRUPTED in statuses.values()
+    out = subprocess.run([sys.executable, "-m", "nstbatch", "status", "m.csv"], cwd=two_jobs.parent,
+                         capture_output=True, text=True).stdout
+    assert "interrupted" in out and "running" not in out
