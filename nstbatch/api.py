@@ -14,7 +14,7 @@ from .config import StyleParams, resolve_params
 from .devices import resolve_device
 from .errors import InputError
 from .images import check_output_path, fit_image, load_image, probe_image, resize_long_side, save_image
-from .optimize import Progress, Result, optimize
+from .optimize import Hooks, Progress, Result, optimize
 from .pixels import to_pil, to_tensor
 from .vgg import VGGFeatures
 from .weights import load_weights
@@ -32,18 +32,26 @@ def stylize(content, style, params: StyleParams | None = None, *, device: str = 
     """Stylize one image. Pillow images are resized (and cropped) as ``params`` says (``size``,
     ``resize``, ``crop``) and an RGB Pillow image comes back; tensors ``(1, 3, H, W)`` in [0, 1] are used at their own
     size and a tensor comes back. ``style`` may also be a blend: a list of ``(style, weight)``.
-    ``params`` defaults to the default preset."""
-    image, _ = stylize_with_history(content, style, params, device=device, callback=callback,
-                                    features=features)
+    ``params`` defaults to the default preset; ``callback`` hears each step's costs."""
+    image, _ = stylize_with_history(content, style, params, device=device, features=features,
+                                    hooks=Hooks(on_step=callback))
     return image
 
 
+def init_image(params: StyleParams, height: int, width: int) -> torch.Tensor | None:
+    """``params.init_file`` at the output's size (Lanczos), as ``optimize`` takes it as
+    ``init``; None without one."""
+    if not params.init_file:
+        return None
+    return to_tensor(load_image(params.init_file).resize((width, height), Image.Resampling.LANCZOS))
+
+
 def stylize_with_history(content, style, params: StyleParams | None = None, *,
-                         device: str = "auto", callback=None, features=None, style_targets=None,
-                         **optimize_options):
-    """As ``stylize``, and also the ``Result`` with the cost history. ``style_targets``
-    (precomputed, blended and scaled) replaces the style images, which may then be None;
-    other keywords (resume, should_stop, checkpoint_every, on_checkpoint) go to ``optimize``."""
+                         device: str = "auto", features=None, **optimize_options):
+    """As ``stylize``, and also the ``Result`` with the cost history. Other keywords go to
+    ``optimize`` (``style_targets``, precomputed, blended and scaled, replaces the style
+    images, which may then be None; ``hooks``, ``resume``, ``init``); without ``init``,
+    ``params.init_file`` is read here."""
     params = params or resolve_params()
     as_pil = isinstance(content, Image.Image)
     blend = ([] if style is None else [(style, 1.0)] if isinstance(style, (Image.Image, torch.Tensor))
@@ -53,9 +61,10 @@ def stylize_with_history(content, style, params: StyleParams | None = None, *,
         side = params.style_side()
         blend = [(to_tensor(resize_long_side(image, side)), weight) for image, weight in blend]
     target = resolve_device(device) if features is None else next(features.parameters()).device
+    if optimize_options.get("init") is None:
+        optimize_options["init"] = init_image(params, *content.shape[-2:])
     result: Result = optimize(content.to(target), [(image.to(target), w) for image, w in blend],
-                              params, features=features, callback=callback, style_targets=style_targets,
-                              **optimize_options)
+                              params, features=features, **optimize_options)
     return (to_pil(result.image) if as_pil else result.image), result
 
 
@@ -98,7 +107,6 @@ def check_job_files(content: Path, styles: Sequence[tuple[Path, float]], output:
 
 def stylize_file(content: str | os.PathLike, style: "str | os.PathLike | StyleSpec",
                  output: str | os.PathLike, params: StyleParams, *, device: str = "auto",
-                 callback: Callable[[Progress], None] | None = None,
                  features: VGGFeatures | None = None, **optimize_options) -> Result:
     """Stylize ``content`` with ``style`` (a path, or a blend of (path, weight)) and write
     ``output`` atomically: on any failure, nothing is written."""
@@ -107,7 +115,7 @@ def stylize_file(content: str | os.PathLike, style: "str | os.PathLike | StyleSp
     load_weights(params.weights)  # a weights problem shows before any decoding work
     style_images = [(load_image(path), weight) for path, weight in styles]
     image, result = stylize_with_history(load_image(content), style_images, params, device=device,
-                                         callback=callback, features=features, **optimize_options)
+                                         features=features, **optimize_options)
     save_image(image, output, provenance(params, result, content, styles),
                jpeg_quality=params.jpeg_quality, webp_quality=params.webp_quality)
     return result

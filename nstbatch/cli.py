@@ -81,6 +81,7 @@ def stylize(
 ):
     """Stylize one CONTENT image with one STYLE image (or a blend of several) into --output."""
     from .api import stylize_file
+    from .optimize import Hooks
     from .images import save_image
     from .pixels import to_pil
 
@@ -97,7 +98,7 @@ def stylize(
     report = ProgressReport(quiet)
     try:
         result = stylize_file(content, list(zip(style, weights)), output, resolved, device=device,
-                              callback=report, on_snapshot=snapshot)
+                              hooks=Hooks(on_step=report, on_snapshot=snapshot))
     finally:
         report.close()
     if history is not None:

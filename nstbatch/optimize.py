@@ -2,19 +2,19 @@
 ``vgg``. Tensors in, tensors out; progress goes to a callback, never to a file or the screen."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Sequence, Union
+from typing import Callable, Iterator, NamedTuple, Sequence, Union
 
 import torch
-from PIL import Image
 from torch import Tensor
 
 from . import losses
 from .color import luminance, prepare_style, with_chroma
 from .config import StyleParams
 from .devices import autocast_dtype
-from .images import load_image, long_side_size
-from .pixels import resize_tensor, to_tensor
+from .images import long_side_size
+from .pixels import resize_tensor
 from .errors import OptimizationError
 from .targets import blend_targets, torch_style_targets
 from .layers import min_image_side
@@ -119,14 +119,15 @@ def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles | Non
     return Targets({name: content_acts[name] for name in params.content_layers}, style_grams, style_factor)
 
 
-def initial_image(content: Tensor, params: StyleParams) -> Tensor:
+def initial_image(content: Tensor, params: StyleParams, init: Tensor | None = None) -> Tensor:
     """The seed's init is content + U(−noise, noise), clipped; noise comes from a CPU generator
     seeded by ``params.seed`` so a seed gives the same start on every device. Each image of a
-    batch gets the noise it would get alone, so batching does not change results."""
-    if params.init_file:
-        height, width = content.shape[-2:]
-        start = to_tensor(load_image(params.init_file).resize((width, height), Image.Resampling.LANCZOS))
-        start = start.to(content).expand(content.shape[0], -1, -1, -1).contiguous()
+    batch gets the noise it would get alone, so batching does not change results. ``init``
+    (an image ``(1, 3, h, w)``, the ``init_file`` its caller read) replaces all that: resized
+    to the content, and reduced to its luminance where ``preserve_color`` asks."""
+    if init is not None:
+        start = resize_tensor(init.to(content), tuple(content.shape[-2:]), "bilinear")
+        start = start.expand(content.shape[0], -1, -1, -1).contiguous()
         return luminance(start) if params.preserve_color == "luminance" else start
     if params.init == "content":
         return content.clone(memory_format=torch.contiguous_format)
@@ -188,6 +189,20 @@ class Preempted(Exception):
         self.checkpoint = checkpoint
 
 
+@dataclass
+class Hooks:
+    """What the loop tells its caller, and asks it; every field may be left out."""
+
+    on_step: Callable[[Progress], None] | None = None  # each reported step's costs (batch means)
+    # Costs are read back from the device (a host synchronisation) every ``report_every``
+    # steps and at the end only; the history holds those steps, and NaN is caught there.
+    report_every: int = 1
+    should_stop: Callable[[], bool] | None = None  # asked before each step: True raises Preempted
+    checkpoint_every: int = 0  # also hand ``on_checkpoint`` a checkpoint every N steps
+    on_checkpoint: Callable[[Checkpoint], None] | None = None
+    on_snapshot: Callable[[int, Tensor], None] | None = None  # (step, image) every params.save_every
+
+
 def _cpu_copy(obj):
     if isinstance(obj, Tensor):
         return obj.detach().to("cpu", copy=True)
@@ -198,10 +213,17 @@ def _cpu_copy(obj):
     return obj
 
 
-def stages(params: StyleParams, height: int, width: int) -> list[tuple[int, int, tuple[int, int]]]:
-    """The coarse-to-fine schedule: (first step, end step, (height, width)) per scale. A coarse
-    scale too small for the layers is skipped and its steps go to the next one; the full size
-    must fit."""
+class Stage(NamedTuple):
+    """One scale of the schedule: steps ``start`` to ``end`` at ``size`` (height, width)."""
+
+    start: int
+    end: int
+    size: tuple[int, int]
+
+
+def stages(params: StyleParams, height: int, width: int) -> list[Stage]:
+    """The coarse-to-fine schedule. A coarse scale too small for the layers is skipped and
+    its steps go to the next one; the full size must fit."""
     plan, start = [], 0
     need = min_image_side(params.feature_layers)
     for i, (scale, share) in enumerate(zip(params.scales, params.scale_steps)):
@@ -212,127 +234,205 @@ def stages(params: StyleParams, height: int, width: int) -> list[tuple[int, int,
             start = end  # skipped: the next kept scale starts where the last kept one ended
             continue
         check_image_size(*size, params.feature_layers, f"content image at scale {scale:g}")
-        plan.append((plan[-1][1] if plan else 0, end, size))
+        plan.append(Stage(plan[-1].end if plan else 0, end, size))
         start = end
     return plan
 
 
 def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
              features: VGGFeatures | None = None,
-             callback: Callable[[Progress], None] | None = None,
              style_targets: dict[str, Tensor] | None = None,
+             init: Tensor | None = None,
              resume: Checkpoint | None = None,
-             should_stop: Callable[[], bool] | None = None,
-             checkpoint_every: int = 0,
-             on_checkpoint: Callable[[Checkpoint], None] | None = None,
-             report_every: int = 1,
-             activation_checkpointing: bool | None = None,
-             on_snapshot: Callable[[int, Tensor], None] | None = None) -> Result:
+             hooks: Hooks | None = None,
+             activation_checkpointing: bool | None = None) -> Result:
     """Stylize ``content`` ``(N, 3, H, W)`` with ``style`` ``(1, 3, h, w)``, both in [0, 1];
     or with a blend, a sequence of ``(style, weight)`` (weights are normalised to sum to 1);
-    or with precomputed ``style_targets`` (then ``style`` may be None).
+    or with precomputed ``style_targets`` (then ``style`` may be None). ``init``: an image
+    to start from instead of the content plus noise (``initial_image``).
 
     Runs ``params.steps`` updates of Adam or L-BFGS over the pixels, clipping them to [0, 1]
-    after each; returns the image and the costs after every step (step 0 included). With
-    several ``params.scales`` the steps are shared out coarse to fine: each scale starts from
-    the previous one's image, upsampled, with a fresh optimizer; the style targets (Grams per
-    position) serve every scale, the content targets are taken at each.
+    after each; returns the image and the costs after every reported step (step 0 included).
+    With several ``params.scales`` the steps are shared out coarse to fine (``stages``): each
+    scale starts from the previous one's image, upsampled, with a fresh optimizer; the style
+    targets (Grams per position) serve every scale, the content targets are taken at each.
 
-    Preemption: before each step ``should_stop()`` is asked, and if true ``Preempted`` is
-    raised with a ``Checkpoint``; ``on_checkpoint`` also receives one every
-    ``checkpoint_every`` steps. Passing it back as ``resume`` continues the same trajectory.
-
-    Speed: costs are read back from the device (a host synchronisation) only every
-    ``report_every`` steps and at the end, so the history holds those steps; NaN costs are
-    caught there. ``params.precision`` runs the network under autocast (Grams stay fp32).
-    Memory: ``activation_checkpointing`` recomputes VGG activations in the backward pass
-    instead of storing them; None switches it on for stages of more than 6 megapixels per
-    image on a GPU (a 4000 px side), where they would not fit.
+    ``hooks`` (``Hooks``) hears each reported step, is asked before each step whether to
+    stop (then ``Preempted`` carries a ``Checkpoint``), and receives checkpoints and
+    snapshots; passing a checkpoint back as ``resume`` continues the same trajectory.
+    ``params.precision`` runs the network under autocast (Grams stay fp32). Memory:
+    ``activation_checkpointing`` recomputes VGG activations in the backward pass instead of
+    storing them; None switches it on for stages of more than 6 megapixels per image on a
+    GPU (a 4000 px side), where they would not fit. The network's memory layout and
+    checkpointing are set for the call and restored after it, whatever happens.
 
     Colour: with ``preserve_color: luminance`` the content and styles are reduced to their
     luminance and the result (and every snapshot) gets the content's chroma back.
-    Snapshots: every ``params.save_every`` steps ``on_snapshot(step, image)`` receives the
-    image as it stands (at the current scale's size).
     """
     if features is None:
         features = build_features(params, content.device)
-    device = next(features.parameters()).device
-    dtype = autocast_dtype(params.precision, device)
-    if dtype == torch.float16 and params.optimizer == "lbfgs":
-        dtype = None  # L-BFGS has no loss scaling: fp16 gradients would underflow
-    # Channels-last pays with cuDNN and with oneDNN's bf16 kernels; plain fp32 on the CPU
-    # gains nothing from it (benchmarks/RESULTS.md), so it is left alone there. L-BFGS
-    # flattens gradients with .view(-1), which needs the default layout.
-    memory_format = (torch.channels_last if (device.type == "cuda" or dtype is not None)
-                     and params.optimizer == "adam" else torch.contiguous_format)
-    features.to(memory_format=memory_format)
-    content = content.to(device).contiguous(memory_format=memory_format)
-    original = content
-    if params.preserve_color == "luminance":
-        content = luminance(content).contiguous(memory_format=memory_format)
+    loop = _Loop(features, params, hooks or Hooks(), activation_checkpointing)
+    with loop.network():
+        return loop.run(content, style, style_targets, init, resume)
 
-    def finish(image: Tensor) -> Tensor:
+
+class _Loop:
+    """One call of ``optimize``: the schedule's stages, each a descent of its own."""
+
+    def __init__(self, features: VGGFeatures, params: StyleParams, hooks: Hooks,
+                 activation_checkpointing: bool | None):
+        self.features, self.params, self.hooks = features, params, hooks
+        self.checkpointing = activation_checkpointing
+        self.device = next(features.parameters()).device
+        dtype = autocast_dtype(params.precision, self.device)
+        # L-BFGS has no loss scaling: fp16 gradients would underflow.
+        self.dtype = None if dtype == torch.float16 and params.optimizer == "lbfgs" else dtype
+        # Channels-last pays with cuDNN and with oneDNN's bf16 kernels; plain fp32 on the CPU
+        # gains nothing from it (benchmarks/RESULTS.md), so it is left alone there. L-BFGS
+        # flattens gradients with .view(-1), which needs the default layout.
+        self.memory_format = (torch.channels_last if (self.device.type == "cuda" or self.dtype is not None)
+                              and params.optimizer == "adam" else torch.contiguous_format)
+        self.history: list[Progress] = []
+        self.first = 0  # the step we resume from
+
+    @contextmanager
+    def network(self) -> Iterator[None]:
+        """The network in this call's memory layout, as it was again afterwards: the executor
+        caches one network per device and shares it between jobs."""
+        weight = next(self.features.parameters())
+        was = torch.channels_last if weight.dim() == 4 and weight.is_contiguous(
+            memory_format=torch.channels_last) and not weight.is_contiguous() else torch.contiguous_format
+        was_checkpointing = self.features.checkpointing
+        self.features.to(memory_format=self.memory_format)
+        try:
+            yield
+        finally:
+            self.features.checkpointing = was_checkpointing
+            if was != self.memory_format:
+                self.features.to(memory_format=was)
+
+    def run(self, content: Tensor, style, style_targets, init: Tensor | None,
+            resume: Checkpoint | None) -> Result:
+        params, layout = self.params, self.memory_format
+        original = content = content.to(self.device).contiguous(memory_format=layout)
+        if params.preserve_color == "luminance":
+            content = luminance(content).contiguous(memory_format=layout)
+        full = compute_targets(self.features, content, style, params, style_targets, self.dtype)
+        self.history = list(resume.history) if resume else []
+        self.first = resume.step if resume else 0
+        image, targets = None, full
+        for stage in stages(params, *content.shape[-2:]):
+            if stage.end <= self.first and stage.start != stage.end:
+                continue  # done before the checkpoint we resume from
+            stage_content = resize_tensor(content, stage.size, "bilinear").contiguous(memory_format=layout)
+            targets = full if stage.size == tuple(content.shape[-2:]) else compute_targets(
+                self.features, stage_content, None, params, full.style_grams, self.dtype, full.style_factor)
+            image, resuming = self._start(stage, stage_content, image, init, resume)
+            if stage.start != stage.end:
+                self._descend(stage, image, targets, resume if resuming else None, original)
+        if image is None:  # zero steps: the initial image, at full size
+            image, targets = initial_image(content, params, init), full
+        with torch.no_grad():
+            parts = costs(self.features, image, targets, params, self.dtype)
+        self._record(params.steps, parts)
+        finals = [Progress(params.steps, params.steps, *(float(p[i]) for p in parts[1:]), float(parts[0][i]))
+                  for i in range(image.shape[0])]
+        return Result(self._as_seen(image, original).contiguous(), self.history, finals)
+
+    def _start(self, stage: Stage, stage_content: Tensor, image: Tensor | None, init: Tensor | None,
+               resume: Checkpoint | None) -> tuple[Tensor, bool]:
+        """A stage's first image, and whether it continues ``resume``'s optimizer state."""
+        resuming = resume is not None and stage.start <= resume.step < stage.end
+        if resuming and tuple(resume.image.shape[-2:]) != stage.size:
+            # saved at the very end of the previous scale: continue as that scale would have
+            image, resuming = resize_tensor(resume.image.to(self.device), stage.size, "bicubic"), False
+        elif resuming:
+            image = resume.image.to(self.device)
+        elif image is None:
+            image = initial_image(stage_content, self.params, init)
+        else:
+            image = resize_tensor(image.detach(), stage.size, "bicubic")
+        return image.contiguous(memory_format=self.memory_format).requires_grad_(True), resuming
+
+    def _as_seen(self, image: Tensor, original: Tensor) -> Tensor:
         """The image as the user sees it: with the content's chroma where asked."""
         image = image.detach()
-        if params.preserve_color != "luminance":
+        if self.params.preserve_color != "luminance":
             return image
         return with_chroma(image.float(), resize_tensor(original, tuple(image.shape[-2:]), "bilinear").float())
 
-    def snap(step: int, image: Tensor) -> None:
-        if step % params.save_every == 0 and step < params.steps:
-            on_snapshot(step, finish(image).contiguous())
-
-    take_snapshot = snap if on_snapshot is not None and params.save_every else None
-
-    full = compute_targets(features, content, style, params, style_targets, dtype)
-    schedule = stages(params, *content.shape[-2:])
-    history: list[Progress] = list(resume.history) if resume else []
-    first = resume.step if resume else 0
-
-    def record(step: int, parts) -> None:
-        if step % report_every and step != params.steps:
+    def _record(self, step: int, parts) -> None:
+        if step % self.hooks.report_every and step != self.params.steps:
             return
-        history.append(_progress(step, params, parts))
-        if callback is not None:
-            callback(history[-1])
+        self.history.append(_progress(step, self.params, parts))
+        if self.hooks.on_step is not None:
+            self.hooks.on_step(self.history[-1])
 
-    image = targets = None
-    for start, end, size in schedule:
-        if end <= first and start != end:
-            continue  # done before the checkpoint we resume from
-        stage_content = resize_tensor(content, size, "bilinear").contiguous(memory_format=memory_format)
-        targets = full if size == tuple(content.shape[-2:]) else compute_targets(
-            features, stage_content, None, params, full.style_grams, dtype, full.style_factor)
-        resuming = resume is not None and start <= resume.step < end
-        if resuming and tuple(resume.image.shape[-2:]) != size:
-            # saved at the very end of the previous scale: continue as that scale would have
-            image, resuming = resize_tensor(resume.image.to(device), size, "bicubic"), False
-        elif resuming:
-            image = resume.image.to(device)
-        elif image is None:
-            image = initial_image(stage_content, params)
+    def _descend(self, stage: Stage, image: Tensor, targets: Targets, resume: Checkpoint | None,
+                 original: Tensor) -> None:
+        """The stage's steps, from its start or from ``resume``."""
+        params, hooks = self.params, self.hooks
+        self.features.checkpointing = (self.checkpointing if self.checkpointing is not None
+                                       else self.device.type == "cuda" and stage.size[0] * stage.size[1] > 6_000_000)
+        descent = _Descent(self, image, targets)
+        if resume is not None:
+            descent.optimizer.load_state_dict(resume.optimizer)
+            descent.scale = resume.scale
+        for step in range(max(stage.start, self.first), stage.end):
+            if hooks.should_stop is not None and hooks.should_stop():
+                raise Preempted(descent.checkpoint(step))
+            descent.step(step)
+            done = step + 1
+            if hooks.on_snapshot is not None and params.save_every and done % params.save_every == 0 \
+                    and done < params.steps:
+                hooks.on_snapshot(done, self._as_seen(image, original).contiguous())
+            if hooks.checkpoint_every and hooks.on_checkpoint and done % hooks.checkpoint_every == 0 \
+                    and done < params.steps:
+                hooks.on_checkpoint(descent.checkpoint(done))
+
+
+class _Descent:
+    """One stage's optimizer over the image's pixels."""
+
+    def __init__(self, loop: _Loop, image: Tensor, targets: Targets):
+        self.loop, self.image, self.targets = loop, image, targets
+        self.optimizer, self.scale = _optimizer(loop.params, image, loop.features, targets, loop.dtype)
+        # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
+        self.scaler = torch.amp.GradScaler(image.device.type, enabled=loop.dtype == torch.float16)
+
+    def _costs(self):
+        loop = self.loop
+        return costs(loop.features, self.image, self.targets, loop.params, loop.dtype)
+
+    def step(self, step: int) -> None:
+        """One update, then the pixels clipped to [0, 1]."""
+        if self.loop.params.optimizer == "adam":
+            self.optimizer.zero_grad(set_to_none=True)
+            parts = self._costs()
+            # images of a batch are independent: the gradient of their sum is each one's own
+            self.scaler.scale(parts[0].sum()).backward()
+            self.loop._record(step, parts)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         else:
-            image = resize_tensor(image.detach(), size, "bicubic")
-        image = image.contiguous(memory_format=memory_format).requires_grad_(True)
-        if start == end:
-            continue
-        features.checkpointing = (activation_checkpointing if activation_checkpointing is not None
-                                  else device.type == "cuda" and size[0] * size[1] > 6_000_000)
-        optimizer, scale = _optimizer(params, image, features, targets, dtype)
-        if resuming:
-            optimizer.load_state_dict(resume.optimizer)
-            scale = resume.scale
-        _run_stage(range(max(start, first), end), params, features, image, targets, dtype, optimizer,
-                   scale, record, history, should_stop, checkpoint_every, on_checkpoint, take_snapshot)
-    features.checkpointing = False
-    if image is None:  # zero steps: the initial image, at full size
-        image, targets = initial_image(content, params), full
-    with torch.no_grad():
-        parts = costs(features, image, targets, params, dtype)
-    record(params.steps, parts)
-    finals = [Progress(params.steps, params.steps, *(float(p[i]) for p in parts[1:]), float(parts[0][i]))
-              for i in range(image.shape[0])]
-    return Result(finish(image).contiguous(), history, finals)
+            evaluations = []
+
+            def closure():
+                self.optimizer.zero_grad(set_to_none=True)
+                parts = self._costs()
+                objective = parts[0].sum() * self.scale
+                objective.backward()
+                evaluations.append(parts)
+                return objective
+
+            self.optimizer.step(closure)
+            self.loop._record(step, evaluations[0])
+        with torch.no_grad():
+            self.image.clamp_(0, 1)
+
+    def checkpoint(self, step: int) -> Checkpoint:
+        return Checkpoint(step, self.image.detach().cpu().clone(), _cpu_copy(self.optimizer.state_dict()),
+                          list(self.loop.history), self.scale)
 
 
 def _optimizer(params, image, features, targets, dtype):
@@ -349,44 +449,3 @@ def _optimizer(params, image, features, targets, dtype):
     with torch.no_grad():
         scale = float(1.0 / costs(features, image, targets, params, dtype)[0].sum().clamp_min(1e-12))
     return optimizer, scale
-
-
-def _run_stage(steps, params, features, image, targets, dtype, optimizer, scale, record, history,
-               should_stop, checkpoint_every, on_checkpoint, take_snapshot=None) -> None:
-    # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
-    scaler = torch.amp.GradScaler(image.device.type, enabled=dtype == torch.float16)
-
-    def snapshot(step: int) -> Checkpoint:
-        return Checkpoint(step, image.detach().cpu().clone(), _cpu_copy(optimizer.state_dict()),
-                          list(history), scale)
-
-    for step in steps:
-        if should_stop is not None and should_stop():
-            raise Preempted(snapshot(step))
-        if params.optimizer == "adam":
-            optimizer.zero_grad(set_to_none=True)
-            parts = costs(features, image, targets, params, dtype)
-            # images of a batch are independent: the gradient of their sum is each one's own
-            scaler.scale(parts[0].sum()).backward()
-            record(step, parts)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            evaluations = []
-
-            def closure():
-                optimizer.zero_grad(set_to_none=True)
-                parts = costs(features, image, targets, params, dtype)
-                objective = parts[0].sum() * scale
-                objective.backward()
-                evaluations.append(parts)
-                return objective
-
-            optimizer.step(closure)
-            record(step, evaluations[0])
-        with torch.no_grad():
-            image.clamp_(0, 1)
-        if take_snapshot is not None:
-            take_snapshot(step + 1, image)
-        if checkpoint_every and on_checkpoint and (step + 1) % checkpoint_every == 0 and step + 1 < params.steps:
-            on_checkpoint(snapshot(step + 1))

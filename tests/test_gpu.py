@@ -9,7 +9,7 @@ from PIL import Image
 
 from nstbatch.cli import main
 from nstbatch.config import resolve_params
-from nstbatch.optimize import build_features, optimize
+from nstbatch.optimize import Hooks, build_features, optimize
 from tests.conftest import pattern
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
@@ -63,7 +63,7 @@ def test_reduced_precision_on_the_gpu_reaches_the_fp32_cost(pair, gpu_features, 
     runs = {}
     for p in ("fp32", precision):
         params = resolve_params("fast", {"steps": 30, "precision": p, "scales": "1", "scale_steps": "1"})
-        runs[p] = optimize(content.cuda(), style.cuda(), params, features=gpu_features, report_every=10)
+        runs[p] = optimize(content.cuda(), style.cuda(), params, features=gpu_features, hooks=Hooks(report_every=10))
     reduced, full = runs[precision].history, runs["fp32"].history
     assert all(np.isfinite(p.total) for p in reduced)
     assert reduced[-1].total < 0.5 * reduced[0].total
@@ -147,7 +147,7 @@ def test_colour_preservation_on_the_gpu_matches_the_cpu(pair, gpu_features, mode
     params = resolve_params("fast", {"steps": 8, "precision": "fp32", "preserve_color": mode, "save_every": 4})
     snapshots = []
     gpu = optimize(content.cuda(), style.cuda(), params, features=gpu_features,
-                   on_snapshot=lambda step, image: snapshots.append((step, image.device.type))).image.cpu()
+                   hooks=Hooks(on_snapshot=lambda step, image: snapshots.append((step, image.device.type)))).image.cpu()
     cpu = optimize(content, style, params).image
     assert_nearly_equal(gpu, cpu)
     assert snapshots == [(4, "cuda")]

@@ -3,7 +3,7 @@ import torch
 
 from nstbatch.config import resolve_params
 from nstbatch.errors import OptimizationError
-from nstbatch.optimize import build_features, initial_image, optimize
+from nstbatch.optimize import Hooks, build_features, initial_image, optimize
 from tests.conftest import pattern
 
 
@@ -29,7 +29,7 @@ def test_thirty_adam_steps_of_the_seed_preset_halve_the_total_cost(pair, seed_fe
     content, style = pair
     params = resolve_params("seed", {"steps": 30, "size": 64})
     seen = []
-    result = optimize(content, style, params, features=seed_features, callback=seen.append)
+    result = optimize(content, style, params, features=seed_features, hooks=Hooks(on_step=seen.append))
     first, last = result.history[0], result.history[-1]
     assert [p.step for p in result.history] == list(range(31)) and seen == result.history
     assert last.total <= 0.5 * first.total
@@ -104,7 +104,7 @@ def test_preempted_and_resumed_run_continues_the_same_trajectory(pair, preset):
     whole = optimize(content, style, params, features=features)
     calls = iter(range(100))
     with pytest.raises(Preempted) as stopped:
-        optimize(content, style, params, features=features, should_stop=lambda: next(calls) == 3)
+        optimize(content, style, params, features=features, hooks=Hooks(should_stop=lambda: next(calls) == 3))
     checkpoint = stopped.value.checkpoint
     assert checkpoint.step == 3 and len(checkpoint.history) == 3
     resumed = optimize(content, style, params, features=features, resume=checkpoint)
@@ -116,7 +116,7 @@ def test_checkpoint_every_n_steps(pair, seed_features):
     content, style = pair
     saved = []
     optimize(content, style, resolve_params("seed", {"steps": 7}), features=seed_features,
-             checkpoint_every=3, on_checkpoint=saved.append)
+             hooks=Hooks(checkpoint_every=3, on_checkpoint=saved.append))
     assert [c.step for c in saved] == [3, 6]
 
 
@@ -140,7 +140,7 @@ def test_fp16_needs_a_gpu(pair, seed_features):
 
 
 def test_report_every_thins_the_history_but_keeps_the_end(pair, seed_features):
-    result = optimize(*pair, resolve_params("seed", {"steps": 7}), features=seed_features, report_every=3)
+    result = optimize(*pair, resolve_params("seed", {"steps": 7}), features=seed_features, hooks=Hooks(report_every=3))
     assert [p.step for p in result.history] == [0, 3, 6, 7]
 
 
@@ -164,11 +164,11 @@ def test_multi_scale_runs_coarse_to_fine_and_resumes_across_scales(pair, seed_fe
         calls = iter(range(100))
         with pytest.raises(Preempted) as stopped:
             optimize(content, style, params, features=seed_features,
-                     should_stop=lambda: next(calls) == stop_at)
+                     hooks=Hooks(should_stop=lambda: next(calls) == stop_at))
         resumed = optimize(content, style, params, features=seed_features, resume=stopped.value.checkpoint)
         torch.testing.assert_close(resumed.image, whole.image, rtol=0, atol=1e-5)
     saved = []
-    optimize(content, style, params, features=seed_features, checkpoint_every=3, on_checkpoint=saved.append)
+    optimize(content, style, params, features=seed_features, hooks=Hooks(checkpoint_every=3, on_checkpoint=saved.append))
     assert [c.step for c in saved] == [3, 6]
     resumed = optimize(content, style, params, features=seed_features, resume=saved[1])
     torch.testing.assert_close(resumed.image, whole.image, rtol=0, atol=1e-5)
@@ -198,7 +198,7 @@ def test_a_batch_checkpoint_sliced_per_image_resumes_each_image_alone(pair, seed
     whole = optimize(batch, style, params, features=seed_features).image
     calls = iter(range(100))
     with pytest.raises(Preempted) as stopped:
-        optimize(batch, style, params, features=seed_features, should_stop=lambda: next(calls) == 3)
+        optimize(batch, style, params, features=seed_features, hooks=Hooks(should_stop=lambda: next(calls) == 3))
     one = _slice(stopped.value.checkpoint, 1, 2)
     assert one.image.shape[0] == 1 and one.optimizer["state"][0]["exp_avg"].shape[0] == 1
     resumed = optimize(content.flip(-1), style, params, features=seed_features, resume=one).image

@@ -12,12 +12,12 @@ from typing import Callable, Iterator
 
 import torch
 
-from ..api import check_job_files, provenance
+from ..api import check_job_files, init_image, provenance
 from ..devices import is_out_of_memory, memory_available, report_every, resolve_device
 from ..errors import NstbatchError, OptimizationError
 from ..images import fit_image, load_image, remove_stale_temps, save_image
 from ..onnx_backend import OnnxError
-from ..optimize import Checkpoint, Preempted, Progress, Result, build_features, optimize
+from ..optimize import Checkpoint, Hooks, Preempted, Progress, Result, build_features, optimize
 from ..pixels import to_pil, to_tensor
 from ..precompute import StyleTargetStore
 from ..vgg import VGGFeatures
@@ -224,14 +224,15 @@ class JobExecutor:
             for index, entry in enumerate(loaded):
                 save_checkpoint(self.state, entry.item.job, entry.item.hash, slice_checkpoint(c, index, len(loaded)))
 
+        hooks = Hooks(on_step=step, report_every=self.report_every, should_stop=self.should_stop,
+                      checkpoint_every=self.options.checkpoint_every, on_checkpoint=checkpoint,
+                      on_snapshot=self._snapshots(loaded))
+        init = init_image(params, *content.shape[-2:])
         note = None
         for attempt in (1, 2):
             try:
-                result = optimize(content, None, params, features=self._features(params), callback=step,
-                                  style_targets=style_targets, resume=resume, should_stop=self.should_stop,
-                                  checkpoint_every=self.options.checkpoint_every, on_checkpoint=checkpoint,
-                                  report_every=self.report_every, activation_checkpointing=checkpointing,
-                                  on_snapshot=self._snapshots(loaded))
+                result = optimize(content, None, params, features=self._features(params), style_targets=style_targets,
+                                  init=init, resume=resume, hooks=hooks, activation_checkpointing=checkpointing)
                 return result, params, note
             except OptimizationError as error:
                 if len(loaded) > 1:
