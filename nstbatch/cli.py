@@ -124,13 +124,6 @@ def _blend_weights(text: Optional[str], count: int) -> list[float]:
     return weights
 
 
-TARGETS_OPTION = typer.Option("onnx", "--targets", help="How style targets are computed: onnx (ONNX Runtime) or torch.")
-CACHE_OPTION = typer.Option(None, "--cache-dir", help="Cache of ONNX models and style targets"
-                            " [default: $NSTBATCH_CACHE, else ~/.cache/nstbatch].")
-PROVIDERS_OPTION = typer.Option("auto", "--providers", help="ONNX Runtime providers: auto (TensorRT, CUDA,"
-                                " CPU where a GPU is visible; else CPU) or a comma list of tensorrt, cuda, cpu.")
-FALLBACK_OPTION = typer.Option(False, "--allow-fallback", help="Run on whatever provider ONNX Runtime"
-                               " starts instead of failing when the first one asked for does not.")
 
 
 def _print_problems(problems) -> None:
@@ -157,114 +150,85 @@ def validate(manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", 
     return 1 if problems else 0
 
 
+def _run_option(name: str):
+    """The typer option of ``RunOptions``'s flag ``name``."""
+    from .batch.options import RunOptions
+
+    flag = RunOptions.flags()[name]
+    return typer.Option(flag.default, flag.option(name), help=flag.help)
+
+
+def _with_run_options(func):
+    """Give ``func(**flags)`` one flag per ``RunOptions`` field (``RunOptions.flags``)."""
+    from .batch.options import RunOptions
+
+    signature = inspect.signature(func)
+    fixed = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    generated = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=_run_option(name),
+                                   annotation=flag.kind) for name, flag in RunOptions.flags().items()]
+    func.__signature__ = signature.replace(parameters=fixed + generated)
+    func.__annotations__.update({name: flag.kind for name, flag in RunOptions.flags().items()})
+    return func
+
+
 @app.command()
+@_with_run_options
 def run(
     manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
-    state_dir: Optional[Path] = typer.Option(None, help="Where done records and reports go"
-                                             " [default: MANIFEST's folder/.nstbatch/MANIFEST-NAME]."),
-    devices: str = typer.Option("auto", help="auto (every visible GPU, else the CPU), all, cpu,"
-                                " or cuda:0,cuda:1: one worker process per device."),
-    workers: Optional[int] = typer.Option(None, help="CPU only: split the cores among N workers."),
-    shard: Optional[str] = typer.Option(None, help="This task's share of the manifest: auto (from"
-                                        " SLURM, PBS, Torque, LSF, SGE, Kubernetes Indexed Job, AWS Batch,"
-                                        " Google Cloud Batch or torchrun variables) or i/n (0-based)."),
-    shards: Optional[int] = typer.Option(None, help="With --shard auto under PBS, Torque, Kubernetes or"
-                                         " AWS Batch: the number of tasks in the array."),
-    batch: str = typer.Option("1", help="Optimise up to N jobs that share output size and parameters"
-                              " in one pass, whatever their styles (Adam only), or auto (as many as the GPU's memory holds, up"
-                              " to 16; 1 on CPU)."),
-    checkpoint_every: int = typer.Option(0, help="Also checkpoint the jobs in progress every N steps"
-                                         " (covers hard kills); 0: only on a stop signal."),
-    stop_signals: str = typer.Option("TERM,USR1", help="Signals that checkpoint and stop the run"
-                                     " (exit code 75)."),
-    snapshot_dir: Optional[Path] = typer.Option(None, help="Where the snapshots of jobs with save_every"
-                                                " go [default: the state directory's snapshots/]."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the VGG-19: about 1.2x faster"
-                                 " steps on a GPU after tens of seconds of compiling per image size;"
-                                 " for long runs of one size. Slower on CPUs."),
-    in_process: bool = typer.Option(False, "--in-process", help="Run the jobs in this process instead of"
-                                    " worker processes: a crash or the out-of-memory killer then ends the"
-                                    " whole run. For debuggers and profilers."),
-    no_steal: bool = typer.Option(False, "--no-steal", help="With --shard: run this shard's jobs only;"
-                                  " by default a shard that is done with its own takes the other shards'"
-                                  " pending jobs (each still runs once), so an array finishes together."),
-    claim_stale: float = typer.Option(300.0, "--claim-stale", help="Seconds without a heartbeat after which"
-                                      " a job's claim (a run on another host that died) is broken and the"
-                                      " job taken over."),
-    force: bool = typer.Option(False, "--force", help="Rerun jobs that are already done (and quarantined ones)."),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Run the valid jobs of an invalid manifest."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List what would run, and why; run nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only failures and the summary."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also the steps of each job."),
-    targets: str = TARGETS_OPTION,
-    cache_dir: Optional[Path] = CACHE_OPTION,
-    providers: str = PROVIDERS_OPTION,
-    allow_fallback: bool = FALLBACK_OPTION,
+    **flags,
 ):
     """Run every job of MANIFEST that is not done yet. Exit 0: all done; 1: some failed;
-    2: invalid manifest or usage; 75: stopped by a signal after checkpointing."""
+    2: invalid manifest or usage; 75: stopped by a signal after checkpointing; 130: Ctrl-C."""
     from .batch.options import RunOptions
     from .batch.plan import InvalidManifest
     from .batch.run import run_manifest
-    from .environment import resolve_shard
+    from .environment import import_onnxruntime
 
-    options = RunOptions(manifest, state_dir=state_dir, devices=devices, workers=workers,
-                         shard=resolve_shard(shard, shards), batch=batch, force=force,
-                         skip_invalid=skip_invalid, dry_run=dry_run, targets=targets, cache_dir=cache_dir,
-                         providers=providers, allow_fallback=allow_fallback,
-                         checkpoint_every=checkpoint_every, compile=compile, snapshot_dir=snapshot_dir,
-                         stop_signals=_parse_signals(stop_signals), isolate=not in_process,
-                         steal=not no_steal, claim_stale=claim_stale)
+    options = RunOptions.from_flags(manifest, **flags)
+    if options.targets == "onnx":
+        import_onnxruntime()
     report = RunReport(quiet, verbose)
     try:
         summary, plan = run_manifest(options, report)
     except InvalidManifest as e:
         _print_problems(e.problems)
         raise
-    except KeyboardInterrupt:
-        report.close()
-        typer.echo("interrupted: finished outputs are kept, no partial one was written;"
-                   " run the same command again to continue", err=True)
-        return 130
     finally:
         report.close()
-    if dry_run:
-        for item in plan.jobs:
-            typer.echo(f"{item.why:34s} {item.job.id}  {item.job.where}  -> {item.job.output}")
-        for copy in plan.copies:
-            typer.echo(f"{'copy':34s} {copy.source} -> {copy.target}")
-        typer.echo(f"{len(plan.to_run)} to run, {plan.done} done"
-                   + (f", {len(plan.quarantined)} quarantined" if plan.quarantined else ""))
+    if options.dry_run:
+        _print_dry_run(plan)
         return 0
-    typer.echo(f"done {summary.done}, already done {summary.skipped}, failed {summary.failed}"
-               + (f", quarantined {summary.quarantined}" if summary.quarantined else "")
-               + (f", invalid {summary.invalid}" if summary.invalid else "")
-               + (f", preempted {summary.preempted}" if summary.preempted else "")
-               + (f", taken by another run {summary.elsewhere}" if summary.elsewhere else "")
-               + (f"; helped other shards with {summary.helped}" if summary.helped else "")
-               + (f"; sidecar files copied {summary.copied}" if summary.copied else "")
-               + (f", not copied {summary.copy_failed}" if summary.copy_failed else "")
-               + f"; {summary.seconds:.1f}s, {summary.images_per_hour:.1f} images/hour"
-               + f"; style targets: {summary.style_targets_computed} computed,"
-                 f" {summary.style_targets_reused} from the cache"
-               + (f"; {summary.shard}" if summary.shard != "all jobs" else ""))
+    typer.echo(_summary_line(summary))
     if summary.preempted or summary.unstarted:
         typer.echo(f"stopped by a signal: {summary.preempted} job(s) checkpointed, {summary.unstarted} not"
                    f" started; exit code {summary.exit_code} asks the job script to requeue", err=True)
     return summary.exit_code
 
 
-def _parse_signals(text: str) -> tuple[int, ...]:
-    import signal
+def _print_dry_run(plan) -> None:
+    for item in plan.jobs:
+        typer.echo(f"{item.why:34s} {item.job.id}  {item.job.where}  -> {item.job.output}")
+    for copy in plan.copies:
+        typer.echo(f"{'copy':34s} {copy.source} -> {copy.target}")
+    typer.echo(f"{len(plan.to_run)} to run, {plan.done} done"
+               + (f", {len(plan.quarantined)} quarantined" if plan.quarantined else ""))
 
-    found = []
-    for name in (p.strip().upper() for p in text.split(",") if p.strip()):
-        name = name if name.startswith("SIG") else f"SIG{name}"
-        if name in ("SIGKILL", "SIGSTOP") or not hasattr(signal, name):
-            raise UsageError(f"--stop-signals: {name} cannot be caught here",
-                             hint="use names like TERM, USR1, USR2, HUP")
-        found.append(getattr(signal, name))
-    return tuple(found)
+
+def _summary_line(summary) -> str:
+    return (f"done {summary.done}, already done {summary.skipped}, failed {summary.failed}"
+            + (f", quarantined {summary.quarantined}" if summary.quarantined else "")
+            + (f", invalid {summary.invalid}" if summary.invalid else "")
+            + (f", preempted {summary.preempted}" if summary.preempted else "")
+            + (f", taken by another run {summary.elsewhere}" if summary.elsewhere else "")
+            + (f"; helped other shards with {summary.helped}" if summary.helped else "")
+            + (f"; sidecar files copied {summary.copied}" if summary.copied else "")
+            + (f", not copied {summary.copy_failed}" if summary.copy_failed else "")
+            + f"; {summary.seconds:.1f}s, {summary.images_per_hour:.1f} images/hour"
+            + f"; style targets: {summary.style_targets_computed} computed,"
+              f" {summary.style_targets_reused} from the cache"
+            + (f"; {summary.shard}" if summary.shard != "all jobs" else ""))
 
 
 @app.command()
@@ -390,10 +354,10 @@ def status(
 @app.command()
 def precompute(
     manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
-    targets: str = TARGETS_OPTION,
-    cache_dir: Optional[Path] = CACHE_OPTION,
-    providers: str = PROVIDERS_OPTION,
-    allow_fallback: bool = FALLBACK_OPTION,
+    targets: str = _run_option("targets"),
+    cache_dir: Optional[Path] = _run_option("cache_dir"),
+    providers: str = _run_option("providers"),
+    allow_fallback: bool = _run_option("allow_fallback"),
     device: str = typer.Option("cpu", help="Device for --targets torch (and GPU providers' inputs)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
 ):
@@ -401,8 +365,12 @@ def precompute(
     on CPU nodes, before the GPU job): for a dataset entry, every painting of its pool that
     the plan assigns, each computed once."""
     from .devices import resolve_device
+    from .environment import import_onnxruntime
     from .manifest import read_manifest
     from .precompute import StyleTargetStore, distinct_targets
+
+    if targets == "onnx":
+        import_onnxruntime()
 
     parsed = read_manifest(manifest)
     _print_problems([p for p in parsed.problems if not p.job_id])  # e.g. a broken painting of a pool
@@ -433,11 +401,14 @@ def export(
     style_layers: Optional[str] = typer.Option(None, help="Comma-separated style layers [default: the preset's]."),
     pooling: Optional[str] = typer.Option(None, help="max or avg [default: the preset's]."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Weights spec [default: the preset's]."),
-    providers: str = PROVIDERS_OPTION,
+    providers: str = _run_option("providers"),
 ):
     """Write the style-targets ONNX model (checked against PyTorch) to --out; where TensorRT
     runs, also build its engine there."""
+    from .environment import import_onnxruntime
     from .onnx_backend import build_artifacts
+
+    import_onnxruntime()
 
     params = resolve_params(preset, {"style_layers": style_layers, "pooling": pooling, "weights": weights})
     artifact = build_artifacts(params, out, providers)
@@ -461,10 +432,18 @@ def weights(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit code instead of exiting (``sys.exit(main())`` does that)."""
+    """Run the CLI; return the exit code instead of exiting (``sys.exit(main())`` does that).
+    The process-wide settings of an entry point are made here, and for ONNX Runtime by the
+    commands that use it (``environment``)."""
+    from .environment import lift_pillow_limit
+
+    lift_pillow_limit()
     try:
         result = app(args=argv, prog_name="nstbatch", standalone_mode=False)
-        return result if isinstance(result, int) else 0
+        code = result if isinstance(result, int) else 0
+        if code == INTERRUPTED:  # typer turns a Ctrl-C inside a command into this code
+            _say_interrupted()
+        return code
     except NstbatchError as e:
         typer.echo(f"error: {e}", err=True)
         return e.exit_code
@@ -474,5 +453,13 @@ def main(argv: list[str] | None = None) -> int:
         e.show()
         return e.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        typer.echo("interrupted", err=True)
-        return 130
+        _say_interrupted()
+        return INTERRUPTED
+
+
+INTERRUPTED = 130  # the shell's code for a Ctrl-C
+
+
+def _say_interrupted() -> None:
+    typer.echo("interrupted: finished outputs are kept, no partial one was written;"
+               " run the same command again to continue", err=True)

@@ -49,11 +49,23 @@ class Copy:
 
 
 @dataclass(frozen=True)
-class Expanded:
-    """What one dataset entry becomes: (content text, relpath, variant, styles, output text,
-    params) per job, the sidecars, and problems of single files (a broken painting)."""
+class DatasetJob:
+    """One job of a dataset entry, before it gets its id."""
 
-    jobs: list[tuple[str, str, int, tuple[tuple[str, Path], ...], str, StyleParams]]
+    content: str  # the content's path as the manifest would name it (dataset folder / relpath)
+    relpath: str  # relative to the dataset folder, with '/'
+    variant: int
+    style: tuple[str, Path]  # (its label in the pool, its path)
+    output: str  # the template filled in; "{id}" still to be replaced by the job's id
+    params: StyleParams  # the entry's, with the variant's seed
+
+
+@dataclass(frozen=True)
+class Expanded:
+    """What one dataset entry becomes: its jobs, the sidecars, and problems of single files
+    (a broken painting)."""
+
+    jobs: list[DatasetJob]
     copies: list[Copy]
     problems: list[str]
 
@@ -130,14 +142,22 @@ def _copy_folder_template(template: str) -> str:
     return folder
 
 
-def expand(base: Path, out_base: Path, where: str, entry: dict, params: StyleParams,
-           probe) -> Expanded:
-    """Expand one dataset entry (already checked for unknown keys). ``probe(path)`` raises
-    ``NstbatchError`` for a style that cannot be used: it is left out of the pool, and said."""
-    dataset_text = entry.get("dataset")
-    if not isinstance(dataset_text, str) or not dataset_text.strip():
-        raise EntryError(f"dataset must be a folder, got {dataset_text!r}")
-    root = Path(os.path.normpath(base / os.path.expanduser(dataset_text.strip())))
+@dataclass(frozen=True)
+class _Entry:
+    """A dataset entry's keys, checked."""
+
+    folder: str  # as written
+    root: Path
+    variants: int
+    assign: str
+    copy_patterns: list[str]
+
+
+def _read_entry(base: Path, entry: dict) -> _Entry:
+    folder = entry.get("dataset")
+    if not isinstance(folder, str) or not folder.strip():
+        raise EntryError(f"dataset must be a folder, got {folder!r}")
+    root = Path(os.path.normpath(base / os.path.expanduser(folder.strip())))
     if not root.is_dir():
         raise EntryError(f"dataset folder {root} does not exist" if not root.exists()
                          else f"dataset {root} is a file, not a folder (for one image, use content:)")
@@ -150,9 +170,13 @@ def expand(base: Path, out_base: Path, where: str, entry: dict, params: StylePar
     if assign not in ASSIGNS:
         raise EntryError(f"assign must be one of {', '.join(ASSIGNS)}, got {assign!r}")
     patterns = [p.lower() for p in _texts(entry["copy"], "copy")] if entry.get("copy") else []
+    return _Entry(folder.strip(), root, variants, assign, patterns)
 
+
+def _usable_pool(base: Path, value, probe) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The pool's paintings that ``probe`` accepts, and a problem for each it refuses."""
     problems, pool = [], []
-    for label, path in pool_files(base, entry["style_pool"]):
+    for label, path in pool_files(base, value):
         try:
             probe(path)
             pool.append((label, path))
@@ -160,59 +184,87 @@ def expand(base: Path, out_base: Path, where: str, entry: dict, params: StylePar
             problems.append(f"style_pool: {e} (left out of the pool)")
     if not pool:
         raise EntryError("style_pool has no usable painting" + (f": {'; '.join(problems)}" if problems else ""))
+    return pool, problems
 
-    files = walk(root)
-    contents = [rel for rel in files if is_image_name(rel)]
-    if not contents:
-        raise EntryError(f"dataset folder {root} has no images ({', '.join(IMAGE_SUFFIXES[:4])}, …)")
+
+def _output_template(entry: dict, spec: _Entry, pool_size: int) -> str:
     template = entry.get("output")
     if template is None:
-        many_styles = assign == "each" and len(pool) > 1
-        template = ("{content_reldir}/{content_stem}" + ("_{style_stem}" if many_styles else "")
-                    + ("_{variant}" if variants > 1 else "") + ".png")
-    elif not isinstance(template, str) or not template.strip():
+        many_styles = spec.assign == "each" and pool_size > 1
+        return ("{content_reldir}/{content_stem}" + ("_{style_stem}" if many_styles else "")
+                + ("_{variant}" if spec.variants > 1 else "") + ".png")
+    if not isinstance(template, str) or not template.strip():
         raise EntryError(f"output must be a file name template, got {template!r}")
-    copy_folder = _copy_folder_template(template) if patterns else None
+    return template
 
-    seeded = [dataclasses.replace(params, seed=params.seed + v) if v else params for v in range(variants)]
-    n, jobs = len(pool), []
+
+def _picks(spec: _Entry, seed: int, number: int, rel: str, pool_size: int) -> list[tuple[int, int]]:
+    """(style index, variant) of each job of the ``number``-th content image ``rel``."""
+    if spec.assign == "each":
+        return [(s, v) for s in range(pool_size) for v in range(spec.variants)]
+    if spec.assign == "cycle":
+        return [((number * spec.variants + v) % pool_size, v) for v in range(spec.variants)]
+    return [(s, v) for v, s in enumerate(draw(seed, rel, spec.variants, pool_size))]
+
+
+def _fill(template: str, fields: dict) -> str:
+    try:
+        return template.format(**fields)
+    except (KeyError, IndexError, ValueError, AttributeError) as e:
+        raise EntryError(f"output template {template!r}: {e!s} is not one of "
+                         + ", ".join("{" + f + "}" for f in DATASET_TEMPLATE_FIELDS)) from None
+
+
+def _dataset_jobs(spec: _Entry, contents: list[str], pool, template: str, params: StyleParams) -> list[DatasetJob]:
+    seeded = [dataclasses.replace(params, seed=params.seed + v) if v else params for v in range(spec.variants)]
+    jobs: list[DatasetJob] = []
     for number, rel in enumerate(contents):
         reldir, name = rel.rpartition("/")[::2]
-        stem = os.path.splitext(name)[0]
-        if assign == "each":
-            picks = [(s, v) for s in range(n) for v in range(variants)]
-        elif assign == "cycle":
-            picks = [((number * variants + v) % n, v) for v in range(variants)]
-        else:
-            picks = [(s, v) for v, s in enumerate(draw(params.seed, rel, variants, n))]
-        for style, variant in picks:
+        for style, variant in _picks(spec, params.seed, number, rel, len(pool)):
             label = pool[style][0]
-            fields = {"content_reldir": reldir, "content_relpath": os.path.splitext(rel)[0],
-                      "content_stem": stem, "style_stem": Path(label).stem, "variant": variant,
-                      "index": len(jobs), "id": "{id}"}
-            try:
-                output = template.format(**fields)
-            except (KeyError, IndexError, ValueError, AttributeError) as e:
-                raise EntryError(f"output template {template!r}: {e!s} is not one of "
-                                 + ", ".join("{" + f + "}" for f in DATASET_TEMPLATE_FIELDS)) from None
-            jobs.append((os.path.join(dataset_text.strip(), rel).replace(os.sep, "/"), rel, variant,
-                         ((label, pool[style][1]),), output, seeded[variant]))
-    if len({output for *_, output, _ in jobs}) < len(jobs) and "{id}" not in template:
+            output = _fill(template, {"content_reldir": reldir, "content_relpath": os.path.splitext(rel)[0],
+                                      "content_stem": os.path.splitext(name)[0], "style_stem": Path(label).stem,
+                                      "variant": variant, "index": len(jobs), "id": "{id}"})
+            jobs.append(DatasetJob(os.path.join(spec.folder, rel).replace(os.sep, "/"), rel, variant,
+                                   pool[style], output, seeded[variant]))
+    if len({job.output for job in jobs}) < len(jobs) and "{id}" not in template:
         raise EntryError(f"output {template!r} gives several jobs one file; use {{content_reldir}},"
                          " {content_stem}, {variant} or {style_stem} in it")
-    outputs_root = os.path.normpath(out_base / template.split("{", 1)[0]) if "{" in template else None
-    if outputs_root and (outputs_root + os.sep).startswith(str(root) + os.sep):
-        raise EntryError(f"outputs go into the dataset folder {root}: the next run would stylize them"
-                         " too; put them in another folder (output_dir or the output template)")
+    return jobs
 
+
+def _sidecars(spec: _Entry, files: list[str], out_base: Path, template: str, where: str) -> list[Copy]:
+    if not spec.copy_patterns:
+        return []
+    copy_folder = _copy_folder_template(template)
     copies = []
-    if patterns:
-        for rel in files:
-            name = rel.rpartition("/")[2]
-            if any(fnmatch.fnmatchcase(name.lower(), p) for p in patterns):
-                folder = copy_folder.format(content_reldir=rel.rpartition("/")[0])
-                copies.append(Copy(root / rel, Path(os.path.normpath(out_base / folder / name)), f"{where} ({rel})"))
-    return Expanded(jobs, copies, problems)
+    for rel in files:
+        name = rel.rpartition("/")[2]
+        if any(fnmatch.fnmatchcase(name.lower(), p) for p in spec.copy_patterns):
+            folder = copy_folder.format(content_reldir=rel.rpartition("/")[0])
+            copies.append(Copy(spec.root / rel, Path(os.path.normpath(out_base / folder / name)), f"{where} ({rel})"))
+    return copies
+
+
+def expand(base: Path, out_base: Path, where: str, entry: dict, params: StyleParams,
+           probe) -> Expanded:
+    """Expand one dataset entry (already checked for unknown keys). ``probe(path)`` raises
+    ``NstbatchError`` for a style that cannot be used: it is left out of the pool, and said."""
+    spec = _read_entry(base, entry)
+    pool, problems = _usable_pool(base, entry["style_pool"], probe)
+    files = walk(spec.root)
+    contents = [rel for rel in files if is_image_name(rel)]
+    if not contents:
+        raise EntryError(f"dataset folder {spec.root} has no images ({', '.join(IMAGE_SUFFIXES[:4])}, …)")
+    template = _output_template(entry, spec, len(pool))
+    if spec.copy_patterns:
+        _copy_folder_template(template)  # refused before any job is made
+    jobs = _dataset_jobs(spec, contents, pool, template, params)
+    outputs_root = os.path.normpath(out_base / template.split("{", 1)[0]) if "{" in template else None
+    if outputs_root and (outputs_root + os.sep).startswith(str(spec.root) + os.sep):
+        raise EntryError(f"outputs go into the dataset folder {spec.root}: the next run would stylize them"
+                         " too; put them in another folder (output_dir or the output template)")
+    return Expanded(jobs, _sidecars(spec, files, out_base, template, where), problems)
 
 
 def copy_file(copy: Copy) -> bool:

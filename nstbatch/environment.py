@@ -201,6 +201,34 @@ def max_pixels() -> int:
     return max(1, value)
 
 
+# --- process-wide settings: made by the entry points alone (the CLI, a worker) -----------------
+
+def lift_pillow_limit() -> None:
+    """Pillow's own decompression-bomb limit off: ours (``NSTBATCH_MAX_PIXELS``), checked on
+    every header by ``images.probe_image``, decides. A library caller keeps Pillow's."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+
+
+def import_onnxruntime() -> None:
+    """Import ONNX Runtime with its telemetry SDK's session file (``.ses``, written to the temp
+    folder at import) sent into nstbatch's cache, so that a run writes nowhere else. Made
+    before any thread starts: the temp folder changes for the import only."""
+    import sys
+
+    if "onnxruntime" in sys.modules:
+        return
+    try:
+        folder = cache_root() / "onnxruntime"
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        import onnxruntime  # noqa: F401 - an unwritable cache: ORT writes where it would have
+        return
+    with temporary_env(TMPDIR=str(folder)):
+        import onnxruntime  # noqa: F401,F811
+
+
 def offline() -> bool:
     return os.environ.get("NSTBATCH_OFFLINE") == "1"
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from contextlib import contextmanager
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
@@ -36,16 +36,12 @@ class ImageInfo:
     mode: str
 
 
-@contextmanager
-def _our_pixel_limit() -> Iterator[None]:
-    """Pillow's own decompression-bomb limit off while we open a file: ours
-    (``NSTBATCH_MAX_PIXELS``), checked on the header, decides. Restored after, for the caller."""
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
+def _pillow_refuses(path: Path, error: Exception) -> InputError:
+    """Pillow's own decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``), which the
+    ``nstbatch`` command lifts in favour of ours and a library caller's process keeps."""
+    return InputError(f"{path}: Pillow refuses to open it ({error})",
+                      hint="if the image is genuine, raise PIL.Image.MAX_IMAGE_PIXELS in your program"
+                           " (the nstbatch command leaves the decision to NSTBATCH_MAX_PIXELS)")
 
 
 def probe_image(path: str | os.PathLike) -> ImageInfo:
@@ -59,8 +55,10 @@ def probe_image(path: str | os.PathLike) -> ImageInfo:
         if path.stat().st_size == 0:
             raise InputError(f"{path}: file is empty (0 bytes)", hint="re-export or re-download it")
         limit = max_pixels()
-        with _our_pixel_limit(), Image.open(path) as im:
+        with Image.open(path) as im:
             info = ImageInfo(im.width, im.height, im.format or "?", im.mode)
+    except Image.DecompressionBombError as e:
+        raise _pillow_refuses(path, e) from None
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image Pillow can read",
                          hint="use PNG, JPEG, WebP, TIFF, BMP or GIF") from None
@@ -97,14 +95,16 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> Image.Image:
     """Decode ``path`` to RGB, upright, with its long side resized to ``size`` if given."""
     probe_image(path)
     try:
-        with _our_pixel_limit(), Image.open(path) as im:
+        with Image.open(path) as im:
             im.seek(0)  # animated: the first frame
             im = ImageOps.exif_transpose(im)
             im.load()
             rgb = to_rgb(im)
     except InputError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise _pillow_refuses(path, e) from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{path}: cannot decode image ({e})",
                          hint="the file may be truncated or corrupt") from None
     return resize_long_side(rgb, size) if size else rgb
@@ -191,13 +191,12 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     """Call ``write(file_object)`` on a temp file beside ``path``, then ``os.replace`` it into
     place: a reader never sees a half-written file, and a crash leaves only the old one."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs from the group
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -223,10 +222,17 @@ def glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new temp file beside ``path`` (``.<name>.<random>.tmp``), created 0666 so that the
+    process's umask gives it the permissions any new file gets (mkstemp's 0600 would hide
+    outputs from the group)."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temp name beside {path}")
 
 
 # The Exif tags that carry an output's provenance in JPEG and WebP files (PNG: text chunks).

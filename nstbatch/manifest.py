@@ -356,12 +356,13 @@ def _dataset_jobs(manifest: Manifest, base: Path, out_base: Path, where: str, de
     except dataset.EntryError as e:
         raise _RowError(str(e)) from None
     manifest.problems += [Problem(where, message) for message in expanded.problems]
-    several = max((variant for _, _, variant, *_ in expanded.jobs), default=0) > 0
-    for content_text, rel, variant, styles, output, params in expanded.jobs:
-        job_id = stable_id(content_text, [(label, 1.0) for label, _ in styles], f"{output}\0{variant}")
-        manifest.jobs.append(Job(job_id, _resolve(base, content_text), tuple((path, 1.0) for _, path in styles),
-                                 _resolve(out_base, output.replace("{id}", job_id)), params,
-                                 f"{where} ({rel}{f', variant {variant}' if several else ''})"))
+    several = max((job.variant for job in expanded.jobs), default=0) > 0
+    for job in expanded.jobs:
+        label, style = job.style
+        job_id = stable_id(job.content, [(label, 1.0)], f"{job.output}\0{job.variant}")
+        manifest.jobs.append(Job(job_id, _resolve(base, job.content), ((style, 1.0),),
+                                 _resolve(out_base, job.output.replace("{id}", job_id)), job.params,
+                                 f"{where} ({job.relpath}{f', variant {job.variant}' if several else ''})"))
     manifest.copies += expanded.copies
 
 

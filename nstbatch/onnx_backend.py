@@ -33,24 +33,11 @@ PARITY_TOLERANCE = 1e-4
 
 
 def onnxruntime():
-    """``import onnxruntime``, with its telemetry SDK's session file (``.ses``, written to the
-    temp folder at import) sent into nstbatch's cache, so that a run writes nowhere else."""
-    import sys
+    """``import onnxruntime``, lazily. The entry points (the CLI, a worker) import it first
+    through ``environment.import_onnxruntime``, which keeps its telemetry file out of the
+    temp folder; a library caller's process imports it as it is."""
+    import onnxruntime as ort
 
-    if "onnxruntime" in sys.modules:
-        return sys.modules["onnxruntime"]
-    from contextlib import nullcontext
-
-    from .environment import cache_root, temporary_env
-
-    try:
-        folder = cache_root() / "onnxruntime"
-        folder.mkdir(parents=True, exist_ok=True)
-        redirect = temporary_env(TMPDIR=str(folder))
-    except OSError:
-        redirect = nullcontext()  # an unwritable cache: ORT writes where it would have
-    with redirect:
-        import onnxruntime as ort
     return ort
 
 

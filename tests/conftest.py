@@ -8,11 +8,15 @@ import pytest
 import torch
 from PIL import Image
 
+from nstbatch.environment import lift_pillow_limit
+
 ROOT = Path(__file__).resolve().parent.parent  # the repository: its manifests/, benchmarks/, export/
 
 # Tests never reach for the network: the torchvision source must fail fast, not try a download.
 os.environ["NSTBATCH_OFFLINE"] = "1"
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# The test process is an entry point, as the CLI is: nstbatch's own pixel limit decides.
+lift_pillow_limit()
 
 
 def pattern(width: int, height: int, phase: float = 0.0) -> np.ndarray:

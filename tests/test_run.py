@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from nstbatch.cli import main
-from tests.conftest import pattern
+from tests.conftest import pattern, report_lines, run_cli
 
 HEADER = "id,content,style,output,size,steps,content_layers,style_layers\n"
 
@@ -33,14 +33,6 @@ def folder(tmp_path):
     return tmp_path
 
 
-def run_cli(capsys, *argv):
-    if argv[0] == "run":  # the run's logic, in this process (worker processes: the slow tests)
-        argv = ("run", "--in-process", *argv[1:])
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def six_rows(folder, steps_of_row_3=3):
     rows = [tiny_row("j0", "c0.png", "s.png", "out/j0.png"),
             tiny_row("j1", "c1.png", "s.png", "out/j1.png"),
@@ -53,13 +45,6 @@ def six_rows(folder, steps_of_row_3=3):
     return path
 
 
-def report_lines(folder, started=False):
-    """The report's lines for finished attempts (and with ``started``, the 'started' ones too)."""
-    path = folder / ".nstbatch" / "m.csv" / "report.jsonl"
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    return lines if started else [l for l in lines if l["status"] != "started"]
-
-
 def test_corrupt_content_fails_alone_rerun_touches_nothing_edit_reruns_one_row(folder, capsys):
     manifest = six_rows(folder)
     code, out, err = run_cli(capsys, "run", manifest)
@@ -69,7 +54,7 @@ def test_corrupt_content_fails_alone_rerun_touches_nothing_edit_reruns_one_row(f
     for name in outputs:
         with Image.open(folder / "out" / name) as im:
             im.load()
-    lines = report_lines(folder)
+    lines = report_lines(folder, started=False)
     failed = [l for l in lines if l["status"] == "failed"]
     assert len(lines) == 6 and [l["id"] for l in failed] == ["bad"]
     assert sorted(l["id"] for l in report_lines(folder, started=True) if l["status"] == "started") == \
@@ -83,7 +68,7 @@ def test_corrupt_content_fails_alone_rerun_touches_nothing_edit_reruns_one_row(f
     code, out, _ = run_cli(capsys, "run", manifest)
     assert code == 1 and "done 0, already done 5, failed 1" in out
     assert {p.name: p.stat().st_mtime_ns for p in (folder / "out").iterdir()} == mtimes
-    assert [l["id"] for l in report_lines(folder)[6:]] == ["bad"]  # only the failed one retried
+    assert [l["id"] for l in report_lines(folder, started=False)[6:]] == ["bad"]  # only the failed one retried
 
     six_rows(folder, steps_of_row_3=4)  # edit one row's steps
     code, out, _ = run_cli(capsys, "run", manifest, "--dry-run")

@@ -60,9 +60,13 @@ def _stop_with_parent(signum: int) -> None:
 
 
 def _prepare_process(options: RunOptions, device: str, threads: int | None) -> None:
-    """Process-wide settings, made once where the jobs run."""
+    """Process-wide settings, made once where the jobs run (a worker; or the CLI's process
+    with ``--in-process``, which made the same settings already)."""
     import torch
 
+    from ..environment import import_onnxruntime, lift_pillow_limit
+
+    lift_pillow_limit()
     if threads:
         torch.set_num_threads(threads)
     if device.startswith("cuda"):
@@ -70,6 +74,7 @@ def _prepare_process(options: RunOptions, device: str, threads: int | None) -> N
     if options.targets == "onnx":
         from ..onnx_backend import quiet_logs
 
+        import_onnxruntime()
         quiet_logs()
     if options.worker_setup is not None:
         options.worker_setup()
