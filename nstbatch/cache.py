@@ -40,7 +40,6 @@ class TargetCache:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root) / "targets"
-        self.corrupt: list[Path] = []  # entries found broken (and removed) by this instance
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.pt"
@@ -58,7 +57,6 @@ class TargetCache:
                 raise ValueError("checksum mismatch")
             return layers
         except Exception:  # noqa: BLE001 - any unreadable entry is recomputed, never trusted
-            self.corrupt.append(path)
             try:
                 path.unlink()
             except FileNotFoundError:

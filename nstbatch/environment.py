@@ -11,6 +11,7 @@ Settings:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -268,8 +269,10 @@ def usable_cpus(env: Mapping[str, str] | None = None) -> int:
     return max(1, cores)
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AMX or AVX-512 BF16), where bf16 autocast pays."""
+    """Whether this CPU computes bf16 natively (AMX or AVX-512 BF16), where bf16 autocast pays
+    (read once per process: every memory estimate asks)."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import FIELDS, LATER_FIELDS
+from .config import FIELDS, LATER_FIELDS, split_weights_spec
 
 if TYPE_CHECKING:
     from .manifest import Job
@@ -107,8 +107,6 @@ class FileHashes:
 def weights_identity(spec: str) -> str:
     """A cheap stand-in for ``Weights.id`` that needs no decoding: the spec, and for a file its
     content hash. Used in params hashes so checking done-ness never loads a network."""
-    from .weights import split_weights_spec  # (weights uses this module's sha256_of)
-
     path, suffix = split_weights_spec(spec)
     return spec if path is None else f"file:{sha256_of(path)}:{suffix}"
 

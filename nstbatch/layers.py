@@ -11,6 +11,13 @@ import functools
 # torchvision's vgg19().features layout (config "E"): the index of a name here is its index
 # in that nn.Sequential.
 _BLOCK_CONVS = (2, 2, 4, 4, 4)
+BLOCK_CHANNELS = (64, 128, 256, 512, 512)  # each block's output channels
+
+
+def channels(layer: str) -> int:
+    """How many channels layer ``layer`` (``conv3_2``, ``relu3_2``, ``pool3``: block 3) gives;
+    ``input``: the image's 3."""
+    return 3 if layer == "input" else BLOCK_CHANNELS[int(layer[4]) - 1]
 
 
 def _layer_names() -> tuple[str, ...]:

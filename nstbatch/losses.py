@@ -52,14 +52,6 @@ def balanced_gram_cost(gram_S: Tensor, gram_G: Tensor) -> Tensor:
     return _relative(((gram_S - gram_G) ** 2).sum(dim=(-2, -1)), gram_S, (-2, -1))
 
 
-def layer_style_cost(a_S: Tensor, a_G: Tensor, normalization: str = "seed") -> Tensor:
-    """The style cost of one layer from the activations of the style and generated images."""
-    _, _, n_H, n_W = a_G.shape
-    if normalization == "balanced":
-        return balanced_gram_cost(gram_matrix(a_S), gram_matrix(a_G))
-    return gram_style_cost(gram_matrix(a_S), gram_matrix(a_G), n_H, n_W)
-
-
 def style_cost(gram_targets: Mapping[str, Tensor], activations: Mapping[str, Tensor],
                layer_weights: Mapping[str, float], normalization: str = "seed") -> Tensor:
     """``Σ_l λ_l · layer cost``, with the style targets given as Gram matrices per layer

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from . import __version__
 from .errors import NstbatchError, UsageError
+from .layers import channels
 from .targets import TargetsGraph
 from .vgg import VGGFeatures
 from .weights import Weights
@@ -44,9 +45,6 @@ def onnxruntime():
 class OnnxError(NstbatchError):
     exit_code = 2
 
-
-def _channels(layer: str) -> int:
-    return (64, 128, 256, 512, 512)[int(layer[4]) - 1]  # conv3_2, relu3_2, pool3: block 3
 
 
 def model_key(weights: Weights, style_layers: Sequence[str], pooling: str,
@@ -272,7 +270,7 @@ class OnnxTargets:
         binding.bind_input("image", "cuda", index, np.float32, tuple(image.shape), image.data_ptr())
         outputs = {}
         for name in self.style_layers:
-            c = _channels(name)
+            c = channels(name)
             out = torch.empty((1, c, c), dtype=torch.float32, device=image.device)
             binding.bind_output(f"gram_{name}", "cuda", index, np.float32, (1, c, c), out.data_ptr())
             outputs[name] = out

@@ -14,10 +14,9 @@ import io
 import os
 from pathlib import Path
 
-from .config import FIELDS, PRESETS, StyleParams
+from .config import FIELDS, PRESETS, StyleParams, split_weights_spec
 from .images import atomic_write
 from .manifest import Job
-from .weights import split_weights_spec
 
 # Fields that reset a partner when given alone (config.resolve_params): written together.
 PARTNERS = {"scales": "scale_steps", "style_layers": "style_layer_weights"}

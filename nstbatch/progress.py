@@ -10,10 +10,9 @@ import typer
 class ProgressReport:
     """The callback the engine reports through: a bar on a terminal, plain lines otherwise."""
 
-    def __init__(self, quiet: bool = False, every: int | None = None):
+    def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
-        self.every = every
         self.bar = None
         self.task = None
         self.started = time.monotonic()
@@ -35,7 +34,7 @@ class ProgressReport:
             if progress.step == progress.steps:
                 self.bar.stop()
             return
-        every = self.every or max(1, progress.steps // 10)
+        every = max(1, progress.steps // 10)
         if progress.step % every == 0 or progress.step == progress.steps:
             elapsed = time.monotonic() - self.started
             print(f"step {progress.step}/{progress.steps}  {text}  ({elapsed:.1f}s)",

@@ -10,11 +10,11 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from .config import split_weights_spec
 from .errors import NstbatchError
 from .images import ImageInfo, long_side_size, output_format, output_size, probe_image
 from .layers import min_image_side
 from .manifest import Job, Manifest, Problem
-from .weights import split_weights_spec
 
 
 def _writable_folder(folder: Path) -> str | None:

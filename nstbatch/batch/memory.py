@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ..config import StyleParams
 from ..environment import cpu_has_bf16
-from ..layers import LAYER_INDEX, LAYER_NAMES
+from ..layers import LAYER_INDEX, LAYER_NAMES, channels
 
 # Fitted (see the module docstring): how many bytes each stored activation element costs in
 # all, per byte of its dtype, and what a job costs whatever its size (buffers, allocator slack).
@@ -36,9 +36,6 @@ TARGET_BYTES_PER_PIXEL = 2.6 * 64 * 4
 HEADROOM = 0.8
 
 
-def _channels(name: str) -> int:
-    return 3 if name == "input" else (64, 128, 256, 512, 512)[int(name[4]) - 1]
-
 
 def _layer_shapes(depth: int, height: int, width: int) -> list[tuple[str, int, int]]:
     """(name, channels, pixels) of every module output up to ``depth``."""
@@ -47,7 +44,7 @@ def _layer_shapes(depth: int, height: int, width: int) -> list[tuple[str, int, i
         name = LAYER_NAMES[index]
         if name.startswith("pool"):
             h, w = h // 2, w // 2
-        shapes.append((name, _channels(name) if not name.startswith("pool") else _channels(LAYER_NAMES[index - 1]),
+        shapes.append((name, channels(name) if not name.startswith("pool") else channels(LAYER_NAMES[index - 1]),
                        h * w))
     return shapes
 
