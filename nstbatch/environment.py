@@ -16,7 +16,7 @@ import hashlib
 import os
 import re
 import resource
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -223,11 +223,11 @@ def import_onnxruntime() -> None:
     try:
         folder = cache_root() / "onnxruntime"
         folder.mkdir(parents=True, exist_ok=True)
+        redirect = temporary_env(TMPDIR=str(folder))
     except OSError:
-        import onnxruntime  # noqa: F401 - an unwritable cache: ORT writes where it would have
-        return
-    with temporary_env(TMPDIR=str(folder)):
-        import onnxruntime  # noqa: F401,F811
+        redirect = nullcontext()  # an unwritable cache: ORT writes where it would have
+    with redirect:
+        import onnxruntime  # noqa: F401
 
 
 def offline() -> bool:

@@ -77,12 +77,13 @@ def cli_process(*argv, env=None, cwd=None, timeout=300, **popen) -> subprocess.C
                           text=True, env=environment, cwd=cwd, timeout=timeout, **popen)
 
 
-def report_lines(folder, *, started: bool = True, manifest: str = "m.csv") -> list[dict]:
-    """Every line of the run's reports (all shards), in file order; ``started=False`` keeps
-    only finished attempts."""
+def report_lines(folder, *, started: bool = True, manifest: str = "m.csv", state=None) -> list[dict]:
+    """Every line of the run's reports (all shards), as JSON, in file order: of the state
+    directory beside ``manifest`` in ``folder``, or of ``state``; ``started=False`` keeps only
+    finished attempts."""
     import json
 
-    state = folder / ".nstbatch" / manifest
+    state = Path(state) if state is not None else folder / ".nstbatch" / manifest
     lines = [json.loads(line) for path in sorted(state.glob("report*.jsonl"))
              for line in path.read_text().splitlines()]
     return [line for line in lines if started or line["status"] != "started"]

@@ -6,7 +6,6 @@ import pytest
 from PIL import Image
 
 from nstbatch import __version__
-from nstbatch.cli import main
 from nstbatch.config import DEFAULT_PRESET
 from tests.conftest import run_cli
 

@@ -21,9 +21,8 @@ import pytest
 from PIL import Image
 
 from tests import slurm
-from tests.conftest import draw_inputs
+from tests.conftest import ROOT, cli_process, draw_inputs, report_lines
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "manifests" / "slurm_array.sbatch"
 COLUMNS = "id,content,style,output,size,steps,content_layers,style_layers,seed\n"
 
@@ -66,11 +65,6 @@ def pixels(path):
         return np.asarray(im.convert("RGB"))
 
 
-def nstbatch(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "nstbatch", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True)
-
-
 def test_an_array_checkpoints_requeues_resumes_and_finishes_every_job_once(cluster, tmp_path):
     env = cluster
     draw_inputs(tmp_path, 2, 48, 40, 40)
@@ -110,8 +104,7 @@ def test_an_array_checkpoints_requeues_resumes_and_finishes_every_job_once(clust
     wait_until(finished, 600, "the array to complete", env, job)
     assert reference.wait(timeout=600) == 0
     logs = "".join(p.read_text() for p in sorted(tmp_path.glob("task-*.log")))
-    lines = [__import__("json").loads(line) for p in sorted(state.glob("report*.jsonl"))
-             for line in p.read_text().splitlines()]
+    lines = report_lines(None, state=state)
     done = [line for line in lines if line["status"] == "done"]
     assert sorted(line["id"] for line in done) == ["j0", "j1"], logs  # each exactly once
     assert any(line["status"] == "preempted" for line in lines), logs  # USR1 -> checkpoint
@@ -119,9 +112,9 @@ def test_an_array_checkpoints_requeues_resumes_and_finishes_every_job_once(clust
     for i in range(2):  # a resumed job ends as the uninterrupted one
         assert np.array_equal(pixels(tmp_path / "out" / f"j{i}.png"), pixels(whole / "out" / f"j{i}.png"))
     assert re.search(r"shard 0/2 \(SLURM\)", logs) and re.search(r"shard 1/2 \(SLURM\)", logs), logs
-    status = nstbatch("status", "m.csv", "--state-dir", state, cwd=tmp_path)
+    status = cli_process("status", "m.csv", "--state-dir", state, cwd=tmp_path)
     assert status.returncode == 0 and "done 2, failed 0, pending 0" in status.stdout, status
-    report = nstbatch("report", "m.csv", "--state-dir", state, "-o", tmp_path / "r.html", cwd=tmp_path)
+    report = cli_process("report", "m.csv", "--state-dir", state, "-o", tmp_path / "r.html", cwd=tmp_path)
     assert report.returncode == 0 and "2 job(s), 2 done, 0 failed, 0 pending" in report.stdout, report
 
 

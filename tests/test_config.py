@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 from PIL import Image
 
-from nstbatch.config import DEFAULT_PRESET, FIELDS, PRESETS, StyleParams, parse_value, resolve_params
+from nstbatch.config import DEFAULT_PRESET, FIELDS, PRESETS, parse_value, resolve_params
 from nstbatch.errors import ParamError
 from tests.conftest import pattern
 

@@ -15,8 +15,8 @@ from nstbatch.dataset import draw, walk
 from nstbatch.images import read_provenance
 from nstbatch.manifest import read_manifest
 from nstbatch.validate import validate
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _samples():

@@ -1,11 +1,10 @@
 """The scripts of export/, run as a user runs them."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow

@@ -1,6 +1,5 @@
 """The CUDA code paths: run where torch sees a GPU (a lent one, `benchmarks/gpu.sh` runs them),
 skipped elsewhere. Each one compares the GPU against the CPU or against itself."""
-import json
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ from PIL import Image
 from nstbatch.cli import main
 from nstbatch.config import resolve_params
 from nstbatch.optimize import Hooks, build_features, optimize
-from tests.conftest import pattern
+from tests.conftest import pattern, report_lines
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 
@@ -133,8 +132,7 @@ def test_run_on_the_gpu_with_batch_auto_and_compile(tmp_path, capsys):
     for i in range(3):
         with Image.open(tmp_path / "out" / f"j{i}.png") as im:
             assert im.size == (64, 48)
-    lines = [json.loads(line) for path in (tmp_path / ".nstbatch" / "m.csv").glob("report*.jsonl")
-             for line in path.read_text().splitlines()]
+    lines = report_lines(tmp_path)
     assert sorted(l["id"] for l in lines if l["status"] == "done") == ["j0", "j1", "j2"]
     assert {l["device"] for l in lines if l["status"] != "started"} == {"cuda:0"}
 

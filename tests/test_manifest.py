@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from nstbatch.config import resolve_params
 from nstbatch.manifest import ManifestError, parse_csv, parse_yaml, read_manifest
 from nstbatch.validate import validate
 
@@ -185,8 +186,7 @@ def test_arbitrary_csv_parses_or_fails_with_a_manifest_error_naming_a_line(tmp_p
         except ManifestError as e:
             assert e.where.startswith("m.csv:") and e.where.split(":")[-1].isdigit()
             continue
-        for problem in m.problems:
-            assert problem.where.startswith("m.csv:")
+        _check_parsed(m, "m.csv", tmp_path)
 
 
 yaml_scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
@@ -207,8 +207,22 @@ def test_arbitrary_yaml_parses_or_fails_with_a_manifest_error_naming_a_line(data
         except ManifestError as e:
             assert e.where.startswith("m.yaml:")
             continue
-        for problem in m.problems:
-            assert problem.where.startswith("m.yaml:")
+        _check_parsed(m, "m.yaml", Path("."))
+
+
+def _check_parsed(m, name: str, folder: Path) -> None:
+    """What any manifest that parses must give: every job and problem naming a line of the
+    file, job ids unique, each job with a content, at least one style and an output, paths
+    resolved against the manifest's folder, and params that resolve again to themselves."""
+    for problem in m.problems:
+        assert problem.where.startswith(f"{name}:") and problem.where.split(":")[1].split()[0].isdigit()
+    assert len({job.id for job in m.jobs}) == len(m.jobs)
+    for job in m.jobs:
+        assert job.where.startswith(f"{name}:") and job.id
+        assert job.styles and all(weight >= 0 for _, weight in job.styles)
+        for path in (job.content, job.output, *(style for style, _ in job.styles)):
+            assert path.is_absolute() and str(path).startswith(str(folder.resolve()))
+        assert resolve_params(job.params.preset, job.params.to_dict()) == job.params
 
 
 def test_a_weights_file_in_a_manifest_is_relative_to_the_manifest(folder):

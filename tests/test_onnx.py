@@ -1,5 +1,4 @@
 """Style targets through ONNX Runtime, and the content-addressed target cache."""
-import json
 import os
 import signal
 import subprocess
@@ -18,7 +17,7 @@ from nstbatch.onnx_backend import OnnxError, OnnxTargets, check_providers, expor
 from nstbatch.targets import torch_style_targets
 from nstbatch.vgg import VGGFeatures
 from nstbatch.weights import load_weights
-from tests.conftest import pattern
+from tests.conftest import pattern, report_lines
 
 SEED_LAYERS = resolve_params("seed").style_layers
 
@@ -90,7 +89,7 @@ def test_twenty_rows_over_two_styles_compute_two_targets_then_none(tmp_path, cap
     assert len(TargetCache(cache).entries()) == 2
     assert main(["run", "--in-process", str(manifest), "--cache-dir", str(cache), "-q", "--force"]) == 0
     assert "style targets: 0 computed, 2 from the cache" in capsys.readouterr().out
-    lines = [json.loads(l) for l in (tmp_path / ".nstbatch" / "m.csv" / "report.jsonl").read_text().splitlines()]
+    lines = report_lines(tmp_path)
     assert sum(l.get("style_targets", []).count("computed") for l in lines) == 2
 
 

@@ -71,9 +71,14 @@ def test_style_only_and_content_only_runs(pair, seed_features):
     only_style = optimize(content, style, resolve_params("seed", {"steps": 2, "content_weight": 0}),
                           features=seed_features)
     assert only_style.history[-1].content > 0  # still reported, just not weighted
-    only_content = resolve_params("seed", {"steps": 2, "style_layers": ""})
-    result = optimize(content, style, only_content)
-    assert result.history[-1].style == 0
+    # Without style layers only the content pulls: the noise of the start goes, towards the photo.
+    only_content = resolve_params("seed", {"steps": 20, "style_layers": "", "content_layers": "relu1_2",
+                                           "noise": 0.5})
+    result = optimize(content, style, only_content, features=seed_features)
+    start = initial_image(content, only_content)
+    first, last = result.history[0], result.history[-1]
+    assert last.content < 0.5 * first.content and last.total == pytest.approx(20.0 * last.content)
+    assert (result.image - content).abs().mean() < 0.8 * (start - content).abs().mean()
 
 
 def test_a_nan_cost_is_an_optimization_error_naming_the_step(pair, seed_features):
@@ -145,10 +150,38 @@ def test_report_every_thins_the_history_but_keeps_the_end(pair, seed_features):
 
 
 def test_lbfgs_with_bf16_keeps_the_default_layout(pair):
+    from nstbatch.optimize import Hooks, _Loop
+
     params = resolve_params("gatys", {"steps": 2, "precision": "bf16", "style_layers": "relu1_1",
                                       "content_layers": "relu2_2"})
-    result = optimize(*pair, params)
-    assert result.history[-1].total <= result.history[0].total
+    features = build_features(params)
+    # L-BFGS flattens the gradient with .view(-1): the image must keep the default layout,
+    # where Adam under bf16 takes channels-last.
+    assert _Loop(features, params, Hooks(), None).memory_format == torch.contiguous_format
+    adam = resolve_params("seed", {"precision": "bf16"})
+    assert _Loop(features, adam, Hooks(), None).memory_format == torch.channels_last
+    result = optimize(*pair, params, features=features)
+    assert result.history[-1].total <= result.history[0].total and result.image.is_contiguous()
+
+
+def test_the_network_comes_back_in_its_own_layout_even_when_the_call_stops(pair):
+    from nstbatch.optimize import Hooks, Preempted
+
+    params = resolve_params("seed", {"steps": 4, "precision": "bf16", "style_layers": "relu1_1",
+                                     "content_layers": "relu2_2"})
+    features = build_features(params)
+    weights = [p for p in features.parameters() if p.dim() == 4]
+    seen = []
+
+    def stop() -> bool:  # during the call: channels-last, as bf16 runs best
+        seen.append(all(w.is_contiguous(memory_format=torch.channels_last) for w in weights))
+        return len(seen) == 3
+
+    with pytest.raises(Preempted):
+        optimize(*pair, params, features=features, hooks=Hooks(should_stop=stop),
+                 activation_checkpointing=True)
+    assert seen and all(seen)
+    assert all(w.is_contiguous() for w in weights) and features.checkpointing is False  # as it was
 
 
 def test_multi_scale_runs_coarse_to_fine_and_resumes_across_scales(pair, seed_features):

@@ -2,6 +2,8 @@
 every layer starts on one scale, a short run transfers colour, presets travel through
 manifests, cached targets give the balanced cost exactly, and the style cap spares a flat
 drawing."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -90,10 +92,23 @@ def test_every_preset_resolves_and_round_trips_through_csv_and_yaml(tmp_path, na
     (tmp_path / "m.csv").write_text(f"content,style,output,preset\nc.png,s.png,o.png,{name}\n")
     (tmp_path / "m.yaml").write_text(f"defaults: {{preset: {name}}}\njobs:\n"
                                      "  - {content: c.png, style: s.png, output: o.png}\n")
+    (tmp_path / "steps.csv").write_text(f"content,style,output,preset,steps\nc.png,s.png,o.png,{name},3\n")
     for manifest in ("m.csv", "m.yaml"):
         [job] = read_manifest(tmp_path / manifest).jobs
-        assert job.params == PRESETS[name] == resolve_params(name), manifest
+        assert job.params == PRESETS[name] and job.params.preset == name, manifest
         assert resolve_params(name, job.params.to_dict()) == job.params  # every value survives a trip
+    [job] = read_manifest(tmp_path / "steps.csv").jobs  # a column changes that value alone
+    assert job.params == dataclasses.replace(PRESETS[name], steps=3) != PRESETS[name]
+
+
+def test_the_seed_preset_is_the_source_s_recipe():
+    # Adam at lr 0.03 over the pixels from the content plus noise, the loop's alpha 20 and
+    # beta 40, the paper's formulas (seed normalisation), equal weights on relu1_1..relu5_1.
+    seed = PRESETS["seed"]
+    assert (seed.optimizer, seed.lr, seed.content_weight, seed.style_weight) == ("adam", 0.03, 20.0, 40.0)
+    assert (seed.init, seed.style_norm, seed.content_norm, seed.scales) == ("content+noise", "seed", "seed", (1.0,))
+    assert seed.style_layers == ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    assert seed.style_layer_weights == (0.2,) * 5 and seed.style_cap == 0 and seed.tv_weight == 0
 
 
 def test_style_norm_is_a_manifest_column_and_a_flag(tmp_path, capsys):

@@ -2,13 +2,12 @@
 under a stand-in for SLURM."""
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from nstbatch.batch.ledger import EXIT_PREEMPTED
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "manifests" / "slurm_array.sbatch"
 
 
@@ -19,32 +18,40 @@ def test_sbatch_script_agrees_with_the_code():
     assert "--shard auto" in text and "scontrol requeue" in text
 
 
+def _stand_ins(tmp_path, nstbatch_body: str) -> dict:
+    """``nstbatch`` and ``scontrol`` stand-ins on PATH; the environment a SLURM task sees."""
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nstbatch").write_text("#!/bin/bash\n" + f"echo \"$@\" > {tmp_path}/args\n" + nstbatch_body)
+    (bin_dir / "scontrol").write_text(f"#!/bin/bash\necho \"$@\" > {tmp_path}/scontrol\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_ARRAY_JOB_ID": "77",
+            "SLURM_ARRAY_TASK_ID": "3", "NSTBATCH_CACHE": str(tmp_path / "cache")}
+
+
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_sbatch_script_is_valid_bash():
-    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
+@pytest.mark.parametrize("code", [0, 1, 2])
+def test_sbatch_script_ends_with_the_run_s_exit_code_and_no_requeue_without_a_signal(tmp_path, code):
+    env = _stand_ins(tmp_path, f"exit {code}\n")
+    assert subprocess.run(["bash", str(SCRIPT), "m.csv", "--batch", "4"], env=env, cwd=tmp_path).returncode == code
+    assert (tmp_path / "args").read_text().split()[:4] == ["run", "m.csv", "--shard", "auto"]
+    assert "--batch 4" in (tmp_path / "args").read_text()  # the script's own arguments reach the run
+    assert not (tmp_path / "scontrol").exists()  # a failed job is never requeued
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signame, requeued", [("SIGUSR1", True), ("SIGTERM", False)])
 def test_sbatch_script_requeues_on_the_time_limit_warning_but_never_on_scancel(tmp_path, signame, requeued):
-    import os
     import signal
     import time
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "nstbatch").write_text(
-        "#!/bin/bash\n"
-        f"echo \"$@\" > {tmp_path}/args\n"
-        f"trap 'echo got-usr1 > {tmp_path}/signal; sleep 0.2; exit {EXIT_PREEMPTED}' USR1\n"
-        f"trap 'echo got-term > {tmp_path}/signal; sleep 0.2; exit {EXIT_PREEMPTED}' TERM\n"
-        f"touch {tmp_path}/started\n"
-        "while true; do sleep 0.05; done\n")
-    (bin_dir / "scontrol").write_text(f"#!/bin/bash\necho \"$@\" > {tmp_path}/scontrol\n")
-    for tool in bin_dir.iterdir():
-        tool.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_ARRAY_JOB_ID": "77",
-           "SLURM_ARRAY_TASK_ID": "3", "NSTBATCH_CACHE": str(tmp_path / "cache")}
+    env = _stand_ins(tmp_path, f"trap 'echo got-usr1 > {tmp_path}/signal; sleep 0.2; exit {EXIT_PREEMPTED}' USR1\n"
+                               f"trap 'echo got-term > {tmp_path}/signal; sleep 0.2; exit {EXIT_PREEMPTED}' TERM\n"
+                               f"touch {tmp_path}/started\n"
+                               "while true; do sleep 0.05; done\n")
     proc = subprocess.Popen(["bash", str(SCRIPT), "m.csv"], env=env, cwd=tmp_path)
     deadline = time.monotonic() + 20
     while not (tmp_path / "started").exists():

@@ -9,7 +9,6 @@ import resource
 import signal
 import struct
 import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -24,9 +23,8 @@ from nstbatch import optimize as engine
 from nstbatch.cli import main
 from nstbatch.images import probe_image
 from nstbatch.errors import InputError
-from tests.conftest import pattern
+from tests.conftest import cli_process, pattern, report_lines
 
-ROOT = Path(__file__).resolve().parent.parent
 HEADER = "id,content,style,output,size,steps,content_layers,style_layers,seed\n"
 
 
@@ -34,16 +32,8 @@ def row(job_id, content, style, output, size=32, steps=3, seed=0):
     return f'{job_id},"{content}","{style}",{output},{size},{steps},relu2_2,"relu1_1,relu2_1",{seed}\n'
 
 
-def cli(*argv, env=None, cwd=None, preexec_fn=None, timeout=300):
-    """The CLI in a process of its own, as a user runs it."""
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "nstbatch", *map(str, argv)], capture_output=True,
-                          text=True, env=environment, cwd=cwd, preexec_fn=preexec_fn, timeout=timeout)
-
-
 def reports(state: Path):
-    lines = [json.loads(l) for p in sorted(state.glob("report*.jsonl")) for l in p.read_text().splitlines()]
-    return [l for l in lines if l["status"] != "started"]  # finished attempts
+    return report_lines(None, state=state, started=False)  # finished attempts
 
 
 def bomb_png(path: Path, width: int, height: int) -> None:
@@ -96,7 +86,7 @@ def test_a_run_over_every_odd_image_does_the_good_ones_and_names_the_bad(hostile
     rows = [row(k, v, "style.png", f"out/{k}.png") for k, v in {**good, **bad}.items()]
     rows.append(row("gray_style", "ok.png", "gray_style.png", "out/gray_style.png"))
     (hostile / "m.csv").write_text(HEADER + "".join(rows))
-    result = cli("run", hostile / "m.csv", "--skip-invalid", "--targets", "torch", "-q")
+    result = cli_process("run", hostile / "m.csv", "--skip-invalid", "--targets", "torch", "-q")
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     for job in list(good) + ["gray_style"]:
@@ -202,7 +192,7 @@ def test_a_full_disk_fails_the_job_that_does_not_fit_and_no_half_file_stays(tmp_
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
 
-    result = cli("run", tmp_path / "m.csv", "--targets", "torch", env={"NSTBATCH_CACHE": str(tmp_path / "cache")},
+    result = cli_process("run", tmp_path / "m.csv", "--targets", "torch", env={"NSTBATCH_CACHE": str(tmp_path / "cache")},
                  preexec_fn=limit)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -249,7 +239,7 @@ def _read_only_mid_run(folder: Path, make_read_only, undo):
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    result = cli("run", folder / "m.csv", "--targets", "torch", env={"NSTBATCH_CACHE": str(folder / "cache")})
+    result = cli_process("run", folder / "m.csv", "--targets", "torch", env={"NSTBATCH_CACHE": str(folder / "cache")})
     watcher.join()
     undo()
     assert result.returncode == 1, result.stderr
@@ -315,7 +305,7 @@ def test_a_run_writes_only_its_outputs_its_state_and_the_cache(tmp_path):
     inputs.chmod(0o555)
     before = _tree(tmp_path)
     env = {"HOME": str(home), "TMPDIR": str(tmp), "XDG_CACHE_HOME": "", "NSTBATCH_CACHE": ""}
-    result = cli("run", "m.csv", cwd=work, env=env)
+    result = cli_process("run", "m.csv", cwd=work, env=env)
     inputs.chmod(0o755)
     assert result.returncode == 0, result.stderr
     after = _tree(tmp_path)

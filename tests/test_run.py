@@ -9,7 +9,6 @@ import time
 import pytest
 from PIL import Image
 
-from nstbatch.cli import main
 from tests.conftest import pattern, report_lines, run_cli
 
 HEADER = "id,content,style,output,size,steps,content_layers,style_layers\n"
