@@ -1,7 +1,8 @@
 """Make the sample images the example manifests use (run from anywhere; deterministic).
 
     python manifests/make_samples.py              # the samples/ of the example manifests
-    python manifests/make_samples.py --tree DIR   # a small dataset: DIR/photos, DIR/paintings
+    python manifests/make_samples.py --tree DIR   # a small dataset: DIR/photos, DIR/paintings,
+                                                  # and its manifest DIR/stylize.yaml
 
 Everything is drawn here from numbers, so the images are the project's own: two contents
 (a harbour scene, a town) and two styles (swirling brush strokes, a stained-glass mosaic);
@@ -112,9 +113,25 @@ TREE = [("cat/c1.JPEG", harbour, (0, 0, 0)), ("cat/c2.png", town, (30, -20, 0)),
         ("dog/c1.JPEG", town, (-30, 10, 40)), ("dog/puppies/p1.png", harbour, (40, 20, -40))]
 
 
+# The manifest --tree writes beside the tree: README's "Stylize a dataset" shows it (a test
+# keeps the two the same).
+STYLIZE_YAML = """defaults: {size: 224, crop: center}   # Stylized-ImageNet-style squares
+jobs:
+  - dataset: photos/            # a folder, walked recursively (symlinked folders are not followed)
+    style_pool: paintings/      # a folder, a glob, or a list of files
+    variants: 2                 # outputs per content image (default 1)
+    assign: random              # random (default) | cycle | each (every style: a cross product)
+    seed: 7                     # the assignment seed; variant v's noise seed is seed + v
+    output: "stylized/{content_reldir}/{content_stem}_{variant}.jpg"
+    copy: ["*.xml", "*.txt"]    # sidecar files copied, unchanged, into the mirrored tree
+    jpeg_quality: 90            # any parameter, as for other entries
+"""
+
+
 def draw_tree(root: Path, side: int = 96) -> None:
     """``root/photos``: the photos of ``TREE`` (long side ``side``), an annotation ``.xml`` beside
-    each ``cat/`` photo and a ``README.txt`` at the top; ``root/paintings``: four styles."""
+    each ``cat/`` photo and a ``README.txt`` at the top; ``root/paintings``: four styles;
+    ``root/stylize.yaml``: a manifest of the tree (``STYLIZE_YAML``)."""
     for rel, picture, shift in TREE:
         path = root / "photos" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,6 +145,7 @@ def draw_tree(root: Path, side: int = 96) -> None:
     (root / "paintings").mkdir(parents=True, exist_ok=True)
     for name, make in [("swirls", swirls), ("mosaic", mosaic), ("stripes", stripes), ("dots", dots)]:
         make(side).save(root / "paintings" / f"{name}.png")
+    (root / "stylize.yaml").write_text(STYLIZE_YAML)
 
 
 def main() -> None:
@@ -136,7 +154,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.tree:
         draw_tree(args.tree)
-        print(args.tree / "photos", args.tree / "paintings")
+        print(args.tree / "photos", args.tree / "paintings", args.tree / "stylize.yaml")
         return
     HERE.mkdir(exist_ok=True)
     for name, make in [("harbour", harbour), ("town", town), ("swirls", swirls), ("mosaic", mosaic)]:

