@@ -248,7 +248,7 @@ def report(
     from .batch.ledger import JobStatus
 
     typer.echo(f"wrote {output}: {len(view.jobs)} job(s), {view.count(JobStatus.DONE)} done,"
-               f" {view.count(JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)} failed,"
+               f" {view.failed} failed,"
                f" {view.count(JobStatus.PENDING, JobStatus.RUNNING, JobStatus.INTERRUPTED)} pending"
                + ("; thumbnails linked from the state directory: keep the page where it can reach them"
                   if view.linked else ""))
@@ -328,7 +328,8 @@ def status(
     state_dir: Optional[Path] = typer.Option(None, help="The run's state directory, if moved."),
 ):
     """Done, failed and pending jobs of MANIFEST (every shard's), and the failed ones' errors."""
-    from .batch.ledger import JobStatus, shard_views, status as job_status
+    from .batch.ledger import JobStatus
+    from .batch.views import shard_views, status as job_status
 
     view = job_status(manifest, state_dir, check_files=False, histories=False)
     for job in view.jobs:
@@ -343,7 +344,7 @@ def status(
     running, interrupted = view.count(JobStatus.RUNNING), view.count(JobStatus.INTERRUPTED)
     among = ", ".join(f"{n} {label}" for n, label in ((running, "running"), (interrupted, "interrupted")) if n)
     typer.echo(f"done {view.count(JobStatus.DONE)},"
-               f" failed {view.count(JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)},"
+               f" failed {view.failed},"
                f" pending {view.count(JobStatus.PENDING) + running + interrupted}"
                + (f" ({among})" if among else "")
                + (f", unparsable rows {len(view.problems)}" if view.problems else "")

@@ -42,6 +42,7 @@ class Copy:
     source: Path
     target: Path
     where: str
+    line: int = 0  # the entry's line in the manifest
 
     @property
     def key(self) -> str:
@@ -233,7 +234,7 @@ def _dataset_jobs(spec: _Entry, contents: list[str], pool, template: str, params
     return jobs
 
 
-def _sidecars(spec: _Entry, files: list[str], out_base: Path, template: str, where: str) -> list[Copy]:
+def _sidecars(spec: _Entry, files: list[str], out_base: Path, template: str, at: tuple[str, int]) -> list[Copy]:
     if not spec.copy_patterns:
         return []
     copy_folder = _copy_folder_template(template)
@@ -242,14 +243,16 @@ def _sidecars(spec: _Entry, files: list[str], out_base: Path, template: str, whe
         name = rel.rpartition("/")[2]
         if any(fnmatch.fnmatchcase(name.lower(), p) for p in spec.copy_patterns):
             folder = copy_folder.format(content_reldir=rel.rpartition("/")[0])
-            copies.append(Copy(spec.root / rel, Path(os.path.normpath(out_base / folder / name)), f"{where} ({rel})"))
+            copies.append(Copy(spec.root / rel, Path(os.path.normpath(out_base / folder / name)), f"{at[0]} ({rel})",
+                               at[1]))
     return copies
 
 
-def expand(base: Path, out_base: Path, where: str, entry: dict, params: StyleParams,
+def expand(base: Path, out_base: Path, at: tuple[str, int], entry: dict, params: StyleParams,
            probe) -> Expanded:
-    """Expand one dataset entry (already checked for unknown keys). ``probe(path)`` raises
-    ``NstbatchError`` for a style that cannot be used: it is left out of the pool, and said."""
+    """Expand one dataset entry (already checked for unknown keys) at ``at`` (where, line in
+    the manifest). ``probe(path)`` raises ``NstbatchError`` for a style that cannot be used:
+    it is left out of the pool, and said."""
     spec = _read_entry(base, entry)
     pool, problems = _usable_pool(base, entry["style_pool"], probe)
     files = walk(spec.root)
@@ -264,7 +267,7 @@ def expand(base: Path, out_base: Path, where: str, entry: dict, params: StylePar
     if outputs_root and (outputs_root + os.sep).startswith(str(spec.root) + os.sep):
         raise EntryError(f"outputs go into the dataset folder {spec.root}: the next run would stylize them"
                          " too; put them in another folder (output_dir or the output template)")
-    return Expanded(jobs, _sidecars(spec, files, out_base, template, where), problems)
+    return Expanded(jobs, _sidecars(spec, files, out_base, template, at), problems)
 
 
 def copy_file(copy: Copy) -> bool:

@@ -39,6 +39,7 @@ class Job:
     output: Path
     params: StyleParams
     where: str  # "manifest.csv:7": where the job comes from, for messages
+    line: int = 0  # its line in the manifest (7), for ordering
 
     @property
     def inputs(self) -> tuple[Path, ...]:
@@ -51,6 +52,7 @@ class Problem:
     where: str
     message: str
     job_id: str | None = None  # set when the problem belongs to one job of a line
+    line: int = 0  # the manifest line it is about, for ordering
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message}"
@@ -189,7 +191,7 @@ def parse_csv(path: Path, text: str) -> Manifest:
     header = [h.strip() for h in header]
     unknown = _unknown(header, CSV_COLUMNS)
     if unknown:  # said once, and the rows are still checked (without that column)
-        manifest.problems.append(Problem(f"{path.name}:1", unknown))
+        manifest.problems.append(Problem(f"{path.name}:1", unknown, line=1))
     missing = [c for c in CSV_REQUIRED if c not in header]
     if missing:
         raise ManifestError(f"{path.name}:1", f"missing required column(s) {', '.join(missing)}"
@@ -205,7 +207,7 @@ def parse_csv(path: Path, text: str) -> Manifest:
         except StopIteration:
             break
         except csv.Error as e:
-            manifest.problems.append(Problem(f"{path.name}:{start}", f"unreadable CSV row ({e})"))
+            manifest.problems.append(Problem(f"{path.name}:{start}", f"unreadable CSV row ({e})", line=start))
             break
         line = reader.line_num
         if not any(cell.strip() for cell in row):
@@ -213,17 +215,17 @@ def parse_csv(path: Path, text: str) -> Manifest:
         where = f"{path.name}:{start}"
         if len(row) != len(header):
             manifest.problems.append(Problem(where, f"{len(row)} cells for {len(header)} columns"
-                                             " (quote cells that contain commas)"))
+                                             " (quote cells that contain commas)", line=start))
             continue
         cells = dict(zip(header, row))
         try:
-            manifest.jobs.append(_csv_job(base, where, cells))
+            manifest.jobs.append(_csv_job(base, where, start, cells))
         except _RowError as e:
-            manifest.problems.append(Problem(where, str(e)))
+            manifest.problems.append(Problem(where, str(e), line=start))
     return manifest
 
 
-def _csv_job(base: Path, where: str, cells: dict[str, str]) -> Job:
+def _csv_job(base: Path, where: str, line: int, cells: dict[str, str]) -> Job:
     for column in CSV_REQUIRED:
         if not cells[column].strip():
             raise _RowError(f"{column} is empty")
@@ -237,7 +239,7 @@ def _csv_job(base: Path, where: str, cells: dict[str, str]) -> Job:
     job_id = cells.get("id", "").strip() or stable_id(content, zip(styles, weights), output)
     return Job(job_id, _resolve(base, content),
                tuple((_resolve(base, s), w) for s, w in zip(styles, weights)),
-               _resolve(base, output), params, where)
+               _resolve(base, output), params, where, line)
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -333,16 +335,19 @@ def parse_yaml(path: Path, text: str) -> Manifest:
         where = f"{path.name}:{line}"
         try:
             if isinstance(entry, dict) and "dataset" in entry:
-                _dataset_jobs(manifest, base, out_base, where, defaults, entry)
+                _dataset_jobs(manifest, base, out_base, (where, line), defaults, entry)
             else:
-                manifest.jobs.extend(_yaml_jobs(base, out_base, where, defaults, entry))
+                manifest.jobs.extend(_yaml_jobs(base, out_base, (where, line), defaults, entry))
         except _RowError as e:
-            manifest.problems.append(Problem(where, str(e)))
+            manifest.problems.append(Problem(where, str(e), line=line))
     return manifest
 
 
-def _dataset_jobs(manifest: Manifest, base: Path, out_base: Path, where: str, defaults: dict, entry) -> None:
-    """A folder tree and a style pool, expanded into jobs (see ``dataset``)."""
+def _dataset_jobs(manifest: Manifest, base: Path, out_base: Path, at: tuple[str, int], defaults: dict,
+                  entry) -> None:
+    """A folder tree and a style pool, expanded into jobs (see ``dataset``). ``at``: the
+    entry's (where, line)."""
+    where, line = at
     wrong = [k for k in ("content", "style", "id") if k in entry]
     if wrong:
         raise _RowError(f"a dataset entry takes dataset and style_pool, not {', '.join(wrong)}"
@@ -352,17 +357,17 @@ def _dataset_jobs(manifest: Manifest, base: Path, out_base: Path, where: str, de
         raise _RowError(unknown)
     params = _params(where, {**defaults, **{k: v for k, v in entry.items() if k in FIELDS}}, base)
     try:
-        expanded = dataset.expand(base, out_base, where, entry, params, probe_image)
+        expanded = dataset.expand(base, out_base, at, entry, params, probe_image)
     except dataset.EntryError as e:
         raise _RowError(str(e)) from None
-    manifest.problems += [Problem(where, message) for message in expanded.problems]
+    manifest.problems += [Problem(where, message, line=line) for message in expanded.problems]
     several = max((job.variant for job in expanded.jobs), default=0) > 0
     for job in expanded.jobs:
         label, style = job.style
         job_id = stable_id(job.content, [(label, 1.0)], f"{job.output}\0{job.variant}")
         manifest.jobs.append(Job(job_id, _resolve(base, job.content), ((style, 1.0),),
                                  _resolve(out_base, job.output.replace("{id}", job_id)), job.params,
-                                 f"{where} ({job.relpath}{f', variant {job.variant}' if several else ''})"))
+                                 f"{where} ({job.relpath}{f', variant {job.variant}' if several else ''})", line))
     manifest.copies += expanded.copies
 
 
@@ -408,7 +413,9 @@ def _yaml_styles(base: Path, value) -> list[list[tuple[str, float]]]:
     return [[(_as_text(item, "style"), 1.0)] for item in items]
 
 
-def _yaml_jobs(base: Path, out_base: Path, where: str, defaults: dict, entry) -> list[Job]:
+def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, entry) -> list[Job]:
+    """The jobs of one YAML entry (its globs and style lists crossed); ``at``: its (where, line)."""
+    where, line = at
     if not isinstance(entry, dict):
         raise _RowError(f"a job must be a mapping with content, style and output; got {entry!r}")
     unknown = _unknown(entry, YAML_JOB_KEYS)
@@ -440,7 +447,7 @@ def _yaml_jobs(base: Path, out_base: Path, where: str, defaults: dict, entry) ->
             raise _RowError(f"output {template!r} is one file for {len(contents) * len(style_sets)} jobs;"
                             " use {content_stem}, {style_stem}, {id} or {index} in it")
         jobs.append(Job(job_id, content, tuple((_resolve(base, s), w) for s, w in styles),
-                        _resolve(out_base, output), params, where))
+                        _resolve(out_base, output), params, where, line))
     return jobs
 
 

@@ -1,6 +1,6 @@
 """Looking at a run: one self-contained HTML page (``nstbatch report``) and a contact sheet of
 the outputs (``nstbatch sheet``), both rendering what the ledger says of the manifest's jobs
-(``batch.ledger.status``: every shard's report), at any point of a run.
+(``batch.views.status``: every shard's report), at any point of a run.
 
 Thumbnails are made once per image version and cached in the state directory
 (``thumbs/<hash of path, size and mtime>.jpg``); the page embeds them (or, with ``link``,
@@ -21,7 +21,8 @@ from PIL import Image, ImageDraw, ImageFont
 from .config import PRESETS
 from .images import atomic_write, load_image, save_image
 from .manifest import Job
-from .batch.ledger import JobStatus, RunView, StateDir, status
+from .batch.ledger import JobStatus, StateDir
+from .batch.views import RunView, status
 
 THUMB_SIDE = 160
 EMBED_UP_TO = 300  # jobs; a bigger run's page refers to the cached thumbnails instead
@@ -138,7 +139,7 @@ def render_html(view: RunView, page: Path, link: bool = False) -> str:
     parts.append('<div class="totals">' + "".join(
         f'<span class="total-{k}">{label} {n}</span>' for k, label, n in (
             ("done", "done", view.count(JobStatus.DONE)),
-            ("failed", "failed", view.count(JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)),
+            ("failed", "failed", view.failed),
             ("pending", "pending", view.count(JobStatus.PENDING, JobStatus.RUNNING, JobStatus.INTERRUPTED)),
             ("jobs", "jobs", len(view.jobs)))) + f'<span class="total-rate">images/hour {rate}</span></div>')
     if bad or view.problems:

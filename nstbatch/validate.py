@@ -6,7 +6,6 @@ manifest over a few images validates in seconds.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -80,7 +79,7 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
     folders = _OutputFolders()
     for job in manifest.jobs:
         def report(message: str, job=job) -> None:
-            problems.append(Problem(job.where, message, job.id))
+            problems.append(Problem(job.where, message, job.id, job.line))
 
         try:
             output_format(job.output)
@@ -143,16 +142,11 @@ def _check_copies(manifest: Manifest, outputs: set[str], inputs: set[str],
             message = problem and f"copy: {problem}"
         targets.setdefault(target, str(copy.source))
         if message:
-            problems.append(Problem(copy.where, message))
+            problems.append(Problem(copy.where, message, line=copy.line))
     return problems
 
 
 def validate(manifest: Manifest, *, check_files: bool = True) -> list[Problem]:
     """All problems: parsing's and the jobs', in manifest order."""
     problems = manifest.problems + check_jobs(manifest, check_files=check_files)
-
-    def line_of(p: Problem) -> int:
-        found = re.search(r":(\d+)", p.where)  # 'm.yaml:7' or 'm.yaml:7 (cats/a.jpg)'
-        return int(found.group(1)) if found else 0
-
-    return sorted(problems, key=line_of)
+    return sorted(problems, key=lambda p: p.line)

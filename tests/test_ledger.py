@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from nstbatch.batch.ledger import (DoneRecord, JobStatus, ReportLine, StateDir, default_state_dir,
-                                   status)
+from nstbatch.batch.ledger import DoneRecord, JobStatus, ReportLine, StateDir, default_state_dir
+from nstbatch.batch.views import status
 from nstbatch.manifest import read_manifest
 from tests.conftest import draw_inputs, run_cli, wait_for
 

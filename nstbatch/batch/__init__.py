@@ -2,8 +2,10 @@
 clusters. Layered bottom-up:
 
 - ``options``: ``RunOptions``, every option of a run in one frozen record;
-- ``ledger``: the state directory, ``JobStatus``, done records, report lines, summaries,
-  kill counts, and ``status()`` — the only place that decides where a job stands;
+- ``ledger``: the state directory, ``JobStatus``, its typed records (done records, report
+  lines), summaries, kill counts, and ``StateDir.standing`` — the only place that decides
+  where a job stands;
+- ``views``: every job of a manifest with where it stands, for ``status`` and ``report``;
 - ``claims``, ``checkpoints``: one worker per job; interrupted jobs' state;
 - ``memory``: what a job needs, before it starts;
 - ``plan``: read, validate, take the shard, decide what runs, group batches;
@@ -11,5 +13,5 @@ clusters. Layered bottom-up:
 - ``pool``: worker processes (or this process) and their typed messages;
 - ``run``: ``run_manifest(options)``.
 
-``options``, ``ledger``, ``claims``, ``memory`` and ``plan`` never import torch.
+``options``, ``ledger``, ``views``, ``claims``, ``memory`` and ``plan`` never import torch.
 """

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -36,7 +35,7 @@ from typing import Iterator
 
 from ..hashing import FileHashes, JobHasher
 from ..images import atomic_write
-from ..manifest import Job, Problem, read_manifest
+from ..manifest import Job, Problem
 from .claims import CLAIM_STALE, live_holder_at
 
 KILLS_BEFORE_QUARANTINE = 2
@@ -490,127 +489,9 @@ def _parse_line(raw: bytes) -> ReportLine | None:
     return ReportLine.from_json(data) if isinstance(data, dict) else None
 
 
-# --- where every job of a manifest stands -----------------------------------------------------
-
-@dataclass
-class JobView:
-    job: Job
-    status: JobStatus  # as StateDir.standing answers, or INVALID from validation
-    error: str | None = None
-    seconds: float | None = None
-    costs: dict | None = None
-    device: str | None = None
-    shard: str | None = None  # the shard that ran it ('s1of3'), for a done job of an array
-    attempts: int = 0
-    history: list[tuple[int, float]] = field(default_factory=list)  # (step, total)
-
-
-@dataclass
-class RunView:
-    manifest: Path
-    state: StateDir
-    jobs: list[JobView]
-    problems: list[Problem]  # rows that did not parse into jobs
-    images_per_hour: float | None
-    linked: bool = False  # set by the report: it refers to cached thumbnails instead of embedding
-
-    def count(self, *statuses: JobStatus) -> int:
-        return sum(v.status in statuses for v in self.jobs)
-
-
 def read_history(state: StateDir, job_id: str) -> list[tuple[int, float]]:
     try:
         with open(state.history_path(job_id), newline="") as f:
             return [(int(r["step"]), float(r["total"])) for r in csv.DictReader(f)]
     except (OSError, ValueError, KeyError):
         return []
-
-
-def _rate(lines: list[ReportLine]) -> float | None:
-    """Images per hour over the span of the report: first start to last done."""
-    first_start, last_done, done = math.inf, -math.inf, 0
-    for line in lines:
-        if line.status == JobStatus.STARTED:
-            first_start = min(first_start, line.time)
-        elif line.status == JobStatus.DONE:
-            last_done = max(last_done, line.time)
-            first_start = min(first_start, line.time - (line.seconds or 0))
-            done += 1
-    span = last_done - first_start
-    return done / span * 3600 if done and span > 0 else None
-
-
-def _view(job: Job, standing: Standing, lines: list[ReportLine]) -> JobView:
-    view = JobView(job, standing.status, attempts=sum(line.status == JobStatus.STARTED for line in lines))
-    if standing.status != JobStatus.DONE:
-        view.error = standing.why if standing.status.is_failure else None
-        return view
-    done = [line for line in lines if line.status == JobStatus.DONE]
-    record = standing.done
-    view.seconds = done[-1].seconds if done else record.seconds
-    view.costs = done[-1].costs if done else record.costs
-    view.device = done[-1].device if done else record.device
-    view.shard = done[-1].shard if done else record.shard
-    return view
-
-
-def status(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None = None,
-           check_files: bool = True, histories: bool = True,
-           claim_stale: float = CLAIM_STALE) -> RunView:
-    """Where every job of the manifest stands (``StateDir.standing``, every shard's report;
-    safe while runs write it); with ``check_files``, a job that is not done and fails
-    validation is INVALID. ``histories`` also reads each job's cost history."""
-    from ..validate import validate
-
-    manifest_path = Path(manifest_path)
-    manifest = read_manifest(manifest_path)
-    state = StateDir(Path(state_dir) if state_dir else default_state_dir(manifest_path))
-    lines: dict[str | None, list[ReportLine]] = {}
-    every = list(state.report_lines())
-    for line in every:
-        lines.setdefault(line.id, []).append(line)
-    invalid = ({p.job_id: p.message for p in validate(manifest, check_files=True) if p.job_id}
-               if check_files else {})
-    hasher = state.job_hasher()
-    views = []
-    for job in manifest.jobs:
-        standing = state.standing(job, hasher, claim_stale)
-        if standing.status != JobStatus.DONE and job.id in invalid:
-            standing = Standing(JobStatus.INVALID, invalid[job.id])
-        view = _view(job, standing, lines.get(job.id, []))
-        if histories:
-            view.history = read_history(state, job.id)
-        views.append(view)
-    return RunView(manifest_path, state, views, manifest.problems, _rate(every))
-
-
-@dataclass(frozen=True)
-class ShardView:
-    index: int
-    count: int
-    jobs: int
-    done_by_owner: int
-    done_by_helpers: int
-    failed: int
-
-
-def shard_views(view: RunView) -> list[ShardView]:
-    """Per shard of the array that ran the manifest (read from the done jobs' shard tags):
-    its jobs, how many its own task finished and how many helping shards did. Empty when the
-    manifest did not run as one array."""
-    from ..environment import Shard
-
-    ran = [Shard.from_tag(v.shard) for v in view.jobs if v.status == JobStatus.DONE]
-    counts = {shard.count for shard in ran if shard}
-    if len(counts) != 1:
-        return []
-    count = counts.pop()
-    rows = [[0, 0, 0, 0] for _ in range(count)]
-    for v in view.jobs:
-        owner = Shard.owner(v.job.id, count)
-        row = rows[owner.index]
-        row[0] += 1
-        if v.status == JobStatus.DONE:
-            row[1 if v.shard == owner.tag else 2] += 1
-        row[3] += v.status.is_failure
-    return [ShardView(i, count, *row) for i, row in enumerate(rows)]
