@@ -89,11 +89,17 @@ def report_lines(folder, *, started: bool = True, manifest: str = "m.csv", state
     return [line for line in lines if started or line["status"] != "started"]
 
 
-def spawn_run(folder, *args, manifest: str = "m.csv"):
-    """``nstbatch run MANIFEST ARGS`` as a separate process in ``folder``, output piped."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "nstbatch", "run", manifest, *args], cwd=folder,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def spawn(*argv, cwd=None, env=None, **popen) -> subprocess.Popen:
+    """``nstbatch ARGV`` started as a process of its own (output piped unless ``popen`` says
+    otherwise), for tests that signal, kill or race it."""
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    return subprocess.Popen([sys.executable, "-m", "nstbatch", *map(str, argv)], cwd=cwd,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, **popen)
+
+
+def spawn_run(folder, *args, manifest: str = "m.csv", **popen) -> subprocess.Popen:
+    """``nstbatch run MANIFEST ARGS`` as a separate process in ``folder``."""
+    return spawn("run", manifest, *args, cwd=folder, **popen)
 
 
 def kill_run(folder, proc) -> None:

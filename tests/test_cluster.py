@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from tests import slurm
-from tests.conftest import ROOT, cli_process, draw_inputs, report_lines
+from tests.conftest import ROOT, cli_process, draw_inputs, report_lines, spawn_run
 
 SCRIPT = ROOT / "manifests" / "slurm_array.sbatch"
 COLUMNS = "id,content,style,output,size,steps,content_layers,style_layers,seed\n"
@@ -78,9 +78,8 @@ def test_an_array_checkpoints_requeues_resumes_and_finishes_every_job_once(clust
     (whole / "m.csv").write_text(COLUMNS + rows)
     # The uninterrupted run, meanwhile, with the one core a task is allotted (the same thread
     # count, so the same arithmetic).
-    reference = subprocess.Popen([sys.executable, "-m", "nstbatch", "run", "m.csv", "-q"], cwd=whole,
-                                 env={**os.environ, "SLURM_CPUS_PER_TASK": "1"},
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    reference = spawn_run(whole, "-q", env={"SLURM_CPUS_PER_TASK": "1"}, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
     env = {**env, "NSTBATCH_STATE_DIR": str(tmp_path / "state")}
     job = sbatch(env, tmp_path, "--array=0-1", "--signal=B:USR1@40")
     state = tmp_path / "state"

@@ -3,7 +3,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from nstbatch.batch.ledger import DoneRecord, JobStatus, ReportLine, StateDir, default_state_dir
 from nstbatch.batch.views import status
 from nstbatch.manifest import read_manifest
-from tests.conftest import draw_inputs, run_cli, wait_for
+from tests.conftest import cli_process, draw_inputs, run_cli, spawn_run, wait_for
 
 
 @pytest.fixture
@@ -102,10 +101,8 @@ def test_kill_9_of_the_whole_run_then_status_says_interrupted_at_once(two_jobs):
     """A run of two jobs, SIGKILL to the parent and its workers mid-job: status must not
     call the dead run's job running."""
     two_jobs.write_text(two_jobs.read_text().replace(",2\n", ",400\n"))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "nstbatch", "run", "m.csv", "--targets", "torch"],
-                            cwd=two_jobs.parent, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = spawn_run(two_jobs.parent, "--targets", "torch", start_new_session=True,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = StateDir(default_state_dir(two_jobs))
     try:
         wait_for(lambda: any(state.root.glob("claims/*.lock")) and any(
@@ -118,6 +115,5 @@ def test_kill_9_of_the_whole_run_then_status_says_interrupted_at_once(two_jobs):
     statuses = _statuses(two_jobs)
     assert JobStatus.RUNNING not in statuses.values()
     assert JobStatus.INTERRUPTED in statuses.values()
-    out = subprocess.run([sys.executable, "-m", "nstbatch", "status", "m.csv"], cwd=two_jobs.parent,
-                         capture_output=True, text=True).stdout
+    out = cli_process("status", "m.csv", cwd=two_jobs.parent).stdout
     assert "interrupted" in out and "running" not in out

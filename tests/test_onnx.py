@@ -1,8 +1,6 @@
 """Style targets through ONNX Runtime, and the content-addressed target cache."""
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -17,7 +15,7 @@ from nstbatch.onnx_backend import OnnxError, OnnxTargets, check_providers, expor
 from nstbatch.targets import torch_style_targets
 from nstbatch.vgg import VGGFeatures
 from nstbatch.weights import load_weights
-from tests.conftest import pattern, report_lines
+from tests.conftest import pattern, report_lines, spawn
 
 SEED_LAYERS = resolve_params("seed").style_layers
 
@@ -133,9 +131,7 @@ def test_corrupt_or_unsafe_cache_entries_are_recomputed(tmp_path, capsys):
 
 
 def _precompute(manifest, cache):
-    return subprocess.Popen([sys.executable, "-m", "nstbatch", "precompute", str(manifest), "--cache-dir",
-                             str(cache), "--targets", "torch", "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return spawn("precompute", manifest, "--cache-dir", cache, "--targets", "torch", "-q")
 
 
 @pytest.mark.slow

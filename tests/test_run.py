@@ -2,14 +2,12 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 from PIL import Image
 
-from tests.conftest import pattern, report_lines, run_cli
+from tests.conftest import pattern, report_lines, run_cli, spawn
 
 HEADER = "id,content,style,output,size,steps,content_layers,style_layers\n"
 
@@ -139,12 +137,6 @@ jobs:
     assert names == sorted(f"c{i}_x_{s}.png" for i in range(3) for s in ("s", "c0"))
 
 
-def _spawn(args, cwd):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "nstbatch", *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
 def _wait_for_report_lines(folder, n, proc, timeout=120):
     report = folder / ".nstbatch" / "m.csv" / "report.jsonl"
     deadline = time.monotonic() + timeout
@@ -169,7 +161,7 @@ def slow_manifest(folder, jobs=3):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_mid_job_leaves_only_whole_outputs_and_the_next_run_completes(folder, capsys, sig):
     manifest = slow_manifest(folder)
-    proc = _spawn(["run", manifest, "-q"], folder)
+    proc = spawn("run", manifest, "-q", cwd=folder)
     _wait_for_report_lines(folder, 1, proc)
     time.sleep(0.5)  # well inside the second job
     proc.send_signal(sig)
