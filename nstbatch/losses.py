@@ -71,6 +71,73 @@ def style_cost(gram_targets: Mapping[str, Tensor], activations: Mapping[str, Ten
     return total
 
 
+# --- the Wasserstein-2 style cost (crowsonkb/style-transfer-pytorch), beside the Gram one -----
+# Each layer's features are fitted by a Gaussian (channel means, covariance) and the cost is the
+# squared W2 distance between the image's fit and the style's, per channel. Matching mean and
+# covariance matches the per-position Gram too (G/HW = Σ + μμᵀ), so the Gram yardstick stays
+# fair. Targets are (mean, raw second moment) pairs, which blend linearly: the statistics of
+# the pooled features of several styles.
+
+def feature_moments(a: Tensor) -> tuple[Tensor, Tensor]:
+    """Per image, over positions: the channel means ``(N, C)`` and the raw second moment
+    ``E[f fᵀ]`` ``(N, C, C)`` of ``(N, C, H, W)`` activations, in float32 at least."""
+    n, c, h, w = a.shape
+    unrolled = _at_least_float32(a).reshape(n, c, h * w)  # (N, C, H*W)
+    return unrolled.mean(-1), unrolled @ unrolled.transpose(1, 2) / (h * w)
+
+
+def blend_moments(moments: Sequence[tuple[Tensor, Tensor]], weights: Sequence[float]) -> tuple[Tensor, Tensor]:
+    """The weighted average of (mean, second moment) pairs, weights normalised to sum to 1:
+    the moments of the styles' features pooled in those proportions."""
+    total = float(sum(weights))
+    if total <= 0 or any(w < 0 for w in weights):
+        raise ValueError(f"blend weights must be non-negative with a positive sum, got {list(weights)}")
+    mean = sum(w / total * m for (m, _), w in zip(moments, weights))
+    second = sum(w / total * s for (_, s), w in zip(moments, weights))
+    return mean, second
+
+
+def covariance(mean: Tensor, second: Tensor, eps: float = 0.0) -> Tensor:
+    """``E[f fᵀ] − μ μᵀ + eps·I``: ``(N, C, C)``. ``eps`` keeps a rank-deficient covariance
+    (fewer positions than channels, a flat painting) away from a singular matrix."""
+    cov = second - mean.unsqueeze(-1) * mean.unsqueeze(-2)
+    return cov + eps * torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+
+
+def _symmetric_eigh(a: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.linalg.eigh((a + a.transpose(-2, -1)) / 2)
+
+
+def sqrtm_psd(a: Tensor) -> Tensor:
+    """The symmetric square root of symmetric positive semi-definite matrices ``(…, C, C)``,
+    by an eigendecomposition (eigenvalues below 0, rounding's, taken as 0). For targets,
+    made once per style: no gradient is needed through it."""
+    values, vectors = _symmetric_eigh(a)
+    return (vectors * values.clamp_min(0).sqrt().unsqueeze(-2)) @ vectors.transpose(-2, -1)
+
+
+def trace_sqrtm_psd(a: Tensor, floor: float = 1e-12) -> Tensor:
+    """``tr(A^½)`` of symmetric PSD matrices ``(…, C, C)`` -> ``(…)``, and its gradient
+    ``½ A^-½``. Only the eigenvalues are needed (their gradient ``q qᵀ`` is stable even when
+    they repeat, unlike an eigenvector's); eigenvalues under ``floor`` count as ``floor``
+    with no gradient, since d√λ = dλ / 2√λ is unbounded at 0."""
+    values = torch.linalg.eigvalsh((a + a.transpose(-2, -1)) / 2)
+    return values.clamp_min(floor).sqrt().sum(-1)
+
+
+def w2_style_cost(mean_G: Tensor, cov_G: Tensor, mean_S: Tensor, cov_S: Tensor,
+                  cov_S_sqrt: Tensor | None = None) -> Tensor:
+    """``(‖μ_G − μ_S‖² + tr(Σ_G + Σ_S − 2(Σ_S^½ Σ_G Σ_S^½)^½)) / C`` per image: the squared
+    Wasserstein-2 distance between the Gaussian fits, per channel. ``cov_S_sqrt``: Σ_S^½ if
+    known already (a target's, computed once)."""
+    channels = mean_G.shape[-1]
+    root = sqrtm_psd(cov_S) if cov_S_sqrt is None else cov_S_sqrt
+    cross = root @ cov_G @ root  # (N, C, C)
+    traces = torch.diagonal(cov_G, dim1=-2, dim2=-1).sum(-1) + torch.diagonal(cov_S, dim1=-2, dim2=-1).sum(-1)
+    distance = ((mean_G - mean_S) ** 2).sum(-1) + traces - 2 * trace_sqrtm_psd(cross)
+    return distance.clamp_min(0) / channels  # (rounding can dip below the true 0 at the target)
+
+
 def content_cost(a_C: Tensor, a_G: Tensor, normalization: str = "seed") -> Tensor:
     """``Σ(a_C − a_G)² / (4·n_H·n_W·n_C)`` per image (``seed``), ``Σ(a_C − a_G)² / 2``
     (``half_sum``, the paper's) or ``Σ(a_C − a_G)² / Σ a_C²`` (``balanced``, the relative

@@ -158,3 +158,74 @@ def test_total_cost_gradcheck_with_respect_to_the_image():
         return losses.total_cost(jc, js, 10.0, 40.0, losses.tv_cost(image), 0.5) + balanced
 
     assert torch.autograd.gradcheck(cost, (x,), eps=1e-6, atol=1e-5)
+
+
+# --- the Wasserstein-2 style cost ---------------------------------------------------------------
+
+def _np_sqrtm(a: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh(a)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+
+def _random_spd(rng, c: int, rank: int | None = None) -> np.ndarray:
+    f = rng.standard_normal((c, rank or 2 * c))
+    return f @ f.T / f.shape[1]
+
+
+def test_w2_of_gaussians_with_diagonal_covariances_is_the_closed_form():
+    # Commuting covariances: W2² = ‖Δμ‖² + Σ(√a − √b)², per channel: divided by C.
+    a, b = torch.tensor([[1.0, 4.0, 9.0]], dtype=torch.float64), torch.tensor([[4.0, 1.0, 0.25]], dtype=torch.float64)
+    mean_G, mean_S = torch.tensor([[0.0, 1.0, 2.0]], dtype=torch.float64), torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64)
+    cost = losses.w2_style_cost(mean_G, torch.diag_embed(a), mean_S, torch.diag_embed(b))
+    expected = (((mean_G - mean_S) ** 2).sum() + ((a.sqrt() - b.sqrt()) ** 2).sum()) / 3
+    assert float(cost) == pytest.approx(float(expected), rel=1e-10)
+
+
+def test_sqrtm_and_the_gradient_of_its_trace_match_float64_references():
+    rng = np.random.default_rng(3)
+    for rank in (None, 3):  # full rank, and rank-deficient (fewer positions than channels)
+        a = _random_spd(rng, 12, rank)
+        scale = np.abs(_np_sqrtm(a)).max()
+        exact = losses.sqrtm_psd(torch.from_numpy(a)).numpy()
+        assert np.abs(exact - _np_sqrtm(a)).max() < 1e-6 * scale
+        # float32: a zero eigenvalue comes back as ~1e-7 of the largest, and its root as ~3e-4
+        single = losses.sqrtm_psd(torch.from_numpy(a).float()).double().numpy()
+        assert np.abs(single - _np_sqrtm(a)).max() < 2e-3 * scale
+        x = torch.from_numpy(a + 0.05 * np.eye(12)).double().requires_grad_(True)
+        losses.trace_sqrtm_psd(x).backward()
+        expected = 0.5 * np.linalg.inv(_np_sqrtm(a + 0.05 * np.eye(12)))  # d tr(A^½)/dA = ½ A^-½
+        assert np.abs(x.grad.numpy() - expected).max() < 1e-8 * np.abs(expected).max()
+        single = torch.from_numpy(a + 0.05 * np.eye(12)).float().requires_grad_(True)
+        losses.trace_sqrtm_psd(single).backward()
+        assert np.abs(single.grad.double().numpy() - expected).max() < 1e-3 * np.abs(expected).max()
+
+
+def test_w2_is_zero_for_identical_statistics_positive_otherwise_and_its_gradient_is_finite():
+    torch.manual_seed(0)
+    style = torch.rand(2, 8, 5, 6)  # 30 positions for 8 channels
+    small = torch.rand(2, 8, 2, 2, requires_grad=True)  # 4 positions: a rank-deficient covariance
+    mean_S, second_S = losses.feature_moments(style)
+    cov_S = losses.covariance(mean_S, second_S, 1e-4)
+    same = losses.w2_style_cost(mean_S, cov_S, mean_S, cov_S)
+    assert same.abs().max() < 1e-5 and (same >= 0).all()
+    mean_G, second_G = losses.feature_moments(small)
+    cost = losses.w2_style_cost(mean_G, losses.covariance(mean_G, second_G, 1e-4), mean_S, cov_S)
+    assert (cost > 0.01).all()
+    cost.sum().backward()
+    assert torch.isfinite(small.grad).all() and small.grad.abs().max() > 0
+
+
+def test_blended_moments_are_the_moments_of_the_pooled_features():
+    torch.manual_seed(1)
+    a, b = torch.rand(1, 6, 4, 5), torch.rand(1, 6, 4, 5) * 2
+    blended = losses.blend_moments([losses.feature_moments(a), losses.feature_moments(b)], [3.0, 1.0])
+    pooled = torch.cat([a, a, a, b], dim=-1)  # three parts a to one part b, as positions
+    for got, expected in zip(blended, losses.feature_moments(pooled)):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="non-negative"):
+        losses.blend_moments([losses.feature_moments(a)], [-1.0])
+
+
+def test_moments_are_float32_under_bf16():
+    mean, second = losses.feature_moments(torch.rand(1, 4, 3, 3).bfloat16())
+    assert mean.dtype == second.dtype == torch.float32
