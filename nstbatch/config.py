@@ -74,6 +74,10 @@ class StyleParams:
         " at 1 (e.g. 0.5,1)", "floats")
     scale_steps: tuple[float, ...] = _knob(
         (1.0,), "share of the steps spent at each scale, summing to 1 (e.g. 0.7,0.3)", "floats")
+    average: float = _knob(
+        0.0, "iterate averaging: the output is an exponential moving average of the image over"
+        " the steps with this decay (e.g. 0.99; bias-corrected, restarted at each scale, the next"
+        " scale starting from the average); 0: the last step's image", "float", low=0.0, high=0.999)
     init: str = _knob("content+noise", "initial image: content+noise, content, noise, or an image"
                       " file (resized to the output)", "init", INITS)
     noise: float = _knob(0.25, "amplitude of the uniform init noise", "float", low=0.0, high=1.0)
@@ -153,7 +157,7 @@ class StyleParams:
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(StyleParams)}
 # Fields added after jobs were already being recorded as done, whose defaults give what those
 # jobs got: params hashes leave them out at their defaults, so upgrading redoes no finished job.
-LATER_FIELDS = ("resize", "crop", "jpeg_quality", "webp_quality", "style_cap")
+LATER_FIELDS = ("resize", "crop", "jpeg_quality", "webp_quality", "style_cap", "average")
 
 
 def _check(f: dataclasses.Field, value) -> None:

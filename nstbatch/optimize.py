@@ -179,6 +179,8 @@ class Checkpoint:
     optimizer: dict  # the optimizer's state_dict, tensors on the CPU
     history: list[Progress]
     scale: float = 1.0  # L-BFGS's objective normalisation, fixed at step 0
+    average: Tensor | None = None  # with params.average: the stage's biased average, on the CPU
+    average_weight: float = 0.0  # ...and the weight its bias correction divides by
 
 
 class Preempted(Exception):
@@ -329,7 +331,7 @@ class _Loop:
                 self.features, stage_content, None, params, full.style_grams, self.dtype, full.style_factor)
             image, resuming = self._start(stage, stage_content, image, init, resume)
             if stage.start != stage.end:
-                self._descend(stage, image, targets, resume if resuming else None, original)
+                image = self._descend(stage, image, targets, resume if resuming else None, original)
         if image is None:  # zero steps: the initial image, at full size
             image, targets = initial_image(content, params, init), full
         with torch.no_grad():
@@ -344,8 +346,10 @@ class _Loop:
         """A stage's first image, and whether it continues ``resume``'s optimizer state."""
         resuming = resume is not None and stage.start <= resume.step < stage.end
         if resuming and tuple(resume.image.shape[-2:]) != stage.size:
-            # saved at the very end of the previous scale: continue as that scale would have
-            image, resuming = resize_tensor(resume.image.to(self.device), stage.size, "bicubic"), False
+            # saved at the very end of the previous scale: continue as that scale would have,
+            # from its average where it averaged
+            last = _Average.value_of(resume) if resume.average is not None else resume.image
+            image, resuming = resize_tensor(last.to(self.device), stage.size, "bicubic"), False
         elif resuming:
             image = resume.image.to(self.device)
         elif image is None:
@@ -369,15 +373,15 @@ class _Loop:
             self.hooks.on_step(self.history[-1])
 
     def _descend(self, stage: Stage, image: Tensor, targets: Targets, resume: Checkpoint | None,
-                 original: Tensor) -> None:
-        """The stage's steps, from its start or from ``resume``."""
+                 original: Tensor) -> Tensor:
+        """The stage's steps, from its start or from ``resume``; the stage's result (its last
+        image, or with averaging its average)."""
         params, hooks = self.params, self.hooks
         self.features.checkpointing = (self.checkpointing if self.checkpointing is not None
                                        else self.device.type == "cuda" and stage.size[0] * stage.size[1] > 6_000_000)
         descent = _Descent(self, image, targets)
         if resume is not None:
-            descent.optimizer.load_state_dict(resume.optimizer)
-            descent.scale = resume.scale
+            descent.resume(resume)
         for step in range(max(stage.start, self.first), stage.end):
             if hooks.should_stop is not None and hooks.should_stop():
                 raise Preempted(descent.checkpoint(step))
@@ -385,21 +389,56 @@ class _Loop:
             done = step + 1
             if hooks.on_snapshot is not None and params.save_every and done % params.save_every == 0 \
                     and done < params.steps:
-                hooks.on_snapshot(done, self._as_seen(image, original).contiguous())
+                hooks.on_snapshot(done, self._as_seen(descent.result(), original).contiguous())
             if hooks.checkpoint_every and hooks.on_checkpoint and done % hooks.checkpoint_every == 0 \
                     and done < params.steps:
                 hooks.on_checkpoint(descent.checkpoint(done))
+        return descent.result()
+
+
+class _Average:
+    """A bias-corrected exponential moving average of the iterates (as crowsonkb's
+    style-transfer-pytorch keeps): the output is the average, which the noise of the last
+    steps does not reach. Not in the paper; off unless ``params.average``."""
+
+    def __init__(self, decay: float, like: Tensor):
+        self.decay = decay
+        self.biased = torch.zeros_like(like, memory_format=torch.contiguous_format)
+        self.weight = 0.0  # 1 - decay^n after n updates: what the bias correction divides by
+
+    def update(self, image: Tensor) -> None:
+        with torch.no_grad():
+            self.biased.mul_(self.decay).add_(image.detach(), alpha=1 - self.decay)
+        self.weight = 1 - (1 - self.weight) * self.decay
+
+    def value(self) -> Tensor:
+        return self.biased / self.weight if self.weight else self.biased
+
+    @staticmethod
+    def value_of(checkpoint: Checkpoint) -> Tensor:
+        weight = checkpoint.average_weight
+        return checkpoint.average / weight if weight else checkpoint.average
 
 
 class _Descent:
-    """One stage's optimizer over the image's pixels."""
+    """One stage's optimizer over the image's pixels (and the average of its iterates)."""
 
     def __init__(self, loop: _Loop, image: Tensor, targets: Targets):
         self.loop, self.image, self.targets = loop, image, targets
         self.optimizer, self.scale = _optimizer(loop.params, image, loop.features, targets, loop.dtype)
         # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
         self.scaler = torch.amp.GradScaler(image.device.type, enabled=loop.dtype == torch.float16)
+        self.average = _Average(loop.params.average, image) if loop.params.average else None
 
+    def resume(self, checkpoint: Checkpoint) -> None:
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.scale = checkpoint.scale
+        if self.average is not None and checkpoint.average is not None:
+            self.average.biased.copy_(checkpoint.average)
+            self.average.weight = checkpoint.average_weight
+
+    def result(self) -> Tensor:
+        return self.average.value() if self.average is not None else self.image
     def _costs(self):
         loop = self.loop
         return costs(loop.features, self.image, self.targets, loop.params, loop.dtype)
@@ -429,10 +468,14 @@ class _Descent:
             self.loop._record(step, evaluations[0])
         with torch.no_grad():
             self.image.clamp_(0, 1)
+        if self.average is not None:
+            self.average.update(self.image)
 
     def checkpoint(self, step: int) -> Checkpoint:
+        average = self.average.biased.detach().cpu().clone() if self.average is not None else None
         return Checkpoint(step, self.image.detach().cpu().clone(), _cpu_copy(self.optimizer.state_dict()),
-                          list(self.loop.history), self.scale)
+                          list(self.loop.history), self.scale, average,
+                          self.average.weight if self.average is not None else 0.0)
 
 
 def _optimizer(params, image, features, targets, dtype):

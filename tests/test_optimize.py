@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -5,6 +7,10 @@ from nstbatch.config import resolve_params
 from nstbatch.errors import OptimizationError
 from nstbatch.optimize import Hooks, build_features, initial_image, optimize
 from tests.conftest import pattern
+
+
+# Layers that stop the network at block 2: for tests of the loop's bookkeeping, not its quality.
+LIGHT = {"style_layers": "relu1_1,relu2_1", "content_layers": "relu2_2"}
 
 
 def tensor(array):
@@ -221,12 +227,13 @@ def test_a_coarse_scale_too_small_for_the_layers_is_skipped_and_a_full_size_too_
         stages(params, 12, 40)
 
 
-def test_a_batch_checkpoint_sliced_per_image_resumes_each_image_alone(pair, seed_features):
+@pytest.mark.parametrize("average", [0.0, 0.8])
+def test_a_batch_checkpoint_sliced_per_image_resumes_each_image_alone(pair, seed_features, average):
     from nstbatch.batch.checkpoints import slice_checkpoint as _slice
     from nstbatch.optimize import Preempted
 
     content, style = pair
-    params = resolve_params("seed", {"steps": 6, "init": "content"})
+    params = resolve_params("seed", {"steps": 6, "init": "content", "average": average, **LIGHT})
     batch = torch.cat([content, content.flip(-1)])
     whole = optimize(batch, style, params, features=seed_features).image
     calls = iter(range(100))
@@ -234,6 +241,7 @@ def test_a_batch_checkpoint_sliced_per_image_resumes_each_image_alone(pair, seed
         optimize(batch, style, params, features=seed_features, hooks=Hooks(should_stop=lambda: next(calls) == 3))
     one = _slice(stopped.value.checkpoint, 1, 2)
     assert one.image.shape[0] == 1 and one.optimizer["state"][0]["exp_avg"].shape[0] == 1
+    assert (one.average is None) == (average == 0) and (one.average is None or one.average.shape[0] == 1)
     resumed = optimize(content.flip(-1), style, params, features=seed_features, resume=one).image
     torch.testing.assert_close(resumed, whole[1:], rtol=1e-4, atol=1e-4)
 
@@ -285,3 +293,67 @@ def test_a_mixed_style_batch_pulls_each_image_towards_its_own_style(pair, seed_f
         mine = together.image[index:index + 1]
         assert (mine - alone.image).abs().mean() * 10 < (mine - swapped.image).abs().mean()
         assert together.final(index).style == pytest.approx(alone.final().style, rel=0.02)
+
+
+def test_the_averaged_output_is_the_bias_corrected_ema_of_the_iterates(pair, seed_features):
+    from nstbatch.optimize import Hooks
+
+    content, style = pair
+    plain = resolve_params("seed", {"steps": 6, "save_every": 1, **LIGHT})
+    iterates = []  # the image after steps 1..5 (snapshots), then after step 6 (the result)
+    last = optimize(content, style, plain, features=seed_features,
+                    hooks=Hooks(on_snapshot=lambda step, image: iterates.append(image.clone()))).image
+    iterates.append(last)
+    decay, biased, weight = 0.8, torch.zeros_like(content), 0.0
+    for image in iterates:  # by hand
+        biased = decay * biased + (1 - decay) * image
+        weight = 1 - (1 - weight) * decay
+    averaged = optimize(content, style, dataclasses.replace(plain, average=decay, save_every=0),
+                        features=seed_features)
+    torch.testing.assert_close(averaged.image, biased / weight, rtol=0, atol=1e-6)
+    assert not torch.allclose(averaged.image, last, atol=1e-3)  # it is not the last iterate
+    assert averaged.history == optimize(content, style, dataclasses.replace(plain, save_every=0),
+                                        features=seed_features).history[:-1] + averaged.history[-1:]
+
+
+@pytest.mark.parametrize("stop_at", [2, 6, 7])  # in the coarse scale, at the boundary, in the fine one
+def test_a_resumed_averaged_run_ends_exactly_as_an_uninterrupted_one(pair, seed_features, stop_at):
+    from nstbatch.optimize import Hooks, Preempted
+
+    content, style = pair
+    params = resolve_params("seed", {"steps": 9, "scales": "0.5,1", "scale_steps": "0.67,0.33",
+                                     "average": 0.7, **LIGHT})
+    whole = optimize(content, style, params, features=seed_features)
+    calls = iter(range(100))
+    with pytest.raises(Preempted) as stopped:
+        optimize(content, style, params, features=seed_features,
+                 hooks=Hooks(should_stop=lambda: next(calls) == stop_at))
+    assert stopped.value.checkpoint.average is not None
+    resumed = optimize(content, style, params, features=seed_features, resume=stopped.value.checkpoint)
+    assert torch.equal(resumed.image, whole.image)
+    saved = []
+    optimize(content, style, params, features=seed_features,
+             hooks=Hooks(checkpoint_every=6, on_checkpoint=saved.append))  # at the scale boundary
+    assert torch.equal(optimize(content, style, params, features=seed_features, resume=saved[0]).image,
+                       whole.image)
+
+
+def test_a_checkpoint_file_keeps_the_average_and_belongs_to_its_params_hash(tmp_path, pair, seed_features):
+    from nstbatch.batch.checkpoints import load_checkpoint, save_checkpoint
+    from nstbatch.batch.ledger import StateDir
+    from nstbatch.manifest import Job
+    from nstbatch.optimize import Hooks
+
+    content, style = pair
+    params = resolve_params("seed", {"steps": 4, "average": 0.5, **LIGHT})
+    saved = []
+    optimize(content, style, params, features=seed_features, hooks=Hooks(checkpoint_every=2, on_checkpoint=saved.append))
+    state, job = StateDir(tmp_path), Job("j", tmp_path / "c.png", ((tmp_path / "s.png", 1.0),), tmp_path / "o.png",
+                                         params, "m.csv:2")
+    save_checkpoint(state, job, "hash-a", saved[0])
+    loaded = load_checkpoint(state, job, "hash-a")
+    assert loaded.step == 2 and torch.equal(loaded.average, saved[0].average)
+    assert loaded.average_weight == saved[0].average_weight == 0.75
+    assert torch.equal(optimize(content, style, params, features=seed_features, resume=loaded).image,
+                       optimize(content, style, params, features=seed_features).image)
+    assert load_checkpoint(state, job, "hash-b") is None and not state.checkpoint_path("j").exists()
