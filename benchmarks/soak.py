@@ -30,28 +30,24 @@ sys.path.insert(0, str(ROOT))
 from tests.conftest import pattern  # noqa: E402  (the test suite's deterministic images)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--kills", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args()
-    rng = random.Random(args.seed)
-    folder = Path(tempfile.mkdtemp(prefix="nstbatch-soak-"))
+def _manifest(folder: Path, jobs: int) -> Path:
     for i in range(4):
         Image.fromarray(pattern(40, 32, phase=i), "RGB").save(folder / f"c{i}.png")
         Image.fromarray(pattern(32, 32, phase=7 + i)[:, ::-1].copy(), "RGB").save(folder / f"s{i}.png")
     manifest = folder / "m.csv"
     manifest.write_text("id,content,style,output,size,steps,content_layers,style_layers,seed\n" + "".join(
         f'j{i:03d},c{i % 4}.png,s{(i // 4) % 4}.png,out/j{i:03d}.png,32,100,relu2_2,"relu1_1,relu2_1",{i}\n'
-        for i in range(args.jobs)))
+        for i in range(jobs)))
+    return manifest
+
+
+def _drive(folder: Path, manifest: Path, args, rng: random.Random) -> tuple[int, list[str]]:
+    """Run, SIGKILL the whole process group after a random delay, restart, ``args.kills``
+    times; then let a last run finish. The kills made, and what each run did."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NSTBATCH_CACHE": str(folder / "cache")}
     command = [sys.executable, "-m", "nstbatch", "run", str(manifest), "-q", "--checkpoint-every", "10",
                "--workers", str(args.workers)]
-    started = time.monotonic()
-    kills = 0
-    runs = []
+    kills, runs = 0, []
     while True:
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    start_new_session=True)
@@ -69,14 +65,32 @@ def main() -> int:
         runs.append(f"finished, exit {process.returncode}")
         if process.returncode != 0:
             print(out.decode(), err.decode(), file=sys.stderr)
-        break
-    seconds = time.monotonic() - started
+        return kills, runs
+
+
+def _open_attempts(lines: list[dict]) -> int:
+    """Attempts with a 'started' line and no outcome: each is one a kill cut short."""
+    open_attempts = 0
+    per_job = collections.defaultdict(list)
+    for line in lines:
+        per_job[line["id"]].append(line["status"])
+    for statuses in per_job.values():
+        pending = 0
+        for status in statuses:
+            if status == "started":
+                open_attempts += pending  # the previous attempt never finished
+                pending = 1
+            else:
+                pending = 0
+        open_attempts += pending
+    return open_attempts
+
+
+def _problems(folder: Path, lines: list[dict], ids: list[str]) -> list[str]:
+    """What is wrong with the finished run: records, report lines, outputs, temp files."""
     state = folder / ".nstbatch" / "m.csv"
-    lines = [json.loads(l) for p in sorted(state.glob("report*.jsonl")) for l in p.read_text().splitlines()]
-    by_status = collections.Counter(l["status"] for l in lines)
-    done_lines = collections.Counter(l["id"] for l in lines if l["status"] == "done")
+    done_lines = collections.Counter(line["id"] for line in lines if line["status"] == "done")
     records = sorted(p.stem for p in (state / "done").glob("*.json"))
-    ids = [f"j{i:03d}" for i in range(args.jobs)]
     problems = []
     if records != ids:
         problems.append(f"done records: {len(records)} of {len(ids)}")
@@ -97,27 +111,34 @@ def main() -> int:
     leftovers = [p.name for p in (folder / "out").iterdir() if not p.name.endswith(".png") or p.name.startswith(".")]
     if leftovers:
         problems.append(f"temporary files left: {leftovers}")
-    # every attempt accounted for: each job's started lines = its finished lines + attempts cut by a kill
-    open_attempts = 0
-    per_job = collections.defaultdict(list)
-    for l in lines:
-        per_job[l["id"]].append(l["status"])
-    for statuses in per_job.values():
-        pending = 0
-        for status in statuses:
-            if status == "started":
-                open_attempts += pending  # the previous attempt never finished
-                pending = 1
-            else:
-                pending = 0
-        open_attempts += pending
+    return problems
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="nstbatch-soak-"))
+    manifest = _manifest(folder, args.jobs)
+    started = time.monotonic()
+    kills, runs = _drive(folder, manifest, args, random.Random(args.seed))
+    seconds = time.monotonic() - started
+    state = folder / ".nstbatch" / "m.csv"
+    lines = [json.loads(l) for p in sorted(state.glob("report*.jsonl")) for l in p.read_text().splitlines()]
+    ids = [f"j{i:03d}" for i in range(args.jobs)]
+    problems = _problems(folder, lines, ids)
+    open_attempts = _open_attempts(lines)
     if open_attempts > kills * args.workers:
         problems.append(f"{open_attempts} attempts without an outcome for {kills} kills")
     resumed = sum(1 for l in lines if l.get("resumed_from_step"))
+    records = len(list((state / "done").glob("*.json")))
     print(f"soak: {args.jobs} jobs, {args.workers} worker(s), {kills} SIGKILLs, {len(runs)} runs, {seconds:.0f} s")
-    print(f"report lines: {dict(by_status)}; attempts cut short by a kill: {open_attempts}; "
-          f"jobs resumed from a checkpoint: {resumed}")
-    print(f"done records: {len(records)}; outputs that decode: {args.jobs - sum('size' in p or ':' in p for p in problems)}")
+    print(f"report lines: {dict(collections.Counter(l['status'] for l in lines))}; attempts cut short by a"
+          f" kill: {open_attempts}; jobs resumed from a checkpoint: {resumed}")
+    print(f"done records: {records}; outputs that decode: {args.jobs - sum('size' in p or ':' in p for p in problems)}")
     print("runs: " + "; ".join(runs))
     print("checks: " + ("all passed" if not problems else "FAILED: " + " | ".join(problems)))
     print(f"folder: {folder}")
