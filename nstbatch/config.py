@@ -74,6 +74,11 @@ class StyleParams:
         " at 1 (e.g. 0.5,1)", "floats")
     scale_steps: tuple[float, ...] = _knob(
         (1.0,), "share of the steps spent at each scale, summing to 1 (e.g. 0.7,0.3)", "floats")
+    scale_start: str = _knob(
+        "fresh", "how each scale after the first starts its optimizer: fresh (a new Adam, as the"
+        " seed's loop) or warm (Adam's moments of the previous scale carried over, the first"
+        " upsampled bicubic, the second bilinear and kept >= 0, its step count kept)", "choice",
+        ("fresh", "warm"))
     average: float = _knob(
         0.0, "iterate averaging: the output is an exponential moving average of the image over"
         " the steps with this decay (e.g. 0.99; bias-corrected, restarted at each scale, the next"
@@ -116,6 +121,9 @@ class StyleParams:
         if self.style_cap and self.style_norm != "balanced":
             raise ParamError(f"style_cap {self.style_cap:g} needs style_norm: balanced (the cap is"
                              f" in the balanced cost's units); set style_norm balanced or style_cap 0")
+        if self.scale_start == "warm" and self.optimizer != "adam":
+            raise ParamError(f"scale_start warm carries Adam's moments from scale to scale; with"
+                             f" optimizer {self.optimizer} use scale_start fresh")
         if not self.content_layers and not self.style_layers:
             raise ParamError("content_layers and style_layers are both empty: nothing to optimise")
         if (not self.scales or any(b <= a for a, b in zip(self.scales, self.scales[1:]))
@@ -157,7 +165,7 @@ class StyleParams:
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(StyleParams)}
 # Fields added after jobs were already being recorded as done, whose defaults give what those
 # jobs got: params hashes leave them out at their defaults, so upgrading redoes no finished job.
-LATER_FIELDS = ("resize", "crop", "jpeg_quality", "webp_quality", "style_cap", "average")
+LATER_FIELDS = ("resize", "crop", "jpeg_quality", "webp_quality", "style_cap", "average", "scale_start")
 
 
 def _check(f: dataclasses.Field, value) -> None:

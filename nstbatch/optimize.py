@@ -296,6 +296,7 @@ class _Loop:
                               and params.optimizer == "adam" else torch.contiguous_format)
         self.history: list[Progress] = []
         self.first = 0  # the step we resume from
+        self.carried: dict | None = None  # the last stage's optimizer state, for a warm start
 
     @contextmanager
     def network(self) -> Iterator[None]:
@@ -350,6 +351,7 @@ class _Loop:
             # from its average where it averaged
             last = _Average.value_of(resume) if resume.average is not None else resume.image
             image, resuming = resize_tensor(last.to(self.device), stage.size, "bicubic"), False
+            self.carried = resume.optimizer
         elif resuming:
             image = resume.image.to(self.device)
         elif image is None:
@@ -382,6 +384,8 @@ class _Loop:
         descent = _Descent(self, image, targets)
         if resume is not None:
             descent.resume(resume)
+        elif params.scale_start == "warm" and self.carried is not None:
+            descent.warm(self.carried)
         for step in range(max(stage.start, self.first), stage.end):
             if hooks.should_stop is not None and hooks.should_stop():
                 raise Preempted(descent.checkpoint(step))
@@ -393,6 +397,7 @@ class _Loop:
             if hooks.checkpoint_every and hooks.on_checkpoint and done % hooks.checkpoint_every == 0 \
                     and done < params.steps:
                 hooks.on_checkpoint(descent.checkpoint(done))
+        self.carried = descent.optimizer.state_dict() if params.scale_start == "warm" else None
         return descent.result()
 
 
@@ -436,6 +441,23 @@ class _Descent:
         if self.average is not None and checkpoint.average is not None:
             self.average.biased.copy_(checkpoint.average)
             self.average.weight = checkpoint.average_weight
+
+    def warm(self, previous: dict) -> None:
+        """Start from the previous scale's Adam moments, upsampled to this one's size (not in
+        the paper; crowsonkb/style-transfer-pytorch does this): the first bicubic, the second
+        bilinear and clamped >= 0 (a variance), the step count, and so the bias correction, kept."""
+        old = previous["state"].get(0)
+        if old is None:
+            return
+        size = tuple(self.image.shape[-2:])
+
+        def up(moment: Tensor, mode: str) -> Tensor:
+            moment = moment.to(self.image.device, torch.float32)
+            return torch.nn.functional.interpolate(moment, size=size, mode=mode, align_corners=False)
+
+        state = {"step": old["step"].clone(), "exp_avg": up(old["exp_avg"], "bicubic"),
+                 "exp_avg_sq": up(old["exp_avg_sq"], "bilinear").clamp_min(0)}
+        self.optimizer.load_state_dict({"state": {0: state}, "param_groups": self.optimizer.state_dict()["param_groups"]})
 
     def result(self) -> Tensor:
         return self.average.value() if self.average is not None else self.image

@@ -79,6 +79,7 @@ VALUES = {
     "init": ("noise", "noise"), "noise": ("0.1", 0.1), "seed": ("7", 7), "pooling": ("avg", "avg"),
     "preserve_color": ("luminance", "luminance"), "style_scale": ("0.5", 0.5), "style_size": ("256", 256),
     "save_every": ("10", 10), "jpeg_quality": ("90", 90), "webp_quality": ("100", 100), "average": ("0.9", 0.9),
+    "scale_start": ("warm", "warm"),
     "precision": ("fp32", "fp32"), "weights": ("torchvision", "torchvision"),
 }
 

@@ -357,3 +357,36 @@ def test_a_checkpoint_file_keeps_the_average_and_belongs_to_its_params_hash(tmp_
     assert torch.equal(optimize(content, style, params, features=seed_features, resume=loaded).image,
                        optimize(content, style, params, features=seed_features).image)
     assert load_checkpoint(state, job, "hash-b") is None and not state.checkpoint_path("j").exists()
+
+
+def test_a_warm_scale_starts_from_the_previous_scale_s_moments_upsampled(pair, seed_features):
+    import torch.nn.functional as F
+
+    from nstbatch.optimize import Hooks, Preempted
+
+    content, style = pair
+    params = resolve_params("seed", {"steps": 9, "scales": "0.5,1", "scale_steps": "0.67,0.33",
+                                     "scale_start": "warm", **LIGHT})
+    ends = []  # the coarse scale's last state (a checkpoint after its 6th step)
+    optimize(content, style, params, features=seed_features, hooks=Hooks(checkpoint_every=6, on_checkpoint=ends.append))
+    calls = iter(range(100))
+    with pytest.raises(Preempted) as stopped:  # before the fine scale's first step: its warm start
+        optimize(content, style, params, features=seed_features, hooks=Hooks(should_stop=lambda: next(calls) == 6))
+    old, new = ends[0].optimizer["state"][0], stopped.value.checkpoint.optimizer["state"][0]
+    assert new["exp_avg"].shape[-2:] == (64, 64) and float(new["step"]) == float(old["step"]) == 6
+    torch.testing.assert_close(new["exp_avg"], F.interpolate(old["exp_avg"], size=(64, 64), mode="bicubic"))
+    torch.testing.assert_close(new["exp_avg_sq"], F.interpolate(old["exp_avg_sq"], size=(64, 64),
+                                                                mode="bilinear").clamp_min(0))
+    fresh = optimize(content, style, dataclasses.replace(params, scale_start="fresh"), features=seed_features)
+    warm = optimize(content, style, params, features=seed_features)
+    assert not torch.allclose(warm.image, fresh.image, atol=1e-3)
+    for checkpoint in (stopped.value.checkpoint, ends[0]):  # resumed there, it ends as it would have
+        assert torch.equal(optimize(content, style, params, features=seed_features, resume=checkpoint).image,
+                           warm.image)
+
+
+def test_a_warm_start_needs_adam():
+    from nstbatch.errors import ParamError
+
+    with pytest.raises(ParamError, match="scale_start warm carries Adam's moments"):
+        resolve_params("gatys", {"scale_start": "warm"})
