@@ -44,6 +44,10 @@ CANDIDATES = {
     "old-default": ("seed", {"steps": 150, "lr": 0.05, "content_layers": "relu4_2", "content_weight": 80,
                              "precision": "auto", "scales": "0.5,1", "scale_steps": "0.7,0.3"}),
     "seed (500 steps)": ("seed", {}),
+    # Issue 25's loop pieces on the default, one at a time and together (no preset uses them yet).
+    "average 0.99": ("balanced", {"average": 0.99}),
+    "warm": ("balanced", {"scale_start": "warm"}),
+    "warm + average 0.99": ("balanced", {"scale_start": "warm", "average": 0.99}),
 }
 ANCHORS = {"hoovertowernight-starry_night": ROOT / "docs/pairs/hoovertowernight_starry_night_jcjohnson.jpg"}
 
@@ -101,8 +105,9 @@ def main() -> None:
             score = yardstick(image)
             totals[name].append((seconds, score))
             picture = to_pil(image)
-            picture.save(out / f"{job.id}_{name.split()[0]}.png")
-            row.append((f"{name.split()[0]} {score.style:.3f}/{score.content:.3f}", picture))
+            short = name.split(" (")[0]  # 'balanced (default)' -> 'balanced'
+            picture.save(out / f"{job.id}_{''.join(c if c.isalnum() or c in '.-' else '_' for c in short)}.png")
+            row.append((f"{short} {score.style:.3f}/{score.content:.3f}", picture))
             _print_row(job.id, name, seconds, score)
         if job.id in anchors and Path(anchors[job.id]).is_file():
             anchor = to_tensor(load_image(anchors[job.id], args.size))

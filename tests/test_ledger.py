@@ -74,6 +74,7 @@ def test_standing_orders_done_failure_and_a_checkpoint(two_jobs, capsys):
     assert (state.standing(b, hasher).status, state.standing(b, hasher).why) == (JobStatus.PENDING, "output missing")
     state.append_report(ReportLine("b", JobStatus.FAILED, error="disk full"))
     assert (state.standing(b, hasher).status, state.standing(b, hasher).why) == (JobStatus.FAILED, "disk full")
+    assert "run   (retry: it failed last time) b" in run_cli(capsys, "run", two_jobs, "--dry-run")[1]
     state.append_report(ReportLine("b", JobStatus.STARTED))  # retried, and the retry was cut short
     assert state.standing(b, hasher).status == JobStatus.INTERRUPTED
     state.checkpoint_path("b").parent.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,7 @@ class Planned:
         if status == JobStatus.RUNNING:
             return f"held  ({why})"
         if status.is_failure:
-            return f"run   (retry: it {status} last time)"
+            return f"run   (retry: it {'failed' if status == JobStatus.FAILED else 'was invalid'} last time)"
         return f"run   ({why})"
 
 
