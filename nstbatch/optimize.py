@@ -349,7 +349,8 @@ class _Loop:
         if resuming and tuple(resume.image.shape[-2:]) != stage.size:
             # saved at the very end of the previous scale: continue as that scale would have,
             # from its average where it averaged
-            last = _Average.value_of(resume) if resume.average is not None else resume.image
+            last = (_Average.debiased(resume.average, resume.average_weight) if resume.average is not None
+                    else resume.image)
             image, resuming = resize_tensor(last.to(self.device), stage.size, "bicubic"), False
             self.carried = resume.optimizer
         elif resuming:
@@ -417,12 +418,11 @@ class _Average:
         self.weight = 1 - (1 - self.weight) * self.decay
 
     def value(self) -> Tensor:
-        return self.biased / self.weight if self.weight else self.biased
+        return self.debiased(self.biased, self.weight)
 
     @staticmethod
-    def value_of(checkpoint: Checkpoint) -> Tensor:
-        weight = checkpoint.average_weight
-        return checkpoint.average / weight if weight else checkpoint.average
+    def debiased(biased: Tensor, weight: float) -> Tensor:
+        return biased / weight if weight else biased  # (no update yet: nothing to correct)
 
 
 class _Descent:

@@ -118,3 +118,9 @@ def test_kill_9_of_the_whole_run_then_status_says_interrupted_at_once(two_jobs):
     assert JobStatus.INTERRUPTED in statuses.values()
     out = cli_process("status", "m.csv", cwd=two_jobs.parent).stdout
     assert "interrupted" in out and "running" not in out
+
+
+def test_job_files_are_named_after_the_id_made_safe_the_same_way_as_before(tmp_path):
+    state = StateDir(tmp_path)
+    assert state.done_path("j-1_a.b").name == "j-1_a.b.json"
+    assert state.claim_path("cats/a b:é?").name == "cats_a_b_é_.lock"  # alphanumerics kept, é too

@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
@@ -39,6 +40,7 @@ from ..manifest import Job, Problem
 from .claims import CLAIM_STALE, live_holder_at
 
 KILLS_BEFORE_QUARANTINE = 2
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")  # characters job_file keeps as they are
 # Exit code of a run stopped by a stop signal after checkpointing (BSD EX_TEMPFAIL): job
 # scripts requeue on it.
 EXIT_PREEMPTED = 75
@@ -174,10 +176,12 @@ class Outcome:
 
     def report_line(self, shard_tag: str = "", owner: str | None = None) -> ReportLine:
         return ReportLine(
-            self.job.id, self.status, self.job.where, shard_tag or None, time.time(), str(self.job.output),
-            round(self.seconds, 3), self.job.params.steps, self.error, self.device, self.costs, self.note,
-            list(self.sources) or None, self.resumed_from, self.batch if self.batch > 1 else None,
-            True if self.checkpointing else None, owner)
+            self.job.id, self.status, self.job.where, shard_tag or None, time=time.time(),
+            output=str(self.job.output), seconds=round(self.seconds, 3), steps=self.job.params.steps,
+            error=self.error, device=self.device, costs=self.costs, note=self.note,
+            style_targets=list(self.sources) or None, resumed_from_step=self.resumed_from,
+            batch=self.batch if self.batch > 1 else None,
+            activation_checkpointing=True if self.checkpointing else None, owner_shard=owner)
 
 
 @dataclass
@@ -234,7 +238,6 @@ class Standing:
     why: str | None = None
     hash: str | None = None  # its params hash; None when an input cannot be read
     done: DoneRecord | None = None  # DONE: its record
-    last: ReportLine | None = None  # its latest report line, of any shard
 
 
 @dataclass
@@ -267,9 +270,11 @@ class StateDir:
     # --- paths ---------------------------------------------------------------------------
 
     def job_file(self, folder: str, job_id: str, suffix: str) -> Path:
-        """``<root>/<folder>/<job id, made safe for a file name><suffix>``."""
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in job_id)
-        return self.root / folder / f"{safe}{suffix}"
+        """``<root>/<folder>/<job id, made safe for a file name><suffix>``. (Asked four times
+        per job by ``standing``: ids that are safe already, the usual ones, skip the rewrite.)"""
+        safe = job_id if _SAFE_ID.fullmatch(job_id) else "".join(
+            c if c.isalnum() or c in "-_." else "_" for c in job_id)
+        return self.root.joinpath(folder, safe + suffix)
 
     @property
     def report_path(self) -> Path:
@@ -451,14 +456,17 @@ class StateDir:
         record = self.read_done(job.id)
         return self._not_done(job, hash_, record) is None and (since is None or record.finished > since)
 
-    def standing(self, job: Job, hasher, claim_stale: float = CLAIM_STALE) -> Standing:
+    def standing(self, job: Job, hasher, claim_stale: float = CLAIM_STALE,
+                 latest: dict[str, ReportLine] | None = None) -> Standing:
         """Where ``job`` stands, first match wins: INVALID (an input cannot be read to hash
         it with ``hasher``), DONE (its done record matches its params, inputs and output,
         which exists), QUARANTINED (it killed its worker twice with these params), RUNNING
         (a *live* claim: a fresh heartbeat, and on this host a living process), FAILED or
         INVALID (its latest report line says so, of any shard), INTERRUPTED (an attempt was
         cut short: a checkpoint waits, or a start has no outcome, or a stop signal), else
-        PENDING. Plan, helping shards, status and report all ask this."""
+        PENDING. Plan, helping shards, status and report all ask this. ``latest``: each job's
+        latest report line (``latest()``), read once for a pass over many jobs; None reads it
+        here."""
         try:
             hash_ = hasher(job)
         except OSError as e:
@@ -469,16 +477,16 @@ class StateDir:
             return Standing(JobStatus.DONE, hash=hash_, done=record)
         if (reason := self._quarantine_reason(job, hash_)) is not None:
             return Standing(JobStatus.QUARANTINED, reason, hash_)
-        last = self.latest().get(job.id)
+        last = (self.latest() if latest is None else latest).get(job.id)
         if (holder := live_holder_at(self.claim_path(job.id), claim_stale)) is not None:
-            return Standing(JobStatus.RUNNING, f"claimed by {holder}", hash_, last=last)
+            return Standing(JobStatus.RUNNING, f"claimed by {holder}", hash_)
         if last is not None and last.status in (JobStatus.FAILED, JobStatus.INVALID):
-            return Standing(last.status, last.error, hash_, last=last)
+            return Standing(last.status, last.error, hash_)
         if self.checkpoint_path(job.id).is_file():
-            return Standing(JobStatus.INTERRUPTED, "resumes from its checkpoint", hash_, last=last)
+            return Standing(JobStatus.INTERRUPTED, "resumes from its checkpoint", hash_)
         if last is not None and last.status in (JobStatus.STARTED, JobStatus.PREEMPTED, JobStatus.INTERRUPTED):
-            return Standing(JobStatus.INTERRUPTED, f"{why}; its last attempt was cut short", hash_, last=last)
-        return Standing(JobStatus.PENDING, why, hash_, last=last)
+            return Standing(JobStatus.INTERRUPTED, f"{why}; its last attempt was cut short", hash_)
+        return Standing(JobStatus.PENDING, why, hash_)
 
 
 def _parse_line(raw: bytes) -> ReportLine | None:

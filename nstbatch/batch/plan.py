@@ -113,9 +113,8 @@ def helping_order(jobs: list[Job], shard: Shard) -> list[Job]:
 
 
 def plan_jobs(jobs: list[Job], state: StateDir, force: bool = False) -> list[Planned]:
-    hasher = state.job_hasher()
-    now = time.time()
-    return [Planned(job, state.standing(job, hasher), force=force, planned_at=now) for job in jobs]
+    hasher, latest, now = state.job_hasher(), state.latest(), time.time()
+    return [Planned(job, state.standing(job, hasher, latest=latest), force=force, planned_at=now) for job in jobs]
 
 
 def content_size(job: Job) -> tuple[int, int] | None:

@@ -124,8 +124,9 @@ def _help(options: RunOptions, state: StateDir, devices: list[str], plan: Plan, 
     while remaining and not stop.requested:
         todo: list[Planned] = []
         held: list[Job] = []
+        latest = state.latest()  # once a round: only the lines appended since the last
         for job in remaining:
-            standing = state.standing(job, hasher, options.claim_stale)
+            standing = state.standing(job, hasher, options.claim_stale, latest)
             if standing.status in finished:
                 continue  # (a job whose inputs cannot be read: its own shard reports it)
             if standing.status == JobStatus.RUNNING:

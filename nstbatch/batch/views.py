@@ -89,10 +89,10 @@ def status(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None
         lines.setdefault(line.id, []).append(line)
     invalid = ({p.job_id: p.message for p in validate(manifest, check_files=True) if p.job_id}
                if check_files else {})
-    hasher = state.job_hasher()
+    hasher, latest = state.job_hasher(), state.latest()
     views = []
     for job in manifest.jobs:
-        standing = state.standing(job, hasher, claim_stale)
+        standing = state.standing(job, hasher, claim_stale, latest)
         if standing.status != JobStatus.DONE and job.id in invalid:
             standing = Standing(JobStatus.INVALID, invalid[job.id])
         view = _view(job, standing, lines.get(job.id, []))
