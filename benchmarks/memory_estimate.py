@@ -30,7 +30,7 @@ params = resolve_params(None, {"size": size, "steps": steps, **json.loads(sys.ar
 content = to_tensor(load_image(sys.argv[4], size))
 style = to_tensor(load_image(sys.argv[5], size))
 features = build_features(params)
-targets = compute_targets(features, content, style, params).style_grams
+targets = compute_targets(features, content, style, params).style
 page = os.sysconf("SC_PAGE_SIZE")
 def rss():
     with open("/proc/self/statm") as f:

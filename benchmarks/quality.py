@@ -52,6 +52,14 @@ CANDIDATES = {
 ANCHORS = {"hoovertowernight-starry_night": ROOT / "docs/pairs/hoovertowernight_starry_night_jcjohnson.jpg"}
 
 
+def parse_candidate(text: str) -> tuple[str, tuple[str, dict[str, str]]]:
+    """``NAME=PRESET[:KEY=VALUE;KEY=VALUE]`` -> (name, (preset, overrides))."""
+    name, _, spec = text.partition("=")
+    preset, _, settings = spec.partition(":")
+    overrides = dict(item.split("=", 1) for item in settings.split(";") if item.strip())
+    return name, (preset or "balanced", overrides)
+
+
 def _sheet(rows: list[list[tuple[str, Image.Image | None]]], tile: int = 256) -> Image.Image:
     columns = max(len(row) for row in rows)
     sheet = Image.new("RGB", (columns * tile, len(rows) * (tile + 16)), "white")
@@ -75,9 +83,13 @@ def main() -> None:
     ap.add_argument("--pairs", nargs="*", help="ids of the manifest's jobs to run (default: all)")
     ap.add_argument("--out", default=ROOT / "benchmarks/quality-out")
     ap.add_argument("--anchor", nargs="*", default=[], help="PAIR_ID=IMAGE: another system's result")
+    ap.add_argument("--candidate", nargs="*", default=[], metavar="NAME=PRESET[:KEY=VALUE;...]",
+                    help="one more candidate, e.g. 'lr 0.08=balanced:lr=0.08'")
     args = ap.parse_args()
+    extra = dict(parse_candidate(text) for text in args.candidate)
     anchors = dict(ANCHORS, **{k: Path(v) for k, v in (a.split("=", 1) for a in args.anchor)})
     candidates = {n: c for n, c in CANDIDATES.items() if not args.only or n in args.only}
+    candidates.update(extra)  # asked for by name: always run
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [job for job in read_manifest(args.manifest).jobs if not args.pairs or job.id in args.pairs]

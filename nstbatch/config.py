@@ -20,6 +20,7 @@ OPTIMIZERS = ("adam", "lbfgs")
 INITS = ("content+noise", "content", "noise")
 POOLINGS = ("max", "avg")
 STYLE_NORMS = ("seed", "balanced")  # the formulas are in losses.py
+STYLE_LOSSES = ("gram", "w2")
 CONTENT_NORMS = ("seed", "half_sum", "balanced")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 COLORS = ("none", "luminance", "histogram")
@@ -58,6 +59,10 @@ class StyleParams:
         "seed", "style cost normalisation per layer: seed = sum/(2*nH*nW*nC)^2, balanced = divided"
         " by the mean square of the layer's target Gram (every layer on one scale)", "choice",
         STYLE_NORMS)
+    style_loss: str = _knob(
+        "gram", "how a layer's style is compared: gram (the Gram matrices, the paper's) or w2 (the"
+        " Wasserstein-2 distance between Gaussian fits of the features: channel means and"
+        " covariance, as crowsonkb/style-transfer-pytorch)", "choice", STYLE_LOSSES)
     style_cap: float = _knob(
         0.0, "largest starting style cost given the full style_weight (balanced style_norm only;"
         " 0: no cap): an image whose own style cost, before any step, is above it gets"
@@ -165,7 +170,8 @@ class StyleParams:
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(StyleParams)}
 # Fields added after jobs were already being recorded as done, whose defaults give what those
 # jobs got: params hashes leave them out at their defaults, so upgrading redoes no finished job.
-LATER_FIELDS = ("resize", "crop", "jpeg_quality", "webp_quality", "style_cap", "average", "scale_start")
+LATER_FIELDS = ("resize", "crop", "jpeg_quality", "webp_quality", "style_cap", "average", "scale_start",
+                "style_loss")
 
 
 def _check(f: dataclasses.Field, value) -> None:

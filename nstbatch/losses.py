@@ -86,20 +86,10 @@ def feature_moments(a: Tensor) -> tuple[Tensor, Tensor]:
     return unrolled.mean(-1), unrolled @ unrolled.transpose(1, 2) / (h * w)
 
 
-def blend_moments(moments: Sequence[tuple[Tensor, Tensor]], weights: Sequence[float]) -> tuple[Tensor, Tensor]:
-    """The weighted average of (mean, second moment) pairs, weights normalised to sum to 1:
-    the moments of the styles' features pooled in those proportions."""
-    total = float(sum(weights))
-    if total <= 0 or any(w < 0 for w in weights):
-        raise ValueError(f"blend weights must be non-negative with a positive sum, got {list(weights)}")
-    mean = sum(w / total * m for (m, _), w in zip(moments, weights))
-    second = sum(w / total * s for (_, s), w in zip(moments, weights))
-    return mean, second
-
-
-def covariance(mean: Tensor, second: Tensor, eps: float = 0.0) -> Tensor:
-    """``E[f fᵀ] − μ μᵀ + eps·I``: ``(N, C, C)``. ``eps`` keeps a rank-deficient covariance
-    (fewer positions than channels, a flat painting) away from a singular matrix."""
+def covariance(mean: Tensor, second: Tensor, eps: float | Tensor = 0.0) -> Tensor:
+    """``E[f fᵀ] − μ μᵀ + eps·I``: ``(N, C, C)``. ``eps`` (a number, or ``(N, 1, 1)``) keeps a
+    rank-deficient covariance (fewer positions than channels, a flat painting) away from a
+    singular matrix."""
     cov = second - mean.unsqueeze(-1) * mean.unsqueeze(-2)
     return cov + eps * torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
 
@@ -116,13 +106,15 @@ def sqrtm_psd(a: Tensor) -> Tensor:
     return (vectors * values.clamp_min(0).sqrt().unsqueeze(-2)) @ vectors.transpose(-2, -1)
 
 
-def trace_sqrtm_psd(a: Tensor, floor: float = 1e-12) -> Tensor:
+def trace_sqrtm_psd(a: Tensor, floor: float = 1e-10) -> Tensor:
     """``tr(A^½)`` of symmetric PSD matrices ``(…, C, C)`` -> ``(…)``, and its gradient
     ``½ A^-½``. Only the eigenvalues are needed (their gradient ``q qᵀ`` is stable even when
-    they repeat, unlike an eigenvector's); eigenvalues under ``floor`` count as ``floor``
-    with no gradient, since d√λ = dλ / 2√λ is unbounded at 0."""
+    they repeat, unlike an eigenvector's); eigenvalues under ``floor`` times the largest
+    count as that, with no gradient, since d√λ = dλ / 2√λ is unbounded at 0 (relative, so
+    that it means the same at every scale of the features)."""
     values = torch.linalg.eigvalsh((a + a.transpose(-2, -1)) / 2)
-    return values.clamp_min(floor).sqrt().sum(-1)
+    least = floor * values.detach().amax(-1, keepdim=True).clamp_min(torch.finfo(values.dtype).tiny)
+    return torch.maximum(values, least).sqrt().sum(-1)
 
 
 def w2_style_cost(mean_G: Tensor, cov_G: Tensor, mean_S: Tensor, cov_S: Tensor,
@@ -136,6 +128,36 @@ def w2_style_cost(mean_G: Tensor, cov_G: Tensor, mean_S: Tensor, cov_S: Tensor,
     traces = torch.diagonal(cov_G, dim1=-2, dim2=-1).sum(-1) + torch.diagonal(cov_S, dim1=-2, dim2=-1).sum(-1)
     distance = ((mean_G - mean_S) ** 2).sum(-1) + traces - 2 * trace_sqrtm_psd(cross)
     return distance.clamp_min(0) / channels  # (rounding can dip below the true 0 at the target)
+
+
+W2_EPS = 1e-4  # covariances get W2_EPS times the target's mean channel power on the diagonal
+
+
+def w2_target(mean_S: Tensor, second_S: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """What the W2 cost needs of a style target, made once per job: the covariance
+    ``(N, C, C)`` regularised by ``eps·I``, its square root, and ``eps`` ``(N, 1, 1)``, which
+    is ``W2_EPS`` times the target's mean channel power ``tr(E[f fᵀ]) / C``: relative, so it
+    means the same at any ``feature_scale`` and keeps a rank-deficient covariance (fewer
+    positions than channels, a flat painting) off a singular matrix."""
+    power = torch.diagonal(second_S, dim1=-2, dim2=-1).mean(-1).clamp_min(1e-30)
+    eps = (W2_EPS * power).reshape(-1, 1, 1)
+    cov_S = covariance(mean_S, second_S, eps)
+    return cov_S, sqrtm_psd(cov_S), eps
+
+
+def w2_layer_cost(a_G: Tensor, mean_S: Tensor, second_S: Tensor, w2: tuple[Tensor, Tensor, Tensor],
+                  normalization: str = "seed") -> Tensor:
+    """One layer's W2 style cost per image, ``(N,)``, of activations ``(N, C, H, W)`` against
+    a style target's moments and its ``w2_target``: ``seed`` is W2² per channel (crowsonkb's),
+    ``balanced`` W2² divided by the target's ``E‖f‖²`` (0 at the target, 1 for an image whose
+    features are all 0 here), so layers share one scale as with the balanced Gram cost."""
+    cov_S, root_S, eps = w2
+    mean_G, second_G = feature_moments(a_G)
+    cost = w2_style_cost(mean_G, covariance(mean_G, second_G, eps), mean_S, cov_S, root_S)
+    if normalization == "balanced":
+        channels = mean_G.shape[-1]
+        return cost * channels / torch.diagonal(second_S, dim1=-2, dim2=-1).sum(-1).clamp_min(1e-30)
+    return cost
 
 
 def content_cost(a_C: Tensor, a_G: Tensor, normalization: str = "seed") -> Tensor:

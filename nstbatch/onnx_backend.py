@@ -22,7 +22,7 @@ from torch import Tensor
 from . import __version__
 from .errors import NstbatchError, UsageError
 from .layers import channels
-from .targets import TargetsGraph
+from .targets import TARGETS_FORMAT, TargetsGraph, mean_key, target_names
 from .vgg import VGGFeatures
 from .weights import Weights
 
@@ -50,7 +50,8 @@ class OnnxError(NstbatchError):
 def model_key(weights: Weights, style_layers: Sequence[str], pooling: str,
               content_layers: Sequence[str] = ()) -> str:
     data = {"weights": weights.id, "style": list(style_layers), "content": list(content_layers),
-            "pooling": pooling, "opset": OPSET, "nstbatch": __version__, "torch": torch.__version__}
+            "pooling": pooling, "opset": OPSET, "nstbatch": __version__, "torch": torch.__version__,
+            "targets": TARGETS_FORMAT}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -208,7 +209,8 @@ def _trt_cache_dir(cache_root: Path, device) -> Path:
 
 @dataclass
 class OnnxTargets:
-    """A session over an exported targets model: image → {layer: G/(n_H·n_W)}."""
+    """A session over an exported targets model: image → a style target (``targets``:
+    ``{layer: G/(n_H·n_W), mean_key(layer): channel means}``)."""
 
     session: object
     style_layers: tuple[str, ...]
@@ -259,7 +261,7 @@ class OnnxTargets:
         if image.is_cuda and self.provider != PROVIDERS["cpu"]:
             return self._run_bound(image)
         outputs = self.session.run(None, {"image": image.detach().cpu().float().numpy()})
-        return {name: torch.from_numpy(out) for name, out in zip(self.style_layers, outputs)}
+        return {name: torch.from_numpy(out) for name, out in zip(target_names(self.style_layers), outputs)}
 
     def _run_bound(self, image: Tensor) -> dict[str, Tensor]:
         """On a GPU: bind input and outputs to torch's device memory, so the targets never
@@ -274,6 +276,9 @@ class OnnxTargets:
             out = torch.empty((1, c, c), dtype=torch.float32, device=image.device)
             binding.bind_output(f"gram_{name}", "cuda", index, np.float32, (1, c, c), out.data_ptr())
             outputs[name] = out
+            mean = torch.empty((1, c), dtype=torch.float32, device=image.device)
+            binding.bind_output(f"mean_{name}", "cuda", index, np.float32, (1, c), mean.data_ptr())
+            outputs[mean_key(name)] = mean
         torch.cuda.current_stream(image.device).synchronize()
         self.session.run_with_iobinding(binding)
         return outputs

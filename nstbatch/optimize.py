@@ -16,7 +16,7 @@ from .devices import autocast_dtype
 from .images import long_side_size
 from .pixels import resize_tensor
 from .errors import OptimizationError
-from .targets import blend_targets, torch_style_targets
+from .targets import blend_targets, mean_key, second_moments, torch_style_targets
 from .layers import min_image_side
 from .vgg import VGGFeatures, check_image_size
 from .weights import load_weights
@@ -50,10 +50,14 @@ class Targets:
     """What the generated image is pulled towards, computed once per job."""
 
     content: dict[str, Tensor]  # layer -> activation of the content image, (N, C, H, W)
-    # layer -> blended Gram matrix of the style image(s) per position, G_S / (n_H·n_W), (1, C, C)
-    style_grams: dict[str, Tensor]
+    # the blended style target (targets.py): layer -> the style image(s)' Gram matrix per
+    # position, G_S / (n_H·n_W), (1, C, C) (or (N, C, C), one per image), and
+    # mean_key(layer) -> their channel means, (1, C)
+    style: dict[str, Tensor]
     # (N,): each image's share of beta under params.style_cap (None: no cap, the full beta)
     style_factor: Tensor | None = None
+    # style_loss w2: layer -> losses.w2_target of the style (covariance, its root, eps)
+    w2: dict[str, tuple[Tensor, Tensor, Tensor]] | None = None
 
 
 Styles = Union[Tensor, Sequence[tuple[Tensor, float]]]
@@ -111,12 +115,14 @@ def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles | Non
             style = prepare_style(style, params, content)
             per_style.append((torch_style_targets(features, style, params.style_layers), weight))
         style_targets = blend_targets(per_style or [({}, 1.0)], params.feature_scale, content.device)
-    style_grams = {name: g.to(content.device) for name, g in (style_targets or {}).items()}
+    style = {name: g.to(content.device) for name, g in (style_targets or {}).items()}
+    w2 = ({name: losses.w2_target(style[mean_key(name)], style[name]) for name in params.style_layers}
+          if params.style_loss == "w2" else None)
     if capped:
         with torch.no_grad():
-            start = _style_cost(content_acts, style_grams, params)
+            start = _style_cost(content_acts, style, params, w2)
         style_factor = losses.style_cap_factor(start, params.style_cap)
-    return Targets({name: content_acts[name] for name in params.content_layers}, style_grams, style_factor)
+    return Targets({name: content_acts[name] for name in params.content_layers}, style, style_factor, w2)
 
 
 def initial_image(content: Tensor, params: StyleParams, init: Tensor | None = None) -> Tensor:
@@ -147,19 +153,25 @@ def costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleP
     j_content = (losses.content_cost_layers(targets.content, acts, params.content_layers,
                                             params.content_norm)
                  if params.content_layers else zero)
-    j_style = _style_cost(acts, targets.style_grams, params) if params.style_layers else zero
+    j_style = _style_cost(acts, targets.style, params, targets.w2) if params.style_layers else zero
     j_tv = losses.tv_cost(image) if params.tv_weight else zero
     beta = params.style_weight if targets.style_factor is None else params.style_weight * targets.style_factor
     total = losses.total_cost(j_content, j_style, params.content_weight, beta, j_tv, params.tv_weight)
     return total, j_content, j_style, j_tv
 
 
-def _style_cost(acts: dict[str, Tensor], style_grams: dict[str, Tensor], params: StyleParams) -> Tensor:
-    """The style cost (N,) of activations against the per-position Gram targets."""
+def _style_cost(acts: dict[str, Tensor], style: dict[str, Tensor], params: StyleParams,
+                w2: dict[str, tuple[Tensor, Tensor, Tensor]] | None = None) -> Tensor:
+    """The style cost (N,) of activations against a style target: its per-position Grams, or
+    with ``w2`` (``style_loss: w2``) its moments."""
+    weights = dict(zip(params.style_layers, params.style_layer_weights))
+    if w2 is not None:
+        return sum(weight * losses.w2_layer_cost(acts[name], style[mean_key(name)], style[name], w2[name],
+                                                 params.style_norm)
+                   for name, weight in weights.items())
     at_size = {name: gram * (acts[name].shape[-2] * acts[name].shape[-1])
-               for name, gram in style_grams.items()}  # back to G_S at this size
-    return losses.style_cost(at_size, acts, dict(zip(params.style_layers, params.style_layer_weights)),
-                             params.style_norm)
+               for name, gram in second_moments(style).items()}  # back to G_S at this size
+    return losses.style_cost(at_size, acts, weights, params.style_norm)
 
 
 def _progress(step: int, params: StyleParams, parts) -> Progress:
@@ -329,7 +341,7 @@ class _Loop:
                 continue  # done before the checkpoint we resume from
             stage_content = resize_tensor(content, stage.size, "bilinear").contiguous(memory_format=layout)
             targets = full if stage.size == tuple(content.shape[-2:]) else compute_targets(
-                self.features, stage_content, None, params, full.style_grams, self.dtype, full.style_factor)
+                self.features, stage_content, None, params, full.style, self.dtype, full.style_factor)
             image, resuming = self._start(stage, stage_content, image, init, resume)
             if stage.start != stage.end:
                 image = self._descend(stage, image, targets, resume if resuming else None, original)

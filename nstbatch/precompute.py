@@ -19,7 +19,7 @@ from .pixels import to_tensor
 from .manifest import Job
 from .onnx_backend import OnnxTargets, check_providers, export_targets_model, model_key
 from .hashing import FileHashes
-from .targets import blend_targets, target_key, torch_style_targets
+from .targets import blend_targets, target_key, target_names, torch_style_targets
 from .vgg import VGGFeatures, check_image_size
 from .weights import load_weights
 
@@ -27,8 +27,9 @@ BACKENDS = ("onnx", "torch")
 
 
 class StyleTargetStore:
-    """``get(style, params)`` → unscaled per-position Gram targets, computing each distinct
-    target at most once per cache (and once per process without one)."""
+    """``get(style, params)`` → an unscaled style target (``targets``: per-position second
+    moments and channel means), computing each distinct target at most once per cache (and
+    once per process without one)."""
 
     def __init__(self, *, backend: str = "onnx", cache_dir=None, device: torch.device | str = "cpu",
                  providers: str = "auto", allow_fallback: bool = False,
@@ -85,6 +86,8 @@ class StyleTargetStore:
             return self._memory[key], "memory"
         grams = self.cache.load(key)
         source = "cache"
+        if grams is not None and sorted(grams) != sorted(target_names(params.style_layers)):
+            grams = None  # not what this version's targets hold: computed again, never misread
         if grams is None:
             side = params.style_side()
             image = to_tensor(load_image(style, side))

@@ -1,9 +1,13 @@
-"""Style targets: the Gram matrices of a style image, computed once and reused.
+"""Style targets: the feature statistics of a style image, computed once and reused.
 
-A style target is, per style layer, ``G / (n_H·n_W)`` of the *unscaled* activations, in
-float32, shape ``(1, C, C)``: per position, so it does not depend on the style image's size,
-and before ``feature_scale`` and blend weights, which ``blend_targets`` applies, so one cached
-target serves every job that shares the style, size, layers, pooling and weights.
+A style target is a dict: per style layer, under the layer's name, ``G / (n_H·n_W)`` of the
+*unscaled* activations (the raw second moment ``E[f fᵀ]``), ``(1, C, C)``, and under
+``mean_key(layer)`` the channel means ``E[f]``, ``(1, C)``; both float32. Per position, so
+they do not depend on the style image's size, and before ``feature_scale`` and blend weights,
+which ``blend_targets`` applies, so one cached target serves every job that shares the style,
+size, layers, pooling and weights. The Gram cost reads the second moments; the W2 cost both
+(its covariance is ``E[f fᵀ] − μ μᵀ``). Both blend linearly: a blend's are the statistics of
+the styles' features pooled in the blend's proportions.
 """
 from __future__ import annotations
 
@@ -17,13 +21,32 @@ from torch import Tensor, nn
 from . import losses
 from .vgg import VGGFeatures
 
-TARGETS_FORMAT = 1  # bump when what a target holds changes: old cache entries stop matching
+# Bump when what a target holds changes: old cache entries and exported models stop matching.
+# 2: channel means beside the second moments (the W2 style cost).
+TARGETS_FORMAT = 2
+MEAN_SUFFIX = ":mean"
+
+
+def mean_key(layer: str) -> str:
+    """Where a style target keeps ``layer``'s channel means."""
+    return layer + MEAN_SUFFIX
+
+
+def target_names(style_layers: Sequence[str]) -> list[str]:
+    """A style target's keys, in the order ``TargetsGraph`` outputs them."""
+    return list(style_layers) + [mean_key(n) for n in style_layers]
+
+
+def second_moments(target: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The per-layer ``E[f fᵀ]`` of a style target (what the Gram cost reads)."""
+    return {name: t for name, t in target.items() if not name.endswith(MEAN_SUFFIX)}
 
 
 class TargetsGraph(nn.Module):
-    """Image ``(1, 3, H, W)`` in [0, 1] → per style layer ``G/(n_H·n_W)`` ``(1, C, C)`` in
-    float32, then the raw activations at the content layers. This is the module exported to
-    ONNX (dynamic H and W), and the PyTorch reference it is checked against."""
+    """Image ``(1, 3, H, W)`` in [0, 1] → per style layer ``G/(n_H·n_W)`` ``(1, C, C)``, then
+    per style layer the channel means ``(1, C)``, in float32, then the raw activations at the
+    content layers. This is the module exported to ONNX (dynamic H and W), and the PyTorch
+    reference it is checked against."""
 
     def __init__(self, features: VGGFeatures, style_layers: Sequence[str],
                  content_layers: Sequence[str] = ()):
@@ -34,38 +57,41 @@ class TargetsGraph(nn.Module):
 
     @property
     def output_names(self) -> list[str]:
-        return [f"gram_{n}" for n in self.style_layers] + [f"act_{n}" for n in self.content_layers]
+        return ([f"gram_{n}" for n in self.style_layers] + [f"mean_{n}" for n in self.style_layers]
+                + [f"act_{n}" for n in self.content_layers])
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         acts = self.features(image, tuple(dict.fromkeys(self.style_layers + self.content_layers)))
-        grams = []
+        grams, means = [], []
         for name in self.style_layers:
             a = acts[name].float()  # Gram sums overflow in fp16: always float32
             grams.append(losses.gram_matrix(a) / (a.shape[-2] * a.shape[-1]))
-        return tuple(grams) + tuple(acts[name] for name in self.content_layers)
+            means.append(a.mean(dim=(-2, -1)))
+        return tuple(grams) + tuple(means) + tuple(acts[name] for name in self.content_layers)
 
 
 def torch_style_targets(features: VGGFeatures, image: Tensor, style_layers: Sequence[str]) -> dict[str, Tensor]:
     """The PyTorch way to a style target (also the reference for the ONNX one)."""
     with torch.no_grad():
         outputs = TargetsGraph(features, style_layers)(image)
-    return dict(zip(style_layers, outputs))
+    return dict(zip(target_names(style_layers), outputs))
 
 
 def blend_targets(targets: Sequence[tuple[Mapping[str, Tensor], float]], feature_scale: float,
                   device: torch.device | str | None = None) -> dict[str, Tensor]:
-    """Weight-normalised sum of several styles' targets, at ``feature_scale`` (Grams scale with
-    its square)."""
+    """Weight-normalised sum of several styles' targets, at ``feature_scale`` (second moments
+    scale with its square, means with it)."""
     total = sum(weight for _, weight in targets)
     if not targets or total <= 0 or any(weight < 0 for _, weight in targets):
         raise ValueError(f"style weights must be non-negative with a positive sum, got "
                          f"{[weight for _, weight in targets]}")
     blended: dict[str, Tensor] = {}
-    for grams, weight in targets:
+    for target, weight in targets:
         if weight == 0:
             continue
-        for name, gram in grams.items():
-            part = gram.to(device) * (weight / total * feature_scale ** 2)
+        for name, moment in target.items():
+            power = 1 if name.endswith(MEAN_SUFFIX) else 2
+            part = moment.to(device) * (weight / total * feature_scale ** power)
             blended[name] = part if name not in blended else blended[name] + part
     return blended
 

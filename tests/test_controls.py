@@ -49,9 +49,9 @@ def folder(tmp_path):
 def test_a_blend_of_weights_one_and_zero_gives_the_first_style_alone(folder, features):
     params = resolve_params("fast", {"precision": "fp32"})
     content, warm, stripes = (pixels(folder / n) for n in ("content.png", "warm.png", "stripes.png"))
-    alone = compute_targets(features, content, warm, params).style_grams
-    blended = compute_targets(features, content, [(warm, 1.0), (stripes, 0.0)], params).style_grams
-    other = compute_targets(features, content, [(warm, 0.5), (stripes, 0.5)], params).style_grams
+    alone = compute_targets(features, content, warm, params).style
+    blended = compute_targets(features, content, [(warm, 1.0), (stripes, 0.0)], params).style
+    other = compute_targets(features, content, [(warm, 0.5), (stripes, 0.5)], params).style
     for name in params.style_layers:
         torch.testing.assert_close(blended[name], alone[name])
         assert not torch.allclose(other[name], alone[name])

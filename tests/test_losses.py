@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from nstbatch import losses
+from nstbatch.targets import blend_targets, mean_key
 
 
 def np_gram(a):  # a: (C, H, W)
@@ -215,15 +216,40 @@ def test_w2_is_zero_for_identical_statistics_positive_otherwise_and_its_gradient
     assert torch.isfinite(small.grad).all() and small.grad.abs().max() > 0
 
 
-def test_blended_moments_are_the_moments_of_the_pooled_features():
+def test_blended_targets_are_the_moments_of_the_pooled_features_at_feature_scale():
     torch.manual_seed(1)
     a, b = torch.rand(1, 6, 4, 5), torch.rand(1, 6, 4, 5) * 2
-    blended = losses.blend_moments([losses.feature_moments(a), losses.feature_moments(b)], [3.0, 1.0])
-    pooled = torch.cat([a, a, a, b], dim=-1)  # three parts a to one part b, as positions
-    for got, expected in zip(blended, losses.feature_moments(pooled)):
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+    def target(x):
+        mean, second = losses.feature_moments(x)
+        return {"relu1_1": second, mean_key("relu1_1"): mean}
+
+    blended = blend_targets([(target(a), 3.0), (target(b), 1.0)], feature_scale=0.5)
+    pooled = target(0.5 * torch.cat([a, a, a, b], dim=-1))  # three parts a to one part b, as positions
+    for name, expected in pooled.items():
+        torch.testing.assert_close(blended[name], expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="non-negative"):
-        losses.blend_moments([losses.feature_moments(a)], [-1.0])
+        blend_targets([(target(a), -1.0)], 1.0)
+
+
+def test_w2_layer_cost_is_zero_at_its_target_and_balanced_is_free_of_the_feature_scale():
+    torch.manual_seed(2)
+    style, image = torch.rand(1, 16, 6, 6), torch.rand(1, 16, 6, 6, requires_grad=True)
+
+    def cost(scale, norm, x=image):
+        mean_S, second_S = losses.feature_moments(style * scale)
+        return losses.w2_layer_cost(x * scale, mean_S, second_S, losses.w2_target(mean_S, second_S), norm)
+
+    assert float(cost(1.0, "seed", style)) < 1e-5 and float(cost(1.0, "balanced", style)) < 1e-5
+    assert float(cost(1.0, "seed").detach()) > 0.01
+    # balanced: W2² over E‖f‖² of the target, the same at any feature scale (eps is relative too)
+    assert float(cost(1 / 255, "balanced")) == pytest.approx(float(cost(1.0, "balanced")), rel=1e-4)
+    # all-zero features: W2² = E‖f_S‖², so 1 in balanced units, less eps's cross term (about
+    # 2·√W2_EPS = 0.02 at most)
+    zero = float(cost(1.0, "balanced", torch.zeros_like(style)))
+    assert 0.97 < zero <= 1.0
+    cost(1.0, "balanced").sum().backward()
+    assert torch.isfinite(image.grad).all() and image.grad.abs().max() > 0
 
 
 def test_moments_are_float32_under_bf16():

@@ -12,7 +12,7 @@ from nstbatch.cache import TargetCache
 from nstbatch.cli import main
 from nstbatch.config import resolve_params
 from nstbatch.onnx_backend import OnnxError, OnnxTargets, check_providers, export_targets_model, relative_error
-from nstbatch.targets import torch_style_targets
+from nstbatch.targets import target_names, torch_style_targets
 from nstbatch.vgg import VGGFeatures
 from nstbatch.weights import load_weights
 from tests.conftest import pattern, report_lines, spawn
@@ -36,9 +36,10 @@ def test_onnx_runtime_and_pytorch_gram_targets_agree(exported, height, width):
     image = torch.from_numpy(pattern(width, height)).permute(2, 0, 1).unsqueeze(0).float() / 255
     got = session(image)
     expected = torch_style_targets(VGGFeatures(load_weights(), SEED_LAYERS), image, SEED_LAYERS)
-    for layer in SEED_LAYERS:
-        assert got[layer].dtype == torch.float32 and got[layer].shape == expected[layer].shape
-        assert relative_error(got[layer], expected[layer]) < 1e-4, layer
+    assert sorted(got) == sorted(expected) == sorted(target_names(SEED_LAYERS))  # second moments and means
+    for name in expected:
+        assert got[name].dtype == torch.float32 and got[name].shape == expected[name].shape
+        assert relative_error(got[name], expected[name]) < 1e-4, name
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
@@ -128,6 +129,28 @@ def test_corrupt_or_unsafe_cache_entries_are_recomputed(tmp_path, capsys):
     cache_obj = TargetCache(cache)
     key = entry.stem
     assert cache_obj.load(key) is None and not entry.exists()  # removed, to be computed again
+
+
+def test_an_old_format_cache_entry_is_never_read_as_a_target(tmp_path, monkeypatch):
+    # Format 1 held second moments only. Its entries sit under other keys (the key carries the
+    # format); and one that holds less than this version's targets, even under the right key
+    # with a valid checksum, is computed again rather than read.
+    from nstbatch import targets as targets_module
+    from nstbatch.precompute import StyleTargetStore
+
+    styles_folder(tmp_path, 1)
+    params = resolve_params("fast", {"size": 40})
+    store = StyleTargetStore(backend="torch", cache_dir=tmp_path / "cache")
+    key = store.key(tmp_path / "s0.png", params)
+    monkeypatch.setattr(targets_module, "TARGETS_FORMAT", 1)
+    assert store.key(tmp_path / "s0.png", params) != key
+    monkeypatch.undo()
+    fresh, source = store.get(tmp_path / "s0.png", params)
+    assert source == "computed" and sorted(fresh) == sorted(target_names(params.style_layers))
+    grams_only = {name: fresh[name] for name in params.style_layers}
+    TargetCache(tmp_path / "cache").save(key, grams_only)
+    again, source = StyleTargetStore(backend="torch", cache_dir=tmp_path / "cache").get(tmp_path / "s0.png", params)
+    assert source == "computed" and sorted(again) == sorted(fresh)
 
 
 def _precompute(manifest, cache):

@@ -105,12 +105,12 @@ def test_batch_of_images_shares_one_pass_and_matches_one_by_one(pair, seed_featu
     torch.testing.assert_close(together[1:], alone, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("preset", ["seed", "gatys"])
-def test_preempted_and_resumed_run_continues_the_same_trajectory(pair, preset):
+@pytest.mark.parametrize("preset, style_loss", [("seed", "gram"), ("gatys", "gram"), ("balanced", "w2")])
+def test_preempted_and_resumed_run_continues_the_same_trajectory(pair, preset, style_loss):
     from nstbatch.optimize import Preempted
 
     content, style = pair
-    params = resolve_params(preset, {"steps": 8, "style_layers": "relu1_1,relu2_1", "content_layers": "relu2_2"})
+    params = resolve_params(preset, {"steps": 8, "style_loss": style_loss, "precision": "fp32", "scales": "1", **LIGHT})
     features = build_features(params)
     whole = optimize(content, style, params, features=features)
     calls = iter(range(100))
@@ -270,7 +270,8 @@ def test_a_batch_reports_each_images_own_final_costs(pair, seed_features):
     assert batch.history[-1].total == pytest.approx((batch.finals[0].total + batch.finals[1].total) / 2, rel=1e-5)
 
 
-def test_a_mixed_style_batch_pulls_each_image_towards_its_own_style(pair, seed_features):
+@pytest.mark.parametrize("style_loss", ["gram", "w2"])
+def test_a_mixed_style_batch_pulls_each_image_towards_its_own_style(pair, seed_features, style_loss):
     # Each image of a batch gets its own (1, C, C) Gram target, stacked into (B, C, C). Exact
     # equality with solo runs holds only in exact arithmetic: batched CPU convolutions differ
     # in the last bits, and Adam turns that into full steps where a gradient is ~0 (as for
@@ -279,11 +280,11 @@ def test_a_mixed_style_batch_pulls_each_image_towards_its_own_style(pair, seed_f
     from nstbatch.targets import blend_targets, torch_style_targets
 
     content, style = pair
-    params = resolve_params("seed", {"steps": 4, "init": "content"})
+    params = resolve_params("seed", {"steps": 4, "init": "content", "style_loss": style_loss})
     other = style.flip(-1).roll(3, -2) * 0.5
     own = [blend_targets([(torch_style_targets(seed_features, s, params.style_layers), 1.0)], params.feature_scale)
            for s in (style, other)]
-    stacked = {name: torch.cat([own[0][name], own[1][name]]) for name in own[0]}  # (2, C, C)
+    stacked = {name: torch.cat([own[0][name], own[1][name]]) for name in own[0]}  # (2, C, C), (2, C)
     batch = torch.cat([content, content.flip(-1)])
     together = optimize(batch, None, params, features=seed_features, style_targets=stacked)
     for index in range(2):

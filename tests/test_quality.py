@@ -16,7 +16,7 @@ from nstbatch.errors import ParamError
 from nstbatch.manifest import read_manifest
 from nstbatch.optimize import build_features, compute_targets, costs, initial_image, optimize
 from nstbatch.precompute import StyleTargetStore
-from nstbatch.targets import blend_targets
+from nstbatch.targets import blend_targets, second_moments
 from nstbatch.yardstick import STYLE_LAYERS, Yardstick
 from tests.conftest import pattern
 
@@ -50,7 +50,7 @@ def initial_layer_costs(features, pair, norm: str) -> list[float]:
     with torch.no_grad():
         acts = features(initial_image(content, params), STYLE_LAYERS)
     grams = {name: gram * acts[name].shape[-2] * acts[name].shape[-1] * params.feature_scale ** -2
-             for name, gram in targets.style_grams.items()}  # G_S at this size, unscaled
+             for name, gram in second_moments(targets.style).items()}  # G_S at this size, unscaled
     return [losses.style_cost(grams, acts, {name: 1.0}, norm).item() for name in STYLE_LAYERS]
 
 
@@ -142,7 +142,7 @@ def test_cached_targets_give_the_balanced_cost_of_fresh_ones_and_blends_take_the
         with torch.no_grad():
             return costs(features, image, targets, params)[2].item()
 
-    fresh = compute_targets(features, content, style, params).style_grams
+    fresh = compute_targets(features, content, style, params).style
     assert style_cost(blend_targets([(cached, 1.0)], params.feature_scale)) == pytest.approx(style_cost(fresh), rel=1e-4)
     # A blend is measured against the blended target's own scale.
     other, _ = store.get(tmp_path / "t.png", params)
