@@ -5,6 +5,7 @@ one process, and a contact sheet to judge them by eye.
 
     python benchmarks/quality.py [--manifest manifests/pairs.yaml] [--size 512]
         [--only NAME ...] [--pairs ID ...] [--out benchmarks/quality-out] [--anchor PAIR_ID=IMAGE ...]
+        [--candidate NAME=PRESET:KEY=VALUE;... ...] [--json rows.jsonl]
 
 The pairs are the manifest's jobs (content and first style); the candidates are below.
 ``--anchor`` scores another system's published image for one pair on the same yardstick
@@ -16,6 +17,8 @@ candidates, anchor) to ``--out``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import platform
 import time
@@ -38,6 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CANDIDATES = {
     "balanced (default)": ("balanced", {}),
     "fast": ("fast", {}),
+    # The default and fast before issue 25: no palette init, the image carried from scale to
+    # scale, beta 4.
+    "previous default": ("balanced", {"init": "content+noise", "scale_carry": "image", "style_weight": 4}),
+    "previous fast": ("fast", {"init": "content+noise", "scale_carry": "image", "style_weight": 4}),
+    "default at beta 4": ("balanced", {"style_weight": 4}),
     # The default before style_cap: every pair pulled with the full beta.
     "uncapped": ("balanced", {"style_cap": 0}),
     # The default before the balanced norms: the seed's costs, alpha 80, the same schedule.
@@ -83,6 +91,7 @@ def main() -> None:
     ap.add_argument("--pairs", nargs="*", help="ids of the manifest's jobs to run (default: all)")
     ap.add_argument("--out", default=ROOT / "benchmarks/quality-out")
     ap.add_argument("--anchor", nargs="*", default=[], help="PAIR_ID=IMAGE: another system's result")
+    ap.add_argument("--json", help="also write every row here, one JSON object a line (for plot_frontier.py)")
     ap.add_argument("--candidate", nargs="*", default=[], metavar="NAME=PRESET[:KEY=VALUE;...]",
                     help="one more candidate, e.g. 'lr 0.08=balanced:lr=0.08'")
     args = ap.parse_args()
@@ -98,6 +107,7 @@ def main() -> None:
     print("| pair | candidate | s/image | style | content | relu1_1 | relu2_1 | relu3_1 | relu4_1 | relu5_1 |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     networks, rows, totals = {}, [], {name: [] for name in candidates}
+    rows_file = open(args.json, "w") if args.json else None
     yardstick_net = None
     for job in jobs:
         style_path = job.styles[0][0]
@@ -111,6 +121,7 @@ def main() -> None:
             key = (params.weights, params.feature_layers, params.pooling)
             if key not in networks:
                 networks[key] = build_features(params)
+            _warm_up(content, style, params, networks[key])
             started = time.perf_counter()
             image = optimize(content, style, params, features=networks[key]).image
             seconds = time.perf_counter() - started
@@ -120,11 +131,11 @@ def main() -> None:
             short = name.split(" (")[0]  # 'balanced (default)' -> 'balanced'
             picture.save(out / f"{job.id}_{''.join(c if c.isalnum() or c in '.-' else '_' for c in short)}.png")
             row.append((f"{short} {score.style:.3f}/{score.content:.3f}", picture))
-            _print_row(job.id, name, seconds, score)
+            _print_row(job.id, name, seconds, score, rows_file)
         if job.id in anchors and Path(anchors[job.id]).is_file():
             anchor = to_tensor(load_image(anchors[job.id], args.size))
             score = yardstick(anchor)
-            _print_row(job.id, f"anchor ({Path(anchors[job.id]).name})", None, score)
+            _print_row(job.id, f"anchor ({Path(anchors[job.id]).name})", None, score, rows_file)
             row.append((f"anchor {score.style:.3f}/{score.content:.3f}", to_pil(anchor)))
         rows.append(row)
     for name, results in totals.items():
@@ -138,7 +149,19 @@ def main() -> None:
     print(f"outputs and sheet.jpg in {out}")
 
 
-def _print_row(pair: str, name: str, seconds: float | None, score) -> None:
+def _warm_up(content, style, params, features) -> None:
+    """One untimed step per scale, so that no candidate's time includes the one-off cost of
+    preparing the kernels for this pair's image sizes (the first candidate of a pair would)."""
+    steps = len(params.scales)
+    optimize(content, style, dataclasses.replace(params, steps=steps, scale_steps=(1 / steps,) * steps),
+             features=features)
+
+
+def _print_row(pair: str, name: str, seconds: float | None, score, rows_file=None) -> None:
+    if rows_file is not None:
+        rows_file.write(json.dumps({"pair": pair, "candidate": name, "seconds": seconds, "style": score.style,
+                                    "content": score.content, "layers": score.style_layers}) + "\n")
+        rows_file.flush()
     layers = " | ".join(f"{d:.3f}" for d in score.style_layers.values())
     time_cell = f"{seconds:.1f}" if seconds is not None else "—"
     print(f"| {pair} | {name} | {time_cell} | {score.style:.3f} | {score.content:.3f} | {layers} |", flush=True)

@@ -6,6 +6,10 @@ Artistic Style Transfer", 2016), and the style image's size relative to the outp
 - ``histogram``: before optimising, the style image is recoloured so that its colour mean and
   covariance match the content's (``x' = A (x - mu_s) + mu_c``, ``A = C_c^1/2 C_s^-1/2``).
 
+The other way round, ``init: palette`` starts the optimisation from the content recoloured to
+the painting's colour mean and covariance (``recolor``), which a style target carries
+(the moments of its pixels, ``targets.PIXELS``).
+
 Tensors are ``(N, 3, H, W)`` RGB in [0, 1].
 """
 from __future__ import annotations
@@ -61,18 +65,24 @@ def _sqrt_psd(matrix: Tensor, inverse: bool = False) -> Tensor:
     return vectors @ torch.diag(values ** (-0.5 if inverse else 0.5)) @ vectors.T
 
 
-def match_histogram(style: Tensor, content: Tensor, rounds: int = 5) -> Tensor:
-    """``style`` (1, 3, h, w) recoloured to ``content``'s colour mean and covariance. Clipping
-    to [0, 1] moves the mean, so the shift is corrected a few times after clipping."""
-    mean_s, cov_s = _stats(style)
-    mean_c, cov_c = _stats(content)
-    transform = _sqrt_psd(cov_c) @ _sqrt_psd(cov_s, inverse=True)
-    pixels = style.transpose(0, 1).reshape(3, -1).double()
-    out = (transform @ (pixels - mean_s) + mean_c).clamp(0, 1)
+def recolor(image: Tensor, mean_t: Tensor, cov_t: Tensor, rounds: int = 5) -> Tensor:
+    """``image`` (1, 3, h, w) recoloured to the colour mean ``(3, 1)`` and covariance ``(3, 3)``
+    given (``x' = A (x - mu) + mu_t``, ``A = C_t^1/2 C^-1/2``). Clipping to [0, 1] moves the
+    mean, so the shift is corrected a few times after clipping."""
+    mean_s, cov_s = _stats(image)
+    mean_t, cov_t = mean_t.double().reshape(3, 1), cov_t.double()
+    transform = _sqrt_psd(cov_t) @ _sqrt_psd(cov_s, inverse=True)
+    pixels = image.transpose(0, 1).reshape(3, -1).double()
+    out = (transform @ (pixels - mean_s) + mean_t).clamp(0, 1)
     for _ in range(rounds):
-        out = (out + (mean_c - out.mean(1, keepdim=True))).clamp(0, 1)
-    n, _, h, w = style.shape
-    return out.reshape(3, n, h, w).transpose(0, 1).to(style.dtype).contiguous()
+        out = (out + (mean_t - out.mean(1, keepdim=True))).clamp(0, 1)
+    n, _, h, w = image.shape
+    return out.reshape(3, n, h, w).transpose(0, 1).to(image.dtype).contiguous()
+
+
+def match_histogram(style: Tensor, content: Tensor, rounds: int = 5) -> Tensor:
+    """``style`` (1, 3, h, w) recoloured to ``content``'s colour mean and covariance."""
+    return recolor(style, *_stats(content), rounds)
 
 
 def prepare_style(style: Tensor, params, content: Tensor | None = None) -> Tensor:

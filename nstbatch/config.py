@@ -17,7 +17,7 @@ from .errors import ParamError
 from .layers import check_layer, suggest
 
 OPTIMIZERS = ("adam", "lbfgs")
-INITS = ("content+noise", "content", "noise")
+INITS = ("content+noise", "content", "noise", "palette+noise", "palette")
 POOLINGS = ("max", "avg")
 STYLE_NORMS = ("seed", "balanced")  # the formulas are in losses.py
 STYLE_LOSSES = ("gram", "w2")
@@ -46,6 +46,10 @@ class StyleParams:
     steps: int = _knob(500, "optimizer steps", "int", low=0, high=1_000_000)
     optimizer: str = _knob("adam", "optimizer over the pixels", "choice", OPTIMIZERS)
     lr: float = _knob(0.03, "learning rate", "float", low=0.0)
+    lr_end: float = _knob(
+        1.0, "the learning rate at the last step of each scale, as a fraction of lr: it falls from"
+        " lr along a half cosine over the scale's steps (1: constant, as the seed's loop)",
+        "float", low=0.0, high=1.0)
     content_weight: float = _knob(20.0, "alpha: weight of the content cost", "float", low=0.0)
     style_weight: float = _knob(40.0, "beta: weight of the style cost", "float", low=0.0)
     tv_weight: float = _knob(0.0, "weight of the total-variation cost", "float", low=0.0)
@@ -79,6 +83,11 @@ class StyleParams:
         " at 1 (e.g. 0.5,1)", "floats")
     scale_steps: tuple[float, ...] = _knob(
         (1.0,), "share of the steps spent at each scale, summing to 1 (e.g. 0.7,0.3)", "floats")
+    scale_carry: str = _knob(
+        "image", "what each scale after the first starts from: image (the previous scale's image,"
+        " upsampled bicubic, as the seed's loop) or detail (this scale's content plus the previous"
+        " image's departure from its content, upsampled: the photo's fine detail kept, the coarse"
+        " scale's painting laid on it)", "choice", ("image", "detail"))
     scale_start: str = _knob(
         "fresh", "how each scale after the first starts its optimizer: fresh (a new Adam, as the"
         " seed's loop) or warm (Adam's moments of the previous scale carried over, the first"
@@ -88,8 +97,9 @@ class StyleParams:
         0.0, "iterate averaging: the output is an exponential moving average of the image over"
         " the steps with this decay (e.g. 0.99; bias-corrected, restarted at each scale, the next"
         " scale starting from the average); 0: the last step's image", "float", low=0.0, high=0.999)
-    init: str = _knob("content+noise", "initial image: content+noise, content, noise, or an image"
-                      " file (resized to the output)", "init", INITS)
+    init: str = _knob("content+noise", "initial image: content+noise, content, noise, palette+noise or"
+                      " palette (the content recoloured to the style's colour mean and covariance),"
+                      " or an image file (resized to the output)", "init", INITS)
     noise: float = _knob(0.25, "amplitude of the uniform init noise", "float", low=0.0, high=1.0)
     seed: int = _knob(0, "random seed of the init noise", "int", low=0, high=2**63 - 1)
     pooling: str = _knob("max", "VGG pooling", "choice", POOLINGS)
@@ -129,6 +139,9 @@ class StyleParams:
         if self.scale_start == "warm" and self.optimizer != "adam":
             raise ParamError(f"scale_start warm carries Adam's moments from scale to scale; with"
                              f" optimizer {self.optimizer} use scale_start fresh")
+        if self.init.startswith("palette") and not self.style_layers:
+            raise ParamError(f"init {self.init} recolours the content to the style's palette, which"
+                             f" comes with the style targets: give style_layers or another init")
         if not self.content_layers and not self.style_layers:
             raise ParamError("content_layers and style_layers are both empty: nothing to optimise")
         if (not self.scales or any(b <= a for a, b in zip(self.scales, self.scales[1:]))
@@ -171,7 +184,7 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(St
 # Fields added after jobs were already being recorded as done, whose defaults give what those
 # jobs got: params hashes leave them out at their defaults, so upgrading redoes no finished job.
 LATER_FIELDS = ("resize", "crop", "jpeg_quality", "webp_quality", "style_cap", "average", "scale_start",
-                "style_loss")
+                "style_loss", "lr_end", "scale_carry")
 
 
 def _check(f: dataclasses.Field, value) -> None:
@@ -280,10 +293,14 @@ PRESETS["gatys"] = dataclasses.replace(
 # style_cap 0.8: the photos start at 0.57-0.69 from their paintings and get the full beta, a
 # flat drawing starts at 3.6-4.3 and would melt under it (content 0.63-0.73 instead of <= 0.55);
 # bf16 where the hardware has it; 70 % of 150 Adam steps at half size, lr 0.05.
+# Since issue 25 (benchmarks/RESULTS.md, "The frontier"): the run starts from the content in the
+# painting's colours (init palette+noise) and the full scale from the photo's own fine detail
+# plus the half scale's painting (scale_carry detail), beta/alpha 4.25.
 PRESETS["balanced"] = dataclasses.replace(
     PRESETS["seed"], preset="balanced", size=512, steps=150, lr=0.05, content_layers=("relu4_2",),
-    style_norm="balanced", content_norm="balanced", content_weight=1.0, style_weight=4.0,
-    style_cap=0.8, precision="auto", scales=(0.5, 1.0), scale_steps=(0.7, 0.3))
+    style_norm="balanced", content_norm="balanced", content_weight=1.0, style_weight=4.25,
+    style_cap=0.8, precision="auto", scales=(0.5, 1.0), scale_steps=(0.7, 0.3),
+    init="palette+noise", scale_carry="detail")
 # The same costs in about 60 % of the time, for previews and large datasets: 100 steps, 80 % of
 # them at half size.
 PRESETS["fast"] = dataclasses.replace(PRESETS["balanced"], preset="fast", steps=100, scale_steps=(0.8, 0.2))

@@ -22,7 +22,7 @@ from torch import Tensor
 from . import __version__
 from .errors import NstbatchError, UsageError
 from .layers import channels
-from .targets import TARGETS_FORMAT, TargetsGraph, mean_key, target_names
+from .targets import PIXELS, TARGETS_FORMAT, TargetsGraph, mean_key, target_names
 from .vgg import VGGFeatures
 from .weights import Weights
 
@@ -271,8 +271,8 @@ class OnnxTargets:
         index = image.device.index or 0
         binding.bind_input("image", "cuda", index, np.float32, tuple(image.shape), image.data_ptr())
         outputs = {}
-        for name in self.style_layers:
-            c = channels(name)
+        for name in self.style_layers + (PIXELS,):
+            c = 3 if name == PIXELS else channels(name)
             out = torch.empty((1, c, c), dtype=torch.float32, device=image.device)
             binding.bind_output(f"gram_{name}", "cuda", index, np.float32, (1, c, c), out.data_ptr())
             outputs[name] = out

@@ -2,6 +2,7 @@
 ``vgg``. Tensors in, tensors out; progress goes to a callback, never to a file or the screen."""
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, NamedTuple, Sequence, Union
@@ -10,13 +11,13 @@ import torch
 from torch import Tensor
 
 from . import losses
-from .color import luminance, prepare_style, with_chroma
+from .color import luminance, prepare_style, recolor, with_chroma
 from .config import StyleParams
 from .devices import autocast_dtype
 from .images import long_side_size
 from .pixels import resize_tensor
 from .errors import OptimizationError
-from .targets import blend_targets, mean_key, second_moments, torch_style_targets
+from .targets import blend_targets, mean_key, palette, second_moments, torch_style_targets
 from .layers import min_image_side
 from .vgg import VGGFeatures, check_image_size
 from .weights import load_weights
@@ -125,17 +126,27 @@ def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles | Non
     return Targets({name: content_acts[name] for name in params.content_layers}, style, style_factor, w2)
 
 
-def initial_image(content: Tensor, params: StyleParams, init: Tensor | None = None) -> Tensor:
+def initial_image(content: Tensor, params: StyleParams, init: Tensor | None = None,
+                  colors: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """The seed's init is content + U(−noise, noise), clipped; noise comes from a CPU generator
     seeded by ``params.seed`` so a seed gives the same start on every device. Each image of a
     batch gets the noise it would get alone, so batching does not change results. ``init``
     (an image ``(1, 3, h, w)``, the ``init_file`` its caller read) replaces all that: resized
-    to the content, and reduced to its luminance where ``preserve_color`` asks."""
+    to the content, and reduced to its luminance where ``preserve_color`` asks. ``palette``
+    and ``palette+noise`` start from the content recoloured to ``colors`` (the style target's
+    colour mean ``(N, 3)`` and covariance ``(N, 3, 3)``, ``targets.palette``), each image to
+    its own style's."""
     if init is not None:
         start = resize_tensor(init.to(content), tuple(content.shape[-2:]), "bilinear")
         start = start.expand(content.shape[0], -1, -1, -1).contiguous()
         return luminance(start) if params.preserve_color == "luminance" else start
-    if params.init == "content":
+    if params.init.startswith("palette"):
+        if colors is None:
+            raise ValueError(f"init {params.init} needs the style target's colours")
+        mean, cov = colors
+        content = torch.cat([recolor(content[i:i + 1], mean[min(i, len(mean) - 1)], cov[min(i, len(cov) - 1)])
+                             for i in range(content.shape[0])])
+    if params.init in ("content", "palette"):
         return content.clone(memory_format=torch.contiguous_format)
     uniform = torch.cat([torch.rand((1, *content.shape[1:]), dtype=torch.float32,
                                     generator=torch.Generator().manual_seed(params.seed))
@@ -309,6 +320,8 @@ class _Loop:
         self.history: list[Progress] = []
         self.first = 0  # the step we resume from
         self.carried: dict | None = None  # the last stage's optimizer state, for a warm start
+        self.colors: tuple[Tensor, Tensor] | None = None  # the style's palette, for init: palette
+        self.content: Tensor | None = None  # at full size, as the costs see it
 
     @contextmanager
     def network(self) -> Iterator[None]:
@@ -332,7 +345,9 @@ class _Loop:
         original = content = content.to(self.device).contiguous(memory_format=layout)
         if params.preserve_color == "luminance":
             content = luminance(content).contiguous(memory_format=layout)
+        self.content = content
         full = compute_targets(self.features, content, style, params, style_targets, self.dtype)
+        self.colors = palette(full.style) if params.init.startswith("palette") else None
         self.history = list(resume.history) if resume else []
         self.first = resume.step if resume else 0
         image, targets = None, full
@@ -346,7 +361,7 @@ class _Loop:
             if stage.start != stage.end:
                 image = self._descend(stage, image, targets, resume if resuming else None, original)
         if image is None:  # zero steps: the initial image, at full size
-            image, targets = initial_image(content, params, init), full
+            image, targets = initial_image(content, params, init, self.colors), full
         with torch.no_grad():
             parts = costs(self.features, image, targets, params, self.dtype)
         self._record(params.steps, parts)
@@ -363,15 +378,27 @@ class _Loop:
             # from its average where it averaged
             last = (_Average.debiased(resume.average, resume.average_weight) if resume.average is not None
                     else resume.image)
-            image, resuming = resize_tensor(last.to(self.device), stage.size, "bicubic"), False
+            image, resuming = self._upsampled(last.to(self.device), stage_content), False
             self.carried = resume.optimizer
         elif resuming:
             image = resume.image.to(self.device)
         elif image is None:
-            image = initial_image(stage_content, self.params, init)
+            image = initial_image(stage_content, self.params, init, self.colors)
         else:
-            image = resize_tensor(image.detach(), stage.size, "bicubic")
+            image = self._upsampled(image.detach(), stage_content)
         return image.contiguous(memory_format=self.memory_format).requires_grad_(True), resuming
+
+    def _upsampled(self, previous: Tensor, stage_content: Tensor) -> Tensor:
+        """The previous scale's result carried to this one (``scale_carry``): upsampled
+        (``image``), or (``detail``) this scale's content plus the previous result's departure
+        from the content as that scale saw it, upsampled, so the photo's fine detail is there
+        from the first step and the coarse scale's painting lies on it."""
+        size = tuple(stage_content.shape[-2:])
+        if self.params.scale_carry == "image":
+            return resize_tensor(previous, size, "bicubic")
+        coarse = resize_tensor(self.content, tuple(previous.shape[-2:]), "bilinear")
+        departure = torch.nn.functional.interpolate(previous - coarse, size=size, mode="bicubic", align_corners=False)
+        return (stage_content + departure).clamp(0, 1)
 
     def _as_seen(self, image: Tensor, original: Tensor) -> Tensor:
         """The image as the user sees it: with the content's chroma where asked."""
@@ -394,7 +421,7 @@ class _Loop:
         params, hooks = self.params, self.hooks
         self.features.checkpointing = (self.checkpointing if self.checkpointing is not None
                                        else self.device.type == "cuda" and stage.size[0] * stage.size[1] > 6_000_000)
-        descent = _Descent(self, image, targets)
+        descent = _Descent(self, image, targets, stage)
         if resume is not None:
             descent.resume(resume)
         elif params.scale_start == "warm" and self.carried is not None:
@@ -440,8 +467,8 @@ class _Average:
 class _Descent:
     """One stage's optimizer over the image's pixels (and the average of its iterates)."""
 
-    def __init__(self, loop: _Loop, image: Tensor, targets: Targets):
-        self.loop, self.image, self.targets = loop, image, targets
+    def __init__(self, loop: _Loop, image: Tensor, targets: Targets, stage: Stage):
+        self.loop, self.image, self.targets, self.stage = loop, image, targets, stage
         self.optimizer, self.scale = _optimizer(loop.params, image, loop.features, targets, loop.dtype)
         # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
         self.scaler = torch.amp.GradScaler(image.device.type, enabled=loop.dtype == torch.float16)
@@ -477,8 +504,19 @@ class _Descent:
         loop = self.loop
         return costs(loop.features, self.image, self.targets, loop.params, loop.dtype)
 
+    def learning_rate(self, step: int) -> float:
+        """``lr`` at ``step`` of this stage: from ``lr`` at its first step down a half cosine
+        to ``lr · lr_end`` at its last (constant with ``lr_end`` 1)."""
+        params, (start, end, _) = self.loop.params, self.stage
+        if params.lr_end == 1.0 or end - start < 2:
+            return params.lr
+        done = (step - start) / (end - start - 1)  # 0 at the stage's first step, 1 at its last
+        return params.lr * (params.lr_end + (1 - params.lr_end) * (1 + math.cos(math.pi * done)) / 2)
+
     def step(self, step: int) -> None:
         """One update, then the pixels clipped to [0, 1]."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(step)
         if self.loop.params.optimizer == "adam":
             self.optimizer.zero_grad(set_to_none=True)
             parts = self._costs()

@@ -7,7 +7,8 @@ they do not depend on the style image's size, and before ``feature_scale`` and b
 which ``blend_targets`` applies, so one cached target serves every job that shares the style,
 size, layers, pooling and weights. The Gram cost reads the second moments; the W2 cost both
 (its covariance is ``E[f fᵀ] − μ μᵀ``). Both blend linearly: a blend's are the statistics of
-the styles' features pooled in the blend's proportions.
+the styles' features pooled in the blend's proportions. Under ``PIXELS`` the same two moments
+of the (prepared) style image's own pixels, its palette, for ``init: palette``.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .vgg import VGGFeatures
 # 2: channel means beside the second moments (the W2 style cost).
 TARGETS_FORMAT = 2
 MEAN_SUFFIX = ":mean"
+PIXELS = "pixels"  # the style image's own colour moments, kept like a layer's (init: palette)
 
 
 def mean_key(layer: str) -> str:
@@ -34,18 +36,26 @@ def mean_key(layer: str) -> str:
 
 def target_names(style_layers: Sequence[str]) -> list[str]:
     """A style target's keys, in the order ``TargetsGraph`` outputs them."""
-    return list(style_layers) + [mean_key(n) for n in style_layers]
+    layers = list(style_layers) + [PIXELS]
+    return layers + [mean_key(n) for n in layers]
 
 
 def second_moments(target: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """The per-layer ``E[f fᵀ]`` of a style target (what the Gram cost reads)."""
-    return {name: t for name, t in target.items() if not name.endswith(MEAN_SUFFIX)}
+    return {name: t for name, t in target.items() if not name.endswith(MEAN_SUFFIX) and name != PIXELS}
+
+
+def palette(target: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """The colour mean ``(N, 3)`` and covariance ``(N, 3, 3)`` of a (blended) style target's
+    pixels, in [0, 1] units."""
+    mean, second = target[mean_key(PIXELS)], target[PIXELS]
+    return mean, losses.covariance(mean, second)
 
 
 class TargetsGraph(nn.Module):
-    """Image ``(1, 3, H, W)`` in [0, 1] → per style layer ``G/(n_H·n_W)`` ``(1, C, C)``, then
-    per style layer the channel means ``(1, C)``, in float32, then the raw activations at the
-    content layers. This is the module exported to ONNX (dynamic H and W), and the PyTorch
+    """Image ``(1, 3, H, W)`` in [0, 1] → per style layer ``G/(n_H·n_W)`` ``(1, C, C)`` and the
+    image's own pixels' ``(1, 3, 3)``, then the channel means of each ``(1, C)`` (``PIXELS``
+    last in both), in float32, then the raw activations at the content layers. This is the module exported to ONNX (dynamic H and W), and the PyTorch
     reference it is checked against."""
 
     def __init__(self, features: VGGFeatures, style_layers: Sequence[str],
@@ -57,16 +67,17 @@ class TargetsGraph(nn.Module):
 
     @property
     def output_names(self) -> list[str]:
-        return ([f"gram_{n}" for n in self.style_layers] + [f"mean_{n}" for n in self.style_layers]
+        layers = self.style_layers + (PIXELS,)
+        return ([f"gram_{n}" for n in layers] + [f"mean_{n}" for n in layers]
                 + [f"act_{n}" for n in self.content_layers])
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         acts = self.features(image, tuple(dict.fromkeys(self.style_layers + self.content_layers)))
         grams, means = [], []
-        for name in self.style_layers:
-            a = acts[name].float()  # Gram sums overflow in fp16: always float32
-            grams.append(losses.gram_matrix(a) / (a.shape[-2] * a.shape[-1]))
-            means.append(a.mean(dim=(-2, -1)))
+        for a in [acts[name] for name in self.style_layers] + [image]:
+            mean, second = losses.feature_moments(a)  # Gram sums overflow in fp16: float32 always
+            grams.append(second)
+            means.append(mean)
         return tuple(grams) + tuple(means) + tuple(acts[name] for name in self.content_layers)
 
 
@@ -90,7 +101,8 @@ def blend_targets(targets: Sequence[tuple[Mapping[str, Tensor], float]], feature
         if weight == 0:
             continue
         for name, moment in target.items():
-            power = 1 if name.endswith(MEAN_SUFFIX) else 2
+            # pixels stay in [0, 1] units; means scale with the features, second moments squared
+            power = 0 if name in (PIXELS, mean_key(PIXELS)) else 1 if name.endswith(MEAN_SUFFIX) else 2
             part = moment.to(device) * (weight / total * feature_scale ** power)
             blended[name] = part if name not in blended else blended[name] + part
     return blended

@@ -56,7 +56,7 @@ def test_new_style_layers_get_equal_weights_unless_given():
     ({"preserve_color": "lum"}, "preserve_color must be one of none, luminance, histogram"),
     ({"style_size": -1}, "style_size must be at least 0"),
     ({"save_every": 1.5}, "save_every must be a whole number"),
-    ({"init": " "}, "init must be one of content\\+noise, content, noise or an image file"),
+    ({"init": " "}, "init must be one of content\\+noise, content, noise, palette\\+noise, palette or an image file"),
 ])
 def test_bad_values_name_the_field(overrides, message):
     with pytest.raises(ParamError, match=message):
@@ -79,7 +79,8 @@ VALUES = {
     "init": ("noise", "noise"), "noise": ("0.1", 0.1), "seed": ("7", 7), "pooling": ("avg", "avg"),
     "preserve_color": ("luminance", "luminance"), "style_scale": ("0.5", 0.5), "style_size": ("256", 256),
     "save_every": ("10", 10), "jpeg_quality": ("90", 90), "webp_quality": ("100", 100), "average": ("0.9", 0.9),
-    "scale_start": ("warm", "warm"),
+    "scale_start": ("warm", "warm"), "style_loss": ("w2", "w2"), "lr_end": ("0.1", 0.1),
+    "scale_carry": ("image", "image"),
     "precision": ("fp32", "fp32"), "weights": ("torchvision", "torchvision"),
 }
 

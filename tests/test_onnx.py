@@ -100,7 +100,11 @@ def test_onnx_and_torch_targets_give_the_same_output(tmp_path, capsys):
         assert main(["run", "--in-process", str(manifest), "--targets", backend, "--cache-dir", str(tmp_path / backend),
                      "--force", "-q"]) == 0
         outputs[backend] = torch.from_numpy(np.array(Image.open(tmp_path / "out" / "0.png"))).float()
-    assert (outputs["onnx"] - outputs["torch"]).abs().max() <= 1.0  # at most one 8-bit level
+    # Adam's first steps move every pixel by about lr whatever its gradient's size, so where a
+    # gradient is ~0 the last bits of the targets decide its sign: a few pixels may differ by
+    # two steps (2 * 0.05 * 255 = 26 levels); the rest agree within one 8-bit level
+    difference = (outputs["onnx"] - outputs["torch"]).abs()
+    assert (difference > 1).float().mean() < 0.01 and difference.max() <= 26
 
 
 def test_corrupt_or_unsafe_cache_entries_are_recomputed(tmp_path, capsys):

@@ -58,10 +58,10 @@ def test_same_seed_same_image_and_another_seed_another(pair, seed_features):
 
 def test_inits():
     content = torch.full((1, 3, 8, 8), 0.5)
-    assert torch.equal(initial_image(content, resolve_params(None, {"init": "content"})), content)
-    noisy = initial_image(content, resolve_params(None, {"noise": 0.25}))
+    assert torch.equal(initial_image(content, resolve_params("seed", {"init": "content"})), content)
+    noisy = initial_image(content, resolve_params("seed", {"noise": 0.25}))
     assert 0.25 - 1e-6 <= noisy.min() and noisy.max() <= 0.75 + 1e-6 and noisy.std() > 0.1
-    noise = initial_image(content, resolve_params(None, {"init": "noise"}))
+    noise = initial_image(content, resolve_params("seed", {"init": "noise"}))
     assert 0 <= noise.min() and noise.max() <= 1 and noise.std() > 0.2
 
 
@@ -105,12 +105,13 @@ def test_batch_of_images_shares_one_pass_and_matches_one_by_one(pair, seed_featu
     torch.testing.assert_close(together[1:], alone, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("preset, style_loss", [("seed", "gram"), ("gatys", "gram"), ("balanced", "w2")])
-def test_preempted_and_resumed_run_continues_the_same_trajectory(pair, preset, style_loss):
+@pytest.mark.parametrize("preset, extra", [("seed", {}), ("gatys", {}),
+                                           ("balanced", {"style_loss": "w2", "lr_end": 0.1, "scales": "1"})])
+def test_preempted_and_resumed_run_continues_the_same_trajectory(pair, preset, extra):
     from nstbatch.optimize import Preempted
 
     content, style = pair
-    params = resolve_params(preset, {"steps": 8, "style_loss": style_loss, "precision": "fp32", "scales": "1", **LIGHT})
+    params = resolve_params(preset, {"steps": 8, "precision": "fp32", **extra, **LIGHT})
     features = build_features(params)
     whole = optimize(content, style, params, features=features)
     calls = iter(range(100))
@@ -121,6 +122,26 @@ def test_preempted_and_resumed_run_continues_the_same_trajectory(pair, preset, s
     resumed = optimize(content, style, params, features=features, resume=checkpoint)
     torch.testing.assert_close(resumed.image, whole.image, rtol=0, atol=1e-5)
     assert [p.step for p in resumed.history] == list(range(9))
+
+
+def test_the_learning_rate_falls_along_a_half_cosine_within_each_scale(pair, seed_features):
+    from nstbatch.optimize import _Descent, _Loop, stages
+
+    content, _ = pair
+    params = resolve_params("seed", {"steps": 10, "lr": 0.04, "lr_end": 0.25, "scales": "0.5,1",
+                                     "scale_steps": "0.6,0.4", **LIGHT})
+    loop = _Loop(seed_features, params, Hooks(), None)
+    image = content.clone().requires_grad_(True)
+    for stage in stages(params, *content.shape[-2:]):
+        descent = _Descent(loop, image, None, stage)
+        rates = [descent.learning_rate(step) for step in range(stage.start, stage.end)]
+        assert rates[0] == pytest.approx(0.04) and rates[-1] == pytest.approx(0.01)
+        assert all(a > b for a, b in zip(rates, rates[1:]))
+        middle = (stage.end - stage.start - 1) / 2  # a half cosine: halfway at the middle step
+        assert descent.learning_rate(stage.start + middle) == pytest.approx(0.025)
+    constant = _Descent(_Loop(seed_features, resolve_params("seed", {"lr_end": 1}), Hooks(), None), image, None,
+                        stages(params, *content.shape[-2:])[-1])
+    assert constant.learning_rate(7) == resolve_params("seed").lr
 
 
 def test_checkpoint_every_n_steps(pair, seed_features):
@@ -190,11 +211,12 @@ def test_the_network_comes_back_in_its_own_layout_even_when_the_call_stops(pair)
     assert all(w.is_contiguous() for w in weights) and features.checkpointing is False  # as it was
 
 
-def test_multi_scale_runs_coarse_to_fine_and_resumes_across_scales(pair, seed_features):
+@pytest.mark.parametrize("carry", ["image", "detail"])
+def test_multi_scale_runs_coarse_to_fine_and_resumes_across_scales(pair, seed_features, carry):
     from nstbatch.optimize import Preempted, stages
 
     content, style = pair
-    params = resolve_params("seed", {"steps": 9, "scales": "0.5,1", "scale_steps": "0.67,0.33"})
+    params = resolve_params("seed", {"steps": 9, "scales": "0.5,1", "scale_steps": "0.67,0.33", "scale_carry": carry})
     assert stages(params, 64, 64) == [(0, 6, (32, 32)), (6, 9, (64, 64))]
     whole = optimize(content, style, params, features=seed_features)
     assert whole.image.shape == content.shape and [p.step for p in whole.history] == list(range(10))
@@ -211,6 +233,54 @@ def test_multi_scale_runs_coarse_to_fine_and_resumes_across_scales(pair, seed_fe
     assert [c.step for c in saved] == [3, 6]
     resumed = optimize(content, style, params, features=seed_features, resume=saved[1])
     torch.testing.assert_close(resumed.image, whole.image, rtol=0, atol=1e-5)
+
+
+def test_the_detail_carry_starts_a_scale_from_its_content_plus_the_coarse_departure_upsampled(pair, seed_features):
+    from nstbatch.pixels import resize_tensor
+
+    content, style = pair
+    # all steps at half size, none at full: the output is what the full scale starts from
+    params = {"steps": 4, "scales": "0.5,1", "scale_steps": "1,0", "init": "content", "style_size": 64, **LIGHT}
+    image = optimize(content, style, resolve_params("seed", params), features=seed_features).image
+    detail = optimize(content, style, resolve_params("seed", {**params, "scale_carry": "detail"}),
+                      features=seed_features).image
+    half = resize_tensor(content, (32, 32), "bilinear")
+    coarse = optimize(half, style, resolve_params("seed", {**params, "scales": "1", "scale_steps": "1"}),
+                      features=seed_features).image  # the half scale's own result
+
+    def up(x):
+        return torch.nn.functional.interpolate(x, size=(64, 64), mode="bicubic", align_corners=False)
+
+    torch.testing.assert_close(image, up(coarse).clamp(0, 1), rtol=0, atol=1e-5)
+    # the content's own fine detail, content - up(half), is in the start, and a departure below
+    # zero (darker than the content) is carried as one
+    torch.testing.assert_close(detail, (content + up(coarse - half)).clamp(0, 1), rtol=0, atol=1e-5)
+    assert (coarse - half).min() < -0.05
+
+
+def test_the_palette_init_is_the_content_in_each_style_s_colours(pair, seed_features):
+    from nstbatch.optimize import compute_targets
+    from nstbatch.targets import PIXELS, mean_key, palette
+
+    content, style = pair
+    params = resolve_params("seed", {"init": "palette", **LIGHT})
+    warm = (style * torch.tensor([1.0, 0.6, 0.3]).view(1, 3, 1, 1)).clamp(0, 1)
+    cold = style.flip(1)
+    targets = compute_targets(seed_features, content, warm, params)
+    torch.testing.assert_close(targets.style[mean_key(PIXELS)], warm.mean(dim=(2, 3)))
+    start = initial_image(content, params, colors=palette(targets.style))
+    assert (start.mean(dim=(2, 3)) - warm.mean(dim=(2, 3))).abs().max() < 2 / 255
+    # each image of a mixed batch gets its own style's colours; with noise, the same plus noise
+    stacked = {name: torch.cat([targets.style[name], compute_targets(seed_features, content, cold, params).style[name]])
+               for name in targets.style}
+    both = initial_image(torch.cat([content, content]), params, colors=palette(stacked))
+    torch.testing.assert_close(both[:1], start)
+    assert (both[1:].mean(dim=(2, 3)) - cold.mean(dim=(2, 3))).abs().max() < 2 / 255
+    noisy = initial_image(content, dataclasses.replace(params, init="palette+noise"), colors=palette(targets.style))
+    assert 0.05 < (noisy - start).abs().mean() < 0.2
+    result = optimize(content, style, dataclasses.replace(params, steps=0), features=seed_features)
+    torch.testing.assert_close(result.image, initial_image(content, params, colors=palette(
+        compute_targets(seed_features, content, style, params).style)))
 
 
 def test_a_coarse_scale_too_small_for_the_layers_is_skipped_and_a_full_size_too_small_refused(pair, seed_features):
