@@ -2,7 +2,8 @@
 both lower = better (the two axes of ``nstbatch.yardstick``), one colour per candidate, a small
 dot per pair, a large one for the candidate's mean, a star for a published anchor. A thin line
 joins two candidates' points of the same pair (``--join A B``), so a move that wins on both axes
-points down and to the left.
+points down and to the left; with it, a Markdown table says pair by pair whether the second is
+lower on both axes, or trades one for the other.
 
     python benchmarks/plot_frontier.py rows.jsonl benchmarks/frontier.png [--join OLD NEW]
 
@@ -53,11 +54,28 @@ def draw(rows: list[dict], out: Path, join: tuple[str, str] | None = None, title
     axes.set_ylabel("content distance (0 = the photo)  ← better")
     axes.set_title(title or f"quality frontier: {len({r['pair'] for r in rows})} pairs at 512 px")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="upper right")
+    axes.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out)
     plt.close(figure)
+
+
+def compare(rows: list[dict], old: str, new: str) -> list[str]:
+    """Pair by pair, whether ``new`` is lower than ``old`` on both axes (at the table's three
+    decimals), and by how much: Markdown rows."""
+    points = {(r["candidate"], r["pair"]): (round(r["style"], 3), round(r["content"], 3)) for r in rows}
+    lines = [f"| pair | {old} | {new} | Δ style | Δ content | |", "| --- | --- | --- | --- | --- | --- |"]
+    wins = 0
+    for pair in dict.fromkeys(r["pair"] for r in rows):
+        if (old, pair) not in points or (new, pair) not in points:
+            continue
+        (s0, c0), (s1, c1) = points[(old, pair)], points[(new, pair)]
+        verdict = "lower on both" if s1 < s0 and c1 < c0 else "higher on both" if s1 >= s0 and c1 >= c0 else "trade-off"
+        wins += verdict == "lower on both"
+        lines.append(f"| {pair} | {s0:.3f} / {c0:.3f} | {s1:.3f} / {c1:.3f} | {s1 - s0:+.3f} | {c1 - c0:+.3f} | {verdict} |")
+    lines.append(f"\n{new} is lower on both axes than {old} on {wins} of {len(lines) - 2} pairs.")
+    return lines
 
 
 def main() -> None:
@@ -67,8 +85,11 @@ def main() -> None:
     ap.add_argument("--join", nargs=2, metavar=("FROM", "TO"), help="two candidates to join pair by pair")
     ap.add_argument("--title", default="")
     args = ap.parse_args()
-    draw(read_rows(args.rows), args.out, tuple(args.join) if args.join else None, args.title)
+    rows = read_rows(args.rows)
+    draw(rows, args.out, tuple(args.join) if args.join else None, args.title)
     print(f"wrote {args.out}")
+    if args.join:
+        print("\n".join(compare(rows, *args.join)))
 
 
 if __name__ == "__main__":

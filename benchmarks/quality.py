@@ -41,11 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CANDIDATES = {
     "balanced (default)": ("balanced", {}),
     "fast": ("fast", {}),
-    # The default and fast before issue 25: no palette init, the image carried from scale to
-    # scale, beta 4.
-    "previous default": ("balanced", {"init": "content+noise", "scale_carry": "image", "style_weight": 4}),
-    "previous fast": ("fast", {"init": "content+noise", "scale_carry": "image", "style_weight": 4}),
-    "default at beta 4": ("balanced", {"style_weight": 4}),
+    # Issue 25: the default from the content in the painting's colours, each scale from its own
+    # content's detail plus the coarse painting (RESULTS.md, "The frontier, first run").
+    "palette+detail": ("balanced", {"init": "palette+noise", "scale_carry": "detail", "style_weight": 4.25}),
+    "palette+detail beta 4": ("balanced", {"init": "palette+noise", "scale_carry": "detail"}),
+    "fast palette+detail": ("fast", {"init": "palette+noise", "scale_carry": "detail", "style_weight": 4.25}),
     # The default before style_cap: every pair pulled with the full beta.
     "uncapped": ("balanced", {"style_cap": 0}),
     # The default before the balanced norms: the seed's costs, alpha 80, the same schedule.

@@ -293,14 +293,13 @@ PRESETS["gatys"] = dataclasses.replace(
 # style_cap 0.8: the photos start at 0.57-0.69 from their paintings and get the full beta, a
 # flat drawing starts at 3.6-4.3 and would melt under it (content 0.63-0.73 instead of <= 0.55);
 # bf16 where the hardware has it; 70 % of 150 Adam steps at half size, lr 0.05.
-# Since issue 25 (benchmarks/RESULTS.md, "The frontier"): the run starts from the content in the
-# painting's colours (init palette+noise) and the full scale from the photo's own fine detail
-# plus the half scale's painting (scale_carry detail), beta/alpha 4.25.
+# Issue 25's palette init and detail carry are not in it: on the twelve pairs of the frontier
+# run they win on both axes on most pairs but trade one axis for the other on the rest
+# (benchmarks/RESULTS.md, "The frontier, first run").
 PRESETS["balanced"] = dataclasses.replace(
     PRESETS["seed"], preset="balanced", size=512, steps=150, lr=0.05, content_layers=("relu4_2",),
-    style_norm="balanced", content_norm="balanced", content_weight=1.0, style_weight=4.25,
-    style_cap=0.8, precision="auto", scales=(0.5, 1.0), scale_steps=(0.7, 0.3),
-    init="palette+noise", scale_carry="detail")
+    style_norm="balanced", content_norm="balanced", content_weight=1.0, style_weight=4.0,
+    style_cap=0.8, precision="auto", scales=(0.5, 1.0), scale_steps=(0.7, 0.3))
 # The same costs in about 60 % of the time, for previews and large datasets: 100 steps, 80 % of
 # them at half size.
 PRESETS["fast"] = dataclasses.replace(PRESETS["balanced"], preset="fast", steps=100, scale_steps=(0.8, 0.2))
