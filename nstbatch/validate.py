@@ -10,10 +10,10 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from .config import split_weights_spec
+from .config import INITS, split_weights_spec
 from .errors import NstbatchError
 from .images import ImageInfo, long_side_size, output_format, output_size, probe_image
-from .layers import min_image_side
+from .layers import min_image_side, suggest
 from .manifest import Job, Manifest, Problem
 
 
@@ -105,7 +105,9 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
         for role, path in [("content", job.content)] + [("style", p) for p, _ in job.styles] + init:
             info = probe(path)
             if isinstance(info, str):
-                report(f"{role}: {info}")
+                # an init that is no file may be a misspelt choice ('palet' for palette)
+                close = suggest(path.name, INITS) if role == "init" and not path.exists() else ""
+                report(f"{role}: {info}{close}")
                 continue
             if role == "init":
                 continue  # resized to the output, whatever its size

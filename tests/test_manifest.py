@@ -143,6 +143,8 @@ def test_one_validate_reports_every_kind_of_problem_with_lines(folder):
     assert "m.csv:4: output" in text and "also an input" in text
     assert "m.csv:5: steps must be a whole number, got 'many'" in text
     assert "m.csv:6: content:" in text and "no such file" in text
+    misspelt = write(folder, "i.csv", "content,style,output,init\na.png,s1.png,i.png,palet\n")  # no such file
+    assert "did you mean palette" in str(validate(read_manifest(misspelt))[0])
     with pytest.raises(ManifestError, match="did you mean style"):  # unknown column: structural
         read_manifest(write(folder, "n.csv", "content,stlye,output\na.png,s1.png,o.png\n"))
 
