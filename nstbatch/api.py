@@ -9,7 +9,7 @@ from typing import Callable, Sequence, overload
 import torch
 from PIL import Image
 
-from . import __version__
+from . import __version__, shards
 from .config import StyleParams, resolve_params
 from .devices import resolve_device
 from .errors import InputError
@@ -100,7 +100,8 @@ def check_job_files(content: Path, styles: Sequence[tuple[Path, float]], output:
         probe_image(style)
     check_output_path(output)
     for source in [content] + [style for style, _ in styles]:
-        if output.resolve() == source.resolve() or output.exists() and os.path.samefile(output, source):
+        if output.resolve() == source.resolve() or (output.exists() and not shards.is_member(source)
+                                                    and os.path.samefile(output, source)):
             raise InputError(f"{output}: the output is also an input; it would be overwritten",
                              hint="choose another output path")
 

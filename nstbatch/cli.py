@@ -126,11 +126,11 @@ def _blend_weights(text: Optional[str], count: int) -> list[float]:
 
 
 
-def _print_problems(problems) -> None:
+def _print_problems(problems, prefix: str = "") -> None:
     from .manifest import merged
 
     for line in merged(problems):
-        typer.echo(line, err=True)
+        typer.echo(prefix + line, err=True)
 
 
 @app.command()
@@ -225,6 +225,8 @@ def _summary_line(summary) -> str:
             + (f"; helped other shards with {summary.helped}" if summary.helped else "")
             + (f"; sidecar files copied {summary.copied}" if summary.copied else "")
             + (f", not copied {summary.copy_failed}" if summary.copy_failed else "")
+            + (f"; output shards packed {summary.shards_packed}" if summary.shards_packed else "")
+            + (f", not written {summary.pack_failed}" if summary.pack_failed else "")
             + f"; {summary.seconds:.1f}s, {summary.images_per_hour:.1f} images/hour"
             + f"; style targets: {summary.style_targets_computed} computed,"
               f" {summary.style_targets_reused} from the cache"
@@ -283,11 +285,15 @@ def plan_command(
                                           " styles, output, parameters that differ from the preset, seed)"
                                           " to this CSV manifest instead; run it with the same --state-dir"
                                           " and the finished jobs are found done."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="With --export: leave the invalid jobs"
+                                      " out of the plan (each is listed with its reason) and exit 0."),
 ):
     """How many jobs, how much work (megapixel-steps) and what peak memory each of N shards
     gets; or, with --export, the whole plan as a CSV manifest that regenerates the same outputs."""
     if export is not None:
-        return _export_plan(manifest, export)
+        return _export_plan(manifest, export, skip_invalid)
+    if skip_invalid:
+        raise UsageError("--skip-invalid goes with --export (the shard table counts every job)")
     from .batch.plan import plan_shards
 
     shards = shards or 1
@@ -303,7 +309,7 @@ def plan_command(
     return 0
 
 
-def _export_plan(manifest: Path, export: Path) -> int:
+def _export_plan(manifest: Path, export: Path, skip_invalid: bool = False) -> int:
     from .manifest import read_manifest
     from .planfile import export_plan
     from .validate import validate as find_problems
@@ -312,14 +318,16 @@ def _export_plan(manifest: Path, export: Path) -> int:
         raise UsageError(f"--export {export}: the plan is written as a CSV manifest; end the name with .csv")
     parsed = read_manifest(manifest)
     problems = find_problems(parsed)
-    _print_problems(problems)
-    rows = export_plan(parsed.jobs, export)
+    bad = {p.job_id for p in problems if p.job_id} if skip_invalid else set()
+    _print_problems(problems, prefix="left out of the plan (invalid) " if skip_invalid else "")
+    rows = export_plan([job for job in parsed.jobs if job.id not in bad], export)
     typer.echo(f"wrote {export}: {rows} job(s)"
+               + (f", {len(bad)} invalid job(s) left out" if bad else "")
                + (f", {len(problems)} problem(s) listed above (those jobs are in the plan and fail"
-                  " validation there too)" if problems else "")
+                  " validation there too; --skip-invalid leaves them out)" if problems and not skip_invalid else "")
                + (f"; {len(parsed.copies)} sidecar file(s) are copied by runs of {manifest.name} only"
                   if parsed.copies else ""))
-    return 1 if problems else 0
+    return 1 if problems and not skip_invalid else 0
 
 
 @app.command()

@@ -19,6 +19,7 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import shards
 from .config import StyleParams
 from .errors import NstbatchError
 from .images import atomic_write
@@ -26,9 +27,11 @@ from .images import atomic_write
 # Files recognised as images in a dataset folder or a style pool (case-insensitively).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 ASSIGNS = ("random", "cycle", "each")
-DATASET_KEYS = ("dataset", "style_pool", "variants", "assign", "output", "copy")
+DATASET_KEYS = ("dataset", "style_pool", "variants", "assign", "output", "copy", "format")
 DATASET_TEMPLATE_FIELDS = ("content_reldir", "content_relpath", "content_stem", "style_stem",
-                           "variant", "id", "index")
+                           "variant", "id", "index", "shard_stem", "key")
+# The image formats an output shard's samples can take (``format:``), by extension.
+SAMPLE_FORMATS = ("png", "jpg", "jpeg", "webp")
 
 
 class EntryError(Exception):
@@ -50,6 +53,18 @@ class Copy:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where a dataset job's image comes from, for the columns of the outputs' metadata
+    (``metadata.jsonl``) and a shard sample's ``.json``."""
+
+    relpath: str  # the content, relative to the dataset folder (shards: 'train-000000.tar/key.jpg')
+    style: str  # its painting's label in the pool
+    variant: int
+    root: str = ""  # the entry's output root (the template's fixed folder), absolute
+    label: str = ""  # the class: the content's first folder ('' at the top)
+
+
+@dataclass(frozen=True)
 class DatasetJob:
     """One job of a dataset entry, before it gets its id."""
 
@@ -59,6 +74,7 @@ class DatasetJob:
     style: tuple[str, Path]  # (its label in the pool, its path)
     output: str  # the template filled in; "{id}" still to be replaced by the job's id
     params: StyleParams  # the entry's, with the variant's seed
+    origin: Origin
 
 
 @dataclass(frozen=True)
@@ -147,21 +163,16 @@ def _copy_folder_template(template: str) -> str:
 class _Entry:
     """A dataset entry's keys, checked."""
 
-    folder: str  # as written
+    folder: str  # as written; for shards, the shards' common folder relative to the manifest's
     root: Path
     variants: int
     assign: str
     copy_patterns: list[str]
+    shards: tuple[Path, ...] = ()  # WebDataset shards instead of a folder tree
+    format: str | None = None  # output shards' image format (default: the input member's)
 
 
 def _read_entry(base: Path, entry: dict) -> _Entry:
-    folder = entry.get("dataset")
-    if not isinstance(folder, str) or not folder.strip():
-        raise EntryError(f"dataset must be a folder, got {folder!r}")
-    root = Path(os.path.normpath(base / os.path.expanduser(folder.strip())))
-    if not root.is_dir():
-        raise EntryError(f"dataset folder {root} does not exist" if not root.exists()
-                         else f"dataset {root} is a file, not a folder (for one image, use content:)")
     if "style_pool" not in entry or entry["style_pool"] in (None, "", []):
         raise EntryError("a dataset entry needs style_pool: a folder, a glob or a list of paintings")
     variants = entry.get("variants", 1)
@@ -171,7 +182,53 @@ def _read_entry(base: Path, entry: dict) -> _Entry:
     if assign not in ASSIGNS:
         raise EntryError(f"assign must be one of {', '.join(ASSIGNS)}, got {assign!r}")
     patterns = [p.lower() for p in _texts(entry["copy"], "copy")] if entry.get("copy") else []
-    return _Entry(folder.strip(), root, variants, assign, patterns)
+    fmt = entry.get("format")
+    if fmt is not None and (not isinstance(fmt, str) or fmt.lower().lstrip(".") not in SAMPLE_FORMATS):
+        raise EntryError(f"format must be one of {', '.join(SAMPLE_FORMATS)} (output shards' images), got {fmt!r}")
+    fmt = fmt.lower().lstrip(".") if fmt else None
+    if shard_texts := _shard_texts(entry.get("dataset")):
+        found = _shard_files(base, shard_texts)
+        root = Path(os.path.commonpath([str(p.parent) for p in found]))
+        return _Entry(os.path.relpath(root, base), root, variants, assign, patterns, tuple(found), fmt)
+    folder = entry.get("dataset")
+    if not isinstance(folder, str) or not folder.strip():
+        raise EntryError(f"dataset must be a folder or WebDataset shards (.tar), got {folder!r}")
+    root = Path(os.path.normpath(base / os.path.expanduser(folder.strip())))
+    if not root.is_dir():
+        raise EntryError(f"dataset folder {root} does not exist" if not root.exists()
+                         else f"dataset {root} is a file, not a folder (for one image, use content:)")
+    return _Entry(folder.strip(), root, variants, assign, patterns, (), fmt)
+
+
+def _shard_texts(value) -> list[str]:
+    """The entry's shard patterns when ``dataset`` names .tar files (a pattern, or a list)."""
+    items = value if isinstance(value, list) else [value]
+    texts = [i.strip() for i in items if isinstance(i, str)]
+    if texts and len(texts) == len(items) and all(t.lower().endswith(shards.SUFFIX) for t in texts):
+        return texts
+    if isinstance(value, list):
+        raise EntryError(f"a list in dataset names WebDataset shards, each ending in .tar; got {value!r}")
+    return []
+
+
+def _shard_files(base: Path, texts: list[str]) -> list[Path]:
+    """Each text's shards: a brace pattern (``train-{000000..000146}.tar``), a glob, or a
+    file; sorted, each once. A shard a pattern names that is not there is an error."""
+    found: dict[str, Path] = {}
+    for text in texts:
+        for name in shards.brace_expand(text):
+            path = os.path.normpath(base / os.path.expanduser(name))
+            if glob.has_magic(name):
+                matches = sorted(glob.glob(path, recursive=True))
+                if not matches:
+                    raise EntryError(f"dataset glob {name!r} matches no shard")
+            elif not os.path.isfile(path):
+                raise EntryError(f"dataset shard {path} does not exist"
+                                 + (f" (from {text!r})" if text != name else ""))
+            else:
+                matches = [path]
+            found.update((m, Path(m)) for m in matches)
+    return [found[k] for k in sorted(found)]
 
 
 def _usable_pool(base: Path, value, probe) -> tuple[list[tuple[str, Path]], list[str]]:
@@ -191,11 +248,15 @@ def _usable_pool(base: Path, value, probe) -> tuple[list[tuple[str, Path]], list
 def _output_template(entry: dict, spec: _Entry, pool_size: int) -> str:
     template = entry.get("output")
     if template is None:
+        if spec.shards:
+            return "{shard_stem}.tar"  # shards in, shards out
         many_styles = spec.assign == "each" and pool_size > 1
         return ("{content_reldir}/{content_stem}" + ("_{style_stem}" if many_styles else "")
                 + ("_{variant}" if spec.variants > 1 else "") + ".png")
     if not isinstance(template, str) or not template.strip():
         raise EntryError(f"output must be a file name template, got {template!r}")
+    if not spec.shards and "{shard_stem}" in template:
+        raise EntryError("{shard_stem} names the input shard: the dataset is a folder, not .tar shards")
     return template
 
 
@@ -216,18 +277,48 @@ def _fill(template: str, fields: dict) -> str:
                          + ", ".join("{" + f + "}" for f in DATASET_TEMPLATE_FIELDS)) from None
 
 
-def _dataset_jobs(spec: _Entry, contents: list[str], pool, template: str, params: StyleParams) -> list[DatasetJob]:
+def _content_fields(spec: _Entry, rel: str) -> dict:
+    """The template fields of one content image; for a shard's member ``dir/x.tar/key.jpg``
+    the folder is the shard's, the path ``x/key``."""
+    if not spec.shards:
+        reldir, name = rel.rpartition("/")[::2]
+        relpath = os.path.splitext(rel)[0]
+        return {"content_reldir": reldir, "content_relpath": relpath, "content_stem": os.path.splitext(name)[0],
+                "key": relpath, "shard_stem": ""}
+    shard_rel, _, member = rel.partition(shards.SUFFIX + "/")
+    key = shards.split_key(member)[0]
+    folder, _, stem = shard_rel.rpartition("/")
+    inner = key.rpartition("/")[0]
+    return {"content_reldir": "/".join(p for p in (folder, inner) if p), "content_relpath": f"{stem}/{key}",
+            "content_stem": key.rpartition("/")[2], "key": key, "shard_stem": stem}
+
+
+def _output(template: str, fields: dict, spec: _Entry, many_styles: bool, rel: str) -> str:
+    """The template filled in; for an output shard (a template ending in .tar), the sample's
+    member in it: ``<shard>/<key>[_<style>][_<variant>].<format>``."""
+    output = _fill(template, fields)
+    if not output.lower().endswith(shards.SUFFIX):
+        return output
+    name = (fields["key"] + (f"_{fields['style_stem']}" if many_styles else "")
+            + (f"_{fields['variant']}" if spec.variants > 1 else ""))
+    ext = spec.format or os.path.splitext(rel)[1].lower().lstrip(".")
+    return f"{output}/{name}.{ext if ext in SAMPLE_FORMATS else 'png'}"
+
+
+def _dataset_jobs(spec: _Entry, contents: list[str], pool, template: str, params: StyleParams,
+                  root: str) -> list[DatasetJob]:
     seeded = [dataclasses.replace(params, seed=params.seed + v) if v else params for v in range(spec.variants)]
+    many_styles = spec.assign == "each" and len(pool) > 1
     jobs: list[DatasetJob] = []
     for number, rel in enumerate(contents):
-        reldir, name = rel.rpartition("/")[::2]
+        fields = _content_fields(spec, rel)
+        label = rel.split("/")[0] if "/" in rel and not spec.shards else ""
         for style, variant in _picks(spec, params.seed, number, rel, len(pool)):
-            label = pool[style][0]
-            output = _fill(template, {"content_reldir": reldir, "content_relpath": os.path.splitext(rel)[0],
-                                      "content_stem": os.path.splitext(name)[0], "style_stem": Path(label).stem,
-                                      "variant": variant, "index": len(jobs), "id": "{id}"})
+            name = pool[style][0]
+            output = _output(template, {**fields, "style_stem": Path(name).stem, "variant": variant,
+                                        "index": len(jobs), "id": "{id}"}, spec, many_styles, rel)
             jobs.append(DatasetJob(os.path.join(spec.folder, rel).replace(os.sep, "/"), rel, variant,
-                                   pool[style], output, seeded[variant]))
+                                   pool[style], output, seeded[variant], Origin(rel, name, variant, root, label)))
     if len({job.output for job in jobs}) < len(jobs) and "{id}" not in template:
         raise EntryError(f"output {template!r} gives several jobs one file; use {{content_reldir}},"
                          " {content_stem}, {variant} or {style_stem} in it")
@@ -248,6 +339,50 @@ def _sidecars(spec: _Entry, files: list[str], out_base: Path, template: str, at:
     return copies
 
 
+def _shard_contents(spec: _Entry) -> tuple[list[str], dict[str, dict[str, str]], list[str]]:
+    """The image members of the entry's shards as ``<shard>/<member>`` relative to its root,
+    each sample's other members (its sidecars: extension -> member name), and a problem per
+    refused member, cut shard or sample without an image."""
+    image_exts = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]
+    contents, sidecars, problems = [], {}, []
+    for shard in spec.shards:
+        try:
+            found = shards.index(shard)
+        except NstbatchError as e:
+            problems.append(f"{e} (its samples are left out)")
+            continue
+        problems += found.problems
+        shard_rel = os.path.relpath(shard, spec.root).replace(os.sep, "/")
+        lacking = []
+        for sample in found.samples:
+            image = sample.image(image_exts)
+            if image is None:
+                lacking.append(sample.key)
+                continue
+            rel = f"{shard_rel}/{image}"
+            contents.append(rel)
+            sidecars[rel] = {ext: name for ext, name in sample.members.items() if name != image}
+        if lacking:
+            problems.append(f"{shard}: {len(lacking)} sample(s) have no image member"
+                            f" ({', '.join(lacking[:3])}{', …' if len(lacking) > 3 else ''}); left out")
+    return contents, sidecars, problems
+
+
+def _shard_sidecars(spec: _Entry, jobs: list[DatasetJob], sidecars: dict[str, dict[str, str]], out_base: Path,
+                    at: tuple[str, int]) -> list[Copy]:
+    """A shard sample's members named by ``copy`` (an extension, ``cls``, or a pattern,
+    ``*.cls``), beside each of its outputs, with the output's name and their extension."""
+    copies = []
+    for job in jobs:
+        shard_rel = job.relpath.partition(shards.SUFFIX + "/")[0] + shards.SUFFIX
+        for ext, name in sidecars.get(job.relpath, {}).items():
+            if any(ext == p or fnmatch.fnmatchcase(name.lower(), p) for p in spec.copy_patterns):
+                target = os.path.splitext(job.output)[0] + "." + ext
+                copies.append(Copy(shards.member_path(spec.root / shard_rel, name),
+                                   Path(os.path.normpath(out_base / target)), f"{at[0]} ({job.relpath})", at[1]))
+    return copies
+
+
 def expand(base: Path, out_base: Path, at: tuple[str, int], entry: dict, params: StyleParams,
            probe) -> Expanded:
     """Expand one dataset entry (already checked for unknown keys) at ``at`` (where, line in
@@ -255,24 +390,49 @@ def expand(base: Path, out_base: Path, at: tuple[str, int], entry: dict, params:
     it is left out of the pool, and said."""
     spec = _read_entry(base, entry)
     pool, problems = _usable_pool(base, entry["style_pool"], probe)
-    files = walk(spec.root)
-    contents = [rel for rel in files if is_image_name(rel)]
+    if spec.shards:
+        files, (contents, sidecars, refused) = [], _shard_contents(spec)
+        problems += refused
+    else:
+        files = walk(spec.root)
+        contents = [rel for rel in files if is_image_name(rel)]
     if not contents:
-        raise EntryError(f"dataset folder {spec.root} has no images ({', '.join(IMAGE_SUFFIXES[:4])}, …)")
+        raise EntryError(f"dataset {'shards have' if spec.shards else f'folder {spec.root} has'} no images"
+                         f" ({', '.join(IMAGE_SUFFIXES[:4])}, …)" + (f": {'; '.join(problems)}" if problems else ""))
     template = _output_template(entry, spec, len(pool))
-    if spec.copy_patterns:
+    if spec.copy_patterns and not spec.shards:
         _copy_folder_template(template)  # refused before any job is made
-    jobs = _dataset_jobs(spec, contents, pool, template, params)
     outputs_root = os.path.normpath(out_base / template.split("{", 1)[0]) if "{" in template else None
-    if outputs_root and (outputs_root + os.sep).startswith(str(spec.root) + os.sep):
+    if outputs_root and (outputs_root + os.sep).startswith(str(spec.root) + os.sep) and not spec.shards:
         raise EntryError(f"outputs go into the dataset folder {spec.root}: the next run would stylize them"
                          " too; put them in another folder (output_dir or the output template)")
-    return Expanded(jobs, _sidecars(spec, files, out_base, template, at), problems)
+    jobs = _dataset_jobs(spec, contents, pool, template, params, _metadata_root(out_base, template))
+    copies = (_shard_sidecars(spec, jobs, sidecars, out_base, at) if spec.shards and spec.copy_patterns
+              else _sidecars(spec, files, out_base, template, at))
+    return Expanded(jobs, copies, problems)
+
+
+def _metadata_root(out_base: Path, template: str) -> str:
+    """The folder above every output of a template: its text before the first field, up to
+    its last slash (``out/{content_reldir}/x.png`` -> ``out``)."""
+    fixed = template.split("{", 1)[0]
+    return os.path.normpath(out_base / fixed.rpartition("/")[0]) if "/" in fixed else os.path.normpath(out_base)
 
 
 def copy_file(copy: Copy) -> bool:
     """Copy a sidecar file unless an identical copy is there (same size and modification time,
-    which the copy keeps); atomically, as outputs are. True when it copied."""
+    which the copy keeps); atomically, as outputs are. True when it copied. A shard's member
+    is copied unless the same bytes are there."""
+    if shards.is_member(copy.source):
+        data = shards.read(copy.source)
+        try:
+            if copy.target.read_bytes() == data:
+                return False
+        except FileNotFoundError:
+            pass
+        copy.target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(copy.target, lambda out: out.write(data))
+        return True
     source = os.stat(copy.source)
     try:
         target = os.stat(copy.target)

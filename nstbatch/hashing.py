@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import shards
+from .errors import NstbatchError
 from .config import FIELDS, LATER_FIELDS, split_weights_spec
 
 if TYPE_CHECKING:
@@ -67,10 +69,18 @@ class FileHashes:
     def __call__(self, path: Path) -> str:
         if not self._loaded:
             self._load()
-        stat = path.stat()
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+        if shards.is_member(path):  # a shard's member: keyed by the shard's stat and its place
+            try:
+                key = (os.path.abspath(path), *shards.member_stat(path)[1:])
+            except NstbatchError as e:  # unreadable, as a missing file is
+                raise FileNotFoundError(str(e)) from None
+            digest = shards.sha256
+        else:
+            stat = path.stat()
+            key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+            digest = sha256_of
         if key not in self._cache:
-            self._cache[key] = sha256_of(path)
+            self._cache[key] = digest(path)
             if self.index is not None:
                 self._new.append(key)
         return self._cache[key]

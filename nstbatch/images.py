@@ -21,6 +21,7 @@ from typing import Mapping
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from . import shards
 from .environment import max_pixels
 from .errors import InputError
 
@@ -44,18 +45,25 @@ def _pillow_refuses(path: Path, error: Exception) -> InputError:
                            " (the nstbatch command leaves the decision to NSTBATCH_MAX_PIXELS)")
 
 
+def _source(path: Path, member: bool):
+    """What Pillow opens: the file, or a shard member's bytes (``shards``)."""
+    return shards.open_member(path) if member else path
+
+
 def probe_image(path: str | os.PathLike) -> ImageInfo:
     """Read only the header: is it an image, and how big. Raises ``InputError`` with the fix."""
     path = Path(path)
-    if not path.exists():
+    member = shards.is_member(path)
+    if not member and not path.exists():
         raise InputError(f"{path}: no such file", hint="check the path")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not an image file")
     try:
-        if path.stat().st_size == 0:
+        source = _source(path, member)
+        if (len(source.getbuffer()) if member else path.stat().st_size) == 0:
             raise InputError(f"{path}: file is empty (0 bytes)", hint="re-export or re-download it")
         limit = max_pixels()
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             info = ImageInfo(im.width, im.height, im.format or "?", im.mode)
     except Image.DecompressionBombError as e:
         raise _pillow_refuses(path, e) from None
@@ -95,7 +103,7 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> Image.Image:
     """Decode ``path`` to RGB, upright, with its long side resized to ``size`` if given."""
     probe_image(path)
     try:
-        with Image.open(path) as im:
+        with Image.open(_source(Path(path), shards.is_member(path))) as im:
             im.seek(0)  # animated: the first frame
             im = ImageOps.exif_transpose(im)
             im.load()

@@ -40,6 +40,7 @@ class Job:
     params: StyleParams
     where: str  # "manifest.csv:7": where the job comes from, for messages
     line: int = 0  # its line in the manifest (7), for ordering
+    origin: dataset.Origin | None = None  # a dataset entry's job: its image, painting and variant
 
     @property
     def inputs(self) -> tuple[Path, ...]:
@@ -367,7 +368,8 @@ def _dataset_jobs(manifest: Manifest, base: Path, out_base: Path, at: tuple[str,
         job_id = stable_id(job.content, [(label, 1.0)], f"{job.output}\0{job.variant}")
         manifest.jobs.append(Job(job_id, _resolve(base, job.content), ((style, 1.0),),
                                  _resolve(out_base, job.output.replace("{id}", job_id)), job.params,
-                                 f"{where} ({job.relpath}{f', variant {job.variant}' if several else ''})", line))
+                                 f"{where} ({job.relpath}{f', variant {job.variant}' if several else ''})", line,
+                                 job.origin))
     manifest.copies += expanded.copies
 
 

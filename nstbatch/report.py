@@ -18,7 +18,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from . import shards
 from .config import PRESETS
+from .errors import NstbatchError
 from .images import atomic_write, load_image, save_image
 from .manifest import Job
 from .batch.ledger import JobStatus, StateDir
@@ -30,11 +32,12 @@ EMBED_UP_TO = 300  # jobs; a bigger run's page refers to the cached thumbnails i
 
 def thumbnail(state: StateDir, path: Path, side: int = THUMB_SIDE) -> Path | None:
     """A JPEG of ``path`` with its long side ``side``, made once per version of the file."""
+    path = shards.locate(path)
     try:
-        stat = path.stat()
-    except OSError:
+        version = shards.member_stat(path) if shards.is_member(path) else (path.stat().st_size, path.stat().st_mtime_ns)
+    except (OSError, NstbatchError):
         return None
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{side}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{path.resolve()}|{version}|{side}".encode()).hexdigest()[:24]
     thumb = state.root / "thumbs" / f"{key}.jpg"
     if thumb.is_file():
         return thumb
@@ -205,7 +208,7 @@ def contact_sheet(view: RunView, columns: int = 6, tile: int = 256) -> Image.Ima
     for index, v in enumerate(done):
         x = 8 + (index % columns) * (tile + 8)
         y = 8 + (index // columns) * (tile + caption + 8)
-        image = load_image(v.job.output)
+        image = load_image(shards.locate(v.job.output))
         scale = tile / max(image.size)  # fit the tile, small outputs enlarged too
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                              Image.Resampling.LANCZOS)

@@ -15,6 +15,7 @@ from .errors import NstbatchError
 from .images import ImageInfo, long_side_size, output_format, output_size, probe_image
 from .layers import min_image_side, suggest
 from .manifest import Job, Manifest, Problem
+from .shards import output_folder
 
 
 class _OutputFolders:
@@ -94,7 +95,7 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
         if len(by_id[job.id]) > 1:
             others = [j.where for j in by_id[job.id] if j is not job]
             report(f"duplicate id {job.id!r} (also at {', '.join(others)})")
-        if (problem := folders.problem(job.output.parent)) is not None:
+        if (problem := folders.problem(output_folder(job.output))) is not None:
             report(problem)
         weights_path = split_weights_spec(job.params.weights)[0]
         if weights_path is not None and not weights_path.is_file():
@@ -140,7 +141,7 @@ def _check_copies(manifest: Manifest, outputs: set[str], inputs: set[str],
         elif target in targets:
             message = f"copy: {copy.target} is also the copy of {targets[target]}"
         else:
-            problem = folders.problem(copy.target.parent)
+            problem = folders.problem(output_folder(copy.target))
             message = problem and f"copy: {problem}"
         targets.setdefault(target, str(copy.source))
         if message:

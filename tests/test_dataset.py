@@ -90,7 +90,8 @@ def test_skip_invalid_runs_mixed_style_batches_equal_to_solo_runs_and_writes_not
     err = capsys.readouterr().err
     assert err.count("torn.png") == 1 and err.count("broken.png") == 2  # one line each
     assert "m.yaml:4 (dog/broken.png, 2 jobs): content: " in err
-    assert files_under(tree / "out") == [o.format(ext="png") for o in EXPECTED]
+    # The images, the sidecars and the Hugging Face imagefolder's metadata.jsonl: nothing else.
+    assert files_under(tree / "out") == sorted([o.format(ext="png") for o in EXPECTED] + ["stylized/metadata.jsonl"])
     done = [json.loads(p.read_text()) for p in (tree / ".nstbatch" / "m.yaml" / "done").glob("*.json")]
     assert len(done) == 8
     styles = {job.id: job.styles for job in read_manifest(m).jobs}

@@ -92,7 +92,11 @@ def live_holder_at(path: Path, stale_after: float = CLAIM_STALE) -> str | None:
 
 def claim_job(state: StateDir, job: Job, stale_after: float = CLAIM_STALE) -> Claim | str:
     """Take the job's lock file (host, pid, time), or say who holds it."""
-    path = state.claim_path(job.id)
+    return claim_at(state.claim_path(job.id), stale_after)
+
+
+def claim_at(path: Path, stale_after: float = CLAIM_STALE) -> Claim | str:
+    """Take the lock file ``path`` (host, pid, time), or say who holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     holder = f"{socket.gethostname()}:{os.getpid()}"
     for _ in range(3):

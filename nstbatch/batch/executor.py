@@ -19,6 +19,7 @@ from ..images import fit_image, load_image, remove_stale_temps, save_image
 from ..onnx_backend import OnnxError
 from ..optimize import Checkpoint, Hooks, Preempted, Progress, Result, build_features, optimize
 from ..pixels import to_pil, to_tensor
+from ..shards import staged
 from ..precompute import StyleTargetStore
 from ..vgg import VGGFeatures
 from .checkpoints import discard_checkpoint, load_checkpoint, save_checkpoint, slice_checkpoint
@@ -115,8 +116,8 @@ class JobExecutor:
         for item in items:
             job = item.job
             try:
-                check_job_files(job.content, job.styles, job.output)
-                remove_stale_temps(job.output)  # left by a run killed while saving this output
+                check_job_files(job.content, job.styles, staged(job.output))
+                remove_stale_temps(staged(job.output))  # left by a run killed while saving this output
                 loaded.append(_Loaded(item, to_tensor(fit_image(load_image(job.content), *job.params.geometry))))
             except NstbatchError as error:
                 outcomes.append(self._outcome(item, JobStatus.FAILED, error=str(error)))
@@ -267,7 +268,7 @@ class JobExecutor:
             job, hash_ = entry.item.job, entry.item.hash
             final = result.final(index)
             try:
-                save_image(to_pil(result.image[index:index + 1]), job.output,
+                save_image(to_pil(result.image[index:index + 1]), staged(job.output),  # a shard's: packed later
                            provenance(params, result, job.content, job.styles, index),
                            jpeg_quality=params.jpeg_quality, webp_quality=params.webp_quality)
                 self.state.write_history(job.id, result.history, of_batch=len(loaded))

@@ -11,6 +11,7 @@ Layout (default ``<manifest folder>/.nstbatch/<manifest name>/``, ``--state-dir`
                            restart stats its inputs instead of reading them (hashes-s<i>of<n>)
     history/<job id>.csv   each finished job's costs by step
     kills/<job id>.json    attempts that killed their worker (two: the job is quarantined)
+    packed/<hash>.json     per output shard: the samples it holds (job id -> params hash)
     checkpoints/, claims/  jobs in progress; snapshots/ (save_every), thumbs/ (nstbatch report)
 
 Who writes what: the process that runs a job (a worker, or the run itself with
@@ -25,6 +26,7 @@ fraction of a second.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -34,6 +36,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Iterator
 
+from .. import shards
 from ..hashing import FileHashes, JobHasher
 from ..images import atomic_write
 from ..manifest import Job, Problem
@@ -202,6 +205,8 @@ class RunSummary:
     helped: int = 0  # jobs of other shards this shard ran, once done with its own
     copied: int = 0  # sidecar files of dataset entries copied (not counting identical ones there)
     copy_failed: int = 0
+    shards_packed: int = 0  # output shards written (``outputs``)
+    pack_failed: int = 0  # output shards or metadata files that could not be written
     # Jobs a stop signal left unstarted (it came before their turn): like preempted ones,
     # they are the next run's, so the run asks to be requeued.
     unstarted: int = 0
@@ -214,7 +219,7 @@ class RunSummary:
     def exit_code(self) -> int:
         if self.preempted or self.unstarted:
             return EXIT_PREEMPTED
-        return 1 if self.failed or self.invalid or self.quarantined or self.copy_failed else 0
+        return 1 if self.failed or self.invalid or self.quarantined or self.copy_failed or self.pack_failed else 0
 
     def to_dict(self) -> dict:
         return {**asdict(self), "images_per_hour": round(self.images_per_hour, 2)}
@@ -248,6 +253,7 @@ class StateDir:
     # latest()'s reading position in each report file, and each job's latest line so far
     _read_to: dict[Path, int] = field(default_factory=dict, init=False, repr=False, compare=False)
     _latest: dict[str, ReportLine] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _packed: dict[tuple, dict[str, str]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.root = Path(self.root)
@@ -446,9 +452,41 @@ class StateDir:
             return "parameters or inputs changed"
         if os.path.abspath(record.output) != os.path.abspath(job.output):
             return "output path changed"
-        if not job.output.is_file():
+        if not job.output.is_file() and not self._in_shard(job, hash_):
             return "output missing"
         return None
+
+    # --- output shards: which samples a packed shard holds (written by the packer) -------------
+
+    def packed_path(self, shard: Path) -> Path:
+        name = hashlib.sha1(os.path.abspath(shard).encode()).hexdigest()[:16]
+        return self.root / "packed" / f"{name}.json"
+
+    def read_packed(self, shard: Path) -> dict[str, str]:
+        """The samples ``shard`` holds as packed (job id -> params hash), while the shard is
+        the one that was written (its size and mtime); {} for none."""
+        try:
+            stat = os.stat(shard)
+        except OSError:
+            return {}
+        key = (os.path.abspath(shard), stat.st_size, stat.st_mtime_ns)
+        if key not in self._packed:
+            record = self._read_json(self.packed_path(shard)) or {}
+            fits = [record.get("size"), record.get("mtime_ns")] == [stat.st_size, stat.st_mtime_ns]
+            self._packed[key] = dict(record.get("members") or {}) if fits else {}
+        return self._packed[key]
+
+    def write_packed(self, shard: Path, members: dict[str, str]) -> None:
+        stat = os.stat(shard)
+        self._write_json(self.packed_path(shard), {"shard": os.path.abspath(shard), "size": stat.st_size,
+                                                   "mtime_ns": stat.st_mtime_ns, "members": members})
+
+    def _in_shard(self, job: Job, hash_: str) -> bool:
+        """A sample of an output shard is there while it is staged or packed with this hash."""
+        parts = shards.split(job.output)
+        if parts is None:
+            return False
+        return shards.staged(job.output).is_file() or self.read_packed(parts[0]).get(job.id) == hash_
 
     def done_since(self, job: Job, hash_: str, since: float | None = None) -> bool:
         """Done; with ``since``, also finished after that time (by another run, after a

@@ -66,6 +66,9 @@ class Plan:
     copies: list[Copy] = field(default_factory=list)  # this shard's valid sidecar files
     # The other shards' valid jobs, in the order this shard walks them when it helps.
     others: list[Job] = field(default_factory=list)
+    # Every shard's valid jobs and sidecars: what output shards and metadata files hold.
+    valid: list[Job] = field(default_factory=list)
+    valid_copies: list[Copy] = field(default_factory=list)
 
     @property
     def to_run(self) -> list[Planned]:
@@ -90,13 +93,15 @@ def plan_run(manifest_path: str | os.PathLike, state: StateDir, *, shard: Shard 
     if problems and not skip_invalid:
         raise InvalidManifest(manifest_path, problems)
     bad = {p.job_id for p in problems if p.job_id}
+    refused = {p.where for p in problems if not p.job_id}  # (a sidecar's own problem names it)
+    valid_copies = [c for c in manifest.copies if c.where not in refused]
     jobs = [job for job in manifest.jobs if job.id not in bad and shard.owns(job.id)]
     # Each shard speaks for its own jobs; problems of the file itself go to shard 0.
     problems = [p for p in problems if (shard.owns(p.job_id) if p.job_id else shard.index == 0)]
-    refused = {p.where for p in problems if not p.job_id}
-    copies = [c for c in manifest.copies if c.where not in refused and shard.owns(c.key)]
-    others = helping_order([job for job in manifest.jobs if job.id not in bad], shard)
-    return Plan(manifest, problems, plan_jobs(jobs, state, force), copies, others)
+    copies = [c for c in valid_copies if shard.owns(c.key)]
+    valid = [job for job in manifest.jobs if job.id not in bad]
+    return Plan(manifest, problems, plan_jobs(jobs, state, force), copies, helping_order(valid, shard), valid,
+                valid_copies)
 
 
 def helping_order(jobs: list[Job], shard: Shard) -> list[Job]:

@@ -10,8 +10,11 @@ from pathlib import Path
 
 from ..environment import Shard
 from ..manifest import Job, Problem
+from ..errors import NstbatchError
+from ..shards import is_member
 from .ledger import JobStatus, Outcome, RunSummary, StateDir, default_state_dir
 from .options import RunOptions
+from .outputs import Outputs
 from .plan import Plan, Planned, batches, plan_run
 from .pool import Stop, WorkerPool, run_here
 
@@ -35,8 +38,10 @@ class _Run:
     """Between the workers and the ledger: every start and outcome is recorded, counted and
     told to the face."""
 
-    def __init__(self, state: StateDir, summary: RunSummary, events: RunEvents, count: int):
+    def __init__(self, state: StateDir, summary: RunSummary, events: RunEvents, count: int,
+                 outputs: Outputs | None = None):
         self.state, self.summary, self.events, self.count = state, summary, events, count
+        self.outputs = outputs  # output shards to pack, metadata to keep current
         self.started = self.finished = 0
         self.owners: dict[str, str] = {}  # jobs of other shards this run took on -> their shard
 
@@ -68,6 +73,8 @@ class _Run:
         self.summary.helped += bool(owner) and outcome.status == JobStatus.DONE
         self.finished += 1
         self.events.job_finished(outcome, self.finished, self.count)
+        if self.outputs:
+            self.outputs.finished(outcome.job)
 
 
 @contextmanager
@@ -89,12 +96,22 @@ def _copy_sidecars(plan: Plan, summary: RunSummary, events: RunEvents) -> None:
     from ..dataset import copy_file
 
     for copy in plan.copies:
+        if is_member(copy.target):
+            continue  # a sample's sidecar in an output shard: packed with it
         try:
             summary.copied += copy_file(copy)
-        except OSError as e:
+        except (OSError, NstbatchError) as e:
             summary.copy_failed += 1
             events.notice(f"{copy.where}: cannot copy {copy.source} to {copy.target}"
-                          f" ({e.strerror or e}); the images go on")
+                          f" ({getattr(e, 'strerror', None) or e}); the images go on")
+
+
+def _assemble(outputs: Outputs, summary: RunSummary, events: RunEvents) -> None:
+    """The last pass over output shards and metadata files (``outputs``)."""
+    result = outputs.finish()
+    summary.shards_packed, summary.pack_failed = result.packed, len(result.failures)
+    for failure in result.failures:
+        events.notice(failure)
 
 
 def _execute(options: RunOptions, state: StateDir, devices: list[str], tasks, run: _Run, stop: Stop) -> bool:
@@ -184,12 +201,15 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
     events.planned(plan)
     state.ensure()
     summary.workers = len(devices)
-    run = _Run(state, summary, events, len(to_run))
+    outputs = Outputs(state, plan.valid, plan.valid_copies, options.claim_stale)
+    run = _Run(state, summary, events, len(to_run), outputs)
     started = time.monotonic()
     with _stop_on(options.stop_signals) as stop:
         interrupted = _execute(options, state, devices, tasks, run, stop)
         if options.steal and plan.others and not interrupted and not stop.requested:
             interrupted = _help(options, state, devices, plan, size, run, stop)
+    if outputs and not interrupted:
+        _assemble(outputs, summary, events)
     summary.seconds = time.monotonic() - started
     state.save_hashes()  # what helping hashed
     if stop.requested and not interrupted:
