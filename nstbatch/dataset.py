@@ -407,9 +407,24 @@ def expand(base: Path, out_base: Path, at: tuple[str, int], entry: dict, params:
         raise EntryError(f"outputs go into the dataset folder {spec.root}: the next run would stylize them"
                          " too; put them in another folder (output_dir or the output template)")
     jobs = _dataset_jobs(spec, contents, pool, template, params, _metadata_root(out_base, template))
+    if spec.shards:
+        _check_output_shards(base, entry["dataset"], spec, {os.path.normpath(out_base / job.output) for job in jobs})
     copies = (_shard_sidecars(spec, jobs, sidecars, out_base, at) if spec.shards and spec.copy_patterns
               else _sidecars(spec, files, out_base, template, at))
     return Expanded(jobs, copies, problems)
+
+
+def _check_output_shards(base: Path, value, spec: _Entry, outputs: set[str]) -> None:
+    """Output shards that the entry's own patterns name would be stylized again next run."""
+    inputs = {str(path) for path in spec.shards}
+    patterns = [os.path.normpath(base / os.path.expanduser(name)) for text in _shard_texts(value)
+                for name in shards.brace_expand(text)]
+    for output in sorted(outputs):
+        shard = output.lower().partition(shards.SUFFIX + os.sep)[0] + shards.SUFFIX
+        shard = output[:len(shard)]
+        if shard in inputs or any(fnmatch.fnmatchcase(shard, pattern) for pattern in patterns):
+            raise EntryError(f"the output shard {shard} is also named by dataset: the next run would stylize"
+                             " it too; write the outputs to another folder (output_dir or the output template)")
 
 
 def _metadata_root(out_base: Path, template: str) -> str:

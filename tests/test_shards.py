@@ -148,6 +148,11 @@ def test_brace_patterns_globs_and_lists_name_the_same_shards_and_a_missing_one_i
     (wds / "m.yaml").write_text(ENTRY.replace("000001}", "000002}"))
     problems = read_manifest(wds / "m.yaml").problems
     assert len(problems) == 1 and "train-000002.tar does not exist" in problems[0].message
+    # Output shards that the dataset's own glob would pick up next time are refused.
+    (wds / "m.yaml").write_text(ENTRY.replace('"wds/train-{000000..000001}.tar"', '"wds/*.tar"')
+                                .replace("styl/{shard_stem}.tar", "../wds/{shard_stem}-styl.tar"))
+    problems = read_manifest(wds / "m.yaml").problems
+    assert len(problems) == 1 and "is also named by dataset: the next run would stylize it" in problems[0].message
 
 
 def test_adding_a_shard_changes_no_other_job_and_the_exported_plan_regenerates_them(wds, capsys):

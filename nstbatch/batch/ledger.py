@@ -17,7 +17,8 @@ Layout (default ``<manifest folder>/.nstbatch/<manifest name>/``, ``--state-dir`
 Who writes what: the process that runs a job (a worker, or the run itself with
 ``--in-process``) writes that job's output, history, checkpoint and done record, in that
 order, and holds its claim; the run's parent process writes the report lines, kill records,
-the digest index and the summary. Records are written to a temp file and ``os.replace``d;
+the digest index and the summary, and (``outputs``) packs output shards, with their
+``packed/`` records, and writes dataset trees' ``metadata.jsonl``. Records are written to a temp file and ``os.replace``d;
 report lines are appended with one ``write`` each, and a reader skips a torn last line, so a
 kill at any moment leaves the state readable. Nothing here is ever written among the
 outputs, and nothing here imports torch: ``nstbatch status`` and ``report`` read a run in a

@@ -18,7 +18,8 @@ at its output root (the template's fixed folder): a line per done image with ``f
 (relative to the root), ``label`` (the content's first folder: its class), ``style``,
 ``content`` and ``variant`` — what ``datasets.load_dataset("imagefolder", data_dir=root)``
 reads as columns. Rewritten atomically, under the same kind of lock, at the end of every run
-and every ``METADATA_EVERY`` seconds during one.
+(from the done records, so the last task of an array writes them all) and every
+``METADATA_EVERY`` seconds during one.
 """
 from __future__ import annotations
 
@@ -83,14 +84,17 @@ class Outputs:
                 self.shards[parts[0]].copies.append(copy)
         self.result = Assembled()
         self._metadata_at = time.monotonic()
+        self._done: dict[str, set[str]] = {}  # per tree: the jobs with a metadata row
 
     def __bool__(self) -> bool:
         return bool(self.shards or self.trees)
 
     # --- when --------------------------------------------------------------------------------
 
-    def finished(self, job: Job) -> None:
-        """After a job's outcome is on record: pack its shard if that was its last sample."""
+    def finished(self, job: Job, status: JobStatus) -> None:
+        """After a job's outcome is on record: pack its shard if that was its last sample;
+        its metadata row."""
+        self.recorded(job, status)
         shard = self.of_job.get(job.id)
         if shard is not None:
             self._pack_if_settled(self.shards[shard], resume=True)
@@ -102,7 +106,7 @@ class Outputs:
         metadata files."""
         for shard in self.shards.values():
             self._pack_if_settled(shard, resume=False)
-        self.write_metadata()
+        self.write_metadata(rescan=True)
         return self.result
 
     # --- shards ------------------------------------------------------------------------------
@@ -162,17 +166,27 @@ class Outputs:
 
     # --- metadata.jsonl ----------------------------------------------------------------------
 
-    def write_metadata(self) -> None:
+    def recorded(self, job: Job, status: JobStatus) -> None:
+        """A job this run finished: a metadata row from now on."""
+        if status == JobStatus.DONE and job.origin is not None and job.origin.root in self._done:
+            self._done[job.origin.root].add(job.id)  # (before the first scan, the scan finds it)
+
+    def write_metadata(self, rescan: bool = False) -> None:
+        """Every tree's ``metadata.jsonl``: its done images (a done record for this output,
+        and the file; read from the state directory the first time and with ``rescan``, to
+        count other runs' images, else this run's own added)."""
         self._metadata_at = time.monotonic()
         for root, jobs in self.trees.items():
+            if rescan or root not in self._done:
+                self._done[root] = {job.id for job in jobs if self._is_done(job)}
             lock = claim_at(self.state.job_file("claims", "metadata-" + _digest(Path(root)), ".lock"),
                             self.claim_stale)
             if not isinstance(lock, Claim):
                 continue
             try:
-                rows = [_metadata_row(job, root) for job, s in zip(jobs, self._standings(jobs))
-                        if s.status == JobStatus.DONE]
-                data = "".join(json.dumps(row, sort_keys=True) + "\n" for row in sorted(rows, key=_by_file)).encode()
+                done = self._done[root]
+                rows = sorted((_metadata_row(job, root) for job in jobs if job.id in done), key=_by_file)
+                data = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode()
                 path = Path(root) / METADATA
                 path.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write(path, lambda f: f.write(data))
@@ -181,6 +195,11 @@ class Outputs:
                 self.result.failures.append(f"cannot write {Path(root) / METADATA} ({e.strerror or e})")
             finally:
                 lock.release()
+
+    def _is_done(self, job: Job) -> bool:
+        record = self.state.read_done(job.id)
+        return record is not None and os.path.abspath(record.output) == os.path.abspath(job.output) \
+            and job.output.is_file()
 
 
 def _digest(path: Path) -> str:

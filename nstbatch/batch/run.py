@@ -74,7 +74,7 @@ class _Run:
         self.finished += 1
         self.events.job_finished(outcome, self.finished, self.count)
         if self.outputs:
-            self.outputs.finished(outcome.job)
+            self.outputs.finished(outcome.job, outcome.status)
 
 
 @contextmanager
