@@ -163,8 +163,8 @@ def _copy_folder_template(template: str) -> str:
 class _Entry:
     """A dataset entry's keys, checked."""
 
-    folder: str  # as written; for shards, the shards' common folder relative to the manifest's
-    root: Path
+    folder: str  # as written ('' for shards)
+    root: Path  # the folder contents are named relative to (for shards, the manifest's)
     variants: int
     assign: str
     copy_patterns: list[str]
@@ -187,9 +187,9 @@ def _read_entry(base: Path, entry: dict) -> _Entry:
         raise EntryError(f"format must be one of {', '.join(SAMPLE_FORMATS)} (output shards' images), got {fmt!r}")
     fmt = fmt.lower().lstrip(".") if fmt else None
     if shard_texts := _shard_texts(entry.get("dataset")):
-        found = _shard_files(base, shard_texts)
-        root = Path(os.path.commonpath([str(p.parent) for p in found]))
-        return _Entry(os.path.relpath(root, base), root, variants, assign, patterns, tuple(found), fmt)
+        # Members are named relative to the manifest's folder (wds/train-000000.tar/key.jpg), so
+        # that a shard added anywhere changes no other member's name, id or styles.
+        return _Entry("", base, variants, assign, patterns, tuple(_shard_files(base, shard_texts)), fmt)
     folder = entry.get("dataset")
     if not isinstance(folder, str) or not folder.strip():
         raise EntryError(f"dataset must be a folder or WebDataset shards (.tar), got {folder!r}")
@@ -278,8 +278,8 @@ def _fill(template: str, fields: dict) -> str:
 
 
 def _content_fields(spec: _Entry, rel: str) -> dict:
-    """The template fields of one content image; for a shard's member ``dir/x.tar/key.jpg``
-    the folder is the shard's, the path ``x/key``."""
+    """The template fields of one content image; for a shard's member ``wds/x.tar/key.jpg``
+    the folder is the member's inside the shard ('' here), the path ``x/key``."""
     if not spec.shards:
         reldir, name = rel.rpartition("/")[::2]
         relpath = os.path.splitext(rel)[0]
@@ -287,9 +287,8 @@ def _content_fields(spec: _Entry, rel: str) -> dict:
                 "key": relpath, "shard_stem": ""}
     shard_rel, _, member = rel.partition(shards.SUFFIX + "/")
     key = shards.split_key(member)[0]
-    folder, _, stem = shard_rel.rpartition("/")
-    inner = key.rpartition("/")[0]
-    return {"content_reldir": "/".join(p for p in (folder, inner) if p), "content_relpath": f"{stem}/{key}",
+    stem = shard_rel.rpartition("/")[2]
+    return {"content_reldir": key.rpartition("/")[0], "content_relpath": f"{stem}/{key}",
             "content_stem": key.rpartition("/")[2], "key": key, "shard_stem": stem}
 
 

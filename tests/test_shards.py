@@ -130,8 +130,8 @@ def test_an_entry_of_shards_names_members_as_jobs_and_each_broken_one_as_its_own
     assert sorted(c.target.name for c in manifest.copies if c.target.parent.name == "train-000000.tar")[:2] == \
         ["n00_0_0.cls", "n00_0_1.cls"]
     problems = validate(manifest)
-    assert {p.where for p in problems} == {"m.yaml:4 (train-000001.tar/n01_2.png, variant 0)",
-                                           "m.yaml:4 (train-000001.tar/n01_2.png, variant 1)"}
+    assert {p.where for p in problems} == {"m.yaml:4 (wds/train-000001.tar/n01_2.png, variant 0)",
+                                           "m.yaml:4 (wds/train-000001.tar/n01_2.png, variant 1)"}
     assert all("not an image" in p.message for p in problems)
 
 
@@ -296,3 +296,22 @@ jobs:
     rows = sorted(zip(loaded["content"], loaded["variant"], loaded["label"], loaded["style"]))
     assert rows[0] == ("cat/0.png", 0, "cat", "paintings/p.png") and rows[-1][2] == "dog"
     assert np.asarray(loaded[0]["image"]).shape == (25, 32, 3)
+
+
+def test_the_readme_shards_example_is_valid_on_147_shards(tmp_path):
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Training pipelines"):]
+    example = section[section.index("```yaml\n") + 8:section.index("```\n", section.index("```yaml"))]
+    for s in range(147):
+        write_shard(tmp_path / "wds" / f"train-{s:06d}.tar", {f"n{s:06d}_0": {"jpg": png(s), "cls": b"1"}})
+    (tmp_path / "paintings").mkdir()
+    Image.fromarray(pattern(32, 32, phase=3), "RGB").save(tmp_path / "paintings" / "p.png")
+    (tmp_path / "stylize.yaml").write_text(example)
+    manifest = read_manifest(tmp_path / "stylize.yaml")
+    assert [str(p) for p in validate(manifest)] == []
+    assert len(manifest.jobs) == 2 * 147 and len(manifest.copies) == 2 * 147
+    job = manifest.jobs[-1]
+    assert job.output == tmp_path / "stylized" / "train-000146.tar" / "n000146_0_1.jpg"
+    assert job.params.jpeg_quality == 90 and job.params.size == 256

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .. import shards
 from ..dataset import Copy
+from ..errors import NstbatchError
 from ..images import atomic_write, remove_stale_temps
 from ..manifest import Job
 from .claims import CLAIM_STALE, Claim, claim_at
@@ -131,9 +132,9 @@ class Outputs:
             return  # another run packs it now
         try:
             self._pack(shard)
-        except OSError as e:
-            self.result.failures.append(f"cannot write the shard {shard.path} ({e.strerror or e});"
-                                        " its samples stay staged, the next run packs it")
+        except (OSError, NstbatchError) as e:  # a full disk; a packed sample's shard changed meanwhile
+            self.result.failures.append(f"cannot write the shard {shard.path} ({getattr(e, 'strerror', None) or e});"
+                                        " its staged samples wait for the next run")
         finally:
             lock.release()
 
