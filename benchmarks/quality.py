@@ -38,24 +38,33 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # name -> (preset, overrides). The default's row is the preset itself, so the table shows
 # what a user gets.
+# The default before issue 25 (the balanced costs as `fast` keeps them, 150 steps): the base
+# of the candidates measured against it.
+BEFORE_25 = {"init": "content+noise", "palette_mix": 1.0, "scale_carry": "image", "style_weight": 4.0,
+             "steps": 150, "scale_steps": (0.7, 0.3)}
 CANDIDATES = {
     "balanced (default)": ("balanced", {}),
     "fast": ("fast", {}),
+    "balanced before issue 25": ("balanced", BEFORE_25),
     # Issue 25: the default from the content in the painting's colours, each scale from its own
     # content's detail plus the coarse painting (RESULTS.md, "The frontier, first run").
-    "palette+detail": ("balanced", {"init": "palette+noise", "scale_carry": "detail", "style_weight": 4.25}),
-    "palette+detail beta 4": ("balanced", {"init": "palette+noise", "scale_carry": "detail"}),
+    "palette+detail": ("balanced", {**BEFORE_25, "init": "palette+noise", "scale_carry": "detail",
+                                    "style_weight": 4.25}),
+    "palette+detail beta 4": ("balanced", {**BEFORE_25, "init": "palette+noise", "scale_carry": "detail"}),
     "fast palette+detail": ("fast", {"init": "palette+noise", "scale_carry": "detail", "style_weight": 4.25}),
+    # The second frontier run (2026-12-02): the default (half of the palette) with 10 more steps
+    # at half size.
+    "default, 160 steps": ("balanced", {"steps": 160, "scale_steps": (0.72, 0.28)}),
     # The default before style_cap: every pair pulled with the full beta.
-    "uncapped": ("balanced", {"style_cap": 0}),
+    "uncapped": ("balanced", {**BEFORE_25, "style_cap": 0}),
     # The default before the balanced norms: the seed's costs, alpha 80, the same schedule.
     "old-default": ("seed", {"steps": 150, "lr": 0.05, "content_layers": "relu4_2", "content_weight": 80,
                              "precision": "auto", "scales": "0.5,1", "scale_steps": "0.7,0.3"}),
     "seed (500 steps)": ("seed", {}),
-    # Issue 25's loop pieces on the default, one at a time and together (no preset uses them yet).
-    "average 0.99": ("balanced", {"average": 0.99}),
-    "warm": ("balanced", {"scale_start": "warm"}),
-    "warm + average 0.99": ("balanced", {"scale_start": "warm", "average": 0.99}),
+    # Issue 25's loop pieces on the default before it, one at a time and together (no preset uses them).
+    "average 0.99": ("balanced", {**BEFORE_25, "average": 0.99}),
+    "warm": ("balanced", {**BEFORE_25, "scale_start": "warm"}),
+    "warm + average 0.99": ("balanced", {**BEFORE_25, "scale_start": "warm", "average": 0.99}),
 }
 ANCHORS = {"hoovertowernight-starry_night": ROOT / "docs/pairs/hoovertowernight_starry_night_jcjohnson.jpg"}
 

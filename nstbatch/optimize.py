@@ -135,17 +135,19 @@ def initial_image(content: Tensor, params: StyleParams, init: Tensor | None = No
     to the content, and reduced to its luminance where ``preserve_color`` asks. ``palette``
     and ``palette+noise`` start from the content recoloured to ``colors`` (the style target's
     colour mean ``(N, 3)`` and covariance ``(N, 3, 3)``, ``targets.palette``), each image to
-    its own style's."""
+    its own style's, ``palette_mix`` of the way from the content's own colours (without style
+    layers there is no palette: they start from the content)."""
     if init is not None:
         start = resize_tensor(init.to(content), tuple(content.shape[-2:]), "bilinear")
         start = start.expand(content.shape[0], -1, -1, -1).contiguous()
         return luminance(start) if params.preserve_color == "luminance" else start
-    if params.init.startswith("palette"):
+    if params.init.startswith("palette") and params.style_layers:  # (no style: no palette, the content)
         if colors is None:
             raise ValueError(f"init {params.init} needs the style target's colours")
         mean, cov = colors
-        content = torch.cat([recolor(content[i:i + 1], mean[min(i, len(mean) - 1)], cov[min(i, len(cov) - 1)])
-                             for i in range(content.shape[0])])
+        recolored = torch.cat([recolor(content[i:i + 1], mean[min(i, len(mean) - 1)], cov[min(i, len(cov) - 1)])
+                               for i in range(content.shape[0])])
+        content = recolored if params.palette_mix == 1 else torch.lerp(content, recolored, params.palette_mix)
     if params.init in ("content", "palette"):
         return content.clone(memory_format=torch.contiguous_format)
     uniform = torch.cat([torch.rand((1, *content.shape[1:]), dtype=torch.float32,
@@ -347,7 +349,7 @@ class _Loop:
             content = luminance(content).contiguous(memory_format=layout)
         self.content = content
         full = compute_targets(self.features, content, style, params, style_targets, self.dtype)
-        self.colors = palette(full.style) if params.init.startswith("palette") else None
+        self.colors = palette(full.style) if params.init.startswith("palette") and params.style_layers else None
         self.history = list(resume.history) if resume else []
         self.first = resume.step if resume else 0
         image, targets = None, full

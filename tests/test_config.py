@@ -80,7 +80,8 @@ VALUES = {
     "preserve_color": ("luminance", "luminance"), "style_scale": ("0.5", 0.5), "style_size": ("256", 256),
     "save_every": ("10", 10), "jpeg_quality": ("90", 90), "webp_quality": ("100", 100), "average": ("0.9", 0.9),
     "scale_start": ("warm", "warm"), "style_loss": ("w2", "w2"), "lr_end": ("0.1", 0.1),
-    "scale_carry": ("detail", "detail"),
+    "scale_carry": ("image", "image"),
+    "palette_mix": ("0.25", 0.25),
     "precision": ("fp32", "fp32"), "weights": ("torchvision", "torchvision"),
 }
 

@@ -278,6 +278,11 @@ def test_the_palette_init_is_the_content_in_each_style_s_colours(pair, seed_feat
     assert (both[1:].mean(dim=(2, 3)) - cold.mean(dim=(2, 3))).abs().max() < 2 / 255
     noisy = initial_image(content, dataclasses.replace(params, init="palette+noise"), colors=palette(targets.style))
     assert 0.05 < (noisy - start).abs().mean() < 0.2
+    # palette_mix: that far from the content's own colours to the palette (0: the content itself)
+    half = initial_image(content, dataclasses.replace(params, palette_mix=0.5), colors=palette(targets.style))
+    torch.testing.assert_close(half, (content + start) / 2)
+    torch.testing.assert_close(initial_image(content, dataclasses.replace(params, palette_mix=0.0),
+                                             colors=palette(targets.style)), content)
     result = optimize(content, style, dataclasses.replace(params, steps=0), features=seed_features)
     torch.testing.assert_close(result.image, initial_image(content, params, colors=palette(
         compute_targets(seed_features, content, style, params).style)))
