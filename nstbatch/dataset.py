@@ -418,9 +418,7 @@ def _check_output_shards(base: Path, value, spec: _Entry, outputs: set[str]) -> 
     inputs = {str(path) for path in spec.shards}
     patterns = [os.path.normpath(base / os.path.expanduser(name)) for text in _shard_texts(value)
                 for name in shards.brace_expand(text)]
-    for output in sorted(outputs):
-        shard = output.lower().partition(shards.SUFFIX + os.sep)[0] + shards.SUFFIX
-        shard = output[:len(shard)]
+    for shard in sorted({str(shards.split(output)[0]) for output in outputs if shards.is_member(output)}):
         if shard in inputs or any(fnmatch.fnmatchcase(shard, pattern) for pattern in patterns):
             raise EntryError(f"the output shard {shard} is also named by dataset: the next run would stylize"
                              " it too; write the outputs to another folder (output_dir or the output template)")

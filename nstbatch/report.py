@@ -34,7 +34,8 @@ def thumbnail(state: StateDir, path: Path, side: int = THUMB_SIDE) -> Path | Non
     """A JPEG of ``path`` with its long side ``side``, made once per version of the file."""
     path = shards.locate(path)
     try:
-        version = shards.member_stat(path) if shards.is_member(path) else (path.stat().st_size, path.stat().st_mtime_ns)
+        stat = None if shards.is_member(path) else path.stat()
+        version = shards.member_stat(path) if stat is None else (stat.st_size, stat.st_mtime_ns)
     except (OSError, NstbatchError):
         return None
     key = hashlib.sha256(f"{path.resolve()}|{version}|{side}".encode()).hexdigest()[:24]

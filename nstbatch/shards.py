@@ -246,7 +246,7 @@ def pack(shard: Path, entries: list[Entry], mtime: float = 0.0) -> None:
     from .images import atomic_write
 
     def write(f) -> None:
-        with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT if _short(entries) else tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(fileobj=f, mode="w") as tar:  # PAX: long member names are kept whole
             for entry in entries:
                 info = tarfile.TarInfo(entry.name)
                 info.mtime, info.mode = mtime, 0o644
@@ -264,10 +264,6 @@ def pack(shard: Path, entries: list[Entry], mtime: float = 0.0) -> None:
 
     shard.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(shard, write)
-
-
-def _short(entries: list[Entry]) -> bool:
-    return all(len(entry.name.encode()) < 100 for entry in entries)
 
 
 def brace_expand(pattern: str) -> list[str]:
