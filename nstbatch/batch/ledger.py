@@ -35,7 +35,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from .. import shards
 from ..hashing import FileHashes, JobHasher
@@ -404,13 +404,7 @@ class StateDir:
             except FileNotFoundError:
                 continue
             end = data.rfind(b"\n") + 1
-            for raw in data[:end].splitlines():
-                line = _parse_line(raw)
-                if line is None or line.id is None:
-                    continue
-                known = self._latest.get(line.id)
-                if known is None or line.time >= known.time:
-                    self._latest[line.id] = line
+            newest((_parse_line(raw) for raw in data[:end].splitlines()), self._latest)
             self._read_to[path] = start + end
         return self._latest
 
@@ -526,6 +520,19 @@ class StateDir:
         if last is not None and last.status in (JobStatus.STARTED, JobStatus.PREEMPTED, JobStatus.INTERRUPTED):
             return Standing(JobStatus.INTERRUPTED, f"{why}; its last attempt was cut short", hash_)
         return Standing(JobStatus.PENDING, why, hash_)
+
+
+def newest(lines: Iterable[ReportLine | None], into: dict[str, ReportLine] | None = None) -> dict[str, ReportLine]:
+    """Each job's newest line of ``lines`` (by time; a tie goes to the later line), added to
+    ``into``."""
+    into = {} if into is None else into
+    for line in lines:
+        if line is None or line.id is None:
+            continue
+        known = into.get(line.id)
+        if known is None or line.time >= known.time:
+            into[line.id] = line
+    return into
 
 
 def _parse_line(raw: bytes) -> ReportLine | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..manifest import Job, Problem, read_manifest
 from .claims import CLAIM_STALE
-from .ledger import JobStatus, ReportLine, Standing, StateDir, default_state_dir, read_history
+from .ledger import JobStatus, ReportLine, Standing, StateDir, default_state_dir, newest, read_history
 
 
 @dataclass
@@ -89,7 +89,7 @@ def status(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None
         lines.setdefault(line.id, []).append(line)
     invalid = ({p.job_id: p.message for p in validate(manifest, check_files=True) if p.job_id}
                if check_files else {})
-    hasher, latest = state.job_hasher(), state.latest()
+    hasher, latest = state.job_hasher(), newest(every)  # the report, parsed once
     views = []
     for job in manifest.jobs:
         standing = state.standing(job, hasher, claim_stale, latest)
