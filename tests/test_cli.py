@@ -3,11 +3,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from nstbatch import __version__
 from nstbatch.config import DEFAULT_PRESET
-from tests.conftest import run_cli
+from tests.conftest import draw_inputs, run_cli
 
 TINY = ["--size", "32", "--steps", "3", "--style-layers", "relu1_1,relu2_1", "--content-layers", "relu2_2"]
 
@@ -136,6 +137,15 @@ def test_every_run_option_reaches_run_options_from_its_flag(tmp_path, monkeypatc
         options = seen.pop()
         assert getattr(options, name) == value != getattr(RunOptions(options.manifest), name), name
     assert run_cli(capsys, "run", tmp_path / "m.csv", "--devices", "gpu", "--dry-run")[0] == 2  # as a real run
+
+
+def test_a_dry_run_refuses_devices_a_run_would_refuse(tmp_path, capsys, monkeypatch):
+    draw_inputs(tmp_path, 1, 40, 36, 36)
+    (tmp_path / "m.csv").write_text("content,style,output\nc0.png,s.png,o.png\n")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine has none anyway
+    code, _, err = run_cli(capsys, "run", tmp_path / "m.csv", "--devices", "all", "--dry-run")
+    assert code == 2 and "--devices all: torch sees no GPU" in err
+    assert not (tmp_path / "o.png").exists()
 
 
 def test_weights_command_names_source_hash_and_preprocessing(capsys):

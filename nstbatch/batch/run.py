@@ -176,6 +176,14 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
                          invalid=len({p.job_id or p.where for p in plan.problems}))
     if plan.problems:
         events.invalid(plan.problems)
+    # The devices and providers asked for, before any work: a dry run refuses what a run would.
+    from ..devices import worker_devices
+
+    devices = worker_devices(options.devices, options.workers)
+    if options.targets == "onnx":
+        from ..onnx_backend import check_providers
+
+        check_providers(options.providers, options.allow_fallback)
     if options.dry_run:
         return summary, plan
     state.save_hashes()  # before any job: a run killed in its first job still restarts fast
@@ -188,13 +196,6 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
         for item in plan.jobs:
             state.forget_kills(item.job)
     _copy_sidecars(plan, summary, events)
-    from ..devices import worker_devices
-
-    devices = worker_devices(options.devices, options.workers)
-    if options.targets == "onnx":
-        from ..onnx_backend import check_providers
-
-        check_providers(options.providers, options.allow_fallback)
     to_run = plan.to_run
     size = options.batch if options.batch != "auto" else (16 if devices[0].startswith("cuda") else 1)
     tasks = batches(to_run, size, state)
