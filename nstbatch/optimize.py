@@ -87,10 +87,12 @@ def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles | Non
                     params: StyleParams,
                     style_targets: dict[str, Tensor] | None = None,
                     dtype: torch.dtype | None = None,
-                    style_factor: Tensor | None = None) -> Targets:
+                    style_factor: Tensor | None = None,
+                    w2: dict[str, tuple[Tensor, Tensor, Tensor]] | None = None) -> Targets:
     """Content activations, the blend of the styles' Gram targets at ``feature_scale``, and
     under ``style_cap`` each image's share of beta, from the content image's own style cost
-    (``style_factor`` given: taken as it is, as every scale of one job shares its own).
+    (``style_factor`` given: taken as it is, as every scale of one job shares its own; so is
+    ``w2``, the W2 targets of those style targets, which no scale changes).
 
     Each style image is resized to its long side (``style_size``, or ``style_scale`` times the
     content's) and prepared for ``preserve_color`` (``color.prepare_style``); ``content`` is
@@ -117,8 +119,8 @@ def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles | Non
             per_style.append((torch_style_targets(features, style, params.style_layers), weight))
         style_targets = blend_targets(per_style or [({}, 1.0)], params.feature_scale, content.device)
     style = {name: g.to(content.device) for name, g in (style_targets or {}).items()}
-    w2 = ({name: losses.w2_target(style[mean_key(name)], style[name]) for name in params.style_layers}
-          if params.style_loss == "w2" else None)
+    if w2 is None and params.style_loss == "w2":
+        w2 = {name: losses.w2_target(style[mean_key(name)], style[name]) for name in params.style_layers}
     if capped:
         with torch.no_grad():
             start = _style_cost(content_acts, style, params, w2)
@@ -358,7 +360,7 @@ class _Loop:
                 continue  # done before the checkpoint we resume from
             stage_content = resize_tensor(content, stage.size, "bilinear").contiguous(memory_format=layout)
             targets = full if stage.size == tuple(content.shape[-2:]) else compute_targets(
-                self.features, stage_content, None, params, full.style, self.dtype, full.style_factor)
+                self.features, stage_content, None, params, full.style, self.dtype, full.style_factor, full.w2)
             image, resuming = self._start(stage, stage_content, image, init, resume)
             if stage.start != stage.end:
                 image = self._descend(stage, image, targets, resume if resuming else None, original)
