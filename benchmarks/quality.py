@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The default before issue 25 (the balanced costs as `fast` keeps them, 150 steps): the base
 # of the candidates measured against it.
 BEFORE_25 = {"init": "content+noise", "palette_mix": 1.0, "scale_carry": "image", "style_weight": 4.0,
-             "steps": 150, "scale_steps": (0.7, 0.3)}
+             "steps": 150, "scale_steps": (0.7, 0.3), "average": 0.0}
 CANDIDATES = {
     "balanced (default)": ("balanced", {}),
     "fast": ("fast", {}),
@@ -54,7 +54,11 @@ CANDIDATES = {
     "fast palette+detail": ("fast", {"init": "palette+noise", "scale_carry": "detail", "style_weight": 4.25}),
     # The second frontier run (2026-12-02): the default (half of the palette) with 10 more steps
     # at half size.
-    "default, 160 steps": ("balanced", {"steps": 160, "scale_steps": (0.72, 0.28)}),
+    "default, 160 steps": ("balanced", {"steps": 160, "scale_steps": (0.72, 0.28), "average": 0.0}),
+    # The default of the second run, before iterate averaging (average 0.7) joined it.
+    "default of the second run": ("balanced", {"average": 0.0}),
+    # The third run (2026-12-02): the default's pieces on a `fast` budget (90 steps, 80 % at half size).
+    "fast, the default's pieces": ("balanced", {"steps": 90, "scale_steps": (0.8, 0.2)}),
     # The default before style_cap: every pair pulled with the full beta.
     "uncapped": ("balanced", {**BEFORE_25, "style_cap": 0}),
     # The default before the balanced norms: the seed's costs, alpha 80, the same schedule.
