@@ -162,6 +162,24 @@ def _help(options: RunOptions, state: StateDir, devices: list[str], plan: Plan, 
     return False
 
 
+def _devices(options: RunOptions) -> list[str]:
+    """One device per worker, and for ONNX targets the providers, refused before any work."""
+    from ..devices import worker_devices
+
+    devices = worker_devices(options.devices, options.workers)
+    if options.targets == "onnx":
+        from ..onnx_backend import check_providers
+
+        check_providers(options.providers, options.allow_fallback)
+    return devices
+
+
+def _names_a_gpu(options: RunOptions) -> bool:
+    plain = ("auto", "cpu")
+    return ((options.devices or "auto").strip().lower() not in plain
+            or options.targets == "onnx" and (options.providers or "auto").strip().lower() not in plain)
+
+
 def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[RunSummary, Plan]:
     """Run every job of this shard of the manifest that is not done. A failing job is
     recorded and the rest go on; outputs are atomic; a stop signal checkpoints the jobs in
@@ -176,16 +194,11 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
                          invalid=len({p.job_id or p.where for p in plan.problems}))
     if plan.problems:
         events.invalid(plan.problems)
-    # The devices and providers asked for, before any work: a dry run refuses what a run would.
-    from ..devices import worker_devices
-
-    devices = worker_devices(options.devices, options.workers)
-    if options.targets == "onnx":
-        from ..onnx_backend import check_providers
-
-        check_providers(options.providers, options.allow_fallback)
     if options.dry_run:
+        if _names_a_gpu(options):  # a dry run refuses the GPUs a run would (torch only then)
+            _devices(options)
         return summary, plan
+    devices = _devices(options)
     state.save_hashes()  # before any job: a run killed in its first job still restarts fast
     for problem in plan.problems:  # --skip-invalid: each skipped row's reason, on record
         state.record_invalid(problem)
