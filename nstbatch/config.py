@@ -170,6 +170,12 @@ class StyleParams:
         return self.style_size or max(1, round(self.style_scale * (output_side or self.size)))
 
     @property
+    def palette_init(self) -> bool:
+        """Whether the start is the content recoloured to the style's palette: ``init`` palette
+        or palette+noise, with style layers to take the palette from (without: the content)."""
+        return self.init.startswith("palette") and bool(self.style_layers)
+
+    @property
     def geometry(self) -> tuple[int, str, str]:
         """``(size, resize, crop)``: what ``images.fitted`` needs to make the output's shape."""
         return self.size, self.resize, self.crop

@@ -143,7 +143,7 @@ def initial_image(content: Tensor, params: StyleParams, init: Tensor | None = No
         start = resize_tensor(init.to(content), tuple(content.shape[-2:]), "bilinear")
         start = start.expand(content.shape[0], -1, -1, -1).contiguous()
         return luminance(start) if params.preserve_color == "luminance" else start
-    if params.init.startswith("palette") and params.style_layers:  # (no style: no palette, the content)
+    if params.palette_init:
         if colors is None:
             raise ValueError(f"init {params.init} needs the style target's colours")
         mean, cov = colors
@@ -351,7 +351,7 @@ class _Loop:
             content = luminance(content).contiguous(memory_format=layout)
         self.content = content
         full = compute_targets(self.features, content, style, params, style_targets, self.dtype)
-        self.colors = palette(full.style) if params.init.startswith("palette") and params.style_layers else None
+        self.colors = palette(full.style) if params.palette_init else None
         self.history = list(resume.history) if resume else []
         self.first = resume.step if resume else 0
         image, targets = None, full

@@ -1,13 +1,12 @@
 """README's presets table says what the presets are: each row's four preset columns are the
 values of `nstbatch.config.PRESETS`, so a preset changed without its table fails here."""
 from fractions import Fraction
-from pathlib import Path
-
 import pytest
 
 from nstbatch.config import FIELDS, PRESETS
+from tests.conftest import ROOT
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = ROOT / "README.md"
 COLUMNS = ("balanced", "fast", "seed", "gatys")
 HEADER = "| parameter | `balanced` (default) | `fast` | `seed` | `gatys` | meaning |"
 

@@ -47,9 +47,9 @@ def test_the_hash_split_of_the_test_manifest_is_uneven():
 
 @pytest.mark.slow
 def test_three_shards_finish_every_job_once_and_together(folder):
-    # Shard 2's one job is short and the others' long, so shard 2 is done with its own while
-    # the other two still have jobs nobody has claimed: whether it helps is no race between
-    # three processes on two cores.
+    # Shard 2's one job is short (10 steps) and the others' long (150), so shard 2 is done with
+    # its own long before the other two have claimed all of theirs: with 80 steps each it
+    # raced them on two cores and once found nothing left to help with.
     manifest(folder, steps=150, shard_steps={2: 10})
     procs, ends = [spawn_run(folder, "--shard", f"{i}/3", "-q") for i in range(3)], {}
     while len(ends) < 3:
