@@ -45,6 +45,11 @@ class StyleParams:
                       " scaled to size, whatever resize says)", "choice", CROPS)
     steps: int = _knob(500, "optimizer steps", "int", low=0, high=1_000_000)
     optimizer: str = _knob("adam", "optimizer over the pixels", "choice", OPTIMIZERS)
+    clip_every: int = _knob(
+        1, "L-BFGS: clip the pixels to [0, 1] every N iterations instead of after each, running the"
+        " N in one call of the optimizer so that each iteration after the first starts from its"
+        " line search's last evaluation (1: after each, as the seed's loop clips, two evaluations"
+        " an iteration at least; 5: about 1.3)", "int", low=1, high=10_000)
     lr: float = _knob(0.03, "learning rate", "float", low=0.0)
     lr_end: float = _knob(
         1.0, "the learning rate at the last step of each scale, as a fraction of lr: it falls from"
@@ -139,6 +144,9 @@ class StyleParams:
         if self.style_cap and self.style_norm != "balanced":
             raise ParamError(f"style_cap {self.style_cap:g} needs style_norm: balanced (the cap is"
                              f" in the balanced cost's units); set style_norm balanced or style_cap 0")
+        if self.clip_every != 1 and self.optimizer != "lbfgs":
+            raise ParamError(f"clip_every {self.clip_every} groups L-BFGS iterations between clips; Adam"
+                             f" clips after every step: with optimizer {self.optimizer} use clip_every 1")
         if self.scale_start == "warm" and self.optimizer != "adam":
             raise ParamError(f"scale_start warm carries Adam's moments from scale to scale; with"
                              f" optimizer {self.optimizer} use scale_start fresh")
@@ -190,7 +198,7 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(St
 # Fields added after jobs were already being recorded as done, whose defaults give what those
 # jobs got: params hashes leave them out at their defaults, so upgrading redoes no finished job.
 LATER_FIELDS = ("resize", "crop", "jpeg_quality", "webp_quality", "style_cap", "average", "scale_start",
-                "style_loss", "lr_end", "scale_carry", "palette_mix")
+                "style_loss", "lr_end", "scale_carry", "palette_mix", "clip_every")
 
 
 def _check(f: dataclasses.Field, value) -> None:

@@ -281,7 +281,8 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
     to start from instead of the content plus noise (``initial_image``).
 
     Runs ``params.steps`` updates of Adam or L-BFGS over the pixels, clipping them to [0, 1]
-    after each; returns the image and the costs after every reported step (step 0 included).
+    after each (L-BFGS: after each call of ``clip_every`` iterations); returns the image and
+    the costs after every reported step (step 0 included).
     With several ``params.scales`` the steps are shared out coarse to fine (``stages``): each
     scale starts from the previous one's image, upsampled, with a fresh optimizer; the style
     targets (Grams per position) serve every scale, the content targets are taken at each.
@@ -317,10 +318,13 @@ class _Loop:
         # L-BFGS has no loss scaling: fp16 gradients would underflow.
         self.dtype = None if dtype == torch.float16 and params.optimizer == "lbfgs" else dtype
         # Channels-last pays with cuDNN and with oneDNN's bf16 kernels; plain fp32 on the CPU
-        # gains nothing from it (benchmarks/RESULTS.md), so it is left alone there. L-BFGS
-        # flattens gradients with .view(-1), which needs the default layout.
-        self.memory_format = (torch.channels_last if (self.device.type == "cuda" or self.dtype is not None)
-                              and params.optimizer == "adam" else torch.contiguous_format)
+        # gains nothing from it (benchmarks/RESULTS.md), so it is left alone there. The image
+        # follows the network, except under L-BFGS, which flattens gradients with .view(-1) and
+        # so needs the default layout for the image (the network still takes channels-last:
+        # the first convolution converts, and the gradient comes back in the image's layout).
+        self.network_format = (torch.channels_last if self.device.type == "cuda" or self.dtype is not None
+                               else torch.contiguous_format)
+        self.memory_format = self.network_format if params.optimizer == "adam" else torch.contiguous_format
         self.history: list[Progress] = []
         self.first = 0  # the step we resume from
         self.carried: dict | None = None  # the last stage's optimizer state, for a warm start
@@ -335,12 +339,12 @@ class _Loop:
         was = torch.channels_last if weight.dim() == 4 and weight.is_contiguous(
             memory_format=torch.channels_last) and not weight.is_contiguous() else torch.contiguous_format
         was_checkpointing = self.features.checkpointing
-        self.features.to(memory_format=self.memory_format)
+        self.features.to(memory_format=self.network_format)
         try:
             yield
         finally:
             self.features.checkpointing = was_checkpointing
-            if was != self.memory_format:
+            if was != self.network_format:
                 self.features.to(memory_format=was)
 
     def run(self, content: Tensor, style, style_targets, init: Tensor | None,
@@ -430,17 +434,19 @@ class _Loop:
             descent.resume(resume)
         elif params.scale_start == "warm" and self.carried is not None:
             descent.warm(self.carried)
-        for step in range(max(stage.start, self.first), stage.end):
+        step = max(stage.start, self.first)
+        while step < stage.end:
             if hooks.should_stop is not None and hooks.should_stop():
                 raise Preempted(descent.checkpoint(step))
-            descent.step(step)
-            done = step + 1
-            if hooks.on_snapshot is not None and params.save_every and done % params.save_every == 0 \
-                    and done < params.steps:
+            done = descent.step(step)  # step + 1, or with clip_every up to step + clip_every
+            # every N steps: at the update that reaches or passes a multiple of N
+            if hooks.on_snapshot is not None and params.save_every and done < params.steps \
+                    and done // params.save_every > step // params.save_every:
                 hooks.on_snapshot(done, self._as_seen(descent.result(), original).contiguous())
-            if hooks.checkpoint_every and hooks.on_checkpoint and done % hooks.checkpoint_every == 0 \
-                    and done < params.steps:
+            if hooks.checkpoint_every and hooks.on_checkpoint and done < params.steps \
+                    and done // hooks.checkpoint_every > step // hooks.checkpoint_every:
                 hooks.on_checkpoint(descent.checkpoint(done))
+            step = done
         self.carried = descent.optimizer.state_dict() if params.scale_start == "warm" else None
         return descent.result()
 
@@ -517,11 +523,20 @@ class _Descent:
         done = (step - start) / (end - start - 1)  # 0 at the stage's first step, 1 at its last
         return params.lr * (params.lr_end + (1 - params.lr_end) * (1 + math.cos(math.pi * done)) / 2)
 
-    def step(self, step: int) -> None:
-        """One update, then the pixels clipped to [0, 1]."""
+    def step(self, step: int) -> int:
+        """One update, then the pixels clipped to [0, 1]; the steps done after it. An Adam
+        update is one step; an L-BFGS one runs ``clip_every`` iterations (fewer at the stage's
+        end) in one call of the optimizer, so that each iteration after the first starts from
+        its line search's last evaluation, and clips after them."""
+        params = self.loop.params
+        iterations = 1 if params.optimizer == "adam" else min(params.clip_every, self.stage.end - step)
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(step)
-        if self.loop.params.optimizer == "adam":
+            if params.optimizer == "lbfgs":
+                # max_eval is the line searches' budget per call: 25 an iteration (torch's
+                # default, max_iter * 5 // 4, would stall a one-iteration call completely)
+                group["max_iter"], group["max_eval"] = iterations, 25 * iterations
+        if params.optimizer == "adam":
             self.optimizer.zero_grad(set_to_none=True)
             parts = self._costs()
             # images of a batch are independent: the gradient of their sum is each one's own
@@ -546,6 +561,7 @@ class _Descent:
             self.image.clamp_(0, 1)
         if self.average is not None:
             self.average.update(self.image)
+        return step + iterations
 
     def checkpoint(self, step: int) -> Checkpoint:
         average = self.average.biased.detach().cpu().clone() if self.average is not None else None
@@ -557,9 +573,9 @@ class _Descent:
 def _optimizer(params, image, features, targets, dtype):
     if params.optimizer == "adam":
         return torch.optim.Adam([image], lr=params.lr), 1.0
-    # One L-BFGS iteration per .step() call (the history persists between calls), so
-    # progress and clipping happen per iteration as with Adam. max_eval is the line
-    # search's budget per call: its default (max_iter * 5 // 4 = 1) stalls it completely.
+    # clip_every L-BFGS iterations per .step() call (_Descent.step sets max_iter and max_eval
+    # each call; the history persists between calls), so progress and clipping happen per
+    # call: per iteration with clip_every 1, as with Adam.
     optimizer = torch.optim.LBFGS([image], lr=params.lr, max_iter=1, max_eval=25,
                                   history_size=50, line_search_fn="strong_wolfe")
     # L-BFGS's tolerances and first step length are absolute; on costs of ~1e12 (the

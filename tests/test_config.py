@@ -81,9 +81,13 @@ VALUES = {
     "save_every": ("10", 10), "jpeg_quality": ("90", 90), "webp_quality": ("100", 100), "average": ("0.9", 0.9),
     "scale_start": ("warm", "warm"), "style_loss": ("w2", "w2"), "lr_end": ("0.1", 0.1),
     "scale_carry": ("image", "image"),
-    "palette_mix": ("0.25", 0.25),
+    "palette_mix": ("0.25", 0.25), "clip_every": ("3", 3),
     "precision": ("fp32", "fp32"), "weights": ("torchvision", "torchvision"),
 }
+
+
+# Fields whose value needs another field's: that one is set beside it.
+COMPANIONS = {"clip_every": ("optimizer", "lbfgs")}
 
 
 def test_every_field_reaches_the_params_from_its_flag_its_csv_column_and_its_yaml_key(tmp_path, monkeypatch,
@@ -99,11 +103,13 @@ def test_every_field_reaches_the_params_from_its_flag_its_csv_column_and_its_yam
     monkeypatch.setattr(nstbatch.api, "stylize_file", lambda *args, **kw: seen.append(args[3]))
     for name, (text, value) in VALUES.items():
         assert FIELDS[name].metadata["help"], name
+        cells = {name: text, **dict([COMPANIONS[name]] if name in COMPANIONS else [])}
         code = main(["stylize", str(tmp_path / "c.png"), str(tmp_path / "s.png"), "-o", str(tmp_path / "o.png"),
-                     f"--{name.replace('_', '-')}", text, "-q"])
-        (tmp_path / "m.csv").write_text(f"content,style,output,{name}\nc.png,s.png,o.png,\"{text}\"\n")
-        (tmp_path / "m.yaml").write_text(f"jobs:\n  - {{content: c.png, style: s.png, output: o.png,"
-                                         f" {name}: '{text}'}}\n")
+                     *(a for key, v in cells.items() for a in (f"--{key.replace('_', '-')}", v)), "-q"])
+        (tmp_path / "m.csv").write_text(f"content,style,output,{','.join(cells)}\nc.png,s.png,o.png,"
+                                        + ",".join(f'"{v}"' for v in cells.values()) + "\n")
+        (tmp_path / "m.yaml").write_text("jobs:\n  - {content: c.png, style: s.png, output: o.png, "
+                                         + ", ".join(f"{key}: '{v}'" for key, v in cells.items()) + "}\n")
         from_csv, from_yaml = (read_manifest(tmp_path / m).jobs for m in ("m.csv", "m.yaml"))
         assert code == 0 and len(seen) == 1 and len(from_csv) == len(from_yaml) == 1, \
             (name, capsys.readouterr().err)

@@ -124,6 +124,44 @@ def test_preempted_and_resumed_run_continues_the_same_trajectory(pair, preset, e
     assert [p.step for p in resumed.history] == list(range(9))
 
 
+def test_lbfgs_clip_every_runs_its_iterations_in_one_call_on_fewer_evaluations(pair):
+    from nstbatch.optimize import Preempted
+
+    content, style = pair
+    params = resolve_params("gatys", {"steps": 11, **LIGHT})
+    features = build_features(params)
+    runs = {}
+    for every in (1, 5):
+        saved = []
+        runs[every] = optimize(content, style, dataclasses.replace(params, clip_every=every), features=features,
+                               hooks=Hooks(checkpoint_every=10, on_checkpoint=saved.append)), saved
+    (one, one_saved), (five, five_saved) = runs[1], runs[5]
+    # a call of five iterations is one reported step: 0, 5, 10, then the end
+    assert [p.step for p in five.history] == [0, 5, 10, 11] and [c.step for c in five_saved] == [10]
+    assert five.history[-1].total < 0.5 * five.history[0].total
+    assert 0 <= five.image.min() and five.image.max() <= 1
+    # the optimizer's own count: each call evaluates its start again; within a call the line
+    # search's last evaluation serves the next iteration
+    evaluations = [saved[0].optimizer["state"][0]["func_evals"] for saved in (one_saved, five_saved)]
+    assert evaluations[1] < 0.75 * evaluations[0]
+    # stopped before its second call (step 5), resumed: the same trajectory
+    calls = iter(range(100))
+    every5 = dataclasses.replace(params, clip_every=5)
+    with pytest.raises(Preempted) as stopped:
+        optimize(content, style, every5, features=features, hooks=Hooks(should_stop=lambda: next(calls) == 1))
+    assert stopped.value.checkpoint.step == 5
+    resumed = optimize(content, style, every5, features=features, resume=stopped.value.checkpoint)
+    assert torch.equal(resumed.image, five.image)
+
+
+def test_clip_every_is_for_lbfgs():
+    from nstbatch.errors import ParamError
+
+    with pytest.raises(ParamError, match="clip_every 5 groups L-BFGS iterations"):
+        resolve_params("seed", {"clip_every": 5})
+    assert resolve_params("gatys", {"clip_every": "5"}).clip_every == 5
+
+
 def test_the_learning_rate_falls_along_a_half_cosine_within_each_scale(pair, seed_features):
     from nstbatch.optimize import _Descent, _Loop, stages
 
@@ -184,7 +222,9 @@ def test_lbfgs_with_bf16_keeps_the_default_layout(pair):
     features = build_features(params)
     # L-BFGS flattens the gradient with .view(-1): the image must keep the default layout,
     # where Adam under bf16 takes channels-last.
-    assert _Loop(features, params, Hooks(), None).memory_format == torch.contiguous_format
+    loop = _Loop(features, params, Hooks(), None)
+    assert loop.memory_format == torch.contiguous_format
+    assert loop.network_format == torch.channels_last  # the network takes bf16's fast layout all the same
     adam = resolve_params("seed", {"precision": "bf16"})
     assert _Loop(features, adam, Hooks(), None).memory_format == torch.channels_last
     result = optimize(*pair, params, features=features)
@@ -323,7 +363,7 @@ def test_a_batch_checkpoint_sliced_per_image_resumes_each_image_alone(pair, seed
 
 def test_activation_checkpointing_gives_the_same_run(pair, seed_features):
     content, style = pair
-    params = resolve_params("fast", {"steps": 4, "precision": "fp32"})
+    params = resolve_params("balanced", {"steps": 4, "precision": "fp32"})
     calls = []
     hook = seed_features.features[0].register_forward_hook(lambda *a: calls.append(1))
     plain = optimize(content, style, params, features=seed_features, activation_checkpointing=False)
