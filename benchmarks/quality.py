@@ -38,10 +38,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # name -> (preset, overrides). The default's row is the preset itself, so the table shows
 # what a user gets.
-# The default before issue 25 (the balanced costs as `fast` keeps them, 150 steps): the base
-# of the candidates measured against it.
+# The default before issue 25 (the balanced costs, content + noise, 150 steps): the base of the
+# candidates measured against it, and the figures `fast` is held to.
 BEFORE_25 = {"init": "content+noise", "palette_mix": 1.0, "scale_carry": "image", "style_weight": 4.0,
              "steps": 150, "scale_steps": (0.7, 0.3), "average": 0.0}
+# `fast` before the frontier's fourth run (2026-12-02): those costs on 100 Adam steps, 80 % at half size.
+FAST_BEFORE = {**BEFORE_25, "steps": 100, "scale_steps": (0.8, 0.2)}
 CANDIDATES = {
     "balanced (default)": ("balanced", {}),
     "fast": ("fast", {}),
@@ -51,7 +53,8 @@ CANDIDATES = {
     "palette+detail": ("balanced", {**BEFORE_25, "init": "palette+noise", "scale_carry": "detail",
                                     "style_weight": 4.25}),
     "palette+detail beta 4": ("balanced", {**BEFORE_25, "init": "palette+noise", "scale_carry": "detail"}),
-    "fast palette+detail": ("fast", {"init": "palette+noise", "scale_carry": "detail", "style_weight": 4.25}),
+    "fast palette+detail": ("balanced", {**FAST_BEFORE, "init": "palette+noise", "scale_carry": "detail",
+                                         "style_weight": 4.25}),
     # The second frontier run (2026-12-02): the default (half of the palette) with 10 more steps
     # at half size.
     "default, 160 steps": ("balanced", {"steps": 160, "scale_steps": (0.72, 0.28), "average": 0.0}),
@@ -61,6 +64,10 @@ CANDIDATES = {
     "fast, the default's pieces": ("balanced", {"steps": 90, "scale_steps": (0.8, 0.2)}),
     # The default before style_cap: every pair pulled with the full beta.
     "uncapped": ("balanced", {**BEFORE_25, "style_cap": 0}),
+    "fast before L-BFGS": ("balanced", FAST_BEFORE),
+    # The fourth run's probe (the same commit, the same twelve pairs): `fast` at beta 8 and 7 (it took 8.5).
+    "fast, beta 8": ("fast", {"style_weight": 8}),
+    "fast, beta 7": ("fast", {"style_weight": 7}),
     # The default before the balanced norms: the seed's costs, alpha 80, the same schedule.
     "old-default": ("seed", {"steps": 150, "lr": 0.05, "content_layers": "relu4_2", "content_weight": 80,
                              "precision": "auto", "scales": "0.5,1", "scale_steps": "0.7,0.3"}),

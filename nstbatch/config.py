@@ -307,7 +307,7 @@ PRESETS["gatys"] = dataclasses.replace(
 # 5 melts it); style_cap 0.8: the photos start at 0.57-0.69 from their paintings and get the
 # full beta, a flat drawing starts at 3.6-4.3 and would melt under it (content 0.63-0.73
 # instead of <= 0.55); bf16 where the hardware has it; 70 % of 150 Adam steps at half size,
-# lr 0.05. `fast` keeps these as they are.
+# lr 0.05.
 _BALANCED = dataclasses.replace(
     PRESETS["seed"], size=512, steps=150, lr=0.05, content_layers=("relu4_2",),
     style_norm="balanced", content_norm="balanced", content_weight=1.0, style_weight=4.0,
@@ -322,9 +322,17 @@ _BALANCED = dataclasses.replace(
 PRESETS["balanced"] = dataclasses.replace(
     _BALANCED, preset="balanced", init="palette+noise", palette_mix=0.5, scale_carry="detail",
     style_weight=4.25, average=0.7)
-# The balanced costs in about 60 % of the time, for previews and large datasets: 100 steps,
-# 80 % of them at half size.
-PRESETS["fast"] = dataclasses.replace(_BALANCED, preset="fast", steps=100, scale_steps=(0.8, 0.2))
+# The mean figures of the default before issue 25 in under half its time (issue 25, the
+# frontier's fourth run, benchmarks/RESULTS.md): L-BFGS, 50 iterations (40 at half size), five
+# between clips (clip_every 5: about 1.4 evaluations an iteration instead of 2.4), from the
+# content half-way to the painting's palette without noise (no Adam jitter to average). L-BFGS
+# goes further towards the cost's minimum than 150 Adam steps, where the style term weighs more:
+# beta 8.5, and style_cap 0.6 so that flat drawings are not pulled too far. Pair by pair a
+# trade-off against that default (stronger strokes, less fine colour texture). One image at a
+# time: L-BFGS is never batched.
+PRESETS["fast"] = dataclasses.replace(
+    PRESETS["balanced"], preset="fast", optimizer="lbfgs", lr=1.0, clip_every=5, steps=50,
+    scale_steps=(0.8, 0.2), init="palette", average=0.0, style_weight=8.5, style_cap=0.6)
 DEFAULT_PRESET = "balanced"
 
 

@@ -156,7 +156,7 @@ def test_total_variation_weight_lowers_the_outputs_total_variation(folder, featu
     content, style = pixels(folder / "content.png"), pixels(folder / "warm.png")
     tv = {}
     for weight in (0.0, 1e4):
-        params = resolve_params("fast", {"steps": 20, "precision": "fp32", "tv_weight": weight})
+        params = resolve_params("balanced", {"steps": 20, "precision": "fp32", "tv_weight": weight})
         tv[weight] = float(losses.tv_cost(optimize(content, style, params, features=features).image))
     assert tv[1e4] < 0.8 * tv[0.0]
 

@@ -36,7 +36,7 @@ def pair():
 
 @pytest.fixture(scope="module")
 def gpu_features():
-    return build_features(resolve_params("fast"), "cuda")
+    return build_features(resolve_params("balanced"), "cuda")
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def exact_fp32():
 
 def test_gpu_fp32_run_matches_the_cpu_run(pair, gpu_features, exact_fp32):
     content, style = pair
-    params = resolve_params("fast", {"steps": 10, "precision": "fp32"})
+    params = resolve_params("balanced", {"steps": 10, "precision": "fp32"})
     gpu = optimize(content.cuda(), style.cuda(), params, features=gpu_features).image.cpu()
     cpu = optimize(content, style, params).image
     assert_nearly_equal(gpu, cpu)
@@ -61,7 +61,7 @@ def test_reduced_precision_on_the_gpu_reaches_the_fp32_cost(pair, gpu_features, 
     content, style = pair
     runs = {}
     for p in ("fp32", precision):
-        params = resolve_params("fast", {"steps": 30, "precision": p, "scales": "1", "scale_steps": "1"})
+        params = resolve_params("balanced", {"steps": 30, "precision": p, "scales": "1", "scale_steps": "1"})
         runs[p] = optimize(content.cuda(), style.cuda(), params, features=gpu_features, hooks=Hooks(report_every=10))
     reduced, full = runs[precision].history, runs["fp32"].history
     assert all(np.isfinite(p.total) for p in reduced)
@@ -73,7 +73,7 @@ def test_reduced_precision_on_the_gpu_reaches_the_fp32_cost(pair, gpu_features, 
 
 def test_batch_on_the_gpu_matches_one_by_one(pair, gpu_features, exact_fp32):
     content, style = pair
-    params = resolve_params("fast", {"steps": 6, "precision": "fp32", "init": "content"})
+    params = resolve_params("balanced", {"steps": 6, "precision": "fp32", "init": "content"})
     batch = torch.cat([content, content.flip(-1), content.flip(-2)]).cuda()
     together = optimize(batch, style.cuda(), params, features=gpu_features).image
     alone = optimize(content.flip(-2).cuda(), style.cuda(), params, features=gpu_features).image
@@ -82,7 +82,7 @@ def test_batch_on_the_gpu_matches_one_by_one(pair, gpu_features, exact_fp32):
 
 def test_compiled_network_gives_the_eager_run(pair, exact_fp32):
     content, style = pair
-    params = resolve_params("fast", {"steps": 5, "precision": "fp32"})
+    params = resolve_params("balanced", {"steps": 5, "precision": "fp32"})
     eager = optimize(content.cuda(), style.cuda(), params, features=build_features(params, "cuda")).image
     features = build_features(params, "cuda").compile_trunk()
     compiled = optimize(content.cuda(), style.cuda(), params, features=features).image
@@ -91,7 +91,7 @@ def test_compiled_network_gives_the_eager_run(pair, exact_fp32):
 
 def test_activation_checkpointing_on_the_gpu_gives_the_same_run(pair, gpu_features):
     content, style = pair
-    params = resolve_params("fast", {"steps": 4, "precision": "bf16"})
+    params = resolve_params("balanced", {"steps": 4, "precision": "bf16"})
     plain = optimize(content.cuda(), style.cuda(), params, features=gpu_features, activation_checkpointing=False)
     checked = optimize(content.cuda(), style.cuda(), params, features=gpu_features, activation_checkpointing=True)
     assert (plain.image - checked.image).abs().max() < 1e-3
@@ -142,7 +142,7 @@ def test_colour_preservation_on_the_gpu_matches_the_cpu(pair, gpu_features, mode
     from nstbatch.color import to_yiq
 
     content, style = pair
-    params = resolve_params("fast", {"steps": 8, "precision": "fp32", "preserve_color": mode, "save_every": 4})
+    params = resolve_params("balanced", {"steps": 8, "precision": "fp32", "preserve_color": mode, "save_every": 4})
     snapshots = []
     gpu = optimize(content.cuda(), style.cuda(), params, features=gpu_features,
                    hooks=Hooks(on_snapshot=lambda step, image: snapshots.append((step, image.device.type)))).image.cpu()
