@@ -135,7 +135,7 @@ def test_lbfgs_clip_every_runs_its_iterations_in_one_call_on_fewer_evaluations(p
         saved = []
         runs[every] = optimize(content, style, dataclasses.replace(params, clip_every=every), features=features,
                                hooks=Hooks(checkpoint_every=10, on_checkpoint=saved.append)), saved
-    (one, one_saved), (five, five_saved) = runs[1], runs[5]
+    (_, one_saved), (five, five_saved) = runs[1], runs[5]
     # a call of five iterations is one reported step: 0, 5, 10, then the end
     assert [p.step for p in five.history] == [0, 5, 10, 11] and [c.step for c in five_saved] == [10]
     assert five.history[-1].total < 0.5 * five.history[0].total
