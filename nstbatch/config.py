@@ -49,7 +49,7 @@ class StyleParams:
         1, "L-BFGS: clip the pixels to [0, 1] every N iterations instead of after each, running the"
         " N in one call of the optimizer so that each iteration after the first starts from its"
         " line search's last evaluation (1: after each, as the seed's loop clips, two evaluations"
-        " an iteration at least; 5: about 1.3)", "int", low=1, high=10_000)
+        " an iteration at least; 5: about 1.4)", "int", low=1, high=10_000)
     lr: float = _knob(0.03, "learning rate", "float", low=0.0)
     lr_end: float = _knob(
         1.0, "the learning rate at the last step of each scale, as a fraction of lr: it falls from"
