@@ -324,7 +324,7 @@ PRESETS["balanced"] = dataclasses.replace(
     style_weight=4.25, average=0.7)
 # The mean figures of the default before issue 25 in under half its time (issue 25, the
 # frontier's fourth run, benchmarks/RESULTS.md): L-BFGS, 50 iterations (40 at half size), five
-# between clips (clip_every 5: about 1.4 evaluations an iteration instead of 2.4), from the
+# between clips (clip_every 5: about 1.4 evaluations an iteration instead of 2.2), from the
 # content half-way to the painting's palette without noise (no Adam jitter to average). L-BFGS
 # goes further towards the cost's minimum than 150 Adam steps, where the style term weighs more:
 # beta 8.5, and style_cap 0.6 so that flat drawings are not pulled too far. Pair by pair a

@@ -545,18 +545,19 @@ class _Descent:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            evaluations = []
+            first = []  # the call's first evaluation: the costs at the step's start
 
             def closure():
                 self.optimizer.zero_grad(set_to_none=True)
                 parts = self._costs()
                 objective = parts[0].sum() * self.scale
                 objective.backward()
-                evaluations.append(parts)
+                if not first:
+                    first.append(parts)
                 return objective
 
             self.optimizer.step(closure)
-            self.loop._record(step, evaluations[0])
+            self.loop._record(step, first[0])
         with torch.no_grad():
             self.image.clamp_(0, 1)
         if self.average is not None:
