@@ -98,11 +98,13 @@ def test_skip_invalid_runs_mixed_style_batches_equal_to_solo_runs_and_writes_not
     mixed = [r for r in done if r["batch"] > 1]
     assert mixed and len({styles[r["id"]] for r in mixed}) > 1  # batches of images with different styles
     batched = {r["output"]: np.asarray(Image.open(r["output"])) for r in done}
-    # The same jobs one at a time: the same images (CPU, fp32).
+    # The same jobs one at a time: the same images (CPU, fp32) up to float rounding, which
+    # depends on the batch size with some CPUs' kernels (an AMD EPYC here: one pixel one level).
     assert main(["run", str(m), "--in-process", "-q", "--skip-invalid", "--batch", "1", "--force",
                  "--state-dir", str(tree / "solo")]) == 1
     for output, pixels in batched.items():
-        assert np.array_equal(np.asarray(Image.open(output)), pixels), output
+        solo = np.asarray(Image.open(output)).astype(int)
+        assert np.abs(solo - pixels).max() <= 1 and np.mean(solo != pixels) < 0.01, output
     assert read_provenance(done[0]["output"])["params"]["crop"] == "center"
     assert Image.open(done[0]["output"]).size == (32, 32)
 
