@@ -47,6 +47,8 @@ def test_the_presets_table_states_every_presets_values():
     assert rows, "the presets table is missing from README.md"
     unknown = set(rows) - set(FIELDS)
     assert not unknown, f"README rows for no StyleParams field: {unknown}"
+    missing = set(FIELDS) - set(rows) - {"preset"}  # the preset is the columns
+    assert not missing, f"StyleParams fields without a README row: {missing}"
     wrong = [f"{name} [{preset}]: README says {cell!r}, the preset has {getattr(PRESETS[preset], name)!r}"
              for name, cells in rows.items() for preset, cell in zip(COLUMNS, cells)
              if not says(cell, getattr(PRESETS[preset], name), getattr(PRESETS["balanced"], name))]
