@@ -87,7 +87,7 @@ def test_sigterm_mid_job_checkpoints_exits_75_and_resumes_to_the_same_image(fold
 
 @pytest.mark.slow
 def test_checkpoint_every_survives_a_hard_kill(folder, capsys):
-    m = manifest(folder, 1, steps=120, size=48)
+    m = manifest(folder, 1, steps=600, size=48)  # long enough not to finish between the checkpoint and the kill
     proc = spawn_run(folder, "--checkpoint-every", "10", "-q")
     checkpoint_dir = folder / ".nstbatch" / "m.csv" / "checkpoints"
     wait_for(lambda: any(checkpoint_dir.glob("*.pt")), proc)  # written every 10 steps
@@ -95,7 +95,7 @@ def test_checkpoint_every_survives_a_hard_kill(folder, capsys):
     kill_run(folder, proc)
     assert main(["run", "--in-process", str(m), "-q"]) == 0
     (line,) = [l for l in report_lines(folder, started=False) if l["status"] == "done"]
-    assert line["resumed_from_step"] >= 10
+    assert line["resumed_from_step"] >= 10, line
 
 
 @pytest.mark.slow
