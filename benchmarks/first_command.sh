@@ -15,9 +15,9 @@ cd "$work/nstbatch"
 export XDG_CACHE_HOME="$work/cache" PIP_NO_CACHE_DIR=1
 start=$(date +%s.%N)
 python3 -m venv .venv
-.venv/bin/pip install -q -e . 2>/dev/null
+.venv/bin/pip install -q -e .
 installed=$(date +%s.%N)
-.venv/bin/nstbatch run manifests/example.csv | tail -1
+.venv/bin/nstbatch run manifests/example.csv
 done_at=$(date +%s.%N)
 ls out/example
 python3 - "$start" "$installed" "$done_at" <<'EOF'

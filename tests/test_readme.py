@@ -1,5 +1,6 @@
 """README's presets table says what the presets are: each row's four preset columns are the
-values of `nstbatch.config.PRESETS`, so a preset changed without its table fails here."""
+values of `nstbatch.config.PRESETS`, and every StyleParams field has its row, so a preset
+changed, or a field added, without its table fails here."""
 from fractions import Fraction
 import pytest
 
