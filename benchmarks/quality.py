@@ -7,7 +7,9 @@ one process, and a contact sheet to judge them by eye.
         [--only NAME ...] [--pairs ID ...] [--out benchmarks/quality-out] [--anchor PAIR_ID=IMAGE ...]
         [--candidate NAME=PRESET:KEY=VALUE;... ...] [--json rows.jsonl]
 
-The pairs are the manifest's jobs (content and first style); the candidates are below.
+The pairs are the manifest's jobs (content and first style); the candidates are below. Each
+picture is made as ``nstbatch run`` makes it (``nstbatch.api.stylize_job``: the content at the
+output's size, the style targets from ONNX Runtime through the store, the same loop).
 ``--anchor`` scores another system's published image for one pair on the same yardstick
 (default: jcjohnson/neural-style's Hoover Tower × Starry Night, docs/pairs/).
 Prints a Markdown table (pair, candidate, seconds, style, content, the five per-layer style
@@ -31,7 +33,9 @@ from nstbatch.config import resolve_params
 from nstbatch.images import load_image
 from nstbatch.pixels import to_pil, to_tensor
 from nstbatch.manifest import read_manifest
-from nstbatch.optimize import build_features, optimize
+from nstbatch.api import stylize_job
+from nstbatch.optimize import build_features
+from nstbatch.precompute import StyleTargetStore
 from nstbatch.yardstick import Yardstick
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +115,7 @@ def main() -> None:
     ap.add_argument("--pairs", nargs="*", help="ids of the manifest's jobs to run (default: all)")
     ap.add_argument("--out", default=ROOT / "benchmarks/quality-out")
     ap.add_argument("--anchor", nargs="*", default=[], help="PAIR_ID=IMAGE: another system's result")
+    ap.add_argument("--targets", default="onnx", choices=("onnx", "torch"), help="style targets' backend (run's default: onnx)")
     ap.add_argument("--json", help="also write every row here, one JSON object a line (for plot_frontier.py)")
     ap.add_argument("--candidate", nargs="*", default=[], metavar="NAME=PRESET[:KEY=VALUE;...]",
                     help="one more candidate, e.g. 'lr 0.08=balanced:lr=0.08'")
@@ -129,6 +134,7 @@ def main() -> None:
     networks, rows, totals = {}, [], {name: [] for name in candidates}
     rows_file = open(args.json, "w") if args.json else None
     yardstick_net = None
+    store = StyleTargetStore(backend=args.targets)  # as `nstbatch run` computes them
     for job in jobs:
         style_path = job.styles[0][0]
         content = to_tensor(load_image(job.content, args.size))
@@ -141,9 +147,9 @@ def main() -> None:
             key = (params.weights, params.feature_layers, params.pooling)
             if key not in networks:
                 networks[key] = build_features(params)
-            _warm_up(content, style, params, networks[key])
+            _warm_up(job, params, networks[key], store)
             started = time.perf_counter()
-            image = optimize(content, style, params, features=networks[key]).image
+            image = stylize_job(job.content, job.styles[:1], params, features=networks[key], store=store).image
             seconds = time.perf_counter() - started
             score = yardstick(image)
             totals[name].append((seconds, score))
@@ -169,12 +175,13 @@ def main() -> None:
     print(f"outputs and sheet.jpg in {out}")
 
 
-def _warm_up(content, style, params, features) -> None:
+def _warm_up(job, params, features, store) -> None:
     """One untimed step per scale, so that no candidate's time includes the one-off cost of
-    preparing the kernels for this pair's image sizes (the first candidate of a pair would)."""
+    preparing the kernels for this pair's image sizes (the first candidate of a pair would),
+    nor its style target's (kept in the store's memory)."""
     steps = len(params.scales)
-    optimize(content, style, dataclasses.replace(params, steps=steps, scale_steps=(1 / steps,) * steps),
-             features=features)
+    stylize_job(job.content, job.styles[:1], dataclasses.replace(params, steps=steps, scale_steps=(1 / steps,) * steps),
+                features=features, store=store)
 
 
 def _print_row(pair: str, name: str, seconds: float | None, score, rows_file=None) -> None:

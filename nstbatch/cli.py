@@ -376,7 +376,8 @@ def precompute(
     from .devices import resolve_device
     from .environment import import_onnxruntime
     from .manifest import read_manifest
-    from .precompute import StyleTargetStore, distinct_targets
+    from .batch.plan import distinct_targets
+    from .precompute import StyleTargetStore
 
     if targets == "onnx":
         import_onnxruntime()
@@ -388,15 +389,15 @@ def precompute(
                              providers=providers, allow_fallback=allow_fallback,
                              notice=lambda m: typer.echo(m, err=True))
     failed = 0
-    for index, (style, params, content) in enumerate(todo, start=1):
+    for index, (style, params, content, side) in enumerate(todo, start=1):
         try:
-            _, source = store.get(style, params, content)
+            _, source = store.get(style, params, content, side)
         except NstbatchError as e:
             failed += 1
             typer.echo(f"[{index}/{len(todo)}] FAILED {style}: {e}", err=True)
             continue
         if not quiet:
-            typer.echo(f"[{index}/{len(todo)}] {source:8s} {style.name} (size {params.style_side()},"
+            typer.echo(f"[{index}/{len(todo)}] {source:8s} {style.name} (size {params.style_side(side)},"
                        f" {','.join(params.style_layers)}, {params.pooling})", err=True)
     typer.echo(f"{len(todo)} distinct style target(s): {store.computed} computed, "
                f"{store.reused} already cached, {failed} failed; cache {store.root}")

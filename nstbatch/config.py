@@ -185,7 +185,7 @@ class StyleParams:
 
     @property
     def geometry(self) -> tuple[int, str, str]:
-        """``(size, resize, crop)``: what ``images.fitted`` needs to make the output's shape."""
+        """``(size, resize, crop)``: what ``geometry.fitted`` needs to make the output's shape."""
         return self.size, self.resize, self.crop
 
     @property

@@ -16,6 +16,20 @@ if TYPE_CHECKING:
     from .manifest import Job
 
 
+def pixels_digest(image) -> str:
+    """sha256 of an image in memory, a Pillow image (its mode, size and pixels) or a tensor (its
+    dtype, shape and values): what a style target of such an image is keyed by, where a file's
+    bytes key a file's."""
+    if hasattr(image, "tobytes"):
+        head, data = f"{image.mode}:{image.size}:", image.tobytes()
+    else:
+        head = f"tensor:{image.dtype}:{tuple(image.shape)}:"
+        data = image.detach().float().cpu().contiguous().numpy().tobytes()
+    digest = hashlib.sha256(head.encode())
+    digest.update(data)
+    return digest.hexdigest()
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -23,6 +23,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from . import shards
 from .environment import max_pixels
+from .geometry import fitted, long_side_size
 from .errors import InputError
 
 # Formats we write, by extension, and Pillow's name for each.
@@ -118,43 +119,10 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> Image.Image:
     return resize_long_side(rgb, size) if size else rgb
 
 
-def long_side_size(width: int, height: int, side: int) -> tuple[int, int]:
-    """(width, height) scaled so the long side is ``side``, keeping the aspect ratio: the one
-    rule for every resize (Pillow images, tensors, and sizes known from headers alone)."""
-    scale = side / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
 def resize_long_side(im: Image.Image, size: int) -> Image.Image:
     """Scale so the long side is ``size`` px (Lanczos), keeping the aspect ratio."""
     new = long_side_size(*im.size, size)
     return im if new == im.size else im.resize(new, Image.Resampling.LANCZOS)
-
-
-def fitted(width: int, height: int, size: int, resize: str = "long",
-           crop: str = "none") -> tuple[tuple[int, int], tuple[int, int, int, int] | None]:
-    """How a content image of ``width`` x ``height`` becomes the output: its (width, height)
-    once scaled, and the box of the centre crop in the scaled image (None: no crop).
-    ``resize``: which side ``size`` sets, ``long`` or ``short``. ``crop: center`` keeps the
-    central ``size`` x ``size`` square, so it scales the short side to ``size`` whatever
-    ``resize`` says (Stylized-ImageNet's 224 px crops). Headers suffice: no decoding."""
-    if crop == "center" or resize == "short":
-        scale = size / min(width, height)
-        scaled = max(1, round(width * scale)), max(1, round(height * scale))
-    else:
-        scaled = long_side_size(width, height, size)
-    if crop != "center":
-        return scaled, None
-    side = min(size, *scaled)
-    left, top = (scaled[0] - side) // 2, (scaled[1] - side) // 2
-    return scaled, (left, top, left + side, top + side)
-
-
-def output_size(width: int, height: int, size: int, resize: str = "long",
-                crop: str = "none") -> tuple[int, int]:
-    """The output's (width, height) for a content of ``width`` x ``height`` (see ``fitted``)."""
-    scaled, box = fitted(width, height, size, resize, crop)
-    return (box[2] - box[0], box[3] - box[1]) if box else scaled
 
 
 def fit_image(im: Image.Image, size: int, resize: str = "long", crop: str = "none") -> Image.Image:

@@ -14,7 +14,7 @@ from . import losses
 from .color import luminance, prepare_style, recolor, with_chroma
 from .config import StyleParams
 from .devices import autocast_dtype
-from .images import long_side_size
+from .geometry import long_side_size
 from .pixels import resize_tensor
 from .errors import OptimizationError
 from .targets import blend_targets, mean_key, palette, second_moments, torch_style_targets

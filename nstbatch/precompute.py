@@ -1,12 +1,14 @@
 """Style targets for jobs: from the cache, or computed once (ONNX Runtime or PyTorch) and
-cached. Shared by ``run`` and ``precompute``."""
+cached. Every door takes its targets from here: ``run``, ``stylize`` (the command and the Python
+API) and ``precompute``, so one job gets one picture whichever door it comes through."""
 from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 from .cache import TargetCache
@@ -14,11 +16,12 @@ from .environment import cache_root
 from .color import prepare_style
 from .config import StyleParams
 from .errors import UsageError
-from .images import fit_image, load_image
-from .pixels import to_tensor
+from .geometry import long_side_size
+from .images import fit_image, load_image, resize_long_side, to_rgb
+from .pixels import resize_tensor, to_tensor
 from .manifest import Job
 from .onnx_backend import OnnxTargets, check_providers, export_targets_model, model_key
-from .hashing import FileHashes
+from .hashing import FileHashes, pixels_digest
 from .targets import blend_targets, target_key, target_names, torch_style_targets
 from .vgg import VGGFeatures, check_image_size
 from .weights import load_weights
@@ -68,19 +71,59 @@ class StyleTargetStore:
                 self._engines[key] = engine
         return self._engines[key]
 
-    def key(self, style: Path, params: StyleParams, content: Path | None = None) -> str:
+    def key(self, style: Path, params: StyleParams, content: Path | None = None,
+            output_side: int | None = None) -> str:
+        return self._key(self._hashes(style), params, content and self._hashes(content), output_side)
+
+    def _key(self, style_digest: str, params: StyleParams, content_digest: str | None,
+             output_side: int | None) -> str:
         color = {"none": "", "luminance": "luminance"}.get(params.preserve_color)
         if color is None:  # histogram: the recoloured style depends on the content
-            color = f"histogram:{self._hashes(content)}"
-        return target_key(self._hashes(style), params.style_side(),
-                          load_weights(params.weights).id, params.pooling, params.style_layers, color)
+            color = f"histogram:{content_digest}"
+        return target_key(style_digest, params.style_side(output_side), load_weights(params.weights).id,
+                          params.pooling, params.style_layers, color)
 
-    def get(self, style: Path, params: StyleParams, content: Path | None = None) -> tuple[dict[str, Tensor], str]:
-        """The target and where it came from: ``memory``, ``cache`` or ``computed``.
+    def get(self, style: Path, params: StyleParams, content: Path | None = None,
+            output_side: int | None = None) -> tuple[dict[str, Tensor], str]:
+        """The target of the style file for an output whose long side is ``output_side``
+        (default ``size``), and where it came from: ``memory``, ``cache`` or ``computed``.
         ``content`` is needed with ``preserve_color: histogram``."""
         if params.preserve_color == "histogram" and content is None:
             raise UsageError("preserve_color histogram: the style target needs the content image")
-        key = self.key(style, params, content)
+
+        def at_side(side: int) -> Tensor:
+            return to_tensor(load_image(style, side))
+
+        def reference() -> Tensor:
+            return to_tensor(fit_image(load_image(content), *params.geometry))
+
+        return self._target(self.key(style, params, content, output_side), at_side, style.name, params,
+                            output_side, reference)
+
+    def get_image(self, style: Image.Image | Tensor, params: StyleParams,
+                  content: Image.Image | Tensor | None = None,
+                  output_side: int | None = None) -> tuple[dict[str, Tensor], str]:
+        """As ``get``, for a style image in memory (the Python API's): a Pillow image, resized
+        as a file's is, or a tensor ``(1, 3, h, w)`` in [0, 1], resized by ``resize_tensor``.
+        ``content``, with ``histogram``: the content as the output will be."""
+        if params.preserve_color == "histogram" and content is None:
+            raise UsageError("preserve_color histogram: the style target needs the content image")
+        key = self._key(pixels_digest(style), params, None if content is None else pixels_digest(content),
+                        output_side)
+        if isinstance(style, Tensor):
+            def at_side(side: int) -> Tensor:
+                return resize_tensor(style.float().cpu(), long_side_size(*style.shape[:-3:-1], side)[::-1])
+        else:
+            def at_side(side: int) -> Tensor:
+                return to_tensor(resize_long_side(to_rgb(style), side))
+        reference = content if isinstance(content, Tensor) or content is None else to_tensor(content)
+        return self._target(key, at_side, "in memory", params, output_side, lambda: reference)
+
+    def _target(self, key: str, at_side: Callable[[int], Tensor], name: str, params: StyleParams,
+                output_side: int | None, reference: Callable[[], Tensor]) -> tuple[dict[str, Tensor], str]:
+        """The target under ``key``: from memory, the cache, or computed from ``at_side(side)``,
+        the style image ``(1, 3, h, w)`` at its long side (``reference()``: the content, for
+        ``preserve_color: histogram``)."""
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key], "memory"
@@ -89,56 +132,52 @@ class StyleTargetStore:
         if grams is not None and sorted(grams) != sorted(target_names(params.style_layers)):
             grams = None  # not what this version's targets hold: computed again, never misread
         if grams is None:
-            side = params.style_side()
-            image = to_tensor(load_image(style, side))
-            check_image_size(*image.shape[-2:], params.style_layers, f"style image {style.name}")
-            reference = (to_tensor(fit_image(load_image(content), *params.geometry))
-                         if params.preserve_color == "histogram" else None)
-            image = prepare_style(image, params, reference)
+            side = params.style_side(output_side)
+            image = at_side(side)
+            check_image_size(*image.shape[-2:], params.style_layers, f"style image {name}")
+            image = prepare_style(image, params, reference() if params.preserve_color == "histogram" else None)
             grams = self._engine(params)(image.to(self.device))
             try:
-                self.cache.save(key, grams, meta=f"{style.name} size={side} {params.pooling} "
+                self.cache.save(key, grams, meta=f"{name} size={side} {params.pooling} "
                                                  f"{','.join(params.style_layers)} {params.weights}"
                                                  f" color={params.preserve_color}")
             except OSError as e:  # a full or read-only cache costs speed, not the job
                 if self.notice:
-                    self.notice(f"WARNING: could not cache the style target of {style.name}"
+                    self.notice(f"WARNING: could not cache the style target of {name}"
                                 f" in {self.root} ({e.strerror or e}); going on without")
             self.computed += 1
             source = "computed"
         else:
             self.reused += 1
-        grams = {name: g.to(self.device) for name, g in grams.items()}
+        grams = {layer: g.to(self.device) for layer, g in grams.items()}
         self._memory[key] = grams
         if len(self._memory) > self._memory_size:
             self._memory.popitem(last=False)
         return grams, source
 
-    def for_job(self, job: Job) -> tuple[dict[str, Tensor], list[str]]:
+    def for_job(self, job: Job, output_side: int | None = None) -> tuple[dict[str, Tensor], list[str]]:
         """The job's blended, scaled style targets, and where each style's came from."""
-        if not job.params.style_layers:
+        return self.for_files(job.styles, job.params, job.content, output_side)
+
+    def for_files(self, styles: Sequence[tuple[Path, float]], params: StyleParams, content: Path,
+                  output_side: int | None = None) -> tuple[dict[str, Tensor], list[str]]:
+        """As ``for_job``, for styles (path, weight) and a content file (``get``)."""
+        if not params.style_layers:
             return {}, []
-        parts, sources = [], []
-        for style, weight in job.styles:
-            if weight == 0:
-                continue
-            grams, source = self.get(style, job.params, job.content)
-            parts.append((grams, weight))
-            sources.append(source)
-        return blend_targets(parts, job.params.feature_scale, self.device), sources
+        return self.blend([(self.get(style, params, content, output_side), weight)
+                           for style, weight in styles if weight], params)
 
+    def for_images(self, styles: Sequence[tuple[Image.Image | Tensor, float]], params: StyleParams,
+                   content: Image.Image | Tensor | None = None,
+                   output_side: int | None = None) -> tuple[dict[str, Tensor], list[str]]:
+        """As ``for_job``, for decoded images (``get_image``)."""
+        if not params.style_layers:
+            return {}, []
+        return self.blend([(self.get_image(style, params, content, output_side), weight)
+                           for style, weight in styles if weight], params)
 
-def distinct_targets(jobs: list[Job]) -> list[tuple[Path, StyleParams, Path]]:
-    """One (style, params, content) per distinct style target the jobs need, in first-use
-    order (the content matters only to ``preserve_color: histogram``)."""
-    seen: dict[tuple, tuple[Path, StyleParams, Path]] = {}
-    for job in jobs:
-        if not job.params.style_layers:
-            continue
-        for style, weight in job.styles:
-            p = job.params
-            key = (str(style), p.style_side(), p.weights, p.pooling, p.style_layers, p.preserve_color,
-                   str(job.content) if p.preserve_color == "histogram" else "")
-            if weight and key not in seen:
-                seen[key] = (style, p, job.content)
-    return list(seen.values())
+    def blend(self, parts, params: StyleParams) -> tuple[dict[str, Tensor], list[str]]:
+        """``((target, source), weight)`` pairs -> the blended, scaled target and the sources."""
+        targets = blend_targets([(grams, weight) for (grams, _), weight in parts], params.feature_scale,
+                                self.device)
+        return targets, [source for (_, source), _ in parts]

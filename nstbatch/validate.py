@@ -12,7 +12,8 @@ from pathlib import Path
 
 from .config import INITS, split_weights_spec
 from .errors import NstbatchError
-from .images import ImageInfo, long_side_size, output_format, output_size, probe_image
+from .geometry import long_side_size, output_size
+from .images import ImageInfo, output_format, probe_image
 from .layers import min_image_side, suggest
 from .manifest import Job, Manifest, Problem
 from .shards import output_folder
@@ -103,6 +104,7 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
         if not check_files:
             continue
         init = [("init", Path(job.params.init_file))] if job.params.init_file else []
+        style_side = job.params.style_side()  # of the output's long side, once the content is read
         for role, path in [("content", job.content)] + [("style", p) for p, _ in job.styles] + init:
             info = probe(path)
             if isinstance(info, str):
@@ -113,12 +115,14 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
             if role == "init":
                 continue  # resized to the output, whatever its size
             w, h = (output_size(info.width, info.height, *job.params.geometry) if role == "content"
-                    else long_side_size(info.width, info.height, job.params.style_side()))
+                    else long_side_size(info.width, info.height, style_side))
+            if role == "content":
+                style_side = job.params.style_side(max(w, h))
             layers = job.params.feature_layers if role == "content" else job.params.style_layers
             need = min_image_side(layers)  # (coarse scales too small for them are skipped)
             if layers and min(w, h) < need:
                 report(f"{role} {path.name} is {w}x{h} px at size "
-                       f"{job.params.size if role == 'content' else job.params.style_side()}"
+                       f"{job.params.size if role == 'content' else style_side}"
                        f", too small for its layers (each side needs {need} px); raise size")
     problems += _check_copies(manifest, set(by_output), inputs, folders)
     return problems

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nstbatch import images
+from nstbatch import geometry, images
 from nstbatch.errors import InputError
 
 
@@ -164,7 +164,7 @@ def test_webp_quality_100_is_lossless(tmp_path):
     (150, 100, "long", "center", (200, 200)),  # upscaled first, then cropped
 ])
 def test_output_geometry_from_the_header_alone(width, height, resize, crop, expected):
-    assert images.output_size(width, height, 200, resize, crop) == expected
+    assert geometry.output_size(width, height, 200, resize, crop) == expected
 
 
 def test_center_crop_keeps_the_middle(tmp_path):

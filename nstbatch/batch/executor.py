@@ -12,13 +12,13 @@ from typing import Callable, Iterator
 
 import torch
 
-from ..api import check_job_files, init_image, provenance
+from ..api import check_job_files, init_image, load_content, provenance
 from ..devices import is_out_of_memory, memory_available, report_every, resolve_device
 from ..errors import NstbatchError, OptimizationError
-from ..images import fit_image, load_image, remove_stale_temps, save_image
+from ..images import remove_stale_temps, save_image
 from ..onnx_backend import OnnxError
 from ..optimize import Checkpoint, Hooks, Preempted, Progress, Result, build_features, optimize
-from ..pixels import to_pil, to_tensor
+from ..pixels import to_pil
 from ..shards import staged
 from ..precompute import StyleTargetStore
 from ..vgg import VGGFeatures
@@ -118,7 +118,7 @@ class JobExecutor:
             try:
                 check_job_files(job.content, job.styles, staged(job.output))
                 remove_stale_temps(staged(job.output))  # left by a run killed while saving this output
-                loaded.append(_Loaded(item, to_tensor(fit_image(load_image(job.content), *job.params.geometry))))
+                loaded.append(_Loaded(item, load_content(job.content, job.params)))
             except NstbatchError as error:
                 outcomes.append(self._outcome(item, JobStatus.FAILED, error=str(error)))
         return loaded
@@ -202,7 +202,7 @@ class JobExecutor:
         """The pass's style targets, and where each job's came from. Jobs that share their
         styles share one ``(1, C, C)`` Gram per layer; a mixed-style batch stacks each job's
         own into ``(B, C, C)``, so every image is pulled towards its own style."""
-        per_job = [self.store.for_job(entry.item.job) for entry in loaded]
+        per_job = [self.store.for_job(entry.item.job, max(entry.content.shape[-2:])) for entry in loaded]
         sources = [found for _, found in per_job]
         if all(entry.item.job.styles == loaded[0].item.job.styles for entry in loaded):
             return per_job[0][0], sources

@@ -8,10 +8,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import StyleParams
 from ..dataset import Copy
 from ..environment import WHOLE, Shard, shard_of
 from ..errors import NstbatchError, UsageError
-from ..images import long_side_size, output_size, probe_image
+from ..geometry import long_side_size, output_size
+from ..images import probe_image
 from ..manifest import Job, Manifest, Problem, read_manifest
 from ..validate import validate
 from .ledger import JobStatus, Standing, StateDir
@@ -132,18 +134,41 @@ def content_size(job: Job) -> tuple[int, int] | None:
     return height, width
 
 
+def output_side(job: Job) -> int | None:
+    """The long side of the job's output (what its style images are sized by,
+    ``StyleParams.style_side``), from the content's header; None if unreadable."""
+    size = content_size(job)
+    return max(size) if size else None
+
+
 def style_pixels(job: Job) -> int:
     """The largest of the job's style images at their size, in pixels (headers only; 0 for one
     that cannot be read: validation reports it)."""
-    largest = 0
+    largest, side = 0, job.params.style_side(output_side(job))
     for path, _ in job.styles:
         try:
             info = probe_image(path)
         except NstbatchError:
             continue
-        width, height = long_side_size(info.width, info.height, job.params.style_side())
+        width, height = long_side_size(info.width, info.height, side)
         largest = max(largest, width * height)
     return largest
+
+
+def distinct_targets(jobs: list[Job]) -> list[tuple[Path, StyleParams, Path, int | None]]:
+    """One (style, params, content, output side) per distinct style target the jobs need, in
+    first-use order (the content matters only to ``preserve_color: histogram``)."""
+    seen: dict[tuple, tuple[Path, StyleParams, Path, int | None]] = {}
+    for job in jobs:
+        if not job.params.style_layers:
+            continue
+        p, side = job.params, output_side(job)
+        for style, weight in job.styles:
+            key = (str(style), p.style_side(side), p.weights, p.pooling, p.style_layers, p.preserve_color,
+                   str(job.content) if p.preserve_color == "histogram" else "")
+            if weight and key not in seen:
+                seen[key] = (style, p, job.content, side)
+    return list(seen.values())
 
 
 def batches(to_run: list[Planned], size: int, state: StateDir) -> list[list[Planned]]:
