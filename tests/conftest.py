@@ -28,6 +28,29 @@ def pattern(width: int, height: int, phase: float = 0.0) -> np.ndarray:
     return (np.stack([r, g, b], -1) * 255).round().astype(np.uint8)
 
 
+# The columns of most small run manifests: shallow layers so that tiny images run fast.
+CSV_HEADER = "id,content,style,output,size,steps,content_layers,style_layers,seed\n"
+
+
+def tensor(array) -> torch.Tensor:
+    """An (H, W, 3) array of 0-255 values as a float ``(1, 3, H, W)`` tensor in [0, 1]."""
+    return torch.from_numpy(np.array(array, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0) / 255
+
+
+def pixels(path) -> np.ndarray:
+    """An image file's RGB pixels as int16 (H, W, 3): differences do not wrap around."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.int16)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Four contents ``c0.png`` … ``c3.png`` (40x36) and a style ``s.png`` (36x36) in a fresh
+    folder: the inputs of most run tests (a module that needs others defines its own)."""
+    draw_inputs(tmp_path, 4, 40, 36, 36)
+    return tmp_path
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_cache(tmp_path_factory):
     """One cache for the session: each ONNX model is exported once, never into ~/.cache."""
@@ -87,6 +110,44 @@ def report_lines(folder, *, started: bool = True, manifest: str = "m.csv", state
     lines = [json.loads(line) for path in sorted(state.glob("report*.jsonl"))
              for line in path.read_text().splitlines()]
     return [line for line in lines if started or line["status"] != "started"]
+
+
+def has_started(folder, job_id: str, manifest: str = "m.csv") -> bool:
+    """Whether a run in ``folder`` has reported ``job_id`` started (the report's lines are
+    read as they are; one being written is not yet a line)."""
+    import json
+
+    for path in (folder / ".nstbatch" / manifest).glob("report*.jsonl"):
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("id") == job_id and record.get("status") == "started":
+                return True
+    return False
+
+
+def wait_until_gone(group: int, timeout: float = 60) -> None:
+    """Wait until no live process is left in process group ``group`` (after a ``killpg``:
+    the kernel has taken them all; a zombie waiting for its reaper counts as gone)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = False
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # gone while we looked
+            if int(fields[2]) == group and fields[0] not in ("Z", "X"):
+                alive = True
+                break
+        if not alive:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"process group {group} still has live processes after {timeout} s")
 
 
 def spawn(*argv, cwd=None, env=None, **popen) -> subprocess.Popen:

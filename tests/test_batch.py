@@ -4,7 +4,6 @@ and quarantine of jobs that kill their worker."""
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 from PIL import Image
@@ -13,7 +12,7 @@ from nstbatch.batch.ledger import JobStatus
 from nstbatch.batch.options import RunOptions
 from nstbatch.batch.run import run_manifest
 from nstbatch.cli import main
-from tests.conftest import draw_inputs, kill_run, report_lines, spawn_run, wait_for
+from tests.conftest import CSV_HEADER, draw_inputs, kill_run, report_lines, spawn_run, wait_for
 from tests.faults import KillWorker
 
 COLUMNS = "id,content,style,output,size,steps,seed\n"
@@ -37,13 +36,12 @@ def done_record(folder, job_id):
 @pytest.mark.slow
 def test_batched_jobs_checkpoint_and_resume_at_their_step_after_a_kill(folder):
     # Shallow layers and many steps: a long pass of two 96 px jobs sharing style and parameters.
-    (folder / "m.csv").write_text("id,content,style,output,size,steps,content_layers,style_layers,seed\n" + "".join(
+    (folder / "m.csv").write_text(CSV_HEADER + "".join(
         f'b{i},c{i}.png,s.png,out/b{i}.png,96,400,relu2_2,"relu1_1,relu2_1",0\n' for i in range(2)))
     proc = spawn_run(folder, "--batch", "2", "--checkpoint-every", "5", "-q")
     checkpoints = folder / ".nstbatch" / "m.csv" / "checkpoints"
     # Both batched jobs checkpoint every 5 steps, before any signal.
     wait_for(lambda: len(list(checkpoints.glob("*.pt"))) == 2, proc)
-    time.sleep(0.5)
     kill_run(folder, proc)
     assert main(["run", str(folder / "m.csv"), "-q", "--in-process"]) == 0
     done = [line for line in report_lines(folder) if line["status"] == "done"]

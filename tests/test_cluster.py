@@ -18,13 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from tests import slurm
-from tests.conftest import ROOT, cli_process, draw_inputs, report_lines, spawn_run
+from tests.conftest import CSV_HEADER, ROOT, cli_process, draw_inputs, pixels, report_lines, spawn_run
 
 SCRIPT = ROOT / "manifests" / "slurm_array.sbatch"
-COLUMNS = "id,content,style,output,size,steps,content_layers,style_layers,seed\n"
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -60,22 +58,17 @@ def wait_until(predicate, timeout, what, env=None, job=None):
         time.sleep(1)
 
 
-def pixels(path):
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
 def test_an_array_checkpoints_requeues_resumes_and_finishes_every_job_once(cluster, tmp_path):
     env = cluster
     draw_inputs(tmp_path, 2, 48, 40, 40)
     # Two jobs that outlast the first allocation: USR1 comes 40 s before its 1-minute limit
     # (SLURM's timers may send it up to a minute early: right at the start, at worst).
     rows = "".join(f'j{i},c{i}.png,s.png,out/j{i}.png,64,3000,relu2_2,"relu1_1,relu2_1",{i}\n' for i in range(2))
-    (tmp_path / "m.csv").write_text(COLUMNS + rows)
+    (tmp_path / "m.csv").write_text(CSV_HEADER + rows)
     whole = tmp_path / "whole"
     whole.mkdir()
     draw_inputs(whole, 2, 48, 40, 40)
-    (whole / "m.csv").write_text(COLUMNS + rows)
+    (whole / "m.csv").write_text(CSV_HEADER + rows)
     # The uninterrupted run, meanwhile, with the one core a task is allotted (the same thread
     # count, so the same arithmetic).
     reference = spawn_run(whole, "-q", env={"SLURM_CPUS_PER_TASK": "1"}, stdout=subprocess.DEVNULL,
@@ -120,7 +113,7 @@ def test_an_array_checkpoints_requeues_resumes_and_finishes_every_job_once(clust
 def test_scancel_cancels_for_good(cluster, tmp_path):
     env = {**cluster, "NSTBATCH_STATE_DIR": str(tmp_path / "state")}
     draw_inputs(tmp_path, 1, 48, 40, 40)
-    (tmp_path / "m.csv").write_text(COLUMNS + 'j0,c0.png,s.png,out/j0.png,64,100000,relu2_2,"relu1_1,relu2_1",0\n')
+    (tmp_path / "m.csv").write_text(CSV_HEADER + 'j0,c0.png,s.png,out/j0.png,64,100000,relu2_2,"relu1_1,relu2_1",0\n')
     job = sbatch(env, tmp_path, "--array=0", "--time=10")
     started = tmp_path / "state" / "report.jsonl"
     wait_until(lambda: started.exists() and "started" in started.read_text(), 120, "the job to start", env, job)

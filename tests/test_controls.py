@@ -18,16 +18,7 @@ from nstbatch.manifest import read_manifest
 from nstbatch.optimize import build_features, compute_targets, optimize
 from nstbatch.precompute import StyleTargetStore
 from nstbatch.validate import validate
-from tests.conftest import pattern
-
-
-def tensor(array):
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).unsqueeze(0).float() / 255
-
-
-def pixels(path):
-    with Image.open(path) as im:
-        return tensor(np.array(im.convert("RGB")))
+from tests.conftest import pattern, pixels, tensor
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +40,7 @@ def folder(tmp_path):
 
 def test_a_blend_of_weights_one_and_zero_gives_the_first_style_alone(folder, features):
     params = resolve_params("fast", {"precision": "fp32"})
-    content, warm, stripes = (pixels(folder / n) for n in ("content.png", "warm.png", "stripes.png"))
+    content, warm, stripes = (tensor(pixels(folder / n)) for n in ("content.png", "warm.png", "stripes.png"))
     alone = compute_targets(features, content, warm, params).style
     blended = compute_targets(features, content, [(warm, 1.0), (stripes, 0.0)], params).style
     other = compute_targets(features, content, [(warm, 0.5), (stripes, 0.5)], params).style
@@ -72,9 +63,9 @@ def test_blends_from_the_cli_csv_and_yaml_agree(folder, capsys):
     assert main(["run", "--in-process", str(folder / "m.csv"), "-q", "--targets", "torch"]) == 0
     assert main(["run", "--in-process", str(folder / "m.yaml"), "-q", "--targets", "torch"]) == 0
     capsys.readouterr()
-    cli = pixels(folder / "cli.png")
+    cli = tensor(pixels(folder / "cli.png"))
     for name in ("csv.png", "yaml.png"):
-        assert (pixels(folder / name) - cli).abs().max() <= 1 / 255
+        assert (tensor(pixels(folder / name)) - cli).abs().max() <= 1 / 255
 
 
 def test_luminance_keeps_the_contents_chroma_within_2_levels(folder, capsys):
@@ -82,12 +73,12 @@ def test_luminance_keeps_the_contents_chroma_within_2_levels(folder, capsys):
     assert main(["stylize", str(folder / "content.png"), str(folder / "warm.png"), "-o", str(out),
                  "--size", "64", "--steps", "15", "--preserve-color", "luminance", "-q"]) == 0
     capsys.readouterr()
-    got, content = to_yiq(pixels(out)), to_yiq(pixels(folder / "content.png"))
+    got, content = to_yiq(tensor(pixels(out))), to_yiq(tensor(pixels(folder / "content.png")))
     assert (got[:, 1:] - content[:, 1:]).abs().max() <= 2 / 255
     plain = folder / "plain.png"
     assert main(["stylize", str(folder / "content.png"), str(folder / "warm.png"), "-o", str(plain),
                  "--size", "64", "--steps", "15", "-q"]) == 0
-    assert (to_yiq(pixels(plain))[:, 1:] - content[:, 1:]).abs().max() > 10 / 255  # without it, no
+    assert (to_yiq(tensor(pixels(plain)))[:, 1:] - content[:, 1:]).abs().max() > 10 / 255  # without it, no
     assert (got[:, 0] - content[:, 0]).abs().mean() > 1 / 255  # and the luminance was stylized
 
 
@@ -102,7 +93,7 @@ def test_chroma_is_kept_even_where_the_new_luminance_would_leave_the_gamut():
 
 
 def test_histogram_matching_gives_the_style_the_contents_colour_means(folder):
-    content, warm = pixels(folder / "content.png"), pixels(folder / "warm.png")
+    content, warm = tensor(pixels(folder / "content.png")), tensor(pixels(folder / "warm.png"))
     recoloured = match_histogram(warm, content)
     means = lambda image: image.mean(dim=(0, 2, 3))  # noqa: E731
     assert (means(warm) - means(content)).abs().max() > 20 / 255
@@ -153,7 +144,7 @@ def test_a_style_too_small_at_its_style_size_is_found_before_running(folder):
 
 
 def test_total_variation_weight_lowers_the_outputs_total_variation(folder, features):
-    content, style = pixels(folder / "content.png"), pixels(folder / "warm.png")
+    content, style = tensor(pixels(folder / "content.png")), tensor(pixels(folder / "warm.png"))
     tv = {}
     for weight in (0.0, 1e4):
         params = resolve_params("balanced", {"steps": 20, "precision": "fp32", "tv_weight": weight})
@@ -174,7 +165,7 @@ def test_init_from_an_image_file_named_in_a_manifest(folder, capsys, fmt):
     capsys.readouterr()
     with Image.open(folder / "start.png") as im:
         expected = tensor(np.asarray(im.resize((64, 48), Image.Resampling.LANCZOS)))
-    assert (pixels(folder / "out" / "a.png") - expected).abs().max() <= 1 / 255
+    assert (tensor(pixels(folder / "out" / "a.png")) - expected).abs().max() <= 1 / 255
 
 
 def test_a_missing_init_file_is_a_manifest_problem(folder):

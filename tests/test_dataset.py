@@ -18,7 +18,6 @@ from nstbatch.validate import validate
 from tests.conftest import ROOT
 
 
-
 def _samples():
     spec = importlib.util.spec_from_file_location("make_samples", ROOT / "manifests" / "make_samples.py")
     module = importlib.util.module_from_spec(spec)

@@ -6,7 +6,6 @@ import pytest
 from tests.conftest import ROOT
 
 
-
 @pytest.mark.slow
 def test_check_parity_compares_onnx_runtime_with_pytorch_at_the_sizes_asked():
     out = subprocess.run([sys.executable, str(ROOT / "export" / "check_parity.py"), "--size", "48",

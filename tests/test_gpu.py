@@ -9,13 +9,9 @@ from PIL import Image
 from nstbatch.cli import main
 from nstbatch.config import resolve_params
 from nstbatch.optimize import Hooks, build_features, optimize
-from tests.conftest import pattern, report_lines
+from tests.conftest import pattern, report_lines, tensor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
-
-
-def tensor(array):
-    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).float() / 255
 
 
 def assert_nearly_equal(a, b):

@@ -10,7 +10,7 @@ import pytest
 from nstbatch.batch.ledger import DoneRecord, JobStatus, ReportLine, StateDir, default_state_dir
 from nstbatch.batch.views import status
 from nstbatch.manifest import read_manifest
-from tests.conftest import cli_process, draw_inputs, run_cli, spawn_run, wait_for
+from tests.conftest import cli_process, draw_inputs, run_cli, spawn_run, wait_for, wait_until_gone
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ def test_kill_9_of_the_whole_run_then_status_says_interrupted_at_once(two_jobs):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    time.sleep(0.5)  # the workers' deaths reach the kernel's process table
+    wait_until_gone(proc.pid)  # the workers' deaths reach the kernel's process table
     assert list(state.root.glob("claims/*.lock")), "the kill left its claim behind, as a real one does"
     statuses = _statuses(two_jobs)
     assert JobStatus.RUNNING not in statuses.values()

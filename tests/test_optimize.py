@@ -6,15 +6,11 @@ import torch
 from nstbatch.config import resolve_params
 from nstbatch.errors import OptimizationError
 from nstbatch.optimize import Hooks, build_features, initial_image, optimize
-from tests.conftest import pattern
+from tests.conftest import pattern, tensor
 
 
 # Layers that stop the network at block 2: for tests of the loop's bookkeeping, not its quality.
 LIGHT = {"style_layers": "relu1_1,relu2_1", "content_layers": "relu2_2"}
-
-
-def tensor(array):
-    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).float() / 255
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,7 @@ from nstbatch.optimize import build_features, compute_targets, costs, initial_im
 from nstbatch.precompute import StyleTargetStore
 from nstbatch.targets import blend_targets, second_moments
 from nstbatch.yardstick import STYLE_LAYERS, Yardstick
-from tests.conftest import pattern
-
-
-def tensor(array):
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).unsqueeze(0).float() / 255
+from tests.conftest import pattern, tensor
 
 
 def drawn_style(size: int = 128) -> np.ndarray:

@@ -23,9 +23,7 @@ from nstbatch import optimize as engine
 from nstbatch.cli import main
 from nstbatch.images import probe_image
 from nstbatch.errors import InputError
-from tests.conftest import cli_process, pattern, report_lines
-
-HEADER = "id,content,style,output,size,steps,content_layers,style_layers,seed\n"
+from tests.conftest import CSV_HEADER, cli_process, pattern, report_lines
 
 
 def row(job_id, content, style, output, size=32, steps=3, seed=0):
@@ -85,7 +83,7 @@ def test_a_run_over_every_odd_image_does_the_good_ones_and_names_the_bad(hostile
     bad = {"truncated": "truncated.jpg", "empty": "empty.jpg", "text": "text.jpg", "bomb": "bomb.png"}
     rows = [row(k, v, "style.png", f"out/{k}.png") for k, v in {**good, **bad}.items()]
     rows.append(row("gray_style", "ok.png", "gray_style.png", "out/gray_style.png"))
-    (hostile / "m.csv").write_text(HEADER + "".join(rows))
+    (hostile / "m.csv").write_text(CSV_HEADER + "".join(rows))
     result = cli_process("run", hostile / "m.csv", "--skip-invalid", "--targets", "torch", "-q")
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -158,7 +156,7 @@ def _faulty_costs(monkeypatch, rule):
 
 def test_a_nan_job_is_retried_with_a_lower_lr_then_fails_alone(tmp_path, capsys, monkeypatch):
     Image.fromarray(pattern(48, 40), "RGB").save(tmp_path / "c.png")
-    (tmp_path / "m.csv").write_text(HEADER + row("fine", "c.png", "c.png", "o/fine.png", seed=1)
+    (tmp_path / "m.csv").write_text(CSV_HEADER + row("fine", "c.png", "c.png", "o/fine.png", seed=1)
                                     + row("recovers", "c.png", "c.png", "o/recovers.png", seed=2)
                                     + row("hopeless", "c.png", "c.png", "o/hopeless.png", seed=3)
                                     + row("oom", "c.png", "c.png", "o/oom.png", seed=4))
@@ -184,7 +182,7 @@ def test_a_nan_job_is_retried_with_a_lower_lr_then_fails_alone(tmp_path, capsys,
 @pytest.mark.skipif(not hasattr(resource, "RLIMIT_FSIZE"), reason="needs RLIMIT_FSIZE")
 def test_a_full_disk_fails_the_job_that_does_not_fit_and_no_half_file_stays(tmp_path):
     Image.fromarray(pattern(200, 160), "RGB").save(tmp_path / "c.png")
-    (tmp_path / "m.csv").write_text(HEADER + row("small", "c.png", "c.png", "o/small.png")
+    (tmp_path / "m.csv").write_text(CSV_HEADER + row("small", "c.png", "c.png", "o/small.png")
                                     + row("big", "c.png", "c.png", "o/big.png", size=200)
                                     + row("small2", "c.png", "c.png", "o/small2.png", seed=5))
 
@@ -228,7 +226,7 @@ def test_an_output_folder_that_turns_read_only_mid_run_fails_the_rest_alone(tmp_
 
 def _read_only_mid_run(folder: Path, make_read_only, undo):
     Image.fromarray(pattern(48, 40), "RGB").save(folder / "c.png")
-    (folder / "m.csv").write_text(HEADER + "".join(row(f"j{i}", "c.png", "c.png", f"out/j{i}.png", steps=200, seed=i)
+    (folder / "m.csv").write_text(CSV_HEADER + "".join(row(f"j{i}", "c.png", "c.png", f"out/j{i}.png", steps=200, seed=i)
                                                    for i in range(4)))
 
     def watch():
@@ -263,7 +261,7 @@ def test_a_state_directory_on_another_filesystem(tmp_path, capsys):
     state = Path(tempfile.mkdtemp(dir=shm)) / "state"
     try:
         Image.fromarray(pattern(48, 40), "RGB").save(tmp_path / "c.png")
-        (tmp_path / "m.csv").write_text(HEADER + row("a", "c.png", "c.png", "o/a.png")
+        (tmp_path / "m.csv").write_text(CSV_HEADER + row("a", "c.png", "c.png", "o/a.png")
                                         + row("b", "c.png", "c.png", "o/b.png", seed=1))
         argv = ["run", str(tmp_path / "m.csv"), "--state-dir", str(state), "--targets", "torch",
                 "--checkpoint-every", "1", "-q"]
@@ -298,7 +296,7 @@ def test_a_run_writes_only_its_outputs_its_state_and_the_cache(tmp_path):
         d.mkdir()
     Image.fromarray(pattern(48, 40), "RGB").save(inputs / "c.png")
     Image.fromarray(pattern(40, 40, phase=2), "RGB").save(inputs / "s.png")
-    (work / "m.csv").write_text(HEADER + row("a", "../inputs/c.png", "../inputs/s.png", "out/a.png")
+    (work / "m.csv").write_text(CSV_HEADER + row("a", "../inputs/c.png", "../inputs/s.png", "out/a.png")
                                 + row("b", "../inputs/s.png", "../inputs/c.png", "out/b.jpg", seed=1))
     for path in inputs.iterdir():
         path.chmod(0o444)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from nstbatch.cli import main
-from tests.conftest import pattern
+from tests.conftest import CSV_HEADER, pattern
 
 # Debian's chromium, driven by Playwright without a browser download of its own.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -29,8 +29,6 @@ def artifacts_dir():
     folder.mkdir(exist_ok=True)
     return folder
 
-HEADER = "id,content,style,output,size,steps,content_layers,style_layers,seed\n"
-
 
 def row(job_id, content, style, output, steps=4, seed=0):
     return f'{job_id},{content},{style},{output},32,{steps},relu2_2,"relu1_1,relu2_1",{seed}\n'
@@ -46,9 +44,9 @@ def finished_run(tmp_path, capsys):
     (tmp_path / "broken.png").write_bytes((tmp_path / "broken.png").read_bytes()[:400])
     rows = [row("a", "c0.png", "s.png", "out/a.png"), row("b", "c1.png", "s.png", "out/b.png", seed=1),
             row("bad <script>", "broken.png", "s.png", "out/bad.png")]
-    (tmp_path / "m.csv").write_text(HEADER + "".join(rows))
+    (tmp_path / "m.csv").write_text(CSV_HEADER + "".join(rows))
     assert main(["run", "--in-process", str(tmp_path / "m.csv"), "--targets", "torch", "-q"]) == 1
-    (tmp_path / "m.csv").write_text(HEADER + "".join(rows) + row("later", "c1.png", "c0.png", "out/later.png"))
+    (tmp_path / "m.csv").write_text(CSV_HEADER + "".join(rows) + row("later", "c1.png", "c0.png", "out/later.png"))
     capsys.readouterr()
     return tmp_path
 
@@ -114,7 +112,7 @@ def test_the_report_opens_in_a_real_browser_with_every_thumbnail_loaded(finished
 def test_the_report_adds_up_every_shard_of_a_cluster_run(tmp_path, capsys):
     for i in range(4):
         Image.fromarray(pattern(48, 40, phase=i), "RGB").save(tmp_path / f"c{i}.png")
-    (tmp_path / "m.csv").write_text(HEADER + "".join(row(f"j{i}", f"c{i}.png", "c0.png", f"out/j{i}.png", seed=i)
+    (tmp_path / "m.csv").write_text(CSV_HEADER + "".join(row(f"j{i}", f"c{i}.png", "c0.png", f"out/j{i}.png", seed=i)
                                                      for i in range(4)))
     state = tmp_path / "shared-state"
     for shard in ("0/2", "1/2"):

@@ -2,12 +2,11 @@
 import json
 import os
 import signal
-import time
 
 import pytest
 from PIL import Image
 
-from tests.conftest import pattern, report_lines, run_cli, spawn
+from tests.conftest import has_started, pattern, report_lines, run_cli, spawn, wait_for
 
 HEADER = "id,content,style,output,size,steps,content_layers,style_layers\n"
 
@@ -137,23 +136,12 @@ jobs:
     assert names == sorted(f"c{i}_x_{s}.png" for i in range(3) for s in ("s", "c0"))
 
 
-def _wait_for_report_lines(folder, n, proc, timeout=120):
-    report = folder / ".nstbatch" / "m.csv" / "report.jsonl"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        finished = [l for l in report.read_text().splitlines() if '"status": "started"' not in l] \
-            if report.exists() else []
-        if len(finished) >= n:
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise AssertionError("run made no progress")
-
-
-def slow_manifest(folder, jobs=3):
+def slow_manifest(folder):
+    """Three jobs: a short first one, then two long enough that a signal sent once the second
+    has started (an observed state, not a time) lands inside it on any machine."""
     manifest = folder / "m.csv"
     manifest.write_text("id,content,style,output,size,steps\n" + "".join(
-        f"k{i},c{i % 3}.png,s.png,out/k{i}.png,48,60\n" for i in range(jobs)))
+        f"k{i},c{i}.png,s.png,out/k{i}.png,48,{60 if i == 0 else 400}\n" for i in range(3)))
     return manifest
 
 
@@ -162,8 +150,8 @@ def slow_manifest(folder, jobs=3):
 def test_killed_mid_job_leaves_only_whole_outputs_and_the_next_run_completes(folder, capsys, sig):
     manifest = slow_manifest(folder)
     proc = spawn("run", manifest, "-q", cwd=folder)
-    _wait_for_report_lines(folder, 1, proc)
-    time.sleep(0.5)  # well inside the second job
+    # the second job has started: the first is whole, the second under way
+    wait_for(lambda: has_started(folder, "k1"), proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     if sig == signal.SIGINT:

@@ -8,32 +8,18 @@ import time
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from nstbatch.cli import main
 from nstbatch.batch.ledger import EXIT_PREEMPTED
-from tests.conftest import draw_inputs, kill_run, report_lines, spawn_run, wait_for
-
-COLUMNS = "id,content,style,output,size,steps,content_layers,style_layers,seed\n"
-
-
-@pytest.fixture
-def folder(tmp_path):
-    draw_inputs(tmp_path, 4, 40, 36, 36)
-    return tmp_path
+from tests.conftest import CSV_HEADER, kill_run, pixels, report_lines, spawn_run, wait_for
 
 
 def manifest(folder, jobs, steps=4, size=32, out="out"):
     path = folder / "m.csv"
-    path.write_text(COLUMNS + "".join(
+    path.write_text(CSV_HEADER + "".join(
         f'j{i},c{i % 4}.png,s.png,{out}/j{i}.png,{size},{steps},relu2_2,"relu1_1,relu2_1",{i}\n'
         for i in range(jobs)))
     return path
-
-
-def pixels(path):
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.int16)
 
 
 @pytest.mark.slow
@@ -91,7 +77,6 @@ def test_checkpoint_every_survives_a_hard_kill(folder, capsys):
     proc = spawn_run(folder, "--checkpoint-every", "10", "-q")
     checkpoint_dir = folder / ".nstbatch" / "m.csv" / "checkpoints"
     wait_for(lambda: any(checkpoint_dir.glob("*.pt")), proc)  # written every 10 steps
-    time.sleep(0.3)
     kill_run(folder, proc)
     assert main(["run", "--in-process", str(m), "-q"]) == 0
     (line,) = [l for l in report_lines(folder, started=False) if l["status"] == "done"]

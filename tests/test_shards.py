@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from nstbatch import shards
 from nstbatch.cli import main
 from nstbatch.manifest import read_manifest
 from nstbatch.validate import validate
-from tests.conftest import pattern, report_lines, spawn_run, wait_for
+from tests.conftest import pattern, report_lines, spawn_run, wait_for, wait_until_gone
 
 LIGHT = 'style_layers: "relu1_1,relu2_1", content_layers: relu2_2, scales: "1"'
 ENTRY = f"""\
@@ -250,7 +249,7 @@ def test_a_run_killed_midway_and_rerun_gives_whole_shards_with_each_sample_once(
     wait_for(lambda: len(list(done.glob("*.json"))) >= 9, proc, timeout=240)  # shard 0 packed, shard 1 not
     os.killpg(proc.pid, signal.SIGKILL)  # the run and its workers
     proc.wait()
-    time.sleep(0.5)
+    wait_until_gone(proc.pid)  # no worker writes a done record after this
     assert len(list(done.glob("*.json"))) < 14  # midway
     out = wds / "out" / "styl"
     for shard in out.glob("*.tar"):  # whatever a kill leaves is a whole, valid shard

@@ -9,16 +9,9 @@ import pytest
 
 from nstbatch.cli import main
 from nstbatch.environment import shard_of
-from tests.conftest import draw_inputs, kill_run, report_lines, spawn_run, wait_for
+from tests.conftest import CSV_HEADER, kill_run, report_lines, spawn_run, wait_for
 
-COLUMNS = "id,content,style,output,size,steps,content_layers,style_layers,seed\n"
 IDS = [f"j{i}" for i in range(12)]
-
-
-@pytest.fixture
-def folder(tmp_path):
-    draw_inputs(tmp_path, 4, 40, 36, 36)
-    return tmp_path
 
 
 def manifest(folder, steps, long_first=0, shard_steps=None):
@@ -31,7 +24,7 @@ def manifest(folder, steps, long_first=0, shard_steps=None):
             return long_first
         return (shard_steps or {}).get(shard_of(job, 3), steps)
 
-    (folder / "m.csv").write_text(COLUMNS + "".join(
+    (folder / "m.csv").write_text(CSV_HEADER + "".join(
         f'{job},c{i % 4}.png,s.png,out/{job}.png,32,{steps_of(job)},'
         f'relu2_2,"relu1_1,relu2_1",{i}\n' for i, job in enumerate(IDS)))
 
