@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from nstbatch.weights import load_weights
+from nstbatch.engine.weights import load_weights
 
 
 class ContentLoss(nn.Module):

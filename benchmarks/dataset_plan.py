@@ -84,8 +84,8 @@ def main() -> None:
         print("| files | command | time | peak memory |")
         print("| --- | --- | --- | --- |")
         manifest = str(folder / "m.yaml")
-        remember = ("from pathlib import Path; from nstbatch.batch.ledger import StateDir, default_state_dir;"
-                    f" from nstbatch.batch.plan import plan_run; m = Path({manifest!r});"
+        remember = ("from pathlib import Path; from nstbatch.jobs.ledger import StateDir, default_state_dir;"
+                    f" from nstbatch.jobs.plan import plan_run; m = Path({manifest!r});"
                     " s = StateDir(default_state_dir(m)); plan_run(m, s); s.save_hashes()")
         for label, argv in (("`nstbatch plan --export plan.csv`", ["-m", "nstbatch", "plan", manifest, "--export",
                                                          str(folder / "plan.csv")]),

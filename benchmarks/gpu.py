@@ -7,7 +7,7 @@ Sections, in order of importance; each is skipped once the time budget would be 
  1. step time at 512 px: seed preset, fp32 vs bf16, batch 1 / 4 / 16 (ms per step per image);
  2. the default preset end to end at 512 px, batch 1 / 4 / 16, in seconds per image, and the
     seed preset's 500 steps for comparison, both scored on the two-axis yardstick
-    (nstbatch.yardstick: style and content, lower is better);
+    (nstbatch.engine.yardstick: style and content, lower is better);
  3. how far a batched image is from its one-by-one run with the default settings;
     a 4000 px long side under a 24 GiB memory cap (bf16, two scales, activation checkpointing),
     and without checkpointing for comparison;
@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nstbatch.config import DEFAULT_PRESET, resolve_params  # noqa: E402
-from nstbatch.images import load_image  # noqa: E402
-from nstbatch.pixels import to_pil, to_tensor  # noqa: E402
-from nstbatch.optimize import Hooks, build_features, optimize  # noqa: E402
-from nstbatch.yardstick import Yardstick  # noqa: E402
+from nstbatch.io.images import load_image  # noqa: E402
+from nstbatch.engine.pixels import to_pil, to_tensor  # noqa: E402
+from nstbatch.engine.optimize import Hooks, build_features, optimize  # noqa: E402
+from nstbatch.engine.yardstick import Yardstick  # noqa: E402
 
 STARTED = time.monotonic()
 
@@ -181,10 +181,10 @@ def onnx_targets(b: Bench, style, reps: int):
         return b.emit(section="onnx", skipped="time budget")
     import onnxruntime as ort
 
-    from nstbatch.onnx_backend import OnnxTargets, export_targets_model, relative_error
-    from nstbatch.targets import torch_style_targets
-    from nstbatch.vgg import VGGFeatures
-    from nstbatch.weights import load_weights
+    from nstbatch.styles.onnx_backend import OnnxTargets, export_targets_model, relative_error
+    from nstbatch.engine.targets import torch_style_targets
+    from nstbatch.engine.vgg import VGGFeatures
+    from nstbatch.engine.weights import load_weights
 
     available = ort.get_available_providers()
     b.emit(section="onnx", onnxruntime=ort.__version__, available=available)

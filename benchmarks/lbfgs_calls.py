@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from nstbatch.config import resolve_params
-from nstbatch.images import load_image
-from nstbatch.optimize import build_features, optimize
-from nstbatch.pixels import to_tensor
+from nstbatch.io.images import load_image
+from nstbatch.engine.optimize import build_features, optimize
+from nstbatch.engine.pixels import to_tensor
 
 IMAGES = Path(__file__).resolve().parent.parent / "manifests" / "images"
 

@@ -1,4 +1,4 @@
-"""The memory estimate (``nstbatch.batch.memory``) against measured peaks, on this machine.
+"""The memory estimate (``nstbatch.jobs.memory``) against measured peaks, on this machine.
 
     python benchmarks/memory_estimate.py [--sizes 256 512 1024] [--steps 6] [--checkpointing]
 
@@ -21,10 +21,10 @@ CHILD = r"""
 import json, os, sys, threading, time
 import torch
 from nstbatch.config import resolve_params
-from nstbatch.images import load_image
-from nstbatch.pixels import to_tensor
-from nstbatch.optimize import build_features, compute_targets, optimize
-from nstbatch.batch.memory import estimate
+from nstbatch.io.images import load_image
+from nstbatch.engine.pixels import to_tensor
+from nstbatch.engine.optimize import build_features, compute_targets, optimize
+from nstbatch.jobs.memory import estimate
 size, steps, checkpointing = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 params = resolve_params(None, {"size": size, "steps": steps, **json.loads(sys.argv[6])})
 content = to_tensor(load_image(sys.argv[4], size))

@@ -1,5 +1,5 @@
 """Draw the quality frontier from ``quality.py --json`` rows: style (x) against content (y),
-both lower = better (the two axes of ``nstbatch.yardstick``), one colour per candidate, a small
+both lower = better (the two axes of ``nstbatch.engine.yardstick``), one colour per candidate, a small
 dot per pair, a large one for the candidate's mean, a star for a published anchor. A thin line
 joins two candidates' points of the same pair (``--join A B``), so a move that wins on both axes
 points down and to the left; with it, a Markdown table says pair by pair whether the second is

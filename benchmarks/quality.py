@@ -1,5 +1,5 @@
 """Quality on real pairs: each candidate preset on every pair of a manifest, scored on the
-two-axis yardstick (``nstbatch.yardstick``: style 0 = the painting's statistics, 1 = none;
+two-axis yardstick (``nstbatch.engine.yardstick``: style 0 = the painting's statistics, 1 = none;
 content 0 = the photo, 1 = as far as the painting), with its time per image, side by side in
 one process, and a contact sheet to judge them by eye.
 
@@ -8,7 +8,7 @@ one process, and a contact sheet to judge them by eye.
         [--candidate NAME=PRESET:KEY=VALUE;... ...] [--json rows.jsonl]
 
 The pairs are the manifest's jobs (content and first style); the candidates are below. Each
-picture is made as ``nstbatch run`` makes it (``nstbatch.api.stylize_job``: the content at the
+picture is made as ``nstbatch run`` makes it (``nstbatch.jobs.single.stylize_job``: the content at the
 output's size, the style targets from ONNX Runtime through the store, the same loop).
 ``--anchor`` scores another system's published image for one pair on the same yardstick
 (default: jcjohnson/neural-style's Hoover Tower × Starry Night, docs/pairs/).
@@ -30,13 +30,13 @@ import torch
 from PIL import Image, ImageDraw
 
 from nstbatch.config import resolve_params
-from nstbatch.images import load_image
-from nstbatch.pixels import to_pil, to_tensor
-from nstbatch.manifest import read_manifest
-from nstbatch.api import stylize_job
-from nstbatch.optimize import build_features
-from nstbatch.precompute import StyleTargetStore
-from nstbatch.yardstick import Yardstick
+from nstbatch.io.images import load_image
+from nstbatch.engine.pixels import to_pil, to_tensor
+from nstbatch.io.manifest import read_manifest
+from nstbatch.jobs.single import stylize_job
+from nstbatch.engine.optimize import build_features
+from nstbatch.styles.store import StyleTargetStore
+from nstbatch.engine.yardstick import Yardstick
 
 ROOT = Path(__file__).resolve().parent.parent
 

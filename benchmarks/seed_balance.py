@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
-from nstbatch import losses
+from nstbatch.engine import losses
 from nstbatch.config import PRESETS
-from nstbatch.images import load_image
-from nstbatch.pixels import to_tensor
-from nstbatch.optimize import initial_image
-from nstbatch.vgg import VGGFeatures
-from nstbatch.weights import Preprocessing, load_weights
+from nstbatch.io.images import load_image
+from nstbatch.engine.pixels import to_tensor
+from nstbatch.engine.optimize import initial_image
+from nstbatch.engine.vgg import VGGFeatures
+from nstbatch.engine.weights import Preprocessing, load_weights
 
 SAMPLES = Path(__file__).resolve().parent.parent / "manifests" / "samples"
 

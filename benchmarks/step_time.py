@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from nstbatch.config import DEFAULT_PRESET, resolve_params
-from nstbatch.devices import autocast_dtype
-from nstbatch.images import load_image
-from nstbatch.pixels import to_tensor
-from nstbatch.optimize import Hooks, build_features, optimize
+from nstbatch.engine.devices import autocast_dtype
+from nstbatch.io.images import load_image
+from nstbatch.engine.pixels import to_tensor
+from nstbatch.engine.optimize import Hooks, build_features, optimize
 
 import baseline  # noqa: E402  (benchmarks/ is the script's folder)
 

@@ -20,12 +20,12 @@ import onnxruntime as ort
 import torch
 
 from nstbatch.config import resolve_params
-from nstbatch.images import load_image
-from nstbatch.pixels import to_tensor
-from nstbatch.onnx_backend import OnnxTargets, export_targets_model, relative_error
-from nstbatch.targets import torch_style_targets
-from nstbatch.vgg import VGGFeatures
-from nstbatch.weights import load_weights
+from nstbatch.io.images import load_image
+from nstbatch.engine.pixels import to_tensor
+from nstbatch.styles.onnx_backend import OnnxTargets, export_targets_model, relative_error
+from nstbatch.engine.targets import torch_style_targets
+from nstbatch.engine.vgg import VGGFeatures
+from nstbatch.engine.weights import load_weights
 
 SAMPLE = Path(__file__).resolve().parent.parent / "manifests" / "samples" / "swirls.png"
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 from nstbatch.config import resolve_params
-from nstbatch.onnx_backend import OnnxTargets, export_targets_model, relative_error
-from nstbatch.targets import torch_style_targets
-from nstbatch.vgg import VGGFeatures
-from nstbatch.weights import load_weights
+from nstbatch.styles.onnx_backend import OnnxTargets, export_targets_model, relative_error
+from nstbatch.engine.targets import torch_style_targets
+from nstbatch.engine.vgg import VGGFeatures
+from nstbatch.engine.weights import load_weights
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -6,12 +6,7 @@ command does the same for files and manifests. Heavy modules (torch) load on fir
 """
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _version
-
-try:
-    __version__ = _version("nstbatch")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+from .version import __version__
 
 __all__ = ["stylize", "StyleParams", "resolve_params", "PRESETS", "__version__"]
 

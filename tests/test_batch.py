@@ -8,9 +8,9 @@ import sys
 import pytest
 from PIL import Image
 
-from nstbatch.batch.ledger import JobStatus
-from nstbatch.batch.options import RunOptions
-from nstbatch.batch.run import run_manifest
+from nstbatch.jobs.ledger import JobStatus
+from nstbatch.jobs.options import RunOptions
+from nstbatch.jobs.run import run_manifest
 from nstbatch.cli import main
 from tests.conftest import CSV_HEADER, draw_inputs, kill_run, report_lines, spawn_run, wait_for
 from tests.faults import KillWorker
@@ -71,7 +71,7 @@ class FakeOrt:
 def test_each_worker_opens_onnx_runtime_on_its_own_gpu(monkeypatch, tmp_path):
     import torch
 
-    from nstbatch import onnx_backend, precompute
+    from nstbatch.styles import onnx_backend, store
 
     fake = FakeOrt()
     monkeypatch.setattr(onnx_backend, "onnxruntime", lambda: fake)
@@ -86,13 +86,13 @@ def test_each_worker_opens_onnx_runtime_on_its_own_gpu(monkeypatch, tmp_path):
     # and the targets store of a worker on cuda:1 passes its device down
     seen = []
     monkeypatch.setattr(onnx_backend.OnnxTargets, "open", classmethod(lambda cls, *a, **k: seen.append(k["device"])))
-    monkeypatch.setattr(precompute, "export_targets_model", lambda *a, **k: None)
-    monkeypatch.setattr(precompute, "check_providers", lambda *a: None)
+    monkeypatch.setattr(store, "export_targets_model", lambda *a, **k: None)
+    monkeypatch.setattr(store, "check_providers", lambda *a: None)
     from nstbatch.config import resolve_params
 
-    store = precompute.StyleTargetStore(backend="onnx", cache_dir=tmp_path, device="cuda:1")
+    targets = store.StyleTargetStore(backend="onnx", cache_dir=tmp_path, device="cuda:1")
     (tmp_path / "onnx").mkdir()
-    store._engine(resolve_params())
+    targets._engine(resolve_params())
     assert seen == [torch.device("cuda:1")]
 
 
@@ -132,7 +132,7 @@ def test_a_job_over_the_memory_limit_fails_alone_before_it_starts(folder, capsys
 
 
 def test_a_job_that_fits_only_with_activation_checkpointing_runs_with_it(folder, capsys, monkeypatch):
-    from nstbatch.batch.memory import HEADROOM, estimate
+    from nstbatch.jobs.memory import HEADROOM, estimate
     from nstbatch.config import resolve_params
 
     params = resolve_params(None, {"size": 256, "steps": 2})
@@ -165,12 +165,12 @@ def test_a_worker_killed_mid_job_fails_that_job_alone_and_two_kills_quarantine_i
 
 
 def test_cpu_workers_of_one_run_plan_into_their_share_of_the_memory(folder, monkeypatch):
-    from nstbatch.batch.executor import JobExecutor
-    from nstbatch.batch.ledger import StateDir
-    from nstbatch.batch.memory import HEADROOM, estimate
-    from nstbatch.batch.plan import plan_jobs
+    from nstbatch.jobs.executor import JobExecutor
+    from nstbatch.jobs.ledger import StateDir
+    from nstbatch.jobs.memory import HEADROOM, estimate
+    from nstbatch.jobs.plan import plan_jobs
     from nstbatch.config import resolve_params
-    from nstbatch.manifest import read_manifest
+    from nstbatch.io.manifest import read_manifest
 
     m = write(folder, ["one,c0.png,s.png,o/one.png,64,2,0\n"])
     lean = estimate(resolve_params(None, {"size": 64}), 53, 64, checkpointing=True)

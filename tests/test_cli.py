@@ -108,8 +108,8 @@ def test_every_run_option_reaches_run_options_from_its_flag(tmp_path, monkeypatc
     import signal
     from dataclasses import fields
 
-    import nstbatch.batch.run
-    from nstbatch.batch.options import RunOptions
+    import nstbatch.jobs.run
+    from nstbatch.jobs.options import RunOptions
     from nstbatch.environment import Shard
 
     given = {"state_dir": (["--state-dir", "st"], Path("st")), "devices": (["--devices", "cpu"], "cpu"),
@@ -130,7 +130,7 @@ def test_every_run_option_reaches_run_options_from_its_flag(tmp_path, monkeypatc
         seen.append(options)
         raise KeyboardInterrupt  # the options are made: nothing needs to run
 
-    monkeypatch.setattr(nstbatch.batch.run, "run_manifest", capture)
+    monkeypatch.setattr(nstbatch.jobs.run, "run_manifest", capture)
     for name, (argv, value) in given.items():
         code, _, err = run_cli(capsys, "run", tmp_path / "m.csv", *argv)
         assert code == 130 and "interrupted" in err, (name, err)

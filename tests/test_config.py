@@ -94,7 +94,7 @@ def test_every_field_reaches_the_params_from_its_flag_its_csv_column_and_its_yam
                                                                                       capsys):
     import nstbatch.api
     from nstbatch.cli import main
-    from nstbatch.manifest import read_manifest
+    from nstbatch.io.manifest import read_manifest
 
     assert set(VALUES) == set(FIELDS), "give each new field a value here"
     Image.fromarray(pattern(48, 40), "RGB").save(tmp_path / "c.png")
@@ -131,8 +131,8 @@ PINNED_HASHES = {
 
 @pytest.mark.parametrize("preset", PRESET_NAMES)
 def test_each_presets_params_hash_is_pinned(tmp_path, preset):
-    from nstbatch.hashing import FileHashes, params_hash
-    from nstbatch.manifest import Job
+    from nstbatch.io.hashing import FileHashes, params_hash
+    from nstbatch.io.manifest import Job
 
     (tmp_path / "c.png").write_bytes(b"content bytes")
     (tmp_path / "s.png").write_bytes(b"style bytes")

@@ -8,16 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
-from nstbatch import losses
+from nstbatch.engine import losses
 from nstbatch.cli import main
-from nstbatch.targets import target_names
-from nstbatch.color import luminance, match_histogram, to_yiq, with_chroma
+from nstbatch.engine.targets import target_names
+from nstbatch.engine.color import luminance, match_histogram, to_yiq, with_chroma
 from nstbatch.config import resolve_params
 from nstbatch.errors import ParamError
-from nstbatch.manifest import read_manifest
-from nstbatch.optimize import build_features, compute_targets, optimize
-from nstbatch.precompute import StyleTargetStore
-from nstbatch.validate import validate
+from nstbatch.io.manifest import read_manifest
+from nstbatch.engine.optimize import build_features, compute_targets, optimize
+from nstbatch.styles.store import StyleTargetStore
+from nstbatch.io.validate import validate
 from tests.conftest import pattern, pixels, tensor
 
 

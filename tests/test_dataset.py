@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from nstbatch.cli import main
-from nstbatch.dataset import draw, walk
-from nstbatch.images import read_provenance
-from nstbatch.manifest import read_manifest
-from nstbatch.validate import validate
+from nstbatch.io.dataset import draw, walk
+from nstbatch.io.images import read_provenance
+from nstbatch.io.manifest import read_manifest
+from nstbatch.io.validate import validate
 from tests.conftest import ROOT
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from nstbatch.cli import main
 from nstbatch.config import resolve_params
-from nstbatch.optimize import Hooks, build_features, optimize
+from nstbatch.engine.optimize import Hooks, build_features, optimize
 from tests.conftest import pattern, report_lines, tensor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
@@ -96,10 +96,10 @@ def test_activation_checkpointing_on_the_gpu_gives_the_same_run(pair, gpu_featur
 def test_onnx_targets_on_cuda_with_io_binding_agree_with_torch(tmp_path):
     import onnxruntime as ort
 
-    from nstbatch.onnx_backend import OnnxTargets, export_targets_model, relative_error
-    from nstbatch.targets import torch_style_targets
-    from nstbatch.vgg import VGGFeatures
-    from nstbatch.weights import load_weights
+    from nstbatch.styles.onnx_backend import OnnxTargets, export_targets_model, relative_error
+    from nstbatch.engine.targets import torch_style_targets
+    from nstbatch.engine.vgg import VGGFeatures
+    from nstbatch.engine.weights import load_weights
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime has no CUDA provider")
@@ -135,7 +135,7 @@ def test_run_on_the_gpu_with_batch_auto_and_compile(tmp_path, capsys):
 
 @pytest.mark.parametrize("mode", ["luminance", "histogram"])
 def test_colour_preservation_on_the_gpu_matches_the_cpu(pair, gpu_features, mode, exact_fp32):
-    from nstbatch.color import to_yiq
+    from nstbatch.engine.color import to_yiq
 
     content, style = pair
     params = resolve_params("balanced", {"steps": 8, "precision": "fp32", "preserve_color": mode, "save_every": 4})

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nstbatch import geometry, images
+from nstbatch import fs, geometry
+from nstbatch.io import images
 from nstbatch.errors import InputError
 
 
@@ -111,7 +112,7 @@ def test_failed_write_leaves_no_file(tmp_path):
         raise Boom()
 
     with pytest.raises(Boom):
-        images.atomic_write(tmp_path / "o.png", write)
+        fs.atomic_write(tmp_path / "o.png", write)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from nstbatch.batch.ledger import DoneRecord, JobStatus, ReportLine, StateDir, default_state_dir
-from nstbatch.batch.views import status
-from nstbatch.manifest import read_manifest
+from nstbatch.jobs.ledger import DoneRecord, JobStatus, ReportLine, StateDir, default_state_dir
+from nstbatch.jobs.views import status
+from nstbatch.io.manifest import read_manifest
 from tests.conftest import cli_process, draw_inputs, run_cli, spawn_run, wait_for, wait_until_gone
 
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from nstbatch import losses
-from nstbatch.targets import blend_targets, mean_key
+from nstbatch.engine import losses
+from nstbatch.engine.targets import blend_targets, mean_key
 
 
 def np_gram(a):  # a: (C, H, W)

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from nstbatch.config import resolve_params
-from nstbatch.manifest import ManifestError, parse_csv, parse_yaml, read_manifest
-from nstbatch.validate import validate
+from nstbatch.io.manifest import ManifestError, parse_csv, parse_yaml, read_manifest
+from nstbatch.io.validate import validate
 
 
 @pytest.fixture

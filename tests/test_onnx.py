@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from nstbatch.cache import TargetCache
+from nstbatch.styles.cache import TargetCache
 from nstbatch.cli import main
 from nstbatch.config import resolve_params
-from nstbatch.onnx_backend import OnnxError, OnnxTargets, check_providers, export_targets_model, relative_error
-from nstbatch.targets import target_names, torch_style_targets
-from nstbatch.vgg import VGGFeatures
-from nstbatch.weights import load_weights
+from nstbatch.styles.onnx_backend import OnnxError, OnnxTargets, check_providers, export_targets_model, relative_error
+from nstbatch.engine.targets import target_names, torch_style_targets
+from nstbatch.engine.vgg import VGGFeatures
+from nstbatch.engine.weights import load_weights
 from tests.conftest import pattern, report_lines, spawn
 
 SEED_LAYERS = resolve_params("seed").style_layers
@@ -139,8 +139,8 @@ def test_an_old_format_cache_entry_is_never_read_as_a_target(tmp_path, monkeypat
     # Format 1 held second moments only. Its entries sit under other keys (the key carries the
     # format); and one that holds less than this version's targets, even under the right key
     # with a valid checksum, is computed again rather than read.
-    from nstbatch import targets as targets_module
-    from nstbatch.precompute import StyleTargetStore
+    from nstbatch.engine import targets as targets_module
+    from nstbatch.styles.store import StyleTargetStore
 
     styles_folder(tmp_path, 1)
     params = resolve_params("fast", {"size": 40})
@@ -188,7 +188,7 @@ def test_auto_providers_take_what_this_machine_has(monkeypatch):
     no TensorRT libraries, ``auto`` runs what there is; a named provider is still refused."""
     import onnxruntime as ort
 
-    from nstbatch import onnx_backend
+    from nstbatch.styles import onnx_backend
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["AzureExecutionProvider", "CPUExecutionProvider"])

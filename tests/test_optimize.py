@@ -5,7 +5,7 @@ import torch
 
 from nstbatch.config import resolve_params
 from nstbatch.errors import OptimizationError
-from nstbatch.optimize import Hooks, build_features, initial_image, optimize
+from nstbatch.engine.optimize import Hooks, build_features, initial_image, optimize
 from tests.conftest import pattern, tensor
 
 
@@ -104,7 +104,7 @@ def test_batch_of_images_shares_one_pass_and_matches_one_by_one(pair, seed_featu
 @pytest.mark.parametrize("preset, extra", [("seed", {}), ("gatys", {}),
                                            ("balanced", {"style_loss": "w2", "lr_end": 0.1, "scales": "1"})])
 def test_preempted_and_resumed_run_continues_the_same_trajectory(pair, preset, extra):
-    from nstbatch.optimize import Preempted
+    from nstbatch.engine.optimize import Preempted
 
     content, style = pair
     params = resolve_params(preset, {"steps": 8, "precision": "fp32", **extra, **LIGHT})
@@ -121,7 +121,7 @@ def test_preempted_and_resumed_run_continues_the_same_trajectory(pair, preset, e
 
 
 def test_lbfgs_clip_every_runs_its_iterations_in_one_call_on_fewer_evaluations(pair):
-    from nstbatch.optimize import Preempted
+    from nstbatch.engine.optimize import Preempted
 
     content, style = pair
     params = resolve_params("gatys", {"steps": 11, **LIGHT})
@@ -159,7 +159,7 @@ def test_clip_every_is_for_lbfgs():
 
 
 def test_the_learning_rate_falls_along_a_half_cosine_within_each_scale(pair, seed_features):
-    from nstbatch.optimize import _Descent, _Loop, stages
+    from nstbatch.engine.optimize import _Descent, _Loop, stages
 
     content, _ = pair
     params = resolve_params("seed", {"steps": 10, "lr": 0.04, "lr_end": 0.25, "scales": "0.5,1",
@@ -193,7 +193,7 @@ def test_bf16_precision_runs_with_float32_grams_and_stays_close_to_fp32(pair, se
                     features=seed_features)
     assert bf16.history[-1].total < bf16.history[0].total
     assert (bf16.image - fp32.image).abs().mean() < 0.02  # a few 8-bit levels at most, on average
-    from nstbatch.optimize import _scaled
+    from nstbatch.engine.optimize import _scaled
     acts = _scaled(seed_features, content, ["relu1_1"], 1.0, torch.bfloat16)
     assert acts["relu1_1"].dtype == torch.float32  # the costs see float32
 
@@ -211,7 +211,7 @@ def test_report_every_thins_the_history_but_keeps_the_end(pair, seed_features):
 
 
 def test_lbfgs_with_bf16_keeps_the_default_layout(pair):
-    from nstbatch.optimize import Hooks, _Loop
+    from nstbatch.engine.optimize import Hooks, _Loop
 
     params = resolve_params("gatys", {"steps": 2, "precision": "bf16", "style_layers": "relu1_1",
                                       "content_layers": "relu2_2"})
@@ -228,7 +228,7 @@ def test_lbfgs_with_bf16_keeps_the_default_layout(pair):
 
 
 def test_the_network_comes_back_in_its_own_layout_even_when_the_call_stops(pair):
-    from nstbatch.optimize import Hooks, Preempted
+    from nstbatch.engine.optimize import Hooks, Preempted
 
     params = resolve_params("seed", {"steps": 4, "precision": "bf16", "style_layers": "relu1_1",
                                      "content_layers": "relu2_2"})
@@ -249,7 +249,7 @@ def test_the_network_comes_back_in_its_own_layout_even_when_the_call_stops(pair)
 
 @pytest.mark.parametrize("carry", ["image", "detail"])
 def test_multi_scale_runs_coarse_to_fine_and_resumes_across_scales(pair, seed_features, carry):
-    from nstbatch.optimize import Preempted, stages
+    from nstbatch.engine.optimize import Preempted, stages
 
     content, style = pair
     params = resolve_params("seed", {"steps": 9, "scales": "0.5,1", "scale_steps": "0.67,0.33", "scale_carry": carry})
@@ -272,7 +272,7 @@ def test_multi_scale_runs_coarse_to_fine_and_resumes_across_scales(pair, seed_fe
 
 
 def test_the_detail_carry_starts_a_scale_from_its_content_plus_the_coarse_departure_upsampled(pair, seed_features):
-    from nstbatch.pixels import resize_tensor
+    from nstbatch.engine.pixels import resize_tensor
 
     content, style = pair
     # all steps at half size, none at full: the output is what the full scale starts from
@@ -295,8 +295,8 @@ def test_the_detail_carry_starts_a_scale_from_its_content_plus_the_coarse_depart
 
 
 def test_the_palette_init_is_the_content_in_each_style_s_colours(pair, seed_features):
-    from nstbatch.optimize import compute_targets
-    from nstbatch.targets import PIXELS, mean_key, palette
+    from nstbatch.engine.optimize import compute_targets
+    from nstbatch.engine.targets import PIXELS, mean_key, palette
 
     content, style = pair
     params = resolve_params("seed", {"init": "palette", **LIGHT})
@@ -326,7 +326,7 @@ def test_the_palette_init_is_the_content_in_each_style_s_colours(pair, seed_feat
 
 def test_a_coarse_scale_too_small_for_the_layers_is_skipped_and_a_full_size_too_small_refused(pair, seed_features):
     from nstbatch.errors import UsageError
-    from nstbatch.optimize import stages
+    from nstbatch.engine.optimize import stages
 
     params = resolve_params(None, {"steps": 10, "scales": "0.1,0.5,1", "scale_steps": "0.5,0.3,0.2"})
     # 6 px is below relu5_1's 16: its 5 steps go to the half-size stage
@@ -340,8 +340,8 @@ def test_a_coarse_scale_too_small_for_the_layers_is_skipped_and_a_full_size_too_
 
 @pytest.mark.parametrize("average", [0.0, 0.8])
 def test_a_batch_checkpoint_sliced_per_image_resumes_each_image_alone(pair, seed_features, average):
-    from nstbatch.batch.checkpoints import slice_checkpoint as _slice
-    from nstbatch.optimize import Preempted
+    from nstbatch.jobs.checkpoints import slice_checkpoint as _slice
+    from nstbatch.engine.optimize import Preempted
 
     content, style = pair
     params = resolve_params("seed", {"steps": 6, "init": "content", "average": average, **LIGHT})
@@ -388,7 +388,7 @@ def test_a_mixed_style_batch_pulls_each_image_towards_its_own_style(pair, seed_f
     # in the last bits, and Adam turns that into full steps where a gradient is ~0 (as for
     # same-style batches, README: batching). So: each image lands next to its own solo run,
     # far from a run towards the other style, with the same final costs.
-    from nstbatch.targets import blend_targets, torch_style_targets
+    from nstbatch.engine.targets import blend_targets, torch_style_targets
 
     content, style = pair
     params = resolve_params("seed", {"steps": 4, "init": "content", "style_loss": style_loss})
@@ -408,7 +408,7 @@ def test_a_mixed_style_batch_pulls_each_image_towards_its_own_style(pair, seed_f
 
 
 def test_the_averaged_output_is_the_bias_corrected_ema_of_the_iterates(pair, seed_features):
-    from nstbatch.optimize import Hooks
+    from nstbatch.engine.optimize import Hooks
 
     content, style = pair
     plain = resolve_params("seed", {"steps": 6, "save_every": 1, **LIGHT})
@@ -430,7 +430,7 @@ def test_the_averaged_output_is_the_bias_corrected_ema_of_the_iterates(pair, see
 
 @pytest.mark.parametrize("stop_at", [2, 6, 7])  # in the coarse scale, at the boundary, in the fine one
 def test_a_resumed_averaged_run_ends_exactly_as_an_uninterrupted_one(pair, seed_features, stop_at):
-    from nstbatch.optimize import Hooks, Preempted
+    from nstbatch.engine.optimize import Hooks, Preempted
 
     content, style = pair
     params = resolve_params("seed", {"steps": 9, "scales": "0.5,1", "scale_steps": "0.67,0.33",
@@ -451,10 +451,10 @@ def test_a_resumed_averaged_run_ends_exactly_as_an_uninterrupted_one(pair, seed_
 
 
 def test_a_checkpoint_file_keeps_the_average_and_belongs_to_its_params_hash(tmp_path, pair, seed_features):
-    from nstbatch.batch.checkpoints import load_checkpoint, save_checkpoint
-    from nstbatch.batch.ledger import StateDir
-    from nstbatch.manifest import Job
-    from nstbatch.optimize import Hooks
+    from nstbatch.jobs.checkpoints import load_checkpoint, save_checkpoint
+    from nstbatch.jobs.ledger import StateDir
+    from nstbatch.io.manifest import Job
+    from nstbatch.engine.optimize import Hooks
 
     content, style = pair
     params = resolve_params("seed", {"steps": 4, "average": 0.5, **LIGHT})
@@ -474,7 +474,7 @@ def test_a_checkpoint_file_keeps_the_average_and_belongs_to_its_params_hash(tmp_
 def test_a_warm_scale_starts_from_the_previous_scale_s_moments_upsampled(pair, seed_features):
     import torch.nn.functional as F
 
-    from nstbatch.optimize import Hooks, Preempted
+    from nstbatch.engine.optimize import Hooks, Preempted
 
     content, style = pair
     params = resolve_params("seed", {"steps": 9, "scales": "0.5,1", "scale_steps": "0.67,0.33",

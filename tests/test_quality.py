@@ -9,15 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from nstbatch import losses
+from nstbatch.engine import losses
 from nstbatch.cli import main
 from nstbatch.config import DEFAULT_PRESET, PRESET_NAMES, PRESETS, resolve_params
 from nstbatch.errors import ParamError
-from nstbatch.manifest import read_manifest
-from nstbatch.optimize import build_features, compute_targets, costs, initial_image, optimize
-from nstbatch.precompute import StyleTargetStore
-from nstbatch.targets import blend_targets, second_moments
-from nstbatch.yardstick import STYLE_LAYERS, Yardstick
+from nstbatch.io.manifest import read_manifest
+from nstbatch.engine.optimize import build_features, compute_targets, costs, initial_image, optimize
+from nstbatch.styles.store import StyleTargetStore
+from nstbatch.engine.targets import blend_targets, second_moments
+from nstbatch.engine.yardstick import STYLE_LAYERS, Yardstick
 from tests.conftest import pattern, tensor
 
 

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from nstbatch.batch.ledger import EXIT_PREEMPTED
+from nstbatch.jobs.ledger import EXIT_PREEMPTED
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "manifests" / "slurm_array.sbatch"
@@ -97,8 +97,8 @@ def test_kubernetes_indexed_job_agrees_with_the_code():
 
 @pytest.mark.parametrize("name", ["example.csv", "example.yaml", "gallery.yaml", "pairs.yaml", "pairs_heldout.yaml"])
 def test_every_bundled_manifest_validates(name):
-    from nstbatch.manifest import read_manifest
-    from nstbatch.validate import validate
+    from nstbatch.io.manifest import read_manifest
+    from nstbatch.io.validate import validate
 
     manifest = read_manifest(ROOT / "manifests" / name)
     assert manifest.jobs and not manifest.problems

@@ -19,9 +19,9 @@ import pytest
 import torch
 from PIL import Image
 
-from nstbatch import optimize as engine
+from nstbatch.engine import optimize as engine
 from nstbatch.cli import main
-from nstbatch.images import probe_image
+from nstbatch.io.images import probe_image
 from nstbatch.errors import InputError
 from tests.conftest import CSV_HEADER, cli_process, pattern, report_lines
 

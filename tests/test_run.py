@@ -193,7 +193,7 @@ def test_a_job_is_done_however_its_manifest_is_named(folder, capsys, monkeypatch
 
 
 def test_a_restart_stats_its_inputs_instead_of_reading_them_unless_they_changed(folder, capsys, monkeypatch):
-    import nstbatch.hashing
+    import nstbatch.io.hashing
 
     rows = [tiny_row(f"j{i}", f"c{i}.png", "s.png", f"out/j{i}.png") for i in range(3)]
     (folder / "m.csv").write_text(HEADER + "".join(rows))
@@ -205,8 +205,8 @@ def test_a_restart_stats_its_inputs_instead_of_reading_them_unless_they_changed(
     with index.open("a") as f:
         f.write('{"key": ["torn')  # a kill mid-append: skipped
     read = []
-    real = nstbatch.hashing.sha256_of
-    monkeypatch.setattr(nstbatch.hashing, "sha256_of", lambda path: read.append(path.name) or real(path))
+    real = nstbatch.io.hashing.sha256_of
+    monkeypatch.setattr(nstbatch.io.hashing, "sha256_of", lambda path: read.append(path.name) or real(path))
     code, out, _ = run_cli(capsys, "run", folder / "m.csv", "--dry-run")
     assert code == 0 and read == [] and "0 to run, 3 done" in out, out
     assert run_cli(capsys, "status", folder / "m.csv")[0] == 0 and read == []
@@ -221,8 +221,8 @@ def test_a_restart_stats_its_inputs_instead_of_reading_them_unless_they_changed(
 def test_the_digest_index_keeps_each_files_latest_line_once_it_grows(tmp_path, monkeypatch):
     import hashlib
 
-    import nstbatch.hashing
-    from nstbatch.hashing import FileHashes
+    import nstbatch.io.hashing
+    from nstbatch.io.hashing import FileHashes
 
     monkeypatch.setattr(FileHashes, "COMPACT_AT", 6)
     photo, painting, index = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "state"
@@ -235,7 +235,7 @@ def test_the_digest_index_keeps_each_files_latest_line_once_it_grows(tmp_path, m
         hashes.save()
         counts.append(len((index / "hashes.jsonl").read_text().splitlines()))
     assert counts == [2, 3, 4, 5, 2]  # appended, then rewritten with each file's latest line
-    monkeypatch.setattr(nstbatch.hashing, "sha256_of", lambda path: pytest.fail(f"read {path.name} again"))
+    monkeypatch.setattr(nstbatch.io.hashing, "sha256_of", lambda path: pytest.fail(f"read {path.name} again"))
     fresh = FileHashes(index)
     assert fresh(photo) == hashlib.sha256(b"photo" * 5).hexdigest()
     assert fresh(painting) == hashlib.sha256(b"painting").hexdigest()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nstbatch.cli import main
-from nstbatch.batch.ledger import EXIT_PREEMPTED
+from nstbatch.jobs.ledger import EXIT_PREEMPTED
 from tests.conftest import CSV_HEADER, kill_run, pixels, report_lines, spawn_run, wait_for
 
 
@@ -192,9 +192,9 @@ def test_batched_jobs_equal_their_one_by_one_results(folder, capsys):
 
 
 def test_batches_group_only_what_can_share_a_pass(folder):
-    from nstbatch.batch.ledger import JobStatus, Standing, StateDir
-    from nstbatch.batch.plan import Planned, batches
-    from nstbatch.manifest import read_manifest
+    from nstbatch.jobs.ledger import JobStatus, Standing, StateDir
+    from nstbatch.jobs.plan import Planned, batches
+    from nstbatch.io.manifest import read_manifest
 
     m = folder / "m.csv"
     m.write_text("id,content,style,output,size,steps,optimizer\n"
@@ -226,7 +226,7 @@ def test_workers_of_a_killed_run_exit_instead_of_lingering(folder):
 
 
 def test_a_batch_out_of_memory_is_retried_one_job_at_a_time(folder, capsys, monkeypatch):
-    import nstbatch.batch.executor as executor
+    import nstbatch.jobs.executor as executor
 
     real = executor.optimize
 
@@ -250,8 +250,8 @@ def _signal_self():
 
 
 def test_a_stop_signal_before_any_job_started_still_asks_for_a_requeue(folder):
-    from nstbatch.batch.options import RunOptions
-    from nstbatch.batch.run import run_manifest
+    from nstbatch.jobs.options import RunOptions
+    from nstbatch.jobs.run import run_manifest
 
     m = manifest(folder, 3)
     summary, _ = run_manifest(RunOptions(m, isolate=False, targets="torch", worker_setup=_signal_self))

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nstbatch import shards
+from nstbatch.io import shards
 from nstbatch.cli import main
-from nstbatch.manifest import read_manifest
-from nstbatch.validate import validate
+from nstbatch.io.manifest import read_manifest
+from nstbatch.io.validate import validate
 from tests.conftest import pattern, report_lines, spawn_run, wait_for, wait_until_gone
 
 LIGHT = 'style_layers: "relu1_1,relu2_1", content_layers: relu2_2, scales: "1"'

@@ -113,10 +113,10 @@ def test_progress_lines_count_one_to_n_once_each_with_two_workers(folder, capsys
 
 
 def test_force_does_not_redo_a_job_another_run_finished_after_planning(folder):
-    from nstbatch.batch.executor import JobExecutor
-    from nstbatch.batch.ledger import JobStatus, StateDir
-    from nstbatch.batch.options import RunOptions
-    from nstbatch.batch.plan import plan_run
+    from nstbatch.jobs.executor import JobExecutor
+    from nstbatch.jobs.ledger import JobStatus, StateDir
+    from nstbatch.jobs.options import RunOptions
+    from nstbatch.jobs.plan import plan_run
 
     manifest(folder, steps=2)
     options = RunOptions(folder / "m.csv", force=True, targets="torch", isolate=False)
@@ -132,14 +132,14 @@ def test_force_does_not_redo_a_job_another_run_finished_after_planning(folder):
 @pytest.mark.parametrize("where", [pytest.param(["--in-process"], id="in-process"),
                                    pytest.param([], id="workers", marks=pytest.mark.slow)])
 def test_a_job_another_run_holds_is_no_attempt_of_this_run(folder, where):
-    from nstbatch.batch.claims import claim_job
-    from nstbatch.batch.ledger import StateDir
-    from nstbatch.batch.plan import plan_run
+    from nstbatch.jobs.claims import claim_at
+    from nstbatch.jobs.ledger import StateDir
+    from nstbatch.jobs.plan import plan_run
 
     manifest(folder, steps=2)
     state = StateDir(folder / ".nstbatch" / "m.csv")
     held = plan_run(folder / "m.csv", state).jobs[0].job
-    claim = claim_job(state, held)  # another run (this live process) holds it
+    claim = claim_at(state.claim_path(held.id))  # another run (this live process) holds it
     try:
         main(["run", str(folder / "m.csv"), "--targets", "torch", "--no-steal", "-q", *where])
     finally:
@@ -150,7 +150,7 @@ def test_a_job_another_run_holds_is_no_attempt_of_this_run(folder, where):
 
 
 def test_the_latest_lines_follow_the_reports_as_they_grow_in_time_order_across_shards(tmp_path):
-    from nstbatch.batch.ledger import JobStatus, ReportLine, StateDir
+    from nstbatch.jobs.ledger import JobStatus, ReportLine, StateDir
 
     state, other = StateDir(tmp_path, "s0of2"), StateDir(tmp_path, "s1of2")
     state.append_report(ReportLine("a", JobStatus.FAILED, time=100.0))

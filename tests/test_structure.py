@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 PACKAGE = ROOT / "nstbatch"
 # The entry points: the CLI, the worker process's entry (pool.py) and the one module that
 # reads and sets the environment.
-ENTRY_POINTS = {"cli.py", "batch/pool.py", "environment.py"}
+ENTRY_POINTS = {"cli.py", "jobs/pool.py", "environment.py"}
 
 
 def _modules(*folders):
@@ -69,7 +69,7 @@ def test_the_checker_sees_each_kind_of_mutation():
 
 @pytest.mark.parametrize("mask", [0o022, 0o027, 0o077])
 def test_atomic_writes_get_the_permissions_the_umask_gives_any_new_file(tmp_path, mask):
-    from nstbatch.images import atomic_write
+    from nstbatch.fs import atomic_write
 
     previous = os.umask(mask)  # (this test is its own entry point)
     try:

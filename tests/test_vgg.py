@@ -6,8 +6,8 @@ import torch
 
 from nstbatch.errors import UsageError
 from nstbatch.layers import LAYER_NAMES, min_image_side
-from nstbatch.vgg import VGGFeatures, vgg19_layers
-from nstbatch.weights import load_weights
+from nstbatch.engine.vgg import VGGFeatures, vgg19_layers
+from nstbatch.engine.weights import load_weights
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -92,7 +92,7 @@ def test_no_process_of_a_run_imports_torchvision():
     import subprocess
     import sys
 
-    code = ("import sys; from nstbatch.optimize import build_features; from nstbatch.config import resolve_params;"
-            " from nstbatch import onnx_backend; from nstbatch.batch import executor, run; build_features(resolve_params());"
+    code = ("import sys; from nstbatch.engine.optimize import build_features; from nstbatch.config import resolve_params;"
+            " from nstbatch import onnx_backend; from nstbatch.jobs import executor, run; build_features(resolve_params());"
             " print('torchvision' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

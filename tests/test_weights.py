@@ -4,9 +4,9 @@ import pytest
 import torch
 import torchvision
 
-from nstbatch import weights as W
+from nstbatch.engine import weights as W
 from nstbatch.errors import WeightsError
-from nstbatch.vgg import VGGFeatures
+from nstbatch.engine.vgg import VGGFeatures
 
 
 def torchvision_features_shapes():

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nstbatch.vgg import VGGFeatures
-from nstbatch.weights import load_weights
+from nstbatch.engine.vgg import VGGFeatures
+from nstbatch.engine.weights import load_weights
 
 LAYERS = ["conv1_1", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1",
           "relu5_4", "pool5"]

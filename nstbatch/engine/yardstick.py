@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .geometry import long_side_size
+from ..geometry import long_side_size
 from .pixels import resize_tensor
 from .vgg import VGGFeatures
 from .weights import load_weights

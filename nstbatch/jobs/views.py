@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..manifest import Job, Problem, read_manifest
+from ..io.manifest import Job, Problem, read_manifest
 from .claims import CLAIM_STALE
 from .ledger import JobStatus, ReportLine, Standing, StateDir, default_state_dir, newest, read_history
 
@@ -78,7 +78,7 @@ def status(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None
     """Where every job of the manifest stands (``StateDir.standing``, every shard's report;
     safe while runs write it); with ``check_files``, a job that is not done and fails
     validation is INVALID. ``histories`` also reads each job's cost history."""
-    from ..validate import validate
+    from ..io.validate import validate
 
     manifest_path = Path(manifest_path)
     manifest = read_manifest(manifest_path)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from .environment import MemoryLimit, cpu_has_bf16, cpu_memory_limit, local_rank
-from .errors import UsageError
+from ..environment import MemoryLimit, cpu_has_bf16, cpu_memory_limit, local_rank
+from ..errors import UsageError
 
 
 def resolve_device(spec: str = "auto") -> torch.device:

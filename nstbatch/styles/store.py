@@ -12,19 +12,19 @@ from PIL import Image
 from torch import Tensor
 
 from .cache import TargetCache
-from .environment import cache_root
-from .color import prepare_style
-from .config import StyleParams
-from .errors import UsageError
-from .geometry import long_side_size
-from .images import fit_image, load_image, resize_long_side, to_rgb
-from .pixels import resize_tensor, to_tensor
-from .manifest import Job
+from ..environment import cache_root
+from ..engine.color import prepare_style
+from ..config import StyleParams
+from ..errors import UsageError
+from ..geometry import long_side_size
+from ..io.images import fit_image, load_image, resize_long_side, to_rgb
+from ..engine.pixels import resize_tensor, to_tensor
+from ..io.manifest import Job
 from .onnx_backend import OnnxTargets, check_providers, export_targets_model, model_key
-from .hashing import FileHashes, pixels_digest
-from .targets import blend_targets, target_key, target_names, torch_style_targets
-from .vgg import VGGFeatures, check_image_size
-from .weights import load_weights
+from ..io.hashing import FileHashes, pixels_digest
+from ..engine.targets import blend_targets, target_key, target_names, torch_style_targets
+from ..engine.vgg import VGGFeatures, check_image_size
+from ..engine.weights import load_weights
 
 BACKENDS = ("onnx", "torch")
 
@@ -181,3 +181,14 @@ class StyleTargetStore:
         targets = blend_targets([(grams, weight) for (grams, _), weight in parts], params.feature_scale,
                                 self.device)
         return targets, [source for (_, source), _ in parts]
+
+
+_STORES: dict[str, StyleTargetStore] = {}
+
+
+def default_store(device: torch.device) -> StyleTargetStore:
+    """The process's style targets on ``device`` as ``run`` computes them by default: ONNX
+    Runtime, cached under ``NSTBATCH_CACHE``."""
+    if str(device) not in _STORES:
+        _STORES[str(device)] = StyleTargetStore(device=device)
+    return _STORES[str(device)]

@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..environment import Shard
-from ..manifest import Job, Problem
+from ..io.manifest import Job, Problem
 from ..errors import NstbatchError
-from ..shards import is_member
+from ..io.shards import is_member
 from .ledger import JobStatus, Outcome, RunSummary, StateDir, default_state_dir
 from .options import RunOptions
 from .outputs import Outputs
@@ -93,7 +93,7 @@ def _stop_on(signals):
 
 def _copy_sidecars(plan: Plan, summary: RunSummary, events: RunEvents) -> None:
     """Dataset entries' sidecar files, before the jobs (cheap, and labels stay beside images)."""
-    from ..dataset import copy_file
+    from ..io.dataset import copy_file
 
     for copy in plan.copies:
         if is_member(copy.target):
@@ -164,11 +164,11 @@ def _help(options: RunOptions, state: StateDir, devices: list[str], plan: Plan, 
 
 def _devices(options: RunOptions) -> list[str]:
     """One device per worker, and for ONNX targets the providers, refused before any work."""
-    from ..devices import worker_devices
+    from ..engine.devices import worker_devices
 
     devices = worker_devices(options.devices, options.workers)
     if options.targets == "onnx":
-        from ..onnx_backend import check_providers
+        from ..styles.onnx_backend import check_providers
 
         check_providers(options.providers, options.allow_fallback)
     return devices

@@ -1,7 +1,7 @@
 """Pixels between Pillow and PyTorch: ``(N, 3, H, W)`` float tensors in [0, 1].
 
-Kept apart from ``images`` (files in and out) so that reading, probing and writing images,
-and so validating and planning a manifest, never import torch.
+Kept apart from ``io.images`` (files in and out) so that reading, probing and writing images,
+and so validating and planning a manifest, never import torch; and the engine reads no files.
 """
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .images import to_rgb
 
 
 def resize_tensor(image: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
@@ -22,8 +21,12 @@ def resize_tensor(image: torch.Tensor, size: tuple[int, int], mode: str = "bilin
 
 
 def to_tensor(im: Image.Image) -> torch.Tensor:
-    """RGB Pillow image → float32 ``(1, 3, H, W)`` in [0, 1]."""
-    array = np.asarray(to_rgb(im), dtype=np.float32) / 255.0  # (H, W, 3)
+    """RGB Pillow image → float32 ``(1, 3, H, W)`` in [0, 1]. Other modes are refused: how
+    they become RGB is ``io.images.to_rgb``'s rule, applied where images are read."""
+    if im.mode != "RGB":
+        raise ValueError(f"to_tensor takes an RGB image, got mode {im.mode}: convert it with"
+                         " nstbatch.io.images.to_rgb first")
+    array = np.asarray(im, dtype=np.float32) / 255.0  # (H, W, 3)
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 

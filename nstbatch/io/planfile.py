@@ -14,8 +14,8 @@ import io
 import os
 from pathlib import Path
 
-from .config import FIELDS, PRESETS, StyleParams, split_weights_spec
-from .images import atomic_write
+from ..config import FIELDS, PRESETS, StyleParams, split_weights_spec
+from ..fs import atomic_write
 from .manifest import Job
 
 # Fields that reset a partner when given alone (config.resolve_params): written together.

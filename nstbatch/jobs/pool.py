@@ -19,7 +19,7 @@ from typing import Callable, Protocol
 
 from ..environment import usable_cpus
 from ..errors import NstbatchError
-from ..manifest import Job
+from ..io.manifest import Job
 from .ledger import JobStatus, Outcome, StateDir
 from .options import RunOptions
 from .plan import Planned
@@ -72,7 +72,7 @@ def _prepare_process(options: RunOptions, device: str, threads: int | None) -> N
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True  # one image size per job: autotuning pays
     if options.targets == "onnx":
-        from ..onnx_backend import quiet_logs
+        from ..styles.onnx_backend import quiet_logs
 
         import_onnxruntime()
         quiet_logs()

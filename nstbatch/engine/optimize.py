@@ -12,13 +12,13 @@ from torch import Tensor
 
 from . import losses
 from .color import luminance, prepare_style, recolor, with_chroma
-from .config import StyleParams
+from ..config import StyleParams
 from .devices import autocast_dtype
-from .geometry import long_side_size
+from ..geometry import long_side_size
 from .pixels import resize_tensor
-from .errors import OptimizationError
+from ..errors import OptimizationError
 from .targets import blend_targets, mean_key, palette, second_moments, torch_style_targets
-from .layers import min_image_side
+from ..layers import min_image_side
 from .vgg import VGGFeatures, check_image_size
 from .weights import load_weights
 

@@ -6,8 +6,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .errors import UsageError
-from .layers import LAYER_INDEX, LAYER_NAMES, check_layer, min_image_side
+from ..errors import UsageError
+from ..layers import LAYER_INDEX, LAYER_NAMES, check_layer, min_image_side
 from .weights import Preprocessing, Weights, expected_shapes
 
 

@@ -37,10 +37,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .. import shards
-from ..hashing import FileHashes, JobHasher
-from ..images import atomic_write
-from ..manifest import Job, Problem
+from ..io import shards
+from ..io.hashing import FileHashes, JobHasher
+from ..fs import atomic_write
+from ..io.manifest import Job, Problem
 from .claims import CLAIM_STALE, live_holder_at
 
 KILLS_BEFORE_QUARANTINE = 2

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import StyleParams
-from ..dataset import Copy
+from ..io.dataset import Copy
 from ..environment import WHOLE, Shard, shard_of
 from ..errors import NstbatchError, UsageError
 from ..geometry import long_side_size, output_size
-from ..images import probe_image
-from ..manifest import Job, Manifest, Problem, read_manifest
-from ..validate import validate
+from ..io.images import probe_image
+from ..io.manifest import Job, Manifest, Problem, read_manifest
+from ..io.validate import validate
 from .ledger import JobStatus, Standing, StateDir
 from .memory import Estimate, estimate
 

@@ -19,10 +19,10 @@ from typing import Any
 import yaml
 
 from . import dataset
-from .config import FIELDS, INITS, StyleParams, resolve_params
-from .errors import NstbatchError, UsageError
+from ..config import FIELDS, INITS, StyleParams, resolve_params
+from ..errors import NstbatchError, UsageError
 from .images import probe_image
-from .layers import suggest
+from ..layers import suggest
 
 CSV_REQUIRED = ("content", "style", "output")
 CSV_OPTIONAL = ("id", "style_weights")

@@ -10,11 +10,11 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from .config import INITS, split_weights_spec
-from .errors import NstbatchError
-from .geometry import long_side_size, output_size
+from ..config import INITS, split_weights_spec
+from ..errors import NstbatchError
+from ..geometry import long_side_size, output_size
 from .images import ImageInfo, output_format, probe_image
-from .layers import min_image_side, suggest
+from ..layers import min_image_side, suggest
 from .manifest import Job, Manifest, Problem
 from .shards import output_folder
 

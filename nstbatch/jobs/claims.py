@@ -12,13 +12,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
-from ..manifest import Job
-
-if TYPE_CHECKING:
-    from .ledger import StateDir
-
 # Seconds without a heartbeat after which a claim (a run on another host that died) is stale.
 CLAIM_STALE = 300.0
 
@@ -88,11 +81,6 @@ def live_holder_at(path: Path, stale_after: float = CLAIM_STALE) -> str | None:
         return _live_owner(path, stale_after)
     except (FileNotFoundError, NotADirectoryError):
         return None
-
-
-def claim_job(state: StateDir, job: Job, stale_after: float = CLAIM_STALE) -> Claim | str:
-    """Take the job's lock file (host, pid, time), or say who holds it."""
-    return claim_at(state.claim_path(job.id), stale_after)
 
 
 def claim_at(path: Path, stale_after: float = CLAIM_STALE) -> Claim | str:

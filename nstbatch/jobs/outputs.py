@@ -30,11 +30,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import shards
-from ..dataset import Copy
+from ..io import shards
+from ..io.dataset import Copy
 from ..errors import NstbatchError
-from ..images import atomic_write, remove_stale_temps
-from ..manifest import Job
+from ..fs import atomic_write, remove_stale_temps
+from ..io.manifest import Job
 from .claims import CLAIM_STALE, Claim, claim_at
 from .ledger import JobStatus, StateDir
 

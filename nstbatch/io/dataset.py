@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import shards
-from .config import StyleParams
-from .errors import NstbatchError
-from .images import atomic_write
+from ..config import StyleParams
+from ..errors import NstbatchError
+from ..fs import atomic_write
 
 # Files recognised as images in a dataset folder or a style pool (case-insensitively).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,10 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from . import shards
-from .environment import max_pixels
-from .geometry import fitted, long_side_size
-from .errors import InputError
+from ..environment import max_pixels
+from ..geometry import fitted, long_side_size
+from ..errors import InputError
+from ..fs import atomic_write
 
 # Formats we write, by extension, and Pillow's name for each.
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -161,54 +161,6 @@ def check_output_path(path: str | os.PathLike) -> Path:
         raise InputError(f"{folder}: output folder is not writable ({e.strerror or e})",
                          hint="fix its permissions or choose another output") from None
     return path
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(file_object)`` on a temp file beside ``path``, then ``os.replace`` it into
-    place: a reader never sees a half-written file, and a crash leaves only the old one."""
-    path = Path(path)
-    fd, tmp = _create_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
-    """Delete temp files an ``atomic_write`` of ``path`` left when its process was killed."""
-    path = Path(path)
-    removed = []
-    if path.parent.is_dir():
-        for stale in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
-            try:
-                stale.unlink()
-                removed.append(stale)
-            except FileNotFoundError:
-                pass
-    return removed
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
-
-
-def _create_temp(path: Path) -> tuple[int, str]:
-    """A new temp file beside ``path`` (``.<name>.<random>.tmp``), created 0666 so that the
-    process's umask gives it the permissions any new file gets (mkstemp's 0600 would hide
-    outputs from the group)."""
-    for _ in range(100):
-        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temp name beside {path}")
 
 
 # The Exif tags that carry an output's provenance in JPEG and WebP files (PNG: text chunks).

@@ -12,22 +12,23 @@ from typing import Callable, Iterator
 
 import torch
 
-from ..api import check_job_files, init_image, load_content, provenance
-from ..devices import is_out_of_memory, memory_available, report_every, resolve_device
+from ..engine.devices import is_out_of_memory, memory_available, report_every, resolve_device
 from ..errors import NstbatchError, OptimizationError
-from ..images import remove_stale_temps, save_image
-from ..onnx_backend import OnnxError
-from ..optimize import Checkpoint, Hooks, Preempted, Progress, Result, build_features, optimize
-from ..pixels import to_pil
-from ..shards import staged
-from ..precompute import StyleTargetStore
-from ..vgg import VGGFeatures
+from ..fs import remove_stale_temps
+from ..io.images import save_image
+from ..styles.onnx_backend import OnnxError
+from ..engine.optimize import Checkpoint, Hooks, Preempted, Progress, Result, build_features, optimize
+from ..engine.pixels import to_pil
+from ..io.shards import staged
+from ..styles.store import StyleTargetStore
+from ..engine.vgg import VGGFeatures
 from .checkpoints import discard_checkpoint, load_checkpoint, save_checkpoint, slice_checkpoint
-from .claims import Claim, claim_job
+from .claims import Claim, claim_at
 from .ledger import JobStatus, Outcome, StateDir
 from .memory import estimate, plan_memory
 from .options import RunOptions
 from .plan import Planned, style_pixels
+from .single import check_job_files, init_image, load_content, provenance
 
 # A job whose cost turns NaN or infinite is retried once with its learning rate times this.
 RETRY_LR_FACTOR = 0.1
@@ -95,7 +96,7 @@ class JobExecutor:
                     outcomes.append(self._outcome(item, JobStatus.FAILED,
                                                   error=f"{item.job.where}: {item.standing.why}"))
                     continue
-                claim = claim_job(self.state, item.job, self.options.claim_stale)
+                claim = claim_at(self.state.claim_path(item.job.id), self.options.claim_stale)
                 if isinstance(claim, str):
                     outcomes.append(self._outcome(item, JobStatus.ELSEWHERE, error=f"claimed by {claim}"))
                 elif self.state.done_since(item.job, item.hash, item.planned_at if item.force else None):

@@ -25,11 +25,11 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from .config import PREPROCESSING_NAMES, split_weights_spec
-from .environment import offline
-from .hashing import sha256_of
-from .errors import WeightsError
-from .layers import BLOCK_CHANNELS, CONV_INDICES, LAYER_NAMES
+from ..config import PREPROCESSING_NAMES, split_weights_spec
+from ..environment import offline
+from ..fs import sha256_of
+from ..errors import WeightsError
+from ..layers import BLOCK_CHANNELS, CONV_INDICES, LAYER_NAMES
 
 if TYPE_CHECKING:
     from torch import Tensor

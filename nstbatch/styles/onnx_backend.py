@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import __version__
-from .errors import NstbatchError, UsageError
-from .layers import channels
-from .targets import PIXELS, TARGETS_FORMAT, TargetsGraph, mean_key, target_names
-from .vgg import VGGFeatures
-from .weights import Weights
+from ..version import __version__
+from ..errors import NstbatchError, UsageError
+from ..layers import channels
+from ..engine.targets import PIXELS, TARGETS_FORMAT, TargetsGraph, mean_key, target_names
+from ..engine.vgg import VGGFeatures
+from ..engine.weights import Weights
 
 OPSET = 17
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -295,7 +295,7 @@ class Artifact:
 def build_artifacts(params, out: str | os.PathLike, providers: str = "auto") -> Artifact:
     """Export the targets model for ``params``' weights, style layers and pooling into ``out``
     and open a session on it, which with TensorRT builds and caches its engine in ``out``."""
-    from .weights import load_weights
+    from ..engine.weights import load_weights
 
     weights = load_weights(params.weights)
     out = Path(out)

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import torch
 
-from ..images import atomic_write
-from ..manifest import Job
-from ..optimize import Checkpoint, Progress
+from ..fs import atomic_write
+from ..io.manifest import Job
+from ..engine.optimize import Checkpoint, Progress
 from .ledger import StateDir
 
 FORMAT = 1

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import shards
-from .errors import NstbatchError
-from .config import FIELDS, LATER_FIELDS, split_weights_spec
+from ..errors import NstbatchError
+from ..fs import sha256_of
+from ..config import FIELDS, LATER_FIELDS, split_weights_spec
 
 if TYPE_CHECKING:
     from .manifest import Job
@@ -30,12 +31,6 @@ def pixels_digest(image) -> str:
     return digest.hexdigest()
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class FileHashes:

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
-from .errors import InputError
+from ..errors import InputError
+from ..fs import atomic_write
 
 SUFFIX = ".tar"
 STAGING = ".staging"
@@ -243,7 +244,6 @@ class Entry:
 def pack(shard: Path, entries: list[Entry], mtime: float = 0.0) -> None:
     """Write ``shard`` from ``entries`` atomically (a temp file beside it, then
     ``os.replace``): a reader sees the old shard or the whole new one. Each member is streamed."""
-    from .images import atomic_write
 
     def write(f) -> None:
         with tarfile.open(fileobj=f, mode="w") as tar:  # PAX: long member names are kept whole

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .images import atomic_write
+from ..fs import atomic_write
 
 ENTRY_FORMAT = 1
 
