@@ -217,6 +217,8 @@ def _print_dry_run(plan) -> None:
 
 
 def _summary_line(summary) -> str:
+    from .jobs.ledger import RATE_LABEL
+
     return (f"done {summary.done}, already done {summary.skipped}, failed {summary.failed}"
             + (f", quarantined {summary.quarantined}" if summary.quarantined else "")
             + (f", invalid {summary.invalid}" if summary.invalid else "")
@@ -227,7 +229,7 @@ def _summary_line(summary) -> str:
             + (f", not copied {summary.copy_failed}" if summary.copy_failed else "")
             + (f"; output shards packed {summary.shards_packed}" if summary.shards_packed else "")
             + (f", not written {summary.pack_failed}" if summary.pack_failed else "")
-            + f"; {summary.seconds:.1f}s, {summary.images_per_hour:.1f} images/hour"
+            + f"; {summary.seconds:.1f}s, {summary.images_per_hour:.1f} {RATE_LABEL}"
             + f"; style targets: {summary.style_targets_computed} computed,"
               f" {summary.style_targets_reused} from the cache"
             + (f"; {summary.shard}" if summary.shard != "all jobs" else ""))
@@ -238,22 +240,17 @@ def report(
     manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
     output: Path = typer.Option(..., "--output", "-o", help="The HTML page to write."),
     state_dir: Optional[Path] = typer.Option(None, help="The run's state directory [default: the manifest's]."),
-    link: Optional[bool] = typer.Option(None, "--link/--embed", help="Refer to the cached thumbnails in the"
-                                        " state directory, or embed them in the page [default: embed up to"
-                                        " 300 jobs, link beyond]."),
+    link: Optional[bool] = typer.Option(None, "--link/--embed", help="Write the thumbnails into a folder"
+                                        " beside the page (OUTPUT_thumbs/) and refer to them, or embed them"
+                                        " in the page [default: embed up to 300 jobs, link beyond]."),
 ):
     """One self-contained HTML page for a run, finished or not: content | style | output per job,
     with parameters, time, costs and a cost curve; failed jobs first; totals."""
-    from .report import write_report
+    from .report import thumbs_folder, write_report
 
     view = write_report(manifest, output, state_dir, link)
-    from .jobs.ledger import JobStatus
-
-    typer.echo(f"wrote {output}: {len(view.jobs)} job(s), {view.count(JobStatus.DONE)} done,"
-               f" {view.failed} failed,"
-               f" {view.count(JobStatus.PENDING, JobStatus.RUNNING, JobStatus.INTERRUPTED)} pending"
-               + ("; thumbnails linked from the state directory: keep the page where it can reach them"
-                  if view.linked else ""))
+    typer.echo(f"wrote {output}: {len(view.jobs)} job(s); {view.totals_text()}"
+               + (f"; thumbnails linked from {thumbs_folder(output)}: keep the page beside it" if view.linked else ""))
     return 0
 
 
@@ -335,28 +332,19 @@ def status(
     manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
     state_dir: Optional[Path] = typer.Option(None, help="The run's state directory, if moved."),
 ):
-    """Done, failed and pending jobs of MANIFEST (every shard's), and the failed ones' errors."""
-    from .jobs.ledger import JobStatus
+    """Done, failed, invalid and pending jobs of MANIFEST (every shard's), and each problem with its
+    line."""
     from .jobs.views import shard_views, status as job_status
 
     view = job_status(manifest, state_dir, check_files=False, histories=False)
-    for job in view.jobs:
-        if job.status.is_failure:
-            label = "FAILED (quarantined)" if job.status == JobStatus.QUARANTINED else "FAILED"
-            typer.echo(f"{label} {job.job.id} ({job.job.where}): {job.error}")
+    for line in view.problem_lines():
+        typer.echo(line)
     for shard in shard_views(view):
         done = shard.done_by_owner + shard.done_by_helpers
         typer.echo(f"shard {shard.index}/{shard.count}: {shard.jobs} job(s), done {done} ({shard.done_by_owner}"
                    f" by itself, {shard.done_by_helpers} by helping shards), failed {shard.failed},"
                    f" pending {shard.jobs - done - shard.failed}")
-    running, interrupted = view.count(JobStatus.RUNNING), view.count(JobStatus.INTERRUPTED)
-    among = ", ".join(f"{n} {label}" for n, label in ((running, "running"), (interrupted, "interrupted")) if n)
-    typer.echo(f"done {view.count(JobStatus.DONE)},"
-               f" failed {view.failed},"
-               f" pending {view.count(JobStatus.PENDING) + running + interrupted}"
-               + (f" ({among})" if among else "")
-               + (f", unparsable rows {len(view.problems)}" if view.problems else "")
-               + (f"; {view.images_per_hour:.1f} images/hour" if view.images_per_hour else ""))
+    typer.echo(view.totals_text())
     return 0
 
 

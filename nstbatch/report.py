@@ -2,9 +2,10 @@
 the outputs (``nstbatch sheet``), both rendering what the ledger says of the manifest's jobs
 (``batch.views.status``: every shard's report), at any point of a run.
 
-Thumbnails are made once per image version and cached in the state directory
-(``thumbs/<hash of path, size and mtime>.jpg``); the page embeds them (or, with ``link``,
-refers to the cached files relatively), so it needs no server and loads nothing else.
+Thumbnails are made once per image version (``<hash of path, size and mtime>.jpg``): cached
+under ``NSTBATCH_CACHE``/thumbs/ and embedded in the page, or with ``link`` written into a
+folder beside the page (``<page>_thumbs/``) that it refers to, so it needs no server and loads
+nothing else. Reading a run writes nothing into its state directory.
 """
 from __future__ import annotations
 
@@ -24,15 +25,23 @@ from .errors import NstbatchError
 from .fs import atomic_write
 from .io.images import load_image, save_image
 from .io.manifest import Job
-from .jobs.ledger import JobStatus, StateDir
+from .environment import cache_root
+from .jobs.ledger import RATE_LABEL, JobStatus
 from .jobs.views import RunView, status
 
 THUMB_SIDE = 160
 EMBED_UP_TO = 300  # jobs; a bigger run's page refers to the cached thumbnails instead
 
 
-def thumbnail(state: StateDir, path: Path, side: int = THUMB_SIDE) -> Path | None:
-    """A JPEG of ``path`` with its long side ``side``, made once per version of the file."""
+def thumbs_folder(page: str | os.PathLike) -> Path:
+    """Where a linked page's thumbnails go: ``report_thumbs/`` beside ``report.html``."""
+    page = Path(page)
+    return page.with_name(page.stem + "_thumbs")
+
+
+def thumbnail(folder: Path, path: Path, side: int = THUMB_SIDE) -> Path | None:
+    """A JPEG of ``path`` with its long side ``side`` in ``folder``, made once per version of
+    the file."""
     path = shards.locate(path)
     try:
         stat = None if shards.is_member(path) else path.stat()
@@ -40,7 +49,7 @@ def thumbnail(state: StateDir, path: Path, side: int = THUMB_SIDE) -> Path | Non
     except (OSError, NstbatchError):
         return None
     key = hashlib.sha256(f"{path.resolve()}|{version}|{side}".encode()).hexdigest()[:24]
-    thumb = state.root / "thumbs" / f"{key}.jpg"
+    thumb = folder / f"{key}.jpg"
     if thumb.is_file():
         return thumb
     try:
@@ -99,11 +108,12 @@ def _changed_params(job: Job) -> str:
 class _Images:
     """``<img>`` sources: data URIs (self-contained) or paths relative to the page."""
 
-    def __init__(self, state: StateDir, page: Path, link: bool):
-        self.state, self.page, self.link = state, page, link
+    def __init__(self, page: Path, link: bool):
+        self.page, self.link = page, link
+        self.folder = thumbs_folder(page) if link else cache_root() / "thumbs"
 
     def tag(self, path: Path, alt: str) -> str:
-        thumb = thumbnail(self.state, path)
+        thumb = thumbnail(self.folder, path)
         if thumb is None:
             return f'<div class="missing" title="{html.escape(str(path))}">no image</div>'
         if self.link:
@@ -132,7 +142,7 @@ h1{font-size:20px;margin:0 0 4px} .sub{color:#666;margin-bottom:16px}
 
 
 def render_html(view: RunView, page: Path, link: bool = False) -> str:
-    images = _Images(view.state, page, link)
+    images = _Images(page, link)
     esc = html.escape
     bad = [v for v in view.jobs if v.status.is_failure]
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -142,11 +152,8 @@ def render_html(view: RunView, page: Path, link: bool = False) -> str:
              f'made {time.strftime("%Y-%m-%d %H:%M:%S")}</div>']
     rate = f"{view.images_per_hour:.1f}" if view.images_per_hour else "–"
     parts.append('<div class="totals">' + "".join(
-        f'<span class="total-{k}">{label} {n}</span>' for k, label, n in (
-            ("done", "done", view.count(JobStatus.DONE)),
-            ("failed", "failed", view.failed),
-            ("pending", "pending", view.count(JobStatus.PENDING, JobStatus.RUNNING, JobStatus.INTERRUPTED)),
-            ("jobs", "jobs", len(view.jobs)))) + f'<span class="total-rate">images/hour {rate}</span></div>')
+        f'<span class="total-{word}">{word} {n}</span>' for word, n in view.totals() + [("jobs", len(view.jobs))])
+        + f'<span class="total-rate">{RATE_LABEL} {rate}</span></div>')
     if bad or view.problems:
         parts.append('<div class="failed-list"><strong>Failed or invalid</strong><ul>')
         for v in bad:

@@ -159,7 +159,7 @@ def test_a_worker_killed_mid_job_fails_that_job_alone_and_two_kills_quarantine_i
     err = capsys.readouterr().err
     assert "skipped doomed (m.csv:2): killed its worker 2 times" in err and "--force" in err
     assert main(["status", str(m)]) == 0
-    assert "FAILED (quarantined) doomed" in capsys.readouterr().out
+    assert "QUARANTINED doomed" in capsys.readouterr().out
     assert main(["run", str(m), "--force", "-q"]) == 0  # no fault now: --force retries it
     assert (folder / "o" / "doomed.png").is_file()
 

@@ -105,7 +105,7 @@ def test_an_array_checkpoints_requeues_resumes_and_finishes_every_job_once(clust
         assert np.array_equal(pixels(tmp_path / "out" / f"j{i}.png"), pixels(whole / "out" / f"j{i}.png"))
     assert re.search(r"shard 0/2 \(SLURM\)", logs) and re.search(r"shard 1/2 \(SLURM\)", logs), logs
     status = cli_process("status", "m.csv", "--state-dir", state, cwd=tmp_path)
-    assert status.returncode == 0 and "done 2, failed 0, pending 0" in status.stdout, status
+    assert status.returncode == 0 and "done 2, failed 0, invalid 0, pending 0" in status.stdout, status
     report = cli_process("report", "m.csv", "--state-dir", state, "-o", tmp_path / "r.html", cwd=tmp_path)
     assert report.returncode == 0 and "2 job(s), 2 done, 0 failed, 0 pending" in report.stdout, report
 

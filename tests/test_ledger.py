@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from nstbatch.config import resolve_params
 from nstbatch.jobs.ledger import DoneRecord, JobStatus, ReportLine, StateDir, default_state_dir
 from nstbatch.jobs.views import status
 from nstbatch.io.manifest import read_manifest
@@ -124,3 +125,44 @@ def test_job_files_are_named_after_the_id_made_safe_the_same_way_as_before(tmp_p
     state = StateDir(tmp_path)
     assert state.done_path("j-1_a.b").name == "j-1_a.b.json"
     assert state.claim_path("cats/a b:é?").name == "cats_a_b_é_.lock"  # alphanumerics kept, é too
+
+
+def test_the_transition_table_refuses_an_outcome_without_a_start_and_a_second_outcome(tmp_path):
+    from nstbatch.io.manifest import Job
+    from nstbatch.jobs.ledger import TRANSITIONS, Outcome, allowed
+
+    assert allowed(None, JobStatus.STARTED) and allowed(JobStatus.STARTED, JobStatus.DONE)
+    assert not allowed(None, JobStatus.DONE) and not allowed(JobStatus.DONE, JobStatus.FAILED)
+    assert not allowed(JobStatus.STARTED, JobStatus.STARTED) and allowed(JobStatus.FAILED, JobStatus.STARTED)
+    assert set(TRANSITIONS) >= {None, JobStatus.STARTED, JobStatus.DONE}
+    state = StateDir(tmp_path)
+    job = Job("x", tmp_path / "c.png", ((tmp_path / "s.png", 1.0),), tmp_path / "o.png", resolve_params(), "m.csv:2")
+    with pytest.raises(RuntimeError, match="a done line after none"):
+        state.record(Outcome(job, JobStatus.DONE))
+    state.record_start(job)
+    state.record(Outcome(job, JobStatus.DONE))
+    with pytest.raises(RuntimeError, match="a failed line after done"):
+        state.record(Outcome(job, JobStatus.FAILED))
+    assert [line.status for line in state.report_lines()] == [JobStatus.STARTED, JobStatus.DONE]
+
+
+def test_every_line_of_a_run_follows_the_transition_table(two_jobs, capsys):
+    """A run with an invalid row, a rerun, and a --force rerun: each job's lines, read back in
+    order across the three runs, are transitions the table allows."""
+    from nstbatch.jobs.ledger import allowed
+
+    folder = two_jobs.parent
+    rows = two_jobs.read_text() + "bad,nothing.png,s.png,out/bad.png,24,2\n"
+    two_jobs.write_text(rows)
+    for args in ([], [], ["--force"]):
+        run_cli(capsys, "run", two_jobs, "--skip-invalid", "--targets", "torch", "-q", *args)
+    by_job = {}
+    for line in StateDir(default_state_dir(two_jobs)).report_lines():
+        by_job.setdefault(line.id, []).append(line.status)
+    assert set(by_job) == {"a", "b", "bad"} and by_job["bad"] == [JobStatus.INVALID] * 3
+    for job_id, statuses in by_job.items():
+        previous = None
+        for status in statuses:
+            assert allowed(previous, status), (job_id, statuses)
+            previous = status
+    assert by_job["a"] == [JobStatus.STARTED, JobStatus.DONE] * 2  # run, already done, --force

@@ -51,10 +51,20 @@ def finished_run(tmp_path, capsys):
     return tmp_path
 
 
-def test_the_report_is_one_self_contained_page_with_failures_first(finished_run, capsys):
+def state_files(folder) -> dict[str, int]:
+    """Every file of the run's state directory with its mtime: what a read-only command may not change."""
+    state = folder / ".nstbatch" / "m.csv"
+    return {str(p.relative_to(state)): p.stat().st_mtime_ns for p in state.rglob("*")}
+
+
+def test_the_report_is_one_self_contained_page_with_failures_first(finished_run, capsys, tmp_path_factory,
+                                                                   monkeypatch):
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("NSTBATCH_CACHE", str(cache))
+    before = state_files(finished_run)
     page = finished_run / "report" / "run.html"
     assert main(["report", str(finished_run / "m.csv"), "-o", str(page)]) == 0
-    assert "4 job(s), 2 done, 1 failed, 1 pending" in capsys.readouterr().out
+    assert "4 job(s); done 2, failed 1, invalid 0, pending 1; " in capsys.readouterr().out
     text = page.read_text()
     assert text.index("failed-list") < text.index('class="grid"')
     assert "bad &lt;script&gt;" in text and "<script>" not in text  # ids are escaped
@@ -65,13 +75,15 @@ def test_the_report_is_one_self_contained_page_with_failures_first(finished_run,
     assert all(s.startswith("data:image/jpeg;base64,") for s in sources)
     assert not re.search(r'(src|href)="(https?:|//|file:)', text)
     assert text.count("<svg") == 2  # a cost curve for each finished job
-    thumbs = sorted((finished_run / ".nstbatch" / "m.csv" / "thumbs").iterdir())
+    thumbs = sorted((cache / "thumbs").iterdir())  # cached under NSTBATCH_CACHE
     stamps = [p.stat().st_mtime_ns for p in thumbs]
     assert len(thumbs) == 5  # c0, c1, s, and the two outputs: each made once
-    assert main(["report", str(finished_run / "m.csv"), "-o", str(page), "--link"]) == 0
+    assert main(["report", str(finished_run / "m.csv"), "-o", str(page)]) == 0
     assert [p.stat().st_mtime_ns for p in thumbs] == stamps  # cached, not made again
+    assert main(["report", str(finished_run / "m.csv"), "-o", str(page), "--link"]) == 0
     linked = re.findall(r'<img src="([^"]*)"', page.read_text())
-    assert all((page.parent / s).is_file() for s in linked)
+    assert linked and all(s.startswith("run_thumbs/") and (page.parent / s).is_file() for s in linked)
+    assert state_files(finished_run) == before  # reading a run writes nothing into its state
 
 
 @pytest.mark.slow
@@ -120,7 +132,7 @@ def test_the_report_adds_up_every_shard_of_a_cluster_run(tmp_path, capsys):
                      "--targets", "torch", "--no-steal", "-q"]) == 0
     assert sorted(p.name for p in state.glob("report*.jsonl")) == ["report-s0of2.jsonl", "report-s1of2.jsonl"]
     assert main(["report", str(tmp_path / "m.csv"), "-o", str(tmp_path / "r.html"), "--state-dir", str(state)]) == 0
-    assert "4 job(s), 4 done, 0 failed, 0 pending" in capsys.readouterr().out
+    assert "4 job(s); done 4, failed 0, invalid 0, pending 0" in capsys.readouterr().out
     assert "images/hour" in (tmp_path / "r.html").read_text()
 
 
@@ -150,6 +162,6 @@ def test_a_big_run_links_its_thumbnails_instead_of_embedding_them(finished_run, 
     assert main(["report", str(finished_run / "m.csv"), "-o", str(page)]) == 0
     assert "thumbnails linked" in capsys.readouterr().out
     sources = re.findall(r'<img src="([^"]*)"', page.read_text())
-    assert sources and all(s.startswith(".nstbatch/m.csv/thumbs/") for s in sources)
+    assert sources and all(s.startswith("r_thumbs/") for s in sources)
     assert main(["report", str(finished_run / "m.csv"), "-o", str(page), "--embed"]) == 0
     assert all(s.startswith("data:") for s in re.findall(r'<img src="([^"]*)"', page.read_text()))

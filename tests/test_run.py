@@ -1,6 +1,7 @@
 """``nstbatch run``, ``validate`` and ``status`` end to end, on tiny images."""
 import json
 import os
+import re
 import signal
 
 import pytest
@@ -75,7 +76,7 @@ def test_corrupt_content_fails_alone_rerun_touches_nothing_edit_reruns_one_row(f
     assert changed == {"j2.png"}
 
     code, out, _ = run_cli(capsys, "status", manifest)
-    assert "done 5, failed 1, pending 0" in out and "FAILED bad" in out
+    assert "done 5, failed 1, invalid 0, pending 0" in out and "FAILED bad" in out
 
 
 def test_changed_input_reruns_its_jobs_and_force_reruns_all(folder, capsys):
@@ -187,7 +188,7 @@ def test_a_job_is_done_however_its_manifest_is_named(folder, capsys, monkeypatch
     assert run_cli(capsys, "run", "m.csv")[0] == 0  # relative to the working folder
     monkeypatch.chdir(folder.parent)
     code, out, _ = run_cli(capsys, "status", folder / "m.csv")  # absolute, from elsewhere
-    assert code == 0 and "done 1, failed 0, pending 0" in out
+    assert code == 0 and "done 1, failed 0, invalid 0, pending 0" in out
     code, _, err = run_cli(capsys, "run", f"{folder.name}/m.csv", "--dry-run")
     assert "0 to run, 1 done" in _ + err
 
@@ -239,3 +240,24 @@ def test_the_digest_index_keeps_each_files_latest_line_once_it_grows(tmp_path, m
     fresh = FileHashes(index)
     assert fresh(photo) == hashlib.sha256(b"photo" * 5).hexdigest()
     assert fresh(painting) == hashlib.sha256(b"painting").hexdigest()
+
+
+def test_run_status_and_report_tell_one_story_with_every_problem_on_its_line(folder, capsys):
+    """A missing input and a misspelt value: the run's last line, status and report use the same
+    words and the same throughput figure, and status names each problem's line and input."""
+    manifest = folder / "m.csv"
+    manifest.write_text(HEADER + tiny_row("a", "c0.png", "s.png", "out/a.png") + tiny_row("b", "c1.png", "s.png", "out/b.png")
+                        + tiny_row("gone", "missing.png", "s.png", "out/gone.png")
+                        + tiny_row("typo", "c2.png", "s.png", "out/typo.png", steps="1O"))
+    code, out, _ = run_cli(capsys, "run", manifest, "--skip-invalid", "-q")
+    assert code == 1 and "done 2, already done 0, failed 0, invalid 2;" in out, out
+    rate = re.search(r"([\d.]+) images/hour of job time", out).group(1)
+    code, out, _ = run_cli(capsys, "status", manifest)
+    assert code == 0
+    assert re.search(r"INVALID gone \(m.csv:4\): content: \S*missing.png: no such file \(check the path\)", out), out
+    assert "INVALID (m.csv:5): steps must be a whole number, got '1O'" in out, out
+    assert f"done 2, failed 0, invalid 2, pending 0; {rate} images/hour of job time" in out, out
+    code, out, _ = run_cli(capsys, "report", manifest, "-o", folder / "r.html")
+    assert code == 0 and f"done 2, failed 0, invalid 2, pending 0; {rate} images/hour of job time" in out, out
+    page = (folder / "r.html").read_text()
+    assert "invalid 2" in page and rate in page and "m.csv:5" in page

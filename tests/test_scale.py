@@ -104,7 +104,7 @@ def test_shards_split_a_run_and_status_adds_them_up(folder, capsys):
     assert sorted(p.name for p in state.glob("report*.jsonl")) == [f"report-s{i}of3.jsonl" for i in range(3)]
     assert sorted(l["id"] for l in report_lines(folder, started=False)) == [f"j{i}" for i in range(6)]
     assert main(["status", str(m)]) == 0
-    assert "done 6, failed 0, pending 0" in capsys.readouterr().out
+    assert "done 6, failed 0, invalid 0, pending 0" in capsys.readouterr().out
     assert main(["plan", str(m), "--shards", "3"]) == 0
     out = capsys.readouterr().out
     assert "total        6" in out
@@ -120,7 +120,7 @@ def test_a_shard_done_with_its_own_jobs_helps_and_one_with_nothing_left_exits_0(
     assert sorted(l["id"] for l in report_lines(folder, started=False)) == [f"j{i}" for i in range(6)]
     assert main(["status", str(m)]) == 0
     out = capsys.readouterr().out
-    assert "done 6, failed 0, pending 0" in out and "shard 1/3:" in out and "by helping shards" in out
+    assert "done 6, failed 0, invalid 0, pending 0" in out and "shard 1/3:" in out and "by helping shards" in out
 
 
 def test_shard_auto_reads_the_scheduler(folder, capsys, monkeypatch):

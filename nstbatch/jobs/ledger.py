@@ -73,6 +73,33 @@ class JobStatus(str, Enum):
     def is_failure(self) -> bool:
         return self in (JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)
 
+    @property
+    def is_settled(self) -> bool:
+        """Nothing more happens to the job until its inputs, parameters or output change (or
+        ``--force``): what packing a shard and helping shards wait for."""
+        return self == JobStatus.DONE or self.is_failure
+
+
+# How an attempt goes, line by line of the report a run writes: the statuses a job's next line
+# may have after its last one (None: no line yet in this run). An attempt starts, then ends in
+# one outcome; before a start a job may be found invalid or quarantined, or be interrupted
+# (Ctrl-C before its turn). So no job is done, fails or is preempted at a checkpoint without a
+# start, and no attempt ends twice. ``StateDir.record*`` consult this table and refuse a line
+# it does not allow.
+ENDED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.INVALID, JobStatus.PREEMPTED, JobStatus.INTERRUPTED,
+         JobStatus.QUARANTINED)
+TRANSITIONS: dict[JobStatus | None, tuple[JobStatus, ...]] = {
+    None: (JobStatus.STARTED, JobStatus.INVALID, JobStatus.QUARANTINED, JobStatus.INTERRUPTED),
+    JobStatus.STARTED: ENDED,
+}
+for _ended in ENDED:
+    TRANSITIONS[_ended] = TRANSITIONS[None]
+
+
+def allowed(previous: JobStatus | None, new: JobStatus) -> bool:
+    """Whether a job's report line may say ``new`` after one that said ``previous``."""
+    return new in TRANSITIONS[previous]
+
 
 def default_state_dir(manifest: Path) -> Path:
     return manifest.parent / ".nstbatch" / manifest.name
@@ -188,6 +215,27 @@ class Outcome:
             activation_checkpointing=True if self.checkpointing else None, owner_shard=owner)
 
 
+def busy_seconds(spans: Iterable[tuple[float, float]]) -> float:
+    """The length of the union of ``(start, end)`` spans: the time at least one job ran."""
+    total, reach = 0.0, -float("inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+def images_per_hour(done: int, spans: Iterable[tuple[float, float]]) -> float | None:
+    """THE throughput figure of ``run``, ``status`` and ``report``: images done per hour of
+    the time jobs ran (the union of the finished attempts' spans), so a run's start-up and the
+    time between runs do not count, and workers running side by side do."""
+    busy = busy_seconds(spans)
+    return 3600.0 * done / busy if done and busy > 0 else None
+
+
+RATE_LABEL = "images/hour of job time"  # how run, status and report print it
+
+
 @dataclass
 class RunSummary:
     total: int = 0
@@ -211,10 +259,11 @@ class RunSummary:
     # Jobs a stop signal left unstarted (it came before their turn): like preempted ones,
     # they are the next run's, so the run asks to be requeued.
     unstarted: int = 0
+    spans: list = field(default_factory=list, repr=False)  # (start, end) of each finished attempt
 
     @property
     def images_per_hour(self) -> float:
-        return 3600.0 * self.done / self.seconds if self.seconds > 0 else 0.0
+        return images_per_hour(self.done, self.spans) or 0.0
 
     @property
     def exit_code(self) -> int:
@@ -223,13 +272,20 @@ class RunSummary:
         return 1 if self.failed or self.invalid or self.quarantined or self.copy_failed or self.pack_failed else 0
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "images_per_hour": round(self.images_per_hour, 2)}
+        data = {**asdict(self), "images_per_hour": round(self.images_per_hour, 2)}
+        del data["spans"]
+        return data
 
-    def add(self, outcome: Outcome) -> None:
+    def add(self, outcome: Outcome, at: float | None = None) -> None:
+        """Count an outcome; ``at``: when it was recorded (its report line's time, so that the
+        run's throughput is the one ``status`` reads from those lines)."""
         counted = {JobStatus.DONE: "done", JobStatus.FAILED: "failed", JobStatus.PREEMPTED: "preempted",
                    JobStatus.ELSEWHERE: "elsewhere", JobStatus.QUARANTINED: "quarantined"}
         if outcome.status in counted:
             setattr(self, counted[outcome.status], getattr(self, counted[outcome.status]) + 1)
+        if outcome.seconds and outcome.status != JobStatus.ELSEWHERE:
+            end = time.time() if at is None else at  # a batch's outcomes: each image's share of the pass
+            self.spans.append((end - round(outcome.seconds, 3) * outcome.batch, end))
         self.style_targets_computed += outcome.sources.count("computed")
         self.style_targets_reused += outcome.sources.count("cache")
 
@@ -255,6 +311,8 @@ class StateDir:
     _read_to: dict[Path, int] = field(default_factory=dict, init=False, repr=False, compare=False)
     _latest: dict[str, ReportLine] = field(default_factory=dict, init=False, repr=False, compare=False)
     _packed: dict[tuple, dict[str, str]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # each job's last line this instance wrote (a run's own), for TRANSITIONS
+    _written: dict[str, JobStatus] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.root = Path(self.root)
@@ -349,24 +407,37 @@ class StateDir:
     def write_summary(self, summary: RunSummary) -> None:
         self._write_json(self.summary_path, {**summary.to_dict(), "finished": time.time()})
 
-    def record(self, outcome: Outcome, owner: str | None = None) -> None:
-        """An attempt's outcome on record: its report line (none for ELSEWHERE: the run that
-        has the job writes it). ``owner``: the shard whose job a helping shard ran. A job done
-        forgets the kills it caused."""
+    def record(self, outcome: Outcome, owner: str | None = None) -> ReportLine | None:
+        """An attempt's outcome on record: its report line, returned (none for ELSEWHERE: the
+        run that has the job writes it). ``owner``: the shard whose job a helping shard ran. A
+        job done forgets the kills it caused."""
         if outcome.status == JobStatus.ELSEWHERE:
-            return
-        self.append_report(outcome.report_line(self.tag, owner))
+            return None
+        self._transition(outcome.job.id, outcome.status)
+        line = outcome.report_line(self.tag, owner)
+        self.append_report(line)
         if outcome.status == JobStatus.DONE:
             self.forget_kills(outcome.job)
+        return line
 
     def record_start(self, job: Job) -> None:
         """A 'started' line per attempt, so the report accounts for attempts a kill cut short."""
+        self._transition(job.id, JobStatus.STARTED)
         self.append_report(ReportLine(job.id, JobStatus.STARTED, job.where, self.tag or None))
 
     def record_invalid(self, problem: Problem) -> None:
         """A row skipped by ``--skip-invalid``, with its reason."""
+        if problem.job_id is not None:
+            self._transition(problem.job_id, JobStatus.INVALID)
         self.append_report(ReportLine(problem.job_id, JobStatus.INVALID, problem.where, self.tag or None,
                                       error=problem.message))
+
+    def _transition(self, job_id: str, status: JobStatus) -> None:
+        previous = self._written.get(job_id)
+        if not allowed(previous, status):
+            raise RuntimeError(f"job {job_id}: a {status} line after {previous or 'none'} is not a transition"
+                               f" the ledger allows (TRANSITIONS)")
+        self._written[job_id] = status
 
     def append_report(self, line: ReportLine) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -483,6 +554,15 @@ class StateDir:
             return False
         return shards.staged(job.output).is_file() or self.read_packed(parts[0]).get(job.id) == hash_
 
+    def is_done(self, job: Job, hasher) -> bool:
+        """Done: the one rule (``_not_done``: its done record, params hash, output path and
+        output), for a caller without the hash at hand."""
+        try:
+            hash_ = hasher(job)
+        except OSError:
+            return False
+        return self._not_done(job, hash_, self.read_done(job.id)) is None
+
     def done_since(self, job: Job, hash_: str, since: float | None = None) -> bool:
         """Done; with ``since``, also finished after that time (by another run, after a
         ``--force`` plan was made)."""
@@ -503,7 +583,11 @@ class StateDir:
         try:
             hash_ = hasher(job)
         except OSError as e:
-            return Standing(JobStatus.INVALID, f"input unreadable ({e.strerror or e})")
+            last = (self.latest() if latest is None else latest).get(job.id)
+            if last is not None and last.status == JobStatus.INVALID and last.error:
+                return Standing(JobStatus.INVALID, last.error)  # what validation said, with the fix
+            return Standing(JobStatus.INVALID, f"{e.filename or 'an input'}: cannot be read"
+                                               f" ({e.strerror or e}); check the path")
         record = self.read_done(job.id)
         why = self._not_done(job, hash_, record)
         if why is None:

@@ -38,7 +38,6 @@ from ..io.manifest import Job
 from .claims import CLAIM_STALE, Claim, claim_at
 from .ledger import JobStatus, StateDir
 
-SETTLED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)
 METADATA = "metadata.jsonl"
 METADATA_EVERY = 300.0  # seconds between rewrites of metadata.jsonl during a run
 
@@ -124,7 +123,7 @@ class Outputs:
         latest = self.state.latest()
         while shard.settled < len(shard.jobs):
             standing = self.state.standing(shard.jobs[shard.settled], self.hasher, self.claim_stale, latest)
-            if standing.status not in SETTLED:
+            if not standing.status.is_settled:
                 return
             shard.settled += 1
         lock = claim_at(self.state.job_file("claims", "pack-" + _digest(shard.path), ".lock"), self.claim_stale)
@@ -140,7 +139,7 @@ class Outputs:
 
     def _pack(self, shard: _Shard) -> None:
         standings = self._standings(shard.jobs)  # again, under the lock
-        if any(s.status not in SETTLED for s in standings):
+        if not all(s.status.is_settled for s in standings):
             return
         done = [(job, s.hash) for job, s in zip(shard.jobs, standings) if s.status == JobStatus.DONE]
         members = {job.id: hash_ for job, hash_ in done}
@@ -179,7 +178,7 @@ class Outputs:
         self._metadata_at = time.monotonic()
         for root, jobs in self.trees.items():
             if rescan or root not in self._done:
-                self._done[root] = {job.id for job in jobs if self._is_done(job)}
+                self._done[root] = {job.id for job in jobs if self.state.is_done(job, self.hasher)}
             lock = claim_at(self.state.job_file("claims", "metadata-" + _digest(Path(root)), ".lock"),
                             self.claim_stale)
             if not isinstance(lock, Claim):
@@ -196,12 +195,6 @@ class Outputs:
                 self.result.failures.append(f"cannot write {Path(root) / METADATA} ({e.strerror or e})")
             finally:
                 lock.release()
-
-    def _is_done(self, job: Job) -> bool:
-        record = self.state.read_done(job.id)
-        return record is not None and os.path.abspath(record.output) == os.path.abspath(job.output) \
-            and job.output.is_file()
-
 
 def _digest(path: Path) -> str:
     return hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:16]

@@ -68,8 +68,8 @@ class _Run:
             self.count -= 1  # its own shard (or another helper) had it after all: not ours to count
             self.events.more(self.count)
             return
-        self.state.record(outcome, owner)
-        self.summary.add(outcome)
+        line = self.state.record(outcome, owner)
+        self.summary.add(outcome, line.time if line else None)
         self.summary.helped += bool(owner) and outcome.status == JobStatus.DONE
         self.finished += 1
         self.events.job_finished(outcome, self.finished, self.count)
@@ -137,14 +137,13 @@ def _help(options: RunOptions, state: StateDir, devices: list[str], plan: Plan, 
     the manifest is done or failed; True if Ctrl-C interrupted it."""
     hasher = state.job_hasher()
     remaining = plan.others
-    finished = (JobStatus.DONE, JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)
     while remaining and not stop.requested:
         todo: list[Planned] = []
         held: list[Job] = []
         latest = state.latest()  # once a round: only the lines appended since the last
         for job in remaining:
             standing = state.standing(job, hasher, options.claim_stale, latest)
-            if standing.status in finished:
+            if standing.status.is_settled:
                 continue  # (a job whose inputs cannot be read: its own shard reports it)
             if standing.status == JobStatus.RUNNING:
                 held.append(job)

@@ -3,14 +3,14 @@
 ``nstbatch status`` and ``report`` answer in a fraction of a second."""
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..io.manifest import Job, Problem, read_manifest
 from .claims import CLAIM_STALE
-from .ledger import JobStatus, ReportLine, Standing, StateDir, default_state_dir, newest, read_history
+from .ledger import (RATE_LABEL, JobStatus, ReportLine, Standing, StateDir, default_state_dir, images_per_hour,
+                     newest, read_history)
 
 
 @dataclass
@@ -43,19 +43,39 @@ class RunView:
         """Failed, invalid and quarantined jobs."""
         return sum(v.status.is_failure for v in self.jobs)
 
+    def totals(self) -> list[tuple[str, int]]:
+        """The run's story in the words ``run``'s last line uses: done, failed, invalid (jobs
+        and rows that did not parse), quarantined where any, pending (running and interrupted
+        among them, where any)."""
+        rows = [("done", self.count(JobStatus.DONE)), ("failed", self.count(JobStatus.FAILED)),
+                ("invalid", self.count(JobStatus.INVALID) + len(self.problems))]
+        if quarantined := self.count(JobStatus.QUARANTINED):
+            rows.append(("quarantined", quarantined))
+        rows.append(("pending", self.count(JobStatus.PENDING, JobStatus.RUNNING, JobStatus.INTERRUPTED)))
+        return rows
+
+    def totals_text(self) -> str:
+        """``done 2, failed 0, invalid 1, pending 3 (1 running); 960.0 images/hour of job time``."""
+        among = ", ".join(f"{n} {word}" for word, n in (("running", self.count(JobStatus.RUNNING)),
+                                                         ("interrupted", self.count(JobStatus.INTERRUPTED))) if n)
+        return (", ".join(f"{word} {n}" for word, n in self.totals()) + (f" ({among})" if among else "")
+                + (f"; {self.images_per_hour:.1f} {RATE_LABEL}" if self.images_per_hour else ""))
+
+    def problem_lines(self) -> list[str]:
+        """Every job that failed, was invalid or is quarantined, and every row that did not
+        parse: ``INVALID c (jobs.csv:4): content: missing.png: no such file (check the path)``."""
+        lines = [f"{v.status.value.upper()} {v.job.id} ({v.job.where}): {v.error}"
+                 for v in self.jobs if v.status.is_failure]
+        return lines + [f"INVALID ({p.where}): {p.message}" for p in self.problems]
+
 
 def _rate(lines: list[ReportLine]) -> float | None:
-    """Images per hour over the span of the report: first start to last done."""
-    first_start, last_done, done = math.inf, -math.inf, 0
-    for line in lines:
-        if line.status == JobStatus.STARTED:
-            first_start = min(first_start, line.time)
-        elif line.status == JobStatus.DONE:
-            last_done = max(last_done, line.time)
-            first_start = min(first_start, line.time - (line.seconds or 0))
-            done += 1
-    span = last_done - first_start
-    return done / span * 3600 if done and span > 0 else None
+    """``ledger.images_per_hour`` of the report's lines: its done lines over the union of its
+    finished attempts' spans (an outcome's time less its pass's seconds)."""
+    done = sum(line.status == JobStatus.DONE for line in lines)
+    spans = [(line.time - line.seconds * (line.batch or 1), line.time) for line in lines
+             if line.status != JobStatus.STARTED and line.seconds]  # a batch's: each image's share
+    return images_per_hour(done, spans)
 
 
 def _view(job: Job, standing: Standing, lines: list[ReportLine]) -> JobView:
