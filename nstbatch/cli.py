@@ -81,12 +81,14 @@ def stylize(
 ):
     """Stylize one CONTENT image with one STYLE image (or a blend of several) into --output."""
     from .api import stylize_file
+    from .environment import quiet_onnxruntime_logs
     from .engine.optimize import Hooks
     from .io.images import save_image
     from .engine.pixels import to_pil
 
     resolved = resolve_params(params.pop("preset", None), params)
     weights = _blend_weights(style_weights, len(style))
+    quiet_onnxruntime_logs()  # the style targets come from ONNX Runtime, as run's do
     if history is not None and history.suffix.lower() not in (".csv", ".json"):
         raise UsageError(f"--history {history}: give a .csv or .json file")
     folder = snapshot_dir or output.parent / ".nstbatch" / "snapshots" / output.stem
@@ -362,13 +364,13 @@ def precompute(
     on CPU nodes, before the GPU job): for a dataset entry, every painting of its pool that
     the plan assigns, each computed once."""
     from .engine.devices import resolve_device
-    from .environment import import_onnxruntime
+    from .environment import quiet_onnxruntime_logs
     from .io.manifest import read_manifest
     from .jobs.plan import distinct_targets
     from .styles.store import StyleTargetStore
 
     if targets == "onnx":
-        import_onnxruntime()
+        quiet_onnxruntime_logs()
 
     parsed = read_manifest(manifest)
     _print_problems([p for p in parsed.problems if not p.job_id])  # e.g. a broken painting of a pool
@@ -403,10 +405,10 @@ def export(
 ):
     """Write the style-targets ONNX model (checked against PyTorch) to --out; where TensorRT
     runs, also build its engine there."""
-    from .environment import import_onnxruntime
+    from .environment import quiet_onnxruntime_logs
     from .styles.onnx_backend import build_artifacts
 
-    import_onnxruntime()
+    quiet_onnxruntime_logs()
 
     params = resolve_params(preset, {"style_layers": style_layers, "pooling": pooling, "weights": weights})
     artifact = build_artifacts(params, out, providers)

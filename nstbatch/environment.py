@@ -228,6 +228,18 @@ def import_onnxruntime() -> None:
         import onnxruntime  # noqa: F401
 
 
+def quiet_onnxruntime_logs() -> None:
+    """ONNX Runtime's process-wide logger at errors-and-worse only: a GPU provider that cannot
+    start makes it print screenfuls before falling back, and ``OnnxTargets.open`` says that in
+    one line instead. Made by the entry points (the CLI's commands that use ONNX Runtime, and
+    where jobs run: a worker, or the CLI's process with ``--in-process``), never behind a
+    library caller's back."""
+    import_onnxruntime()
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)
+
+
 def offline() -> bool:
     return os.environ.get("NSTBATCH_OFFLINE") == "1"
 

@@ -151,7 +151,6 @@ def test_every_line_of_a_run_follows_the_transition_table(two_jobs, capsys):
     order across the three runs, are transitions the table allows."""
     from nstbatch.jobs.ledger import allowed
 
-    folder = two_jobs.parent
     rows = two_jobs.read_text() + "bad,nothing.png,s.png,out/bad.png,24,2\n"
     two_jobs.write_text(rows)
     for args in ([], [], ["--force"]):
@@ -162,7 +161,7 @@ def test_every_line_of_a_run_follows_the_transition_table(two_jobs, capsys):
     assert set(by_job) == {"a", "b", "bad"} and by_job["bad"] == [JobStatus.INVALID] * 3
     for job_id, statuses in by_job.items():
         previous = None
-        for status in statuses:
-            assert allowed(previous, status), (job_id, statuses)
-            previous = status
+        for now in statuses:
+            assert allowed(previous, now), (job_id, statuses)
+            previous = now
     assert by_job["a"] == [JobStatus.STARTED, JobStatus.DONE] * 2  # run, already done, --force

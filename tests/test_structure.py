@@ -37,20 +37,29 @@ def test_no_function_outside_the_cli_is_over_80_lines_or_10_parameters():
     assert not too_big, "\n".join(too_big)
 
 
+# torch's process-wide settings made by calls (threads, determinism, the default dtype)
+TORCH_SETTERS = ("set_num_threads", "set_num_interop_threads", "set_default_dtype", "use_deterministic_algorithms",
+                 "set_float32_matmul_precision", "set_flush_denormal")
+
+
 def _global_mutations(tree: ast.AST) -> list[tuple[int, str]]:
-    """``os.umask(...)``, ``os.putenv``, ``Image.MAX_IMAGE_PIXELS = ...`` and writes to
-    ``os.environ`` (item assignment, update, pop, setdefault, clear, del)."""
+    """Process-wide settings: ``os.umask(...)``, ``os.putenv``, writes to ``os.environ`` (item
+    assignment, update, pop, setdefault, clear, del), Pillow's ``Image.MAX_IMAGE_PIXELS``,
+    torch's threads and other ``torch.set_*`` settings, the cuDNN and TF32 flags
+    (``torch.backends.* = ...``), and ONNX Runtime's logger (``set_default_logger_severity``)."""
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             target, attr = ast.unparse(node.func.value), node.func.attr
             if (target, attr) in (("os", "umask"), ("os", "putenv"), ("os", "unsetenv")) or (
-                    target == "os.environ" and attr in ("update", "pop", "setdefault", "clear", "popitem")):
+                    target == "os.environ" and attr in ("update", "pop", "setdefault", "clear", "popitem")) or (
+                    target == "torch" and attr in TORCH_SETTERS) or attr == "set_default_logger_severity":
                 found.append((node.lineno, ast.unparse(node.func)))
         elif isinstance(node, (ast.Assign, ast.AugAssign, ast.Delete)):
             for target in getattr(node, "targets", None) or [node.target]:
                 text = ast.unparse(target)
-                if text.endswith("MAX_IMAGE_PIXELS") or text.startswith("os.environ["):
+                if text.endswith("MAX_IMAGE_PIXELS") or text.startswith("os.environ[") \
+                        or text.startswith("torch.backends."):
                     found.append((node.lineno, text))
     return found
 
@@ -63,8 +72,11 @@ def test_process_wide_state_is_changed_by_the_entry_points_only():
 
 def test_the_checker_sees_each_kind_of_mutation():
     code = ("import os\nfrom PIL import Image\nos.umask(0)\nImage.MAX_IMAGE_PIXELS = None\n"
-            "os.environ['X'] = '1'\nos.environ.update(Y='2')\ndel os.environ['X']\n")
-    assert sorted(line for line, _ in _global_mutations(ast.parse(code))) == [3, 4, 5, 6, 7]
+            "os.environ['X'] = '1'\nos.environ.update(Y='2')\ndel os.environ['X']\n"
+            "torch.set_num_threads(2)\ntorch.backends.cudnn.benchmark = True\n"
+            "torch.backends.cuda.matmul.allow_tf32 = False\nort.set_default_logger_severity(3)\n"
+            "torch.use_deterministic_algorithms(True)\nx = torch.get_num_threads()\n")
+    assert sorted(line for line, _ in _global_mutations(ast.parse(code))) == list(range(3, 13))
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o027, 0o077])

@@ -1,5 +1,5 @@
 """Colour preservation (Gatys, Bethge, Hertzmann & Shechtman, "Preserving Color in Neural
-Artistic Style Transfer", 2016), and the style image's size relative to the output.
+Artistic Style Transfer", 2016), and the colour moments behind ``init: palette``.
 
 - ``luminance``: style and content are reduced to their luminance (Y of YIQ, as gray RGB), the
   optimisation transfers luminance only, and the output gets the content's chroma (I, Q) back.

@@ -284,8 +284,11 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
     after each (L-BFGS: after each call of ``clip_every`` iterations); returns the image and
     the costs after every reported step (step 0 included).
     With several ``params.scales`` the steps are shared out coarse to fine (``stages``): each
-    scale starts from the previous one's image, upsampled, with a fresh optimizer; the style
-    targets (Grams per position) serve every scale, the content targets are taken at each.
+    scale starts from the previous one's result (``scale_carry``: upsampled, or its departure
+    from the content laid on this scale's content), with a fresh optimizer or the previous
+    scale's Adam moments (``scale_start``), and ends in its last image or the average of its
+    iterates (``average``); the style targets (Grams per position) serve every scale, the
+    content targets are taken at each.
 
     ``hooks`` (``Hooks``) hears each reported step, is asked before each step whether to
     stop (then ``Preempted`` carries a ``Checkpoint``), and receives checkpoints and
@@ -454,7 +457,8 @@ class _Loop:
 class _Average:
     """A bias-corrected exponential moving average of the iterates (as crowsonkb's
     style-transfer-pytorch keeps): the output is the average, which the noise of the last
-    steps does not reach. Not in the paper; off unless ``params.average``."""
+    steps does not reach. Not in the paper: the seed's loop has none (``average`` 0); the
+    default preset averages (0.7)."""
 
     def __init__(self, decay: float, like: Tensor):
         self.decay = decay

@@ -64,7 +64,7 @@ def _prepare_process(options: RunOptions, device: str, threads: int | None) -> N
     with ``--in-process``, which made the same settings already)."""
     import torch
 
-    from ..environment import import_onnxruntime, lift_pillow_limit
+    from ..environment import lift_pillow_limit, quiet_onnxruntime_logs
 
     lift_pillow_limit()
     if threads:
@@ -72,10 +72,7 @@ def _prepare_process(options: RunOptions, device: str, threads: int | None) -> N
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True  # one image size per job: autotuning pays
     if options.targets == "onnx":
-        from ..styles.onnx_backend import quiet_logs
-
-        import_onnxruntime()
-        quiet_logs()
+        quiet_onnxruntime_logs()
     if options.worker_setup is not None:
         options.worker_setup()
 

@@ -181,14 +181,6 @@ def _session_options():
     return options
 
 
-def quiet_logs() -> None:
-    """ONNX Runtime's process-wide logger at errors-and-worse only: a GPU provider that cannot
-    start makes it print screenfuls before falling back, and ``OnnxTargets.open`` says that in
-    one line instead. A process-wide setting, made once by the entry points (the CLI, a
-    worker), never behind a library caller's back."""
-    onnxruntime().set_default_logger_severity(3)
-
-
 def _cuda_index(device) -> int:
     device = torch.device(device)
     return (device.index or 0) if device.type == "cuda" else 0
