@@ -37,35 +37,35 @@ def _knob(default, help: str, kind: str, choices: tuple[str, ...] = (), low=None
 
 @dataclass(frozen=True)
 class StyleParams:
-    preset: str = _knob("seed", "named starting point for every other value (default: balanced)",
+    preset: str = _knob("balanced", "named starting point for every other value",
                         "choice", PRESET_NAMES)
-    size: int = _knob(400, "long side of the output in pixels", "int", low=16, high=16384)
+    size: int = _knob(512, "long side of the output in pixels", "int", low=16, high=16384)
     resize: str = _knob("long", "which side of the content size sets: long or short", "choice", RESIZES)
     crop: str = _knob("none", "center: the output is the central size x size square (the short side"
                       " scaled to size, whatever resize says)", "choice", CROPS)
-    steps: int = _knob(500, "optimizer steps", "int", low=0, high=1_000_000)
+    steps: int = _knob(150, "optimizer steps", "int", low=0, high=1_000_000)
     optimizer: str = _knob("adam", "optimizer over the pixels", "choice", OPTIMIZERS)
     clip_every: int = _knob(
         1, "L-BFGS: clip the pixels to [0, 1] every N iterations instead of after each, running the"
         " N in one call of the optimizer so that each iteration after the first starts from its"
         " line search's last evaluation (1: after each, as the seed's loop clips, two evaluations"
         " an iteration at least; 5: about 1.4)", "int", low=1, high=10_000)
-    lr: float = _knob(0.03, "learning rate", "float", low=0.0)
+    lr: float = _knob(0.05, "learning rate", "float", low=0.0)
     lr_end: float = _knob(
         1.0, "the learning rate at the last step of each scale, as a fraction of lr: it falls from"
         " lr along a half cosine over the scale's steps (1: constant, as the seed's loop)",
         "float", low=0.0, high=1.0)
-    content_weight: float = _knob(20.0, "alpha: weight of the content cost", "float", low=0.0)
-    style_weight: float = _knob(40.0, "beta: weight of the style cost", "float", low=0.0)
+    content_weight: float = _knob(1.0, "alpha: weight of the content cost", "float", low=0.0)
+    style_weight: float = _knob(4.25, "beta: weight of the style cost", "float", low=0.0)
     tv_weight: float = _knob(0.0, "weight of the total-variation cost", "float", low=0.0)
-    content_layers: tuple[str, ...] = _knob(("relu5_4",), "content layers, comma-separated", "layers")
+    content_layers: tuple[str, ...] = _knob(("relu4_2",), "content layers, comma-separated", "layers")
     style_layers: tuple[str, ...] = _knob(
         ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
         "style layers, comma-separated", "layers")
     style_layer_weights: tuple[float, ...] = _knob(
         (0.2, 0.2, 0.2, 0.2, 0.2), "one weight per style layer, comma-separated", "floats")
     style_norm: str = _knob(
-        "seed", "style cost normalisation per layer: seed = sum/(2*nH*nW*nC)^2, balanced = divided"
+        "balanced", "style cost normalisation per layer: seed = sum/(2*nH*nW*nC)^2, balanced = divided"
         " by the mean square of the layer's target Gram (every layer on one scale)", "choice",
         STYLE_NORMS)
     style_loss: str = _knob(
@@ -73,23 +73,23 @@ class StyleParams:
         " Wasserstein-2 distance between Gaussian fits of the features: channel means and"
         " covariance, as crowsonkb/style-transfer-pytorch)", "choice", STYLE_LOSSES)
     style_cap: float = _knob(
-        0.0, "largest starting style cost given the full style_weight (balanced style_norm only;"
+        0.8, "largest starting style cost given the full style_weight (balanced style_norm only;"
         " 0: no cap): an image whose own style cost, before any step, is above it gets"
         " style_weight * style_cap / that cost, so a photo far from the painting (flat drawings,"
         " another palette) is not pulled harder than one at the cap", "float", low=0.0)
     content_norm: str = _knob(
-        "seed", "content cost normalisation: seed = sum/(4*nH*nW*nC), half_sum = sum/2 (paper),"
+        "balanced", "content cost normalisation: seed = sum/(4*nH*nW*nC), half_sum = sum/2 (paper),"
         " balanced = divided by the sum of squares of the content target", "choice", CONTENT_NORMS)
     feature_scale: float = _knob(
         1 / 255, "factor applied to activations before the costs (see README: presets)",
         "float", low=0.0)
     scales: tuple[float, ...] = _knob(
-        (1.0,), "coarse-to-fine schedule: output sizes as fractions of size, increasing, ending"
+        (0.5, 1.0), "coarse-to-fine schedule: output sizes as fractions of size, increasing, ending"
         " at 1 (e.g. 0.5,1)", "floats")
     scale_steps: tuple[float, ...] = _knob(
-        (1.0,), "share of the steps spent at each scale, summing to 1 (e.g. 0.7,0.3)", "floats")
+        (0.7, 0.3), "share of the steps spent at each scale, summing to 1 (e.g. 0.7,0.3)", "floats")
     scale_carry: str = _knob(
-        "image", "what each scale after the first starts from: image (the previous scale's image,"
+        "detail", "what each scale after the first starts from: image (the previous scale's image,"
         " upsampled bicubic, as the seed's loop) or detail (this scale's content plus the previous"
         " image's departure from its content, upsampled: the photo's fine detail kept, the coarse"
         " scale's painting laid on it)", "choice", ("image", "detail"))
@@ -99,14 +99,14 @@ class StyleParams:
         " upsampled bicubic, the second bilinear and kept >= 0, its step count kept)", "choice",
         ("fresh", "warm"))
     average: float = _knob(
-        0.0, "iterate averaging: the output is an exponential moving average of the image over"
+        0.7, "iterate averaging: the output is an exponential moving average of the image over"
         " the steps with this decay (e.g. 0.99; bias-corrected, restarted at each scale, the next"
         " scale starting from the average); 0: the last step's image", "float", low=0.0, high=0.999)
-    init: str = _knob("content+noise", "initial image: content+noise, content, noise, palette+noise or"
+    init: str = _knob("palette+noise", "initial image: content+noise, content, noise, palette+noise or"
                       " palette (the content recoloured to the style's colour mean and covariance),"
                       " or an image file (resized to the output)", "init", INITS)
     palette_mix: float = _knob(
-        1.0, "with init palette(+noise): how far the start goes from the content's own colours (0)"
+        0.5, "with init palette(+noise): how far the start goes from the content's own colours (0)"
         " to the style's palette (1)", "float", low=0.0, high=1.0)
     noise: float = _knob(0.25, "amplitude of the uniform init noise", "float", low=0.0, high=1.0)
     seed: int = _knob(0, "random seed of the init noise", "int", low=0, high=2**63 - 1)
@@ -125,7 +125,7 @@ class StyleParams:
                               "int", low=1, high=100)
     webp_quality: int = _knob(95, "quality of .webp outputs; 100 = lossless", "int", low=1, high=100)
     precision: str = _knob(
-        "fp32", "network precision (Gram matrices and costs stay fp32): fp16 is GPU-only, with"
+        "auto", "network precision (Gram matrices and costs stay fp32): fp16 is GPU-only, with"
         " loss scaling; auto is bf16 where the GPU or CPU has it, else fp32 (CPU) or fp16 (GPU)",
         "choice", PRECISIONS)
     weights: str = _knob(
@@ -195,10 +195,12 @@ class StyleParams:
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(StyleParams)}
-# Fields added after jobs were already being recorded as done, whose defaults give what those
-# jobs got: params hashes leave them out at their defaults, so upgrading redoes no finished job.
-LATER_FIELDS = ("resize", "crop", "jpeg_quality", "webp_quality", "style_cap", "average", "scale_start",
-                "style_loss", "lr_end", "scale_carry", "palette_mix", "clip_every")
+# Fields added after jobs were already being recorded as done, each with the value that gives
+# what those jobs got: params hashes leave a field out at that value, so upgrading redoes no
+# finished job (tests/test_config.py pins each preset's hash).
+LATER_FIELDS = {"resize": "long", "crop": "none", "jpeg_quality": 95, "webp_quality": 95, "style_cap": 0.0,
+                "average": 0.0, "scale_start": "fresh", "style_loss": "gram", "lr_end": 1.0, "scale_carry": "image",
+                "palette_mix": 1.0, "clip_every": 1}
 
 
 def _check(f: dataclasses.Field, value) -> None:
@@ -289,7 +291,14 @@ def resolve_params(preset: str | None = None, overrides: Mapping[str, Any] | Non
 
 
 PRESETS: dict[str, StyleParams] = {}
-PRESETS["seed"] = StyleParams()
+# The loop we started from, exactly: the seed's costs (sum/(2·nH·nW·nC)² per style layer, five
+# layers weighted equally, content at conv5_4's ReLU with sum/(4·nH·nW·nC)), alpha 20 and beta 40
+# (its loop's), Adam at lr 0.03 for 500 steps at one scale, from the content plus U(-0.25, 0.25)
+# noise, pixels clipped to [0, 1], fp32.
+PRESETS["seed"] = StyleParams(
+    preset="seed", size=400, steps=500, lr=0.03, content_weight=20.0, style_weight=40.0, content_layers=("relu5_4",),
+    style_norm="seed", style_cap=0.0, content_norm="seed", scales=(1.0,), scale_steps=(1.0,), scale_carry="image",
+    average=0.0, init="content+noise", palette_mix=1.0, precision="fp32")
 # The paper's choices (Gatys, Ecker & Bethge 2016): L-BFGS from white noise, content at
 # conv4_2's ReLU, five style layers weighted equally, average pooling, and the paper's own
 # content normalisation (half the squared error). Departure: alpha/beta = 1/40, not the

@@ -3,9 +3,14 @@ import dataclasses
 import pytest
 from PIL import Image
 
-from nstbatch.config import DEFAULT_PRESET, FIELDS, PRESET_NAMES, PRESETS, parse_value, resolve_params
+from nstbatch.config import DEFAULT_PRESET, FIELDS, PRESET_NAMES, PRESETS, StyleParams, parse_value, resolve_params
 from nstbatch.errors import ParamError
 from tests.conftest import pattern
+
+
+def test_styleparams_defaults_are_the_default_preset_and_seed_is_spelt_out():
+    assert StyleParams() == PRESETS[DEFAULT_PRESET] == PRESETS["balanced"]
+    assert PRESETS["seed"] != StyleParams() and PRESETS["seed"].preset == "seed"
 
 
 def test_presets_are_named_values_of_styleparams():

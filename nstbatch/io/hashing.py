@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from . import shards
 from ..errors import NstbatchError
 from ..fs import sha256_of
-from ..config import FIELDS, LATER_FIELDS, split_weights_spec
+from ..config import LATER_FIELDS, split_weights_spec
 
 if TYPE_CHECKING:
     from .manifest import Job
@@ -135,8 +135,8 @@ def params_hash(job: Job, hashes: FileHashes, weights_id: str) -> str:
     of every input file, and the weights. Paths, row numbers and snapshots do not count."""
     params = job.params.to_dict()
     params.pop("save_every")  # snapshots along the way do not change the output
-    for name in LATER_FIELDS:
-        if params[name] == FIELDS[name].default:
+    for name, before in LATER_FIELDS.items():
+        if params[name] == before:
             del params[name]
     if job.params.init_file:
         params["init"] = "file:" + hashes(Path(job.params.init_file))
