@@ -165,3 +165,54 @@ def test_every_line_of_a_run_follows_the_transition_table(two_jobs, capsys):
             assert allowed(previous, now), (job_id, statuses)
             previous = now
     assert by_job["a"] == [JobStatus.STARTED, JobStatus.DONE] * 2  # run, already done, --force
+
+
+# Which process each module's writes happen in (``ledger``'s table: job or parent).
+PROCESS_OF = {"executor": "job", "checkpoints": "job", "run": "parent", "pool": "parent", "outputs": "parent"}
+
+
+def writer_table() -> dict[str, set[str]]:
+    """{writer: the processes that may call it}, from the ledger's docstring."""
+    import re
+
+    import nstbatch.jobs.ledger as ledger
+
+    table: dict[str, set[str]] = {}
+    for match in re.finditer(r"^    \S.*?\s{2,}(job|parent)\s{2,}(.+)$", ledger.__doc__, re.M):
+        for writer in re.findall(r"((?:StateDir|checkpoints|claims)\.\w+)", match.group(2)):
+            table.setdefault(writer, set()).add(match.group(1))
+    return table
+
+
+def test_every_writer_is_called_only_in_the_process_the_ledgers_table_names():
+    import ast
+
+    from tests.conftest import ROOT
+
+    table = writer_table()
+    assert {"StateDir.mark_done", "StateDir.record", "claims.claim_at", "StateDir.write_packed"} <= set(table)
+    calls: dict[str, set[str]] = {writer: set() for writer in table}
+    wrong = []
+    for path in sorted((ROOT / "nstbatch").rglob("*.py")):
+        module = path.stem
+        if module in ("ledger", "claims"):
+            continue  # the writers themselves
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            for writer, processes in table.items():
+                owner, method = writer.split(".")
+                # StateDir's methods are called on an instance; module functions by name
+                if name != method or (owner == "StateDir") != isinstance(node.func, ast.Attribute):
+                    continue
+                if module == owner:
+                    continue  # the module's own definition and its internal calls
+                process = PROCESS_OF.get(module)
+                calls[writer].add(process or module)
+                if process not in processes:
+                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} calls {writer} ({process or 'no known process'};"
+                                 f" the table says {', '.join(sorted(processes))})")
+    assert not wrong, "\n".join(wrong)
+    assert calls["StateDir.mark_done"] == {"job"} and calls["StateDir.record"] == {"parent"}
+    assert calls["claims.claim_at"] == {"job", "parent"}

@@ -14,11 +14,25 @@ Layout (default ``<manifest folder>/.nstbatch/<manifest name>/``, ``--state-dir`
     packed/<hash>.json     per output shard: the samples it holds (job id -> params hash)
     checkpoints/, claims/  jobs in progress; snapshots/ (save_every), thumbs/ (nstbatch report)
 
-Who writes what: the process that runs a job (a worker, or the run itself with
-``--in-process``) writes that job's output, history, checkpoint and done record, in that
-order, and holds its claim; the run's parent process writes the report lines, kill records,
-the digest index and the summary, and (``outputs``) packs output shards, with their
-``packed/`` records, and writes dataset trees' ``metadata.jsonl``. Records are written to a temp file and ``os.replace``d;
+Who writes what. ``job``: the process that runs the job (a worker, or the run's own process
+with ``--in-process``), which writes the job's output, history, checkpoint and done record, in
+that order, holding its claim; ``parent``: the run's parent process, which also packs output
+shards and writes dataset trees' ``metadata.jsonl`` (``outputs``). ``tests/test_ledger.py``
+holds every call of each writer to this table:
+
+    record                        process  written by
+    done/<id>.json                job      StateDir.mark_done
+    history/<id>.csv              job      StateDir.write_history
+    checkpoints/<id>.pt           job      checkpoints.save_checkpoint, checkpoints.discard_checkpoint
+    claims/<id>.lock              job      claims.claim_at (the executor)
+    claims/pack-*, metadata-*     parent   claims.claim_at (outputs: a lock per shard or tree)
+    report*.jsonl                 parent   StateDir.record, StateDir.record_start, StateDir.record_invalid
+    kills/<id>.json               parent   StateDir.record_kill, StateDir.forget_kills
+    summary*.json                 parent   StateDir.write_summary
+    hashes*.jsonl                 parent   StateDir.save_hashes
+    packed/<hash>.json            parent   StateDir.write_packed
+
+Records are written to a temp file and ``os.replace``d;
 report lines are appended with one ``write`` each, and a reader skips a torn last line, so a
 kill at any moment leaves the state readable. Nothing here is ever written among the
 outputs, and nothing here imports torch: ``nstbatch status`` and ``report`` read a run in a

@@ -1,6 +1,7 @@
 """Where jobs run: worker processes (one per device; by default even for one device), or this
-process. The parent hands each idle worker its next task over the worker's own pipe, and
-alone writes the ledger; a worker that dies — killed by the kernel's out-of-memory killer, a
+process. The parent hands each idle worker its next task over the worker's own pipe and writes
+the report lines and kill records (a worker writes its jobs' outputs and done records: the
+ledger's table of who writes what); a worker that dies — killed by the kernel's out-of-memory killer, a
 crash in native code — ends only the attempt it was making: its jobs fail with the signal and
 a likely cause, the kill is counted (two quarantine a job), and a fresh worker goes on.
 

@@ -1,5 +1,7 @@
 """``run_manifest(options)``: plan, then run every job of this shard that is not done, on worker
-processes, recording every attempt. The parent alone writes the ledger."""
+processes, recording every attempt. The parent writes the report, kill records, summary and
+digest index; the process that runs a job writes its output and done record (``ledger``'s
+table of who writes what)."""
 from __future__ import annotations
 
 import signal
