@@ -23,14 +23,14 @@ import torch
 from nstbatch.config import resolve_params
 from nstbatch.io.images import load_image
 from nstbatch.engine.pixels import to_tensor
-from nstbatch.engine.optimize import build_features, compute_targets, optimize
+from nstbatch.engine.optimize import build_features, optimize, style_targets_of
 from nstbatch.jobs.memory import estimate
 size, steps, checkpointing = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 params = resolve_params(None, {"size": size, "steps": steps, **json.loads(sys.argv[6])})
 content = to_tensor(load_image(sys.argv[4], size))
 style = to_tensor(load_image(sys.argv[5], size))
 features = build_features(params)
-targets = compute_targets(features, content, style, params).style
+targets = style_targets_of(features, style, params, max(content.shape[-2:]), content)
 page = os.sysconf("SC_PAGE_SIZE")
 def rss():
     with open("/proc/self/statm") as f:

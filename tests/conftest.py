@@ -43,6 +43,15 @@ def pixels(path) -> np.ndarray:
         return np.asarray(im.convert("RGB"), dtype=np.int16)
 
 
+def targets_of(features, content, styles, params, dtype=None):
+    """A job's targets from style tensors, as the loop makes them (``optimize.job_targets`` of
+    ``optimize.style_targets_of``)."""
+    from nstbatch.engine.optimize import job_targets, style_targets_of
+
+    style = style_targets_of(features, styles, params, max(content.shape[-2:]), content)
+    return job_targets(features, content, style, params, dtype)
+
+
 @pytest.fixture
 def folder(tmp_path):
     """Four contents ``c0.png`` … ``c3.png`` (40x36) and a style ``s.png`` (36x36) in a fresh

@@ -15,10 +15,10 @@ from nstbatch.engine.color import luminance, match_histogram, to_yiq, with_chrom
 from nstbatch.config import resolve_params
 from nstbatch.errors import ParamError
 from nstbatch.io.manifest import read_manifest
-from nstbatch.engine.optimize import build_features, compute_targets, optimize
+from nstbatch.engine.optimize import build_features, optimize
 from nstbatch.styles.store import StyleTargetStore
 from nstbatch.io.validate import validate
-from tests.conftest import pattern, pixels, tensor
+from tests.conftest import pattern, pixels, targets_of, tensor
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +41,9 @@ def folder(tmp_path):
 def test_a_blend_of_weights_one_and_zero_gives_the_first_style_alone(folder, features):
     params = resolve_params("fast", {"precision": "fp32"})
     content, warm, stripes = (tensor(pixels(folder / n)) for n in ("content.png", "warm.png", "stripes.png"))
-    alone = compute_targets(features, content, warm, params).style
-    blended = compute_targets(features, content, [(warm, 1.0), (stripes, 0.0)], params).style
-    other = compute_targets(features, content, [(warm, 0.5), (stripes, 0.5)], params).style
+    alone = targets_of(features, content, warm, params).style
+    blended = targets_of(features, content, [(warm, 1.0), (stripes, 0.0)], params).style
+    other = targets_of(features, content, [(warm, 0.5), (stripes, 0.5)], params).style
     for name in params.style_layers:
         torch.testing.assert_close(blended[name], alone[name])
         assert not torch.allclose(other[name], alone[name])

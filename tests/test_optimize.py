@@ -6,7 +6,7 @@ import torch
 from nstbatch.config import resolve_params
 from nstbatch.errors import OptimizationError
 from nstbatch.engine.optimize import Hooks, build_features, initial_image, optimize
-from tests.conftest import pattern, tensor
+from tests.conftest import pattern, targets_of, tensor
 
 
 # Layers that stop the network at block 2: for tests of the loop's bookkeeping, not its quality.
@@ -295,19 +295,18 @@ def test_the_detail_carry_starts_a_scale_from_its_content_plus_the_coarse_depart
 
 
 def test_the_palette_init_is_the_content_in_each_style_s_colours(pair, seed_features):
-    from nstbatch.engine.optimize import compute_targets
     from nstbatch.engine.targets import PIXELS, mean_key, palette
 
     content, style = pair
     params = resolve_params("seed", {"init": "palette", **LIGHT})
     warm = (style * torch.tensor([1.0, 0.6, 0.3]).view(1, 3, 1, 1)).clamp(0, 1)
     cold = style.flip(1)
-    targets = compute_targets(seed_features, content, warm, params)
+    targets = targets_of(seed_features, content, warm, params)
     torch.testing.assert_close(targets.style[mean_key(PIXELS)], warm.mean(dim=(2, 3)))
     start = initial_image(content, params, colors=palette(targets.style))
     assert (start.mean(dim=(2, 3)) - warm.mean(dim=(2, 3))).abs().max() < 2 / 255
     # each image of a mixed batch gets its own style's colours; with noise, the same plus noise
-    stacked = {name: torch.cat([targets.style[name], compute_targets(seed_features, content, cold, params).style[name]])
+    stacked = {name: torch.cat([targets.style[name], targets_of(seed_features, content, cold, params).style[name]])
                for name in targets.style}
     both = initial_image(torch.cat([content, content]), params, colors=palette(stacked))
     torch.testing.assert_close(both[:1], start)
@@ -321,7 +320,7 @@ def test_the_palette_init_is_the_content_in_each_style_s_colours(pair, seed_feat
                                              colors=palette(targets.style)), content)
     result = optimize(content, style, dataclasses.replace(params, steps=0), features=seed_features)
     torch.testing.assert_close(result.image, initial_image(content, params, colors=palette(
-        compute_targets(seed_features, content, style, params).style)))
+        targets_of(seed_features, content, style, params).style)))
 
 
 def test_a_coarse_scale_too_small_for_the_layers_is_skipped_and_a_full_size_too_small_refused(pair, seed_features):

@@ -14,11 +14,11 @@ from nstbatch.cli import main
 from nstbatch.config import DEFAULT_PRESET, PRESET_NAMES, PRESETS, resolve_params
 from nstbatch.errors import ParamError
 from nstbatch.io.manifest import read_manifest
-from nstbatch.engine.optimize import build_features, compute_targets, costs, initial_image, optimize
+from nstbatch.engine.optimize import build_features, costs, initial_image, job_targets, optimize
 from nstbatch.styles.store import StyleTargetStore
 from nstbatch.engine.targets import blend_targets, second_moments
 from nstbatch.engine.yardstick import STYLE_LAYERS, Yardstick
-from tests.conftest import pattern, tensor
+from tests.conftest import pattern, targets_of, tensor
 
 
 def drawn_style(size: int = 128) -> np.ndarray:
@@ -45,7 +45,7 @@ def initial_layer_costs(features, pair, norm: str) -> list[float]:
     # style's colours, relu1_1 near 0)
     params = resolve_params(DEFAULT_PRESET, {"size": 128, "style_norm": norm, "precision": "fp32",
                                              "init": "content+noise"})
-    targets = compute_targets(features, content, style, params)
+    targets = targets_of(features, content, style, params)
     with torch.no_grad():
         acts = features(initial_image(content, params), STYLE_LAYERS)
     grams = {name: gram * acts[name].shape[-2] * acts[name].shape[-1] * params.feature_scale ** -2
@@ -141,11 +141,11 @@ def test_cached_targets_give_the_balanced_cost_of_fresh_ones_and_blends_take_the
     image = initial_image(content, dataclasses.replace(params, init="content+noise"))
 
     def style_cost(style_targets):
-        targets = compute_targets(features, content, None, params, style_targets=style_targets)
+        targets = job_targets(features, content, style_targets, params)
         with torch.no_grad():
             return costs(features, image, targets, params)[2].item()
 
-    fresh = compute_targets(features, content, style, params).style
+    fresh = targets_of(features, content, style, params).style
     assert style_cost(blend_targets([(cached, 1.0)], params.feature_scale)) == pytest.approx(style_cost(fresh), rel=1e-4)
     # A blend is measured against the blended target's own scale.
     other, _ = store.get(tmp_path / "t.png", params)
@@ -175,12 +175,12 @@ def test_style_cap_gives_each_image_beta_times_cap_over_its_own_starting_style_c
     contents = torch.cat([near, tensor(flat_drawing())])
     starts = []
     for content in contents:
-        targets = compute_targets(features, content[None], style, uncapped)
+        targets = targets_of(features, content[None], style, uncapped)
         assert targets.style_factor is None
         with torch.no_grad():
             starts.append(costs(features, content[None], targets, uncapped)[2].item())
     assert starts[0] < params.style_cap < starts[1], starts  # the flat drawing starts far away
-    batch = compute_targets(features, contents, style, params).style_factor
+    batch = targets_of(features, contents, style, params).style_factor
     expected = [1.0, params.style_cap / starts[1]]
     assert batch.tolist() == pytest.approx(expected, rel=1e-4)  # each image its own, batched or not
     # The seed's costs keep no cap: their units are not the cap's.

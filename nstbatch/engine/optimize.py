@@ -2,6 +2,7 @@
 ``vgg``. Tensors in, tensors out; progress goes to a callback, never to a file or the screen."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -83,49 +84,54 @@ def _as_blend(styles: Styles) -> list[tuple[Tensor, float]]:
     return [(styles, 1.0)] if isinstance(styles, Tensor) else list(styles)
 
 
-def compute_targets(features: VGGFeatures, content: Tensor, styles: Styles | None,
-                    params: StyleParams,
-                    style_targets: dict[str, Tensor] | None = None,
-                    dtype: torch.dtype | None = None,
-                    style_factor: Tensor | None = None,
-                    w2: dict[str, tuple[Tensor, Tensor, Tensor]] | None = None) -> Targets:
-    """Content activations, the blend of the styles' Gram targets at ``feature_scale``, and
-    under ``style_cap`` each image's share of beta, from the content image's own style cost
-    (``style_factor`` given: taken as it is, as every scale of one job shares its own; so is
-    ``w2``, the W2 targets of those style targets, which no scale changes).
+def style_targets_of(features: VGGFeatures, styles: Styles, params: StyleParams, output_side: int,
+                     content: Tensor) -> dict[str, Tensor]:
+    """The blended style target of style images given as tensors, on the engine's own network:
+    each resized to its long side ``params.style_side(output_side)``, prepared for
+    ``preserve_color`` (``color.prepare_style``, against ``content``). The doors (``stylize``,
+    ``run``) take theirs from ``styles.store.StyleTargetStore`` instead: the same statistics,
+    from ONNX Runtime by default, cached."""
+    if not params.style_layers:
+        return {}
+    per_style = []
+    for style, weight in _as_blend(styles):
+        if not weight:
+            continue
+        height, width = style.shape[-2:]
+        side = params.style_side(output_side)
+        style = resize_tensor(style.to(content.device), long_side_size(width, height, side)[::-1])
+        check_image_size(*style.shape[-2:], params.style_layers, "style image")
+        style = prepare_style(style, params, content)
+        per_style.append((torch_style_targets(features, style, params.style_layers), weight))
+    return blend_targets(per_style or [({}, 1.0)], params.feature_scale, content.device)
 
-    Each style image is resized to its long side (``style_size``, or ``style_scale`` times the
-    content's) and prepared for ``preserve_color`` (``color.prepare_style``); ``content`` is
-    taken as given (``optimize`` reduces it to luminance where asked). ``style_targets``
-    (already blended and scaled, from ``targets.blend_targets``) skips the style images
-    entirely: that is how precomputed, cached targets come in.
-    """
+
+def job_targets(features: VGGFeatures, content: Tensor, style_targets: dict[str, Tensor], params: StyleParams,
+                dtype: torch.dtype | None = None) -> Targets:
+    """What a job is pulled towards, once per job at its full size: the content's activations,
+    the blended style target (``targets.blend_targets``) on the content's device, its W2
+    targets (``style_loss: w2``), and under ``style_cap`` each image's share of beta, from the
+    content image's own style cost."""
     check_image_size(*content.shape[-2:], params.feature_layers, "content image")
-    capped = bool(params.style_cap and params.style_layers) and style_factor is None
+    style = {name: g.to(content.device) for name, g in style_targets.items()}
+    w2 = ({name: losses.w2_target(style[mean_key(name)], style[name]) for name in params.style_layers}
+          if params.style_loss == "w2" else None)
+    capped = bool(params.style_cap and params.style_layers)
+    layers = params.feature_layers if capped else params.content_layers
     with torch.no_grad():
-        content_acts = (_scaled(features, content, params.feature_layers if capped else params.content_layers,
-                                params.feature_scale, dtype)
-                        if params.content_layers or capped else {})
-    if style_targets is None and params.style_layers:
-        per_style = []
-        for style, weight in _as_blend(styles):
-            if not weight:
-                continue
-            height, width = style.shape[-2:]
-            side = params.style_side(max(content.shape[-2:]))
-            style = resize_tensor(style.to(content.device), long_side_size(width, height, side)[::-1])
-            check_image_size(*style.shape[-2:], params.style_layers, "style image")
-            style = prepare_style(style, params, content)
-            per_style.append((torch_style_targets(features, style, params.style_layers), weight))
-        style_targets = blend_targets(per_style or [({}, 1.0)], params.feature_scale, content.device)
-    style = {name: g.to(content.device) for name, g in (style_targets or {}).items()}
-    if w2 is None and params.style_loss == "w2":
-        w2 = {name: losses.w2_target(style[mean_key(name)], style[name]) for name in params.style_layers}
-    if capped:
-        with torch.no_grad():
-            start = _style_cost(content_acts, style, params, w2)
-        style_factor = losses.style_cap_factor(start, params.style_cap)
-    return Targets({name: content_acts[name] for name in params.content_layers}, style, style_factor, w2)
+        acts = _scaled(features, content, layers, params.feature_scale, dtype) if layers else {}
+        factor = losses.style_cap_factor(_style_cost(acts, style, params, w2), params.style_cap) if capped else None
+    return Targets({name: acts[name] for name in params.content_layers}, style, factor, w2)
+
+
+def stage_targets(features: VGGFeatures, content: Tensor, job: Targets, params: StyleParams,
+                  dtype: torch.dtype | None = None) -> Targets:
+    """A stage's targets: the content's activations at the stage's size; the job's style
+    target, style_cap factors and W2 targets serve every stage (Grams are per position)."""
+    with torch.no_grad():
+        acts = (_scaled(features, content, params.content_layers, params.feature_scale, dtype)
+                if params.content_layers else {})
+    return dataclasses.replace(job, content=acts)
 
 
 def initial_image(content: Tensor, params: StyleParams, init: Tensor | None = None,
@@ -357,7 +363,9 @@ class _Loop:
         if params.preserve_color == "luminance":
             content = luminance(content).contiguous(memory_format=layout)
         self.content = content
-        full = compute_targets(self.features, content, style, params, style_targets, self.dtype)
+        if style_targets is None:
+            style_targets = style_targets_of(self.features, style, params, max(content.shape[-2:]), content)
+        full = job_targets(self.features, content, style_targets, params, self.dtype)
         self.colors = palette(full.style) if params.palette_init else None
         self.history = list(resume.history) if resume else []
         self.first = resume.step if resume else 0
@@ -366,8 +374,8 @@ class _Loop:
             if stage.end <= self.first and stage.start != stage.end:
                 continue  # done before the checkpoint we resume from
             stage_content = resize_tensor(content, stage.size, "bilinear").contiguous(memory_format=layout)
-            targets = full if stage.size == tuple(content.shape[-2:]) else compute_targets(
-                self.features, stage_content, None, params, full.style, self.dtype, full.style_factor, full.w2)
+            targets = full if stage.size == tuple(content.shape[-2:]) else stage_targets(
+                self.features, stage_content, full, params, self.dtype)
             image, resuming = self._start(stage, stage_content, image, init, resume)
             if stage.start != stage.end:
                 image = self._descend(stage, image, targets, resume if resuming else None, original)
