@@ -37,7 +37,7 @@ from manifest_memory import measure  # noqa: E402 - one way to measure a command
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from nstbatch import shards  # noqa: E402
+from nstbatch.io import shards  # noqa: E402
 from nstbatch.jobs.outputs import remove_staged  # noqa: E402
 from nstbatch.fs import atomic_write  # noqa: E402
 

@@ -93,6 +93,6 @@ def test_no_process_of_a_run_imports_torchvision():
     import sys
 
     code = ("import sys; from nstbatch.engine.optimize import build_features; from nstbatch.config import resolve_params;"
-            " from nstbatch import onnx_backend; from nstbatch.jobs import executor, run; build_features(resolve_params());"
+            " from nstbatch.styles import onnx_backend; from nstbatch.jobs import executor, run; build_features(resolve_params());"
             " print('torchvision' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
