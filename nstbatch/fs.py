@@ -3,6 +3,7 @@ digests. Every module that writes a file a reader may look at writes it through 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 from pathlib import Path
@@ -62,3 +63,19 @@ def _create_temp(path: Path) -> tuple[int, str]:
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temp name beside {path}")
+
+
+def write_json(path: Path, data: dict) -> None:
+    """``data`` as indented, key-sorted JSON at ``path``, atomically (its folder made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=1, sort_keys=True).encode()
+    atomic_write(path, lambda f: f.write(text))
+
+
+def read_json(path: Path) -> dict | None:
+    """The JSON object at ``path``; None for a file that is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -32,7 +32,7 @@ def _dead_pid() -> int:
 def _started_with_claim(manifest, job_id: str, holder: str, age: float = 0.0) -> StateDir:
     """The state a run leaves when it dies mid-job: a 'started' line and its claim file."""
     state = StateDir(default_state_dir(manifest))
-    state.record_start(next(job for job in read_manifest(manifest).jobs if job.id == job_id))
+    state.log.start(next(job for job in read_manifest(manifest).jobs if job.id == job_id))
     claim = state.claim_path(job_id)
     claim.parent.mkdir(parents=True, exist_ok=True)
     claim.write_text(f"{holder} {time.time():.0f}\n")
@@ -73,10 +73,10 @@ def test_standing_orders_done_failure_and_a_checkpoint(two_jobs, capsys):
     assert done.done.output == str((two_jobs.parent / "out/a.png").resolve())
     (two_jobs.parent / "out/b.png").unlink()
     assert (state.standing(b, hasher).status, state.standing(b, hasher).why) == (JobStatus.PENDING, "output missing")
-    state.append_report(ReportLine("b", JobStatus.FAILED, error="disk full"))
+    state.log.append(ReportLine("b", JobStatus.FAILED, error="disk full"))
     assert (state.standing(b, hasher).status, state.standing(b, hasher).why) == (JobStatus.FAILED, "disk full")
     assert "run   (retry: it failed last time) b" in run_cli(capsys, "run", two_jobs, "--dry-run")[1]
-    state.append_report(ReportLine("b", JobStatus.STARTED))  # retried, and the retry was cut short
+    state.log.append(ReportLine("b", JobStatus.STARTED))  # retried, and the retry was cut short
     assert state.standing(b, hasher).status == JobStatus.INTERRUPTED
     state.checkpoint_path("b").parent.mkdir(parents=True, exist_ok=True)
     state.checkpoint_path("b").write_bytes(b"")
@@ -87,15 +87,15 @@ def test_standing_orders_done_failure_and_a_checkpoint(two_jobs, capsys):
 
 def test_report_lines_and_done_records_read_back_as_written(tmp_path):
     state = StateDir(tmp_path, "s1of2")
-    state.append_report(ReportLine("x", JobStatus.DONE, "m.csv:2", "s1of2", output="/o.png", seconds=1.5,
+    state.log.append(ReportLine("x", JobStatus.DONE, "m.csv:2", "s1of2", output="/o.png", seconds=1.5,
                                    costs={"total": 2.0}, owner_shard="s0of2"))
-    (line,) = state.report_lines()
+    (line,) = state.log.lines()
     assert (line.id, line.status, line.seconds, line.costs, line.owner_shard) == \
         ("x", JobStatus.DONE, 1.5, {"total": 2.0}, "s0of2")
     assert line.time > 0 and line.error is None
-    with open(state.report_path, "ab") as f:
+    with open(state.log.path, "ab") as f:
         f.write(b'{"id": "y", "status": "a status from the future", "time": 1}\n{"torn')
-    assert [line.id for line in state.report_lines()] == ["x"]
+    assert [line.id for line in state.log.lines()] == ["x"]
 
 
 @pytest.mark.slow
@@ -108,7 +108,7 @@ def test_kill_9_of_the_whole_run_then_status_says_interrupted_at_once(two_jobs):
     state = StateDir(default_state_dir(two_jobs))
     try:
         wait_for(lambda: any(state.root.glob("claims/*.lock")) and any(
-            line.status == JobStatus.STARTED for line in state.report_lines()), proc)
+            line.status == JobStatus.STARTED for line in state.log.lines()), proc)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -138,12 +138,12 @@ def test_the_transition_table_refuses_an_outcome_without_a_start_and_a_second_ou
     state = StateDir(tmp_path)
     job = Job("x", tmp_path / "c.png", ((tmp_path / "s.png", 1.0),), tmp_path / "o.png", resolve_params(), "m.csv:2")
     with pytest.raises(RuntimeError, match="a done line after none"):
-        state.record(Outcome(job, JobStatus.DONE))
-    state.record_start(job)
-    state.record(Outcome(job, JobStatus.DONE))
+        state.log.record(Outcome(job, JobStatus.DONE))
+    state.log.start(job)
+    state.log.record(Outcome(job, JobStatus.DONE))
     with pytest.raises(RuntimeError, match="a failed line after done"):
-        state.record(Outcome(job, JobStatus.FAILED))
-    assert [line.status for line in state.report_lines()] == [JobStatus.STARTED, JobStatus.DONE]
+        state.log.record(Outcome(job, JobStatus.FAILED))
+    assert [line.status for line in state.log.lines()] == [JobStatus.STARTED, JobStatus.DONE]
 
 
 def test_every_line_of_a_run_follows_the_transition_table(two_jobs, capsys):
@@ -156,7 +156,7 @@ def test_every_line_of_a_run_follows_the_transition_table(two_jobs, capsys):
     for args in ([], [], ["--force"]):
         run_cli(capsys, "run", two_jobs, "--skip-invalid", "--targets", "torch", "-q", *args)
     by_job = {}
-    for line in StateDir(default_state_dir(two_jobs)).report_lines():
+    for line in StateDir(default_state_dir(two_jobs)).log.lines():
         by_job.setdefault(line.id, []).append(line.status)
     assert set(by_job) == {"a", "b", "bad"} and by_job["bad"] == [JobStatus.INVALID] * 3
     for job_id, statuses in by_job.items():
@@ -169,6 +169,7 @@ def test_every_line_of_a_run_follows_the_transition_table(two_jobs, capsys):
 
 # Which process each module's writes happen in (``ledger``'s table: job or parent).
 PROCESS_OF = {"executor": "job", "checkpoints": "job", "run": "parent", "pool": "parent", "outputs": "parent"}
+PARTS = {"ReportLog": "log", "Kills": "kills", "PackedIndex": "packed"}  # StateDir's attribute for each
 
 
 def writer_table() -> dict[str, set[str]]:
@@ -179,7 +180,7 @@ def writer_table() -> dict[str, set[str]]:
 
     table: dict[str, set[str]] = {}
     for match in re.finditer(r"^    \S.*?\s{2,}(job|parent)\s{2,}(.+)$", ledger.__doc__, re.M):
-        for writer in re.findall(r"((?:StateDir|checkpoints|claims)\.\w+)", match.group(2)):
+        for writer in re.findall(r"((?:StateDir|ReportLog|Kills|PackedIndex|checkpoints|claims)\.\w+)", match.group(2)):
             table.setdefault(writer, set()).add(match.group(1))
     return table
 
@@ -190,12 +191,12 @@ def test_every_writer_is_called_only_in_the_process_the_ledgers_table_names():
     from tests.conftest import ROOT
 
     table = writer_table()
-    assert {"StateDir.mark_done", "StateDir.record", "claims.claim_at", "StateDir.write_packed"} <= set(table)
+    assert {"StateDir.mark_done", "ReportLog.record", "claims.claim_at", "PackedIndex.write", "Kills.add"} <= set(table)
     calls: dict[str, set[str]] = {writer: set() for writer in table}
     wrong = []
     for path in sorted((ROOT / "nstbatch").rglob("*.py")):
         module = path.stem
-        if module in ("ledger", "claims"):
+        if module in ("ledger", "reportlog", "kills", "packed", "claims"):
             continue  # the writers themselves
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call):
@@ -203,8 +204,12 @@ def test_every_writer_is_called_only_in_the_process_the_ledgers_table_names():
             name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
             for writer, processes in table.items():
                 owner, method = writer.split(".")
-                # StateDir's methods are called on an instance; module functions by name
-                if name != method or (owner == "StateDir") != isinstance(node.func, ast.Attribute):
+                # the classes' methods are called on an instance (the state directory's parts by
+                # their attribute: state.log, state.kills, state.packed); module functions by name
+                if name != method or owner[0].islower() == isinstance(node.func, ast.Attribute):
+                    continue
+                part = PARTS.get(owner)
+                if part and not ast.unparse(node.func.value).endswith(part):
                     continue
                 if module == owner:
                     continue  # the module's own definition and its internal calls
@@ -214,5 +219,5 @@ def test_every_writer_is_called_only_in_the_process_the_ledgers_table_names():
                     wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} calls {writer} ({process or 'no known process'};"
                                  f" the table says {', '.join(sorted(processes))})")
     assert not wrong, "\n".join(wrong)
-    assert calls["StateDir.mark_done"] == {"job"} and calls["StateDir.record"] == {"parent"}
+    assert calls["StateDir.mark_done"] == {"job"} and calls["ReportLog.record"] == {"parent"}
     assert calls["claims.claim_at"] == {"job", "parent"}

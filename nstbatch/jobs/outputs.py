@@ -112,7 +112,7 @@ class Outputs:
     # --- shards ------------------------------------------------------------------------------
 
     def _standings(self, jobs: list[Job]):
-        latest = self.state.latest()
+        latest = self.state.log.latest()
         return [self.state.standing(job, self.hasher, self.claim_stale, latest) for job in jobs]
 
     def _pack_if_settled(self, shard: _Shard, resume: bool) -> None:
@@ -120,7 +120,7 @@ class Outputs:
         already known settled (each is asked about once while a run goes on)."""
         if not resume:
             shard.settled = 0
-        latest = self.state.latest()
+        latest = self.state.log.latest()
         while shard.settled < len(shard.jobs):
             standing = self.state.standing(shard.jobs[shard.settled], self.hasher, self.claim_stale, latest)
             if not standing.status.is_settled:
@@ -144,7 +144,7 @@ class Outputs:
         done = [(job, s.hash) for job, s in zip(shard.jobs, standings) if s.status == JobStatus.DONE]
         members = {job.id: hash_ for job, hash_ in done}
         staged = [shards.staged(job.output) for job, _ in done]
-        if members == self.state.read_packed(shard.path) and not any(p.is_file() for p in staged):
+        if members == self.state.packed.read(shard.path) and not any(p.is_file() for p in staged):
             return  # packed as it stands
         by_stem = {}
         for copy in shard.copies:
@@ -159,7 +159,7 @@ class Outputs:
                         for c in by_stem.get(os.path.splitext(job.output)[0], [])]
         remove_stale_temps(shard.path)  # a packer killed while writing this shard
         shards.pack(shard.path, entries, mtime=time.time())
-        self.state.write_packed(shard.path, members)
+        self.state.packed.write(shard.path, members)
         self.result.packed += 1
         self.result.samples += len(done)
         remove_staged(shard.path, staged)

@@ -120,7 +120,7 @@ def helping_order(jobs: list[Job], shard: Shard) -> list[Job]:
 
 
 def plan_jobs(jobs: list[Job], state: StateDir, force: bool = False) -> list[Planned]:
-    hasher, latest, now = state.job_hasher(), state.latest(), time.time()
+    hasher, latest, now = state.job_hasher(), state.log.latest(), time.time()
     return [Planned(job, state.standing(job, hasher, latest=latest), force=force, planned_at=now) for job in jobs]
 
 

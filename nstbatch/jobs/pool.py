@@ -211,7 +211,7 @@ class WorkerPool:
             if item.job.id not in worker.started:
                 continue
             error = f"worker on {worker.device} {cause} during this job"
-            quarantine = self.state.record_kill(item.job, item.hash, cause) if item.hash else None
+            quarantine = self.state.kills.add(item.job, item.hash, cause) if item.hash else None
             self.record(Outcome(item.job, JobStatus.QUARANTINED if quarantine else JobStatus.FAILED,
                                 error=quarantine or error, device=worker.device))
         if self.pending and not self.stop.requested:

@@ -60,7 +60,7 @@ class _Run:
         self.events.step(progress)
 
     def job_started(self, job: Job) -> None:
-        self.state.record_start(job)
+        self.state.log.start(job)
         self.started += 1
         self.events.job_started(job, self.started, self.count)
 
@@ -70,7 +70,9 @@ class _Run:
             self.count -= 1  # its own shard (or another helper) had it after all: not ours to count
             self.events.more(self.count)
             return
-        line = self.state.record(outcome, owner)
+        line = self.state.log.record(outcome, owner)
+        if outcome.status == JobStatus.DONE:
+            self.state.kills.forget(outcome.job)  # a job done forgets the kills it caused
         self.summary.add(outcome, line.time if line else None)
         self.summary.helped += bool(owner) and outcome.status == JobStatus.DONE
         self.finished += 1
@@ -142,7 +144,7 @@ def _help(options: RunOptions, state: StateDir, devices: list[str], plan: Plan, 
     while remaining and not stop.requested:
         todo: list[Planned] = []
         held: list[Job] = []
-        latest = state.latest()  # once a round: only the lines appended since the last
+        latest = state.log.latest()  # once a round: only the lines appended since the last
         for job in remaining:
             standing = state.standing(job, hasher, options.claim_stale, latest)
             if standing.status.is_settled:
@@ -202,13 +204,13 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
     devices = _devices(options)
     state.save_hashes()  # before any job: a run killed in its first job still restarts fast
     for problem in plan.problems:  # --skip-invalid: each skipped row's reason, on record
-        state.record_invalid(problem)
+        state.log.invalid(problem)
     for item in plan.quarantined:
         summary.quarantined += 1
         events.notice(f"skipped {item.job.id} ({item.job.where}): {item.standing.why}")
     if options.force:
         for item in plan.jobs:
-            state.forget_kills(item.job)
+            state.kills.forget(item.job)
     _copy_sidecars(plan, summary, events)
     to_run = plan.to_run
     size = options.batch if options.batch != "auto" else (16 if devices[0].startswith("cuda") else 1)
@@ -229,7 +231,7 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
     state.save_hashes()  # what helping hashed
     if stop.requested and not interrupted:
         summary.unstarted = max(0, run.count - run.finished)
-    state.write_summary(summary)
+    state.log.write_summary(summary)
     if interrupted:
         raise KeyboardInterrupt
     return summary, plan

@@ -104,7 +104,7 @@ def status(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None
     manifest = read_manifest(manifest_path)
     state = StateDir(Path(state_dir) if state_dir else default_state_dir(manifest_path))
     lines: dict[str | None, list[ReportLine]] = {}
-    every = list(state.report_lines())
+    every = list(state.log.lines())
     for line in every:
         lines.setdefault(line.id, []).append(line)
     invalid = ({p.job_id: p.message for p in validate(manifest, check_files=True) if p.job_id}

@@ -1,0 +1,275 @@
+"""The ledger's typed records: where a job stands (``JobStatus``, and the table of which line
+may follow which), a done record, a report line, an attempt's ``Outcome``, a run's summary, and
+the one throughput figure. Plain data: nothing here reads or writes a file."""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from typing import Iterable
+
+from ..io.manifest import Job
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")  # characters a job's file name keeps as they are
+# Exit code of a run stopped by a stop signal after checkpointing (BSD EX_TEMPFAIL): job
+# scripts requeue on it.
+EXIT_PREEMPTED = 75
+
+
+class JobStatus(str, Enum):
+    """Where a job stands, and how an attempt ended. Report lines hold STARTED and the
+    outcomes; ``StateDir.standing`` answers DONE, FAILED, INVALID, QUARANTINED, RUNNING,
+    INTERRUPTED or PENDING; ELSEWHERE is an outcome that leaves no line (another run has it)."""
+
+    STARTED = "started"
+    DONE = "done"
+    FAILED = "failed"
+    INVALID = "invalid"
+    PREEMPTED = "preempted"  # checkpointed on a stop signal; the next run resumes it
+    INTERRUPTED = "interrupted"  # Ctrl-C, or a run killed mid-job: the next run takes it up
+    QUARANTINED = "quarantined"  # killed its worker twice: skipped until it changes or --force
+    ELSEWHERE = "elsewhere"
+    RUNNING = "running"  # a live claim: a run holds it now
+    PENDING = "pending"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_failure(self) -> bool:
+        return self in (JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)
+
+    @property
+    def is_settled(self) -> bool:
+        """Nothing more happens to the job until its inputs, parameters or output change (or
+        ``--force``): what packing a shard and helping shards wait for."""
+        return self == JobStatus.DONE or self.is_failure
+
+
+# How an attempt goes, line by line of the report a run writes: the statuses a job's next line
+# may have after its last one (None: no line yet in this run). An attempt starts, then ends in
+# one outcome; before a start a job may be found invalid or quarantined, or be interrupted
+# (Ctrl-C before its turn). So no job is done, fails or is preempted at a checkpoint without a
+# start, and no attempt ends twice. ``StateDir.record*`` consult this table and refuse a line
+# it does not allow.
+ENDED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.INVALID, JobStatus.PREEMPTED, JobStatus.INTERRUPTED,
+         JobStatus.QUARANTINED)
+TRANSITIONS: dict[JobStatus | None, tuple[JobStatus, ...]] = {
+    None: (JobStatus.STARTED, JobStatus.INVALID, JobStatus.QUARANTINED, JobStatus.INTERRUPTED),
+    JobStatus.STARTED: ENDED,
+}
+for _ended in ENDED:
+    TRANSITIONS[_ended] = TRANSITIONS[None]
+
+
+def allowed(previous: JobStatus | None, new: JobStatus) -> bool:
+    """Whether a job's report line may say ``new`` after one that said ``previous``."""
+    return new in TRANSITIONS[previous]
+
+
+def safe_name(job_id: str) -> str:
+    """A job id made safe for a file name (ids that are safe already, the usual ones, as they are)."""
+    return job_id if _SAFE_ID.fullmatch(job_id) else "".join(c if c.isalnum() or c in "-_." else "_" for c in job_id)
+
+
+# --- records -----------------------------------------------------------------------------------
+
+def from_dict(cls, data: dict):
+    """A record from its JSON object: unknown keys (a newer version's) are ignored."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{key: value for key, value in data.items() if key in names})
+
+
+@dataclass(frozen=True)
+class DoneRecord:
+    """``done/<id>.json``: the job is done while its params hash and output path match and
+    the output exists."""
+
+    id: str
+    output: str  # absolute: the same job is done whether its manifest was named relative or not
+    params_hash: str
+    seconds: float = 0.0  # this image's share of its pass
+    finished: float = 0.0  # time.time() when written
+    batch: int = 1
+    costs: dict | None = None  # the image's final costs: step, steps, total, content, style, tv
+    device: str = ""
+    shard: str | None = None  # the shard that ran it ('s1of3')
+    activation_checkpointing: bool = False
+
+
+# Keys every outcome line holds (None where empty); a 'started' line holds only the first four.
+_LINE_KEYS = ("id", "where", "status", "shard", "output", "seconds", "steps", "error", "device")
+
+
+@dataclass(frozen=True)
+class ReportLine:
+    """One line of ``report*.jsonl``: an attempt's start, or its outcome."""
+
+    id: str | None
+    status: JobStatus
+    where: str | None = None
+    shard: str | None = None
+    time: float = 0.0
+    output: str | None = None
+    seconds: float | None = None
+    steps: int | None = None
+    error: str | None = None
+    device: str | None = None
+    costs: dict | None = None
+    note: str | None = None  # what happened on the way (a retry)
+    style_targets: list | None = None  # where each style target came from
+    resumed_from_step: int | None = None
+    batch: int | None = None  # images that shared its pass, when more than one
+    activation_checkpointing: bool | None = None
+    owner_shard: str | None = None  # the shard whose job a helping shard ran
+
+    def to_json(self) -> dict:
+        data = {key: value for key, value in asdict(self).items() if value is not None}
+        if self.status != JobStatus.STARTED:
+            data.update({key: getattr(self, key) for key in _LINE_KEYS})
+        data["status"] = str(self.status)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ReportLine | None":
+        """None for a line that is not one of ours (or a status this version does not know)."""
+        try:
+            return from_dict(cls, {**data, "status": JobStatus(data["status"])})
+        except (KeyError, ValueError, TypeError):
+            return None
+
+
+@dataclass
+class Outcome:
+    """How one attempt at a job ended. Plain data (it crosses from worker processes)."""
+
+    job: Job
+    status: JobStatus
+    seconds: float = 0.0
+    error: str | None = None
+    costs: dict | None = None  # the image's final costs: total, content, style, tv
+    sources: tuple[str, ...] = ()  # where each style target came from: computed | cache | memory
+    resumed_from: int | None = None  # the checkpoint step it resumed from
+    device: str = ""
+    note: str | None = None  # what happened on the way (a retry), for the report
+    batch: int = 1  # how many images shared its optimisation pass
+    checkpointing: bool = False  # ran with activation checkpointing: it fitted only so
+
+    def report_line(self, shard_tag: str = "", owner: str | None = None) -> ReportLine:
+        return ReportLine(
+            self.job.id, self.status, self.job.where, shard_tag or None, time=time.time(),
+            output=str(self.job.output), seconds=round(self.seconds, 3), steps=self.job.params.steps,
+            error=self.error, device=self.device, costs=self.costs, note=self.note,
+            style_targets=list(self.sources) or None, resumed_from_step=self.resumed_from,
+            batch=self.batch if self.batch > 1 else None,
+            activation_checkpointing=True if self.checkpointing else None, owner_shard=owner)
+
+
+def busy_seconds(spans: Iterable[tuple[float, float]]) -> float:
+    """The length of the union of ``(start, end)`` spans: the time at least one job ran."""
+    total, reach = 0.0, -float("inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+def images_per_hour(done: int, spans: Iterable[tuple[float, float]]) -> float | None:
+    """THE throughput figure of ``run``, ``status`` and ``report``: images done per hour of
+    the time jobs ran (the union of the finished attempts' spans), so a run's start-up and the
+    time between runs do not count, and workers running side by side do."""
+    busy = busy_seconds(spans)
+    return 3600.0 * done / busy if done and busy > 0 else None
+
+
+RATE_LABEL = "images/hour of job time"  # how run, status and report print it
+
+
+@dataclass
+class RunSummary:
+    total: int = 0
+    done: int = 0
+    skipped: int = 0  # already done before this run
+    failed: int = 0
+    invalid: int = 0
+    quarantined: int = 0  # skipped: they killed their worker twice
+    preempted: int = 0  # checkpointed on a stop signal; the next run resumes them
+    elsewhere: int = 0  # claimed or finished by another run meanwhile
+    seconds: float = 0.0
+    style_targets_computed: int = 0
+    style_targets_reused: int = 0  # from the cache instead of computed
+    shard: str = "all jobs"
+    workers: int = 1
+    helped: int = 0  # jobs of other shards this shard ran, once done with its own
+    copied: int = 0  # sidecar files of dataset entries copied (not counting identical ones there)
+    copy_failed: int = 0
+    shards_packed: int = 0  # output shards written (``outputs``)
+    pack_failed: int = 0  # output shards or metadata files that could not be written
+    # Jobs a stop signal left unstarted (it came before their turn): like preempted ones,
+    # they are the next run's, so the run asks to be requeued.
+    unstarted: int = 0
+    spans: list = field(default_factory=list, repr=False)  # (start, end) of each finished attempt
+
+    @property
+    def images_per_hour(self) -> float:
+        return images_per_hour(self.done, self.spans) or 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.preempted or self.unstarted:
+            return EXIT_PREEMPTED
+        return 1 if self.failed or self.invalid or self.quarantined or self.copy_failed or self.pack_failed else 0
+
+    def to_dict(self) -> dict:
+        data = {**asdict(self), "images_per_hour": round(self.images_per_hour, 2)}
+        del data["spans"]
+        return data
+
+    def add(self, outcome: Outcome, at: float | None = None) -> None:
+        """Count an outcome; ``at``: when it was recorded (its report line's time, so that the
+        run's throughput is the one ``status`` reads from those lines)."""
+        counted = {JobStatus.DONE: "done", JobStatus.FAILED: "failed", JobStatus.PREEMPTED: "preempted",
+                   JobStatus.ELSEWHERE: "elsewhere", JobStatus.QUARANTINED: "quarantined"}
+        if outcome.status in counted:
+            setattr(self, counted[outcome.status], getattr(self, counted[outcome.status]) + 1)
+        if outcome.seconds and outcome.status != JobStatus.ELSEWHERE:
+            end = time.time() if at is None else at  # a batch's outcomes: each image's share of the pass
+            self.spans.append((end - round(outcome.seconds, 3) * outcome.batch, end))
+        self.style_targets_computed += outcome.sources.count("computed")
+        self.style_targets_reused += outcome.sources.count("cache")
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where a job stands (``StateDir.standing``)."""
+
+    status: JobStatus  # DONE, FAILED, INVALID, QUARANTINED, RUNNING, INTERRUPTED or PENDING
+    # Why it would run (PENDING, INTERRUPTED: "new", "output missing", "resumes from its
+    # checkpoint", ...), the error (FAILED, INVALID, QUARANTINED) or the holder (RUNNING).
+    why: str | None = None
+    hash: str | None = None  # its params hash; None when an input cannot be read
+    done: DoneRecord | None = None  # DONE: its record
+
+
+def newest(lines: Iterable[ReportLine | None], into: dict[str, ReportLine] | None = None) -> dict[str, ReportLine]:
+    """Each job's newest line of ``lines`` (by time; a tie goes to the later line), added to
+    ``into``."""
+    into = {} if into is None else into
+    for line in lines:
+        if line is None or line.id is None:
+            continue
+        known = into.get(line.id)
+        if known is None or line.time >= known.time:
+            into[line.id] = line
+    return into
+
+
+def parse_line(raw: bytes) -> ReportLine | None:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None  # a line torn by a kill mid-write
+    return ReportLine.from_json(data) if isinstance(data, dict) else None
