@@ -158,23 +158,22 @@ def test_clip_every_is_for_lbfgs():
     assert resolve_params("gatys", {"clip_every": "5"}).clip_every == 5
 
 
-def test_the_learning_rate_falls_along_a_half_cosine_within_each_scale(pair, seed_features):
-    from nstbatch.engine.optimize import _Descent, _Loop, stages
+def test_the_learning_rate_falls_along_a_half_cosine_within_each_scale(pair):
+    from nstbatch.engine.optimize import _Descent, stages
 
     content, _ = pair
     params = resolve_params("seed", {"steps": 10, "lr": 0.04, "lr_end": 0.25, "scales": "0.5,1",
                                      "scale_steps": "0.6,0.4", **LIGHT})
-    loop = _Loop(seed_features, params, Hooks(), None)
     image = content.clone().requires_grad_(True)
     for stage in stages(params, *content.shape[-2:]):
-        descent = _Descent(loop, image, None, stage)
+        descent = _Descent(image, None, params, stage, None)  # Adam: no objective before its steps
         rates = [descent.learning_rate(step) for step in range(stage.start, stage.end)]
         assert rates[0] == pytest.approx(0.04) and rates[-1] == pytest.approx(0.01)
         assert all(a > b for a, b in zip(rates, rates[1:]))
         middle = (stage.end - stage.start - 1) / 2  # a half cosine: halfway at the middle step
         assert descent.learning_rate(stage.start + middle) == pytest.approx(0.025)
-    constant = _Descent(_Loop(seed_features, resolve_params("seed", {"lr_end": 1}), Hooks(), None), image, None,
-                        stages(params, *content.shape[-2:])[-1])
+    constant = _Descent(image, None, resolve_params("seed", {"lr_end": 1}), stages(params, *content.shape[-2:])[-1],
+                        None)
     assert constant.learning_rate(7) == resolve_params("seed").lr
 
 

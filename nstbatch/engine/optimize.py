@@ -215,6 +215,11 @@ class Checkpoint:
     average: Tensor | None = None  # with params.average: the stage's biased average, on the CPU
     average_weight: float = 0.0  # ...and the weight its bias correction divides by
 
+    def descent_state(self) -> dict:
+        """The part a stage's descent continues from (``_Descent.load_state_dict``)."""
+        return {"optimizer": self.optimizer, "scale": self.scale, "average": self.average,
+                "average_weight": self.average_weight}
+
 
 class Preempted(Exception):
     """Raised between two steps when ``should_stop`` says so; carries the checkpoint."""
@@ -440,15 +445,16 @@ class _Loop:
         params, hooks = self.params, self.hooks
         self.features.checkpointing = (self.checkpointing if self.checkpointing is not None
                                        else self.device.type == "cuda" and stage.size[0] * stage.size[1] > 6_000_000)
-        descent = _Descent(self, image, targets, stage)
+        descent = _Descent(image, lambda x: costs(self.features, x, targets, params, self.dtype), params, stage,
+                           self._record, fp16=self.dtype == torch.float16)
         if resume is not None:
-            descent.resume(resume)
+            descent.load_state_dict(resume.descent_state())
         elif params.scale_start == "warm" and self.carried is not None:
             descent.warm(self.carried)
         step = max(stage.start, self.first)
         while step < stage.end:
             if hooks.should_stop is not None and hooks.should_stop():
-                raise Preempted(descent.checkpoint(step))
+                raise Preempted(self._checkpoint(step, descent))
             done = descent.step(step)  # step + 1, or with clip_every up to step + clip_every
             # every N steps: at the update that reaches or passes a multiple of N
             if hooks.on_snapshot is not None and params.save_every and done < params.steps \
@@ -456,10 +462,16 @@ class _Loop:
                 hooks.on_snapshot(done, self._as_seen(descent.result(), original).contiguous())
             if hooks.checkpoint_every and hooks.on_checkpoint and done < params.steps \
                     and done // hooks.checkpoint_every > step // hooks.checkpoint_every:
-                hooks.on_checkpoint(descent.checkpoint(done))
+                hooks.on_checkpoint(self._checkpoint(done, descent))
             step = done
         self.carried = descent.optimizer.state_dict() if params.scale_start == "warm" else None
         return descent.result()
+
+    def _checkpoint(self, step: int, descent: "_Descent") -> Checkpoint:
+        """What the caller saves to continue after ``step``: the image, the cost history, and
+        the descent's own state (``_Descent.state_dict``), all on the CPU."""
+        return Checkpoint(step, descent.image.detach().cpu().clone(), history=list(self.history),
+                          **descent.state_dict())
 
 
 class _Average:
@@ -487,21 +499,32 @@ class _Average:
 
 
 class _Descent:
-    """One stage's optimizer over the image's pixels (and the average of its iterates)."""
+    """One stage's optimizer over the image's pixels (and the average of its iterates): each
+    ``step`` is costs → backward → optimizer step → clamp to [0, 1] → average."""
 
-    def __init__(self, loop: _Loop, image: Tensor, targets: Targets, stage: Stage):
-        self.loop, self.image, self.targets, self.stage = loop, image, targets, stage
-        self.optimizer, self.scale = _optimizer(loop.params, image, loop.features, targets, loop.dtype)
+    def __init__(self, image: Tensor, objective: Callable[[Tensor], tuple], params: StyleParams, stage: Stage,
+                 record: Callable[[int, tuple], None], fp16: bool = False):
+        """``objective(image)``: the costs ``(total, content, style, tv)``, each ``(N,)``;
+        ``record(step, costs)``: the loop's history of the costs at a step's start."""
+        self.image, self.objective, self.params, self.stage, self.record = image, objective, params, stage, record
+        self.optimizer, self.scale = _optimizer(params, image, objective)
         # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
-        self.scaler = torch.amp.GradScaler(image.device.type, enabled=loop.dtype == torch.float16)
-        self.average = _Average(loop.params.average, image) if loop.params.average else None
+        self.scaler = torch.amp.GradScaler(image.device.type, enabled=fp16)
+        self.average = _Average(params.average, image) if params.average else None
 
-    def resume(self, checkpoint: Checkpoint) -> None:
-        self.optimizer.load_state_dict(checkpoint.optimizer)
-        self.scale = checkpoint.scale
-        if self.average is not None and checkpoint.average is not None:
-            self.average.biased.copy_(checkpoint.average)
-            self.average.weight = checkpoint.average_weight
+    def state_dict(self) -> dict:
+        """The optimizer's state, L-BFGS's objective scale and the average, on the CPU: what
+        a ``Checkpoint`` holds beside the image and the history."""
+        average = self.average.biased.detach().cpu().clone() if self.average is not None else None
+        return {"optimizer": _cpu_copy(self.optimizer.state_dict()), "scale": self.scale, "average": average,
+                "average_weight": self.average.weight if self.average is not None else 0.0}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scale = state["scale"]
+        if self.average is not None and state["average"] is not None:
+            self.average.biased.copy_(state["average"])
+            self.average.weight = state["average_weight"]
 
     def warm(self, previous: dict) -> None:
         """Start from the previous scale's Adam moments, upsampled to this one's size (not in
@@ -522,14 +545,11 @@ class _Descent:
 
     def result(self) -> Tensor:
         return self.average.value() if self.average is not None else self.image
-    def _costs(self):
-        loop = self.loop
-        return costs(loop.features, self.image, self.targets, loop.params, loop.dtype)
 
     def learning_rate(self, step: int) -> float:
         """``lr`` at ``step`` of this stage: from ``lr`` at its first step down a half cosine
         to ``lr · lr_end`` at its last (constant with ``lr_end`` 1)."""
-        params, (start, end, _) = self.loop.params, self.stage
+        params, (start, end, _) = self.params, self.stage
         if params.lr_end == 1.0 or end - start < 2:
             return params.lr
         done = (step - start) / (end - start - 1)  # 0 at the stage's first step, 1 at its last
@@ -540,7 +560,7 @@ class _Descent:
         update is one step; an L-BFGS one runs ``clip_every`` iterations (fewer at the stage's
         end) in one call of the optimizer, so that each iteration after the first starts from
         its line search's last evaluation, and clips after them."""
-        params = self.loop.params
+        params = self.params
         iterations = 1 if params.optimizer == "adam" else min(params.clip_every, self.stage.end - step)
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(step)
@@ -550,10 +570,10 @@ class _Descent:
                 group["max_iter"], group["max_eval"] = iterations, 25 * iterations
         if params.optimizer == "adam":
             self.optimizer.zero_grad(set_to_none=True)
-            parts = self._costs()
+            parts = self.objective(self.image)
             # images of a batch are independent: the gradient of their sum is each one's own
             self.scaler.scale(parts[0].sum()).backward()
-            self.loop._record(step, parts)
+            self.record(step, parts)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
@@ -561,7 +581,7 @@ class _Descent:
 
             def closure():
                 self.optimizer.zero_grad(set_to_none=True)
-                parts = self._costs()
+                parts = self.objective(self.image)
                 objective = parts[0].sum() * self.scale
                 objective.backward()
                 if not first:
@@ -569,21 +589,15 @@ class _Descent:
                 return objective
 
             self.optimizer.step(closure)
-            self.loop._record(step, first[0])
+            self.record(step, first[0])
         with torch.no_grad():
             self.image.clamp_(0, 1)
         if self.average is not None:
             self.average.update(self.image)
         return step + iterations
 
-    def checkpoint(self, step: int) -> Checkpoint:
-        average = self.average.biased.detach().cpu().clone() if self.average is not None else None
-        return Checkpoint(step, self.image.detach().cpu().clone(), _cpu_copy(self.optimizer.state_dict()),
-                          list(self.loop.history), self.scale, average,
-                          self.average.weight if self.average is not None else 0.0)
 
-
-def _optimizer(params, image, features, targets, dtype):
+def _optimizer(params: StyleParams, image: Tensor, objective: Callable[[Tensor], tuple]):
     if params.optimizer == "adam":
         return torch.optim.Adam([image], lr=params.lr), 1.0
     # clip_every L-BFGS iterations per .step() call (_Descent.step sets max_iter and max_eval
@@ -595,5 +609,5 @@ def _optimizer(params, image, features, targets, dtype):
     # paper's weights on 0-255 activations) its float32 line search overflows. Dividing
     # the objective by its initial value changes no minimiser and keeps it near 1.
     with torch.no_grad():
-        scale = float(1.0 / costs(features, image, targets, params, dtype)[0].sum().clamp_min(1e-12))
+        scale = float(1.0 / objective(image)[0].sum().clamp_min(1e-12))
     return optimizer, scale
