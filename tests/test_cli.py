@@ -168,3 +168,12 @@ def test_python_api_stylize(image_pair):
                                                   "style_layers": "relu1_1"})
         out = nstbatch.stylize(content, style, params, device="cpu")
     assert out.size == (24, 20) and out.mode == "RGB"
+
+
+def test_the_command_list_of_help_cuts_no_description():
+    from tests.conftest import cli_process
+
+    out = cli_process("--help", env={"COLUMNS": "80"}).stdout
+    commands = out[out.index("Commands:"):]
+    assert "stylize" in commands and "weights" in commands
+    assert "..." not in commands and "…" not in commands, commands

@@ -175,3 +175,15 @@ def test_center_crop_keeps_the_middle(tmp_path):
     assert fitted.size == (50, 50)
     assert np.asarray(fitted).min() > 240  # only the white middle is left
     assert images.fit_image(Image.fromarray(pixels), 50).size == (50, 17)  # the default: long side
+
+
+def test_a_missing_file_beside_a_near_name_gets_a_did_you_mean(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "hoovertowernight.jpg")
+    with pytest.raises(InputError, match=r"hoovertower.jpg: no such file \(did you mean hoovertowernight.jpg\?\)"):
+        images.probe_image(tmp_path / "hoovertower.jpg")
+    Image.new("RGB", (8, 8)).save(tmp_path / "s.png")
+    with pytest.raises(InputError, match=r"missing.png: no such file \(check the path\)"):
+        images.probe_image(tmp_path / "missing.png")  # no 's.png' for a shared extension
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat.JPG")
+    with pytest.raises(InputError, match=r"did you mean cat.JPG\?"):
+        images.probe_image(tmp_path / "cat.jpg")

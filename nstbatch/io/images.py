@@ -10,6 +10,8 @@ Conversion rule (``to_rgb``), applied after the EXIF orientation:
 """
 from __future__ import annotations
 
+import difflib
+import itertools
 import json
 import os
 import tempfile
@@ -51,12 +53,30 @@ def _source(path: Path, member: bool):
     return shards.open_member(path) if member else path
 
 
+NEAR_NAMES_SCANNED = 5000  # a missing file's folder is searched for near names up to this many entries
+
+
+def _near_names(path: Path) -> str:
+    """'did you mean …?' for a missing file whose folder holds a name close to it."""
+    try:
+        names = [entry.name for entry in itertools.islice(os.scandir(path.parent), NEAR_NAMES_SCANNED)]
+    except OSError:
+        return ""
+    # stems, so that a shared extension does not make 'missing.png' look like 's.png'
+    by_stem: dict[str, list[str]] = {}
+    for name in names:
+        by_stem.setdefault(os.path.splitext(name)[0], []).append(name)
+    stems = difflib.get_close_matches(os.path.splitext(path.name)[0], list(by_stem), n=3, cutoff=0.7)
+    close = [name for stem in stems for name in by_stem[stem]][:3]
+    return f"did you mean {', '.join(close)}?" if close else ""
+
+
 def probe_image(path: str | os.PathLike) -> ImageInfo:
     """Read only the header: is it an image, and how big. Raises ``InputError`` with the fix."""
     path = Path(path)
     member = shards.is_member(path)
     if not member and not path.exists():
-        raise InputError(f"{path}: no such file", hint="check the path")
+        raise InputError(f"{path}: no such file", hint=_near_names(path) or "check the path")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not an image file")
     try:
