@@ -73,13 +73,13 @@ class StyleTargetStore:
 
     def key(self, style: Path, params: StyleParams, content: Path | None = None,
             output_side: int | None = None) -> str:
-        return self._key(self._hashes(style), params, content and self._hashes(content), output_side)
+        return self._key(self._hashes(style), params, lambda: self._hashes(content), output_side)
 
-    def _key(self, style_digest: str, params: StyleParams, content_digest: str | None,
+    def _key(self, style_digest: str, params: StyleParams, content_digest: Callable[[], str],
              output_side: int | None) -> str:
         color = {"none": "", "luminance": "luminance"}.get(params.preserve_color)
-        if color is None:  # histogram: the recoloured style depends on the content
-            color = f"histogram:{content_digest}"
+        if color is None:  # histogram: the recoloured style depends on the content (hashed for it alone)
+            color = f"histogram:{content_digest()}"
         return target_key(style_digest, params.style_side(output_side), load_weights(params.weights).id,
                           params.pooling, params.style_layers, color)
 
@@ -108,8 +108,7 @@ class StyleTargetStore:
         ``content``, with ``histogram``: the content as the output will be."""
         if params.preserve_color == "histogram" and content is None:
             raise UsageError("preserve_color histogram: the style target needs the content image")
-        key = self._key(pixels_digest(style), params, None if content is None else pixels_digest(content),
-                        output_side)
+        key = self._key(pixels_digest(style), params, lambda: pixels_digest(content), output_side)
         if isinstance(style, Tensor):
             def at_side(side: int) -> Tensor:
                 return resize_tensor(style.float().cpu(), long_side_size(*style.shape[:-3:-1], side)[::-1])
