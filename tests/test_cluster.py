@@ -107,7 +107,7 @@ def test_an_array_checkpoints_requeues_resumes_and_finishes_every_job_once(clust
     status = cli_process("status", "m.csv", "--state-dir", state, cwd=tmp_path)
     assert status.returncode == 0 and "done 2, failed 0, invalid 0, pending 0" in status.stdout, status
     report = cli_process("report", "m.csv", "--state-dir", state, "-o", tmp_path / "r.html", cwd=tmp_path)
-    assert report.returncode == 0 and "2 job(s), 2 done, 0 failed, 0 pending" in report.stdout, report
+    assert report.returncode == 0 and "2 job(s); done 2, failed 0, invalid 0, pending 0" in report.stdout, report
 
 
 def test_scancel_cancels_for_good(cluster, tmp_path):
