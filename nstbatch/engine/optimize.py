@@ -1,5 +1,11 @@
 """The optimisation loop: pixels of the generated image, costs from ``losses``, features from
-``vgg``. Tensors in, tensors out; progress goes to a callback, never to a file or the screen."""
+``vgg``. Tensors in, tensors out; progress goes to a callback, never to a file or the screen.
+
+Read top down: what the loop takes and gives (``Targets``, ``Checkpoint``, ``Hooks``, ``Stage``);
+``optimize``; ``_Loop``, one call, stage after stage; ``_Descent``, one stage, whose ``step`` is
+costs → backward → optimizer step → clamp → average; then what a job is pulled towards
+(``job_targets``, ``stage_targets``), where it starts (``initial_image``), its schedule
+(``stages``) and the costs of a step (``costs``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -65,144 +71,6 @@ class Targets:
 Styles = Union[Tensor, Sequence[tuple[Tensor, float]]]
 
 
-def build_features(params: StyleParams, device: torch.device | str = "cpu") -> VGGFeatures:
-    """The VGG-19 that ``params`` asks for, truncated after its deepest layer, on ``device``."""
-    weights = load_weights(params.weights)
-    return VGGFeatures(weights, params.feature_layers, params.pooling).to(device)
-
-
-def _scaled(features: VGGFeatures, image: Tensor, layers, scale: float,
-            dtype: torch.dtype | None = None) -> dict[str, Tensor]:
-    """Activations at ``layers`` times ``scale``, in float32. With ``dtype`` the network runs
-    under autocast; its outputs are cast back so Gram matrices and costs are float32."""
-    with torch.autocast(image.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-        acts = features(image, layers)
-    return {name: a.float() * scale for name, a in acts.items()}
-
-
-def _as_blend(styles: Styles) -> list[tuple[Tensor, float]]:
-    return [(styles, 1.0)] if isinstance(styles, Tensor) else list(styles)
-
-
-def style_targets_of(features: VGGFeatures, styles: Styles, params: StyleParams, output_side: int,
-                     content: Tensor) -> dict[str, Tensor]:
-    """The blended style target of style images given as tensors, on the engine's own network:
-    each resized to its long side ``params.style_side(output_side)``, prepared for
-    ``preserve_color`` (``color.prepare_style``, against ``content``). The doors (``stylize``,
-    ``run``) take theirs from ``styles.store.StyleTargetStore`` instead: the same statistics,
-    from ONNX Runtime by default, cached."""
-    if not params.style_layers:
-        return {}
-    per_style = []
-    for style, weight in _as_blend(styles):
-        if not weight:
-            continue
-        height, width = style.shape[-2:]
-        side = params.style_side(output_side)
-        style = resize_tensor(style.to(content.device), long_side_size(width, height, side)[::-1])
-        check_image_size(*style.shape[-2:], params.style_layers, "style image")
-        style = prepare_style(style, params, content)
-        per_style.append((torch_style_targets(features, style, params.style_layers), weight))
-    return blend_targets(per_style or [({}, 1.0)], params.feature_scale, content.device)
-
-
-def job_targets(features: VGGFeatures, content: Tensor, style_targets: dict[str, Tensor], params: StyleParams,
-                dtype: torch.dtype | None = None) -> Targets:
-    """What a job is pulled towards, once per job at its full size: the content's activations,
-    the blended style target (``targets.blend_targets``) on the content's device, its W2
-    targets (``style_loss: w2``), and under ``style_cap`` each image's share of beta, from the
-    content image's own style cost."""
-    check_image_size(*content.shape[-2:], params.feature_layers, "content image")
-    style = {name: g.to(content.device) for name, g in style_targets.items()}
-    w2 = ({name: losses.w2_target(style[mean_key(name)], style[name]) for name in params.style_layers}
-          if params.style_loss == "w2" else None)
-    capped = bool(params.style_cap and params.style_layers)
-    layers = params.feature_layers if capped else params.content_layers
-    with torch.no_grad():
-        acts = _scaled(features, content, layers, params.feature_scale, dtype) if layers else {}
-        factor = losses.style_cap_factor(_style_cost(acts, style, params, w2), params.style_cap) if capped else None
-    return Targets({name: acts[name] for name in params.content_layers}, style, factor, w2)
-
-
-def stage_targets(features: VGGFeatures, content: Tensor, job: Targets, params: StyleParams,
-                  dtype: torch.dtype | None = None) -> Targets:
-    """A stage's targets: the content's activations at the stage's size; the job's style
-    target, style_cap factors and W2 targets serve every stage (Grams are per position)."""
-    with torch.no_grad():
-        acts = (_scaled(features, content, params.content_layers, params.feature_scale, dtype)
-                if params.content_layers else {})
-    return dataclasses.replace(job, content=acts)
-
-
-def initial_image(content: Tensor, params: StyleParams, init: Tensor | None = None,
-                  colors: tuple[Tensor, Tensor] | None = None) -> Tensor:
-    """The seed's init is content + U(−noise, noise), clipped; noise comes from a CPU generator
-    seeded by ``params.seed`` so a seed gives the same start on every device. Each image of a
-    batch gets the noise it would get alone, so batching does not change results. ``init``
-    (an image ``(1, 3, h, w)``, the ``init_file`` its caller read) replaces all that: resized
-    to the content, and reduced to its luminance where ``preserve_color`` asks. ``palette``
-    and ``palette+noise`` start from the content recoloured to ``colors`` (the style target's
-    colour mean ``(N, 3)`` and covariance ``(N, 3, 3)``, ``targets.palette``), each image to
-    its own style's, ``palette_mix`` of the way from the content's own colours (without style
-    layers there is no palette: they start from the content)."""
-    if init is not None:
-        start = resize_tensor(init.to(content), tuple(content.shape[-2:]), "bilinear")
-        start = start.expand(content.shape[0], -1, -1, -1).contiguous()
-        return luminance(start) if params.preserve_color == "luminance" else start
-    if params.palette_init:
-        if colors is None:
-            raise ValueError(f"init {params.init} needs the style target's colours")
-        mean, cov = colors
-        recolored = torch.cat([recolor(content[i:i + 1], mean[min(i, len(mean) - 1)], cov[min(i, len(cov) - 1)])
-                               for i in range(content.shape[0])])
-        content = recolored if params.palette_mix == 1 else torch.lerp(content, recolored, params.palette_mix)
-    if params.init in ("content", "palette"):
-        return content.clone(memory_format=torch.contiguous_format)
-    uniform = torch.cat([torch.rand((1, *content.shape[1:]), dtype=torch.float32,
-                                    generator=torch.Generator().manual_seed(params.seed))
-                         for _ in range(content.shape[0])]).to(content)
-    if params.init == "noise":
-        return uniform
-    return (content + (2 * uniform - 1) * params.noise).clamp(0, 1)
-
-
-def costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleParams,
-          dtype: torch.dtype | None = None):
-    """``(total, content, style, tv)``, each of shape ``(N,)``."""
-    acts = _scaled(features, image, params.feature_layers, params.feature_scale, dtype)
-    zero = image.new_zeros(image.shape[0], dtype=torch.float32)
-    j_content = (losses.content_cost_layers(targets.content, acts, params.content_layers,
-                                            params.content_norm)
-                 if params.content_layers else zero)
-    j_style = _style_cost(acts, targets.style, params, targets.w2) if params.style_layers else zero
-    j_tv = losses.tv_cost(image) if params.tv_weight else zero
-    beta = params.style_weight if targets.style_factor is None else params.style_weight * targets.style_factor
-    total = losses.total_cost(j_content, j_style, params.content_weight, beta, j_tv, params.tv_weight)
-    return total, j_content, j_style, j_tv
-
-
-def _style_cost(acts: dict[str, Tensor], style: dict[str, Tensor], params: StyleParams,
-                w2: dict[str, tuple[Tensor, Tensor, Tensor]] | None = None) -> Tensor:
-    """The style cost (N,) of activations against a style target: its per-position Grams, or
-    with ``w2`` (``style_loss: w2``) its moments."""
-    weights = dict(zip(params.style_layers, params.style_layer_weights))
-    if w2 is not None:
-        return sum(weight * losses.w2_layer_cost(acts[name], style[mean_key(name)], style[name], w2[name],
-                                                 params.style_norm)
-                   for name, weight in weights.items())
-    at_size = {name: gram * (acts[name].shape[-2] * acts[name].shape[-1])
-               for name, gram in second_moments(style).items()}  # back to G_S at this size
-    return losses.style_cost(at_size, acts, weights, params.style_norm)
-
-
-def _progress(step: int, params: StyleParams, parts) -> Progress:
-    total, content, style, tv = (float(p.detach().mean()) for p in parts)
-    if not torch.isfinite(torch.tensor(total)):
-        raise OptimizationError(f"the cost became {total} at step {step}",
-                                hint=f"lower the learning rate (lr={params.lr:g})")
-    return Progress(step, params.steps, content, style, tv, total)
-
-
 @dataclass
 class Checkpoint:
     """Everything needed to continue a job exactly where it stopped: after ``step`` updates."""
@@ -243,40 +111,12 @@ class Hooks:
     on_snapshot: Callable[[int, Tensor], None] | None = None  # (step, image) every params.save_every
 
 
-def _cpu_copy(obj):
-    if isinstance(obj, Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _cpu_copy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu_copy(v) for v in obj)
-    return obj
-
-
 class Stage(NamedTuple):
     """One scale of the schedule: steps ``start`` to ``end`` at ``size`` (height, width)."""
 
     start: int
     end: int
     size: tuple[int, int]
-
-
-def stages(params: StyleParams, height: int, width: int) -> list[Stage]:
-    """The coarse-to-fine schedule. A coarse scale too small for the layers is skipped and
-    its steps go to the next one; the full size must fit."""
-    plan, start = [], 0
-    need = min_image_side(params.feature_layers)
-    for i, (scale, share) in enumerate(zip(params.scales, params.scale_steps)):
-        last = i == len(params.scales) - 1
-        end = params.steps if last else min(params.steps, start + round(params.steps * share))
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        if not last and min(size) < need:
-            start = end  # skipped: the next kept scale starts where the last kept one ended
-            continue
-        check_image_size(*size, params.feature_layers, f"content image at scale {scale:g}")
-        plan.append(Stage(plan[-1].end if plan else 0, end, size))
-        start = end
-    return plan
 
 
 def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
@@ -474,30 +314,6 @@ class _Loop:
                           **descent.state_dict())
 
 
-class _Average:
-    """A bias-corrected exponential moving average of the iterates (as crowsonkb's
-    style-transfer-pytorch keeps): the output is the average, which the noise of the last
-    steps does not reach. Not in the paper: the seed's loop has none (``average`` 0); the
-    default preset averages (0.7)."""
-
-    def __init__(self, decay: float, like: Tensor):
-        self.decay = decay
-        self.biased = torch.zeros_like(like, memory_format=torch.contiguous_format)
-        self.weight = 0.0  # 1 - decay^n after n updates: what the bias correction divides by
-
-    def update(self, image: Tensor) -> None:
-        with torch.no_grad():
-            self.biased.mul_(self.decay).add_(image.detach(), alpha=1 - self.decay)
-        self.weight = 1 - (1 - self.weight) * self.decay
-
-    def value(self) -> Tensor:
-        return self.debiased(self.biased, self.weight)
-
-    @staticmethod
-    def debiased(biased: Tensor, weight: float) -> Tensor:
-        return biased / weight if weight else biased  # (no update yet: nothing to correct)
-
-
 class _Descent:
     """One stage's optimizer over the image's pixels (and the average of its iterates): each
     ``step`` is costs → backward → optimizer step → clamp to [0, 1] → average."""
@@ -611,3 +427,193 @@ def _optimizer(params: StyleParams, image: Tensor, objective: Callable[[Tensor],
     with torch.no_grad():
         scale = float(1.0 / objective(image)[0].sum().clamp_min(1e-12))
     return optimizer, scale
+
+
+class _Average:
+    """A bias-corrected exponential moving average of the iterates (as crowsonkb's
+    style-transfer-pytorch keeps): the output is the average, which the noise of the last
+    steps does not reach. Not in the paper: the seed's loop has none (``average`` 0); the
+    default preset averages (0.7)."""
+
+    def __init__(self, decay: float, like: Tensor):
+        self.decay = decay
+        self.biased = torch.zeros_like(like, memory_format=torch.contiguous_format)
+        self.weight = 0.0  # 1 - decay^n after n updates: what the bias correction divides by
+
+    def update(self, image: Tensor) -> None:
+        with torch.no_grad():
+            self.biased.mul_(self.decay).add_(image.detach(), alpha=1 - self.decay)
+        self.weight = 1 - (1 - self.weight) * self.decay
+
+    def value(self) -> Tensor:
+        return self.debiased(self.biased, self.weight)
+
+    @staticmethod
+    def debiased(biased: Tensor, weight: float) -> Tensor:
+        return biased / weight if weight else biased  # (no update yet: nothing to correct)
+
+
+def build_features(params: StyleParams, device: torch.device | str = "cpu") -> VGGFeatures:
+    """The VGG-19 that ``params`` asks for, truncated after its deepest layer, on ``device``."""
+    weights = load_weights(params.weights)
+    return VGGFeatures(weights, params.feature_layers, params.pooling).to(device)
+
+
+def style_targets_of(features: VGGFeatures, styles: Styles, params: StyleParams, output_side: int,
+                     content: Tensor) -> dict[str, Tensor]:
+    """The blended style target of style images given as tensors, on the engine's own network:
+    each resized to its long side ``params.style_side(output_side)``, prepared for
+    ``preserve_color`` (``color.prepare_style``, against ``content``). The doors (``stylize``,
+    ``run``) take theirs from ``styles.store.StyleTargetStore`` instead: the same statistics,
+    from ONNX Runtime by default, cached."""
+    if not params.style_layers:
+        return {}
+    per_style = []
+    for style, weight in _as_blend(styles):
+        if not weight:
+            continue
+        height, width = style.shape[-2:]
+        side = params.style_side(output_side)
+        style = resize_tensor(style.to(content.device), long_side_size(width, height, side)[::-1])
+        check_image_size(*style.shape[-2:], params.style_layers, "style image")
+        style = prepare_style(style, params, content)
+        per_style.append((torch_style_targets(features, style, params.style_layers), weight))
+    return blend_targets(per_style or [({}, 1.0)], params.feature_scale, content.device)
+
+
+def job_targets(features: VGGFeatures, content: Tensor, style_targets: dict[str, Tensor], params: StyleParams,
+                dtype: torch.dtype | None = None) -> Targets:
+    """What a job is pulled towards, once per job at its full size: the content's activations,
+    the blended style target (``targets.blend_targets``) on the content's device, its W2
+    targets (``style_loss: w2``), and under ``style_cap`` each image's share of beta, from the
+    content image's own style cost."""
+    check_image_size(*content.shape[-2:], params.feature_layers, "content image")
+    style = {name: g.to(content.device) for name, g in style_targets.items()}
+    w2 = ({name: losses.w2_target(style[mean_key(name)], style[name]) for name in params.style_layers}
+          if params.style_loss == "w2" else None)
+    capped = bool(params.style_cap and params.style_layers)
+    layers = params.feature_layers if capped else params.content_layers
+    with torch.no_grad():
+        acts = _scaled(features, content, layers, params.feature_scale, dtype) if layers else {}
+        factor = losses.style_cap_factor(_style_cost(acts, style, params, w2), params.style_cap) if capped else None
+    return Targets({name: acts[name] for name in params.content_layers}, style, factor, w2)
+
+
+def stage_targets(features: VGGFeatures, content: Tensor, job: Targets, params: StyleParams,
+                  dtype: torch.dtype | None = None) -> Targets:
+    """A stage's targets: the content's activations at the stage's size; the job's style
+    target, style_cap factors and W2 targets serve every stage (Grams are per position)."""
+    with torch.no_grad():
+        acts = (_scaled(features, content, params.content_layers, params.feature_scale, dtype)
+                if params.content_layers else {})
+    return dataclasses.replace(job, content=acts)
+
+
+def initial_image(content: Tensor, params: StyleParams, init: Tensor | None = None,
+                  colors: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """The seed's init is content + U(−noise, noise), clipped; noise comes from a CPU generator
+    seeded by ``params.seed`` so a seed gives the same start on every device. Each image of a
+    batch gets the noise it would get alone, so batching does not change results. ``init``
+    (an image ``(1, 3, h, w)``, the ``init_file`` its caller read) replaces all that: resized
+    to the content, and reduced to its luminance where ``preserve_color`` asks. ``palette``
+    and ``palette+noise`` start from the content recoloured to ``colors`` (the style target's
+    colour mean ``(N, 3)`` and covariance ``(N, 3, 3)``, ``targets.palette``), each image to
+    its own style's, ``palette_mix`` of the way from the content's own colours (without style
+    layers there is no palette: they start from the content)."""
+    if init is not None:
+        start = resize_tensor(init.to(content), tuple(content.shape[-2:]), "bilinear")
+        start = start.expand(content.shape[0], -1, -1, -1).contiguous()
+        return luminance(start) if params.preserve_color == "luminance" else start
+    if params.palette_init:
+        if colors is None:
+            raise ValueError(f"init {params.init} needs the style target's colours")
+        mean, cov = colors
+        recolored = torch.cat([recolor(content[i:i + 1], mean[min(i, len(mean) - 1)], cov[min(i, len(cov) - 1)])
+                               for i in range(content.shape[0])])
+        content = recolored if params.palette_mix == 1 else torch.lerp(content, recolored, params.palette_mix)
+    if params.init in ("content", "palette"):
+        return content.clone(memory_format=torch.contiguous_format)
+    uniform = torch.cat([torch.rand((1, *content.shape[1:]), dtype=torch.float32,
+                                    generator=torch.Generator().manual_seed(params.seed))
+                         for _ in range(content.shape[0])]).to(content)
+    if params.init == "noise":
+        return uniform
+    return (content + (2 * uniform - 1) * params.noise).clamp(0, 1)
+
+
+def stages(params: StyleParams, height: int, width: int) -> list[Stage]:
+    """The coarse-to-fine schedule. A coarse scale too small for the layers is skipped and
+    its steps go to the next one; the full size must fit."""
+    plan, start = [], 0
+    need = min_image_side(params.feature_layers)
+    for i, (scale, share) in enumerate(zip(params.scales, params.scale_steps)):
+        last = i == len(params.scales) - 1
+        end = params.steps if last else min(params.steps, start + round(params.steps * share))
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        if not last and min(size) < need:
+            start = end  # skipped: the next kept scale starts where the last kept one ended
+            continue
+        check_image_size(*size, params.feature_layers, f"content image at scale {scale:g}")
+        plan.append(Stage(plan[-1].end if plan else 0, end, size))
+        start = end
+    return plan
+
+
+def costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleParams,
+          dtype: torch.dtype | None = None):
+    """``(total, content, style, tv)``, each of shape ``(N,)``."""
+    acts = _scaled(features, image, params.feature_layers, params.feature_scale, dtype)
+    zero = image.new_zeros(image.shape[0], dtype=torch.float32)
+    j_content = (losses.content_cost_layers(targets.content, acts, params.content_layers,
+                                            params.content_norm)
+                 if params.content_layers else zero)
+    j_style = _style_cost(acts, targets.style, params, targets.w2) if params.style_layers else zero
+    j_tv = losses.tv_cost(image) if params.tv_weight else zero
+    beta = params.style_weight if targets.style_factor is None else params.style_weight * targets.style_factor
+    total = losses.total_cost(j_content, j_style, params.content_weight, beta, j_tv, params.tv_weight)
+    return total, j_content, j_style, j_tv
+
+
+def _style_cost(acts: dict[str, Tensor], style: dict[str, Tensor], params: StyleParams,
+                w2: dict[str, tuple[Tensor, Tensor, Tensor]] | None = None) -> Tensor:
+    """The style cost (N,) of activations against a style target: its per-position Grams, or
+    with ``w2`` (``style_loss: w2``) its moments."""
+    weights = dict(zip(params.style_layers, params.style_layer_weights))
+    if w2 is not None:
+        return sum(weight * losses.w2_layer_cost(acts[name], style[mean_key(name)], style[name], w2[name],
+                                                 params.style_norm)
+                   for name, weight in weights.items())
+    at_size = {name: gram * (acts[name].shape[-2] * acts[name].shape[-1])
+               for name, gram in second_moments(style).items()}  # back to G_S at this size
+    return losses.style_cost(at_size, acts, weights, params.style_norm)
+
+
+def _scaled(features: VGGFeatures, image: Tensor, layers, scale: float,
+            dtype: torch.dtype | None = None) -> dict[str, Tensor]:
+    """Activations at ``layers`` times ``scale``, in float32. With ``dtype`` the network runs
+    under autocast; its outputs are cast back so Gram matrices and costs are float32."""
+    with torch.autocast(image.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        acts = features(image, layers)
+    return {name: a.float() * scale for name, a in acts.items()}
+
+
+def _as_blend(styles: Styles) -> list[tuple[Tensor, float]]:
+    return [(styles, 1.0)] if isinstance(styles, Tensor) else list(styles)
+
+
+def _progress(step: int, params: StyleParams, parts) -> Progress:
+    total, content, style, tv = (float(p.detach().mean()) for p in parts)
+    if not torch.isfinite(torch.tensor(total)):
+        raise OptimizationError(f"the cost became {total} at step {step}",
+                                hint=f"lower the learning rate (lr={params.lr:g})")
+    return Progress(step, params.steps, content, style, tv, total)
+
+
+def _cpu_copy(obj):
+    if isinstance(obj, Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
