@@ -41,8 +41,8 @@ def cluster(tmp_path_factory):
         yield env
 
 
-def sbatch(env, folder, *args) -> str:
-    out = subprocess.run(["sbatch", "--parsable", "--gres=none", "--cpus-per-task=1", "--time=1",
+def sbatch(env, folder, *args, minutes: int = 1) -> str:
+    out = subprocess.run(["sbatch", "--parsable", "--gres=none", "--cpus-per-task=1", f"--time={minutes}",
                           f"--output={folder}/task-%A_%a.log", *args, str(SCRIPT), "m.csv"],
                          env=env, cwd=folder, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -61,8 +61,9 @@ def wait_until(predicate, timeout, what, env=None, job=None):
 def test_an_array_checkpoints_requeues_resumes_and_finishes_every_job_once(cluster, tmp_path):
     env = cluster
     draw_inputs(tmp_path, 2, 48, 40, 40)
-    # Two jobs that outlast the first allocation: USR1 comes 40 s before its 1-minute limit
-    # (SLURM's timers may send it up to a minute early: right at the start, at worst).
+    # Two jobs that are still running when the time limit's warning (USR1) comes: the test sends
+    # it, as SLURM's --signal=B:USR1 does, once it sees both under way; SLURM's own warning, due a
+    # minute before a 10-minute limit, comes long after (its timers may send it up to a minute early).
     rows = "".join(f'j{i},c{i}.png,s.png,out/j{i}.png,64,3000,relu2_2,"relu1_1,relu2_1",{i}\n' for i in range(2))
     (tmp_path / "m.csv").write_text(CSV_HEADER + rows)
     whole = tmp_path / "whole"
@@ -74,8 +75,15 @@ def test_an_array_checkpoints_requeues_resumes_and_finishes_every_job_once(clust
     reference = spawn_run(whole, "-q", env={"SLURM_CPUS_PER_TASK": "1"}, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
     env = {**env, "NSTBATCH_STATE_DIR": str(tmp_path / "state")}
-    job = sbatch(env, tmp_path, "--array=0-1", "--signal=B:USR1@40")
+    job = sbatch(env, tmp_path, "--array=0-1", "--signal=B:USR1@60", minutes=10)
     state = tmp_path / "state"
+    # The time limit's warning, sent once both tasks are observed to be under way (each has
+    # checkpointed, every 200 steps, with thousands to go), not left to SLURM's clock: on an idle
+    # machine a task can finish before its warning comes.
+    checkpoints = [state / "checkpoints" / f"j{i}.pt" for i in range(2)]
+    wait_until(lambda: all(path.is_file() for path in checkpoints), 300, "both tasks to checkpoint", env, job)
+    signalled = subprocess.run(["scancel", "--signal=USR1", "--batch", job], env=env, capture_output=True, text=True)
+    assert signalled.returncode == 0, signalled.stderr
 
     requeued: dict[str, float] = {}
 
