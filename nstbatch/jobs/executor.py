@@ -158,7 +158,7 @@ class JobExecutor:
         limit = memory_available(self.device)
         if limit is not None and self.peers > 1:
             limit = replace(limit, bytes=limit.bytes // self.peers, source=f"{limit.source}, shared by {self.peers} workers")
-        styles = max(style_pixels(entry.item.job) for entry in loaded)
+        styles = max(style_pixels(entry.item.job, max(entry.content.shape[-2:])) for entry in loaded)
         memory = plan_memory(params, height, width, limit.bytes if limit else None, len(loaded), self.device.type,
                              styles)
         if memory is None:

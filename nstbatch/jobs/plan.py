@@ -141,10 +141,12 @@ def output_side(job: Job) -> int | None:
     return max(size) if size else None
 
 
-def style_pixels(job: Job) -> int:
+def style_pixels(job: Job, output_long_side: int | None = None) -> int:
     """The largest of the job's style images at their size, in pixels (headers only; 0 for one
-    that cannot be read: validation reports it)."""
-    largest, side = 0, job.params.style_side(output_side(job))
+    that cannot be read: validation reports it). ``output_long_side``: the output's long side
+    where the caller knows it (else the content's header is read for it)."""
+    side = output_long_side if output_long_side is not None else output_side(job)
+    largest, side = 0, job.params.style_side(side)
     for path, _ in job.styles:
         try:
             info = probe_image(path)
@@ -227,7 +229,7 @@ def plan_shards(manifest_path: str | os.PathLike, count: int, batch: int = 1) ->
         if sizes[job.content]:
             width, height = output_size(*sizes[job.content], *job.params.geometry)
             row[1] += width * height * job.params.steps / 1e6
-            peak = estimate(job.params, height, width, batch, style_pixels=style_pixels(job))
+            peak = estimate(job.params, height, width, batch, style_pixels=style_pixels(job, max(width, height)))
             if row[2] is None or peak.bytes > row[2].bytes:
                 row[2] = peak
     return [ShardLoad(i, jobs, mps, peak) for i, (jobs, mps, peak) in enumerate(work)]
@@ -255,7 +257,7 @@ def memory_warnings(manifest: Manifest, skip: set[str | None] = frozenset()) -> 
         if shape is None or (job.params.to_json(), shape) in seen:
             continue
         seen.add((job.params.to_json(), shape))
-        styles = style_pixels(job)
+        styles = style_pixels(job, max(shape))
         fit = plan_memory(job.params, *shape, room, style_pixels=styles)
         need = estimate(job.params, *shape, checkpointing=fit is None or fit.checkpointing, style_pixels=styles)
         where = f"{job.where}: job {job.id} ({shape[1]}x{shape[0]} px) needs about {need}"

@@ -38,11 +38,6 @@ class RunView:
     def count(self, *statuses: JobStatus) -> int:
         return sum(v.status in statuses for v in self.jobs)
 
-    @property
-    def failed(self) -> int:
-        """Failed, invalid and quarantined jobs."""
-        return sum(v.status.is_failure for v in self.jobs)
-
     def totals(self) -> list[tuple[str, int]]:
         """The run's story in the words ``run``'s last line uses: done, failed, invalid (jobs
         and rows that did not parse), quarantined where any, pending (running and interrupted
