@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nstbatch.config import DEFAULT_PRESET, resolve_params  # noqa: E402
 from nstbatch.io.images import load_image  # noqa: E402
 from nstbatch.engine.pixels import to_pil, to_tensor  # noqa: E402
-from nstbatch.engine.optimize import Hooks, build_features, optimize  # noqa: E402
+from nstbatch.engine.optimize import build_features, optimize  # noqa: E402
 from nstbatch.engine.yardstick import Yardstick  # noqa: E402
 
 STARTED = time.monotonic()
@@ -89,9 +89,9 @@ def step_times(b: Bench, content, style, size, batches, steps):
                 return b.emit(section="step", skipped="time budget")
             x = batch_of(content, n)
             warm = resolve_params("seed", {"size": size, "steps": 3, "precision": precision})
-            optimize(x, style, warm, features=features, hooks=Hooks(report_every=10**9))
+            optimize(x, style, warm, features=features, report_every=10**9)
             b.reset_peak()
-            seconds, _ = b.timed(lambda: optimize(x, style, params, features=features, hooks=Hooks(report_every=10**9)))
+            seconds, _ = b.timed(lambda: optimize(x, style, params, features=features, report_every=10**9))
             b.emit(section="step", preset="seed", precision=precision, batch=n, size=list(x.shape[-2:]),
                    steps=steps, ms_per_step_per_image=round(1000 * seconds / steps / n, 2),
                    s_per_image_500_steps=round(500 * seconds / steps / n, 3), peak_gib=round(b.peak_gib(), 2))
@@ -111,7 +111,7 @@ def end_to_end(b: Bench, content, style, size, batches, seed_steps):
             return b.emit(section="default", skipped="time budget")
         x = batch_of(content, n)
         optimize(x, style, resolve_params(DEFAULT_PRESET, {"size": size, "steps": 4}), features=features)
-        seconds, result = b.timed(lambda: optimize(x, style, params, features=features, hooks=Hooks(report_every=10**9)))
+        seconds, result = b.timed(lambda: optimize(x, style, params, features=features, report_every=10**9))
         b.emit(section="default", preset=DEFAULT_PRESET, steps=params.steps, precision=params.precision,
                batch=n, size=list(x.shape[-2:]), s_per_image=round(seconds / n, 3), **scores(yardstick, result.image))
         if n == batches[-1]:
@@ -120,7 +120,7 @@ def end_to_end(b: Bench, content, style, size, batches, seed_steps):
         return b.emit(section="seed500", skipped="time budget")
     seed = resolve_params("seed", {"size": size, "steps": seed_steps, "precision": "fp32"})
     seed_features = build_features(seed, b.device)
-    seconds, result = b.timed(lambda: optimize(content, style, seed, features=seed_features, hooks=Hooks(report_every=10**9)))
+    seconds, result = b.timed(lambda: optimize(content, style, seed, features=seed_features, report_every=10**9))
     b.emit(section="seed500", preset="seed", steps=seed_steps, precision="fp32", batch=1,
            s_per_image=round(seconds, 3), **scores(yardstick, result.image))
     to_pil(result.image[0]).save(b.out / "seed_500.png")
@@ -134,7 +134,7 @@ def batch_equality(b: Bench, content, style, size, n):
     features = build_features(params, b.device)
     yardstick = Yardstick(content.cpu(), style.cpu(), size)
     x = batch_of(content, n)
-    run = lambda images: optimize(images, style, params, features=features, hooks=Hooks(report_every=10**9)).image
+    run = lambda images: optimize(images, style, params, features=features, report_every=10**9).image
     together, alone = run(x)[1:2], run(x[1:2])
     nudged = run((x[1:2] + 1e-6 * torch.randn_like(x[1:2])).clamp(0, 1))
     for name, other in (("batched", together), ("nudged 1e-6", nudged)):
@@ -228,8 +228,8 @@ def compiled(b: Bench, content, style, size, n, steps):
         features = build_features(params, b.device)
         if mode != "eager":
             features.compile_trunk(None if mode == "default" else mode)
-        first, _ = b.timed(lambda: optimize(x, style, params, features=features, hooks=Hooks(report_every=10**9)))
-        seconds, _ = b.timed(lambda: optimize(x, style, params, features=features, hooks=Hooks(report_every=10**9)))
+        first, _ = b.timed(lambda: optimize(x, style, params, features=features, report_every=10**9))
+        seconds, _ = b.timed(lambda: optimize(x, style, params, features=features, report_every=10**9))
         b.emit(section="compile", mode=mode, batch=n, size=list(x.shape[-2:]), steps=steps,
                first_run_s=round(first, 2), ms_per_step=round(1000 * seconds / steps, 2))
 

@@ -22,7 +22,7 @@ from nstbatch.config import DEFAULT_PRESET, resolve_params
 from nstbatch.engine.devices import autocast_dtype
 from nstbatch.io.images import load_image
 from nstbatch.engine.pixels import to_tensor
-from nstbatch.engine.optimize import Hooks, build_features, optimize
+from nstbatch.engine.optimize import build_features, optimize
 
 import baseline  # noqa: E402  (benchmarks/ is the script's folder)
 
@@ -37,7 +37,7 @@ def intervals(stamps: list[float]) -> float:
 def time_nstbatch(content, style, params) -> float:
     stamps: list[float] = []
     features = build_features(params)
-    optimize(content, style, params, features=features, hooks=Hooks(on_step=lambda p: stamps.append(time.perf_counter())))
+    optimize(content, style, params, features=features, on_step=lambda p: stamps.append(time.perf_counter()))
     return intervals(stamps)
 
 

@@ -12,12 +12,12 @@ from PIL import Image
 
 from .config import StyleParams, resolve_params
 from .engine.devices import resolve_device
-from .engine.optimize import Hooks, Progress, Result
+from .engine.optimize import Progress, Result
 from .engine.pixels import to_pil, to_tensor
 from .engine.vgg import VGGFeatures
 from .engine.weights import load_weights
 from .io.images import fit_image, save_image, to_rgb
-from .jobs.single import check_job_files, optimize_job, provenance, stylize_job
+from .jobs.single import Hooks, check_job_files, optimize_job, provenance, stylize_job
 from .styles.store import StyleTargetStore, default_store
 
 

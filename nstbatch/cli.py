@@ -82,7 +82,7 @@ def stylize(
     """Stylize one CONTENT image with one STYLE image (or a blend of several) into --output."""
     from .api import stylize_file
     from .environment import quiet_onnxruntime_logs
-    from .engine.optimize import Hooks
+    from .jobs.single import Hooks
     from .io.images import save_image
     from .engine.pixels import to_pil
 

@@ -20,9 +20,9 @@ class KillWorker:
 
         import nstbatch.jobs.executor as executor
 
-        real = executor.optimize
+        real = executor.optimize_job
 
-        def optimize(content, style, params, **kwargs):
+        def optimize(content, style_targets, params, **kwargs):
             if params.seed == self.seed:
                 hooks = kwargs["hooks"]
 
@@ -33,6 +33,6 @@ class KillWorker:
                         hooks.on_step(progress)
 
                 kwargs["hooks"] = dataclasses.replace(hooks, on_step=dying)
-            return real(content, style, params, **kwargs)
+            return real(content, style_targets, params, **kwargs)
 
-        executor.optimize = optimize
+        executor.optimize_job = optimize

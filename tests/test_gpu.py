@@ -8,7 +8,7 @@ from PIL import Image
 
 from nstbatch.cli import main
 from nstbatch.config import resolve_params
-from nstbatch.engine.optimize import Hooks, build_features, optimize
+from nstbatch.engine.optimize import Stylization, build_features, optimize
 from tests.conftest import pattern, report_lines, tensor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
@@ -58,7 +58,7 @@ def test_reduced_precision_on_the_gpu_reaches_the_fp32_cost(pair, gpu_features, 
     runs = {}
     for p in ("fp32", precision):
         params = resolve_params("balanced", {"steps": 30, "precision": p, "scales": "1", "scale_steps": "1"})
-        runs[p] = optimize(content.cuda(), style.cuda(), params, features=gpu_features, hooks=Hooks(report_every=10))
+        runs[p] = optimize(content.cuda(), style.cuda(), params, features=gpu_features, report_every=10)
     reduced, full = runs[precision].history, runs["fp32"].history
     assert all(np.isfinite(p.total) for p in reduced)
     assert reduced[-1].total < 0.5 * reduced[0].total
@@ -140,8 +140,11 @@ def test_colour_preservation_on_the_gpu_matches_the_cpu(pair, gpu_features, mode
     content, style = pair
     params = resolve_params("balanced", {"steps": 8, "precision": "fp32", "preserve_color": mode, "save_every": 4})
     snapshots = []
-    gpu = optimize(content.cuda(), style.cuda(), params, features=gpu_features,
-                   hooks=Hooks(on_snapshot=lambda step, image: snapshots.append((step, image.device.type)))).image.cpu()
+    with Stylization(content.cuda(), style.cuda(), params, features=gpu_features) as run:
+        for point in run:
+            if point.passed(params.save_every):
+                snapshots.append((point.step, run.image().device.type))
+    gpu = run.result().image.cpu()
     cpu = optimize(content, style, params).image
     assert_nearly_equal(gpu, cpu)
     assert snapshots == [(4, "cuda")]

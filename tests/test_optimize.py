@@ -5,7 +5,7 @@ import torch
 
 from nstbatch.config import resolve_params
 from nstbatch.errors import OptimizationError
-from nstbatch.engine.optimize import Hooks, build_features, initial_image, optimize
+from nstbatch.engine.optimize import Stylization, build_features, initial_image, optimize
 from tests.conftest import pattern, targets_of, tensor
 
 
@@ -27,11 +27,35 @@ def seed_features():
     return build_features(resolve_params("seed"))
 
 
+def drive(content, style, params, features, *, every=0, stop_at=None, snapshots=None, **options):
+    """A ``Stylization`` driven as a caller drives one: a checkpoint at each update that reaches
+    a multiple of ``every``, the image into ``snapshots`` after every update, and a stop at
+    step ``stop_at`` with its checkpoint. The checkpoints taken, and the result (None when it
+    stopped)."""
+    saved = []
+    with Stylization(content, style, params, features=features, **options) as run:
+        for point in run:
+            if snapshots is not None:
+                snapshots.append(run.image().clone())
+            if point.passed(every):
+                saved.append(run.checkpoint())
+            if point.step == stop_at:
+                return saved + [run.checkpoint()], None
+    return saved, run.result()
+
+
+def stopped_at(step, content, style, params, features, **options):
+    """The checkpoint of a run stopped between updates once ``step`` updates are done."""
+    saved, result = drive(content, style, params, features, stop_at=step, **options)
+    assert result is None, f"the run never stood at step {step}"
+    return saved[-1]
+
+
 def test_thirty_adam_steps_of_the_seed_preset_halve_the_total_cost(pair, seed_features):
     content, style = pair
     params = resolve_params("seed", {"steps": 30, "size": 64})
     seen = []
-    result = optimize(content, style, params, features=seed_features, hooks=Hooks(on_step=seen.append))
+    result = optimize(content, style, params, features=seed_features, on_step=seen.append)
     first, last = result.history[0], result.history[-1]
     assert [p.step for p in result.history] == list(range(31)) and seen == result.history
     assert last.total <= 0.5 * first.total
@@ -104,16 +128,11 @@ def test_batch_of_images_shares_one_pass_and_matches_one_by_one(pair, seed_featu
 @pytest.mark.parametrize("preset, extra", [("seed", {}), ("gatys", {}),
                                            ("balanced", {"style_loss": "w2", "lr_end": 0.1, "scales": "1"})])
 def test_preempted_and_resumed_run_continues_the_same_trajectory(pair, preset, extra):
-    from nstbatch.engine.optimize import Preempted
-
     content, style = pair
     params = resolve_params(preset, {"steps": 8, "precision": "fp32", **extra, **LIGHT})
     features = build_features(params)
     whole = optimize(content, style, params, features=features)
-    calls = iter(range(100))
-    with pytest.raises(Preempted) as stopped:
-        optimize(content, style, params, features=features, hooks=Hooks(should_stop=lambda: next(calls) == 3))
-    checkpoint = stopped.value.checkpoint
+    checkpoint = stopped_at(3, content, style, params, features)
     assert checkpoint.step == 3 and len(checkpoint.history) == 3
     resumed = optimize(content, style, params, features=features, resume=checkpoint)
     torch.testing.assert_close(resumed.image, whole.image, rtol=0, atol=1e-5)
@@ -121,16 +140,13 @@ def test_preempted_and_resumed_run_continues_the_same_trajectory(pair, preset, e
 
 
 def test_lbfgs_clip_every_runs_its_iterations_in_one_call_on_fewer_evaluations(pair):
-    from nstbatch.engine.optimize import Preempted
-
     content, style = pair
     params = resolve_params("gatys", {"steps": 11, **LIGHT})
     features = build_features(params)
     runs = {}
     for every in (1, 5):
-        saved = []
-        runs[every] = optimize(content, style, dataclasses.replace(params, clip_every=every), features=features,
-                               hooks=Hooks(checkpoint_every=10, on_checkpoint=saved.append)), saved
+        saved, result = drive(content, style, dataclasses.replace(params, clip_every=every), features, every=10)
+        runs[every] = result, saved
     (_, one_saved), (five, five_saved) = runs[1], runs[5]
     # a call of five iterations is one reported step: 0, 5, 10, then the end
     assert [p.step for p in five.history] == [0, 5, 10, 11] and [c.step for c in five_saved] == [10]
@@ -141,12 +157,11 @@ def test_lbfgs_clip_every_runs_its_iterations_in_one_call_on_fewer_evaluations(p
     evaluations = [saved[0].optimizer["state"][0]["func_evals"] for saved in (one_saved, five_saved)]
     assert evaluations[1] < 0.75 * evaluations[0]
     # stopped before its second call (step 5), resumed: the same trajectory
-    calls = iter(range(100))
     every5 = dataclasses.replace(params, clip_every=5)
-    with pytest.raises(Preempted) as stopped:
-        optimize(content, style, every5, features=features, hooks=Hooks(should_stop=lambda: next(calls) == 1))
-    assert stopped.value.checkpoint.step == 5
-    resumed = optimize(content, style, every5, features=features, resume=stopped.value.checkpoint)
+    with Stylization(content, style, every5, features=features) as run:
+        assert [point.step for point in run] == [0, 5, 10]  # between calls: no point inside one
+    stopped = stopped_at(5, content, style, every5, features)
+    resumed = optimize(content, style, every5, features=features, resume=stopped)
     assert torch.equal(resumed.image, five.image)
 
 
@@ -179,9 +194,7 @@ def test_the_learning_rate_falls_along_a_half_cosine_within_each_scale(pair):
 
 def test_checkpoint_every_n_steps(pair, seed_features):
     content, style = pair
-    saved = []
-    optimize(content, style, resolve_params("seed", {"steps": 7}), features=seed_features,
-             hooks=Hooks(checkpoint_every=3, on_checkpoint=saved.append))
+    saved, _ = drive(content, style, resolve_params("seed", {"steps": 7}), seed_features, every=3)
     assert [c.step for c in saved] == [3, 6]
 
 
@@ -205,50 +218,64 @@ def test_fp16_needs_a_gpu(pair, seed_features):
 
 
 def test_report_every_thins_the_history_but_keeps_the_end(pair, seed_features):
-    result = optimize(*pair, resolve_params("seed", {"steps": 7}), features=seed_features, hooks=Hooks(report_every=3))
+    result = optimize(*pair, resolve_params("seed", {"steps": 7}), features=seed_features, report_every=3)
     assert [p.step for p in result.history] == [0, 3, 6, 7]
 
 
 def test_lbfgs_with_bf16_keeps_the_default_layout(pair):
-    from nstbatch.engine.optimize import Hooks, _Loop
-
     params = resolve_params("gatys", {"steps": 2, "precision": "bf16", "style_layers": "relu1_1",
                                       "content_layers": "relu2_2"})
     features = build_features(params)
     # L-BFGS flattens the gradient with .view(-1): the image must keep the default layout,
     # where Adam under bf16 takes channels-last.
-    loop = _Loop(features, params, Hooks(), None)
-    assert loop.memory_format == torch.contiguous_format
-    assert loop.network_format == torch.channels_last  # the network takes bf16's fast layout all the same
+    run = Stylization(pair[0], pair[1], params, features=features)
+    assert run.memory_format == torch.contiguous_format
+    assert run.network_format == torch.channels_last  # the network takes bf16's fast layout all the same
     adam = resolve_params("seed", {"precision": "bf16"})
-    assert _Loop(features, adam, Hooks(), None).memory_format == torch.channels_last
+    assert Stylization(pair[0], pair[1], adam, features=features).memory_format == torch.channels_last
     result = optimize(*pair, params, features=features)
     assert result.history[-1].total <= result.history[0].total and result.image.is_contiguous()
 
 
 def test_the_network_comes_back_in_its_own_layout_even_when_the_call_stops(pair):
-    from nstbatch.engine.optimize import Hooks, Preempted
-
     params = resolve_params("seed", {"steps": 4, "precision": "bf16", "style_layers": "relu1_1",
                                      "content_layers": "relu2_2"})
     features = build_features(params)
     weights = [p for p in features.parameters() if p.dim() == 4]
     seen = []
-
-    def stop() -> bool:  # during the call: channels-last, as bf16 runs best
-        seen.append(all(w.is_contiguous(memory_format=torch.channels_last) for w in weights))
-        return len(seen) == 3
-
-    with pytest.raises(Preempted):
-        optimize(*pair, params, features=features, hooks=Hooks(should_stop=stop),
-                 activation_checkpointing=True)
-    assert seen and all(seen)
+    with pytest.raises(KeyboardInterrupt):
+        with Stylization(*pair, params, features=features, activation_checkpointing=True) as run:
+            for point in run:  # during the run: channels-last, as bf16 runs best
+                seen.append(all(w.is_contiguous(memory_format=torch.channels_last) for w in weights))
+                if point.step == 2:
+                    raise KeyboardInterrupt  # the caller leaves between two updates
+    assert seen == [True] * 3
     assert all(w.is_contiguous() for w in weights) and features.checkpointing is False  # as it was
+    with pytest.raises(RuntimeError, match="inside its with block"):
+        iter(Stylization(*pair, params, features=features))
+
+
+def test_a_stylization_hands_its_caller_a_point_between_every_two_updates(pair, seed_features):
+    content, style = pair
+    params = resolve_params("seed", {"steps": 5, "save_every": 2, **LIGHT})
+    images = []
+    with Stylization(content, style, params, features=seed_features) as run:
+        points = []
+        for point in run:
+            points.append(point)
+            images.append(run.image().clone())
+    # before the first update, then after each but the last (whose image is the result)
+    assert [tuple(p) for p in points] == [(0, 0), (1, 0), (2, 1), (3, 2), (4, 3)]
+    assert [p.step for p in points if p.passed(2)] == [2, 4] and not any(p.passed(0) for p in points)
+    assert torch.equal(images[0], initial_image(content, params))
+    assert [p.step for p in run.result().history] == list(range(6))
+    with pytest.raises(RuntimeError, match="not run to its end"):
+        Stylization(content, style, params, features=seed_features).result()
 
 
 @pytest.mark.parametrize("carry", ["image", "detail"])
 def test_multi_scale_runs_coarse_to_fine_and_resumes_across_scales(pair, seed_features, carry):
-    from nstbatch.engine.optimize import Preempted, stages
+    from nstbatch.engine.optimize import stages
 
     content, style = pair
     params = resolve_params("seed", {"steps": 9, "scales": "0.5,1", "scale_steps": "0.67,0.33", "scale_carry": carry})
@@ -257,14 +284,10 @@ def test_multi_scale_runs_coarse_to_fine_and_resumes_across_scales(pair, seed_fe
     assert whole.image.shape == content.shape and [p.step for p in whole.history] == list(range(10))
     assert whole.history[-1].total < whole.history[0].total
     for stop_at in (4, 6, 7):  # inside the coarse scale, at the boundary, inside the fine one
-        calls = iter(range(100))
-        with pytest.raises(Preempted) as stopped:
-            optimize(content, style, params, features=seed_features,
-                     hooks=Hooks(should_stop=lambda: next(calls) == stop_at))
-        resumed = optimize(content, style, params, features=seed_features, resume=stopped.value.checkpoint)
+        checkpoint = stopped_at(stop_at, content, style, params, seed_features)
+        resumed = optimize(content, style, params, features=seed_features, resume=checkpoint)
         torch.testing.assert_close(resumed.image, whole.image, rtol=0, atol=1e-5)
-    saved = []
-    optimize(content, style, params, features=seed_features, hooks=Hooks(checkpoint_every=3, on_checkpoint=saved.append))
+    saved, _ = drive(content, style, params, seed_features, every=3)
     assert [c.step for c in saved] == [3, 6]
     resumed = optimize(content, style, params, features=seed_features, resume=saved[1])
     torch.testing.assert_close(resumed.image, whole.image, rtol=0, atol=1e-5)
@@ -339,16 +362,11 @@ def test_a_coarse_scale_too_small_for_the_layers_is_skipped_and_a_full_size_too_
 @pytest.mark.parametrize("average", [0.0, 0.8])
 def test_a_batch_checkpoint_sliced_per_image_resumes_each_image_alone(pair, seed_features, average):
     from nstbatch.jobs.checkpoints import slice_checkpoint as _slice
-    from nstbatch.engine.optimize import Preempted
-
     content, style = pair
     params = resolve_params("seed", {"steps": 6, "init": "content", "average": average, **LIGHT})
     batch = torch.cat([content, content.flip(-1)])
     whole = optimize(batch, style, params, features=seed_features).image
-    calls = iter(range(100))
-    with pytest.raises(Preempted) as stopped:
-        optimize(batch, style, params, features=seed_features, hooks=Hooks(should_stop=lambda: next(calls) == 3))
-    one = _slice(stopped.value.checkpoint, 1, 2)
+    one = _slice(stopped_at(3, batch, style, params, seed_features), 1, 2)
     assert one.image.shape[0] == 1 and one.optimizer["state"][0]["exp_avg"].shape[0] == 1
     assert (one.average is None) == (average == 0) and (one.average is None or one.average.shape[0] == 1)
     resumed = optimize(content.flip(-1), style, params, features=seed_features, resume=one).image
@@ -406,44 +424,33 @@ def test_a_mixed_style_batch_pulls_each_image_towards_its_own_style(pair, seed_f
 
 
 def test_the_averaged_output_is_the_bias_corrected_ema_of_the_iterates(pair, seed_features):
-    from nstbatch.engine.optimize import Hooks
-
     content, style = pair
-    plain = resolve_params("seed", {"steps": 6, "save_every": 1, **LIGHT})
-    iterates = []  # the image after steps 1..5 (snapshots), then after step 6 (the result)
-    last = optimize(content, style, plain, features=seed_features,
-                    hooks=Hooks(on_snapshot=lambda step, image: iterates.append(image.clone()))).image
-    iterates.append(last)
+    plain = resolve_params("seed", {"steps": 6, **LIGHT})
+    iterates = []  # the image before step 1, after steps 1..5, then after step 6 (the result)
+    _, result = drive(content, style, plain, seed_features, snapshots=iterates)
+    last = result.image
+    iterates = iterates[1:] + [last]
     decay, biased, weight = 0.8, torch.zeros_like(content), 0.0
     for image in iterates:  # by hand
         biased = decay * biased + (1 - decay) * image
         weight = 1 - (1 - weight) * decay
-    averaged = optimize(content, style, dataclasses.replace(plain, average=decay, save_every=0),
-                        features=seed_features)
+    averaged = optimize(content, style, dataclasses.replace(plain, average=decay), features=seed_features)
     torch.testing.assert_close(averaged.image, biased / weight, rtol=0, atol=1e-6)
     assert not torch.allclose(averaged.image, last, atol=1e-3)  # it is not the last iterate
-    assert averaged.history == optimize(content, style, dataclasses.replace(plain, save_every=0),
-                                        features=seed_features).history[:-1] + averaged.history[-1:]
+    assert averaged.history == result.history[:-1] + averaged.history[-1:]
 
 
 @pytest.mark.parametrize("stop_at", [2, 6, 7])  # in the coarse scale, at the boundary, in the fine one
 def test_a_resumed_averaged_run_ends_exactly_as_an_uninterrupted_one(pair, seed_features, stop_at):
-    from nstbatch.engine.optimize import Hooks, Preempted
-
     content, style = pair
     params = resolve_params("seed", {"steps": 9, "scales": "0.5,1", "scale_steps": "0.67,0.33",
                                      "average": 0.7, **LIGHT})
     whole = optimize(content, style, params, features=seed_features)
-    calls = iter(range(100))
-    with pytest.raises(Preempted) as stopped:
-        optimize(content, style, params, features=seed_features,
-                 hooks=Hooks(should_stop=lambda: next(calls) == stop_at))
-    assert stopped.value.checkpoint.average is not None
-    resumed = optimize(content, style, params, features=seed_features, resume=stopped.value.checkpoint)
+    checkpoint = stopped_at(stop_at, content, style, params, seed_features)
+    assert checkpoint.average is not None
+    resumed = optimize(content, style, params, features=seed_features, resume=checkpoint)
     assert torch.equal(resumed.image, whole.image)
-    saved = []
-    optimize(content, style, params, features=seed_features,
-             hooks=Hooks(checkpoint_every=6, on_checkpoint=saved.append))  # at the scale boundary
+    saved, _ = drive(content, style, params, seed_features, every=6)  # at the scale boundary
     assert torch.equal(optimize(content, style, params, features=seed_features, resume=saved[0]).image,
                        whole.image)
 
@@ -452,12 +459,10 @@ def test_a_checkpoint_file_keeps_the_average_and_belongs_to_its_params_hash(tmp_
     from nstbatch.jobs.checkpoints import load_checkpoint, save_checkpoint
     from nstbatch.jobs.ledger import StateDir
     from nstbatch.io.manifest import Job
-    from nstbatch.engine.optimize import Hooks
 
     content, style = pair
     params = resolve_params("seed", {"steps": 4, "average": 0.5, **LIGHT})
-    saved = []
-    optimize(content, style, params, features=seed_features, hooks=Hooks(checkpoint_every=2, on_checkpoint=saved.append))
+    saved, _ = drive(content, style, params, seed_features, every=2)
     state, job = StateDir(tmp_path), Job("j", tmp_path / "c.png", ((tmp_path / "s.png", 1.0),), tmp_path / "o.png",
                                          params, "m.csv:2")
     save_checkpoint(state, job, "hash-a", saved[0])
@@ -472,17 +477,15 @@ def test_a_checkpoint_file_keeps_the_average_and_belongs_to_its_params_hash(tmp_
 def test_a_warm_scale_starts_from_the_previous_scale_s_moments_upsampled(pair, seed_features):
     import torch.nn.functional as F
 
-    from nstbatch.engine.optimize import Hooks, Preempted
+    from nstbatch.engine.optimize import _Descent, stages
 
     content, style = pair
     params = resolve_params("seed", {"steps": 9, "scales": "0.5,1", "scale_steps": "0.67,0.33",
                                      "scale_start": "warm", **LIGHT})
-    ends = []  # the coarse scale's last state (a checkpoint after its 6th step)
-    optimize(content, style, params, features=seed_features, hooks=Hooks(checkpoint_every=6, on_checkpoint=ends.append))
-    calls = iter(range(100))
-    with pytest.raises(Preempted) as stopped:  # before the fine scale's first step: its warm start
-        optimize(content, style, params, features=seed_features, hooks=Hooks(should_stop=lambda: next(calls) == 6))
-    old, new = ends[0].optimizer["state"][0], stopped.value.checkpoint.optimizer["state"][0]
+    end = stopped_at(6, content, style, params, seed_features)  # the coarse scale's last state
+    fine = _Descent(content.clone().requires_grad_(True), None, params, stages(params, 64, 64)[1], None)
+    fine.warm(end.optimizer)  # the fine scale's start
+    old, new = end.optimizer["state"][0], fine.optimizer.state_dict()["state"][0]
     assert new["exp_avg"].shape[-2:] == (64, 64) and float(new["step"]) == float(old["step"]) == 6
     torch.testing.assert_close(new["exp_avg"], F.interpolate(old["exp_avg"], size=(64, 64), mode="bicubic"))
     torch.testing.assert_close(new["exp_avg_sq"], F.interpolate(old["exp_avg_sq"], size=(64, 64),
@@ -490,7 +493,7 @@ def test_a_warm_scale_starts_from_the_previous_scale_s_moments_upsampled(pair, s
     fresh = optimize(content, style, dataclasses.replace(params, scale_start="fresh"), features=seed_features)
     warm = optimize(content, style, params, features=seed_features)
     assert not torch.allclose(warm.image, fresh.image, atol=1e-3)
-    for checkpoint in (stopped.value.checkpoint, ends[0]):  # resumed there, it ends as it would have
+    for checkpoint in (end, stopped_at(7, content, style, params, seed_features)):  # resumed: as it would have
         assert torch.equal(optimize(content, style, params, features=seed_features, resume=checkpoint).image,
                            warm.image)
 

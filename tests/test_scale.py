@@ -228,14 +228,14 @@ def test_workers_of_a_killed_run_exit_instead_of_lingering(folder):
 def test_a_batch_out_of_memory_is_retried_one_job_at_a_time(folder, capsys, monkeypatch):
     import nstbatch.jobs.executor as executor
 
-    real = executor.optimize
+    real = executor.optimize_job
 
     def no_room(content, *args, **kwargs):  # what a GPU says when a batch does not fit
         if content.shape[0] > 1:
             raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate a batch of {content.shape[0]}")
         return real(content, *args, **kwargs)
 
-    monkeypatch.setattr(executor, "optimize", no_room)
+    monkeypatch.setattr(executor, "optimize_job", no_room)
     m = manifest(folder, 4, steps=3, size=32)
     m.write_text("\n".join([m.read_text().splitlines()[0]] +
                            [r.rsplit(",", 1)[0] + ",0" for r in m.read_text().splitlines()[1:]]) + "\n")

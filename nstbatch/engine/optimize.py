@@ -1,16 +1,16 @@
 """The optimisation loop: pixels of the generated image, costs from ``losses``, features from
 ``vgg``. Tensors in, tensors out; progress goes to a callback, never to a file or the screen.
 
-Read top down: what the loop takes and gives (``Targets``, ``Checkpoint``, ``Hooks``, ``Stage``);
-``optimize``; ``_Loop``, one call, stage after stage; ``_Descent``, one stage, whose ``step`` is
-costs → backward → optimizer step → clamp → average; then what a job is pulled towards
+Read top down: what the loop takes and gives (``Targets``, ``Checkpoint``, ``Point``, ``Stage``);
+``optimize``; ``Stylization``, one call, stage after stage, which its caller drives update by
+update (snapshots, checkpoints and stopping are the caller's); ``_Descent``, one stage, whose
+``step`` is costs → backward → optimizer step → clamp → average; then what a job is pulled towards
 (``job_targets``, ``stage_targets``), where it starts (``initial_image``), its schedule
 (``stages``) and the costs of a step (``costs``)."""
 from __future__ import annotations
 
 import dataclasses
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, NamedTuple, Sequence, Union
 
@@ -89,26 +89,19 @@ class Checkpoint:
                 "average_weight": self.average_weight}
 
 
-class Preempted(Exception):
-    """Raised between two steps when ``should_stop`` says so; carries the checkpoint."""
+class Point(NamedTuple):
+    """A point between two updates, where ``Stylization`` hands control to its caller:
+    ``step`` updates are done; ``previous``, those done at the point before (at the first
+    point, the same)."""
 
-    def __init__(self, checkpoint: Checkpoint):
-        super().__init__(f"stopped after step {checkpoint.step}")
-        self.checkpoint = checkpoint
+    step: int
+    previous: int
 
-
-@dataclass
-class Hooks:
-    """What the loop tells its caller, and asks it; every field may be left out."""
-
-    on_step: Callable[[Progress], None] | None = None  # each reported step's costs (batch means)
-    # Costs are read back from the device (a host synchronisation) every ``report_every``
-    # steps and at the end only; the history holds those steps, and NaN is caught there.
-    report_every: int = 1
-    should_stop: Callable[[], bool] | None = None  # asked before each step: True raises Preempted
-    checkpoint_every: int = 0  # also hand ``on_checkpoint`` a checkpoint every N steps
-    on_checkpoint: Callable[[Checkpoint], None] | None = None
-    on_snapshot: Callable[[int, Tensor], None] | None = None  # (step, image) every params.save_every
+    def passed(self, every: int) -> bool:
+        """Whether the update that led here reached or passed a multiple of ``every`` (0: never):
+        the cadence of snapshots and checkpoints, which an L-BFGS call of several iterations
+        may step over."""
+        return bool(every) and self.step // every > self.previous // every
 
 
 class Stage(NamedTuple):
@@ -124,16 +117,20 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
              style_targets: dict[str, Tensor] | None = None,
              init: Tensor | None = None,
              resume: Checkpoint | None = None,
-             hooks: Hooks | None = None,
+             on_step: Callable[[Progress], None] | None = None,
+             report_every: int = 1,
              activation_checkpointing: bool | None = None) -> Result:
     """Stylize ``content`` ``(N, 3, H, W)`` with ``style`` ``(1, 3, h, w)``, both in [0, 1];
     or with a blend, a sequence of ``(style, weight)`` (weights are normalised to sum to 1);
     or with precomputed ``style_targets`` (then ``style`` may be None). ``init``: an image
-    to start from instead of the content plus noise (``initial_image``).
+    to start from instead of the content plus noise (``initial_image``); ``resume``: a
+    ``Checkpoint`` to continue from.
 
     Runs ``params.steps`` updates of Adam or L-BFGS over the pixels, clipping them to [0, 1]
     after each (L-BFGS: after each call of ``clip_every`` iterations); returns the image and
-    the costs after every reported step (step 0 included).
+    the costs after every reported step (step 0 included). This is ``Stylization`` run to its
+    end; a caller that snapshots, checkpoints or stops between updates drives one itself
+    (``jobs.single.optimize_job`` does).
     With several ``params.scales`` the steps are shared out coarse to fine (``stages``): each
     scale starts from the previous one's result (``scale_carry``: upsampled, or its departure
     from the content laid on this scale's content), with a fresh optimizer or the previous
@@ -141,33 +138,53 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
     iterates (``average``); the style targets (Grams per position) serve every scale, the
     content targets are taken at each.
 
-    ``hooks`` (``Hooks``) hears each reported step, is asked before each step whether to
-    stop (then ``Preempted`` carries a ``Checkpoint``), and receives checkpoints and
-    snapshots; passing a checkpoint back as ``resume`` continues the same trajectory.
-    ``params.precision`` runs the network under autocast (Grams stay fp32). Memory:
-    ``activation_checkpointing`` recomputes VGG activations in the backward pass instead of
-    storing them; None switches it on for stages of more than 6 megapixels per image on a
-    GPU (a 4000 px side), where they would not fit. The network's memory layout and
-    checkpointing are set for the call and restored after it, whatever happens.
+    ``on_step`` hears the costs every ``report_every`` steps and at the end: they are read back
+    from the device (a host synchronisation) only then, the history holds those steps, and a
+    non-finite cost is caught there (``OptimizationError``). ``params.precision`` runs the
+    network under autocast (Grams stay fp32). Memory: ``activation_checkpointing`` recomputes
+    VGG activations in the backward pass instead of storing them; None switches it on for
+    stages of more than 6 megapixels per image on a GPU (a 4000 px side), where they would
+    not fit.
 
     Colour: with ``preserve_color: luminance`` the content and styles are reduced to their
     luminance and the result (and every snapshot) gets the content's chroma back.
     """
-    if features is None:
-        features = build_features(params, content.device)
-    loop = _Loop(features, params, hooks or Hooks(), activation_checkpointing)
-    with loop.network():
-        return loop.run(content, style, style_targets, init, resume)
+    with Stylization(content, style, params, features=features, style_targets=style_targets, init=init,
+                     resume=resume, on_step=on_step, report_every=report_every,
+                     activation_checkpointing=activation_checkpointing) as run:
+        for _ in run:
+            pass
+    return run.result()
 
 
-class _Loop:
-    """One call of ``optimize``: the schedule's stages, each a descent of its own."""
+class Stylization:
+    """One call's descent, driven by its caller::
 
-    def __init__(self, features: VGGFeatures, params: StyleParams, hooks: Hooks,
-                 activation_checkpointing: bool | None):
-        self.features, self.params, self.hooks = features, params, hooks
+        with Stylization(content, style, params, features=features) as run:
+            for point in run:  # between two updates (the first: before any)
+                if point.passed(50):
+                    save(point.step, run.image())
+                if stop_requested():
+                    keep(run.checkpoint())  # passed back as resume=, it continues the run
+                    break
+        result = run.result()  # once the iteration has ended
+
+    Each ``next`` runs one update of the schedule (``stages``): each stage is a ``_Descent`` of
+    its own, started from the previous stage's result. The loop owns no file, clock or
+    signal: snapshots, checkpoints and preemption are the caller's. The ``with`` block sets
+    the network's memory layout and activation checkpointing for the run and puts them back
+    afterwards, whatever happens (the executor shares one network between jobs)."""
+
+    def __init__(self, content: Tensor, style: Styles | None, params: StyleParams, *,
+                 features: VGGFeatures | None = None, style_targets: dict[str, Tensor] | None = None,
+                 init: Tensor | None = None, resume: Checkpoint | None = None,
+                 on_step: Callable[[Progress], None] | None = None, report_every: int = 1,
+                 activation_checkpointing: bool | None = None):
+        self.features = features if features is not None else build_features(params, content.device)
+        self.params, self.on_step, self.report_every = params, on_step, report_every
+        self.inputs = (content, style, style_targets, init, resume)
         self.checkpointing = activation_checkpointing
-        self.device = next(features.parameters()).device
+        self.device = next(self.features.parameters()).device
         dtype = autocast_dtype(params.precision, self.device)
         # L-BFGS has no loss scaling: fp16 gradients would underflow.
         self.dtype = None if dtype == torch.float16 and params.optimizer == "lbfgs" else dtype
@@ -180,41 +197,73 @@ class _Loop:
                                else torch.contiguous_format)
         self.memory_format = self.network_format if params.optimizer == "adam" else torch.contiguous_format
         self.history: list[Progress] = []
-        self.first = 0  # the step we resume from
+        self.first = resume.step if resume else 0  # the step we resume from
         self.carried: dict | None = None  # the last stage's optimizer state, for a warm start
         self.colors: tuple[Tensor, Tensor] | None = None  # the style's palette, for init: palette
         self.content: Tensor | None = None  # at full size, as the costs see it
+        self.original: Tensor | None = None  # ...and as the user gave it
+        self.descent: _Descent | None = None  # the stage now running
+        self.step = self.first  # updates done
+        self._network_was: tuple | None = None  # set by __enter__
+        self._iteration: Iterator[Point] | None = None
+        self._result: Result | None = None
 
-    @contextmanager
-    def network(self) -> Iterator[None]:
-        """The network in this call's memory layout, as it was again afterwards: the executor
-        caches one network per device and shares it between jobs."""
+    def __enter__(self) -> "Stylization":
         weight = next(self.features.parameters())
         was = torch.channels_last if weight.dim() == 4 and weight.is_contiguous(
             memory_format=torch.channels_last) and not weight.is_contiguous() else torch.contiguous_format
-        was_checkpointing = self.features.checkpointing
+        self._network_was = (was, self.features.checkpointing)
         self.features.to(memory_format=self.network_format)
-        try:
-            yield
-        finally:
-            self.features.checkpointing = was_checkpointing
-            if was != self.network_format:
-                self.features.to(memory_format=was)
+        return self
 
-    def run(self, content: Tensor, style, style_targets, init: Tensor | None,
-            resume: Checkpoint | None) -> Result:
+    def __exit__(self, *exc) -> None:
+        if self._iteration is not None:
+            self._iteration.close()
+        was, was_checkpointing = self._network_was
+        self.features.checkpointing = was_checkpointing
+        if was != self.network_format:
+            self.features.to(memory_format=was)
+        self._network_was = None
+
+    def __iter__(self) -> Iterator[Point]:
+        if self._network_was is None:
+            raise RuntimeError("iterate a Stylization inside its with block: it sets the network up for the run")
+        if self._iteration is not None:
+            raise RuntimeError("a Stylization runs once")
+        self._iteration = self._run()
+        return self._iteration
+
+    def image(self) -> Tensor:
+        """The picture so far as the user would see it (the stage's average where it averages;
+        with the content's chroma under ``preserve_color: luminance``), ``(N, 3, h, w)`` at
+        the stage's size."""
+        return self._as_seen(self.descent.result(), self.original).contiguous()
+
+    def checkpoint(self) -> Checkpoint:
+        """What continues the run from here: the image, the cost history, and the descent's
+        own state (``_Descent.state_dict``), all on the CPU."""
+        return Checkpoint(self.step, self.descent.image.detach().cpu().clone(), history=list(self.history),
+                          **self.descent.state_dict())
+
+    def result(self) -> Result:
+        """The image and the costs, once the iteration has run to its end."""
+        if self._result is None:
+            raise RuntimeError("the Stylization has not run to its end")
+        return self._result
+
+    def _run(self) -> Iterator[Point]:
         params, layout = self.params, self.memory_format
+        content, style, style_targets, init, resume = self.inputs
         original = content = content.to(self.device).contiguous(memory_format=layout)
         if params.preserve_color == "luminance":
             content = luminance(content).contiguous(memory_format=layout)
-        self.content = content
+        self.content, self.original = content, original
         if style_targets is None:
             style_targets = style_targets_of(self.features, style, params, max(content.shape[-2:]), content)
         full = job_targets(self.features, content, style_targets, params, self.dtype)
         self.colors = palette(full.style) if params.palette_init else None
         self.history = list(resume.history) if resume else []
-        self.first = resume.step if resume else 0
-        image, targets = None, full
+        image, targets, first_point = None, full, True
         for stage in stages(params, *content.shape[-2:]):
             if stage.end <= self.first and stage.start != stage.end:
                 continue  # done before the checkpoint we resume from
@@ -222,8 +271,19 @@ class _Loop:
             targets = full if stage.size == tuple(content.shape[-2:]) else stage_targets(
                 self.features, stage_content, full, params, self.dtype)
             image, resuming = self._start(stage, stage_content, image, init, resume)
-            if stage.start != stage.end:
-                image = self._descend(stage, image, targets, resume if resuming else None, original)
+            if stage.start == stage.end:
+                continue
+            descent = self._descent(stage, image, targets, resume if resuming else None)
+            if first_point:
+                yield Point(self.step, self.step)
+                first_point = False
+            while self.step < stage.end:
+                previous = self.step
+                self.step = descent.step(previous)  # one more, or with clip_every up to clip_every more
+                if self.step < params.steps:
+                    yield Point(self.step, previous)
+            self.carried = descent.optimizer.state_dict() if params.scale_start == "warm" else None
+            image = descent.result()
         if image is None:  # zero steps: the initial image, at full size
             image, targets = initial_image(content, params, init, self.colors), full
         with torch.no_grad():
@@ -231,7 +291,21 @@ class _Loop:
         self._record(params.steps, parts)
         finals = [Progress(params.steps, params.steps, *(float(p[i]) for p in parts[1:]), float(parts[0][i]))
                   for i in range(image.shape[0])]
-        return Result(self._as_seen(image, original).contiguous(), self.history, finals)
+        self._result = Result(self._as_seen(image, original).contiguous(), self.history, finals)
+
+    def _descent(self, stage: Stage, image: Tensor, targets: Targets, resume: Checkpoint | None) -> "_Descent":
+        """The stage's descent, from its start or from ``resume``, or warm from the last stage's."""
+        params = self.params
+        self.features.checkpointing = (self.checkpointing if self.checkpointing is not None
+                                       else self.device.type == "cuda" and stage.size[0] * stage.size[1] > 6_000_000)
+        self.descent = _Descent(image, lambda x: costs(self.features, x, targets, params, self.dtype), params,
+                                stage, self._record, fp16=self.dtype == torch.float16)
+        if resume is not None:
+            self.descent.load_state_dict(resume.descent_state())
+        elif params.scale_start == "warm" and self.carried is not None:
+            self.descent.warm(self.carried)
+        self.step = max(stage.start, self.first)
+        return self.descent
 
     def _start(self, stage: Stage, stage_content: Tensor, image: Tensor | None, init: Tensor | None,
                resume: Checkpoint | None) -> tuple[Tensor, bool]:
@@ -272,46 +346,11 @@ class _Loop:
         return with_chroma(image.float(), resize_tensor(original, tuple(image.shape[-2:]), "bilinear").float())
 
     def _record(self, step: int, parts) -> None:
-        if step % self.hooks.report_every and step != self.params.steps:
+        if step % self.report_every and step != self.params.steps:
             return
         self.history.append(_progress(step, self.params, parts))
-        if self.hooks.on_step is not None:
-            self.hooks.on_step(self.history[-1])
-
-    def _descend(self, stage: Stage, image: Tensor, targets: Targets, resume: Checkpoint | None,
-                 original: Tensor) -> Tensor:
-        """The stage's steps, from its start or from ``resume``; the stage's result (its last
-        image, or with averaging its average)."""
-        params, hooks = self.params, self.hooks
-        self.features.checkpointing = (self.checkpointing if self.checkpointing is not None
-                                       else self.device.type == "cuda" and stage.size[0] * stage.size[1] > 6_000_000)
-        descent = _Descent(image, lambda x: costs(self.features, x, targets, params, self.dtype), params, stage,
-                           self._record, fp16=self.dtype == torch.float16)
-        if resume is not None:
-            descent.load_state_dict(resume.descent_state())
-        elif params.scale_start == "warm" and self.carried is not None:
-            descent.warm(self.carried)
-        step = max(stage.start, self.first)
-        while step < stage.end:
-            if hooks.should_stop is not None and hooks.should_stop():
-                raise Preempted(self._checkpoint(step, descent))
-            done = descent.step(step)  # step + 1, or with clip_every up to step + clip_every
-            # every N steps: at the update that reaches or passes a multiple of N
-            if hooks.on_snapshot is not None and params.save_every and done < params.steps \
-                    and done // params.save_every > step // params.save_every:
-                hooks.on_snapshot(done, self._as_seen(descent.result(), original).contiguous())
-            if hooks.checkpoint_every and hooks.on_checkpoint and done < params.steps \
-                    and done // hooks.checkpoint_every > step // hooks.checkpoint_every:
-                hooks.on_checkpoint(self._checkpoint(done, descent))
-            step = done
-        self.carried = descent.optimizer.state_dict() if params.scale_start == "warm" else None
-        return descent.result()
-
-    def _checkpoint(self, step: int, descent: "_Descent") -> Checkpoint:
-        """What the caller saves to continue after ``step``: the image, the cost history, and
-        the descent's own state (``_Descent.state_dict``), all on the CPU."""
-        return Checkpoint(step, descent.image.detach().cpu().clone(), history=list(self.history),
-                          **descent.state_dict())
+        if self.on_step is not None:
+            self.on_step(self.history[-1])
 
 
 class _Descent:

@@ -17,7 +17,7 @@ from ..errors import NstbatchError, OptimizationError
 from ..fs import remove_stale_temps
 from ..io.images import save_image
 from ..styles.onnx_backend import OnnxError
-from ..engine.optimize import Checkpoint, Hooks, Preempted, Progress, Result, build_features, optimize
+from ..engine.optimize import Checkpoint, Progress, Result, build_features
 from ..engine.pixels import to_pil
 from ..io.shards import staged
 from ..styles.store import StyleTargetStore
@@ -28,7 +28,7 @@ from .ledger import JobStatus, Outcome, StateDir
 from .memory import estimate, plan_memory
 from .options import RunOptions
 from .plan import Planned, style_pixels
-from .single import check_job_files, init_image, load_content, provenance
+from .single import Hooks, Preempted, check_job_files, load_content, optimize_job, provenance
 
 # A job whose cost turns NaN or infinite is retried once with its learning rate times this.
 RETRY_LR_FACTOR = 0.1
@@ -211,7 +211,7 @@ class JobExecutor:
 
     def _optimize(self, loaded: list[_Loaded], style_targets, resume: Checkpoint | None, checkpointing: bool,
                   claims: dict[str, Claim], on_step) -> tuple[Result, object, str | None]:
-        """``optimize`` with checkpoints, snapshots and heartbeats; a single job whose cost turns
+        """``optimize_job`` with checkpoints, snapshots, heartbeats and the stop signal; a single job whose cost turns
         non-finite is retried once at a tenth of its learning rate."""
         params = loaded[0].item.job.params
         content = torch.cat([entry.content for entry in loaded]).to(self.device)
@@ -229,12 +229,11 @@ class JobExecutor:
         hooks = Hooks(on_step=step, report_every=self.report_every, should_stop=self.should_stop,
                       checkpoint_every=self.options.checkpoint_every, on_checkpoint=checkpoint,
                       on_snapshot=self._snapshots(loaded))
-        init = init_image(params, *content.shape[-2:])
         note = None
         for attempt in (1, 2):
             try:
-                result = optimize(content, None, params, features=self._features(params), style_targets=style_targets,
-                                  init=init, resume=resume, hooks=hooks, activation_checkpointing=checkpointing)
+                result = optimize_job(content, style_targets, params, features=self._features(params), resume=resume,
+                                      hooks=hooks, activation_checkpointing=checkpointing)
                 return result, params, note
             except OptimizationError as error:
                 if len(loaded) > 1:

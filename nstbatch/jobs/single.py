@@ -1,19 +1,21 @@
 """One job from its files, as ``run`` does it: the content at the output's size, the styles'
-blended targets from the store, the loop. The executor runs batches of these, ``nstbatch
-stylize`` and the Python API one, and ``benchmarks/quality.py`` measures them: one path, so one
-job gives one picture whichever door it comes through."""
+blended targets from the store, the loop, driven with the job's snapshots, checkpoints and
+stop signal (``optimize_job``). The executor runs batches of these, ``nstbatch stylize`` and the
+Python API one, and ``benchmarks/quality.py`` measures them: one path, so one job gives one
+picture whichever door it comes through."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from PIL import Image
 
 from ..config import StyleParams
 from ..engine.devices import resolve_device
-from ..engine.optimize import Result, optimize
+from ..engine.optimize import Checkpoint, Progress, Result, Stylization
 from ..engine.pixels import to_tensor
 from ..engine.vgg import VGGFeatures
 from ..engine.weights import load_weights
@@ -37,14 +39,53 @@ def load_content(path: Path, params: StyleParams) -> torch.Tensor:
     return to_tensor(fit_image(load_image(path), *params.geometry))
 
 
+@dataclass
+class Hooks:
+    """What a job's caller hears from the loop and decides between its updates; every field may
+    be left out."""
+
+    on_step: Callable[[Progress], None] | None = None  # each reported step's costs (batch means)
+    report_every: int = 1  # ...every N steps and the last (each report reads the device back)
+    should_stop: Callable[[], bool] | None = None  # asked before each update: True raises Preempted
+    checkpoint_every: int = 0  # hand ``on_checkpoint`` a checkpoint every N steps
+    on_checkpoint: Callable[[Checkpoint], None] | None = None
+    on_snapshot: Callable[[int, torch.Tensor], None] | None = None  # (step, image) every params.save_every
+
+
+class Preempted(Exception):
+    """The job stopped between two updates because ``should_stop`` said so; carries the
+    checkpoint that continues it (``resume``)."""
+
+    def __init__(self, checkpoint: Checkpoint):
+        super().__init__(f"stopped after step {checkpoint.step}")
+        self.checkpoint = checkpoint
+
+
 def optimize_job(content: torch.Tensor, style_targets: dict[str, torch.Tensor], params: StyleParams, *,
-                 features: VGGFeatures | None = None, **optimize_options) -> Result:
-    """The loop for one job, from its content at the output's size and its blended style
-    targets (``StyleTargetStore``); without ``init``, ``params.init_file`` is read here. Other
-    keywords go to ``optimize`` (``hooks``, ``resume``)."""
-    if optimize_options.get("init") is None:
-        optimize_options["init"] = init_image(params, *content.shape[-2:])
-    return optimize(content, None, params, features=features, style_targets=style_targets, **optimize_options)
+                 features: VGGFeatures | None = None, init: torch.Tensor | None = None,
+                 resume: Checkpoint | None = None, hooks: Hooks | None = None,
+                 activation_checkpointing: bool | None = None) -> Result:
+    """The loop for one job (or a batch of jobs), from its content at the output's size and its
+    blended style targets (``StyleTargetStore``), driven between updates: a snapshot at each
+    update that reaches or passes a multiple of ``params.save_every``, a checkpoint at each
+    that reaches a multiple of ``hooks.checkpoint_every`` (neither after the last update, whose
+    image is the result), and a stop, as ``Preempted``, when ``hooks.should_stop`` says so
+    (asked before every update, the first included). Without ``init``, ``params.init_file`` is
+    read here."""
+    hooks = hooks or Hooks()
+    if init is None:
+        init = init_image(params, *content.shape[-2:])
+    with Stylization(content, None, params, features=features, style_targets=style_targets, init=init,
+                     resume=resume, on_step=hooks.on_step, report_every=hooks.report_every,
+                     activation_checkpointing=activation_checkpointing) as run:
+        for point in run:
+            if hooks.on_snapshot is not None and point.passed(params.save_every):
+                hooks.on_snapshot(point.step, run.image())
+            if hooks.on_checkpoint is not None and point.passed(hooks.checkpoint_every):
+                hooks.on_checkpoint(run.checkpoint())
+            if hooks.should_stop is not None and hooks.should_stop():
+                raise Preempted(run.checkpoint())
+    return run.result()
 
 
 def provenance(params: StyleParams, result: Result, content: Path,
