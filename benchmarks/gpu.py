@@ -209,7 +209,7 @@ def onnx_targets(b: Bench, style, reps: int):
             for _ in range(reps):
                 for name, run in runs.items():
                     times[name].append(b.timed(run)[0])
-            error = max(relative_error(session(style)[l].float().cpu(), runs["torch"]()[l].float().cpu())
+            error = max(relative_error(session(style).tensors()[l].float().cpu(), runs["torch"]().tensors()[l].float().cpu())
                         for l in layers)
             torch_ms, onnx_ms = (1000 * statistics.median(times[k]) for k in ("torch", "onnx"))
             b.emit(section="onnx", providers=spec, provider=session.provider, size=list(style.shape[-2:]),

@@ -53,7 +53,7 @@ def main() -> None:
                 started = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - started)
-    error = max(relative_error(results["onnx"][n], results["torch"][n]) for n in params.style_layers)
+    error = max(relative_error(results["onnx"].tensors()[n], results["torch"].tensors()[n]) for n in params.style_layers)
     medians = {name: statistics.median(t) for name, t in times.items()}
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch "
           f"{torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {ort.__version__}")

@@ -50,8 +50,8 @@ def main(argv=None) -> int:
         for size in args.size or ["512", "333x517"]:
             height, width = parse_size(size)
             image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
-            expected = torch_style_targets(features, image, params.style_layers)
-            got = session(image.cuda() if session.provider != "CPUExecutionProvider" else image)
+            expected = torch_style_targets(features, image, params.style_layers).tensors()
+            got = session(image.cuda() if session.provider != "CPUExecutionProvider" else image).tensors()
             worst = max(relative_error(got[n].cpu(), expected[n]) for n in expected)
             worst_all = max(worst_all, worst)
             print(f"{width}x{height}: worst relative error {worst:.2e} ({session.provider})")

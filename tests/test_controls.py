@@ -45,8 +45,9 @@ def test_a_blend_of_weights_one_and_zero_gives_the_first_style_alone(folder, fea
     blended = targets_of(features, content, [(warm, 1.0), (stripes, 0.0)], params).style
     other = targets_of(features, content, [(warm, 0.5), (stripes, 0.5)], params).style
     for name in params.style_layers:
-        torch.testing.assert_close(blended[name], alone[name])
-        assert not torch.allclose(other[name], alone[name])
+        torch.testing.assert_close(blended.layers[name].second, alone.layers[name].second)
+        torch.testing.assert_close(blended.layers[name].mean, alone.layers[name].mean)
+        assert not torch.allclose(other.layers[name].second, alone.layers[name].second)
 
 
 def test_blends_from_the_cli_csv_and_yaml_agree(folder, capsys):
@@ -108,11 +109,11 @@ def test_histogram_targets_depend_on_the_content_and_are_cached_per_pair(folder,
     a, _ = store.get(folder / "warm.png", params, folder / "content.png")
     b, _ = store.get(folder / "warm.png", params, folder / "other.png")
     plain, _ = store.get(folder / "warm.png", resolve_params("fast", {"size": 40}))
-    assert not torch.allclose(a["relu1_1"], b["relu1_1"])
-    assert not torch.allclose(a["relu1_1"], plain["relu1_1"])
+    assert not torch.allclose(a.layers["relu1_1"].second, b.layers["relu1_1"].second)
+    assert not torch.allclose(a.layers["relu1_1"].second, plain.layers["relu1_1"].second)
     again, source = StyleTargetStore(backend="torch", cache_dir=tmp_path / "cache").get(
         folder / "warm.png", params, folder / "content.png")
-    assert source == "cache" and torch.equal(again["relu1_1"], a["relu1_1"])
+    assert source == "cache" and torch.equal(again.layers["relu1_1"].second, a.layers["relu1_1"].second)
 
 
 def test_style_scale_changes_the_targets_and_the_same_scale_gives_the_same(folder, tmp_path):
@@ -127,6 +128,7 @@ def test_style_scale_changes_the_targets_and_the_same_scale_gives_the_same(folde
     assert source == "cache"
     sized, source = targets(style_size=96)  # the same long side, given in pixels
     assert source == "cache"
+    one, two, again, sized = (target.tensors() for target in (one, two, again, sized))
     for name in one:
         if name in target_names(()):  # the pixels' colour moments hardly change with the size
             continue

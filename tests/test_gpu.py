@@ -109,8 +109,8 @@ def test_onnx_targets_on_cuda_with_io_binding_agree_with_torch(tmp_path):
     session = OnnxTargets.open(model, layers, "cuda", cache_root=tmp_path, device="cuda:0")
     assert session.provider == "CUDAExecutionProvider"
     image = tensor(pattern(72, 56)).cuda()
-    got = session(image)
-    expected = torch_style_targets(VGGFeatures(load_weights(), layers).cuda(), image, layers)
+    got = session(image).tensors()
+    expected = torch_style_targets(VGGFeatures(load_weights(), layers).cuda(), image, layers).tensors()
     for name in layers:
         assert got[name].device.type == "cuda"
         assert relative_error(got[name].float(), expected[name].float()) < 1e-3

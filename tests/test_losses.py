@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nstbatch.engine import losses
-from nstbatch.engine.targets import blend_targets, mean_key
+from nstbatch.engine.targets import Moments, StyleTarget, blend_targets
 
 
 def np_gram(a):  # a: (C, H, W)
@@ -220,16 +220,37 @@ def test_blended_targets_are_the_moments_of_the_pooled_features_at_feature_scale
     torch.manual_seed(1)
     a, b = torch.rand(1, 6, 4, 5), torch.rand(1, 6, 4, 5) * 2
 
-    def target(x):
-        mean, second = losses.feature_moments(x)
-        return {"relu1_1": second, mean_key("relu1_1"): mean}
+    def target(x, pixels):
+        return StyleTarget({"relu1_1": Moments(*losses.feature_moments(x))}, Moments(*losses.feature_moments(pixels)))
 
-    blended = blend_targets([(target(a), 3.0), (target(b), 1.0)], feature_scale=0.5)
-    pooled = target(0.5 * torch.cat([a, a, a, b], dim=-1))  # three parts a to one part b, as positions
-    for name, expected in pooled.items():
-        torch.testing.assert_close(blended[name], expected, rtol=1e-5, atol=1e-6)
+    colours = torch.rand(1, 3, 4, 5), torch.rand(1, 3, 4, 5)
+    blended = blend_targets([(target(a, colours[0]), 3.0), (target(b, colours[1]), 1.0)], feature_scale=0.5)
+    # three parts a to one part b, as positions; the pixels' moments at their own scale
+    pooled = target(0.5 * torch.cat([a, a, a, b], dim=-1), torch.cat([colours[0]] * 3 + [colours[1]], dim=-1))
+    for name, expected in pooled.tensors().items():
+        torch.testing.assert_close(blended.tensors()[name], expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="non-negative"):
-        blend_targets([(target(a), -1.0)], 1.0)
+        blend_targets([(target(a, colours[0]), -1.0)], 1.0)
+
+
+def test_a_style_target_is_flat_on_disk_under_the_names_the_onnx_model_gives_and_typed_in_memory():
+    from nstbatch.engine.targets import target_names
+
+    torch.manual_seed(2)
+    target = StyleTarget({name: Moments(*losses.feature_moments(torch.rand(1, 4, 3, 3)))
+                          for name in ("relu1_1", "relu2_1")}, Moments(*losses.feature_moments(torch.rand(1, 3, 3, 3))))
+    flat = target.tensors()
+    assert list(flat) == target_names(("relu1_1", "relu2_1"))  # relu1_1, relu2_1, pixels, then their :mean
+    again = StyleTarget.from_tensors(flat, ("relu1_1", "relu2_1"))
+    assert all(torch.equal(again.tensors()[name], flat[name]) for name in flat)
+    with pytest.raises(KeyError, match="relu3_1"):
+        StyleTarget.from_tensors(flat, ("relu1_1", "relu2_1", "relu3_1"))
+    with pytest.raises(ValueError, match="more than"):
+        StyleTarget.from_tensors(flat, ("relu1_1",))
+    both = StyleTarget.stack([target, again])
+    assert both.layers["relu2_1"].second.shape == (2, 4, 4) and both.pixels.mean.shape == (2, 3)
+    mean, covariance = target.palette()
+    torch.testing.assert_close(covariance, target.pixels.second - mean.unsqueeze(-1) * mean.unsqueeze(-2))
 
 
 def test_w2_layer_cost_is_zero_at_its_target_and_balanced_is_free_of_the_feature_scale():

@@ -34,8 +34,8 @@ def test_onnx_runtime_and_pytorch_gram_targets_agree(exported, height, width):
     session = OnnxTargets.open(path, SEED_LAYERS, "cpu")
     assert session.provider == "CPUExecutionProvider"
     image = torch.from_numpy(pattern(width, height)).permute(2, 0, 1).unsqueeze(0).float() / 255
-    got = session(image)
-    expected = torch_style_targets(VGGFeatures(load_weights(), SEED_LAYERS), image, SEED_LAYERS)
+    got = session(image).tensors()
+    expected = torch_style_targets(VGGFeatures(load_weights(), SEED_LAYERS), image, SEED_LAYERS).tensors()
     assert sorted(got) == sorted(expected) == sorted(target_names(SEED_LAYERS))  # second moments and means
     for name in expected:
         assert got[name].dtype == torch.float32 and got[name].shape == expected[name].shape
@@ -150,11 +150,11 @@ def test_an_old_format_cache_entry_is_never_read_as_a_target(tmp_path, monkeypat
     assert store.key(tmp_path / "s0.png", params) != key
     monkeypatch.undo()
     fresh, source = store.get(tmp_path / "s0.png", params)
-    assert source == "computed" and sorted(fresh) == sorted(target_names(params.style_layers))
-    grams_only = {name: fresh[name] for name in params.style_layers}
+    assert source == "computed" and sorted(fresh.tensors()) == sorted(target_names(params.style_layers))
+    grams_only = {name: fresh.layers[name].second for name in params.style_layers}
     TargetCache(tmp_path / "cache").save(key, grams_only)
     again, source = StyleTargetStore(backend="torch", cache_dir=tmp_path / "cache").get(tmp_path / "s0.png", params)
-    assert source == "computed" and sorted(again) == sorted(fresh)
+    assert source == "computed" and sorted(again.tensors()) == sorted(fresh.tensors())
 
 
 def _precompute(manifest, cache):

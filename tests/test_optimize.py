@@ -317,32 +317,31 @@ def test_the_detail_carry_starts_a_scale_from_its_content_plus_the_coarse_depart
 
 
 def test_the_palette_init_is_the_content_in_each_style_s_colours(pair, seed_features):
-    from nstbatch.engine.targets import PIXELS, mean_key, palette
+    from nstbatch.engine.targets import StyleTarget
 
     content, style = pair
     params = resolve_params("seed", {"init": "palette", **LIGHT})
     warm = (style * torch.tensor([1.0, 0.6, 0.3]).view(1, 3, 1, 1)).clamp(0, 1)
     cold = style.flip(1)
     targets = targets_of(seed_features, content, warm, params)
-    torch.testing.assert_close(targets.style[mean_key(PIXELS)], warm.mean(dim=(2, 3)))
-    start = initial_image(content, params, colors=palette(targets.style))
+    torch.testing.assert_close(targets.style.pixels.mean, warm.mean(dim=(2, 3)))
+    start = initial_image(content, params, colors=targets.style.palette())
     assert (start.mean(dim=(2, 3)) - warm.mean(dim=(2, 3))).abs().max() < 2 / 255
     # each image of a mixed batch gets its own style's colours; with noise, the same plus noise
-    stacked = {name: torch.cat([targets.style[name], targets_of(seed_features, content, cold, params).style[name]])
-               for name in targets.style}
-    both = initial_image(torch.cat([content, content]), params, colors=palette(stacked))
+    stacked = StyleTarget.stack([targets.style, targets_of(seed_features, content, cold, params).style])
+    both = initial_image(torch.cat([content, content]), params, colors=stacked.palette())
     torch.testing.assert_close(both[:1], start)
     assert (both[1:].mean(dim=(2, 3)) - cold.mean(dim=(2, 3))).abs().max() < 2 / 255
-    noisy = initial_image(content, dataclasses.replace(params, init="palette+noise"), colors=palette(targets.style))
+    noisy = initial_image(content, dataclasses.replace(params, init="palette+noise"), colors=targets.style.palette())
     assert 0.05 < (noisy - start).abs().mean() < 0.2
     # palette_mix: that far from the content's own colours to the palette (0: the content itself)
-    half = initial_image(content, dataclasses.replace(params, palette_mix=0.5), colors=palette(targets.style))
+    half = initial_image(content, dataclasses.replace(params, palette_mix=0.5), colors=targets.style.palette())
     torch.testing.assert_close(half, (content + start) / 2)
     torch.testing.assert_close(initial_image(content, dataclasses.replace(params, palette_mix=0.0),
-                                             colors=palette(targets.style)), content)
+                                             colors=targets.style.palette()), content)
     result = optimize(content, style, dataclasses.replace(params, steps=0), features=seed_features)
-    torch.testing.assert_close(result.image, initial_image(content, params, colors=palette(
-        targets_of(seed_features, content, style, params).style)))
+    torch.testing.assert_close(result.image, initial_image(content, params, colors=targets_of(
+        seed_features, content, style, params).style.palette()))
 
 
 def test_a_coarse_scale_too_small_for_the_layers_is_skipped_and_a_full_size_too_small_refused(pair, seed_features):
@@ -404,14 +403,14 @@ def test_a_mixed_style_batch_pulls_each_image_towards_its_own_style(pair, seed_f
     # in the last bits, and Adam turns that into full steps where a gradient is ~0 (as for
     # same-style batches, README: batching). So: each image lands next to its own solo run,
     # far from a run towards the other style, with the same final costs.
-    from nstbatch.engine.targets import blend_targets, torch_style_targets
+    from nstbatch.engine.targets import StyleTarget, blend_targets, torch_style_targets
 
     content, style = pair
     params = resolve_params("seed", {"steps": 4, "init": "content", "style_loss": style_loss})
     other = style.flip(-1).roll(3, -2) * 0.5
     own = [blend_targets([(torch_style_targets(seed_features, s, params.style_layers), 1.0)], params.feature_scale)
            for s in (style, other)]
-    stacked = {name: torch.cat([own[0][name], own[1][name]]) for name in own[0]}  # (2, C, C), (2, C)
+    stacked = StyleTarget.stack(own)  # (2, C, C), (2, C)
     batch = torch.cat([content, content.flip(-1)])
     together = optimize(batch, None, params, features=seed_features, style_targets=stacked)
     for index in range(2):

@@ -16,7 +16,7 @@ from nstbatch.errors import ParamError
 from nstbatch.io.manifest import read_manifest
 from nstbatch.engine.optimize import build_features, costs, initial_image, job_targets, optimize
 from nstbatch.styles.store import StyleTargetStore
-from nstbatch.engine.targets import blend_targets, second_moments
+from nstbatch.engine.targets import blend_targets
 from nstbatch.engine.yardstick import STYLE_LAYERS, Yardstick
 from tests.conftest import pattern, targets_of, tensor
 
@@ -48,8 +48,8 @@ def initial_layer_costs(features, pair, norm: str) -> list[float]:
     targets = targets_of(features, content, style, params)
     with torch.no_grad():
         acts = features(initial_image(content, params), STYLE_LAYERS)
-    grams = {name: gram * acts[name].shape[-2] * acts[name].shape[-1] * params.feature_scale ** -2
-             for name, gram in second_moments(targets.style).items()}  # G_S at this size, unscaled
+    grams = {name: moments.second * acts[name].shape[-2] * acts[name].shape[-1] * params.feature_scale ** -2
+             for name, moments in targets.style.layers.items()}  # G_S at this size, unscaled
     return [losses.style_cost(grams, acts, {name: 1.0}, norm).item() for name in STYLE_LAYERS]
 
 
@@ -152,8 +152,9 @@ def test_cached_targets_give_the_balanced_cost_of_fresh_ones_and_blends_take_the
     blend = blend_targets([(cached, 0.5), (other, 0.5)], params.feature_scale)
     with torch.no_grad():
         acts = {name: a * params.feature_scale for name, a in features(image, STYLE_LAYERS).items()}
-    expected = sum(0.2 * float(((losses.gram_matrix(a) / (a.shape[-2] * a.shape[-1]) - blend[name]) ** 2).sum()
-                               / (blend[name] ** 2).sum()) for name, a in acts.items())
+    second = {name: blend.layers[name].second for name in acts}
+    expected = sum(0.2 * float(((losses.gram_matrix(a) / (a.shape[-2] * a.shape[-1]) - second[name]) ** 2).sum()
+                               / (second[name] ** 2).sum()) for name, a in acts.items())
     assert style_cost(blend) == pytest.approx(expected, rel=1e-4)
 
 

@@ -24,7 +24,7 @@ from .devices import autocast_dtype
 from ..geometry import long_side_size
 from .pixels import resize_tensor
 from ..errors import OptimizationError
-from .targets import blend_targets, mean_key, palette, second_moments, torch_style_targets
+from .targets import StyleTarget, blend_targets, torch_style_targets
 from ..layers import min_image_side
 from .vgg import VGGFeatures, check_image_size
 from .weights import load_weights
@@ -58,10 +58,9 @@ class Targets:
     """What the generated image is pulled towards, computed once per job."""
 
     content: dict[str, Tensor]  # layer -> activation of the content image, (N, C, H, W)
-    # the blended style target (targets.py): layer -> the style image(s)' Gram matrix per
-    # position, G_S / (n_H·n_W), (1, C, C) (or (N, C, C), one per image), and
-    # mean_key(layer) -> their channel means, (1, C)
-    style: dict[str, Tensor]
+    # the blended style target (targets.py): per layer the style image(s)' channel means and
+    # Gram matrix per position, G_S / (n_H·n_W), (1, ...) or one per image (N, ...)
+    style: StyleTarget
     # (N,): each image's share of beta under params.style_cap (None: no cap, the full beta)
     style_factor: Tensor | None = None
     # style_loss w2: layer -> losses.w2_target of the style (covariance, its root, eps)
@@ -114,7 +113,7 @@ class Stage(NamedTuple):
 
 def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
              features: VGGFeatures | None = None,
-             style_targets: dict[str, Tensor] | None = None,
+             style_targets: StyleTarget | None = None,
              init: Tensor | None = None,
              resume: Checkpoint | None = None,
              on_step: Callable[[Progress], None] | None = None,
@@ -176,7 +175,7 @@ class Stylization:
     afterwards, whatever happens (the executor shares one network between jobs)."""
 
     def __init__(self, content: Tensor, style: Styles | None, params: StyleParams, *,
-                 features: VGGFeatures | None = None, style_targets: dict[str, Tensor] | None = None,
+                 features: VGGFeatures | None = None, style_targets: StyleTarget | None = None,
                  init: Tensor | None = None, resume: Checkpoint | None = None,
                  on_step: Callable[[Progress], None] | None = None, report_every: int = 1,
                  activation_checkpointing: bool | None = None):
@@ -261,7 +260,7 @@ class Stylization:
         if style_targets is None:
             style_targets = style_targets_of(self.features, style, params, max(content.shape[-2:]), content)
         full = job_targets(self.features, content, style_targets, params, self.dtype)
-        self.colors = palette(full.style) if params.palette_init else None
+        self.colors = full.style.palette() if params.palette_init else None
         self.history = list(resume.history) if resume else []
         image, targets, first_point = None, full, True
         for stage in stages(params, *content.shape[-2:]):
@@ -499,14 +498,14 @@ def build_features(params: StyleParams, device: torch.device | str = "cpu") -> V
 
 
 def style_targets_of(features: VGGFeatures, styles: Styles, params: StyleParams, output_side: int,
-                     content: Tensor) -> dict[str, Tensor]:
+                     content: Tensor) -> StyleTarget:
     """The blended style target of style images given as tensors, on the engine's own network:
     each resized to its long side ``params.style_side(output_side)``, prepared for
     ``preserve_color`` (``color.prepare_style``, against ``content``). The doors (``stylize``,
     ``run``) take theirs from ``styles.store.StyleTargetStore`` instead: the same statistics,
     from ONNX Runtime by default, cached."""
     if not params.style_layers:
-        return {}
+        return StyleTarget({})
     per_style = []
     for style, weight in _as_blend(styles):
         if not weight:
@@ -517,19 +516,19 @@ def style_targets_of(features: VGGFeatures, styles: Styles, params: StyleParams,
         check_image_size(*style.shape[-2:], params.style_layers, "style image")
         style = prepare_style(style, params, content)
         per_style.append((torch_style_targets(features, style, params.style_layers), weight))
-    return blend_targets(per_style or [({}, 1.0)], params.feature_scale, content.device)
+    return blend_targets(per_style or [(StyleTarget({}), 1.0)], params.feature_scale, content.device)
 
 
-def job_targets(features: VGGFeatures, content: Tensor, style_targets: dict[str, Tensor], params: StyleParams,
+def job_targets(features: VGGFeatures, content: Tensor, style_targets: StyleTarget, params: StyleParams,
                 dtype: torch.dtype | None = None) -> Targets:
     """What a job is pulled towards, once per job at its full size: the content's activations,
     the blended style target (``targets.blend_targets``) on the content's device, its W2
     targets (``style_loss: w2``), and under ``style_cap`` each image's share of beta, from the
     content image's own style cost."""
     check_image_size(*content.shape[-2:], params.feature_layers, "content image")
-    style = {name: g.to(content.device) for name, g in style_targets.items()}
-    w2 = ({name: losses.w2_target(style[mean_key(name)], style[name]) for name in params.style_layers}
-          if params.style_loss == "w2" else None)
+    style = style_targets.to(content.device)
+    w2 = ({name: losses.w2_target(style.layers[name].mean, style.layers[name].second)
+           for name in params.style_layers} if params.style_loss == "w2" else None)
     capped = bool(params.style_cap and params.style_layers)
     layers = params.feature_layers if capped else params.content_layers
     with torch.no_grad():
@@ -613,17 +612,17 @@ def costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleP
     return total, j_content, j_style, j_tv
 
 
-def _style_cost(acts: dict[str, Tensor], style: dict[str, Tensor], params: StyleParams,
+def _style_cost(acts: dict[str, Tensor], style: StyleTarget, params: StyleParams,
                 w2: dict[str, tuple[Tensor, Tensor, Tensor]] | None = None) -> Tensor:
     """The style cost (N,) of activations against a style target: its per-position Grams, or
     with ``w2`` (``style_loss: w2``) its moments."""
     weights = dict(zip(params.style_layers, params.style_layer_weights))
     if w2 is not None:
-        return sum(weight * losses.w2_layer_cost(acts[name], style[mean_key(name)], style[name], w2[name],
-                                                 params.style_norm)
+        return sum(weight * losses.w2_layer_cost(acts[name], style.layers[name].mean, style.layers[name].second,
+                                                 w2[name], params.style_norm)
                    for name, weight in weights.items())
-    at_size = {name: gram * (acts[name].shape[-2] * acts[name].shape[-1])
-               for name, gram in second_moments(style).items()}  # back to G_S at this size
+    at_size = {name: moments.second * (acts[name].shape[-2] * acts[name].shape[-1])
+               for name, moments in style.layers.items()}  # back to G_S at this size
     return losses.style_cost(at_size, acts, weights, params.style_norm)
 
 

@@ -1,19 +1,24 @@
 """Style targets: the feature statistics of a style image, computed once and reused.
 
-A style target is a dict: per style layer, under the layer's name, ``G / (n_H·n_W)`` of the
-*unscaled* activations (the raw second moment ``E[f fᵀ]``), ``(1, C, C)``, and under
-``mean_key(layer)`` the channel means ``E[f]``, ``(1, C)``; both float32. Per position, so
-they do not depend on the style image's size, and before ``feature_scale`` and blend weights,
-which ``blend_targets`` applies, so one cached target serves every job that shares the style,
-size, layers, pooling and weights. The Gram cost reads the second moments; the W2 cost both
-(its covariance is ``E[f fᵀ] − μ μᵀ``). Both blend linearly: a blend's are the statistics of
-the styles' features pooled in the blend's proportions. Under ``PIXELS`` the same two moments
-of the (prepared) style image's own pixels, its palette, for ``init: palette``.
+A ``StyleTarget`` holds, per style layer, the ``Moments`` of the *unscaled* activations: the
+channel means ``E[f]`` ``(1, C)`` and the raw second moment ``E[f fᵀ] = G / (n_H·n_W)``
+``(1, C, C)``, both float32; and the same two moments of the (prepared) style image's own
+pixels, its palette (``init: palette``). Per position, so they do not depend on the style
+image's size, and before ``feature_scale`` and blend weights, which ``blend_targets`` applies,
+so one cached target serves every job that shares the style, size, layers, pooling and
+weights. The Gram cost reads the second moments; the W2 cost both (its covariance is
+``E[f fᵀ] − μ μᵀ``). Both blend linearly: a blend's are the statistics of the styles' features
+pooled in the blend's proportions. A mixed-style batch stacks its images' targets (``stack``):
+``(N, C)`` and ``(N, C, C)``, one per image.
+
+On disk (the cache) and out of the ONNX model a target is flat: ``tensors()`` names the second
+moments by their layer (``relu1_1``, ``pixels``) and the means ``relu1_1:mean``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
@@ -29,27 +34,78 @@ MEAN_SUFFIX = ":mean"
 PIXELS = "pixels"  # the style image's own colour moments, kept like a layer's (init: palette)
 
 
-def mean_key(layer: str) -> str:
-    """Where a style target keeps ``layer``'s channel means."""
-    return layer + MEAN_SUFFIX
+@dataclass(frozen=True)
+class Moments:
+    """The first two moments of features (or pixels) per position: ``mean`` ``E[f]`` ``(N, C)``
+    and ``second`` ``E[f fᵀ]`` ``(N, C, C)``, float32."""
+
+    mean: Tensor
+    second: Tensor
+
+    def covariance(self) -> Tensor:
+        return losses.covariance(self.mean, self.second)
+
+    def to(self, device) -> "Moments":
+        return Moments(self.mean.to(device), self.second.to(device))
+
+
+@dataclass(frozen=True)
+class StyleTarget:
+    """What a style image pulls towards: ``layers``, per style layer (in the order of
+    ``style_layers``) its features' ``Moments``, and ``pixels``, its own pixels' (None for a
+    target without style layers)."""
+
+    layers: dict[str, Moments]
+    pixels: Moments | None = None
+
+    def to(self, device) -> "StyleTarget":
+        return StyleTarget({name: m.to(device) for name, m in self.layers.items()},
+                           self.pixels.to(device) if self.pixels is not None else None)
+
+    def palette(self) -> tuple[Tensor, Tensor] | None:
+        """The colour mean ``(N, 3)`` and covariance ``(N, 3, 3)`` of the style's pixels, in
+        [0, 1] units (None without them)."""
+        return None if self.pixels is None else (self.pixels.mean, self.pixels.covariance())
+
+    def tensors(self) -> dict[str, Tensor]:
+        """The target flat, as the cache stores it and the ONNX model outputs it
+        (``target_names``)."""
+        parts = dict(self.layers, **({PIXELS: self.pixels} if self.pixels is not None else {}))
+        return {**{name: m.second for name, m in parts.items()},
+                **{name + MEAN_SUFFIX: m.mean for name, m in parts.items()}}
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, Tensor], style_layers: Sequence[str]) -> "StyleTarget":
+        """The inverse of ``tensors``; a ``KeyError`` names what a flat target lacks, and a
+        flat target with more than ``style_layers`` asks for is a ``ValueError`` (either way,
+        not this version's target for those layers)."""
+        if sorted(tensors) != sorted(target_names(style_layers)):
+            missing = sorted(set(target_names(style_layers)) - set(tensors))
+            if missing:
+                raise KeyError(f"the target lacks {', '.join(missing)}")
+            raise ValueError(f"the target holds more than {', '.join(style_layers)}")
+
+        def moments(name: str) -> Moments:
+            return Moments(tensors[name + MEAN_SUFFIX], tensors[name])
+
+        return cls({name: moments(name) for name in style_layers}, moments(PIXELS))
+
+    @classmethod
+    def stack(cls, targets: Sequence["StyleTarget"]) -> "StyleTarget":
+        """One target per image of a batch, in its order: ``(N, C)`` and ``(N, C, C)``."""
+        def cat(parts: Sequence[Moments]) -> Moments:
+            return Moments(torch.cat([m.mean for m in parts]), torch.cat([m.second for m in parts]))
+
+        first = targets[0]
+        return cls({name: cat([t.layers[name] for t in targets]) for name in first.layers},
+                   cat([t.pixels for t in targets]) if first.pixels is not None else None)
 
 
 def target_names(style_layers: Sequence[str]) -> list[str]:
-    """A style target's keys, in the order ``TargetsGraph`` outputs them."""
+    """A flat style target's names (``StyleTarget.tensors``), in the order ``TargetsGraph``
+    outputs them."""
     layers = list(style_layers) + [PIXELS]
-    return layers + [mean_key(n) for n in layers]
-
-
-def second_moments(target: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """The per-layer ``E[f fᵀ]`` of a style target (what the Gram cost reads)."""
-    return {name: t for name, t in target.items() if not name.endswith(MEAN_SUFFIX) and name != PIXELS}
-
-
-def palette(target: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-    """The colour mean ``(N, 3)`` and covariance ``(N, 3, 3)`` of a (blended) style target's
-    pixels, in [0, 1] units."""
-    mean, second = target[mean_key(PIXELS)], target[PIXELS]
-    return mean, losses.covariance(mean, second)
+    return layers + [n + MEAN_SUFFIX for n in layers]
 
 
 class TargetsGraph(nn.Module):
@@ -81,31 +137,32 @@ class TargetsGraph(nn.Module):
         return tuple(grams) + tuple(means) + tuple(acts[name] for name in self.content_layers)
 
 
-def torch_style_targets(features: VGGFeatures, image: Tensor, style_layers: Sequence[str]) -> dict[str, Tensor]:
+def torch_style_targets(features: VGGFeatures, image: Tensor, style_layers: Sequence[str]) -> StyleTarget:
     """The PyTorch way to a style target (also the reference for the ONNX one)."""
     with torch.no_grad():
         outputs = TargetsGraph(features, style_layers)(image)
-    return dict(zip(target_names(style_layers), outputs))
+    return StyleTarget.from_tensors(dict(zip(target_names(style_layers), outputs)), style_layers)
 
 
-def blend_targets(targets: Sequence[tuple[Mapping[str, Tensor], float]], feature_scale: float,
-                  device: torch.device | str | None = None) -> dict[str, Tensor]:
-    """Weight-normalised sum of several styles' targets, at ``feature_scale`` (second moments
-    scale with its square, means with it)."""
+def blend_targets(targets: Sequence[tuple[StyleTarget, float]], feature_scale: float,
+                  device: torch.device | str | None = None) -> StyleTarget:
+    """Weight-normalised sum of several styles' targets, at ``feature_scale`` (the features'
+    moments scale with it; the pixels' stay in [0, 1] units)."""
     total = sum(weight for _, weight in targets)
     if not targets or total <= 0 or any(weight < 0 for _, weight in targets):
         raise ValueError(f"style weights must be non-negative with a positive sum, got "
                          f"{[weight for _, weight in targets]}")
-    blended: dict[str, Tensor] = {}
-    for target, weight in targets:
-        if weight == 0:
-            continue
-        for name, moment in target.items():
-            # pixels stay in [0, 1] units; means scale with the features, second moments squared
-            power = 0 if name in (PIXELS, mean_key(PIXELS)) else 1 if name.endswith(MEAN_SUFFIX) else 2
-            part = moment.to(device) * (weight / total * feature_scale ** power)
-            blended[name] = part if name not in blended else blended[name] + part
-    return blended
+    parts = [(target.to(device), weight / total) for target, weight in targets if weight]
+
+    def mix(pick, scale: float) -> Moments:
+        """The parts' moments, weighted, of features times ``scale``."""
+        chosen = [(pick(target), weight) for target, weight in parts]
+        return Moments(sum(m.mean * (weight * scale) for m, weight in chosen),
+                       sum(m.second * (weight * scale ** 2) for m, weight in chosen))
+
+    first = parts[0][0]
+    return StyleTarget({name: mix(lambda t, n=name: t.layers[n], feature_scale) for name in first.layers},
+                       mix(lambda t: t.pixels, 1.0) if first.pixels is not None else None)
 
 
 def target_key(image_sha256: str, size: int, weights_id: str, pooling: str,

@@ -21,6 +21,7 @@ from ..engine.optimize import Checkpoint, Progress, Result, build_features
 from ..engine.pixels import to_pil
 from ..io.shards import staged
 from ..styles.store import StyleTargetStore
+from ..engine.targets import StyleTarget
 from ..engine.vgg import VGGFeatures
 from .checkpoints import discard_checkpoint, load_checkpoint, save_checkpoint, slice_checkpoint
 from .claims import Claim, claim_at
@@ -199,7 +200,7 @@ class JobExecutor:
         return self._finish(loaded, result, params, note, resume, sources, time.monotonic() - started,
                             memory.checkpointing)
 
-    def _style_targets(self, loaded: list[_Loaded]) -> tuple[dict[str, torch.Tensor], list[list[str]]]:
+    def _style_targets(self, loaded: list[_Loaded]) -> tuple[StyleTarget, list[list[str]]]:
         """The pass's style targets, and where each job's came from. Jobs that share their
         styles share one ``(1, C, C)`` Gram per layer; a mixed-style batch stacks each job's
         own into ``(B, C, C)``, so every image is pulled towards its own style."""
@@ -207,7 +208,7 @@ class JobExecutor:
         sources = [found for _, found in per_job]
         if all(entry.item.job.styles == loaded[0].item.job.styles for entry in loaded):
             return per_job[0][0], sources
-        return {name: torch.cat([targets[name] for targets, _ in per_job]) for name in per_job[0][0]}, sources
+        return StyleTarget.stack([targets for targets, _ in per_job]), sources
 
     def _optimize(self, loaded: list[_Loaded], style_targets, resume: Checkpoint | None, checkpointing: bool,
                   claims: dict[str, Claim], on_step) -> tuple[Result, object, str | None]:

@@ -17,6 +17,7 @@ from ..config import StyleParams
 from ..engine.devices import resolve_device
 from ..engine.optimize import Checkpoint, Progress, Result, Stylization
 from ..engine.pixels import to_tensor
+from ..engine.targets import StyleTarget
 from ..engine.vgg import VGGFeatures
 from ..engine.weights import load_weights
 from ..errors import InputError
@@ -61,7 +62,7 @@ class Preempted(Exception):
         self.checkpoint = checkpoint
 
 
-def optimize_job(content: torch.Tensor, style_targets: dict[str, torch.Tensor], params: StyleParams, *,
+def optimize_job(content: torch.Tensor, style_targets: StyleTarget, params: StyleParams, *,
                  features: VGGFeatures | None = None, init: torch.Tensor | None = None,
                  resume: Checkpoint | None = None, hooks: Hooks | None = None,
                  activation_checkpointing: bool | None = None) -> Result:

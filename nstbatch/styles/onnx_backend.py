@@ -22,7 +22,7 @@ from torch import Tensor
 from ..version import __version__
 from ..errors import NstbatchError, UsageError
 from ..layers import channels
-from ..engine.targets import PIXELS, TARGETS_FORMAT, TargetsGraph, mean_key, target_names
+from ..engine.targets import PIXELS, TARGETS_FORMAT, Moments, StyleTarget, TargetsGraph, target_names
 from ..engine.vgg import VGGFeatures
 from ..engine.weights import Weights
 
@@ -201,8 +201,7 @@ def _trt_cache_dir(cache_root: Path, device) -> Path:
 
 @dataclass
 class OnnxTargets:
-    """A session over an exported targets model: image → a style target (``targets``:
-    ``{layer: G/(n_H·n_W), mean_key(layer): channel means}``)."""
+    """A session over an exported targets model: image → a ``targets.StyleTarget``."""
 
     session: object
     style_layers: tuple[str, ...]
@@ -249,13 +248,15 @@ class OnnxTargets:
                    " no GPU provider (install onnxruntime-gpu for GPU targets)")
         return cls(session, tuple(style_layers), running[0])
 
-    def __call__(self, image: Tensor) -> dict[str, Tensor]:
+    def __call__(self, image: Tensor) -> StyleTarget:
         if image.is_cuda and self.provider != PROVIDERS["cpu"]:
             return self._run_bound(image)
         outputs = self.session.run(None, {"image": image.detach().cpu().float().numpy()})
-        return {name: torch.from_numpy(out) for name, out in zip(target_names(self.style_layers), outputs)}
+        return StyleTarget.from_tensors({name: torch.from_numpy(out)
+                                         for name, out in zip(target_names(self.style_layers), outputs)},
+                                        self.style_layers)
 
-    def _run_bound(self, image: Tensor) -> dict[str, Tensor]:
+    def _run_bound(self, image: Tensor) -> StyleTarget:
         """On a GPU: bind input and outputs to torch's device memory, so the targets never
         leave the device on their way to the PyTorch loop."""
         image = image.detach().float().contiguous()
@@ -265,15 +266,15 @@ class OnnxTargets:
         outputs = {}
         for name in self.style_layers + (PIXELS,):
             c = 3 if name == PIXELS else channels(name)
-            out = torch.empty((1, c, c), dtype=torch.float32, device=image.device)
-            binding.bind_output(f"gram_{name}", "cuda", index, np.float32, (1, c, c), out.data_ptr())
-            outputs[name] = out
+            second = torch.empty((1, c, c), dtype=torch.float32, device=image.device)
+            binding.bind_output(f"gram_{name}", "cuda", index, np.float32, (1, c, c), second.data_ptr())
             mean = torch.empty((1, c), dtype=torch.float32, device=image.device)
             binding.bind_output(f"mean_{name}", "cuda", index, np.float32, (1, c), mean.data_ptr())
-            outputs[mean_key(name)] = mean
+            outputs[name] = Moments(mean, second)
         torch.cuda.current_stream(image.device).synchronize()
         self.session.run_with_iobinding(binding)
-        return outputs
+        pixels = outputs.pop(PIXELS)
+        return StyleTarget(outputs, pixels)
 
 
 

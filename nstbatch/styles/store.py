@@ -22,7 +22,7 @@ from ..engine.pixels import resize_tensor, to_tensor
 from ..io.manifest import Job
 from .onnx_backend import OnnxTargets, check_providers, export_targets_model, model_key
 from ..io.hashing import FileHashes, pixels_digest
-from ..engine.targets import blend_targets, target_key, target_names, torch_style_targets
+from ..engine.targets import StyleTarget, blend_targets, target_key, torch_style_targets
 from ..engine.vgg import VGGFeatures, check_image_size
 from ..engine.weights import load_weights
 
@@ -30,8 +30,8 @@ BACKENDS = ("onnx", "torch")
 
 
 class StyleTargetStore:
-    """``get(style, params)`` → an unscaled style target (``targets``: per-position second
-    moments and channel means), computing each distinct target at most once per cache (and
+    """``get(style, params)`` → an unscaled ``targets.StyleTarget`` (per-position channel means
+    and second moments), computing each distinct target at most once per cache (and
     once per process without one)."""
 
     def __init__(self, *, backend: str = "onnx", cache_dir=None, device: torch.device | str = "cpu",
@@ -48,11 +48,11 @@ class StyleTargetStore:
         self.computed = 0
         self.reused = 0
         self._hashes = FileHashes()
-        self._memory: OrderedDict[str, dict[str, Tensor]] = OrderedDict()
+        self._memory: OrderedDict[str, StyleTarget] = OrderedDict()
         self._memory_size = memory
-        self._engines: dict[tuple, Callable[[Tensor], dict[str, Tensor]]] = {}
+        self._engines: dict[tuple, Callable[[Tensor], StyleTarget]] = {}
 
-    def _engine(self, params: StyleParams) -> Callable[[Tensor], dict[str, Tensor]]:
+    def _engine(self, params: StyleParams) -> Callable[[Tensor], StyleTarget]:
         key = (params.weights, params.pooling, params.style_layers)
         if key not in self._engines:
             weights = load_weights(params.weights)
@@ -84,7 +84,7 @@ class StyleTargetStore:
                           params.pooling, params.style_layers, color)
 
     def get(self, style: Path, params: StyleParams, content: Path | None = None,
-            output_side: int | None = None) -> tuple[dict[str, Tensor], str]:
+            output_side: int | None = None) -> tuple[StyleTarget, str]:
         """The target of the style file for an output whose long side is ``output_side``
         (default ``size``), and where it came from: ``memory``, ``cache`` or ``computed``.
         ``content`` is needed with ``preserve_color: histogram``."""
@@ -102,7 +102,7 @@ class StyleTargetStore:
 
     def get_image(self, style: Image.Image | Tensor, params: StyleParams,
                   content: Image.Image | Tensor | None = None,
-                  output_side: int | None = None) -> tuple[dict[str, Tensor], str]:
+                  output_side: int | None = None) -> tuple[StyleTarget, str]:
         """As ``get``, for a style image in memory (the Python API's): a Pillow image, resized
         as a file's is, or a tensor ``(1, 3, h, w)`` in [0, 1], resized by ``resize_tensor``.
         ``content``, with ``histogram``: the content as the output will be."""
@@ -119,25 +119,23 @@ class StyleTargetStore:
         return self._target(key, at_side, "in memory", params, output_side, lambda: reference)
 
     def _target(self, key: str, at_side: Callable[[int], Tensor], name: str, params: StyleParams,
-                output_side: int | None, reference: Callable[[], Tensor]) -> tuple[dict[str, Tensor], str]:
+                output_side: int | None, reference: Callable[[], Tensor]) -> tuple[StyleTarget, str]:
         """The target under ``key``: from memory, the cache, or computed from ``at_side(side)``,
         the style image ``(1, 3, h, w)`` at its long side (``reference()``: the content, for
         ``preserve_color: histogram``)."""
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key], "memory"
-        grams = self.cache.load(key)
+        target = self._cached(key, params)
         source = "cache"
-        if grams is not None and sorted(grams) != sorted(target_names(params.style_layers)):
-            grams = None  # not what this version's targets hold: computed again, never misread
-        if grams is None:
+        if target is None:
             side = params.style_side(output_side)
             image = at_side(side)
             check_image_size(*image.shape[-2:], params.style_layers, f"style image {name}")
             image = prepare_style(image, params, reference() if params.preserve_color == "histogram" else None)
-            grams = self._engine(params)(image.to(self.device))
+            target = self._engine(params)(image.to(self.device))
             try:
-                self.cache.save(key, grams, meta=f"{name} size={side} {params.pooling} "
+                self.cache.save(key, target.tensors(), meta=f"{name} size={side} {params.pooling} "
                                                  f"{','.join(params.style_layers)} {params.weights}"
                                                  f" color={params.preserve_color}")
             except OSError as e:  # a full or read-only cache costs speed, not the job
@@ -148,36 +146,45 @@ class StyleTargetStore:
             source = "computed"
         else:
             self.reused += 1
-        grams = {layer: g.to(self.device) for layer, g in grams.items()}
-        self._memory[key] = grams
+        target = target.to(self.device)
+        self._memory[key] = target
         if len(self._memory) > self._memory_size:
             self._memory.popitem(last=False)
-        return grams, source
+        return target, source
 
-    def for_job(self, job: Job, output_side: int | None = None) -> tuple[dict[str, Tensor], list[str]]:
+    def _cached(self, key: str, params: StyleParams) -> StyleTarget | None:
+        """The cache's entry under ``key``, if it holds what this version's targets hold for
+        ``params.style_layers`` (otherwise it is computed again, never misread)."""
+        tensors = self.cache.load(key)
+        try:
+            return None if tensors is None else StyleTarget.from_tensors(tensors, params.style_layers)
+        except (KeyError, ValueError):
+            return None
+
+    def for_job(self, job: Job, output_side: int | None = None) -> tuple[StyleTarget, list[str]]:
         """The job's blended, scaled style targets, and where each style's came from."""
         return self.for_files(job.styles, job.params, job.content, output_side)
 
     def for_files(self, styles: Sequence[tuple[Path, float]], params: StyleParams, content: Path,
-                  output_side: int | None = None) -> tuple[dict[str, Tensor], list[str]]:
+                  output_side: int | None = None) -> tuple[StyleTarget, list[str]]:
         """As ``for_job``, for styles (path, weight) and a content file (``get``)."""
         if not params.style_layers:
-            return {}, []
+            return StyleTarget({}), []
         return self.blend([(self.get(style, params, content, output_side), weight)
                            for style, weight in styles if weight], params)
 
     def for_images(self, styles: Sequence[tuple[Image.Image | Tensor, float]], params: StyleParams,
                    content: Image.Image | Tensor | None = None,
-                   output_side: int | None = None) -> tuple[dict[str, Tensor], list[str]]:
+                   output_side: int | None = None) -> tuple[StyleTarget, list[str]]:
         """As ``for_job``, for decoded images (``get_image``)."""
         if not params.style_layers:
-            return {}, []
+            return StyleTarget({}), []
         return self.blend([(self.get_image(style, params, content, output_side), weight)
                            for style, weight in styles if weight], params)
 
-    def blend(self, parts, params: StyleParams) -> tuple[dict[str, Tensor], list[str]]:
+    def blend(self, parts, params: StyleParams) -> tuple[StyleTarget, list[str]]:
         """``((target, source), weight)`` pairs -> the blended, scaled target and the sources."""
-        targets = blend_targets([(grams, weight) for (grams, _), weight in parts], params.feature_scale,
+        targets = blend_targets([(target, weight) for (target, _), weight in parts], params.feature_scale,
                                 self.device)
         return targets, [source for (_, source), _ in parts]
 
