@@ -51,6 +51,11 @@ class StyleParams:
         " line search's last evaluation (1: after each, as the seed's loop clips, two evaluations"
         " an iteration at least; 5: about 1.4)", "int", low=1, high=10_000)
     lr: float = _knob(0.05, "learning rate", "float", low=0.0)
+    stop_tol: float = _knob(
+        0.0, "stop a scale early once every image's total cost has changed by less than this"
+        " fraction of itself over stop_window steps (0: every step runs; artistic-videos stops at"
+        " 1e-4 over 50); a scale that stops early skips its remaining steps", "float", low=0.0, high=1.0)
+    stop_window: int = _knob(50, "the steps between two checks of stop_tol", "int", low=1, high=1_000_000)
     lr_end: float = _knob(
         1.0, "the learning rate at the last step of each scale, as a fraction of lr: it falls from"
         " lr along a half cosine over the scale's steps (1: constant, as the seed's loop)",
@@ -200,7 +205,7 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(St
 # finished job (tests/test_config.py pins each preset's hash).
 LATER_FIELDS = {"resize": "long", "crop": "none", "jpeg_quality": 95, "webp_quality": 95, "style_cap": 0.0,
                 "average": 0.0, "scale_start": "fresh", "style_loss": "gram", "lr_end": 1.0, "scale_carry": "image",
-                "palette_mix": 1.0, "clip_every": 1}
+                "palette_mix": 1.0, "clip_every": 1, "stop_tol": 0.0, "stop_window": 50}
 
 
 def _check(f: dataclasses.Field, value) -> None:

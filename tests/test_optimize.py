@@ -471,6 +471,12 @@ def test_a_checkpoint_file_keeps_the_average_and_belongs_to_its_params_hash(tmp_
     assert torch.equal(optimize(content, style, params, features=seed_features, resume=loaded).image,
                        optimize(content, style, params, features=seed_features).image)
     assert load_checkpoint(state, job, "hash-b") is None and not state.checkpoint_path("j").exists()
+    # the stopping rule's last check travels with it too
+    stopping = dataclasses.replace(params, stop_tol=0.05, stop_window=2)
+    checkpoint = stopped_at(3, content, style, stopping, seed_features)
+    save_checkpoint(state, job, "hash-c", checkpoint)
+    loaded = load_checkpoint(state, job, "hash-c")
+    assert loaded.reference is not None and torch.equal(loaded.reference, checkpoint.reference)
 
 
 def test_a_warm_scale_starts_from_the_previous_scale_s_moments_upsampled(pair, seed_features):
@@ -502,3 +508,30 @@ def test_a_warm_start_needs_adam():
 
     with pytest.raises(ParamError, match="scale_start warm carries Adam's moments"):
         resolve_params("gatys", {"scale_start": "warm"})
+
+
+def test_the_stopping_rule_ends_a_scale_whose_cost_is_flat_and_skips_its_remaining_steps(pair, seed_features):
+    content, style = pair
+    flat = resolve_params("seed", {"steps": 40, "stop_tol": 1e-4, "stop_window": 4, "init": "content",
+                                   "style_weight": 0, **LIGHT})  # starts at its minimum: nothing moves
+    result = optimize(content, style, flat, features=seed_features)
+    assert result.converged == [4] and [p.step for p in result.history] == [0, 1, 2, 3, 40]
+    torch.testing.assert_close(result.image, content)
+    # a real problem: each scale stops where its cost flattens, never before it falls
+    falling = resolve_params("seed", {"steps": 40, "stop_tol": 0.05, "stop_window": 4, "scales": "0.5,1",
+                                      "scale_steps": "0.5,0.5", **LIGHT})
+    result = optimize(content, style, falling, features=seed_features)
+    assert result.converged == [8, 32] and result.history[-1].step == 40
+    assert optimize(content, style, dataclasses.replace(falling, stop_tol=0), features=seed_features).converged == []
+
+
+@pytest.mark.parametrize("stop_at", [6, 20, 28])  # before a check, where the coarse scale stopped, in the fine
+def test_a_run_with_the_stopping_rule_resumes_to_the_same_end(pair, seed_features, stop_at):
+    content, style = pair
+    params = resolve_params("seed", {"steps": 40, "stop_tol": 0.05, "stop_window": 4, "scales": "0.5,1",
+                                     "scale_steps": "0.5,0.5", "average": 0.5, **LIGHT})
+    whole = optimize(content, style, params, features=seed_features)
+    checkpoint = stopped_at(stop_at, content, style, params, seed_features)
+    resumed = optimize(content, style, params, features=seed_features, resume=checkpoint)
+    assert torch.equal(resumed.image, whole.image)
+    assert resumed.converged == [step for step in whole.converged if step > stop_at]

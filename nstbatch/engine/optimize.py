@@ -47,6 +47,9 @@ class Result:
     image: Tensor  # (N, 3, H, W) in [0, 1]
     history: list[Progress] = field(default_factory=list)  # batch means
     finals: list[Progress] = field(default_factory=list)  # each image's own final costs
+    # with params.stop_tol: the steps at which a scale met the stopping rule in this call (its
+    # remaining steps were skipped; a scale that ran to its end is not listed)
+    converged: list[int] = field(default_factory=list)
 
     def final(self, index: int = 0) -> Progress:
         """Image ``index``'s final costs (the history's last entry is the batch's mean)."""
@@ -81,11 +84,13 @@ class Checkpoint:
     scale: float = 1.0  # L-BFGS's objective normalisation, fixed at step 0
     average: Tensor | None = None  # with params.average: the stage's biased average, on the CPU
     average_weight: float = 0.0  # ...and the weight its bias correction divides by
+    # with params.stop_tol: each image's total cost (N,) at the stage's last convergence check
+    reference: Tensor | None = None
 
     def descent_state(self) -> dict:
         """The part a stage's descent continues from (``_Descent.load_state_dict``)."""
         return {"optimizer": self.optimizer, "scale": self.scale, "average": self.average,
-                "average_weight": self.average_weight}
+                "average_weight": self.average_weight, "reference": self.reference}
 
 
 class Point(NamedTuple):
@@ -202,6 +207,7 @@ class Stylization:
         self.content: Tensor | None = None  # at full size, as the costs see it
         self.original: Tensor | None = None  # ...and as the user gave it
         self.descent: _Descent | None = None  # the stage now running
+        self.converged: list[int] = []  # where a stage met the stopping rule (params.stop_tol)
         self.step = self.first  # updates done
         self._network_was: tuple | None = None  # set by __enter__
         self._iteration: Iterator[Point] | None = None
@@ -279,6 +285,9 @@ class Stylization:
             while self.step < stage.end:
                 previous = self.step
                 self.step = descent.step(previous)  # one more, or with clip_every up to clip_every more
+                if self.step < stage.end and descent.converged(previous, self.step):
+                    self.converged.append(self.step)
+                    self.step = stage.end  # the stage's remaining steps are skipped
                 if self.step < params.steps:
                     yield Point(self.step, previous)
             self.carried = descent.optimizer.state_dict() if params.scale_start == "warm" else None
@@ -290,7 +299,7 @@ class Stylization:
         self._record(params.steps, parts)
         finals = [Progress(params.steps, params.steps, *(float(p[i]) for p in parts[1:]), float(parts[0][i]))
                   for i in range(image.shape[0])]
-        self._result = Result(self._as_seen(image, original).contiguous(), self.history, finals)
+        self._result = Result(self._as_seen(image, original).contiguous(), self.history, finals, self.converged)
 
     def _descent(self, stage: Stage, image: Tensor, targets: Targets, resume: Checkpoint | None) -> "_Descent":
         """The stage's descent, from its start or from ``resume``, or warm from the last stage's."""
@@ -365,13 +374,16 @@ class _Descent:
         # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
         self.scaler = torch.amp.GradScaler(image.device.type, enabled=fp16)
         self.average = _Average(params.average, image) if params.average else None
+        self.latest: Tensor | None = None  # each image's total cost (N,) at the last update's start
+        self.reference: Tensor | None = None  # ...and at the last convergence check (stop_tol)
 
     def state_dict(self) -> dict:
         """The optimizer's state, L-BFGS's objective scale and the average, on the CPU: what
         a ``Checkpoint`` holds beside the image and the history."""
         average = self.average.biased.detach().cpu().clone() if self.average is not None else None
         return {"optimizer": _cpu_copy(self.optimizer.state_dict()), "scale": self.scale, "average": average,
-                "average_weight": self.average.weight if self.average is not None else 0.0}
+                "average_weight": self.average.weight if self.average is not None else 0.0,
+                "reference": self.reference.cpu().clone() if self.reference is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -379,6 +391,8 @@ class _Descent:
         if self.average is not None and state["average"] is not None:
             self.average.biased.copy_(state["average"])
             self.average.weight = state["average_weight"]
+        if state.get("reference") is not None:
+            self.reference = state["reference"].to(self.image.device)
 
     def warm(self, previous: dict) -> None:
         """Start from the previous scale's Adam moments, upsampled to this one's size (not in
@@ -428,6 +442,7 @@ class _Descent:
             # images of a batch are independent: the gradient of their sum is each one's own
             self.scaler.scale(parts[0].sum()).backward()
             self.record(step, parts)
+            self.latest = parts[0].detach()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
@@ -444,11 +459,31 @@ class _Descent:
 
             self.optimizer.step(closure)
             self.record(step, first[0])
+            self.latest = first[0][0].detach()
         with torch.no_grad():
             self.image.clamp_(0, 1)
         if self.average is not None:
             self.average.update(self.image)
         return step + iterations
+
+
+    def converged(self, previous: int, done: int) -> bool:
+        """The stopping rule (``params.stop_tol``, as artistic-videos stops): at each update
+        that reaches or passes a multiple of ``stop_window`` steps into the stage, whether every
+        image's total cost changed by less than ``stop_tol`` of itself since the last check
+        (the first check compares with the stage's first cost). One host synchronisation a
+        window."""
+        params, start = self.params, self.stage.start
+        if not params.stop_tol or self.latest is None:
+            return False
+        if self.reference is None:
+            self.reference = self.latest
+            return False
+        if (done - start) // params.stop_window <= (previous - start) // params.stop_window:
+            return False
+        change = (self.reference - self.latest).abs() / self.reference.abs().clamp_min(1e-30)
+        self.reference = self.latest
+        return bool((change < params.stop_tol).all())
 
 
 def _optimizer(params: StyleParams, image: Tensor, objective: Callable[[Tensor], tuple]):

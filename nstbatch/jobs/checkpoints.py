@@ -21,7 +21,8 @@ def save_checkpoint(state: StateDir, job: Job, hash_: str, checkpoint: Checkpoin
                            dtype=torch.float64).reshape(-1, 5)
     entry = {"format": FORMAT, "params_hash": hash_, "step": checkpoint.step, "image": checkpoint.image,
              "optimizer": checkpoint.optimizer, "history": history, "scale": checkpoint.scale,
-             "average": checkpoint.average, "average_weight": checkpoint.average_weight}
+             "average": checkpoint.average, "average_weight": checkpoint.average_weight,
+             "reference": checkpoint.reference}
     buffer = io.BytesIO()
     torch.save(entry, buffer)
     path = state.checkpoint_path(job.id)
@@ -42,7 +43,8 @@ def load_checkpoint(state: StateDir, job: Job, hash_: str) -> Checkpoint | None:
         steps = job.params.steps
         history = [Progress(int(row[0]), steps, *(float(v) for v in row[1:])) for row in entry["history"]]
         return Checkpoint(int(entry["step"]), entry["image"], entry["optimizer"], history,
-                          float(entry["scale"]), entry.get("average"), float(entry.get("average_weight", 0.0)))
+                          float(entry["scale"]), entry.get("average"), float(entry.get("average_weight", 0.0)),
+                          entry.get("reference"))
     except Exception:  # noqa: BLE001 - a bad checkpoint only costs a restart of its job
         discard_checkpoint(state, job)
         return None
@@ -67,7 +69,8 @@ def slice_checkpoint(checkpoint: Checkpoint, index: int, count: int) -> Checkpoi
             return [take(v) for v in obj]
         return obj
 
-    average = checkpoint.average
+    average, reference = checkpoint.average, checkpoint.reference
     return replace(checkpoint, image=checkpoint.image[index:index + 1].clone(),
                    optimizer=take(checkpoint.optimizer),
-                   average=average[index:index + 1].clone() if average is not None else None)
+                   average=average[index:index + 1].clone() if average is not None else None,
+                   reference=reference[index:index + 1].clone() if reference is not None else None)
