@@ -16,8 +16,8 @@ from .engine.optimize import Progress, Result
 from .engine.pixels import to_pil, to_tensor
 from .engine.vgg import VGGFeatures
 from .engine.weights import load_weights
-from .io.images import fit_image, save_image, to_rgb
-from .jobs.single import Hooks, check_job_files, optimize_job, provenance, stylize_job
+from .io.images import fit_image, to_rgb
+from .jobs.single import Hooks, check_job_files, optimize_job, provenance, save_output, stylize_job
 from .styles.store import StyleTargetStore, default_store
 
 
@@ -78,10 +78,9 @@ def stylize_file(content: str | os.PathLike, style: "str | os.PathLike | StyleSp
     ``output`` atomically: on any failure, nothing is written. The job as ``run`` does it
     (``stylize_job``)."""
     content, output, styles = Path(content), Path(output), _style_list(style)
-    check_job_files(content, styles, output)
+    check_job_files(content, styles, output, params)
     load_weights(params.weights)  # a weights problem shows before any decoding work
     result = stylize_job(content, styles, params, device=device, features=features, store=store,
                          **optimize_options)
-    save_image(to_pil(result.image), output, provenance(params, result, content, styles),
-               jpeg_quality=params.jpeg_quality, webp_quality=params.webp_quality)
+    save_output(result.image, output, params, provenance(params, result, content, styles), content)
     return result

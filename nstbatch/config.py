@@ -129,6 +129,8 @@ class StyleParams:
     jpeg_quality: int = _knob(95, "quality of .jpg outputs (always full-resolution colour, 4:4:4)",
                               "int", low=1, high=100)
     webp_quality: int = _knob(95, "quality of .webp outputs; 100 = lossless", "int", low=1, high=100)
+    bit_depth: int = _knob(8, "bits a channel of the output: 8, or 16 (.png and .tif outputs: the"
+                           " optimised image's smooth gradients keep their levels)", "int", low=8, high=16)
     precision: str = _knob(
         "auto", "network precision (Gram matrices and costs stay fp32): fp16 is GPU-only, with"
         " loss scaling; auto is bf16 where the GPU or CPU has it, else fp32 (CPU) or fp16 (GPU)",
@@ -155,6 +157,8 @@ class StyleParams:
         if self.scale_start == "warm" and self.optimizer != "adam":
             raise ParamError(f"scale_start warm carries Adam's moments from scale to scale; with"
                              f" optimizer {self.optimizer} use scale_start fresh")
+        if self.bit_depth not in (8, 16):
+            raise ParamError(f"bit_depth {self.bit_depth}: outputs have 8 or 16 bits a channel")
         if not self.content_layers and not self.style_layers:
             raise ParamError("content_layers and style_layers are both empty: nothing to optimise")
         if (not self.scales or any(b <= a for a, b in zip(self.scales, self.scales[1:]))
@@ -205,7 +209,8 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(St
 # finished job (tests/test_config.py pins each preset's hash).
 LATER_FIELDS = {"resize": "long", "crop": "none", "jpeg_quality": 95, "webp_quality": 95, "style_cap": 0.0,
                 "average": 0.0, "scale_start": "fresh", "style_loss": "gram", "lr_end": 1.0, "scale_carry": "image",
-                "palette_mix": 1.0, "clip_every": 1, "stop_tol": 0.0, "stop_window": 50}
+                "palette_mix": 1.0, "clip_every": 1, "stop_tol": 0.0, "stop_window": 50,
+                "bit_depth": 8}
 
 
 def _check(f: dataclasses.Field, value) -> None:

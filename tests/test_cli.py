@@ -177,3 +177,26 @@ def test_the_command_list_of_help_cuts_no_description():
     commands = out[out.index("Commands:"):]
     assert "stylize" in commands and "weights" in commands
     assert "..." not in commands and "…" not in commands, commands
+
+
+def test_a_sixteen_bit_print_carries_the_content_s_profile_and_a_jpeg_cannot_hold_it(tmp_path, image_pair, capsys):
+    from PIL import ImageCms
+
+    content, style = image_pair
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    with Image.open(content) as im:
+        im.save(tmp_path / "tagged.png", icc_profile=icc)
+    out = tmp_path / "print.png"
+    code, _, err = run_cli(capsys, "stylize", tmp_path / "tagged.png", style, "-o", out, *TINY, "--bit-depth", "16")
+    assert code == 0, err
+    with Image.open(out) as im:
+        assert im.info.get("icc_profile") == icc
+    import png
+
+    assert png.Reader(filename=str(out)).read()[3]["bitdepth"] == 16
+    code, _, err = run_cli(capsys, "stylize", content, style, "-o", tmp_path / "print.jpg", *TINY, "--bit-depth", "16")
+    assert code == 2 and "bit_depth 16 needs a .png or .tif output" in err and not (tmp_path / "print.jpg").exists()
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"id,content,style,output,size,steps,bit_depth\nj,{content},{style},{tmp_path / 'j.jpg'},32,2,16\n")
+    code, out, err = run_cli(capsys, "run", manifest)
+    assert code != 0 and "m.csv:2" in err + out and "bit_depth 16 needs" in err + out

@@ -87,7 +87,7 @@ def test_truncated_jpeg_fails_to_decode_with_a_clear_error(tmp_path):
         images.load_image(good)
 
 
-@pytest.mark.parametrize("name, fmt", [("o.png", "PNG"), ("o.JPG", "JPEG"), ("o.webp", "WEBP")])
+@pytest.mark.parametrize("name, fmt", [("o.png", "PNG"), ("o.JPG", "JPEG"), ("o.webp", "WEBP"), ("o.tif", "TIFF")])
 def test_save_by_extension_atomically(tmp_path, name, fmt):
     path = images.save_image(Image.new("RGB", (8, 8), (1, 2, 3)), tmp_path / name, {"k": "v"})
     with Image.open(path) as im:
@@ -128,7 +128,7 @@ def test_output_folder_that_cannot_be_created(tmp_path):
         images.check_output_path(blocker / "sub" / "o.png")
 
 
-@pytest.mark.parametrize("name", ["m.png", "m.jpg", "m.webp"])
+@pytest.mark.parametrize("name", ["m.png", "m.jpg", "m.webp", "m.tiff"])
 def test_every_output_format_carries_its_provenance(tmp_path, name):
     meta = {"params": {"steps": 3, "preset": "fast"}, "weights": "w-id"}
     path = images.save_image(Image.new("RGB", (8, 8), (9, 99, 199)), tmp_path / name, meta)
@@ -187,3 +187,51 @@ def test_a_missing_file_beside_a_near_name_gets_a_did_you_mean(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "cat.JPG")
     with pytest.raises(InputError, match=r"did you mean cat.JPG\?"):
         images.probe_image(tmp_path / "cat.jpg")
+
+
+def srgb_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("name", ["deep.png", "deep.tif"])
+def test_a_sixteen_bit_output_keeps_its_levels_its_profile_and_its_provenance(tmp_path, name):
+    import torch
+
+    from nstbatch.engine.pixels import to_uint16
+
+    ramp = torch.linspace(0, 1, 1000).view(1, 1, 1, 1000).expand(1, 3, 4, 1000).clone()
+    ramp[:, 1] = 1 - ramp[:, 1]
+    meta, icc = {"params": {"bit_depth": 16}}, srgb_profile()
+    path = images.save_image(to_uint16(ramp), tmp_path / name, meta, icc_profile=icc)
+    if name.endswith(".png"):
+        import png
+
+        width, height, rows, info = png.Reader(filename=str(path)).read()
+        assert info["bitdepth"] == 16 and not info["greyscale"]
+        pixels = np.vstack([np.asarray(row, np.uint16) for row in rows]).reshape(height, width, 3)
+    else:
+        import tifffile
+
+        pixels = tifffile.imread(path)
+    assert pixels.dtype == np.uint16 and pixels.shape == (4, 1000, 3)
+    assert len(np.unique(pixels[0, :, 0])) == 1000  # 8 bits would hold 256
+    assert np.array_equal(pixels[..., 1], 65535 - pixels[..., 0])
+    assert images.read_provenance(path) == meta
+    with Image.open(path) as im:  # what thumbnails and viewers see
+        assert im.info.get("icc_profile") == icc
+        assert im.convert("RGB").size == (1000, 4)
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_sixteen_bits_are_for_png_and_tiff_and_an_input_s_profile_is_found(tmp_path):
+    with pytest.raises(InputError, match="bit_depth 16 needs a .png or .tif output"):
+        images.check_bit_depth(tmp_path / "o.jpg", 16)
+    images.check_bit_depth(tmp_path / "o.jpg", 8)
+    images.check_bit_depth(tmp_path / "o.TIFF", 16)
+    tagged = save(tmp_path, Image.new("RGB", (4, 4)), "tagged.jpg", icc_profile=srgb_profile())
+    plain = save(tmp_path, Image.new("RGB", (4, 4)), "plain.png")
+    assert images.icc_profile(tagged) == srgb_profile() and images.icc_profile(plain) is None
+    path = images.save_image(Image.new("RGB", (4, 4)), tmp_path / "o.webp", icc_profile=srgb_profile())
+    assert images.icc_profile(path) == srgb_profile()

@@ -38,3 +38,14 @@ def to_pil(image: torch.Tensor) -> Image.Image:
         image = image[0]
     array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
     return Image.fromarray(array.permute(1, 2, 0).cpu().numpy(), "RGB")
+
+
+def to_uint16(image: torch.Tensor) -> np.ndarray:
+    """``(1, 3, H, W)`` or ``(3, H, W)`` in [0, 1] → ``uint16`` ``(H, W, 3)`` (rounded): the
+    pixels of a 16-bit output."""
+    if image.dim() == 4:
+        if image.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {image.shape[0]}")
+        image = image[0]
+    array = (image.detach().double().clamp(0, 1) * 65535).round().to(torch.int32)
+    return array.permute(1, 2, 0).cpu().numpy().astype(np.uint16)

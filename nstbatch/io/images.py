@@ -7,14 +7,20 @@ Conversion rule (``to_rgb``), applied after the EXIF orientation:
 - anything with alpha (``RGBA``, ``LA``, ``PA``) composited over white, the usual page colour;
 - ``CMYK`` and ``YCbCr`` converted by Pillow's own colour conversion; float (``F``) clipped to [0, 1];
 - an animated image contributes its first frame.
+
+Outputs: PNG, JPEG, WebP and TIFF, 8 bits a channel, or 16 (PNG and TIFF: ``bit_depth 16``,
+written from the float result, so smooth gradients keep their levels); an input's ICC profile
+(``icc_profile``) goes into the output made from it, so its colours mean what the content's did.
 """
 from __future__ import annotations
 
 import difflib
+import io
 import itertools
 import json
 import os
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -29,7 +35,8 @@ from ..errors import InputError
 from ..fs import atomic_write
 
 # Formats we write, by extension, and Pillow's name for each.
-OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+DEEP_FORMATS = ("PNG", "TIFF")  # the ones that hold 16 bits a channel
 
 
 @dataclass(frozen=True)
@@ -183,51 +190,124 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_bit_depth(path: str | os.PathLike, bit_depth: int) -> None:
+    """Before any work: the output's format is known and holds ``bit_depth`` bits a channel."""
+    if output_format(path) not in DEEP_FORMATS and bit_depth == 16:
+        raise InputError(f"{path}: bit_depth 16 needs a .png or .tif output; {Path(path).suffix} holds"
+                         " 8 bits a channel", hint="name the output .png or .tif, or use bit_depth 8")
+
+
+def icc_profile(path: str | os.PathLike) -> bytes | None:
+    """The ICC profile embedded in an input image (from its header), or None."""
+    try:
+        with Image.open(_source(Path(path), shards.is_member(path))) as im:
+            return im.info.get("icc_profile") or None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None  # its decoding, not its profile, is where a broken input is reported
+
+
 # The Exif tags that carry an output's provenance in JPEG and WebP files (PNG: text chunks).
 EXIF_DESCRIPTION, EXIF_SOFTWARE = 0x010E, 0x0131
 
 
-def save_image(image: Image.Image, path: str | os.PathLike,
+def save_image(image: Image.Image | np.ndarray, path: str | os.PathLike,
                metadata: Mapping[str, object] | None = None, *,
-               jpeg_quality: int = 95, webp_quality: int = 95) -> Path:
-    """Save atomically in the format the extension names. ``metadata`` (parameters, versions:
-    how the image was made) goes into PNG outputs as ``nstbatch:<key>`` text chunks, and into
-    JPEG and WebP outputs as one JSON object in the Exif ImageDescription (read it back with
-    ``read_provenance``). JPEG: ``jpeg_quality`` with full-resolution colour (4:4:4); WebP:
-    ``webp_quality``, 100 meaning lossless."""
+               jpeg_quality: int = 95, webp_quality: int = 95, icc_profile: bytes | None = None) -> Path:
+    """Save atomically in the format the extension names: ``image`` an RGB Pillow image (8 bits
+    a channel), or a ``uint16`` array ``(H, W, 3)`` (16 bits; PNG and TIFF only). ``metadata``
+    (parameters, versions: how the image was made) goes into PNG outputs as ``nstbatch:<key>``
+    text chunks, into JPEG and WebP outputs as one JSON object in the Exif ImageDescription, and
+    into TIFF outputs as that object in the ImageDescription tag (read it back with
+    ``read_provenance``); ``icc_profile`` is embedded in every format. JPEG: ``jpeg_quality``
+    with full-resolution colour (4:4:4); WebP: ``webp_quality``, 100 meaning lossless."""
     path = Path(path)
     fmt = output_format(path)
-    options: dict = {}
-    if fmt == "PNG" and metadata:
-        info = PngImagePlugin.PngInfo()
-        for key, value in metadata.items():
-            text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-            info.add_itxt(f"nstbatch:{key}", text)
-        options["pnginfo"] = info
-    elif fmt == "JPEG":
-        options.update(quality=jpeg_quality, subsampling=0)
-    elif fmt == "WEBP":
-        options.update(quality=webp_quality, lossless=webp_quality >= 100, method=4)
-    if fmt in ("JPEG", "WEBP") and metadata:
-        exif = Image.Exif()
-        exif[EXIF_DESCRIPTION] = json.dumps({"nstbatch": dict(metadata)}, sort_keys=True)
-        exif[EXIF_SOFTWARE] = "nstbatch"
-        options["exif"] = exif.tobytes()
+    deep = isinstance(image, np.ndarray)
+    if deep:
+        check_bit_depth(path, 16)
+        if image.dtype != np.uint16 or image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"a 16-bit output is a uint16 (H, W, 3) array, got {image.dtype} {image.shape}")
+    if fmt == "TIFF":
+        write = _tiff_writer(np.asarray(image), metadata, icc_profile)
+    elif deep:
+        write = _png16_writer(image, metadata, icc_profile)
+    else:
+        options: dict = {"icc_profile": icc_profile} if icc_profile else {}
+        if fmt == "PNG" and metadata:
+            info = PngImagePlugin.PngInfo()
+            for key, value in metadata.items():
+                info.add_itxt(f"nstbatch:{key}", _text(value))
+            options["pnginfo"] = info
+        elif fmt == "JPEG":
+            options.update(quality=jpeg_quality, subsampling=0)
+        elif fmt == "WEBP":
+            options.update(quality=webp_quality, lossless=webp_quality >= 100, method=4)
+        if fmt in ("JPEG", "WEBP") and metadata:
+            exif = Image.Exif()
+            exif[EXIF_DESCRIPTION] = json.dumps({"nstbatch": dict(metadata)}, sort_keys=True)
+            exif[EXIF_SOFTWARE] = "nstbatch"
+            options["exif"] = exif.tobytes()
+
+        def write(f) -> None:
+            image.save(f, format=fmt, **options)
     try:
-        atomic_write(path, lambda f: image.save(f, format=fmt, **options))
+        atomic_write(path, write)
     except OSError as e:
         raise InputError(f"{path}: cannot write output ({e.strerror or e})",
                          hint="check free space and permissions") from None
     return path
 
 
+def _text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _png16_writer(array: np.ndarray, metadata: Mapping[str, object] | None, icc: bytes | None):
+    """A 48-bit PNG by pypng, with the profile (iCCP) and the provenance (iTXt) chunks that
+    Pillow writes for 8-bit ones."""
+    import png
+
+    height, width, _ = array.shape
+    encoded = io.BytesIO()
+    png.Writer(width, height, greyscale=False, bitdepth=16).write(encoded, array.reshape(height, width * 3))
+    chunks = list(png.Reader(bytes=encoded.getvalue()).chunks())
+    extra = [(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc))] if icc else []
+    extra += [(b"iTXt", f"nstbatch:{key}".encode("latin-1") + b"\0\0\0\0\0" + _text(value).encode())
+              for key, value in (metadata or {}).items()]
+    chunks = chunks[:1] + extra + chunks[1:]  # after IHDR, before the image data
+
+    def write(f) -> None:
+        png.write_chunks(f, chunks)
+    return write
+
+
+def _tiff_writer(array: np.ndarray, metadata: Mapping[str, object] | None, icc: bytes | None):
+    """A TIFF by tifffile (8 or 16 bits a channel), deflate-compressed."""
+    import tifffile
+
+    description = json.dumps({"nstbatch": dict(metadata)}, sort_keys=True) if metadata else None
+
+    def write(f) -> None:
+        encoded = io.BytesIO()  # tifffile wants a named file or a buffer, not the temp file's descriptor
+        tifffile.imwrite(encoded, array, photometric="rgb", compression="zlib", iccprofile=icc,
+                         description=description, software="nstbatch", metadata=None)
+        f.write(encoded.getvalue())
+    return write
+
+
 def read_provenance(path: str | os.PathLike) -> dict:
     """What ``save_image`` stored in an output: {key: value}, from any of its formats."""
-    with Image.open(path) as im:
-        if im.format == "PNG":
-            return {key[len("nstbatch:"):]: _maybe_json(value) for key, value in im.text.items()
-                    if key.startswith("nstbatch:")}
-        text = im.getexif().get(EXIF_DESCRIPTION)
+    if output_format(path) == "TIFF":
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            text = tif.pages[0].description
+    else:
+        with Image.open(path) as im:
+            if im.format == "PNG":
+                return {key[len("nstbatch:"):]: _maybe_json(value) for key, value in im.text.items()
+                        if key.startswith("nstbatch:")}
+            text = im.getexif().get(EXIF_DESCRIPTION)
     try:
         return json.loads(text)["nstbatch"] if text else {}
     except (ValueError, KeyError, TypeError):

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..config import INITS, split_weights_spec
 from ..errors import NstbatchError
 from ..geometry import long_side_size, output_size
-from .images import ImageInfo, output_format, probe_image
+from .images import ImageInfo, check_bit_depth, probe_image
 from ..layers import min_image_side, suggest
 from .manifest import Job, Manifest, Problem
 from .shards import output_folder
@@ -84,7 +84,7 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
             problems.append(Problem(job.where, message, job.id, job.line))
 
         try:
-            output_format(job.output)
+            check_bit_depth(job.output, job.params.bit_depth)  # the format is known, and holds the depth
         except NstbatchError as e:
             report(str(e))
         output_key = key(job.output)

@@ -29,7 +29,7 @@ from .ledger import JobStatus, Outcome, StateDir
 from .memory import estimate, plan_memory
 from .options import RunOptions
 from .plan import Planned, style_pixels
-from .single import Hooks, Preempted, check_job_files, load_content, optimize_job, provenance
+from .single import Hooks, Preempted, check_job_files, load_content, optimize_job, provenance, save_output
 
 # A job whose cost turns NaN or infinite is retried once with its learning rate times this.
 RETRY_LR_FACTOR = 0.1
@@ -118,7 +118,7 @@ class JobExecutor:
         for item in items:
             job = item.job
             try:
-                check_job_files(job.content, job.styles, staged(job.output))
+                check_job_files(job.content, job.styles, staged(job.output), job.params)
                 remove_stale_temps(staged(job.output))  # left by a run killed while saving this output
                 loaded.append(_Loaded(item, load_content(job.content, job.params)))
             except NstbatchError as error:
@@ -269,9 +269,8 @@ class JobExecutor:
             job, hash_ = entry.item.job, entry.item.hash
             final = result.final(index)
             try:
-                save_image(to_pil(result.image[index:index + 1]), staged(job.output),  # a shard's: packed later
-                           provenance(params, result, job.content, job.styles, index),
-                           jpeg_quality=params.jpeg_quality, webp_quality=params.webp_quality)
+                save_output(result.image[index:index + 1], staged(job.output),  # a shard's: packed later
+                            params, provenance(params, result, job.content, job.styles, index), job.content)
                 self.state.write_history(job.id, result.history, of_batch=len(loaded))
                 self.state.mark_done(job, hash_, seconds=per_image, batch=len(loaded), costs=_costs(final),
                                      device=str(self.device), activation_checkpointing=checkpointing)

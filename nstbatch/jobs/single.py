@@ -16,13 +16,14 @@ from PIL import Image
 from ..config import StyleParams
 from ..engine.devices import resolve_device
 from ..engine.optimize import Checkpoint, Progress, Result, Stylization
-from ..engine.pixels import to_tensor
+from ..engine.pixels import to_pil, to_tensor, to_uint16
 from ..engine.targets import StyleTarget
 from ..engine.vgg import VGGFeatures
 from ..engine.weights import load_weights
 from ..errors import InputError
 from ..io import shards
-from ..io.images import check_output_path, fit_image, load_image, probe_image
+from ..io.images import (check_bit_depth, check_output_path, fit_image, icc_profile, load_image, probe_image,
+                         save_image)
 from ..styles.store import StyleTargetStore, default_store
 from ..version import __version__
 
@@ -104,12 +105,22 @@ def provenance(params: StyleParams, result: Result, content: Path,
     }
 
 
-def check_job_files(content: Path, styles: Sequence[tuple[Path, float]], output: Path) -> None:
+def save_output(image: torch.Tensor, output: Path, params: StyleParams, metadata: dict, content: Path) -> None:
+    """An output ``(1, 3, H, W)`` in [0, 1] as ``params`` asks (8 or 16 bits a channel, the
+    JPEG or WebP quality), with the content's ICC profile and ``metadata`` (``provenance``)."""
+    save_image(to_uint16(image) if params.bit_depth == 16 else to_pil(image), output, metadata,
+               jpeg_quality=params.jpeg_quality, webp_quality=params.webp_quality, icc_profile=icc_profile(content))
+
+
+def check_job_files(content: Path, styles: Sequence[tuple[Path, float]], output: Path,
+                    params: StyleParams | None = None) -> None:
     """Everything about the files that can be known without decoding or running anything."""
     probe_image(content)
     for style, _ in styles:
         probe_image(style)
     check_output_path(output)
+    if params is not None:
+        check_bit_depth(output, params.bit_depth)
     for source in [content] + [style for style, _ in styles]:
         if output.resolve() == source.resolve() or (output.exists() and not shards.is_member(source)
                                                     and os.path.samefile(output, source)):
