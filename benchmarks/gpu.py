@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nstbatch.config import DEFAULT_PRESET, resolve_params  # noqa: E402
 from nstbatch.io.images import load_image  # noqa: E402
 from nstbatch.engine.pixels import to_pil, to_tensor  # noqa: E402
-from nstbatch.engine.optimize import build_features, optimize  # noqa: E402
+from nstbatch.engine.optimize import Memory, build_features, optimize  # noqa: E402
 from nstbatch.engine.yardstick import Yardstick  # noqa: E402
 
 STARTED = time.monotonic()
@@ -161,7 +161,7 @@ def big(b: Bench, path: str, side: int, cap_gib: float, steps: int):
         b.reset_peak()
         try:
             seconds, result = b.timed(lambda: optimize(content, style, params, features=features,
-                                                       activation_checkpointing=checkpointing))
+                                                       memory=Memory(checkpointing)))
             b.emit(section="big", size=list(content.shape[-2:]), cap_gib=cap_gib, steps=steps,
                    checkpointing="auto (on)" if checkpointing is None else checkpointing,
                    seconds=round(seconds, 2), peak_gib=round(b.peak_gib(), 2), ok=True)

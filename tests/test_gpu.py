@@ -8,7 +8,7 @@ from PIL import Image
 
 from nstbatch.cli import main
 from nstbatch.config import resolve_params
-from nstbatch.engine.optimize import Stylization, build_features, optimize
+from nstbatch.engine.optimize import Memory, Stylization, build_features, optimize
 from tests.conftest import pattern, report_lines, tensor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
@@ -88,8 +88,8 @@ def test_compiled_network_gives_the_eager_run(pair, exact_fp32):
 def test_activation_checkpointing_on_the_gpu_gives_the_same_run(pair, gpu_features):
     content, style = pair
     params = resolve_params("balanced", {"steps": 4, "precision": "bf16"})
-    plain = optimize(content.cuda(), style.cuda(), params, features=gpu_features, activation_checkpointing=False)
-    checked = optimize(content.cuda(), style.cuda(), params, features=gpu_features, activation_checkpointing=True)
+    plain = optimize(content.cuda(), style.cuda(), params, features=gpu_features, memory=Memory(False))
+    checked = optimize(content.cuda(), style.cuda(), params, features=gpu_features, memory=Memory(True))
     assert (plain.image - checked.image).abs().max() < 1e-3
 
 

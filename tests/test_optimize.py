@@ -5,7 +5,7 @@ import torch
 
 from nstbatch.config import resolve_params
 from nstbatch.errors import OptimizationError
-from nstbatch.engine.optimize import Stylization, build_features, initial_image, optimize
+from nstbatch.engine.optimize import Memory, Stylization, build_features, initial_image, optimize
 from tests.conftest import pattern, targets_of, tensor
 
 
@@ -244,7 +244,7 @@ def test_the_network_comes_back_in_its_own_layout_even_when_the_call_stops(pair)
     weights = [p for p in features.parameters() if p.dim() == 4]
     seen = []
     with pytest.raises(KeyboardInterrupt):
-        with Stylization(*pair, params, features=features, activation_checkpointing=True) as run:
+        with Stylization(*pair, params, features=features, memory=Memory(True)) as run:
             for point in run:  # during the run: channels-last, as bf16 runs best
                 seen.append(all(w.is_contiguous(memory_format=torch.channels_last) for w in weights))
                 if point.step == 2:
@@ -377,9 +377,9 @@ def test_activation_checkpointing_gives_the_same_run(pair, seed_features):
     params = resolve_params("balanced", {"steps": 4, "precision": "fp32"})
     calls = []
     hook = seed_features.features[0].register_forward_hook(lambda *a: calls.append(1))
-    plain = optimize(content, style, params, features=seed_features, activation_checkpointing=False)
+    plain = optimize(content, style, params, features=seed_features, memory=Memory(False))
     plain_calls, calls[:] = len(calls), []
-    checkpointed = optimize(content, style, params, features=seed_features, activation_checkpointing=True)
+    checkpointed = optimize(content, style, params, features=seed_features, memory=Memory(True))
     hook.remove()
     assert len(calls) > plain_calls  # the first block really was recomputed in backward passes
     torch.testing.assert_close(checkpointed.image, plain.image, rtol=0, atol=1e-5)

@@ -56,15 +56,24 @@ def style_cost(gram_targets: Mapping[str, Tensor], activations: Mapping[str, Ten
                layer_weights: Mapping[str, float], normalization: str = "seed") -> Tensor:
     """``Σ_l λ_l · layer cost``, with the style targets given as Gram matrices per layer
     (``G_S`` at the generated image's size for ``seed``; any common scale for ``balanced``)."""
+    return style_cost_of_grams(gram_targets, {layer: gram_matrix(activations[layer]) for layer in layer_weights},
+                               {layer: tuple(activations[layer].shape[-2:]) for layer in layer_weights},
+                               layer_weights, normalization)
+
+
+def style_cost_of_grams(gram_targets: Mapping[str, Tensor], grams: Mapping[str, Tensor],
+                        sizes: Mapping[str, tuple[int, int]], layer_weights: Mapping[str, float],
+                        normalization: str = "seed") -> Tensor:
+    """``style_cost`` from the generated image's Gram matrices ``G_G`` ``(N, C, C)`` and each
+    layer's ``(n_H, n_W)``: what a tiled step gathers tile by tile (``tiles``)."""
     if normalization not in ("seed", "balanced"):
         raise ValueError(f"unknown style normalization {normalization!r} (seed, balanced)")
     total = None
     for layer, weight in layer_weights.items():
-        a_G = activations[layer]
         if normalization == "balanced":
-            cost = weight * balanced_gram_cost(gram_targets[layer], gram_matrix(a_G))
+            cost = weight * balanced_gram_cost(gram_targets[layer], grams[layer])
         else:
-            cost = weight * gram_style_cost(gram_targets[layer], gram_matrix(a_G), *a_G.shape[-2:])
+            cost = weight * gram_style_cost(gram_targets[layer], grams[layer], *sizes[layer])
         total = cost if total is None else total + cost
     if total is None:
         raise ValueError("style_cost needs at least one layer")
@@ -151,8 +160,14 @@ def w2_layer_cost(a_G: Tensor, mean_S: Tensor, second_S: Tensor, w2: tuple[Tenso
     a style target's moments and its ``w2_target``: ``seed`` is W2² per channel (crowsonkb's),
     ``balanced`` W2² divided by the target's ``E‖f‖²`` (0 at the target, 1 for an image whose
     features are all 0 here), so layers share one scale as with the balanced Gram cost."""
+    return w2_moments_cost(*feature_moments(a_G), mean_S, second_S, w2, normalization)
+
+
+def w2_moments_cost(mean_G: Tensor, second_G: Tensor, mean_S: Tensor, second_S: Tensor,
+                    w2: tuple[Tensor, Tensor, Tensor], normalization: str = "seed") -> Tensor:
+    """``w2_layer_cost`` from the generated image's moments ``E[f]`` ``(N, C)`` and ``E[f fᵀ]``
+    ``(N, C, C)``: what a tiled step gathers tile by tile (``tiles``)."""
     cov_S, root_S, eps = w2
-    mean_G, second_G = feature_moments(a_G)
     cost = w2_style_cost(mean_G, covariance(mean_G, second_G, eps), mean_S, cov_S, root_S)
     if normalization == "balanced":
         channels = mean_G.shape[-1]
@@ -164,15 +179,22 @@ def content_cost(a_C: Tensor, a_G: Tensor, normalization: str = "seed") -> Tenso
     """``Σ(a_C − a_G)² / (4·n_H·n_W·n_C)`` per image (``seed``), ``Σ(a_C − a_G)² / 2``
     (``half_sum``, the paper's) or ``Σ(a_C − a_G)² / Σ a_C²`` (``balanced``, the relative
     error). The source's listing subtracted a_G from itself; not here."""
-    _, n_C, n_H, n_W = a_G.shape
     a_C = _at_least_float32(a_C)
     squared = ((a_C - _at_least_float32(a_G)) ** 2).sum(dim=(1, 2, 3))
+    return squared / content_divisor(a_C, normalization)
+
+
+def content_divisor(a_C: Tensor, normalization: str = "seed") -> Tensor | float:
+    """What ``content_cost`` divides the summed squared error by, from the whole content target
+    ``(N, C, H, W)``: a tiled step divides each tile's part by it (``tiles``)."""
+    _, n_C, n_H, n_W = a_C.shape
     if normalization == "seed":
-        return squared / (4.0 * n_H * n_W * n_C)
+        return 4.0 * n_H * n_W * n_C
     if normalization == "half_sum":
-        return squared / 2.0
+        return 2.0
     if normalization == "balanced":
-        return _relative(squared, a_C, (1, 2, 3))
+        # The guard only keeps an all-zero target (a layer that is dead for this image) from 0/0.
+        return (_at_least_float32(a_C) ** 2).sum(dim=(1, 2, 3)).clamp_min(1e-30)
     raise ValueError(f"unknown content normalization {normalization!r} (seed, half_sum, balanced)")
 
 

@@ -25,7 +25,8 @@ from ..geometry import long_side_size
 from .pixels import resize_tensor
 from ..errors import OptimizationError
 from .targets import StyleTarget, blend_targets, torch_style_targets
-from ..layers import min_image_side
+from .tiles import Tile, assemble, backpropagate, gather, plan_tiles
+from ..layers import min_image_side, pools_before
 from .vgg import VGGFeatures, check_image_size
 from .weights import load_weights
 
@@ -71,6 +72,9 @@ class Targets:
 
 
 Styles = Union[Tensor, Sequence[tuple[Tensor, float]]]
+# gradient(image, scale_loss): the costs (total, content, style, tv), each (N,), and the gradient
+# of scale_loss(total.sum()) accumulated into image.grad (scale_loss None: the costs alone)
+Gradient = Callable[[Tensor, "Callable[[Tensor], Tensor] | None"], tuple]
 
 
 @dataclass
@@ -91,6 +95,18 @@ class Checkpoint:
         """The part a stage's descent continues from (``_Descent.load_state_dict``)."""
         return {"optimizer": self.optimizer, "scale": self.scale, "average": self.average,
                 "average_weight": self.average_weight, "reference": self.reference}
+
+
+@dataclass(frozen=True)
+class Memory:
+    """How a run fits in memory: ``checkpointing`` recomputes VGG activations in the backward
+    pass instead of storing them (None: on for stages of more than 6 megapixels per image on a
+    GPU, a 4000 px side, where they would not fit); ``tile``, a side in px: stages larger than
+    that are stepped tile by tile (``tiles``; None: never). ``jobs.memory.plan_memory`` chooses
+    both for a job from what the device has free."""
+
+    checkpointing: bool | None = None
+    tile: int | None = None
 
 
 class Point(NamedTuple):
@@ -123,7 +139,7 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
              resume: Checkpoint | None = None,
              on_step: Callable[[Progress], None] | None = None,
              report_every: int = 1,
-             activation_checkpointing: bool | None = None) -> Result:
+             memory: Memory = Memory()) -> Result:
     """Stylize ``content`` ``(N, 3, H, W)`` with ``style`` ``(1, 3, h, w)``, both in [0, 1];
     or with a blend, a sequence of ``(style, weight)`` (weights are normalised to sum to 1);
     or with precomputed ``style_targets`` (then ``style`` may be None). ``init``: an image
@@ -145,17 +161,15 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
     ``on_step`` hears the costs every ``report_every`` steps and at the end: they are read back
     from the device (a host synchronisation) only then, the history holds those steps, and a
     non-finite cost is caught there (``OptimizationError``). ``params.precision`` runs the
-    network under autocast (Grams stay fp32). Memory: ``activation_checkpointing`` recomputes
-    VGG activations in the backward pass instead of storing them; None switches it on for
-    stages of more than 6 megapixels per image on a GPU (a 4000 px side), where they would
-    not fit.
+    network under autocast (Grams stay fp32). ``memory`` (``Memory``): activation
+    checkpointing, and the tiles a print is stepped in (memory bounded by a tile and its
+    margin, the gradient the whole image's to float rounding).
 
     Colour: with ``preserve_color: luminance`` the content and styles are reduced to their
     luminance and the result (and every snapshot) gets the content's chroma back.
     """
     with Stylization(content, style, params, features=features, style_targets=style_targets, init=init,
-                     resume=resume, on_step=on_step, report_every=report_every,
-                     activation_checkpointing=activation_checkpointing) as run:
+                     resume=resume, on_step=on_step, report_every=report_every, memory=memory) as run:
         for _ in run:
             pass
     return run.result()
@@ -183,11 +197,12 @@ class Stylization:
                  features: VGGFeatures | None = None, style_targets: StyleTarget | None = None,
                  init: Tensor | None = None, resume: Checkpoint | None = None,
                  on_step: Callable[[Progress], None] | None = None, report_every: int = 1,
-                 activation_checkpointing: bool | None = None):
+                 memory: Memory = Memory()):
         self.features = features if features is not None else build_features(params, content.device)
+        self.tile = memory.tile
         self.params, self.on_step, self.report_every = params, on_step, report_every
         self.inputs = (content, style, style_targets, init, resume)
-        self.checkpointing = activation_checkpointing
+        self.checkpointing = memory.checkpointing
         self.device = next(self.features.parameters()).device
         dtype = autocast_dtype(params.precision, self.device)
         # L-BFGS has no loss scaling: fp16 gradients would underflow.
@@ -265,7 +280,8 @@ class Stylization:
         self.content, self.original = content, original
         if style_targets is None:
             style_targets = style_targets_of(self.features, style, params, max(content.shape[-2:]), content)
-        full = job_targets(self.features, content, style_targets, params, self.dtype)
+        full = job_targets(self.features, content, style_targets, params, self.dtype,
+                           self._tiles(tuple(content.shape[-2:])))
         self.colors = full.style.palette() if params.palette_init else None
         self.history = list(resume.history) if resume else []
         image, targets, first_point = None, full, True
@@ -274,7 +290,7 @@ class Stylization:
                 continue  # done before the checkpoint we resume from
             stage_content = resize_tensor(content, stage.size, "bilinear").contiguous(memory_format=layout)
             targets = full if stage.size == tuple(content.shape[-2:]) else stage_targets(
-                self.features, stage_content, full, params, self.dtype)
+                self.features, stage_content, full, params, self.dtype, self._tiles(stage.size))
             image, resuming = self._start(stage, stage_content, image, init, resume)
             if stage.start == stage.end:
                 continue
@@ -294,20 +310,42 @@ class Stylization:
             image = descent.result()
         if image is None:  # zero steps: the initial image, at full size
             image, targets = initial_image(content, params, init, self.colors), full
-        with torch.no_grad():
-            parts = costs(self.features, image, targets, params, self.dtype)
+        tiles = self._tiles(tuple(image.shape[-2:]))
+        if tiles is not None:
+            parts = tiled_costs(self.features, image, targets, params, self.dtype, tiles)
+        else:
+            with torch.no_grad():
+                parts = costs(self.features, image, targets, params, self.dtype)
         self._record(params.steps, parts)
         finals = [Progress(params.steps, params.steps, *(float(p[i]) for p in parts[1:]), float(parts[0][i]))
                   for i in range(image.shape[0])]
         self._result = Result(self._as_seen(image, original).contiguous(), self.history, finals, self.converged)
+
+    def _tiles(self, size: tuple[int, int]) -> list[Tile] | None:
+        """The tiles a step at ``size`` takes (``tile``), or None where one covers it."""
+        if not self.tile:
+            return None
+        tiles = plan_tiles(*size, self.tile, self.params.feature_layers)
+        return tiles if len(tiles) > 1 else None
 
     def _descent(self, stage: Stage, image: Tensor, targets: Targets, resume: Checkpoint | None) -> "_Descent":
         """The stage's descent, from its start or from ``resume``, or warm from the last stage's."""
         params = self.params
         self.features.checkpointing = (self.checkpointing if self.checkpointing is not None
                                        else self.device.type == "cuda" and stage.size[0] * stage.size[1] > 6_000_000)
-        self.descent = _Descent(image, lambda x: costs(self.features, x, targets, params, self.dtype), params,
-                                stage, self._record, fp16=self.dtype == torch.float16)
+        tiles = self._tiles(stage.size)
+
+        def gradient(x: Tensor, scale_loss) -> tuple:
+            if tiles is not None:
+                return tiled_costs(self.features, x, targets, params, self.dtype, tiles, scale_loss)
+            if scale_loss is None:
+                with torch.no_grad():
+                    return costs(self.features, x, targets, params, self.dtype)
+            parts = costs(self.features, x, targets, params, self.dtype)
+            scale_loss(parts[0].sum()).backward()
+            return parts
+
+        self.descent = _Descent(image, gradient, params, stage, self._record, fp16=self.dtype == torch.float16)
         if resume is not None:
             self.descent.load_state_dict(resume.descent_state())
         elif params.scale_start == "warm" and self.carried is not None:
@@ -365,12 +403,14 @@ class _Descent:
     """One stage's optimizer over the image's pixels (and the average of its iterates): each
     ``step`` is costs → backward → optimizer step → clamp to [0, 1] → average."""
 
-    def __init__(self, image: Tensor, objective: Callable[[Tensor], tuple], params: StyleParams, stage: Stage,
+    def __init__(self, image: Tensor, gradient: Gradient, params: StyleParams, stage: Stage,
                  record: Callable[[int, tuple], None], fp16: bool = False):
-        """``objective(image)``: the costs ``(total, content, style, tv)``, each ``(N,)``;
-        ``record(step, costs)``: the loop's history of the costs at a step's start."""
-        self.image, self.objective, self.params, self.stage, self.record = image, objective, params, stage, record
-        self.optimizer, self.scale = _optimizer(params, image, objective)
+        """``gradient(image, scale_loss)``: the costs ``(total, content, style, tv)``, each
+        ``(N,)``, with the gradient of ``scale_loss(total.sum())`` accumulated into
+        ``image.grad`` (``scale_loss`` None: the costs alone); ``record(step, costs)``: the
+        loop's history of the costs at a step's start."""
+        self.image, self.gradient, self.params, self.stage, self.record = image, gradient, params, stage, record
+        self.optimizer, self.scale = _optimizer(params, image, gradient)
         # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
         self.scaler = torch.amp.GradScaler(image.device.type, enabled=fp16)
         self.average = _Average(params.average, image) if params.average else None
@@ -438,9 +478,8 @@ class _Descent:
                 group["max_iter"], group["max_eval"] = iterations, 25 * iterations
         if params.optimizer == "adam":
             self.optimizer.zero_grad(set_to_none=True)
-            parts = self.objective(self.image)
             # images of a batch are independent: the gradient of their sum is each one's own
-            self.scaler.scale(parts[0].sum()).backward()
+            parts = self.gradient(self.image, self.scaler.scale)
             self.record(step, parts)
             self.latest = parts[0].detach()
             self.scaler.step(self.optimizer)
@@ -450,12 +489,10 @@ class _Descent:
 
             def closure():
                 self.optimizer.zero_grad(set_to_none=True)
-                parts = self.objective(self.image)
-                objective = parts[0].sum() * self.scale
-                objective.backward()
+                parts = self.gradient(self.image, lambda loss: loss * self.scale)
                 if not first:
                     first.append(parts)
-                return objective
+                return parts[0].detach().sum() * self.scale
 
             self.optimizer.step(closure)
             self.record(step, first[0])
@@ -486,7 +523,7 @@ class _Descent:
         return bool((change < params.stop_tol).all())
 
 
-def _optimizer(params: StyleParams, image: Tensor, objective: Callable[[Tensor], tuple]):
+def _optimizer(params: StyleParams, image: Tensor, gradient: Gradient):
     if params.optimizer == "adam":
         return torch.optim.Adam([image], lr=params.lr), 1.0
     # clip_every L-BFGS iterations per .step() call (_Descent.step sets max_iter and max_eval
@@ -498,7 +535,7 @@ def _optimizer(params: StyleParams, image: Tensor, objective: Callable[[Tensor],
     # paper's weights on 0-255 activations) its float32 line search overflows. Dividing
     # the objective by its initial value changes no minimiser and keeps it near 1.
     with torch.no_grad():
-        scale = float(1.0 / objective(image)[0].sum().clamp_min(1e-12))
+        scale = float(1.0 / gradient(image, None)[0].sum().clamp_min(1e-12))
     return optimizer, scale
 
 
@@ -555,7 +592,7 @@ def style_targets_of(features: VGGFeatures, styles: Styles, params: StyleParams,
 
 
 def job_targets(features: VGGFeatures, content: Tensor, style_targets: StyleTarget, params: StyleParams,
-                dtype: torch.dtype | None = None) -> Targets:
+                dtype: torch.dtype | None = None, tiles: Sequence[Tile] | None = None) -> Targets:
     """What a job is pulled towards, once per job at its full size: the content's activations,
     the blended style target (``targets.blend_targets``) on the content's device, its W2
     targets (``style_loss: w2``), and under ``style_cap`` each image's share of beta, from the
@@ -565,6 +602,13 @@ def job_targets(features: VGGFeatures, content: Tensor, style_targets: StyleTarg
     w2 = ({name: losses.w2_target(style.layers[name].mean, style.layers[name].second)
            for name in params.style_layers} if params.style_loss == "w2" else None)
     capped = bool(params.style_cap and params.style_layers)
+    if tiles is not None:  # a print: the content's activations and own style cost tile by tile
+        features_of = _features_of(features, params, dtype)
+        acts = assemble(features_of, content, tiles, params.content_layers) if params.content_layers else {}
+        factor = (losses.style_cap_factor(_style_cost_of_sums(_gather_style(features_of, content, tiles, params),
+                                                              style, params, w2), params.style_cap)
+                  if capped else None)
+        return Targets(acts, style, factor, w2)
     layers = params.feature_layers if capped else params.content_layers
     with torch.no_grad():
         acts = _scaled(features, content, layers, params.feature_scale, dtype) if layers else {}
@@ -573,9 +617,13 @@ def job_targets(features: VGGFeatures, content: Tensor, style_targets: StyleTarg
 
 
 def stage_targets(features: VGGFeatures, content: Tensor, job: Targets, params: StyleParams,
-                  dtype: torch.dtype | None = None) -> Targets:
+                  dtype: torch.dtype | None = None, tiles: Sequence[Tile] | None = None) -> Targets:
     """A stage's targets: the content's activations at the stage's size; the job's style
     target, style_cap factors and W2 targets serve every stage (Grams are per position)."""
+    if tiles is not None:
+        acts = (assemble(_features_of(features, params, dtype), content, tiles, params.content_layers)
+                if params.content_layers else {})
+        return dataclasses.replace(job, content=acts)
     with torch.no_grad():
         acts = (_scaled(features, content, params.content_layers, params.feature_scale, dtype)
                 if params.content_layers else {})
@@ -647,6 +695,82 @@ def costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleP
     return total, j_content, j_style, j_tv
 
 
+def tiled_costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleParams,
+                dtype: torch.dtype | None, tiles: Sequence[Tile],
+                scale_loss: Callable[[Tensor], Tensor] | None = None) -> tuple:
+    """``costs`` of an image too large to step at once, read tile by tile (``tiles``); with
+    ``scale_loss`` also the gradient of ``scale_loss(total.sum())``, accumulated into
+    ``image.grad`` as its backward would. The costs come back detached."""
+    features_of = _features_of(features, params, dtype)
+    zero = image.new_zeros(image.shape[0], dtype=torch.float32)
+    j_style, sum_gradients = zero, {}
+    beta = params.style_weight if targets.style_factor is None else params.style_weight * targets.style_factor
+    if params.style_layers:
+        sums = _gather_style(features_of, image.detach(), tiles, params)
+        wanted = scale_loss is not None
+        for part in sums.values():
+            part.first.requires_grad_(wanted)
+            part.second.requires_grad_(wanted)
+        with torch.enable_grad() if wanted else torch.no_grad():
+            j_style = _style_cost_of_sums(sums, targets.style, params, targets.w2)
+        if wanted:
+            leaves = [t for part in sums.values() for t in (part.first, part.second)]
+            grads = torch.autograd.grad(scale_loss((beta * j_style).sum()), leaves, allow_unused=True)
+            sum_gradients = {name: (grads[2 * i], grads[2 * i + 1]) for i, name in enumerate(sums)}
+        j_style = j_style.detach()
+    j_content = [zero]
+    divisors = {name: losses.content_divisor(targets.content[name], params.content_norm)
+                for name in params.content_layers}
+
+    def content(tile: Tile, acts: dict[str, Tensor]) -> Tensor:
+        """The tile's content terms: its core's squared errors over the whole target's divisor."""
+        part = zero
+        for name in params.content_layers:
+            generated = tile.core_of(acts[name], name)
+            target = tile.core_in_image(targets.content[name], name)
+            part = part + ((target - generated) ** 2).sum(dim=(1, 2, 3)) / divisors[name]
+        j_content[0] = j_content[0] + part.detach()
+        return scale_loss(params.content_weight * part.sum()) if scale_loss is not None else part.sum()
+
+    if params.content_layers or sum_gradients:
+        with torch.enable_grad() if scale_loss is not None else torch.no_grad():
+            backpropagate(features_of, image, tiles, params.feature_layers if sum_gradients else params.content_layers,
+                          sum_gradients, content)
+    j_tv = zero
+    if params.tv_weight:
+        j_tv = losses.tv_cost(image)
+        if scale_loss is not None:
+            scale_loss(params.tv_weight * j_tv.sum()).backward()
+        j_tv = j_tv.detach()
+    total = losses.total_cost(j_content[0], j_style, params.content_weight, beta, j_tv, params.tv_weight)
+    return total.detach(), j_content[0], j_style, j_tv
+
+
+def _features_of(features: VGGFeatures, params: StyleParams, dtype: torch.dtype | None):
+    return lambda crop, layers: _scaled(features, crop, layers, params.feature_scale, dtype)
+
+
+def _gather_style(features_of, image: Tensor, tiles: Sequence[Tile], params: StyleParams):
+    height, width = image.shape[-2:]
+    sizes = {name: (height >> pools_before(name), width >> pools_before(name)) for name in params.style_layers}
+    return gather(features_of, image, tiles, params.style_layers, sizes)
+
+
+def _style_cost_of_sums(sums, style: StyleTarget, params: StyleParams,
+                        w2: dict[str, tuple[Tensor, Tensor, Tensor]] | None = None) -> Tensor:
+    """``_style_cost`` from each layer's sums over the image (``tiles.Sums``)."""
+    weights = dict(zip(params.style_layers, params.style_layer_weights))
+    if w2 is not None:
+        return sum(weight * losses.w2_moments_cost(sums[name].first / sums[name].count,
+                                                   sums[name].second / sums[name].count,
+                                                   style.layers[name].mean, style.layers[name].second, w2[name],
+                                                   params.style_norm)
+                   for name, weight in weights.items())
+    at_size = {name: style.layers[name].second * sums[name].count for name in weights}  # G_S at this size
+    return losses.style_cost_of_grams(at_size, {name: sums[name].second for name in weights},
+                                      {name: sums[name].size for name in weights}, weights, params.style_norm)
+
+
 def _style_cost(acts: dict[str, Tensor], style: StyleTarget, params: StyleParams,
                 w2: dict[str, tuple[Tensor, Tensor, Tensor]] | None = None) -> Tensor:
     """The style cost (N,) of activations against a style target: its per-position Grams, or
@@ -663,11 +787,12 @@ def _style_cost(acts: dict[str, Tensor], style: StyleTarget, params: StyleParams
 
 def _scaled(features: VGGFeatures, image: Tensor, layers, scale: float,
             dtype: torch.dtype | None = None) -> dict[str, Tensor]:
-    """Activations at ``layers`` times ``scale``, in float32. With ``dtype`` the network runs
-    under autocast; its outputs are cast back so Gram matrices and costs are float32."""
+    """Activations at ``layers`` times ``scale``, in float32 (float64 from a float64 network).
+    With ``dtype`` the network runs under autocast; its outputs are cast back so Gram matrices
+    and costs are float32."""
     with torch.autocast(image.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         acts = features(image, layers)
-    return {name: a.float() * scale for name, a in acts.items()}
+    return {name: a.to(torch.promote_types(a.dtype, torch.float32)) * scale for name, a in acts.items()}
 
 
 def _as_blend(styles: Styles) -> list[tuple[Tensor, float]]:

@@ -17,7 +17,7 @@ from ..errors import NstbatchError, OptimizationError
 from ..fs import remove_stale_temps
 from ..io.images import save_image
 from ..styles.onnx_backend import OnnxError
-from ..engine.optimize import Checkpoint, Progress, Result, build_features
+from ..engine.optimize import Checkpoint, Memory, Progress, Result, build_features
 from ..engine.pixels import to_pil
 from ..io.shards import staged
 from ..styles.store import StyleTargetStore
@@ -26,7 +26,7 @@ from ..engine.vgg import VGGFeatures
 from .checkpoints import discard_checkpoint, load_checkpoint, save_checkpoint, slice_checkpoint
 from .claims import Claim, claim_at
 from .ledger import JobStatus, Outcome, StateDir
-from .memory import estimate, plan_memory
+from .memory import Estimate, estimate, plan_memory
 from .options import RunOptions
 from .plan import Planned, style_pixels
 from .single import Hooks, Preempted, check_job_files, load_content, optimize_job, provenance, save_output
@@ -176,8 +176,7 @@ class JobExecutor:
         resume = load_checkpoint(self.state, first.job, first.hash) if len(loaded) == 1 else None
         try:
             style_targets, sources = self._style_targets(loaded)
-            result, params, note = self._optimize(loaded, style_targets, resume, memory.checkpointing,
-                                                  claims, on_step)
+            result, params, note = self._optimize(loaded, style_targets, resume, memory, claims, on_step)
         except Preempted as stop:
             for index, entry in enumerate(loaded):
                 save_checkpoint(self.state, entry.item.job, entry.item.hash,
@@ -210,7 +209,7 @@ class JobExecutor:
             return per_job[0][0], sources
         return StyleTarget.stack([targets for targets, _ in per_job]), sources
 
-    def _optimize(self, loaded: list[_Loaded], style_targets, resume: Checkpoint | None, checkpointing: bool,
+    def _optimize(self, loaded: list[_Loaded], style_targets, resume: Checkpoint | None, memory: Estimate,
                   claims: dict[str, Claim], on_step) -> tuple[Result, object, str | None]:
         """``optimize_job`` with checkpoints, snapshots, heartbeats and the stop signal; a single job whose cost turns
         non-finite is retried once at a tenth of its learning rate."""
@@ -234,7 +233,7 @@ class JobExecutor:
         for attempt in (1, 2):
             try:
                 result = optimize_job(content, style_targets, params, features=self._features(params), resume=resume,
-                                      hooks=hooks, activation_checkpointing=checkpointing)
+                                      hooks=hooks, memory=Memory(memory.checkpointing, memory.tile))
                 return result, params, note
             except OptimizationError as error:
                 if len(loaded) > 1:

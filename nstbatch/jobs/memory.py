@@ -14,11 +14,12 @@ No torch here: ``validate`` and ``plan`` use it to warn, before any GPU time is 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..config import StyleParams
 from ..environment import cpu_has_bf16
-from ..layers import LAYER_INDEX, LAYER_NAMES, channels
+from ..layers import LAYER_INDEX, LAYER_NAMES, channels, pools_before, receptive_radius
 
 # Fitted (see the module docstring): how many bytes each stored activation element costs in
 # all, per byte of its dtype, and what a job costs whatever its size (buffers, allocator slack).
@@ -34,6 +35,8 @@ TARGET_BYTES_PER_PIXEL = 2.6 * 64 * 4
 # A job is planned into this share of what the device offers: the estimate is within about
 # ±20 % of measured peaks, and what is free now may shrink while the job runs.
 HEADROOM = 0.8
+# tile: auto tries these sides, largest first (a larger tile wastes less on its margins)
+TILE_SIDES = (2048, 1536, 1024, 768, 512, 384, 256)
 
 
 
@@ -62,22 +65,29 @@ class Estimate:
     bytes: int
     checkpointing: bool  # the estimate assumes activation checkpointing
     stage: tuple[int, int]  # the (height, width) of the stage that peaks
+    tile: int | None = None  # stages larger than this side are stepped tile by tile (engine/tiles.py)
 
     def __str__(self) -> str:
-        return f"{self.bytes / 2**30:.2f} GiB" + (" with activation checkpointing" if self.checkpointing else "")
+        return (f"{self.bytes / 2**30:.2f} GiB" + (" with activation checkpointing" if self.checkpointing else "")
+                + (f" in tiles of {self.tile} px" if self.tile else ""))
 
 
 def estimate(params: StyleParams, height: int, width: int, batch: int = 1, *,
-             checkpointing: bool = False, device: str = "cpu", style_pixels: int = 0) -> Estimate:
+             checkpointing: bool = False, device: str = "cpu", style_pixels: int = 0,
+             tile: int | None = None) -> Estimate:
     """Peak memory of one job (``batch`` jobs together) whose output is ``height`` × ``width``;
-    ``style_pixels``: the largest style image at its size, when its target is to be computed."""
+    ``style_pixels``: the largest style image at its size, when its target is to be computed;
+    ``tile``: stages larger than that side are stepped tile by tile, so the network holds one
+    tile and its margin while the pixels (and Adam's moments) are the whole image's."""
     layers = params.feature_layers
     depth = max(LAYER_INDEX[n] for n in layers) + 1
     element = _bytes_per_element(params, device)
     worst, stage = 0, (height, width)
+    crop = tile + 2 * tile_margin(params) if tile else None
     for scale in params.scales:
         h, w = max(1, round(height * scale)), max(1, round(width * scale))
-        shapes = _layer_shapes(depth, h, w)
+        tiled = crop is not None and max(h, w) > tile
+        shapes = _layer_shapes(depth, min(h, crop), min(w, crop)) if tiled else _layer_shapes(depth, h, w)
         if checkpointing:
             # kept: each block's output and the requested layers; recomputed: one block at once
             kept = sum(c * p for name, c, p in shapes if name.startswith("pool") or name in layers)
@@ -94,16 +104,34 @@ def estimate(params: StyleParams, height: int, width: int, batch: int = 1, *,
         if need > worst:
             worst, stage = need, (h, w)
     worst = max(worst, TARGET_BYTES_PER_PIXEL * style_pixels)
-    return Estimate(int(worst + FIXED_BYTES), checkpointing, stage)
+    return Estimate(int(worst + FIXED_BYTES), checkpointing, stage, tile)
+
+
+def tile_margin(params: StyleParams) -> int:
+    """The margin each tile is read with (``engine.tiles.plan_tiles``'s rule)."""
+    align = 2 ** max(pools_before(n) for n in params.feature_layers)
+    return math.ceil(max(receptive_radius(n) for n in params.feature_layers) / align) * align
 
 
 def plan_memory(params: StyleParams, height: int, width: int, limit: int | None, batch: int = 1,
                 device: str = "cpu", style_pixels: int = 0) -> Estimate | None:
     """The estimate to run with when ``limit`` bytes are free: plain if it fits in ``HEADROOM``
     of them, else with activation checkpointing (recomputing costs time, so only where needed)
-    if that fits; None when neither does. No limit known: plain."""
+    if that fits, else (``tile: auto``) in the largest tile that fits; None when nothing does.
+    No limit known: plain. A ``tile`` side the user gave is always used."""
+    if params.tile not in ("auto", "off"):  # a side the user chose
+        tiled = estimate(params, height, width, batch, device=device, style_pixels=style_pixels, tile=int(params.tile))
+        return tiled if limit is None or tiled.bytes <= HEADROOM * limit else None
     plain = estimate(params, height, width, batch, device=device, style_pixels=style_pixels)
     if limit is None or plain.bytes <= HEADROOM * limit:
         return plain
     lean = estimate(params, height, width, batch, checkpointing=True, device=device, style_pixels=style_pixels)
-    return lean if lean.bytes <= HEADROOM * limit else None
+    if lean.bytes <= HEADROOM * limit:
+        return lean
+    if params.tile == "auto":  # a print: the largest tile that fits
+        for side in TILE_SIDES:
+            if side < max(height, width):
+                tiled = estimate(params, height, width, batch, device=device, style_pixels=style_pixels, tile=side)
+                if tiled.bytes <= HEADROOM * limit:
+                    return tiled
+    return None

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from ..config import StyleParams
-from ..engine.devices import resolve_device
-from ..engine.optimize import Checkpoint, Progress, Result, Stylization
+from ..engine.devices import memory_available, resolve_device
+from ..engine.optimize import Checkpoint, Memory, Progress, Result, Stylization
 from ..engine.pixels import to_pil, to_tensor, to_uint16
 from ..engine.targets import StyleTarget
 from ..engine.vgg import VGGFeatures
@@ -26,6 +26,7 @@ from ..io.images import (check_bit_depth, check_output_path, fit_image, icc_prof
                          save_image)
 from ..styles.store import StyleTargetStore, default_store
 from ..version import __version__
+from .memory import plan_memory
 
 
 def init_image(params: StyleParams, height: int, width: int) -> torch.Tensor | None:
@@ -66,20 +67,23 @@ class Preempted(Exception):
 def optimize_job(content: torch.Tensor, style_targets: StyleTarget, params: StyleParams, *,
                  features: VGGFeatures | None = None, init: torch.Tensor | None = None,
                  resume: Checkpoint | None = None, hooks: Hooks | None = None,
-                 activation_checkpointing: bool | None = None) -> Result:
+                 memory: Memory | None = None) -> Result:
     """The loop for one job (or a batch of jobs), from its content at the output's size and its
     blended style targets (``StyleTargetStore``), driven between updates: a snapshot at each
     update that reaches or passes a multiple of ``params.save_every``, a checkpoint at each
     that reaches a multiple of ``hooks.checkpoint_every`` (neither after the last update, whose
     image is the result), and a stop, as ``Preempted``, when ``hooks.should_stop`` says so
     (asked before every update, the first included). Without ``init``, ``params.init_file`` is
-    read here."""
+    read here. ``memory``: activation checkpointing and the tiles a print is stepped in; by
+    default as the memory check says, as ``run`` plans a job (``memory.plan_memory``)."""
     hooks = hooks or Hooks()
     if init is None:
         init = init_image(params, *content.shape[-2:])
+    if memory is None:
+        memory = planned_memory(params, content)
     with Stylization(content, None, params, features=features, style_targets=style_targets, init=init,
                      resume=resume, on_step=hooks.on_step, report_every=hooks.report_every,
-                     activation_checkpointing=activation_checkpointing) as run:
+                     memory=memory) as run:
         for point in run:
             if hooks.on_snapshot is not None and point.passed(params.save_every):
                 hooks.on_snapshot(point.step, run.image())
@@ -88,6 +92,15 @@ def optimize_job(content: torch.Tensor, style_targets: StyleTarget, params: Styl
             if hooks.should_stop is not None and hooks.should_stop():
                 raise Preempted(run.checkpoint())
     return run.result()
+
+
+def planned_memory(params: StyleParams, content: torch.Tensor) -> Memory:
+    """What ``run``'s memory check gives a job of this size on the content's device: its tiles
+    (activation checkpointing is the engine's own choice by size there)."""
+    limit = memory_available(content.device)
+    plan = plan_memory(params, *content.shape[-2:], limit.bytes if limit else None, content.shape[0],
+                       content.device.type)
+    return Memory(tile=plan.tile if plan is not None else None)
 
 
 def provenance(params: StyleParams, result: Result, content: Path,

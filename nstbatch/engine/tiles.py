@@ -1,0 +1,152 @@
+"""Prints at any size: one step over an image too large for memory, taken tile by tile.
+
+The style costs see the image only through sums over positions (each layer's Gram matrix
+``Σ f fᵀ`` and channel sums ``Σ f``); the content and TV costs are sums of local terms. So a
+tiled step (``optimize.tiled_costs``) first gathers each style layer's sums over the whole
+image, tile by tile and without gradients (``gather``); takes the style cost of those sums and
+its gradient with respect to them; then runs each tile again with gradients and back-propagates
+``⟨∂J/∂G, G_tile⟩ + ⟨∂J/∂Σf, Σf_tile⟩`` plus the tile's own content terms
+(``backpropagate``). The sums are linear in the tiles' parts, so the gradients that reach the
+pixels add up to the whole image's, and the image's gradient is exact up to float rounding.
+
+Each tile is read with a margin of at least the deepest layer's receptive field
+(``layers.receptive_radius``), so the features at its core are the whole image's; only the
+core's positions count. Tile edges lie on multiples of the network's largest stride, so every
+pooling window falls as it does on the whole image. Memory is bounded by one tile and its
+margin, not by the image; time grows by the margins and by the gathering pass (about a third
+more than an untiled step of the same area, plus the margins).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from ..layers import pools_before, receptive_radius
+
+# features_of(crop, layers) -> {layer: (N, C, h, w)} float32 activations, as the costs see them
+FeaturesOf = Callable[[Tensor, Sequence[str]], dict[str, Tensor]]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tile's ``core`` (the pixels it answers for) and ``crop`` (the core with its margin,
+    what the network reads), each ``(top, bottom, left, right)`` in pixels."""
+
+    core: tuple[int, int, int, int]
+    crop: tuple[int, int, int, int]
+
+    def pixels(self, image: Tensor) -> Tensor:
+        top, bottom, left, right = self.crop
+        return image[..., top:bottom, left:right]
+
+    def core_of(self, features: Tensor, layer: str) -> Tensor:
+        """The core's positions of a layer's output on the crop."""
+        stride = 2 ** pools_before(layer)
+        top, bottom, left, right = self.core
+        crop_top, _, crop_left, _ = self.crop
+        return features[..., (top - crop_top) // stride:(bottom - crop_top) // stride,
+                        (left - crop_left) // stride:(right - crop_left) // stride]
+
+
+    def core_in_image(self, features: Tensor, layer: str) -> Tensor:
+        """The core's positions of a layer's output on the whole image (a target's)."""
+        stride = 2 ** pools_before(layer)
+        top, bottom, left, right = self.core
+        return features[..., top // stride:bottom // stride, left // stride:right // stride]
+
+
+def plan_tiles(height: int, width: int, side: int, layers: Sequence[str]) -> list[Tile]:
+    """Tiles of about ``side`` px covering a ``height`` × ``width`` image, row by row, for a
+    network read at ``layers``: their edges on multiples of the largest stride among the
+    layers, each read with a margin of at least the deepest one's receptive field (both
+    rounded up to that stride). One tile if ``side`` covers the image."""
+    align = 2 ** max(pools_before(layer) for layer in layers)
+    margin = math.ceil(max(receptive_radius(layer) for layer in layers) / align) * align
+    side = max(align, side // align * align)
+
+    def cuts(length: int) -> list[tuple[int, int]]:
+        edges = list(range(0, length, side)) + [length]
+        if len(edges) > 2 and edges[-1] - edges[-2] < align:  # a sliver joins its neighbour
+            del edges[-2]
+        return list(zip(edges, edges[1:]))
+
+    return [Tile((top, bottom, left, right), (max(0, top - margin), min(height, bottom + margin),
+                                               max(0, left - margin), min(width, right + margin)))
+            for top, bottom in cuts(height) for left, right in cuts(width)]
+
+
+@dataclass
+class Sums:
+    """A layer's sums over the image's positions: ``first`` ``Σ f`` ``(N, C)``, ``second``
+    ``Σ f fᵀ`` (the Gram matrix) ``(N, C, C)``, and the layer's size ``(n_H, n_W)``."""
+
+    first: Tensor
+    second: Tensor
+    size: tuple[int, int]
+
+    @property
+    def count(self) -> int:
+        return self.size[0] * self.size[1]
+
+
+def _core_sums(core: Tensor) -> tuple[Tensor, Tensor]:
+    n, c = core.shape[:2]
+    unrolled = core.reshape(n, c, -1)
+    return unrolled.sum(-1), unrolled @ unrolled.transpose(1, 2)
+
+
+def gather(features_of: FeaturesOf, image: Tensor, tiles: Sequence[Tile], layers: Sequence[str],
+           full_size: Mapping[str, tuple[int, int]]) -> dict[str, Sums]:
+    """Each layer's sums over the whole image, tile by tile, without gradients."""
+    sums: dict[str, list[Tensor]] = {}
+    with torch.no_grad():
+        for tile in tiles:
+            acts = features_of(tile.pixels(image), layers)
+            for layer in layers:
+                first, second = _core_sums(tile.core_of(acts[layer], layer))
+                if layer in sums:
+                    sums[layer][0] += first
+                    sums[layer][1] += second
+                else:
+                    sums[layer] = [first, second]
+    return {layer: Sums(first, second, full_size[layer]) for layer, (first, second) in sums.items()}
+
+
+def assemble(features_of: FeaturesOf, image: Tensor, tiles: Sequence[Tile], layers: Sequence[str]) -> dict[str, Tensor]:
+    """The whole image's activations at ``layers``, tile by tile, without gradients (the
+    content target of a print: small at the deep layers it is taken at)."""
+    rows: dict[str, list[list[Tensor]]] = {layer: [] for layer in layers}
+    with torch.no_grad():
+        top = None
+        for tile in tiles:
+            acts = features_of(tile.pixels(image), layers)
+            for layer in layers:
+                if tile.core[0] != top:
+                    rows[layer].append([])
+                rows[layer][-1].append(tile.core_of(acts[layer], layer))
+            top = tile.core[0]
+    return {layer: torch.cat([torch.cat(row, dim=-1) for row in parts], dim=-2) for layer, parts in rows.items()}
+
+
+def backpropagate(features_of: FeaturesOf, image: Tensor, tiles: Sequence[Tile], layers: Sequence[str],
+                  sum_gradients: Mapping[str, tuple[Tensor | None, Tensor | None]],
+                  local: Callable[[Tile, dict[str, Tensor]], Tensor]) -> None:
+    """Accumulate into ``image.grad`` the gradient of a cost whose style part depends on the
+    image through each layer's sums (``sum_gradients``: its gradient with respect to ``Σ f``
+    and ``Σ f fᵀ``, either None where it does not depend on it) and whose other part is a sum
+    over tiles of ``local(tile, its activations)`` (a scalar: the tile's content terms)."""
+    for tile in tiles:
+        acts = features_of(tile.pixels(image), layers)
+        surrogate = local(tile, acts)
+        for layer, (d_first, d_second) in sum_gradients.items():
+            first, second = _core_sums(tile.core_of(acts[layer], layer))
+            if d_first is not None:
+                surrogate = surrogate + (d_first * first).sum()
+            if d_second is not None:
+                surrogate = surrogate + (d_second * second).sum()
+        if surrogate.requires_grad:
+            surrogate.backward()
