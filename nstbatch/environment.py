@@ -24,6 +24,28 @@ from typing import Iterator, Mapping
 from .errors import InputError, UsageError
 
 DEFAULT_MAX_PIXELS = 150_000_000
+# Every variable read here, for the reference (docs/make_reference.py; a test holds it to the code).
+VARIABLES = {
+    "NSTBATCH_CACHE": "the cache folder: ONNX models, TensorRT engines, style targets (default:"
+                      " `$XDG_CACHE_HOME/nstbatch`, else `~/.cache/nstbatch`)",
+    "XDG_CACHE_HOME": "where the default cache folder lies",
+    "NSTBATCH_MAX_PIXELS": f"the most pixels an input may have (default {DEFAULT_MAX_PIXELS // 1_000_000} MP): larger"
+                           " ones are refused from their header as likely decompression bombs",
+    "NSTBATCH_OFFLINE": "`1`: never try a download (torchvision weights)",
+    "NSTBATCH_MEMORY_LIMIT": "the memory jobs may use on the CPU, e.g. `8G` or `512M` (default: what the"
+                             " machine, its cgroup and `RLIMIT_AS` allow)",
+    "LOCAL_RANK": "under torchrun: which GPU this process uses",
+    "SLURM_ARRAY_TASK_ID": "SLURM array task (with `SLURM_ARRAY_TASK_MIN`, `_MAX`, `_STEP`, `_COUNT`): this task's"
+                           " shard of the manifest",
+    "SGE_TASK_ID": "SGE/UGE array task (with `SGE_TASK_FIRST`, `_LAST`, `_STEPSIZE`)",
+    "LSB_JOBINDEX": "LSF array index (with `LSB_JOBINDEX_END`, `_STEP`)",
+    "PBS_ARRAY_INDEX": "PBS Pro array index (the array size from `--shards`)",
+    "PBS_ARRAYID": "Torque array index (the array size from `--shards`)",
+    "JOB_COMPLETION_INDEX": "Kubernetes Indexed Job index (the completions from `--shards`)",
+    "AWS_BATCH_JOB_ARRAY_INDEX": "AWS Batch array index (with `AWS_BATCH_JOB_ARRAY_SIZE`, else `--shards`)",
+    "BATCH_TASK_INDEX": "Google Cloud Batch task index (with `BATCH_TASK_COUNT`)",
+    "RANK": "under torchrun (with `WORLD_SIZE`): this process's shard of the manifest",
+}
 
 
 # --- the scheduler's array task ----------------------------------------------------------

@@ -28,6 +28,21 @@ from ..fs import atomic_write
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 ASSIGNS = ("random", "cycle", "each")
 DATASET_KEYS = ("dataset", "style_pool", "variants", "assign", "output", "copy", "format")
+# What each key of a dataset entry means, for the reference (docs/make_reference.py).
+DATASET_HELP = {
+    "dataset": "a folder walked recursively (sorted; symlinked folders not followed), or WebDataset shards"
+               " (`train-{000000..000146}.tar`, a glob, a list)",
+    "style_pool": "the paintings: a folder, a glob, or a list of files",
+    "variants": "outputs per content image (default 1)",
+    "assign": "how paintings are dealt: random (default, reproducible from `seed`), cycle, or each (every"
+              " painting: a cross product)",
+    "output": "a template: `{content_reldir}`, `{content_relpath}`, `{content_stem}`, `{style_stem}`, `{variant}`,"
+              " `{id}`, `{index}`; for shards `{shard_stem}`, `{key}` (default: the tree mirrored under"
+              " `output_dir`)",
+    "copy": "sidecar files (globs, e.g. `*.xml`) copied unchanged into the mirrored tree, or a shard sample's"
+            " other members",
+    "format": "shards: the image format of the output samples (png, jpg, webp; default: the input's)",
+}
 DATASET_TEMPLATE_FIELDS = ("content_reldir", "content_relpath", "content_stem", "style_stem",
                            "variant", "id", "index", "shard_stem", "key")
 # The image formats an output shard's samples can take (``format:``), by extension.

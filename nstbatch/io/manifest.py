@@ -29,6 +29,25 @@ CSV_OPTIONAL = ("id", "style_weights")
 JOB_KEYS = ("content", "style", "output", "id")
 TOP_KEYS = ("defaults", "output_dir", "jobs")
 TEMPLATE_FIELDS = ("content_stem", "style_stem", "id", "index")
+# What each key means, for the reference (docs/make_reference.py); parameters are StyleParams'.
+CSV_HELP = {
+    "content": "content image (relative paths: to the manifest's folder)",
+    "style": "style image; several, blended, separated by `|`",
+    "output": "output file: `.png`, `.jpg`, `.webp` or `.tif`",
+    "id": "job id; by default a stable hash of content, styles and output (editing other rows renumbers nothing)",
+    "style_weights": "blend weights, `|`-separated like `style` (normalised to sum 1; default equal)",
+}
+YAML_HELP = {
+    "defaults": "top: parameters for every job (any parameter)",
+    "output_dir": "top: the folder relative outputs are relative to (default: the manifest's folder)",
+    "jobs": "top: the list of entries",
+    "content": "entry: a path, a glob (`samples/*.png`), or a list of either",
+    "style": "entry: a path; a list (one job per style, a cross product with the contents); or a mapping"
+             " path → weight (one blended job)",
+    "output": "entry: a path, or a template with `{content_stem}`, `{style_stem}` (`blend` for blends), `{id}`,"
+              " `{index}` (0-based within the entry's expansion; format specs work: `{index:04d}`)",
+    "id": "entry: only for an entry that makes a single job",
+}
 
 
 @dataclass(frozen=True)
