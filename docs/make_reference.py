@@ -67,8 +67,8 @@ def commands() -> list[str]:
     from nstbatch.config import FIELDS
 
     group = typer.main.get_command(app)
-    lines = ["## Commands", "", "Every command takes `--help`. The parameters above are flags of `stylize` and",
-             "`run` too (`run`'s override the manifest's), not repeated here.", ""]
+    lines = ["## Commands", "", "Every command takes `--help`. The parameters above are also flags of `stylize`",
+             "(`--steps 300`), not repeated here; `run` takes them from its manifest.", ""]
     context = click.Context(group, info_name="nstbatch")
     for name in group.list_commands(context):
         command = group.get_command(context, name)
