@@ -1,4 +1,4 @@
-"""How the `seed` preset keeps the source's content/style balance (README: presets).
+"""How the `seed` preset keeps the source's content/style balance (docs/presets.md).
 
 The course the seed comes from fed Keras' VGG-19 RGB pixels in [0, 1] with no mean
 subtraction; our weights get their proper Caffe preprocessing (BGR, 0-255, minus the mean

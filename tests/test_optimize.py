@@ -401,7 +401,7 @@ def test_a_mixed_style_batch_pulls_each_image_towards_its_own_style(pair, seed_f
     # Each image of a batch gets its own (1, C, C) Gram target, stacked into (B, C, C). Exact
     # equality with solo runs holds only in exact arithmetic: batched CPU convolutions differ
     # in the last bits, and Adam turns that into full steps where a gradient is ~0 (as for
-    # same-style batches, README: batching). So: each image lands next to its own solo run,
+    # same-style batches, docs/runs.md: batches). So: each image lands next to its own solo run,
     # far from a run towards the other style, with the same final costs.
     from nstbatch.engine.targets import StyleTarget, blend_targets, torch_style_targets
 

@@ -1,56 +1,95 @@
-"""README's presets table says what the presets are: each row's four preset columns are the
-values of `nstbatch.config.PRESETS`, and every StyleParams field has its row, so a preset
-changed, or a field added, without its table fails here."""
-from fractions import Fraction
-import pytest
+"""README and docs/: short enough to read, every link leads somewhere, every command shown is one
+the CLI takes (its options included)."""
+import re
+import shlex
+from pathlib import Path
 
-from nstbatch.config import FIELDS, PRESETS
+import pytest
+import typer
+
+try:  # typer vendors click from 0.16 on
+    from typer._click import exceptions as click_errors
+except ImportError:
+    from click import exceptions as click_errors
+
 from tests.conftest import ROOT
 
-README = ROOT / "README.md"
-COLUMNS = ("balanced", "fast", "seed", "gatys")
-HEADER = "| parameter | `balanced` (default) | `fast` | `seed` | `gatys` | meaning |"
+PAGES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
 
 
-def table_rows() -> dict[str, list[str]]:
-    lines = README.read_text().splitlines()
-    start = lines.index(HEADER) + 2  # past the header and its rule
-    rows = {}
-    for line in lines[start:]:
-        if not line.startswith("|"):
-            break
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
-        name = cells[0].split()[0].strip("`")  # '`content_weight` (α)' -> 'content_weight'
-        rows[name] = cells[1:1 + len(COLUMNS)]
-    return rows
+def test_readme_fits_on_a_few_screens_and_opens_with_the_two_set_up_commands():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 200
+    long = [n for n, line in enumerate(lines, 1) if len(line) > 120]
+    assert not long, f"README lines over 120 characters: {long}"
+    blocks = re.findall(r"```bash\n(.*?)```", "\n".join(lines), re.S)
+    assert blocks[0].strip() == ("python3 -m venv .venv && .venv/bin/pip install -e . && "
+                                 ".venv/bin/nstbatch run manifests/example.csv")
+    assert blocks[1].strip() == "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest -q"
 
 
-def number(text: str) -> float:
-    return float(Fraction(text))  # '1/255', '0.05', '4.25'
+def _anchors(page: Path) -> set[str]:
+    return {re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+            for line in page.read_text().splitlines() if line.startswith("#")}
 
 
-def says(cell: str, value, balanced) -> bool:
-    """Whether a table cell states ``value`` ('same': the default's value)."""
-    if cell == "same":
-        return value == balanced
-    if isinstance(value, tuple):
-        if cell.endswith(" each"):
-            return len(set(value)) == 1 and number(cell.split()[0]) == pytest.approx(value[0])
-        parts = cell.split(",")
-        return len(parts) == len(value) and all(says(p, v, None) for p, v in zip(parts, value))
-    if isinstance(value, bool) or isinstance(value, str):
-        return cell == str(value)
-    return number(cell) == pytest.approx(value, rel=1e-9)
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_link_leads_to_a_file_of_the_repository_or_a_heading(page):
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        if not file.exists():
+            broken.append(target)
+        elif anchor and file.suffix == ".md" and anchor not in _anchors(file):
+            broken.append(target)
+    assert not broken, f"{page.name}: broken links {broken}"
 
 
-def test_the_presets_table_states_every_presets_values():
-    rows = table_rows()
-    assert rows, "the presets table is missing from README.md"
-    unknown = set(rows) - set(FIELDS)
-    assert not unknown, f"README rows for no StyleParams field: {unknown}"
-    missing = set(FIELDS) - set(rows) - {"preset"}  # the preset is the columns
-    assert not missing, f"StyleParams fields without a README row: {missing}"
-    wrong = [f"{name} [{preset}]: README says {cell!r}, the preset has {getattr(PRESETS[preset], name)!r}"
-             for name, cells in rows.items() for preset, cell in zip(COLUMNS, cells)
-             if not says(cell, getattr(PRESETS[preset], name), getattr(PRESETS["balanced"], name))]
-    assert not wrong, "\n".join(wrong)
+def _commands(page: Path, inline: bool = True) -> list[tuple[str, bool]]:
+    """The ``nstbatch`` commands of a page: those of its bash blocks (whole commands), and with
+    ``inline`` those of its inline code (mentions, perhaps without their arguments)."""
+    text = page.read_text()
+    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", text, re.S)
+    lines = [(re.sub(r"\s+#.*$", "", line).strip(), True) for block in blocks for line in block.splitlines()]
+    if inline:
+        prose = re.sub(r"```.*?```", "", text, flags=re.S).replace("\n", " ")
+        lines += [(span, False) for span in re.findall(r"`(nstbatch [^`]+)`", prose)]
+    found = []
+    for line, whole in lines:
+        for part in re.split(r"&&|;", line):
+            words = part.strip().split()
+            while words and words[0].startswith(".venv/bin/"):
+                words[0] = words[0][len(".venv/bin/"):]
+            if words and words[0] == "nstbatch":
+                found.append((" ".join(words), whole))
+    return found
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_command_shown_parses_with_the_cli(page):
+    from nstbatch.cli import app
+
+    group = typer.main.get_command(app)
+    for command, whole in _commands(page):
+        words = shlex.split(command)[1:]
+        if not words or words[0].startswith("-") or any(w.isupper() or "[" in w or "<" in w for w in words):
+            continue  # nstbatch --help, or a usage line (nstbatch run MANIFEST [OPTIONS])
+        sub = group.get_command(group.context_class(group), words[0])
+        assert sub is not None, f"{page.name}: no command {words[0]!r} in {command!r}"
+        try:
+            sub.make_context(words[0], words[1:])
+        except click_errors.MissingParameter:
+            assert not whole, f"{page.name}: {command!r} lacks an argument"
+        except click_errors.UsageError as error:
+            pytest.fail(f"{page.name}: {command!r}: {error.format_message()}")
+
+
+def test_the_pages_show_commands_for_each_quick_start():
+    commands = [command for command, _ in _commands(ROOT / "README.md", inline=False)]
+    assert any(c.startswith("nstbatch stylize ") for c in commands)
+    assert any(c.startswith("nstbatch run manifests/example.csv") for c in commands)
+    assert any(c.startswith("nstbatch run data/stylize.yaml") for c in commands)

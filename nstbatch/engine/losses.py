@@ -2,7 +2,7 @@
 
 Each cost returns one value per image, shape ``(N,)``, so a batch of images can share one
 forward pass. Targets may have a batch of 1 and broadcast against the generated batch.
-The formulas are the seed's, made exact (README: "What it does"); the normalisation of each
+The formulas are the seed's, made exact (docs/method.md); the normalisation of each
 is defined once, here, and chosen by name: ``seed`` (the seed's formulas) or ``balanced``.
 
 Why ``balanced``: the seed's layer cost is a quarter of the per-position Gram MSE, and on Caffe

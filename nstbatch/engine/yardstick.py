@@ -1,5 +1,5 @@
 """The two-axis quality yardstick: how much of the painting's style an image carries, and how
-much of the photo's content it kept (README: Presets; benchmarks/RESULTS.md).
+much of the photo's content it kept (docs/presets.md; benchmarks/RESULTS.md).
 
 Its layers and formulas are fixed and are no preset's objective, so a preset cannot score well
 by optimising the measure itself:

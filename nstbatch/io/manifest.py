@@ -331,7 +331,7 @@ def parse_yaml(path: Path, text: str) -> Manifest:
         raise ManifestError(f"{path.name}:{line}", f"not valid YAML ({getattr(e, 'problem', None) or e})") from None
     if not isinstance(data, dict):
         raise ManifestError(f"{path.name}:1", "expected a mapping with a 'jobs:' list",
-                            hint="see README: manifests")
+                            hint="see docs/runs.md (manifests) and docs/reference.md (their keys)")
     unknown = _unknown(data, TOP_KEYS)
     if unknown:
         raise ManifestError(f"{path.name}:{data.line}", unknown)
