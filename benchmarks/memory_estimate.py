@@ -18,7 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
-import json, os, sys, threading, time
+import json, sys
+sys.path.insert(0, "benchmarks")
+from peak_memory import PeakSampler
 import torch
 from nstbatch.config import resolve_params
 from nstbatch.io.images import load_image
@@ -31,22 +33,14 @@ content = to_tensor(load_image(sys.argv[4], size))
 style = to_tensor(load_image(sys.argv[5], size))
 features = build_features(params)
 targets = style_targets_of(features, style, params, max(content.shape[-2:]), content)
-page = os.sysconf("SC_PAGE_SIZE")
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * page
-base, peak, done = rss(), [0], [False]
-def sample():
-    while not done[0]:
-        peak[0] = max(peak[0], rss()); time.sleep(0.002)
-thread = threading.Thread(target=sample); thread.start()
+sampler = PeakSampler().start()
 optimize(content, None, params, features=features, style_targets=targets,
          memory=Memory(checkpointing))
-done[0] = True; thread.join()
+increase = sampler.stop()
 h, w = content.shape[-2:]
 guess = estimate(params, h, w, checkpointing=checkpointing)
-print(json.dumps({"size": [h, w], "checkpointing": checkpointing, "baseline_mib": base / 2**20,
-                  "measured_mib": (peak[0] - base) / 2**20, "estimate_mib": guess.bytes / 2**20}))
+print(json.dumps({"size": [h, w], "checkpointing": checkpointing, "baseline_mib": sampler.baseline / 2**20,
+                  "measured_mib": increase / 2**20, "estimate_mib": guess.bytes / 2**20}))
 """
 
 
