@@ -1,0 +1,78 @@
+"""Prints: peak memory and time of a step against size, tiled and untiled, on this machine.
+
+    python benchmarks/print_tiles.py [--runs 1024:off 1024:512 2048:off 2048:1024 4096:1024]
+                                     [--steps 3] [--out benchmarks/print-tiles.jsonl]
+
+Each run is ``SIZE:TILE`` (TILE a side in px, or off) in a fresh process: the default preset at
+one scale (the full-size stage a print chain ends in), ``steps`` Adam steps, the style read at
+1024 px. The baseline is the process after the network is loaded and the targets are computed
+(the content's activations gathered tile by tile where tiled); a sampler reads the resident
+memory every 2 ms while the steps run. Reported: the peak increase over the baseline, the
+estimate (``jobs.memory.estimate``), and the seconds per step after the first.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHILD = r"""
+import json, sys, time
+sys.path.insert(0, "benchmarks")
+from peak_memory import PeakSampler
+import torch
+from nstbatch.config import resolve_params
+from nstbatch.io.images import load_image
+from nstbatch.engine.pixels import to_tensor
+from nstbatch.engine.optimize import Memory, Stylization, build_features, style_targets_of
+from nstbatch.jobs.memory import estimate
+size, steps, tile = int(sys.argv[1]), int(sys.argv[2]), None if sys.argv[3] == "off" else int(sys.argv[3])
+params = resolve_params(None, {"size": size, "steps": steps, "scales": "1", "scale_steps": "1",
+                               "style_size": 1024})
+content = to_tensor(load_image(sys.argv[4], size))
+style = to_tensor(load_image(sys.argv[5], 1024))
+features = build_features(params)
+targets = style_targets_of(features, style, params, max(content.shape[-2:]), content)
+stamps, started = [], time.perf_counter()
+with Stylization(content, None, params, features=features, style_targets=targets, memory=Memory(tile=tile)) as run:
+    for point in run:
+        if point.step == 0:  # the targets are made: the baseline
+            sampler, first = PeakSampler().start(), time.perf_counter()
+        stamps.append(time.perf_counter())
+increase = sampler.stop()
+h, w = content.shape[-2:]
+guess = estimate(params, h, w, tile=tile)
+per_step = (stamps[-1] - stamps[1]) / (len(stamps) - 2) if len(stamps) > 2 else float("nan")
+print(json.dumps({"size": [h, w], "tile": tile, "steps": steps, "baseline_mib": round(sampler.baseline / 2**20),
+                  "measured_mib": round(increase / 2**20), "estimate_mib": round(guess.bytes / 2**20),
+                  "targets_s": round(first - started, 1), "step_s": round(per_step, 2),
+                  "threads": torch.get_num_threads(), "precision": params.precision}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", nargs="*", default=["1024:off", "1024:512", "2048:off", "2048:1024", "4096:1024"])
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--content", default=ROOT / "manifests/images/hoovertowernight.jpg")
+    ap.add_argument("--style", default=ROOT / "manifests/images/starry_night.jpg")
+    ap.add_argument("--out", type=Path, help="append each run's JSON line here")
+    args = ap.parse_args()
+    for run in args.runs:
+        size, tile = run.split(":")
+        result = subprocess.run([sys.executable, "-c", CHILD, size, str(args.steps), tile, str(args.content),
+                                 str(args.style)], capture_output=True, text=True, cwd=ROOT)
+        line = result.stdout.strip().splitlines()[-1] if result.returncode == 0 else json.dumps(
+            {"run": run, "error": result.stderr.strip().splitlines()[-1:]})
+        print(line, flush=True)
+        if args.out:
+            with args.out.open("a") as f:
+                f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
