@@ -14,7 +14,7 @@ except ImportError:
 
 from tests.conftest import ROOT
 
-PAGES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
+PAGES = [ROOT / "README.md", ROOT / "benchmarks" / "RESULTS.md"] + sorted((ROOT / "docs").glob("*.md"))
 
 
 def test_readme_fits_on_a_few_screens_and_opens_with_the_two_set_up_commands():
