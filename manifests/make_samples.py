@@ -148,10 +148,56 @@ def draw_tree(root: Path, side: int = 96) -> None:
     (root / "stylize.yaml").write_text(STYLIZE_YAML)
 
 
+# The manifest --shards writes beside the shards: docs/datasets.md shows it (a test keeps the two
+# the same). A real dataset names its own range: "train-{000000..000146}.tar".
+SHARDS_YAML = """defaults: {size: 256}
+jobs:
+  - dataset: "wds/train-{000000..000003}.tar"   # a brace range, a glob ("wds/*.tar") or a list
+    style_pool: paintings/
+    variants: 2
+    output: "stylized/{shard_stem}.tar"        # a .tar: output shard n holds input shard n's samples
+    format: jpg                                # the samples' image format (default: the input's)
+    jpeg_quality: 90
+    copy: [cls]                                # sidecar members copied into each output sample
+"""
+
+
+def draw_shards(root: Path, shards: int = 4, samples: int = 3, side: int = 96) -> None:
+    """``root/wds/train-00000N.tar``: WebDataset shards of ``samples`` samples each (a ``.jpg``
+    and its ``.cls`` label, keys as ImageNet's), ``root/paintings``: four styles,
+    ``root/stylize.yaml``: a manifest of the shards (``SHARDS_YAML``)."""
+    import io
+    import tarfile
+
+    (root / "wds").mkdir(parents=True, exist_ok=True)
+    pictures = [harbour, town]
+    for shard in range(shards):
+        with tarfile.open(root / "wds" / f"train-{shard:06d}.tar", "w") as tar:
+            for index in range(samples):
+                key, label = f"n0144076{shard}_{index:05d}", (shard + index) % 2
+                im = pictures[label]()
+                im.thumbnail((side, side), Image.Resampling.LANCZOS)
+                encoded = io.BytesIO()
+                im.save(encoded, format="JPEG", quality=90)
+                for name, data in ((f"{key}.jpg", encoded.getvalue()), (f"{key}.cls", str(label).encode())):
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mtime = len(data), 0
+                    tar.addfile(info, io.BytesIO(data))
+    (root / "paintings").mkdir(parents=True, exist_ok=True)
+    for name, make in [("swirls", swirls), ("mosaic", mosaic), ("stripes", stripes), ("dots", dots)]:
+        make(side).save(root / "paintings" / f"{name}.png")
+    (root / "stylize.yaml").write_text(SHARDS_YAML)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", type=Path, help="draw the dataset tree under this folder instead")
+    parser.add_argument("--shards", type=Path, help="draw WebDataset shards under this folder instead")
     args = parser.parse_args()
+    if args.shards:
+        draw_shards(args.shards)
+        print(args.shards / "wds", args.shards / "paintings", args.shards / "stylize.yaml")
+        return
     if args.tree:
         draw_tree(args.tree)
         print(args.tree / "photos", args.tree / "paintings", args.tree / "stylize.yaml")

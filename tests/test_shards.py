@@ -297,20 +297,18 @@ jobs:
     assert np.asarray(loaded[0]["image"]).shape == (25, 32, 3)
 
 
-def test_the_readme_shards_example_is_valid_on_147_shards(tmp_path):
+def test_the_docs_shards_example_is_what_make_samples_draws_and_is_valid(tmp_path):
     from tests.conftest import ROOT
+    from tests.test_dataset import _samples
 
-    readme = (ROOT / "docs" / "datasets.md").read_text()
-    section = readme[readme.index("## Training pipelines"):]
+    page = (ROOT / "docs" / "datasets.md").read_text()
+    section = page[page.index("## Training pipelines"):]
     example = section[section.index("```yaml\n") + 8:section.index("```\n", section.index("```yaml"))]
-    for s in range(147):
-        write_shard(tmp_path / "wds" / f"train-{s:06d}.tar", {f"n{s:06d}_0": {"jpg": png(s), "cls": b"1"}})
-    (tmp_path / "paintings").mkdir()
-    Image.fromarray(pattern(32, 32, phase=3), "RGB").save(tmp_path / "paintings" / "p.png")
-    (tmp_path / "stylize.yaml").write_text(example)
+    _samples().draw_shards(tmp_path)
+    assert (tmp_path / "stylize.yaml").read_text() == example  # what the page shows is what it draws
     manifest = read_manifest(tmp_path / "stylize.yaml")
     assert [str(p) for p in validate(manifest)] == []
-    assert len(manifest.jobs) == 2 * 147 and len(manifest.copies) == 2 * 147
+    assert len(manifest.jobs) == 4 * 3 * 2 and len(manifest.copies) == 4 * 3 * 2
     job = manifest.jobs[-1]
-    assert job.output == tmp_path / "stylized" / "train-000146.tar" / "n000146_0_1.jpg"
+    assert job.output == tmp_path / "stylized" / "train-000003.tar" / "n01440763_00002_1.jpg"
     assert job.params.jpeg_quality == 90 and job.params.size == 256
