@@ -49,6 +49,18 @@ def test_every_variable_the_environment_reads_is_in_its_table():
 
 
 def test_the_generator_s_check_mode_says_when_the_page_is_stale(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "docs" / "make_reference.py"), "--check"],
-                            capture_output=True, text=True, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    import os
+    import shutil
+
+    def check(folder):
+        return subprocess.run([sys.executable, str(folder / "make_reference.py"), "--check"], capture_output=True,
+                              text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    fresh = check(ROOT / "docs")
+    assert fresh.returncode == 0, fresh.stderr
+    stale = tmp_path / "docs"
+    stale.mkdir()
+    shutil.copy(ROOT / "docs" / "make_reference.py", stale)
+    (stale / "reference.md").write_text((ROOT / "docs" / "reference.md").read_text().replace("| `steps` |", "| `stpes` |"))
+    result = check(stale)
+    assert result.returncode == 1 and "is stale: run python docs/make_reference.py" in result.stderr

@@ -6,7 +6,7 @@ import torch
 
 from nstbatch.config import resolve_params
 from nstbatch.engine.optimize import Memory, build_features, costs, job_targets, optimize, tiled_costs
-from nstbatch.engine.tiles import assemble, plan_tiles
+from nstbatch.engine.tiles import plan_tiles, read
 from tests.conftest import pattern, targets_of, tensor
 
 # Three poolings deep (stride 8, margin 16): several tiles on a small image, in seconds.
@@ -45,7 +45,7 @@ def test_a_tiled_read_gives_the_whole_image_s_activations(pair, features):
     params = resolve_params("balanced", LAYERS)
     layers = ("relu1_1", "relu3_2", "relu4_1")
     whole = features(content, layers)
-    tiled = assemble(lambda crop, names: features(crop, names), content, plan_tiles(84, 100, 32, layers), layers)
+    tiled, _ = read(lambda crop, names: features(crop, names), content, plan_tiles(84, 100, 32, layers), layers)
     for name in layers:
         assert tiled[name].shape == whole[name].shape  # float rounding apart (convolutions of other sizes):
         assert (tiled[name] - whole[name]).abs().max() < 1e-5 * whole[name].abs().max()

@@ -25,7 +25,7 @@ from ..geometry import long_side_size
 from .pixels import resize_tensor
 from ..errors import OptimizationError
 from .targets import StyleTarget, blend_targets, torch_style_targets
-from .tiles import Tile, assemble, backpropagate, gather, plan_tiles
+from .tiles import Tile, backpropagate, plan_tiles, read
 from ..layers import min_image_side, pools_before
 from .vgg import VGGFeatures, check_image_size
 from .weights import load_weights
@@ -310,12 +310,7 @@ class Stylization:
             image = descent.result()
         if image is None:  # zero steps: the initial image, at full size
             image, targets = initial_image(content, params, init, self.colors), full
-        tiles = self._tiles(tuple(image.shape[-2:]))
-        if tiles is not None:
-            parts = tiled_costs(self.features, image, targets, params, self.dtype, tiles)
-        else:
-            with torch.no_grad():
-                parts = costs(self.features, image, targets, params, self.dtype)
+        parts = self._gradient(targets, self._tiles(tuple(image.shape[-2:])))(image, None)
         self._record(params.steps, parts)
         finals = [Progress(params.steps, params.steps, *(float(p[i]) for p in parts[1:]), float(parts[0][i]))
                   for i in range(image.shape[0])]
@@ -328,12 +323,10 @@ class Stylization:
         tiles = plan_tiles(*size, self.tile, self.params.feature_layers)
         return tiles if len(tiles) > 1 else None
 
-    def _descent(self, stage: Stage, image: Tensor, targets: Targets, resume: Checkpoint | None) -> "_Descent":
-        """The stage's descent, from its start or from ``resume``, or warm from the last stage's."""
+    def _gradient(self, targets: Targets, tiles: list[Tile] | None) -> Gradient:
+        """The costs of an image against ``targets`` (and their gradient where asked), whole or
+        tile by tile: what every step and the final costs take."""
         params = self.params
-        self.features.checkpointing = (self.checkpointing if self.checkpointing is not None
-                                       else self.device.type == "cuda" and stage.size[0] * stage.size[1] > 6_000_000)
-        tiles = self._tiles(stage.size)
 
         def gradient(x: Tensor, scale_loss) -> tuple:
             if tiles is not None:
@@ -344,8 +337,15 @@ class Stylization:
             parts = costs(self.features, x, targets, params, self.dtype)
             scale_loss(parts[0].sum()).backward()
             return parts
+        return gradient
 
-        self.descent = _Descent(image, gradient, params, stage, self._record, fp16=self.dtype == torch.float16)
+    def _descent(self, stage: Stage, image: Tensor, targets: Targets, resume: Checkpoint | None) -> "_Descent":
+        """The stage's descent, from its start or from ``resume``, or warm from the last stage's."""
+        params = self.params
+        self.features.checkpointing = (self.checkpointing if self.checkpointing is not None
+                                       else self.device.type == "cuda" and stage.size[0] * stage.size[1] > 6_000_000)
+        self.descent = _Descent(image, self._gradient(targets, self._tiles(stage.size)), params, stage, self._record,
+                                fp16=self.dtype == torch.float16)
         if resume is not None:
             self.descent.load_state_dict(resume.descent_state())
         elif params.scale_start == "warm" and self.carried is not None:
@@ -602,12 +602,10 @@ def job_targets(features: VGGFeatures, content: Tensor, style_targets: StyleTarg
     w2 = ({name: losses.w2_target(style.layers[name].mean, style.layers[name].second)
            for name in params.style_layers} if params.style_loss == "w2" else None)
     capped = bool(params.style_cap and params.style_layers)
-    if tiles is not None:  # a print: the content's activations and own style cost tile by tile
-        features_of = _features_of(features, params, dtype)
-        acts = assemble(features_of, content, tiles, params.content_layers) if params.content_layers else {}
-        factor = (losses.style_cap_factor(_style_cost_of_sums(_gather_style(features_of, content, tiles, params),
-                                                              style, params, w2), params.style_cap)
-                  if capped else None)
+    if tiles is not None:  # a print: the content's activations and own style cost, in one pass of tiles
+        acts, sums = read(_features_of(features, params, dtype), content, tiles, params.content_layers,
+                          _style_sizes(content, params) if capped else None)
+        factor = losses.style_cap_factor(_style_cost_of_sums(sums, style, params, w2), params.style_cap) if capped else None
         return Targets(acts, style, factor, w2)
     layers = params.feature_layers if capped else params.content_layers
     with torch.no_grad():
@@ -621,8 +619,7 @@ def stage_targets(features: VGGFeatures, content: Tensor, job: Targets, params: 
     """A stage's targets: the content's activations at the stage's size; the job's style
     target, style_cap factors and W2 targets serve every stage (Grams are per position)."""
     if tiles is not None:
-        acts = (assemble(_features_of(features, params, dtype), content, tiles, params.content_layers)
-                if params.content_layers else {})
+        acts, _ = read(_features_of(features, params, dtype), content, tiles, params.content_layers)
         return dataclasses.replace(job, content=acts)
     with torch.no_grad():
         acts = (_scaled(features, content, params.content_layers, params.feature_scale, dtype)
@@ -706,7 +703,7 @@ def tiled_costs(features: VGGFeatures, image: Tensor, targets: Targets, params: 
     j_style, sum_gradients = zero, {}
     beta = params.style_weight if targets.style_factor is None else params.style_weight * targets.style_factor
     if params.style_layers:
-        sums = _gather_style(features_of, image.detach(), tiles, params)
+        _, sums = read(features_of, image.detach(), tiles, summed=_style_sizes(image, params))
         wanted = scale_loss is not None
         for part in sums.values():
             part.first.requires_grad_(wanted)
@@ -750,10 +747,10 @@ def _features_of(features: VGGFeatures, params: StyleParams, dtype: torch.dtype 
     return lambda crop, layers: _scaled(features, crop, layers, params.feature_scale, dtype)
 
 
-def _gather_style(features_of, image: Tensor, tiles: Sequence[Tile], params: StyleParams):
+def _style_sizes(image: Tensor, params: StyleParams) -> dict[str, tuple[int, int]]:
+    """Each style layer's (n_H, n_W) on the whole image."""
     height, width = image.shape[-2:]
-    sizes = {name: (height >> pools_before(name), width >> pools_before(name)) for name in params.style_layers}
-    return gather(features_of, image, tiles, params.style_layers, sizes)
+    return {name: (height >> pools_before(name), width >> pools_before(name)) for name in params.style_layers}
 
 
 def _style_cost_of_sums(sums, style: StyleTarget, params: StyleParams,

@@ -3,7 +3,7 @@
 The style costs see the image only through sums over positions (each layer's Gram matrix
 ``Σ f fᵀ`` and channel sums ``Σ f``); the content and TV costs are sums of local terms. So a
 tiled step (``optimize.tiled_costs``) first gathers each style layer's sums over the whole
-image, tile by tile and without gradients (``gather``); takes the style cost of those sums and
+image, tile by tile and without gradients (``read``); takes the style cost of those sums and
 its gradient with respect to them; then runs each tile again with gradients and back-propagates
 ``⟨∂J/∂G, G_tile⟩ + ⟨∂J/∂Σf, Σf_tile⟩`` plus the tile's own content terms
 (``backpropagate``). The sums are linear in the tiles' parts, so the gradients that reach the
@@ -13,8 +13,8 @@ Each tile is read with a margin of at least the deepest layer's receptive field
 (``layers.receptive_radius``), so the features at its core are the whole image's; only the
 core's positions count. Tile edges lie on multiples of the network's largest stride, so every
 pooling window falls as it does on the whole image. Memory is bounded by one tile and its
-margin, not by the image; time grows by the margins and by the gathering pass (about a third
-more than an untiled step of the same area, plus the margins).
+margin, not by the image; a step takes longer by the gathering pass and the margins (measured:
+1.44× an untiled step at 2048 px in 1024 px tiles, benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -99,37 +99,33 @@ def _core_sums(core: Tensor) -> tuple[Tensor, Tensor]:
     return unrolled.sum(-1), unrolled @ unrolled.transpose(1, 2)
 
 
-def gather(features_of: FeaturesOf, image: Tensor, tiles: Sequence[Tile], layers: Sequence[str],
-           full_size: Mapping[str, tuple[int, int]]) -> dict[str, Sums]:
-    """Each layer's sums over the whole image, tile by tile, without gradients."""
+def read(features_of: FeaturesOf, image: Tensor, tiles: Sequence[Tile], whole: Sequence[str] = (),
+         summed: Mapping[str, tuple[int, int]] | None = None) -> tuple[dict[str, Tensor], dict[str, Sums]]:
+    """One pass over the tiles without gradients: the whole image's activations at the layers
+    ``whole`` (a print's content target: small at the deep layers it is taken at), and each
+    layer of ``summed`` (layer -> its size on the whole image) summed over the image."""
+    summed = summed or {}
+    layers = tuple(dict.fromkeys([*whole, *summed]))
+    rows: dict[str, list[list[Tensor]]] = {layer: [] for layer in whole}
     sums: dict[str, list[Tensor]] = {}
     with torch.no_grad():
+        top = None
         for tile in tiles:
             acts = features_of(tile.pixels(image), layers)
-            for layer in layers:
+            for layer in whole:
+                if tile.core[0] != top:
+                    rows[layer].append([])
+                rows[layer][-1].append(tile.core_of(acts[layer], layer))
+            top = tile.core[0]
+            for layer in summed:
                 first, second = _core_sums(tile.core_of(acts[layer], layer))
                 if layer in sums:
                     sums[layer][0] += first
                     sums[layer][1] += second
                 else:
                     sums[layer] = [first, second]
-    return {layer: Sums(first, second, full_size[layer]) for layer, (first, second) in sums.items()}
-
-
-def assemble(features_of: FeaturesOf, image: Tensor, tiles: Sequence[Tile], layers: Sequence[str]) -> dict[str, Tensor]:
-    """The whole image's activations at ``layers``, tile by tile, without gradients (the
-    content target of a print: small at the deep layers it is taken at)."""
-    rows: dict[str, list[list[Tensor]]] = {layer: [] for layer in layers}
-    with torch.no_grad():
-        top = None
-        for tile in tiles:
-            acts = features_of(tile.pixels(image), layers)
-            for layer in layers:
-                if tile.core[0] != top:
-                    rows[layer].append([])
-                rows[layer][-1].append(tile.core_of(acts[layer], layer))
-            top = tile.core[0]
-    return {layer: torch.cat([torch.cat(row, dim=-1) for row in parts], dim=-2) for layer, parts in rows.items()}
+    maps = {layer: torch.cat([torch.cat(row, dim=-1) for row in parts], dim=-2) for layer, parts in rows.items()}
+    return maps, {layer: Sums(first, second, summed[layer]) for layer, (first, second) in sums.items()}
 
 
 def backpropagate(features_of: FeaturesOf, image: Tensor, tiles: Sequence[Tile], layers: Sequence[str],

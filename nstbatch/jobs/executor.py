@@ -17,7 +17,7 @@ from ..errors import NstbatchError, OptimizationError
 from ..fs import remove_stale_temps
 from ..io.images import save_image
 from ..styles.onnx_backend import OnnxError
-from ..engine.optimize import Checkpoint, Memory, Progress, Result, build_features
+from ..engine.optimize import Checkpoint, Progress, Result, build_features
 from ..engine.pixels import to_pil
 from ..io.shards import staged
 from ..styles.store import StyleTargetStore
@@ -29,7 +29,8 @@ from .ledger import JobStatus, Outcome, StateDir
 from .memory import Estimate, estimate, plan_memory
 from .options import RunOptions
 from .plan import Planned, style_pixels
-from .single import Hooks, Preempted, check_job_files, load_content, optimize_job, provenance, save_output
+from .single import (Hooks, Preempted, check_job_files, engine_memory, load_content, optimize_job, provenance,
+                     save_output)
 
 # A job whose cost turns NaN or infinite is retried once with its learning rate times this.
 RETRY_LR_FACTOR = 0.1
@@ -233,7 +234,7 @@ class JobExecutor:
         for attempt in (1, 2):
             try:
                 result = optimize_job(content, style_targets, params, features=self._features(params), resume=resume,
-                                      hooks=hooks, memory=Memory(memory.checkpointing, memory.tile))
+                                      hooks=hooks, memory=engine_memory(memory))
                 return result, params, note
             except OptimizationError as error:
                 if len(loaded) > 1:

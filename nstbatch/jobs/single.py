@@ -26,7 +26,7 @@ from ..io.images import (check_bit_depth, check_output_path, fit_image, icc_prof
                          save_image)
 from ..styles.store import StyleTargetStore, default_store
 from ..version import __version__
-from .memory import plan_memory
+from .memory import Estimate, plan_memory
 
 
 def init_image(params: StyleParams, height: int, width: int) -> torch.Tensor | None:
@@ -95,12 +95,16 @@ def optimize_job(content: torch.Tensor, style_targets: StyleTarget, params: Styl
 
 
 def planned_memory(params: StyleParams, content: torch.Tensor) -> Memory:
-    """What ``run``'s memory check gives a job of this size on the content's device: its tiles
-    (activation checkpointing is the engine's own choice by size there)."""
+    """What ``run``'s memory check gives a job of this size on the content's device."""
     limit = memory_available(content.device)
-    plan = plan_memory(params, *content.shape[-2:], limit.bytes if limit else None, content.shape[0],
-                       content.device.type)
-    return Memory(tile=plan.tile if plan is not None else None)
+    return engine_memory(plan_memory(params, *content.shape[-2:], limit.bytes if limit else None,
+                                     content.shape[0], content.device.type))
+
+
+def engine_memory(plan: Estimate | None) -> Memory:
+    """The engine's ``Memory`` of a memory plan: activation checkpointing and tiles as it
+    planned them (no plan: the engine's own choice by size)."""
+    return Memory() if plan is None else Memory(plan.checkpointing, plan.tile)
 
 
 def provenance(params: StyleParams, result: Result, content: Path,
