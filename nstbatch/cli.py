@@ -135,29 +135,30 @@ def _print_problems(problems, prefix: str = "") -> None:
         typer.echo(prefix + line, err=True)
 
 
+def _run_option(name: str):
+    """The typer option of ``RunOptions``'s flag ``name``."""
+    from .jobs.options import RunOptions
+
+    flag = RunOptions.flags()[name]
+    return typer.Option(flag.default, flag.option(name), help=flag.help, metavar=flag.metavar)
+
+
 @app.command(short_help="Check a manifest without running it: every problem.")
-def validate(manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False)):
+def validate(manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
+             overrides: Optional[list[str]] = _run_option("set")):
     """Check a manifest without running it: every problem, each with its line. Exit 0 if clean.
     Also warns (without failing) about jobs too big for this machine's memory."""
-    from .io.manifest import read_manifest
+    from .io.manifest import parse_overrides, read_manifest
     from .jobs.plan import memory_warnings
     from .io.validate import validate as find_problems
 
-    parsed = read_manifest(manifest)
+    parsed = read_manifest(manifest, parse_overrides(overrides))
     problems = find_problems(parsed)
     _print_problems(problems)
     for warning in memory_warnings(parsed, {p.job_id for p in problems}):
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"{manifest}: {len(parsed.jobs)} job(s), {len(problems)} problem(s)")
     return 1 if problems else 0
-
-
-def _run_option(name: str):
-    """The typer option of ``RunOptions``'s flag ``name``."""
-    from .jobs.options import RunOptions
-
-    flag = RunOptions.flags()[name]
-    return typer.Option(flag.default, flag.option(name), help=flag.help)
 
 
 def _with_run_options(func):
@@ -245,12 +246,14 @@ def report(
     link: Optional[bool] = typer.Option(None, "--link/--embed", help="Write the thumbnails into a folder"
                                         " beside the page (OUTPUT_thumbs/) and refer to them, or embed them"
                                         " in the page [default: embed up to 300 jobs, link beyond]."),
+    overrides: Optional[list[str]] = _run_option("set"),
 ):
     """One self-contained HTML page for a run, finished or not: content | style | output per job,
     with parameters, time, costs and a cost curve; failed jobs first; totals."""
+    from .io.manifest import parse_overrides
     from .report import thumbs_folder, write_report
 
-    view = write_report(manifest, output, state_dir, link)
+    view = write_report(manifest, output, state_dir, link, parse_overrides(overrides))
     typer.echo(f"wrote {output}: {len(view.jobs)} job(s); {view.totals_text()}"
                + (f"; thumbnails linked from {thumbs_folder(output)}: keep the page beside it" if view.linked else ""))
     return 0
@@ -263,11 +266,13 @@ def sheet(
     state_dir: Optional[Path] = typer.Option(None, help="The run's state directory [default: the manifest's]."),
     columns: int = typer.Option(6, min=1, help="Tiles per row."),
     tile: int = typer.Option(256, min=32, max=2048, help="Tile size in pixels."),
+    overrides: Optional[list[str]] = _run_option("set"),
 ):
     """A contact sheet: every finished output in a grid, captioned with its job id."""
+    from .io.manifest import parse_overrides
     from .report import write_sheet
 
-    count = write_sheet(manifest, output, state_dir, columns, tile)
+    count = write_sheet(manifest, output, state_dir, columns, tile, parse_overrides(overrides))
     if not count:
         typer.echo("no finished output yet: nothing written", err=True)
         return 1
@@ -286,17 +291,20 @@ def plan_command(
                                           " and the finished jobs are found done."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="With --export: leave the invalid jobs"
                                       " out of the plan (each is listed with its reason) and exit 0."),
+    overrides: Optional[list[str]] = _run_option("set"),
 ):
     """How many jobs, how much work (megapixel-steps) and what peak memory each of N shards
     gets; or, with --export, the whole plan as a CSV manifest that regenerates the same outputs."""
+    from .io.manifest import parse_overrides
+
     if export is not None:
-        return _export_plan(manifest, export, skip_invalid)
+        return _export_plan(manifest, export, skip_invalid, parse_overrides(overrides))
     if skip_invalid:
         raise UsageError("--skip-invalid goes with --export (the shard table counts every job)")
     from .jobs.plan import plan_shards
 
     shards = shards or 1
-    rows = plan_shards(manifest, shards, batch)
+    rows = plan_shards(manifest, shards, batch, parse_overrides(overrides))
     typer.echo(f"{'shard':>7s} {'jobs':>8s} {'Mpx x steps':>12s} {'peak memory':>12s}")
     for row in rows:
         peak = f"{row.peak.bytes / 2**30:.2f} GiB" if row.peak else "-"
@@ -308,14 +316,14 @@ def plan_command(
     return 0
 
 
-def _export_plan(manifest: Path, export: Path, skip_invalid: bool = False) -> int:
+def _export_plan(manifest: Path, export: Path, skip_invalid: bool, overrides: dict[str, str]) -> int:
     from .io.manifest import read_manifest
     from .io.planfile import export_plan
     from .io.validate import validate as find_problems
 
     if export.suffix.lower() != ".csv":
         raise UsageError(f"--export {export}: the plan is written as a CSV manifest; end the name with .csv")
-    parsed = read_manifest(manifest)
+    parsed = read_manifest(manifest, overrides)
     problems = find_problems(parsed)
     bad = {p.job_id for p in problems if p.job_id} if skip_invalid else set()
     _print_problems(problems, prefix="left out of the plan (invalid) " if skip_invalid else "")
@@ -333,12 +341,15 @@ def _export_plan(manifest: Path, export: Path, skip_invalid: bool = False) -> in
 def status(
     manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", show_default=False),
     state_dir: Optional[Path] = typer.Option(None, help="The run's state directory, if moved."),
+    overrides: Optional[list[str]] = _run_option("set"),
 ):
     """Done, failed, invalid and pending jobs of MANIFEST (every shard's), and each problem with its
     line."""
+    from .io.manifest import parse_overrides
     from .jobs.views import shard_views, status as job_status
 
-    view = job_status(manifest, state_dir, check_files=False, histories=False)
+    view = job_status(manifest, state_dir, check_files=False, histories=False,
+                      overrides=parse_overrides(overrides))
     for line in view.problem_lines():
         typer.echo(line)
     for shard in shard_views(view):
@@ -359,20 +370,21 @@ def precompute(
     allow_fallback: bool = _run_option("allow_fallback"),
     device: str = typer.Option("cpu", help="Device for --targets torch (and GPU providers' inputs)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
+    overrides: Optional[list[str]] = _run_option("set"),
 ):
     """Fill the cache with the style targets of every distinct style of MANIFEST (for example
     on CPU nodes, before the GPU job): for a dataset entry, every painting of its pool that
     the plan assigns, each computed once."""
     from .engine.devices import resolve_device
     from .environment import quiet_onnxruntime_logs
-    from .io.manifest import read_manifest
+    from .io.manifest import parse_overrides, read_manifest
     from .jobs.plan import distinct_targets
     from .styles.store import StyleTargetStore
 
     if targets == "onnx":
         quiet_onnxruntime_logs()
 
-    parsed = read_manifest(manifest)
+    parsed = read_manifest(manifest, parse_overrides(overrides))
     _print_problems([p for p in parsed.problems if not p.job_id])  # e.g. a broken painting of a pool
     todo = distinct_targets(parsed.jobs)
     store = StyleTargetStore(backend=targets, cache_dir=cache_dir, device=resolve_device(device),

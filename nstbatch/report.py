@@ -189,11 +189,12 @@ def render_html(view: RunView, page: Path, link: bool = False) -> str:
 
 
 def write_report(manifest: str | os.PathLike, out: str | os.PathLike, state_dir=None,
-                 link: bool | None = None) -> RunView:
+                 link: bool | None = None, overrides: dict[str, str] | None = None) -> RunView:
     """``link``: None embeds the thumbnails for up to ``EMBED_UP_TO`` jobs and links them beyond
-    (a page of thousands of embedded images would be hundreds of megabytes)."""
+    (a page of thousands of embedded images would be hundreds of megabytes). ``overrides``: the
+    run's ``--set`` parameters."""
     out = Path(out)
-    view = status(manifest, state_dir)
+    view = status(manifest, state_dir, overrides=overrides)
     if link is None:
         link = len(view.jobs) > EMBED_UP_TO
     view.linked = link
@@ -227,9 +228,10 @@ def contact_sheet(view: RunView, columns: int = 6, tile: int = 256) -> Image.Ima
     return sheet
 
 
-def write_sheet(manifest, out, state_dir=None, columns: int = 6, tile: int = 256) -> int:
+def write_sheet(manifest, out, state_dir=None, columns: int = 6, tile: int = 256,
+                overrides: dict[str, str] | None = None) -> int:
     """Write the contact sheet; the number of tiles (0: nothing done, nothing written)."""
-    view = status(manifest, state_dir, check_files=False)
+    view = status(manifest, state_dir, check_files=False, overrides=overrides)
     sheet = contact_sheet(view, columns, tile)
     if sheet is None:
         return 0

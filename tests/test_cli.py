@@ -8,7 +8,7 @@ from PIL import Image
 
 from nstbatch import __version__
 from nstbatch.config import DEFAULT_PRESET
-from tests.conftest import draw_inputs, run_cli
+from tests.conftest import CSV_HEADER, draw_inputs, run_cli
 
 TINY = ["--size", "32", "--steps", "3", "--style-layers", "relu1_1,relu2_1", "--content-layers", "relu2_2"]
 
@@ -122,7 +122,8 @@ def test_every_run_option_reaches_run_options_from_its_flag(tmp_path, monkeypatc
              "claim_stale": (["--claim-stale", "7.5"], 7.5), "steal": (["--no-steal"], False),
              "compile": (["--compile"], True), "snapshot_dir": (["--snapshot-dir", "s"], Path("s")),
              "stop_signals": (["--stop-signals", "usr2,HUP"], (signal.SIGUSR2, signal.SIGHUP)),
-             "isolate": (["--in-process"], False)}
+             "isolate": (["--in-process"], False),
+             "overrides": (["--set", "size=64", "--set", "steps=3"], (("size", "64"), ("steps", "3")))}
     assert set(given) == {f.name for f in fields(RunOptions)} - {"manifest", "worker_setup"}
     seen = []
 
@@ -137,6 +138,32 @@ def test_every_run_option_reaches_run_options_from_its_flag(tmp_path, monkeypatc
         options = seen.pop()
         assert getattr(options, name) == value != getattr(RunOptions(options.manifest), name), name
     assert run_cli(capsys, "run", tmp_path / "m.csv", "--devices", "gpu", "--dry-run")[0] == 2  # as a real run
+
+
+def test_set_tries_a_manifest_small_and_the_commands_that_read_the_run_take_the_same(tmp_path, capsys):
+    draw_inputs(tmp_path, 2, 60, 48, 40)
+    layers = 'relu2_2,"relu1_1,relu2_1"'
+    (tmp_path / "m.csv").write_text(CSV_HEADER + f"a,c0.png,s.png,a.png,48,40,{layers},1\n"
+                                    + f"b,c1.png,s.png,b.png,,,{layers},2\n")
+    small = ["--set", "size=24", "--set", "steps=2"]
+    code, out, err = run_cli(capsys, "run", tmp_path / "m.csv", *small, "-q")
+    assert code == 0 and "done 2, already done 0" in out, err
+    for name in ("a.png", "b.png"):  # over the rows' own values and the preset's alike
+        with Image.open(tmp_path / name) as im:
+            assert max(im.size) == 24 and json.loads(im.text["nstbatch:params"])["steps"] == 2
+    assert "done 2, failed 0, invalid 0, pending 0" in run_cli(capsys, "status", tmp_path / "m.csv", *small)[1]
+    assert "done 0, failed 0, invalid 0, pending 2" in run_cli(capsys, "status", tmp_path / "m.csv")[1]
+    code, out, _ = run_cli(capsys, "report", tmp_path / "m.csv", *small, "-o", tmp_path / "r.html")
+    assert code == 0 and "done 2" in out
+    assert "0 to run, 2 done" in run_cli(capsys, "run", tmp_path / "m.csv", *small, "--dry-run")[1]
+    assert "already done 2" in run_cli(capsys, "run", tmp_path / "m.csv", *small)[1]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    for wrong, message in (("sise=24", "unknown parameter 'sise'; did you mean size"), ("size", "expected KEY=VALUE"),
+                           ("size=big", "size must be a whole number"), ("steps=-1", "steps")):
+        for command in ("run", "status", "validate"):
+            code, _, err = run_cli(capsys, command, tmp_path / "m.csv", "--set", wrong)
+            assert code == 2 and message in err and "Traceback" not in err, (command, err)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # refused before anything is written
 
 
 def test_a_dry_run_refuses_devices_a_run_would_refuse(tmp_path, capsys, monkeypatch):

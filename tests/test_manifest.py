@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from nstbatch.config import resolve_params
-from nstbatch.io.manifest import ManifestError, parse_csv, parse_yaml, read_manifest
+from nstbatch.io.manifest import ManifestError, parse_csv, parse_overrides, parse_yaml, read_manifest
 from nstbatch.io.validate import validate
 
 
@@ -102,6 +102,27 @@ jobs:
     assert job.styles == ((folder / "s1.png", 2.0), (folder / "s2.png", 1.0))
     assert job.params.preset == "gatys" and job.params.optimizer == "lbfgs" and job.params.steps == 3
     assert job.output.name == f"blend_{job.id}.png"
+
+
+def test_set_overrides_lie_over_defaults_entries_and_dataset_entries(folder):
+    (folder / "photos").mkdir()
+    Image.new("RGB", (40, 30), (5, 50, 90)).save(folder / "photos" / "p.png")
+    path = write(folder, "m.yaml", """
+defaults: {size: 96, steps: 30, style_weight: 7}
+jobs:
+  - {content: a.png, style: s1.png, output: a_out.png, steps: 5, preset: fast}
+  - {dataset: photos, style_pool: s2.png, output: out, size: 80}
+""")
+    plain = read_manifest(path)
+    small = read_manifest(path, parse_overrides(["size=24", "steps=2"]))
+    assert [(j.params.size, j.params.steps) for j in plain.jobs] == [(96, 5), (80, 30)]
+    assert [(j.params.size, j.params.steps) for j in small.jobs] == [(24, 2), (24, 2)]
+    # What --set does not name stays the manifest's (preset, defaults), and ids and outputs stay.
+    assert [j.params.preset for j in small.jobs] == ["fast", "balanced"]
+    assert {j.params.style_weight for j in small.jobs} == {7.0}
+    assert [(j.id, j.output) for j in small.jobs] == [(j.id, j.output) for j in plain.jobs]
+    assert read_manifest(path, parse_overrides(["preset=seed"])).jobs[0].params.preset == "seed"
+    assert parse_overrides(["style-weight = 3", "scales=1"]) == {"style_weight": "3", "scales": "1"}
 
 
 @pytest.mark.parametrize("text, match", [

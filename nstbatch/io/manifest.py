@@ -197,7 +197,7 @@ def _check_weights(weights: list[float]) -> None:
         raise _RowError(f"style weights must be non-negative with a positive sum, got {weights}")
 
 
-def parse_csv(path: Path, text: str) -> Manifest:
+def parse_csv(path: Path, text: str, overrides: dict[str, str] | None = None) -> Manifest:
     manifest = Manifest(path)
     base = path.parent
     reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""))
@@ -239,13 +239,13 @@ def parse_csv(path: Path, text: str) -> Manifest:
             continue
         cells = dict(zip(header, row))
         try:
-            manifest.jobs.append(_csv_job(base, where, start, cells))
+            manifest.jobs.append(_csv_job(base, where, start, cells, overrides or {}))
         except _RowError as e:
             manifest.problems.append(Problem(where, str(e), line=start))
     return manifest
 
 
-def _csv_job(base: Path, where: str, line: int, cells: dict[str, str]) -> Job:
+def _csv_job(base: Path, where: str, line: int, cells: dict[str, str], overrides: dict[str, str]) -> Job:
     for column in CSV_REQUIRED:
         if not cells[column].strip():
             raise _RowError(f"{column} is empty")
@@ -254,7 +254,7 @@ def _csv_job(base: Path, where: str, line: int, cells: dict[str, str]) -> Job:
         raise _RowError(f"style has an empty entry: {cells['style']!r}")
     weights = _weights_list(cells.get("style_weights", ""), len(styles))
     _check_weights(weights)
-    params = _params(where, {k: v for k, v in cells.items() if k in FIELDS}, base)
+    params = _params(where, {**{k: v for k, v in cells.items() if k in FIELDS}, **overrides}, base)
     content, output = cells["content"].strip(), cells["output"].strip()
     job_id = cells.get("id", "").strip() or stable_id(content, zip(styles, weights), output)
     return Job(job_id, _resolve(base, content),
@@ -319,7 +319,7 @@ def _load_yaml(text: str):
         loader.dispose()
 
 
-def parse_yaml(path: Path, text: str) -> Manifest:
+def parse_yaml(path: Path, text: str, overrides: dict[str, str] | None = None) -> Manifest:
     manifest = Manifest(path)
     try:
         data = _load_yaml(text)
@@ -355,16 +355,16 @@ def parse_yaml(path: Path, text: str) -> Manifest:
         where = f"{path.name}:{line}"
         try:
             if isinstance(entry, dict) and "dataset" in entry:
-                _dataset_jobs(manifest, base, out_base, (where, line), defaults, entry)
+                _dataset_jobs(manifest, base, out_base, (where, line), defaults, entry, overrides or {})
             else:
-                manifest.jobs.extend(_yaml_jobs(base, out_base, (where, line), defaults, entry))
+                manifest.jobs.extend(_yaml_jobs(base, out_base, (where, line), defaults, entry, overrides or {}))
         except _RowError as e:
             manifest.problems.append(Problem(where, str(e), line=line))
     return manifest
 
 
 def _dataset_jobs(manifest: Manifest, base: Path, out_base: Path, at: tuple[str, int], defaults: dict,
-                  entry) -> None:
+                  entry, overrides: dict[str, str]) -> None:
     """A folder tree and a style pool, expanded into jobs (see ``dataset``). ``at``: the
     entry's (where, line)."""
     where, line = at
@@ -375,7 +375,8 @@ def _dataset_jobs(manifest: Manifest, base: Path, out_base: Path, at: tuple[str,
     unknown = _unknown(entry, DATASET_ENTRY_KEYS)
     if unknown:
         raise _RowError(unknown)
-    params = _params(where, {**defaults, **{k: v for k, v in entry.items() if k in FIELDS}}, base)
+    params = _params(where, {**defaults, **{k: v for k, v in entry.items() if k in FIELDS},
+                             **overrides}, base)
     try:
         expanded = dataset.expand(base, out_base, at, entry, params, probe_image)
     except dataset.EntryError as e:
@@ -434,7 +435,8 @@ def _yaml_styles(base: Path, value) -> list[list[tuple[str, float]]]:
     return [[(_as_text(item, "style"), 1.0)] for item in items]
 
 
-def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, entry) -> list[Job]:
+def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, entry,
+               overrides: dict[str, str]) -> list[Job]:
     """The jobs of one YAML entry (its globs and style lists crossed); ``at``: its (where, line)."""
     where, line = at
     if not isinstance(entry, dict):
@@ -445,7 +447,8 @@ def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, 
     missing = [k for k in ("content", "style", "output") if entry.get(k) in (None, "", [])]
     if missing:
         raise _RowError(f"missing {', '.join(missing)}")
-    params = _params(where, {**defaults, **{k: v for k, v in entry.items() if k in FIELDS}}, base)
+    params = _params(where, {**defaults, **{k: v for k, v in entry.items() if k in FIELDS},
+                             **overrides}, base)
     template = _as_text(entry["output"], "output")
     contents = _yaml_contents(base, entry["content"])
     style_sets = _yaml_styles(base, entry["style"])
@@ -472,9 +475,30 @@ def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, 
     return jobs
 
 
-def read_manifest(path: str | os.PathLike) -> Manifest:
+def parse_overrides(texts) -> dict[str, str]:
+    """``--set KEY=VALUE`` flags -> {key: value}, each key a parameter and each value checked
+    as the manifest's own would be (``UsageError`` otherwise, before anything runs)."""
+    overrides: dict[str, str] = {}
+    for text in texts or ():
+        key, sep, value = str(text).partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key or not value.strip():
+            raise UsageError(f"--set {text!r}: expected KEY=VALUE, e.g. --set size=64")
+        if key not in FIELDS:
+            raise UsageError(f"--set {text!r}: unknown parameter {key!r}{suggest(key, tuple(FIELDS))}",
+                             hint="the parameters are listed in docs/reference.md")
+        overrides[key] = value.strip()
+    try:
+        resolve_params(overrides.get("preset"), overrides)
+    except NstbatchError as e:
+        raise UsageError(f"--set: {e}") from None
+    return overrides
+
+
+def read_manifest(path: str | os.PathLike, overrides: dict[str, str] | None = None) -> Manifest:
     """Parse a ``.csv`` or ``.yaml``/``.yml`` manifest. Row problems are collected in
-    ``Manifest.problems``; an unreadable file raises ``ManifestError``."""
+    ``Manifest.problems``; an unreadable file raises ``ManifestError``. ``overrides``
+    (``parse_overrides``): parameters set for every job, over the manifest's own values."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -489,8 +513,8 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         raise ManifestError(f"{path.name}:{line}", "not UTF-8 text", hint="save the manifest as UTF-8") from None
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return parse_csv(path, text)
+        return parse_csv(path, text, overrides)
     if suffix in (".yaml", ".yml"):
-        return parse_yaml(path, text)
+        return parse_yaml(path, text, overrides)
     raise ManifestError(str(path), f"unknown manifest type {suffix or '(no extension)'!r}",
                         hint="use .csv, .yaml or .yml")

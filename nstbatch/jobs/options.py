@@ -12,6 +12,7 @@ from typing import Callable, Optional
 
 from ..environment import WHOLE, Shard, resolve_shard
 from ..errors import UsageError
+from ..io.manifest import parse_overrides
 from .claims import CLAIM_STALE
 
 DEFAULT_STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -28,6 +29,7 @@ class Flag:
     default: object = None  # the flag's own default (what --help shows)
     name: str | None = None  # the flag's name when it is not the field's (--in-process for isolate)
     to_field: Callable[[object], object] | None = None  # the flag's value -> the field's
+    metavar: str | None = None  # what --help shows for its value (typer's default: its type)
 
     def option(self, field_name: str) -> str:
         return "--" + (self.name or field_name).replace("_", "-")
@@ -47,6 +49,13 @@ def parse_signals(text: str) -> tuple[int, ...]:
                              hint="use names like TERM, USR1, USR2, HUP")
         found.append(getattr(signal, name))
     return tuple(found)
+
+
+# --set on run, and on the commands that read a run (status, report, sheet, plan, validate,
+# precompute): they must see the same parameters to find its records.
+SET_HELP = ("A parameter for every job, over the manifest's own values; repeat it (--set size=64"
+            " --set steps=10 tries a manifest small and fast). Give status, report, sheet and plan the same"
+            " --set to see that run.")
 
 
 # A flag that is no field of its own: it completes --shard auto under some schedulers.
@@ -70,6 +79,9 @@ class RunOptions:
     batch: str | int = field(default=1, metadata=_flag(
         "Optimise up to N jobs that share output size and parameters in one pass, whatever their styles"
         " (Adam only), or auto (as many as the GPU's memory holds, up to 16; 1 on CPU).", str, "1"))
+    overrides: tuple[tuple[str, str], ...] = field(default=(), metadata=_flag(
+        SET_HELP, Optional[list[str]], name="set", metavar="KEY=VALUE",
+        to_field=lambda texts: tuple(parse_overrides(texts).items())))
     force: bool = field(default=False, metadata=_flag(
         "Rerun jobs that are already done (and quarantined ones).", bool, False))
     skip_invalid: bool = field(default=False, metadata=_flag(

@@ -86,11 +86,11 @@ class Plan:
 
 
 def plan_run(manifest_path: str | os.PathLike, state: StateDir, *, shard: Shard = WHOLE,
-             force: bool = False, skip_invalid: bool = False) -> Plan:
-    """Read, validate (refusing an invalid manifest unless ``skip_invalid``), take the shard,
-    and plan each job."""
+             force: bool = False, skip_invalid: bool = False, overrides: dict[str, str] | None = None) -> Plan:
+    """Read (with ``--set``'s ``overrides``), validate (refusing an invalid manifest unless
+    ``skip_invalid``), take the shard, and plan each job."""
     manifest_path = Path(manifest_path)
-    manifest = read_manifest(manifest_path)
+    manifest = read_manifest(manifest_path, overrides)
     problems = validate(manifest)
     if problems and not skip_invalid:
         raise InvalidManifest(manifest_path, problems)
@@ -209,12 +209,13 @@ class ShardLoad:
     peak: Estimate | None  # the largest job's memory; None when no image could be read
 
 
-def plan_shards(manifest_path: str | os.PathLike, count: int, batch: int = 1) -> list[ShardLoad]:
+def plan_shards(manifest_path: str | os.PathLike, count: int, batch: int = 1,
+                overrides: dict[str, str] | None = None) -> list[ShardLoad]:
     """Per shard: its jobs, their work (megapixel-steps) and the peak memory of its largest
     job (of ``batch`` such jobs together)."""
     if count < 1:
         raise UsageError("--shards must be at least 1")
-    manifest = read_manifest(manifest_path)
+    manifest = read_manifest(manifest_path, overrides)
     sizes: dict[Path, tuple[int, int] | None] = {}
     work = [[0, 0.0, None] for _ in range(count)]
     for job in manifest.jobs:

@@ -192,7 +192,7 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
     root = Path(options.state_dir) if options.state_dir else default_state_dir(options.manifest)
     state = StateDir(root, options.shard.tag)
     plan = plan_run(options.manifest, state, shard=options.shard, force=options.force,
-                    skip_invalid=options.skip_invalid)
+                    skip_invalid=options.skip_invalid, overrides=dict(options.overrides))
     summary = RunSummary(total=len(plan.jobs), skipped=plan.done, shard=str(options.shard),
                          invalid=len({p.job_id or p.where for p in plan.problems}))
     if plan.problems:

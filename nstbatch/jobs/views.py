@@ -89,14 +89,15 @@ def _view(job: Job, standing: Standing, lines: list[ReportLine]) -> JobView:
 
 def status(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None = None,
            check_files: bool = True, histories: bool = True,
-           claim_stale: float = CLAIM_STALE) -> RunView:
+           claim_stale: float = CLAIM_STALE, overrides: dict[str, str] | None = None) -> RunView:
     """Where every job of the manifest stands (``StateDir.standing``, every shard's report;
     safe while runs write it); with ``check_files``, a job that is not done and fails
-    validation is INVALID. ``histories`` also reads each job's cost history."""
+    validation is INVALID. ``histories`` also reads each job's cost history. ``overrides``:
+    the run's ``--set`` parameters (the jobs' records are keyed by their parameters)."""
     from ..io.validate import validate
 
     manifest_path = Path(manifest_path)
-    manifest = read_manifest(manifest_path)
+    manifest = read_manifest(manifest_path, overrides)
     state = StateDir(Path(state_dir) if state_dir else default_state_dir(manifest_path))
     lines: dict[str | None, list[ReportLine]] = {}
     every = list(state.log.lines())
