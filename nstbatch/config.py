@@ -26,6 +26,9 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 COLORS = ("none", "luminance", "histogram")
 RESIZES = ("long", "short")
 CROPS = ("none", "center")
+# The (step, gradient change) pairs L-BFGS keeps: two image-sized vectors each, which
+# jobs/memory.py counts (10.6 GB for a 4096x2152 print; a tile bounds the network, not these).
+LBFGS_HISTORY = 50
 PRESET_NAMES = ("balanced", "fast", "seed", "gatys")  # their values are at the end of this module
 
 

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import torch
 
-from nstbatch.config import resolve_params
+from nstbatch.config import LBFGS_HISTORY, resolve_params
 from nstbatch.engine.optimize import Memory, build_features, costs, job_targets, optimize, tiled_costs
 from nstbatch.engine.tiles import plan_tiles, read
 from tests.conftest import pattern, targets_of, tensor
@@ -121,6 +121,12 @@ def test_the_memory_check_steps_a_print_in_the_largest_tile_that_fits():
     small, large = (estimate(params, side, side, tile=1024).bytes for side in (4096, 8192))
     assert large - small < 6 * 4 * 3 * (8192 ** 2 - 4096 ** 2) * 1.01
     assert "in tiles of 1024 px" in str(estimate(params, 4096, 4096, tile=1024))
+    # L-BFGS keeps two image-sized vectors an iteration (up to its history): a print counts them
+    lbfgs = dataclasses.replace(params, optimizer="lbfgs", steps=200)
+    extra = estimate(lbfgs, 4096, 4096, tile=1024).bytes - estimate(params, 4096, 4096, tile=1024).bytes
+    assert extra >= 2 * LBFGS_HISTORY * 4 * 3 * 4096 ** 2
+    short = dataclasses.replace(lbfgs, steps=10, scales=(1.0,), scale_steps=(1.0,))  # 10 iterations keep 10
+    assert estimate(short, 4096, 4096, tile=1024).bytes < estimate(lbfgs, 4096, 4096, tile=1024).bytes
 
 
 def test_run_steps_a_job_in_the_tiles_it_asks_for(folder, capsys, monkeypatch):

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from . import losses
 from .color import luminance, prepare_style, recolor, with_chroma
-from ..config import StyleParams
+from ..config import LBFGS_HISTORY, StyleParams
 from .devices import autocast_dtype
 from ..geometry import long_side_size
 from .pixels import resize_tensor
@@ -530,7 +530,7 @@ def _optimizer(params: StyleParams, image: Tensor, gradient: Gradient):
     # each call; the history persists between calls), so progress and clipping happen per
     # call: per iteration with clip_every 1, as with Adam.
     optimizer = torch.optim.LBFGS([image], lr=params.lr, max_iter=1, max_eval=25,
-                                  history_size=50, line_search_fn="strong_wolfe")
+                                  history_size=LBFGS_HISTORY, line_search_fn="strong_wolfe")
     # L-BFGS's tolerances and first step length are absolute; on costs of ~1e12 (the
     # paper's weights on 0-255 activations) its float32 line search overflows. Dividing
     # the objective by its initial value changes no minimiser and keeps it near 1.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..config import StyleParams
+from ..config import LBFGS_HISTORY, StyleParams
 from ..environment import cpu_has_bf16
 from ..layers import LAYER_INDEX, LAYER_NAMES, channels, pools_before, receptive_radius
 
@@ -84,7 +84,7 @@ def estimate(params: StyleParams, height: int, width: int, batch: int = 1, *,
     element = _bytes_per_element(params, device)
     worst, stage = 0, (height, width)
     crop = tile + 2 * tile_margin(params) if tile else None
-    for scale in params.scales:
+    for scale, share in zip(params.scales, params.scale_steps):
         h, w = max(1, round(height * scale)), max(1, round(width * scale))
         tiled = crop is not None and max(h, w) > tile
         shapes = _layer_shapes(depth, min(h, crop), min(w, crop)) if tiled else _layer_shapes(depth, h, w)
@@ -98,13 +98,22 @@ def estimate(params: StyleParams, height: int, width: int, batch: int = 1, *,
         else:
             stored = sum(c * p for _, c, p in shapes)
         requested = sum(c * p for name, c, p in shapes if name in layers)  # fp32 copies for the costs
-        pixels = 3 * h * w * 4 * 6  # image, gradient, Adam's two moments, init and content copies
+        pixels = 3 * h * w * 4 * _image_sized(params, share)
         factor = CHECKPOINTED_FACTOR if checkpointing else ACTIVATION_FACTOR
         need = batch * (factor * (stored * element + requested * 4) + pixels)
         if need > worst:
             worst, stage = need, (h, w)
     worst = max(worst, TARGET_BYTES_PER_PIXEL * style_pixels)
     return Estimate(int(worst + FIXED_BYTES), checkpointing, stage, tile)
+
+
+def _image_sized(params: StyleParams, share: float) -> int:
+    """How many image-sized float32 tensors a stage holds beside the network: the image, its
+    gradient, the init and content copies, and the optimizer's state: Adam's two moments, or
+    L-BFGS's history (two per iteration kept, up to ``LBFGS_HISTORY``) and four work vectors."""
+    if params.optimizer == "lbfgs":
+        return 4 + 2 * min(LBFGS_HISTORY, math.ceil(params.steps * share)) + 4
+    return 6
 
 
 def tile_margin(params: StyleParams) -> int:
