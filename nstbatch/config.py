@@ -66,6 +66,10 @@ class StyleParams:
     content_weight: float = _knob(1.0, "alpha: weight of the content cost", "float", low=0.0)
     style_weight: float = _knob(4.25, "beta: weight of the style cost", "float", low=0.0)
     tv_weight: float = _knob(0.0, "weight of the total-variation cost", "float", low=0.0)
+    temporal_weight: float = _knob(
+        0.0, "video: weight of the temporal cost, each frame against the earlier outputs warped into it"
+        " along the optical flow where the flow is trusted (Ruder et al. 2016; pixels in [0, 1])",
+        "float", low=0.0)
     content_layers: tuple[str, ...] = _knob(("relu4_2",), "content layers, comma-separated", "layers")
     style_layers: tuple[str, ...] = _knob(
         ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
@@ -222,7 +226,7 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(St
 LATER_FIELDS = {"resize": "long", "crop": "none", "jpeg_quality": 95, "webp_quality": 95, "style_cap": 0.0,
                 "average": 0.0, "scale_start": "fresh", "style_loss": "gram", "lr_end": 1.0, "scale_carry": "image",
                 "palette_mix": 1.0, "clip_every": 1, "stop_tol": 0.0, "stop_window": 50,
-                "bit_depth": 8, "tile": "auto"}
+                "bit_depth": 8, "tile": "auto", "temporal_weight": 0.0}
 
 
 def _check(f: dataclasses.Field, value) -> None:

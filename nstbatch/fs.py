@@ -2,6 +2,7 @@
 digests. Every module that writes a file a reader may look at writes it through here."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +27,25 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """For writers that want a file name, not a file object (an encoder muxing a video): yield a
+    temp path beside ``path``, then ``os.replace`` it into place if the block ends well; remove
+    it if not. The temp's name ends in ``.tmp``: give the writer the format itself."""
+    path = Path(path)
+    fd, tmp = _create_temp(path)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -1,4 +1,6 @@
 """The temporal terms of video stylization (engine/temporal.py): closed forms first."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -87,3 +89,29 @@ def test_dis_flow_of_a_pan_warps_the_previous_frame_onto_this_one():
     warped = warp(tensor(before).double(), backward)
     error = temporal_cost(tensor(after).double(), warped, c)
     assert error < 0.1 * temporal_cost(tensor(after).double(), tensor(before).double(), torch.ones_like(c))
+
+
+def test_a_frame_tied_to_an_earlier_output_goes_towards_it_where_trusted_and_is_free_elsewhere():
+    from nstbatch.config import resolve_params
+    from nstbatch.engine.optimize import build_features, initial_image, optimize
+    from nstbatch.engine.temporal import Frame
+
+    params = resolve_params("balanced", {"style_layers": "relu1_1,relu2_1", "content_layers": "relu2_2",
+                                         "steps": 12, "scales": "1", "precision": "fp32", "seed": 3,
+                                         "init": "content+noise"})
+    features = build_features(params)
+    content, style = tensor(pattern(40, 32)), tensor(pattern(32, 32, phase=2.0)).flip(1)
+    free = optimize(content, style, params, features=features).image
+    earlier = torch.full_like(content, 0.5)
+    trusted = torch.zeros(1, 1, 32, 40)
+    trusted[..., :, :20] = 1  # the left half: the flow is trusted there
+    start = initial_image(content, params)
+    assert torch.equal(optimize(content, style, params, features=features, init=start).image, free)
+    untrusted = optimize(content, style, params, features=features,
+                         init=Frame(start, ((earlier, torch.zeros_like(trusted)),))).image
+    assert torch.equal(untrusted, free)  # no trust, no pull (and a tie changes nothing else)
+    tied = optimize(content, style, dataclasses.replace(params, temporal_weight=1e4), features=features,
+                    init=Frame(start, ((earlier, trusted),))).image
+    left, right = (slice(None), slice(None), slice(None), slice(0, 20)), (slice(None),) * 3 + (slice(20, None),)
+    assert (tied[left] - 0.5).abs().mean() < 0.3 * (free[left] - 0.5).abs().mean()
+    assert (tied[right] - 0.5).abs().mean() > 2 * (tied[left] - 0.5).abs().mean()  # untrusted: not pulled

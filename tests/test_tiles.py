@@ -53,7 +53,8 @@ def test_a_tiled_read_gives_the_whole_image_s_activations(pair, features):
 
 
 @pytest.mark.parametrize("extra", [{}, {"style_loss": "w2"}, {"style_norm": "seed", "content_norm": "seed",
-                                                               "style_cap": 0, "tv_weight": 0.5}])
+                                                               "style_cap": 0, "tv_weight": 0.5},
+                                   {"temporal_weight": 30.0}])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_a_tiled_step_has_the_untiled_costs_and_gradient(pair, features, extra, dtype):
     # In float64 the two agree to 1e-9: the tiled gradient is the untiled one, exactly. In
@@ -67,6 +68,10 @@ def test_a_tiled_step_has_the_untiled_costs_and_gradient(pair, features, extra, 
     assert len(tiles) > 4
     try:
         untiled_targets = targets_of(network, content, style, params)
+        if params.temporal_weight:  # a video frame tied to an earlier output, trusted in part
+            earlier = content.flip(-1)
+            trusted = (torch.rand(1, 1, 84, 100, generator=torch.Generator().manual_seed(5)) > 0.3).to(dtype)
+            untiled_targets = dataclasses.replace(untiled_targets, temporal=((earlier, trusted),))
         tiled_targets = job_targets(network, content, untiled_targets.style, params, tiles=tiles)
         for name in params.content_layers:
             torch.testing.assert_close(tiled_targets.content[name], untiled_targets.content[name], rtol=1e-4, atol=1e-4)

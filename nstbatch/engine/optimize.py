@@ -17,7 +17,8 @@ from typing import Callable, Iterator, NamedTuple, Sequence, Union
 import torch
 from torch import Tensor
 
-from . import losses
+from . import losses, temporal
+from .temporal import Frame
 from .color import luminance, prepare_style, recolor, with_chroma
 from ..config import LBFGS_HISTORY, StyleParams
 from .devices import autocast_dtype
@@ -69,6 +70,9 @@ class Targets:
     style_factor: Tensor | None = None
     # style_loss w2: layer -> losses.w2_target of the style (covariance, its root, eps)
     w2: dict[str, tuple[Tensor, Tensor, Tensor]] | None = None
+    # a video frame's ties to earlier outputs: (that output warped into this frame (N, 3, H, W),
+    # where the warp is trusted (N, 1, H, W)), weighted by params.temporal_weight (temporal.py)
+    temporal: tuple[tuple[Tensor, Tensor], ...] = ()
 
 
 Styles = Union[Tensor, Sequence[tuple[Tensor, float]]]
@@ -135,7 +139,7 @@ class Stage(NamedTuple):
 def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
              features: VGGFeatures | None = None,
              style_targets: StyleTarget | None = None,
-             init: Tensor | None = None,
+             init: Tensor | Frame | None = None,
              resume: Checkpoint | None = None,
              on_step: Callable[[Progress], None] | None = None,
              report_every: int = 1,
@@ -164,6 +168,9 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
     network under autocast (Grams stay fp32). ``memory`` (``Memory``): activation
     checkpointing, and the tiles a print is stepped in (memory bounded by a tile and its
     margin, the gradient the whole image's to float rounding).
+    ``init`` may be a video frame's ``temporal.Frame``: its start (the earlier output warped
+    into it) and its ties to earlier outputs, each (that output warped into this frame, where
+    the warp is trusted), pulled towards with ``params.temporal_weight``.
 
     Colour: with ``preserve_color: luminance`` the content and styles are reduced to their
     luminance and the result (and every snapshot) gets the content's chroma back.
@@ -195,12 +202,15 @@ class Stylization:
 
     def __init__(self, content: Tensor, style: Styles | None, params: StyleParams, *,
                  features: VGGFeatures | None = None, style_targets: StyleTarget | None = None,
-                 init: Tensor | None = None, resume: Checkpoint | None = None,
+                 init: Tensor | Frame | None = None, resume: Checkpoint | None = None,
                  on_step: Callable[[Progress], None] | None = None, report_every: int = 1,
                  memory: Memory = Memory()):
         self.features = features if features is not None else build_features(params, content.device)
         self.tile = memory.tile
         self.params, self.on_step, self.report_every = params, on_step, report_every
+        # a video frame (temporal.Frame): its start is the init, its ties pull with temporal_weight
+        self.temporal = tuple(init.ties) if isinstance(init, Frame) else ()
+        init = init.start if isinstance(init, Frame) else init
         self.inputs = (content, style, style_targets, init, resume)
         self.checkpointing = memory.checkpointing
         self.device = next(self.features.parameters()).device
@@ -282,6 +292,9 @@ class Stylization:
             style_targets = style_targets_of(self.features, style, params, max(content.shape[-2:]), content)
         full = job_targets(self.features, content, style_targets, params, self.dtype,
                            self._tiles(tuple(content.shape[-2:])))
+        if self.temporal:
+            full = dataclasses.replace(full, temporal=tuple(
+                (warped.to(content), weights.to(content)) for warped, weights in self.temporal))
         self.colors = full.style.palette() if params.palette_init else None
         self.history = list(resume.history) if resume else []
         image, targets, first_point = None, full, True
@@ -618,13 +631,16 @@ def stage_targets(features: VGGFeatures, content: Tensor, job: Targets, params: 
                   dtype: torch.dtype | None = None, tiles: Sequence[Tile] | None = None) -> Targets:
     """A stage's targets: the content's activations at the stage's size; the job's style
     target, style_cap factors and W2 targets serve every stage (Grams are per position)."""
+    size = tuple(content.shape[-2:])
+    ties = tuple((resize_tensor(warped, size, "bilinear"), resize_tensor(weights, size, "bilinear"))
+                 for warped, weights in job.temporal)
     if tiles is not None:
         acts, _ = read(_features_of(features, params, dtype), content, tiles, params.content_layers)
-        return dataclasses.replace(job, content=acts)
+        return dataclasses.replace(job, content=acts, temporal=ties)
     with torch.no_grad():
         acts = (_scaled(features, content, params.content_layers, params.feature_scale, dtype)
                 if params.content_layers else {})
-    return dataclasses.replace(job, content=acts)
+    return dataclasses.replace(job, content=acts, temporal=ties)
 
 
 def initial_image(content: Tensor, params: StyleParams, init: Tensor | None = None,
@@ -689,7 +705,14 @@ def costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleP
     j_tv = losses.tv_cost(image) if params.tv_weight else zero
     beta = params.style_weight if targets.style_factor is None else params.style_weight * targets.style_factor
     total = losses.total_cost(j_content, j_style, params.content_weight, beta, j_tv, params.tv_weight)
+    if targets.temporal:
+        total = total + params.temporal_weight * _temporal_cost(image, targets.temporal)
     return total, j_content, j_style, j_tv
+
+
+def _temporal_cost(image: Tensor, ties: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
+    """A video frame's temporal cost ``(N,)``: the sum over its ties to earlier outputs."""
+    return sum(temporal.temporal_cost(image, warped, weights) for warped, weights in ties)
 
 
 def tiled_costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleParams,
@@ -740,6 +763,12 @@ def tiled_costs(features: VGGFeatures, image: Tensor, targets: Targets, params: 
             scale_loss(params.tv_weight * j_tv.sum()).backward()
         j_tv = j_tv.detach()
     total = losses.total_cost(j_content[0], j_style, params.content_weight, beta, j_tv, params.tv_weight)
+    if targets.temporal:  # a pixel cost, like TV: on the whole image
+        with torch.enable_grad() if scale_loss is not None else torch.no_grad():
+            j_temporal = params.temporal_weight * _temporal_cost(image, targets.temporal)
+            if scale_loss is not None:
+                scale_loss(j_temporal.sum()).backward()
+        total = total + j_temporal.detach()
     return total.detach(), j_content[0], j_style, j_tv
 
 
