@@ -198,3 +198,42 @@ def wait_for(predicate, proc, timeout: float = 120):
             raise AssertionError(f"run ended early: {proc.communicate()}")
         time.sleep(0.05)
     raise AssertionError("timed out")
+
+
+def pan_frames(count: int, width: int, height: int, step: int = 3) -> list[np.ndarray]:
+    """A camera panning over ``pattern``: frame t is a window moved ``step`` px right per frame,
+    with a bright square drifting down over it (something that moves against the scene)."""
+    scene = pattern(width + step * count + 8, height, phase=0.7)
+    frames = []
+    for t in range(count):
+        frame = scene[:, step * t: step * t + width].copy()
+        top = 4 + 2 * t
+        frame[top:top + height // 4, width // 3: width // 3 + width // 4] = (250, 240, 40)
+        frames.append(frame)
+    return frames
+
+
+def draw_clip(path, frames: list[np.ndarray], *, rate: int = 10, audio: bool = False, rotation: int | None = None):
+    """Encode ``frames`` (RGB uint8) as an H.264 clip with PyAV; ``audio``: a mono AAC tone
+    as long as the clip; ``rotation``: a display rotation in degrees (as phones record)."""
+    import av
+
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        if rotation is not None:
+            video.set_display_rotation(rotation)
+        sound = out.add_stream("aac", rate=8000) if audio else None
+        for frame in frames:
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        if sound is not None:
+            seconds = np.arange(8000 * len(frames) // rate) / 8000
+            tone = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * seconds)).astype(np.float32)[None],
+                                              format="flt", layout="mono")
+            tone.sample_rate = 8000
+            for packet in [*sound.encode(tone), *sound.encode()]:
+                out.mux(packet)
