@@ -70,6 +70,17 @@ class StyleParams:
         0.0, "video: weight of the temporal cost, each frame against the earlier outputs warped into it"
         " along the optical flow where the flow is trusted (Ruder et al. 2016; pixels in [0, 1])",
         "float", low=0.0)
+    temporal_frames: tuple[float, ...] = _knob(
+        (1.0,), "video: the earlier frames each frame is tied to, as distances back (1: the previous"
+        " one; 1,2,4: with the paper's long-term ties, each where no closer frame is trusted)", "floats")
+    frame_steps: int = _knob(
+        0, "video: the steps of each frame after a shot's first, which starts from the previous output"
+        " warped into it (0: steps, as the first)", "int", low=0, high=1_000_000)
+    scene_cut: float = _knob(
+        0.5, "video: a frame whose flow from the previous one is trusted on less than this share of"
+        " its pixels starts a new shot: no temporal tie, the full steps", "float", low=0.0, high=1.0)
+    flow: str = _knob("dis-medium", "video: the optical flow, OpenCV's DIS at a preset (dis-ultrafast,"
+                      " dis-fast, dis-medium)", "choice", ("dis-ultrafast", "dis-fast", "dis-medium"))
     content_layers: tuple[str, ...] = _knob(("relu4_2",), "content layers, comma-separated", "layers")
     style_layers: tuple[str, ...] = _knob(
         ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
@@ -162,6 +173,9 @@ class StyleParams:
             raise ParamError(
                 f"style_layer_weights has {len(self.style_layer_weights)} values for"
                 f" {len(self.style_layers)} style_layers; give one weight per layer")
+        if any(d < 1 or d != int(d) for d in self.temporal_frames) or len(set(self.temporal_frames)) != len(
+                self.temporal_frames):
+            raise ParamError(f"temporal_frames must be distinct whole numbers from 1, got {self.temporal_frames!r}")
         if self.style_cap and self.style_norm != "balanced":
             raise ParamError(f"style_cap {self.style_cap:g} needs style_norm: balanced (the cap is"
                              f" in the balanced cost's units); set style_norm balanced or style_cap 0")
@@ -226,7 +240,8 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(St
 LATER_FIELDS = {"resize": "long", "crop": "none", "jpeg_quality": 95, "webp_quality": 95, "style_cap": 0.0,
                 "average": 0.0, "scale_start": "fresh", "style_loss": "gram", "lr_end": 1.0, "scale_carry": "image",
                 "palette_mix": 1.0, "clip_every": 1, "stop_tol": 0.0, "stop_window": 50,
-                "bit_depth": 8, "tile": "auto", "temporal_weight": 0.0}
+                "bit_depth": 8, "tile": "auto", "temporal_weight": 0.0,
+                "temporal_frames": [1.0], "frame_steps": 0, "scene_cut": 0.5, "flow": "dis-medium"}
 
 
 def _check(f: dataclasses.Field, value) -> None:

@@ -77,6 +77,8 @@ VALUES = {
     "preset": ("gatys", "gatys"), "size": ("64", 64), "resize": ("short", "short"), "crop": ("center", "center"),
     "steps": ("7", 7), "optimizer": ("lbfgs", "lbfgs"), "lr": ("0.125", 0.125),
     "content_weight": ("2.5", 2.5), "style_weight": ("3.5", 3.5), "tv_weight": ("1.5", 1.5), "temporal_weight": ("40", 40.0),
+    "temporal_frames": ("1,2,4", (1.0, 2.0, 4.0)), "frame_steps": ("30", 30), "scene_cut": ("0.3", 0.3),
+    "flow": ("dis-fast", "dis-fast"),
     "content_layers": ("relu3_2", ("relu3_2",)), "style_layers": ("relu1_1,relu2_1", ("relu1_1", "relu2_1")),
     "style_layer_weights": ("1,2,3,4,10", (1.0, 2.0, 3.0, 4.0, 10.0)), "style_norm": ("seed", "seed"),
     "style_cap": ("1.5", 1.5), "content_norm": ("half_sum", "half_sum"), "feature_scale": ("0.5", 0.5),

@@ -1,0 +1,161 @@
+"""One clip job: its frames stylized in order, each tied to the earlier outputs warped into it
+along the optical flow (Ruder et al. 2016; ``engine/temporal.py``), as ``run`` and ``stylize``
+do it. A frame after a shot's first starts from the previous output warped into it and takes
+``frame_steps``; a scene cut (the flow from the previous frame trusted on less than
+``scene_cut`` of the pixels) starts a new shot with no tie.
+
+Resume by frame: each finished frame is written at once (atomically) to a ``FrameStore`` (the
+output folder's ``000001.png``…, or the state directory's frames for a video output), and a
+rerun skips the frames there, taking the earlier outputs back from them. A frame's ties are
+always read from the written 8-bit frames, so an interrupted clip ends as an uninterrupted one
+does. A video output is encoded from the frames at the end, with the input's timestamps and
+audio, and moved into place whole.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..config import StyleParams
+from ..engine.flow import FlowAhead, Link, gray
+from ..engine.optimize import Result
+from ..engine.pixels import to_pil, to_tensor
+from ..engine.targets import StyleTarget
+from ..engine.temporal import Frame, long_term_weights, warp, warped_start
+from ..engine.vgg import VGGFeatures
+from ..errors import InputError
+from ..geometry import output_size
+from ..io.images import load_image, save_image
+from ..io.video import ClipInfo, ClipWriter, is_video_file, read_frames
+from .single import Hooks, optimize_job
+
+
+def clip_size(info: ClipInfo, params: StyleParams, output: Path) -> tuple[int, int]:
+    """The output frames' (height, width); even sides for a video file (yuv420p needs them)."""
+    width, height = output_size(info.width, info.height, *params.geometry)
+    if is_video_file(output):
+        width, height = max(2, width - width % 2), max(2, height - height % 2)
+    return height, width
+
+
+class FrameStore:
+    """Where a clip's finished frames are kept, one PNG each, written atomically:
+    ``000001.png``… (1-based) in ``folder``."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def path(self, index: int) -> Path:
+        return self.folder / f"{index + 1:06d}.png"
+
+    def has(self, index: int) -> bool:
+        return self.path(index).is_file()
+
+    def save(self, index: int, rgb: np.ndarray) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_image(Image.fromarray(rgb), self.path(index))
+
+    def load(self, index: int) -> np.ndarray:
+        return np.asarray(load_image(self.path(index)))
+
+
+@dataclass
+class ClipResult:
+    frames: int  # in the clip
+    stylized: int  # by this call (the others were written before: a resumed clip)
+    shots: list[int]  # the index of each shot's first frame
+    last: Result | None  # the last stylized frame's result (its costs)
+
+
+def _fitted(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    height, width = size
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.LANCZOS))
+
+
+def stylize_clip(info: ClipInfo, style_targets: StyleTarget, params: StyleParams, store: FrameStore,
+                 size: tuple[int, int], *, features: VGGFeatures | None = None, hooks: Hooks | None = None,
+                 on_frame: Callable[[int, int], None] | None = None,
+                 device: torch.device | None = None) -> tuple[ClipResult, list[int | None]]:
+    """Every frame of the clip not in ``store`` yet, in order; returns what was done and every
+    frame's input timestamp. ``on_frame(index, frames)`` hears of each frame written. The flows
+    of frame t+1 are computed on threads while frame t is optimised."""
+    distances = tuple(int(d) for d in params.temporal_frames)
+    device = device or (next(features.parameters()).device if features is not None else torch.device("cpu"))
+    flows = FlowAhead(threads=2)
+    grays: dict[int, np.ndarray] = {}  # the content frames' luma, as far back as the ties reach
+    outputs: dict[int, np.ndarray] = {}  # the written outputs, as far back
+    pts: list[int | None] = []
+    done = ClipResult(info.frames, 0, [], None)
+
+    def finish(index: int, rgb: np.ndarray) -> None:
+        links = flows.result(index) if index > 0 else []
+        if not links or float(links[0].weights.mean()) < params.scene_cut:
+            done.shots.append(index)  # a cut (or the first frame): a new shot, tied to nothing before
+        links = [link for link in links if index - link.earlier >= done.shots[-1]]
+        if not store.has(index):
+            result = _stylize_frame(rgb, links, outputs, index, style_targets, params, features, hooks, device)
+            store.save(index, np.asarray(to_pil(result.image[:1])))
+            done.stylized, done.last = done.stylized + 1, result
+            if on_frame is not None:
+                on_frame(index, info.frames)
+        outputs[index] = store.load(index)  # the ties of later frames: the output as written, always
+        for old in [k for k in outputs if k <= index - max(distances)]:
+            del outputs[old]
+
+    pending = None
+    try:
+        for frame in read_frames(info):
+            rgb = _fitted(frame.rgb, size)
+            pts.append(frame.pts)
+            grays[frame.index] = gray(rgb)
+            if frame.index > 0:
+                flows.submit(frame.index, grays, distances, params.flow.removeprefix("dis-"))
+            for old in [k for k in grays if k < frame.index - max(distances)]:
+                del grays[old]
+            if pending is not None:
+                finish(*pending)
+            pending = (frame.index, rgb)
+        if pending is not None:
+            finish(*pending)
+    finally:
+        flows.close()
+    if len(pts) != info.frames:
+        raise InputError(f"{info.path}: {len(pts)} frame(s) read of {info.frames}", hint="the clip may be truncated")
+    return done, pts
+
+
+def _stylize_frame(rgb: np.ndarray, links: list[Link], outputs: dict[int, np.ndarray], index: int,
+                   style_targets: StyleTarget, params: StyleParams, features, hooks, device) -> Result:
+    """One frame: alone (a shot's first), or from the previous output warped into it, tied to
+    the earlier outputs where the flow is trusted, in ``frame_steps``."""
+    content = to_tensor(Image.fromarray(rgb)).to(device)
+    if not links:
+        return optimize_job(content, style_targets, params, features=features, hooks=hooks)
+    warped = [warp(to_tensor(Image.fromarray(outputs[index - link.earlier])).to(device), link.backward.to(device))
+              for link in links]
+    weights = long_term_weights([link.weights.to(device) for link in links])
+    frame = Frame(warped_start(content, warped[0], links[0].weights.to(device)), tuple(zip(warped, weights)))
+    later = dataclasses.replace(params, steps=params.frame_steps or params.steps)
+    return optimize_job(content, style_targets, later, features=features, init=frame, hooks=hooks)
+
+
+def encode_clip(info: ClipInfo, store: FrameStore, output: Path, size: tuple[int, int], pts: list[int | None]) -> None:
+    """The video output from the written frames, with the input's timestamps and audio; moved
+    into place whole."""
+    height, width = size
+    writer = ClipWriter(output, info, width, height)
+    try:
+        for index, stamp in enumerate(pts):
+            writer.write(store.load(index), stamp)
+    except BaseException as error:
+        writer.abort(error)
+        raise
+    writer.close()
