@@ -23,7 +23,8 @@ from .io import shards
 from .config import PRESETS
 from .errors import NstbatchError
 from .fs import atomic_write
-from .io.images import load_image, save_image
+from .io.images import save_image
+from .io.video import still
 from .io.manifest import Job
 from .environment import cache_root
 from .jobs.ledger import RATE_LABEL, JobStatus
@@ -53,7 +54,7 @@ def thumbnail(folder: Path, path: Path, side: int = THUMB_SIDE) -> Path | None:
     if thumb.is_file():
         return thumb
     try:
-        image = load_image(path)
+        image = still(path)  # an image, or a clip's first frame
     except Exception:  # noqa: BLE001 - an unreadable input has no thumbnail, and says so
         return None
     image.thumbnail((side, side), Image.Resampling.LANCZOS)
@@ -218,7 +219,7 @@ def contact_sheet(view: RunView, columns: int = 6, tile: int = 256) -> Image.Ima
     for index, v in enumerate(done):
         x = 8 + (index % columns) * (tile + 8)
         y = 8 + (index // columns) * (tile + caption + 8)
-        image = load_image(shards.locate(v.job.output))
+        image = still(shards.locate(v.job.output))
         scale = tile / max(image.size)  # fit the tile, small outputs enlarged too
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                              Image.Resampling.LANCZOS)

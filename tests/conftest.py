@@ -172,7 +172,7 @@ def spawn_run(folder, *args, manifest: str = "m.csv", **popen) -> subprocess.Pop
     return spawn("run", manifest, *args, cwd=folder, **popen)
 
 
-def kill_run(folder, proc) -> None:
+def kill_run(folder, proc, manifest: str = "m.csv") -> None:
     """SIGKILL a spawned run, then wait (a minute at most) until its orphaned worker has
     checkpointed and let go of its claims, as it does on the run's death."""
     import signal
@@ -180,7 +180,7 @@ def kill_run(folder, proc) -> None:
 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    claims = folder / ".nstbatch" / "m.csv" / "claims"
+    claims = folder / ".nstbatch" / manifest / "claims"
     deadline = time.monotonic() + 60
     while list(claims.glob("*.lock")) and time.monotonic() < deadline:
         time.sleep(0.1)

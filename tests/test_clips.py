@@ -101,3 +101,63 @@ def test_a_clip_in_a_video_file_comes_out_as_one_with_its_audio(tmp_path, setup)
     with av.open(str(tmp_path / "in.mp4")) as a, av.open(str(output)) as b:
         assert ([bytes(p) for p in a.demux(a.streams.audio[0]) if p.size]
                 == [bytes(p) for p in b.demux(b.streams.audio[0]) if p.size])
+
+
+def test_clips_run_from_a_manifest_into_a_video_and_a_folder_beside_an_image(tmp_path, capsys):
+    from tests.conftest import run_cli
+
+    draw_clip(tmp_path / "walk.mp4", pan_frames(4, 64, 48), audio=True)
+    frames_folder(tmp_path, pan_frames(3, 48, 36))
+    Image.fromarray(pattern(40, 40, phase=2.0)).save(tmp_path / "style.png")
+    (tmp_path / "m.yaml").write_text(
+        "defaults: {size: 40, steps: 6, frame_steps: 3, temporal_weight: 100, style_layers: 'relu1_1,relu2_1',"
+        " content_layers: relu2_2, precision: fp32}\n"
+        "jobs:\n"
+        "  - {video: walk.mp4, style: style.png, output: out/walk.mp4}\n"
+        "  - {video: clip, style: style.png, output: out/frames}\n"
+        "  - {content: clip/0000.png, style: style.png, output: out/still.png}\n"
+        "  - {video: walk.mp4, style: style.png, output: out/walk.gif}\n")
+    code, _, err = run_cli(capsys, "validate", tmp_path / "m.yaml")
+    assert code == 1 and "m.yaml:6: " in err and "walk.gif: a clip's output is a video" in err
+    code, out, err = run_cli(capsys, "run", tmp_path / "m.yaml", "--skip-invalid")
+    assert code == 1 and "done 3, already done 0, failed 0, invalid 1" in out, err
+    assert probe_clip(tmp_path / "out" / "walk.mp4").frames == 4
+    assert sorted(p.name for p in (tmp_path / "out" / "frames").iterdir()) == ["000001.png", "000002.png", "000003.png"]
+    assert "4 frame(s), 1 shot(s)" in err
+    assert not any((tmp_path / ".nstbatch" / "m.yaml" / "frames").iterdir())  # the frames kept while running
+    code, out, _ = run_cli(capsys, "status", tmp_path / "m.yaml")
+    assert "done 3, failed 0, invalid 1, pending 0" in out
+    code, out, _ = run_cli(capsys, "sheet", tmp_path / "m.yaml", "-o", tmp_path / "sheet.png")
+    assert code == 0 and "3 output(s)" in out
+    (tmp_path / "clip" / "0001.png").unlink()  # a frame less: the clip's digest changes, it runs again
+    code, out, _ = run_cli(capsys, "run", tmp_path / "m.yaml", "--skip-invalid")
+    assert "done 1, already done 2" in out
+
+
+@pytest.mark.slow
+def test_a_killed_clip_run_finishes_with_every_frame_once_as_an_uninterrupted_run(tmp_path):
+    from tests.conftest import kill_run, report_lines, spawn_run, wait_for
+
+    frames_folder(tmp_path, pan_frames(6, 64, 48))
+    Image.fromarray(pattern(40, 40, phase=2.0)).save(tmp_path / "style.png")
+    settings = ("defaults: {size: 64, steps: 40, frame_steps: 30, temporal_weight: 100, precision: fp32,"
+                " style_layers: 'relu1_1,relu2_1', content_layers: relu2_2}\n")
+    (tmp_path / "m.yaml").write_text(settings + "jobs:\n  - {video: clip, style: style.png, output: out/frames}\n")
+    (tmp_path / "whole.yaml").write_text(settings + "jobs:\n  - {video: clip, style: style.png, output: whole}\n")
+    frames = tmp_path / ".nstbatch" / "m.yaml" / "frames"
+    proc = spawn_run(tmp_path, "-q", manifest="m.yaml")
+    wait_for(lambda: frames.is_dir() and len(list(frames.glob("*/*.png"))) >= 2, proc)
+    kept = {p.name: p.stat().st_mtime_ns for p in frames.glob("*/*.png")}
+    kill_run(tmp_path, proc, manifest="m.yaml")
+    assert not list((tmp_path / "out").rglob("*.png"))  # no frame among the outputs before the clip is whole
+    assert {p.name: p.stat().st_mtime_ns for p in frames.glob("*/*.png") if p.name in kept} == kept
+    again = spawn_run(tmp_path, "-q", manifest="m.yaml")
+    assert again.wait(timeout=600) == 0, again.communicate()
+    done = [line for line in report_lines(tmp_path, manifest="m.yaml") if line["status"] == "done"]
+    assert len(done) == 1 and f"{6 - len(kept)} stylized by this run" in done[0]["note"]
+    whole = spawn_run(tmp_path, "-q", manifest="whole.yaml")
+    assert whole.wait(timeout=600) == 0, whole.communicate()
+    for index in range(6):
+        name = f"{index + 1:06d}.png"
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "frames" / name)),
+                              np.asarray(Image.open(tmp_path / "whole" / name))), name

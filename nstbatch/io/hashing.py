@@ -12,6 +12,7 @@ from . import shards
 from ..errors import NstbatchError
 from ..fs import sha256_of
 from ..config import LATER_FIELDS, split_weights_spec
+from .video import clip_digest
 
 if TYPE_CHECKING:
     from .manifest import Job
@@ -142,7 +143,7 @@ def params_hash(job: Job, hashes: FileHashes, weights_id: str) -> str:
         params["init"] = "file:" + hashes(Path(job.params.init_file))
     data = {
         "params": params,
-        "content": hashes(job.content),
+        "content": clip_digest(job.content, hashes) if job.clip else hashes(job.content),
         "styles": [[hashes(path), weight] for path, weight in job.styles],
         "weights": weights_id,
     }

@@ -47,6 +47,9 @@ YAML_HELP = {
     "output": "entry: a path, or a template with `{content_stem}`, `{style_stem}` (`blend` for blends), `{id}`,"
               " `{index}` (0-based within the entry's expansion; format specs work: `{index:04d}`)",
     "id": "entry: only for an entry that makes a single job",
+    "video": "entry, instead of content: a clip (a video file, or a folder of frames sorted by name; a glob or a"
+             " list) stylized frame-steady; its output a video file (`.mp4`, `.mov`, `.mkv`, `.webm`) or a folder"
+             " (frames `000001.png`, …)",
 }
 
 
@@ -60,6 +63,7 @@ class Job:
     where: str  # "manifest.csv:7": where the job comes from, for messages
     line: int = 0  # its line in the manifest (7), for ordering
     origin: dataset.Origin | None = None  # a dataset entry's job: its image, painting and variant
+    clip: bool = False  # content is a clip (a video file or a folder of frames), output a video or a folder
 
     @property
     def inputs(self) -> tuple[Path, ...]:
@@ -176,7 +180,7 @@ def _unknown(names, valid) -> str | None:
 
 
 CSV_COLUMNS = CSV_REQUIRED + CSV_OPTIONAL + tuple(FIELDS)
-YAML_JOB_KEYS = JOB_KEYS + tuple(FIELDS)
+YAML_JOB_KEYS = JOB_KEYS + ("video",) + tuple(FIELDS)
 DATASET_ENTRY_KEYS = dataset.DATASET_KEYS + tuple(FIELDS)
 
 
@@ -444,7 +448,13 @@ def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, 
     unknown = _unknown(entry, YAML_JOB_KEYS)
     if unknown:
         raise _RowError(unknown)
-    missing = [k for k in ("content", "style", "output") if entry.get(k) in (None, "", [])]
+    clip = "video" in entry
+    if clip:  # a clip: its path takes content's place
+        if "content" in entry:
+            raise _RowError("an entry takes content (images) or video (a clip), not both")
+        entry = {("content" if k == "video" else k): v for k, v in entry.items()}
+    missing = [k for k in ("content" if not clip else "video", "style", "output")
+               if entry.get(k if k != "video" else "content") in (None, "", [])]
     if missing:
         raise _RowError(f"missing {', '.join(missing)}")
     params = _params(where, {**defaults, **{k: v for k, v in entry.items() if k in FIELDS},
@@ -471,7 +481,7 @@ def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, 
             raise _RowError(f"output {template!r} is one file for {len(contents) * len(style_sets)} jobs;"
                             " use {content_stem}, {style_stem}, {id} or {index} in it")
         jobs.append(Job(job_id, content, tuple((_resolve(base, s), w) for s, w in styles),
-                        _resolve(out_base, output), params, where, line))
+                        _resolve(out_base, output), params, where, line, clip=clip))
     return jobs
 
 

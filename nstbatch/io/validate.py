@@ -14,6 +14,7 @@ from ..config import INITS, split_weights_spec
 from ..errors import NstbatchError
 from ..geometry import long_side_size, output_size
 from .images import ImageInfo, check_bit_depth, probe_image
+from .video import ClipInfo, clip_output_format, probe_clip
 from ..layers import min_image_side, suggest
 from .manifest import Job, Manifest, Problem
 from .shards import output_folder
@@ -56,15 +57,15 @@ class _OutputFolders:
 def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]:
     """Problems of the parsed jobs, on top of the ones parsing found; each names its line."""
     problems: list[Problem] = []
-    probes: dict[Path, ImageInfo | str] = {}
+    probes: dict[tuple[Path, bool], ImageInfo | ClipInfo | str] = {}
 
-    def probe(path: Path) -> ImageInfo | str:
-        if path not in probes:
+    def probe(path: Path, clip: bool = False) -> ImageInfo | ClipInfo | str:
+        if (path, clip) not in probes:
             try:
-                probes[path] = probe_image(path)
+                probes[path, clip] = probe_clip(path) if clip else probe_image(path)
             except NstbatchError as e:
-                probes[path] = str(e)
-        return probes[path]
+                probes[path, clip] = str(e)
+        return probes[path, clip]
 
     # Absolute, normalised strings: cheap for 100,000 rows (no symlink resolution here; a run
     # compares with os.path.samefile before it writes).
@@ -84,7 +85,10 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
             problems.append(Problem(job.where, message, job.id, job.line))
 
         try:
-            check_bit_depth(job.output, job.params.bit_depth)  # the format is known, and holds the depth
+            if job.clip:
+                clip_output_format(job.output)
+            else:
+                check_bit_depth(job.output, job.params.bit_depth)  # the format is known, and holds the depth
         except NstbatchError as e:
             report(str(e))
         output_key = key(job.output)
@@ -106,7 +110,7 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
         init = [("init", Path(job.params.init_file))] if job.params.init_file else []
         style_side = job.params.style_side()  # of the output's long side, once the content is read
         for role, path in [("content", job.content)] + [("style", p) for p, _ in job.styles] + init:
-            info = probe(path)
+            info = probe(path, job.clip and role == "content")
             if isinstance(info, str):
                 # an init that is no file may be a misspelt choice ('palet' for palette)
                 close = suggest(path.name, INITS) if role == "init" and not path.exists() else ""

@@ -229,3 +229,57 @@ class ClipWriter:
             self._atomic.__exit__(type(error), error, None)
         except BaseException:
             pass
+
+
+def clip_output_format(path: str | os.PathLike) -> str | None:
+    """A clip output's container format (``VIDEO_OUTPUTS``), or None for a folder of frames (a
+    name without an extension); ``InputError`` for anything else. Reads nothing."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix and suffix not in VIDEO_OUTPUTS:
+        raise InputError(f"{path}: a clip's output is a video ({', '.join(VIDEO_OUTPUTS)}) or a folder,"
+                         f" not {suffix}", hint="name it .mp4, or give a folder without an extension")
+    return VIDEO_OUTPUTS[suffix][0] if suffix else None
+
+
+def check_clip_output(path: str | os.PathLike) -> Path:
+    """Before a clip runs: its output is a video file we can write or a folder for PNG frames
+    (``clip_output_format``), in a place that can be made and written."""
+    from .images import check_output_path
+
+    path = Path(path)
+    if clip_output_format(path) is None:
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{path}: is a file; a clip's frames go into a folder", hint="give a folder")
+        check_output_path(path / "000001.png")  # the folder can be made and written
+    elif path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name for the video output")
+    else:
+        check_output_path(path.with_suffix(".png"))  # its folder can be made and written
+    return path
+
+
+def clip_digest(path: Path, digest) -> str:
+    """A clip's content digest for done records: a file's (``digest(path)``), or for a folder
+    of frames one over each frame's name and digest, so that a changed, added or removed frame
+    reruns the clip."""
+    if not path.is_dir():
+        return digest(path)
+    import hashlib
+    import json
+
+    frames = [[file.name, digest(file)] for file in frame_files(path)]
+    return hashlib.sha256(json.dumps(frames).encode()).hexdigest()
+
+
+def still(path: str | os.PathLike):
+    """A picture of what ``path`` holds, for thumbnails and contact sheets: an image itself, or
+    a clip's first frame (a video file's, or a folder of frames')."""
+    from PIL import Image
+
+    from .images import load_image
+
+    path = Path(path)
+    if path.is_dir() or is_video_file(path):
+        return Image.fromarray(next(read_frames(probe_clip(path))).rgb)
+    return load_image(path)

@@ -14,6 +14,7 @@ audio, and moved into place whole.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,15 +32,17 @@ from ..engine.temporal import Frame, long_term_weights, warp, warped_start
 from ..engine.vgg import VGGFeatures
 from ..errors import InputError
 from ..geometry import output_size
-from ..io.images import load_image, save_image
-from ..io.video import ClipInfo, ClipWriter, is_video_file, read_frames
+from ..fs import atomic_write
+from ..io.images import load_image, probe_image, save_image
+from ..io.video import (ClipInfo, ClipWriter, check_clip_output, clip_output_format, probe_clip,
+                        read_frames)
 from .single import Hooks, optimize_job
 
 
 def clip_size(info: ClipInfo, params: StyleParams, output: Path) -> tuple[int, int]:
     """The output frames' (height, width); even sides for a video file (yuv420p needs them)."""
     width, height = output_size(info.width, info.height, *params.geometry)
-    if is_video_file(output):
+    if clip_output_format(output) is not None:
         width, height = max(2, width - width % 2), max(2, height - height % 2)
     return height, width
 
@@ -64,6 +67,13 @@ class FrameStore:
     def load(self, index: int) -> np.ndarray:
         return np.asarray(load_image(self.path(index)))
 
+    def count(self) -> int:
+        return len(list(self.folder.glob("[0-9]*.png"))) if self.folder.is_dir() else 0
+
+    def discard(self) -> None:
+        """Remove the frames (once the output holds them)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
 
 @dataclass
 class ClipResult:
@@ -82,9 +92,10 @@ def _fitted(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def stylize_clip(info: ClipInfo, style_targets: StyleTarget, params: StyleParams, store: FrameStore,
                  size: tuple[int, int], *, features: VGGFeatures | None = None, hooks: Hooks | None = None,
-                 on_frame: Callable[[int, int], None] | None = None,
-                 device: torch.device | None = None) -> tuple[ClipResult, list[int | None]]:
-    """Every frame of the clip not in ``store`` yet, in order; returns what was done and every
+                 on_frame: Callable[[int, int], None] | None = None, device: torch.device | None = None,
+                 result: ClipResult | None = None) -> tuple[ClipResult, list[int | None]]:
+    """Every frame of the clip not in ``store`` yet, in order; returns what was done (in
+    ``result`` where given, so that a caller sees it when the clip stops early) and every
     frame's input timestamp. ``on_frame(index, frames)`` hears of each frame written. The flows
     of frame t+1 are computed on threads while frame t is optimised."""
     distances = tuple(int(d) for d in params.temporal_frames)
@@ -93,7 +104,8 @@ def stylize_clip(info: ClipInfo, style_targets: StyleTarget, params: StyleParams
     grays: dict[int, np.ndarray] = {}  # the content frames' luma, as far back as the ties reach
     outputs: dict[int, np.ndarray] = {}  # the written outputs, as far back
     pts: list[int | None] = []
-    done = ClipResult(info.frames, 0, [], None)
+    done = result if result is not None else ClipResult(info.frames, 0, [], None)
+    done.frames = info.frames
 
     def finish(index: int, rgb: np.ndarray) -> None:
         links = flows.result(index) if index > 0 else []
@@ -145,6 +157,34 @@ def _stylize_frame(rgb: np.ndarray, links: list[Link], outputs: dict[int, np.nda
     frame = Frame(warped_start(content, warped[0], links[0].weights.to(device)), tuple(zip(warped, weights)))
     later = dataclasses.replace(params, steps=params.frame_steps or params.steps)
     return optimize_job(content, style_targets, later, features=features, init=frame, hooks=hooks)
+
+
+def check_clip_files(job) -> ClipInfo:
+    """Everything about a clip job's files that can be known before a frame is decoded."""
+    info = probe_clip(job.content)
+    for style, _ in job.styles:
+        probe_image(style)
+    check_clip_output(job.output)
+    if Path(job.output).resolve() == Path(job.content).resolve():
+        raise InputError(f"{job.output}: the output is also the clip; it would be overwritten",
+                         hint="choose another output")
+    if job.params.preserve_color == "histogram":
+        raise InputError(f"{job.content}: preserve_color histogram recolours the style to one image's"
+                         " colours, not a clip's", hint="use preserve_color luminance or none for clips")
+    return info
+
+
+def write_clip(info: ClipInfo, store: FrameStore, output: Path, size: tuple[int, int], pts: list[int | None]) -> None:
+    """The clip's output from its written frames: a video (``encode_clip``), or the frames
+    copied into the output folder, each atomically."""
+    if clip_output_format(output) is not None:
+        encode_clip(info, store, output, size, pts)
+        return
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    for index in range(len(pts)):
+        source = store.path(index)
+        atomic_write(output / source.name, lambda f, source=source: f.write(source.read_bytes()))
 
 
 def encode_clip(info: ClipInfo, store: FrameStore, output: Path, size: tuple[int, int], pts: list[int | None]) -> None:

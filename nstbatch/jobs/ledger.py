@@ -87,6 +87,11 @@ def write_history(path: Path, history, of_batch: int | None = None) -> Path:
     return path
 
 
+def _frames_there(job: Job) -> bool:
+    """A clip's folder output is there while its frames are (the last frame is written last)."""
+    return job.clip and job.output.is_dir() and any(job.output.glob("[0-9]*.png"))
+
+
 class StateDir:
     """A run's state directory: paths, done records and the digest index; its report
     (``log``), kill counts (``kills``) and packed shards (``packed``); and ``standing``."""
@@ -165,7 +170,7 @@ class StateDir:
             return "parameters or inputs changed"
         if os.path.abspath(record.output) != os.path.abspath(job.output):
             return "output path changed"
-        if not job.output.is_file() and not self._in_shard(job, hash_):
+        if not job.output.is_file() and not self._in_shard(job, hash_) and not _frames_there(job):
             return "output missing"
         return None
 

@@ -14,6 +14,7 @@ from ..environment import WHOLE, Shard, shard_of
 from ..errors import NstbatchError, UsageError
 from ..geometry import long_side_size, output_size
 from ..io.images import probe_image
+from ..io.video import probe_clip
 from ..io.manifest import Job, Manifest, Problem, read_manifest
 from ..io.validate import validate
 from .ledger import JobStatus, Standing, StateDir
@@ -124,10 +125,16 @@ def plan_jobs(jobs: list[Job], state: StateDir, force: bool = False) -> list[Pla
     return [Planned(job, state.standing(job, hasher, latest=latest), force=force, planned_at=now) for job in jobs]
 
 
+def probe_content(job: Job):
+    """The content's header: an image's (``ImageInfo``), or a clip's (``ClipInfo``: its frames)."""
+    return probe_clip(job.content) if job.clip else probe_image(job.content)
+
+
 def content_size(job: Job) -> tuple[int, int] | None:
-    """The output's (height, width), from the content image's header; None if unreadable."""
+    """The output's (height, width), from the content image's header (a clip's: its frames');
+    None if unreadable."""
     try:
-        info = probe_image(job.content)
+        info = probe_content(job)
     except NstbatchError:
         return None
     width, height = output_size(info.width, info.height, *job.params.geometry)
@@ -180,7 +187,7 @@ def batches(to_run: list[Planned], size: int, state: StateDir) -> list[list[Plan
     wherever they are in the manifest, fill a batch together (a dataset at ``crop: center`` is
     one shape). A job with a checkpoint resumes alone. L-BFGS is never batched (its line
     search couples the images), nor ``preserve_color: histogram``, whose style targets depend
-    on each job's content."""
+    on each job's content. A clip is a job of its own (its frames run in order)."""
     if size <= 1:
         return [[item] for item in to_run]
     groups: dict[tuple, list[Planned]] = {}
@@ -188,7 +195,7 @@ def batches(to_run: list[Planned], size: int, state: StateDir) -> list[list[Plan
     for item in to_run:
         job, key = item.job, None
         if (item.hash is not None and job.params.optimizer == "adam" and job.params.preserve_color != "histogram"
-                and not state.checkpoint_path(job.id).exists()):
+                and not job.clip and not state.checkpoint_path(job.id).exists()):
             shape = content_size(job)
             key = (job.params.to_json(), shape) if shape else None
         if key is None:
@@ -216,24 +223,31 @@ def plan_shards(manifest_path: str | os.PathLike, count: int, batch: int = 1,
     if count < 1:
         raise UsageError("--shards must be at least 1")
     manifest = read_manifest(manifest_path, overrides)
-    sizes: dict[Path, tuple[int, int] | None] = {}
+    sizes: dict[Path, tuple[int, int, int] | None] = {}  # width, height, frames
     work = [[0, 0.0, None] for _ in range(count)]
     for job in manifest.jobs:
         if job.content not in sizes:
             try:
-                info = probe_image(job.content)
-                sizes[job.content] = (info.width, info.height)
+                info = probe_content(job)
+                sizes[job.content] = (info.width, info.height, getattr(info, "frames", 1))
             except NstbatchError:
                 sizes[job.content] = None  # validate reports it; the plan just counts
         row = work[shard_of(job.id, count)]
         row[0] += 1
         if sizes[job.content]:
-            width, height = output_size(*sizes[job.content], *job.params.geometry)
-            row[1] += width * height * job.params.steps / 1e6
+            width, height = output_size(*sizes[job.content][:2], *job.params.geometry)
+            row[1] += width * height * _steps(job, sizes[job.content][2]) / 1e6
             peak = estimate(job.params, height, width, batch, style_pixels=style_pixels(job, max(width, height)))
             if row[2] is None or peak.bytes > row[2].bytes:
                 row[2] = peak
     return [ShardLoad(i, jobs, mps, peak) for i, (jobs, mps, peak) in enumerate(work)]
+
+
+def _steps(job: Job, frames: int) -> int:
+    """A job's steps: an image's, or a clip's over its frames (each after the first in
+    ``frame_steps``; shots cut short by scene cuts take the full steps, unknown here)."""
+    params = job.params
+    return params.steps + (frames - 1) * (params.frame_steps or params.steps) if job.clip else params.steps
 
 
 # What a worker holds before its first job: the interpreter, torch, the network (measured on
