@@ -3,6 +3,8 @@ file: ``stylize_file`` (what ``nstbatch stylize`` does). Both run the one job pa
 ``jobs.single``, the path ``nstbatch run`` takes."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Callable, Sequence, overload
@@ -17,6 +19,9 @@ from .engine.pixels import to_pil, to_tensor
 from .engine.vgg import VGGFeatures
 from .engine.weights import load_weights
 from .io.images import fit_image, to_rgb
+from .fs import sha256_of
+from .io.video import clip_digest, is_video_file
+from .jobs.clip import ClipResult, FrameStore, clip_job
 from .jobs.single import Hooks, check_job_files, optimize_job, provenance, save_output, stylize_job
 from .styles.store import StyleTargetStore, default_store
 
@@ -84,3 +89,28 @@ def stylize_file(content: str | os.PathLike, style: "str | os.PathLike | StyleSp
                          **optimize_options)
     save_output(result.image, output, params, provenance(params, result, content, styles), content)
     return result
+
+
+def is_clip(path: str | os.PathLike) -> bool:
+    """Whether ``stylize``'s content is a clip: a video file, or a folder of frames."""
+    return is_video_file(path) or Path(path).is_dir()
+
+
+def stylize_clip_file(content: str | os.PathLike, style: "str | os.PathLike | StyleSpec",
+                      output: str | os.PathLike, params: StyleParams, *, device: str = "auto",
+                      features: VGGFeatures | None = None, store: StyleTargetStore | None = None,
+                      hooks: Hooks | None = None, on_frame: Callable[[int, int], None] | None = None) -> ClipResult:
+    """Stylize a clip (a video file or a folder of frames) frame-steady into ``output`` (a
+    video file, or a folder of PNG frames), as ``run`` does a clip job (``clip.clip_job``). The
+    frames are kept beside the output (``.nstbatch/frames/``) until it is written, so the same
+    call after an interruption resumes at the first missing frame."""
+    content, output, styles = Path(content), Path(output), _style_list(style)
+    load_weights(params.weights)
+    target = resolve_device(device) if features is None else next(features.parameters()).device
+    key = hashlib.sha256(json.dumps([params.to_json(), clip_digest(content, sha256_of),
+                                     [[sha256_of(p), w] for p, w in styles]]).encode()).hexdigest()[:16]
+    frames = FrameStore(output.parent / ".nstbatch" / "frames" / f"{output.name}-{key}")
+    _, done = clip_job(content, styles, output, params, store or default_store(target), frames,
+                       features=features, hooks=hooks, on_frame=on_frame, device=target)
+    frames.discard()
+    return done

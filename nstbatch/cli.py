@@ -67,9 +67,11 @@ def _with_param_options(func):
 @app.command(short_help="Stylize one image with a style, or a blend of styles.")
 @_with_param_options
 def stylize(
-    content: Path = typer.Argument(..., help="Content image.", show_default=False),
+    content: Path = typer.Argument(..., help="Content image, or a clip (a video file or a folder of frames).",
+                                   show_default=False),
     style: List[Path] = typer.Argument(..., help="Style image, or several to blend.", show_default=False),
-    output: Path = typer.Option(..., "--output", "-o", help="Output image (.png, .jpg, .webp)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output image (.png, .jpg, .webp, .tif); for a clip"
+                                " a video (.mp4, .mov, .mkv, .webm) or a folder for PNG frames."),
     style_weights: Optional[str] = typer.Option(None, help="Blend weights of several styles, comma-"
                                                 "separated (normalised) [default: equal]."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
@@ -79,8 +81,9 @@ def stylize(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     **params,
 ):
-    """Stylize one CONTENT image with one STYLE image (or a blend of several) into --output."""
-    from .api import stylize_file
+    """Stylize one CONTENT image with one STYLE image (or a blend of several) into --output; a clip
+    frame by frame, each tied to the previous output along the optical flow (docs/video.md)."""
+    from .api import is_clip, stylize_clip_file, stylize_file
     from .environment import quiet_onnxruntime_logs
     from .jobs.single import Hooks
     from .io.images import save_image
@@ -97,6 +100,16 @@ def stylize(
         folder.mkdir(parents=True, exist_ok=True)
         save_image(to_pil(images[:1]), folder / f"step-{step:06d}.png")
 
+    if is_clip(content):
+        def frame_done(index: int, count: int) -> None:
+            if not quiet:
+                typer.echo(f"frame {index + 1}/{count}", err=True)
+        done = stylize_clip_file(content, list(zip(style, weights)), output, resolved, device=device,
+                                 on_frame=frame_done)
+        if not quiet:
+            typer.echo(f"wrote {output} ({done.frames} frames, {len(done.shots)} shot(s), {done.stylized} stylized"
+                       " by this call)")
+        return
     report = ProgressReport(quiet)
     try:
         result = stylize_file(content, list(zip(style, weights)), output, resolved, device=device,

@@ -161,3 +161,19 @@ def test_a_killed_clip_run_finishes_with_every_frame_once_as_an_uninterrupted_ru
         name = f"{index + 1:06d}.png"
         assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "frames" / name)),
                               np.asarray(Image.open(tmp_path / "whole" / name))), name
+
+
+def test_stylize_takes_a_clip_through_the_same_path(tmp_path, capsys):
+    from tests.conftest import run_cli
+
+    draw_clip(tmp_path / "walk.mp4", pan_frames(3, 64, 48), audio=True)
+    Image.fromarray(pattern(40, 40, phase=2.0)).save(tmp_path / "style.png")
+    tiny = ["--size", "40", "--steps", "4", "--style-layers", "relu1_1,relu2_1", "--content-layers", "relu2_2"]
+    code, out, err = run_cli(capsys, "stylize", tmp_path / "walk.mp4", tmp_path / "style.png", "-o",
+                             tmp_path / "out.mp4", *tiny)
+    assert code == 0 and "frame 3/3" in err and "wrote" in out, err
+    info = probe_clip(tmp_path / "out.mp4")
+    assert (info.frames, info.width, info.height, info.audio) == (3, 40, 30, True)
+    code, _, err = run_cli(capsys, "stylize", tmp_path / "walk.mp4", tmp_path / "style.png", "-o",
+                           tmp_path / "out.png", *tiny)
+    assert code == 2 and "a clip's output is a video" in err

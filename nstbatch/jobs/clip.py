@@ -17,7 +17,7 @@ import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from ..fs import atomic_write
 from ..io.images import load_image, probe_image, save_image
 from ..io.video import (ClipInfo, ClipWriter, check_clip_output, clip_output_format, probe_clip,
                         read_frames)
+from ..styles.store import StyleTargetStore
 from .single import Hooks, optimize_job
 
 
@@ -81,6 +82,7 @@ class ClipResult:
     stylized: int  # by this call (the others were written before: a resumed clip)
     shots: list[int]  # the index of each shot's first frame
     last: Result | None  # the last stylized frame's result (its costs)
+    sources: list[str] = dataclasses.field(default_factory=list)  # where the style targets came from
 
 
 def _fitted(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -159,19 +161,38 @@ def _stylize_frame(rgb: np.ndarray, links: list[Link], outputs: dict[int, np.nda
     return optimize_job(content, style_targets, later, features=features, init=frame, hooks=hooks)
 
 
-def check_clip_files(job) -> ClipInfo:
+def check_clip_files(content: Path, styles: Sequence[tuple[Path, float]], output: Path,
+                     params: StyleParams) -> ClipInfo:
     """Everything about a clip job's files that can be known before a frame is decoded."""
-    info = probe_clip(job.content)
-    for style, _ in job.styles:
+    info = probe_clip(content)
+    for style, _ in styles:
         probe_image(style)
-    check_clip_output(job.output)
-    if Path(job.output).resolve() == Path(job.content).resolve():
-        raise InputError(f"{job.output}: the output is also the clip; it would be overwritten",
+    check_clip_output(output)
+    if Path(output).resolve() == Path(content).resolve():
+        raise InputError(f"{output}: the output is also the clip; it would be overwritten",
                          hint="choose another output")
-    if job.params.preserve_color == "histogram":
-        raise InputError(f"{job.content}: preserve_color histogram recolours the style to one image's"
+    if params.preserve_color == "histogram":
+        raise InputError(f"{content}: preserve_color histogram recolours the style to one image's"
                          " colours, not a clip's", hint="use preserve_color luminance or none for clips")
     return info
+
+
+def clip_job(content: Path, styles: Sequence[tuple[Path, float]], output: Path, params: StyleParams,
+             store: StyleTargetStore, frames: FrameStore, *, features: VGGFeatures | None = None,
+             hooks: Hooks | None = None, on_frame: Callable[[int, int], None] | None = None,
+             device: torch.device | None = None, result: ClipResult | None = None) -> tuple[ClipInfo, ClipResult]:
+    """One clip job from its files, as ``run`` and ``stylize`` do it: checked, its styles'
+    targets from ``store`` at the frames' size, its frames (kept in ``frames``, which a rerun
+    resumes from), then its output written."""
+    info = check_clip_files(content, styles, output, params)
+    size = clip_size(info, params, output)
+    style_targets, sources = store.for_files(styles, params, content, max(size))
+    done = result if result is not None else ClipResult(info.frames, 0, [], None)
+    done.sources = sources
+    done, pts = stylize_clip(info, style_targets, params, frames, size, features=features, hooks=hooks,
+                             on_frame=on_frame, device=device, result=done)
+    write_clip(info, frames, output, size, pts)
+    return info, done
 
 
 def write_clip(info: ClipInfo, store: FrameStore, output: Path, size: tuple[int, int], pts: list[int | None]) -> None:

@@ -29,7 +29,7 @@ from .ledger import JobStatus, Outcome, StateDir
 from .memory import Estimate, estimate, plan_memory
 from .options import RunOptions
 from .plan import Planned, style_pixels
-from .clip import ClipResult, FrameStore, check_clip_files, clip_size, stylize_clip, write_clip
+from .clip import ClipResult, FrameStore, clip_job
 from .single import (Hooks, Preempted, check_job_files, engine_memory, load_content, optimize_job, provenance,
                      save_output)
 
@@ -155,8 +155,6 @@ class JobExecutor:
         encoded from them, or the frames copied into the output folder, each atomically."""
         job, started = item.job, time.monotonic()
         frames = FrameStore(self.state.job_file("frames", job.id, f"-{item.hash[:16]}"))
-        sources: list[str] = []
-
         def heartbeat(progress: Progress) -> None:
             claim.heartbeat()
 
@@ -166,13 +164,10 @@ class JobExecutor:
                 on_step(Progress(index + 1, count, final.content, final.style, final.tv, final.total))
         done = ClipResult(0, 0, [], None)
         try:
-            info = check_clip_files(job)
-            size = clip_size(info, job.params, job.output)
-            style_targets, sources = self.store.for_job(job, max(size))
             hooks = Hooks(on_step=heartbeat, report_every=self.report_every, should_stop=self.should_stop)
-            done, pts = stylize_clip(info, style_targets, job.params, frames, size, features=self._features(job.params),
-                                     hooks=hooks, on_frame=frame_done, device=self.device, result=done)
-            write_clip(info, frames, job.output, size, pts)
+            info, done = clip_job(job.content, job.styles, job.output, job.params, self.store, frames,
+                                  features=self._features(job.params), hooks=hooks, on_frame=frame_done,
+                                  device=self.device, result=done)
             final = done.last.final(0) if done.last else None
             costs = _costs(final) if final else {}
             self.state.mark_done(job, item.hash, seconds=time.monotonic() - started, batch=1, costs=costs,
@@ -180,15 +175,15 @@ class JobExecutor:
         except Preempted:
             return self._outcome(item, JobStatus.PREEMPTED, seconds=time.monotonic() - started,
                                  error=f"stopped after {frames.count()} frame(s) of the clip; they are kept",
-                                 sources=tuple(sources))
+                                 sources=tuple(done.sources))
         except OnnxError:
             raise
         except Exception as error:  # noqa: BLE001 - one job's failure never ends the run
             return self._outcome(item, JobStatus.FAILED, seconds=time.monotonic() - started,
-                                 error=error_text(error), sources=tuple(sources))
+                                 error=error_text(error), sources=tuple(done.sources))
         frames.discard()
         return self._outcome(item, JobStatus.DONE, seconds=time.monotonic() - started, costs=costs,
-                             sources=tuple(sources), note=f"{info.frames} frame(s), {len(done.shots)} shot(s),"
+                             sources=tuple(done.sources), note=f"{info.frames} frame(s), {len(done.shots)} shot(s),"
                              f" {done.stylized} stylized by this run")
 
     # --- one optimisation pass -----------------------------------------------------------------
