@@ -3,6 +3,8 @@
     python manifests/make_samples.py              # the samples/ of the example manifests
     python manifests/make_samples.py --tree DIR   # a small dataset: DIR/photos, DIR/paintings,
                                                   # and its manifest DIR/stylize.yaml
+    python manifests/make_samples.py --clips DIR  # two clips (a pan over a photo, moving shapes)
+                                                  # and their manifest DIR/stylize.yaml
 
 Everything is drawn here from numbers, so the images are the project's own: two contents
 (a harbour scene, a town) and two styles (swirling brush strokes, a stained-glass mosaic);
@@ -189,11 +191,89 @@ def draw_shards(root: Path, shards: int = 4, samples: int = 3, side: int = 96) -
     (root / "stylize.yaml").write_text(SHARDS_YAML)
 
 
+# The manifest --clips writes beside the clips (docs/video.md shows it).
+CLIPS_YAML = """defaults: {size: 256, temporal_weight: 60, frame_steps: 50}
+jobs:
+  - video: pan.mp4                  # a video file (its audio is copied into the output)
+    style: paintings/swirls.png
+    output: stylized/pan.mp4
+  - video: shapes/                  # or a folder of frames, sorted by name
+    style: paintings/mosaic.png
+    output: stylized/shapes/        # frames out: 000001.png, ...
+"""
+
+
+def pan(frames: int = 24, width: int = 320, height: int = 180, step: int = 4) -> list[np.ndarray]:
+    """A camera panning right over the tower photo of images/, a yellow disc drifting down
+    across it (a thing that moves against the scene)."""
+    photo = Image.open(Path(__file__).resolve().parent / "images" / "hoovertowernight.jpg").convert("RGB")
+    scale = height / photo.height
+    photo = np.asarray(photo.resize((round(photo.width * scale), height), Image.Resampling.LANCZOS))
+    out = []
+    for t in range(frames):
+        frame = Image.fromarray(photo[:, step * t: step * t + width].copy())
+        x, y = width * 2 // 3, 10 + 5 * t
+        ImageDraw.Draw(frame).ellipse([x, y, x + 36, y + 36], fill=(250, 215, 60))
+        out.append(np.asarray(frame))
+    return out
+
+
+def shapes(frames: int = 16, side: int = 192) -> list[np.ndarray]:
+    """The harbour with a boat sailing right and a ball bouncing: things moving, camera still."""
+    scene = np.asarray(harbour(side, side * 3 // 4))
+    out = []
+    for t in range(frames):
+        frame = Image.fromarray(scene.copy())
+        d = ImageDraw.Draw(frame)
+        x = 10 + 8 * t
+        d.polygon([(x, 110), (x + 40, 110), (x + 32, 122), (x + 8, 122)], fill=(120, 60, 30))
+        d.line([(x + 20, 110), (x + 20, 84)], fill=(60, 40, 20), width=2)
+        d.polygon([(x + 21, 86), (x + 21, 106), (x + 36, 106)], fill=(245, 245, 240))
+        bounce = abs((t % 8) - 4) * 12
+        d.ellipse([side - 60, 40 + bounce, side - 40, 60 + bounce], fill=(220, 40, 60))
+        out.append(np.asarray(frame))
+    return out
+
+
+def draw_clips(root: Path, rate: int = 12) -> None:
+    """``root/pan.mp4`` (H.264 with a quiet tone as its audio), ``root/shapes/`` (PNG frames),
+    ``root/paintings`` and ``root/stylize.yaml`` (``CLIPS_YAML``)."""
+    import av
+
+    root.mkdir(parents=True, exist_ok=True)
+    frames = pan()
+    with av.open(str(root / "pan.mp4"), "w") as out:
+        video = out.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        sound = out.add_stream("aac", rate=16000)
+        for frame in frames:
+            out.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(video.encode())
+        seconds = np.arange(16000 * len(frames) // rate) / 16000
+        tone = av.AudioFrame.from_ndarray((0.1 * np.sin(2 * np.pi * 220 * seconds)).astype(np.float32)[None],
+                                          format="flt", layout="mono")
+        tone.sample_rate = 16000
+        out.mux(sound.encode(tone))
+        out.mux(sound.encode())
+    (root / "shapes").mkdir(exist_ok=True)
+    for index, frame in enumerate(shapes()):
+        Image.fromarray(frame).save(root / "shapes" / f"frame{index:03d}.png")
+    (root / "paintings").mkdir(exist_ok=True)
+    for name, make in [("swirls", swirls), ("mosaic", mosaic)]:
+        make(192).save(root / "paintings" / f"{name}.png")
+    (root / "stylize.yaml").write_text(CLIPS_YAML)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", type=Path, help="draw the dataset tree under this folder instead")
     parser.add_argument("--shards", type=Path, help="draw WebDataset shards under this folder instead")
+    parser.add_argument("--clips", type=Path, help="draw two clips (a video, a folder of frames) under this folder")
     args = parser.parse_args()
+    if args.clips:
+        draw_clips(args.clips)
+        print(args.clips / "pan.mp4", args.clips / "shapes", args.clips / "stylize.yaml")
+        return
     if args.shards:
         draw_shards(args.shards)
         print(args.shards / "wds", args.shards / "paintings", args.shards / "stylize.yaml")

@@ -177,3 +177,21 @@ def test_stylize_takes_a_clip_through_the_same_path(tmp_path, capsys):
     code, _, err = run_cli(capsys, "stylize", tmp_path / "walk.mp4", tmp_path / "style.png", "-o",
                            tmp_path / "out.png", *tiny)
     assert code == 2 and "a clip's output is a video" in err
+
+
+def test_the_video_page_s_manifest_is_what_make_samples_draws_and_it_validates(tmp_path):
+    from pathlib import Path
+
+    from nstbatch.io.manifest import read_manifest
+    from nstbatch.io.validate import validate
+    from tests.test_dataset import _samples
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "video.md").read_text()
+    example = page[page.index("```yaml\n") + 8:page.index("```\n", page.index("```yaml"))]
+    _samples().draw_clips(tmp_path)
+    assert (tmp_path / "stylize.yaml").read_text() == example
+    manifest = read_manifest(tmp_path / "stylize.yaml")
+    assert [str(p) for p in validate(manifest)] == []
+    assert [job.clip for job in manifest.jobs] == [True, True]
+    pan, shapes = (probe_clip(job.content) for job in manifest.jobs)
+    assert (pan.frames, pan.audio, shapes.frames, shapes.folder) == (24, True, 16, True)
