@@ -20,6 +20,7 @@ from .engine.vgg import VGGFeatures
 from .engine.weights import load_weights
 from .io.images import fit_image, to_rgb
 from .fs import sha256_of
+from .io.manifest import Job
 from .io.video import clip_digest, is_video_file
 from .jobs.clip import ClipResult, FrameStore, clip_job
 from .jobs.single import Hooks, check_job_files, optimize_job, provenance, save_output, stylize_job
@@ -110,7 +111,8 @@ def stylize_clip_file(content: str | os.PathLike, style: "str | os.PathLike | St
     key = hashlib.sha256(json.dumps([params.to_json(), clip_digest(content, sha256_of),
                                      [[sha256_of(p), w] for p, w in styles]]).encode()).hexdigest()[:16]
     frames = FrameStore(output.parent / ".nstbatch" / "frames" / f"{output.name}-{key}")
-    _, done = clip_job(content, styles, output, params, store or default_store(target), frames,
-                       features=features, hooks=hooks, on_frame=on_frame, device=target)
+    job = Job("clip", content, tuple(styles), output, params, str(content), clip=True)
+    _, done = clip_job(job, store or default_store(target), frames, features=features, hooks=hooks,
+                       on_frame=on_frame, device=target)
     frames.discard()
     return done

@@ -34,6 +34,7 @@ from ..errors import InputError
 from ..geometry import output_size
 from ..fs import atomic_write
 from ..io.images import load_image, probe_image, save_image
+from ..io.manifest import Job
 from ..io.video import (ClipInfo, ClipWriter, check_clip_output, clip_output_format, probe_clip,
                         read_frames)
 from ..styles.store import StyleTargetStore
@@ -177,13 +178,13 @@ def check_clip_files(content: Path, styles: Sequence[tuple[Path, float]], output
     return info
 
 
-def clip_job(content: Path, styles: Sequence[tuple[Path, float]], output: Path, params: StyleParams,
-             store: StyleTargetStore, frames: FrameStore, *, features: VGGFeatures | None = None,
+def clip_job(job: Job, store: StyleTargetStore, frames: FrameStore, *, features: VGGFeatures | None = None,
              hooks: Hooks | None = None, on_frame: Callable[[int, int], None] | None = None,
              device: torch.device | None = None, result: ClipResult | None = None) -> tuple[ClipInfo, ClipResult]:
     """One clip job from its files, as ``run`` and ``stylize`` do it: checked, its styles'
     targets from ``store`` at the frames' size, its frames (kept in ``frames``, which a rerun
     resumes from), then its output written."""
+    content, styles, output, params = job.content, job.styles, job.output, job.params
     info = check_clip_files(content, styles, output, params)
     size = clip_size(info, params, output)
     style_targets, sources = store.for_files(styles, params, content, max(size))

@@ -165,9 +165,8 @@ class JobExecutor:
         done = ClipResult(0, 0, [], None)
         try:
             hooks = Hooks(on_step=heartbeat, report_every=self.report_every, should_stop=self.should_stop)
-            info, done = clip_job(job.content, job.styles, job.output, job.params, self.store, frames,
-                                  features=self._features(job.params), hooks=hooks, on_frame=frame_done,
-                                  device=self.device, result=done)
+            info, done = clip_job(job, self.store, frames, features=self._features(job.params), hooks=hooks,
+                                  on_frame=frame_done, device=self.device, result=done)
             final = done.last.final(0) if done.last else None
             costs = _costs(final) if final else {}
             self.state.mark_done(job, item.hash, seconds=time.monotonic() - started, batch=1, costs=costs,
