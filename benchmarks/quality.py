@@ -51,6 +51,7 @@ FAST_BEFORE = {**BEFORE_25, "steps": 100, "scale_steps": (0.8, 0.2)}
 CANDIDATES = {
     "balanced (default)": ("balanced", {}),
     "fast": ("fast", {}),
+    "quality": ("quality", {}),
     "balanced before issue 25": ("balanced", BEFORE_25),
     # Issue 25: the default from the content in the painting's colours, each scale from its own
     # content's detail plus the coarse painting (RESULTS.md, "The frontier, first run").

@@ -29,7 +29,7 @@ CROPS = ("none", "center")
 # The (step, gradient change) pairs L-BFGS keeps: two image-sized vectors each, which
 # jobs/memory.py counts (10.6 GB for a 4096x2152 print; a tile bounds the network, not these).
 LBFGS_HISTORY = 50
-PRESET_NAMES = ("balanced", "fast", "seed", "gatys")  # their values are at the end of this module
+PRESET_NAMES = ("balanced", "fast", "quality", "seed", "gatys")  # their values are at the end of this module
 
 
 def _knob(default, help: str, kind: str, choices: tuple[str, ...] = (), low=None, high=None):
@@ -383,6 +383,16 @@ PRESETS["balanced"] = dataclasses.replace(
 PRESETS["fast"] = dataclasses.replace(
     PRESETS["balanced"], preset="fast", optimizer="lbfgs", lr=1.0, clip_every=5, steps=50,
     scale_steps=(0.8, 0.2), init="palette", average=0.0, style_weight=8.5, style_cap=0.6)
+# Converged, for one picture that matters (issue 36, benchmarks/RESULTS.md "A converged quality
+# preset"): fast's costs run to their minimum, L-BFGS for up to 600 iterations on a three-scale
+# pyramid from half the size (0.5, 0.71, 1: strokes laid at the coarse scales come out larger),
+# each scale ending early once the cost changes by less than 1e-4 over 50 iterations
+# (artistic-videos' rule). The same balance as fast: a larger beta or deeper layer weights bought
+# style with content on the photos, W2 gave less style, and a pyramid from a quarter of the size
+# the same style at more content (the probes in RESULTS.md).
+PRESETS["quality"] = dataclasses.replace(
+    PRESETS["fast"], preset="quality", steps=600, scales=(0.5, 0.71, 1.0), scale_steps=(0.4, 0.3, 0.3),
+    stop_tol=1e-4, stop_window=50)
 DEFAULT_PRESET = "balanced"
 
 

@@ -21,18 +21,8 @@ def sha256_of(path: Path) -> str:
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Call ``write(file_object)`` on a temp file beside ``path``, then ``os.replace`` it into
     place: a reader never sees a half-written file, and a crash leaves only the old one."""
-    path = Path(path)
-    fd, tmp = _create_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
 
 
 @contextlib.contextmanager
@@ -45,7 +35,7 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
-        with open(tmp, "rb+") as f:
+        with open(tmp, "rb+") as f:  # what the writer wrote is on the disk before it is in place
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

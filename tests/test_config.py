@@ -14,7 +14,7 @@ def test_styleparams_defaults_are_the_default_preset_and_seed_is_spelt_out():
 
 
 def test_presets_are_named_values_of_styleparams():
-    assert set(PRESETS) == {"balanced", "fast", "seed", "gatys"}
+    assert set(PRESETS) == {"balanced", "fast", "quality", "seed", "gatys"}
     seed, gatys = PRESETS["seed"], PRESETS["gatys"]
     assert (seed.optimizer, seed.lr, seed.content_weight, seed.style_weight) == ("adam", 0.03, 20.0, 40.0)
     assert seed.style_layers == ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -131,6 +131,7 @@ def test_every_field_reaches_the_params_from_its_flag_its_csv_column_and_its_yam
 PINNED_HASHES = {
     "balanced": "f2a1abd0bc6bbd92c61efa3060287a6fa4c5074f264d8ae783c1473db60e9680",
     "fast": "30fe7bad5cfdc1ef39c71db52f29c860aac8d69083dbcb3f2ab17b320b4abba1",
+    "quality": "e0768c49316d20197f87ebe72787761e359eadae8e130ca9c0b6018a0eea4d6e",
     "seed": "e08259ea9034f9fd9eca7685341443dc980d2daedf842a2862533ad1aeca4411",
     "gatys": "c3be754dfe8f4a3937a2dd7f4e9cfd6f8da427c9f4cee5a8d97898c947b39e38",
 }

@@ -111,6 +111,29 @@ def test_a_tiled_run_ends_next_to_the_untiled_one_and_resumes_exactly(pair, feat
             - optimize(content, style, lbfgs, features=features).image).abs().max() < 2 / 255
 
 
+@pytest.mark.slow  # L-BFGS's line searches, tiled: a minute or two
+def test_a_quality_job_resumed_in_its_pyramid_and_its_tiles_ends_as_an_uninterrupted_one(pair, features):
+    # The quality preset as it is (L-BFGS, three scales, the stopping rule), on shallow layers and a
+    # small budget; the finer scales are stepped in 32 px tiles. Stopped at each scale, and again
+    # after its stopping rule has been checked, it continues bit for bit.
+    from tests.test_optimize import stopped_at
+
+    content, style = pair
+    # (a loose stop_tol so that scales stop early here: the first at 15, the tiled last at 38)
+    params = resolve_params("quality", {**LAYERS, "steps": 40, "stop_window": 4, "stop_tol": 0.3})
+    memory = Memory(tile=32)
+    whole = optimize(content, style, params, features=features, memory=memory)
+    assert 15 in whole.converged and whole.history[-1].step == 40
+    # scales: 0-16 at 50 px, 16-28 at 71, 28-40 at 100 in tiles; L-BFGS stands every clip_every
+    # (5) iterations from a scale's start
+    for step in (5, 10, 21, 28, 33):
+        assert any(p.step == step for p in whole.history), step  # the run stood there
+        checkpoint = stopped_at(step, content, style, params, features, memory=memory)
+        resumed = optimize(content, style, params, features=features, memory=memory, resume=checkpoint)
+        assert torch.equal(resumed.image, whole.image), step
+        assert resumed.converged == [s for s in whole.converged if s > step]  # its own stops
+
+
 def test_the_memory_check_steps_a_print_in_the_largest_tile_that_fits():
     from nstbatch.jobs.memory import HEADROOM, TILE_SIDES, estimate, plan_memory
 
