@@ -172,10 +172,20 @@ class ClipWriter:
                              hint="an even size, or a folder output")
         container_format, codec, pixel_format = VIDEO_OUTPUTS[suffix]
         self.source = source
+        self._input = av.open(str(source.path)) if not source.folder else None
         self._atomic = atomic_path(self.path)
         self._tmp = self._atomic.__enter__()
-        self._input = av.open(str(source.path)) if not source.folder else None
-        self._output = av.open(str(self._tmp), "w", format=container_format)
+        self._output = None
+        try:
+            self._output = av.open(str(self._tmp), "w", format=container_format)
+            self._open_streams(codec, pixel_format, width, height, crf)
+        except BaseException as error:  # a writer that cannot start leaves no temp file behind
+            self.abort(error)
+            raise
+        self._count = 0
+
+    def _open_streams(self, codec: str, pixel_format: str, width: int, height: int, crf: int) -> None:
+        source = self.source
         rate = source.rate or Fraction(25)
         self._video = self._output.add_stream(codec, rate=rate)
         self._video.width, self._video.height, self._video.pix_fmt = width, height, pixel_format
@@ -185,7 +195,6 @@ class ClipWriter:
         self._video.time_base = self._video.codec_context.time_base = self._time_base
         self._audio = (self._output.add_stream_from_template(self._input.streams.audio[0])
                        if self._input is not None and self._input.streams.audio else None)
-        self._count = 0
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
         import av
