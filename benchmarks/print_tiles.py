@@ -1,10 +1,12 @@
 """Prints: peak memory and time of a step against size, tiled and untiled, on this machine.
 
     python benchmarks/print_tiles.py [--runs 1024:off 1024:512 2048:off 2048:1024 4096:1024]
-                                     [--steps 3] [--out benchmarks/print-tiles.jsonl]
+                                     [--steps 3] [--preset balanced] [--out benchmarks/print-tiles.jsonl]
 
-Each run is ``SIZE:TILE`` (TILE a side in px, or off) in a fresh process: the default preset at
-one scale (the full-size stage a print chain ends in), ``steps`` Adam steps, the style read at
+Each run is ``SIZE:TILE`` (TILE a side in px, or off) in a fresh process: the preset (default:
+the default) at one scale (the full-size stage a print chain ends in), ``steps`` steps (L-BFGS
+iterations for ``quality``, whose history of up to 50 pairs of image-sized vectors grows with
+them: the estimate counts it full), the style read at
 1024 px. The baseline is the process after the network is loaded and the targets are computed
 (the content's activations gathered tile by tile where tiled); a sampler reads the resident
 memory every 2 ms while the steps run. Reported: the peak increase over the baseline, the
@@ -31,7 +33,7 @@ from nstbatch.engine.pixels import to_tensor
 from nstbatch.engine.optimize import Memory, Stylization, build_features, style_targets_of
 from nstbatch.jobs.memory import estimate
 size, steps, tile = int(sys.argv[1]), int(sys.argv[2]), None if sys.argv[3] == "off" else int(sys.argv[3])
-params = resolve_params(None, {"size": size, "steps": steps, "scales": "1", "scale_steps": "1",
+params = resolve_params(sys.argv[6], {"size": size, "steps": steps, "scales": "1", "scale_steps": "1",
                                "style_size": 1024})
 content = to_tensor(load_image(sys.argv[4], size))
 style = to_tensor(load_image(sys.argv[5], 1024))
@@ -50,7 +52,8 @@ per_step = (stamps[-1] - stamps[1]) / (len(stamps) - 2) if len(stamps) > 2 else 
 print(json.dumps({"size": [h, w], "tile": tile, "steps": steps, "baseline_mib": round(sampler.baseline / 2**20),
                   "measured_mib": round(increase / 2**20), "estimate_mib": round(guess.bytes / 2**20),
                   "targets_s": round(first - started, 1), "step_s": round(per_step, 2),
-                  "threads": torch.get_num_threads(), "precision": params.precision}))
+                  "threads": torch.get_num_threads(), "precision": params.precision,
+                  "preset": params.preset, "optimizer": params.optimizer}))
 """
 
 
@@ -58,6 +61,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", nargs="*", default=["1024:off", "1024:512", "2048:off", "2048:1024", "4096:1024"])
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--preset", default="balanced", help="whose full-size stage (quality: L-BFGS, its history counted)")
     ap.add_argument("--content", default=ROOT / "manifests/images/hoovertowernight.jpg")
     ap.add_argument("--style", default=ROOT / "manifests/images/starry_night.jpg")
     ap.add_argument("--out", type=Path, help="append each run's JSON line here")
@@ -65,7 +69,7 @@ def main() -> None:
     for run in args.runs:
         size, tile = run.split(":")
         result = subprocess.run([sys.executable, "-c", CHILD, size, str(args.steps), tile, str(args.content),
-                                 str(args.style)], capture_output=True, text=True, cwd=ROOT)
+                                 str(args.style), args.preset], capture_output=True, text=True, cwd=ROOT)
         line = result.stdout.strip().splitlines()[-1] if result.returncode == 0 else json.dumps(
             {"run": run, "error": result.stderr.strip().splitlines()[-1:]})
         print(line, flush=True)
