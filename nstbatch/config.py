@@ -387,12 +387,15 @@ PRESETS["fast"] = dataclasses.replace(
 # preset"): fast's costs run to their minimum, L-BFGS for up to 600 iterations on a three-scale
 # pyramid from half the size (0.5, 0.71, 1: strokes laid at the coarse scales come out larger),
 # each scale ending early once the cost changes by less than 1e-4 over 50 iterations
-# (artistic-videos' rule). The same balance as fast: a larger beta or deeper layer weights bought
-# style with content on the photos, W2 gave less style, and a pyramid from a quarter of the size
-# the same style at more content (the probes in RESULTS.md).
+# (artistic-videos' rule). Content at two layers, relu3_2 beside relu4_2: at convergence one deep
+# content layer leaves the middle layers free to drift from the photo, which costs the scene and
+# buys little style; held at relu3_2 too, beta 24 goes deeper into the painting (relu4_1, relu5_1)
+# at less content lost than fast's beta 8.5 with relu4_2 alone (the probes in RESULTS.md: on the
+# Starry Night pairs, the same style at 0.11 less content). A larger beta alone, deeper layer
+# weights or W2 only traded content for style.
 PRESETS["quality"] = dataclasses.replace(
     PRESETS["fast"], preset="quality", steps=600, scales=(0.5, 0.71, 1.0), scale_steps=(0.4, 0.3, 0.3),
-    stop_tol=1e-4, stop_window=50)
+    stop_tol=1e-4, stop_window=50, content_layers=("relu3_2", "relu4_2"), style_weight=24.0)
 DEFAULT_PRESET = "balanced"
 
 

@@ -131,7 +131,7 @@ def test_every_field_reaches_the_params_from_its_flag_its_csv_column_and_its_yam
 PINNED_HASHES = {
     "balanced": "f2a1abd0bc6bbd92c61efa3060287a6fa4c5074f264d8ae783c1473db60e9680",
     "fast": "30fe7bad5cfdc1ef39c71db52f29c860aac8d69083dbcb3f2ab17b320b4abba1",
-    "quality": "e0768c49316d20197f87ebe72787761e359eadae8e130ca9c0b6018a0eea4d6e",
+    "quality": "2efb8fb4ec2cc4d24296473930f72fe4459b579348801ee33fa22998fb2f3063",
     "seed": "e08259ea9034f9fd9eca7685341443dc980d2daedf842a2862533ad1aeca4411",
     "gatys": "c3be754dfe8f4a3937a2dd7f4e9cfd6f8da427c9f4cee5a8d97898c947b39e38",
 }
