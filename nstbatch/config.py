@@ -20,6 +20,8 @@ OPTIMIZERS = ("adam", "lbfgs")
 INITS = ("content+noise", "content", "noise", "palette+noise", "palette")
 POOLINGS = ("max", "avg")
 STYLE_NORMS = ("seed", "balanced")  # the formulas are in losses.py
+DIS_FLOWS = ("dis-ultrafast", "dis-fast", "dis-medium")  # OpenCV DIS presets (engine/flow.py)
+RAFT_FLOWS = ("raft-small", "raft-large")  # torchvision RAFT, from a weights file: raft-small:PATH
 STYLE_LOSSES = ("gram", "w2")
 CONTENT_NORMS = ("seed", "half_sum", "balanced")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -29,7 +31,7 @@ CROPS = ("none", "center")
 # The (step, gradient change) pairs L-BFGS keeps: two image-sized vectors each, which
 # jobs/memory.py counts (10.6 GB for a 4096x2152 print; a tile bounds the network, not these).
 LBFGS_HISTORY = 50
-PRESET_NAMES = ("balanced", "fast", "quality", "seed", "gatys")  # their values are at the end of this module
+PRESET_NAMES = ("balanced", "fast", "quality", "video", "seed", "gatys")  # their values are at the end of this module
 
 
 def _knob(default, help: str, kind: str, choices: tuple[str, ...] = (), low=None, high=None):
@@ -76,11 +78,16 @@ class StyleParams:
     frame_steps: int = _knob(
         0, "video: the steps of each frame after a shot's first, which starts from the previous output"
         " warped into it (0: steps, as the first)", "int", low=0, high=1_000_000)
+    frame_scales: str = _knob(
+        "finest", "video: the scales of each frame after a shot's first: finest (the full size only: it"
+        " starts from the previous output warped into it, at the full size) or all (the preset's"
+        " scales, as the first frame)", "choice", ("finest", "all"))
     scene_cut: float = _knob(
         0.5, "video: a frame whose flow from the previous one is trusted on less than this share of"
         " its pixels starts a new shot: no temporal tie, the full steps", "float", low=0.0, high=1.0)
     flow: str = _knob("dis-medium", "video: the optical flow, OpenCV's DIS at a preset (dis-ultrafast,"
-                      " dis-fast, dis-medium)", "choice", ("dis-ultrafast", "dis-fast", "dis-medium"))
+                      " dis-fast, dis-medium), or torchvision's RAFT from a weights file you supply"
+                      " (raft-small:PATH, raft-large:PATH; never downloaded)", "flow", DIS_FLOWS)
     content_layers: tuple[str, ...] = _knob(("relu4_2",), "content layers, comma-separated", "layers")
     style_layers: tuple[str, ...] = _knob(
         ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
@@ -207,6 +214,12 @@ class StyleParams:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @property
+    def flow_file(self) -> str | None:
+        """The RAFT weights file ``flow`` names, if it names one."""
+        path = split_flow_spec(self.flow)[1]
+        return None if path is None else str(path)
+
+    @property
     def init_file(self) -> str | None:
         """The image file the optimisation starts from, if ``init`` names one."""
         return None if self.init in INITS else self.init
@@ -241,7 +254,10 @@ LATER_FIELDS = {"resize": "long", "crop": "none", "jpeg_quality": 95, "webp_qual
                 "average": 0.0, "scale_start": "fresh", "style_loss": "gram", "lr_end": 1.0, "scale_carry": "image",
                 "palette_mix": 1.0, "clip_every": 1, "stop_tol": 0.0, "stop_window": 50,
                 "bit_depth": 8, "tile": "auto", "temporal_weight": 0.0,
-                "temporal_frames": [1.0], "frame_steps": 0, "scene_cut": 0.5, "flow": "dis-medium"}
+                "temporal_frames": [1.0], "frame_steps": 0, "scene_cut": 0.5, "flow": "dis-medium",
+                "frame_scales": "all"}
+# What only a clip's frames after the first read: a still image's job does not depend on them.
+VIDEO_FIELDS = ("temporal_weight", "temporal_frames", "frame_steps", "frame_scales", "scene_cut", "flow")
 
 
 def _check(f: dataclasses.Field, value) -> None:
@@ -274,6 +290,11 @@ def _check(f: dataclasses.Field, value) -> None:
                 raise ParamError(f"{name} must be non-negative numbers, got {value!r}")
     if kind == "init" and value not in meta["choices"] and (not isinstance(value, str) or not value.strip()):
         raise ParamError(f"{name} must be one of {', '.join(meta['choices'])} or an image file, got {value!r}")
+    if kind == "flow" and value not in meta["choices"] and (
+            not isinstance(value, str) or split_flow_spec(value)[1] is None):
+        raise ParamError(f"{name} must be one of {', '.join(meta['choices'])}, or raft-small:PATH or"
+                         f" raft-large:PATH (torchvision's RAFT weights, a .pth file), got {value!r}"
+                         f"{suggest(str(value), meta['choices'] + RAFT_FLOWS)}")
     if kind == "str" and (not isinstance(value, str) or not value):
         raise ParamError(f"{name} must be a non-empty string, got {value!r}")
 
@@ -396,7 +417,26 @@ PRESETS["fast"] = dataclasses.replace(
 PRESETS["quality"] = dataclasses.replace(
     PRESETS["fast"], preset="quality", steps=600, scales=(0.5, 0.71, 1.0), scale_steps=(0.4, 0.3, 0.3),
     stop_tol=1e-4, stop_window=50, content_layers=("relu3_2", "relu4_2"), style_weight=24.0)
+# For clips (issue 38, benchmarks/RESULTS.md "Flicker"): the default's costs and pyramid for a
+# shot's first frame; each later frame starts from the previous output warped into it along the
+# optical flow, is tied to it with temporal_weight 60 where the flow is trusted, and takes 50
+# steps at the full size only (frame_scales finest). Chosen by the flicker benchmark on the
+# project's clips: the warping error about 0.3 of per-frame stylization's at the same style
+# figure, later frames in about 0.7 of a still image's time, flow included. A still image's
+# job is the default's: only a clip's later frames read these.
+PRESETS["video"] = dataclasses.replace(PRESETS["balanced"], preset="video", temporal_weight=60.0, frame_steps=50)
 DEFAULT_PRESET = "balanced"
+
+
+# --- the flow spec: DIS at a preset, or RAFT from a weights file --------------------------------
+
+def split_flow_spec(spec: str) -> tuple[str, Path | None]:
+    """``raft-small:PATH`` -> ("raft-small", PATH); a DIS preset -> (its name, None); anything
+    else -> (spec, None). Torch-free, for validation and hashing."""
+    model, colon, path = spec.partition(":")
+    if colon and model in RAFT_FLOWS and path.strip():
+        return model, Path(path.strip()).expanduser()
+    return spec, None
 
 
 # --- the weights spec: a named source, or a file with its preprocessing ------------------------

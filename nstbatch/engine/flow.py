@@ -1,6 +1,8 @@
 """Optical flow between frames, for the temporal terms (``temporal.py``): OpenCV's DIS
 (dense inverse search; ``opencv-python-headless``, no weights to download), computed on CPU
-threads ahead of the optimiser (OpenCV releases the GIL), so a GPU never waits for it.
+threads ahead of the optimiser (OpenCV releases the GIL), so a GPU never waits for it; or
+torchvision's RAFT from a weights file the user supplies (``flow: raft-small:PATH``), on the
+job's device.
 
 A flow from frame a to frame b is ``(1, 2, H, W)`` float32 in pixels: ``a(x) ≈ b(x + flow(x))``,
 channel 0 horizontal. For frame t and an earlier frame s: the *backward* flow (t → s) is what
@@ -8,13 +10,17 @@ warps s's output into t; the *forward* flow (s → t) checks it (``temporal.reli
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..config import split_flow_spec
+from ..errors import InputError
 from .temporal import reliable
 
 # DIS's presets by name (OpenCV's: ultrafast, fast, medium); medium is the default here
@@ -45,6 +51,62 @@ def dis_flow(a: np.ndarray, b: np.ndarray, preset: str = "medium") -> Tensor:
     return torch.from_numpy(flow).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
+class DisFlow:
+    """OpenCV's DIS at a preset: frames as 8-bit luma, flows on the CPU."""
+
+    def __init__(self, preset: str = "medium"):
+        self.preset = preset
+
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        return gray(rgb)
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> Tensor:
+        return dis_flow(a, b, self.preset)
+
+
+class RaftFlow:
+    """torchvision's RAFT (small or large) with the weights of ``path`` (a state dict, as
+    torchvision publishes them; never downloaded), on ``device``: frames as ``(1, 3, H, W)`` in
+    [-1, 1], padded (the border repeated) to sides the network takes; one flow at a time on the device."""
+
+    def __init__(self, model: str, path: Path, device: torch.device | str = "cpu", updates: int = 12):
+        from torchvision.models import optical_flow
+
+        self.device, self.updates, self._lock = torch.device(device), updates, threading.Lock()
+        net = {"raft-small": optical_flow.raft_small, "raft-large": optical_flow.raft_large}[model](weights=None)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            net.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+        except FileNotFoundError:
+            raise InputError(f"flow: RAFT weights file {path} does not exist",
+                             hint="name torchvision's raft_small/raft_large .pth file (nothing is downloaded)") from None
+        except Exception as e:
+            raise InputError(f"flow: {path} holds no {model} weights ({type(e).__name__}: {str(e)[:200]})",
+                             hint=f"give {model} torchvision's {model.replace('-', '_')} state dict, or use dis-medium") from None
+        self.net = net.eval().to(self.device)
+
+    def prepare(self, rgb: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
+
+    def __call__(self, a: Tensor, b: Tensor) -> Tensor:
+        h, w = a.shape[-2:]
+        # RAFT's features are at 1/8 of the size, and its correlation pyramid halves them three
+        # times more: sides a multiple of 8, at least 128
+        pad = (0, max(128, w + -w % 8) - w, 0, max(128, h + -h % 8) - h)
+        a, b = (torch.nn.functional.pad(x, pad, mode="replicate").to(self.device) for x in (a, b))
+        with self._lock, torch.inference_mode():
+            flow = self.net(a, b, num_flow_updates=self.updates)[-1]
+        return flow[:, :, :h, :w].float().cpu().contiguous()
+
+
+def estimator(spec: str, device: torch.device | str = "cpu") -> DisFlow | RaftFlow:
+    """The flow ``params.flow`` names: ``dis-<preset>`` or ``raft-small:PATH``/``raft-large:PATH``."""
+    model, path = split_flow_spec(spec)
+    if path is not None:
+        return RaftFlow(model, path, device)
+    return DisFlow(spec.removeprefix("dis-"))
+
+
 @dataclass(frozen=True)
 class Link:
     """Frame t's tie to an earlier frame s: the backward flow (t → s) that warps s's output
@@ -55,14 +117,16 @@ class Link:
     weights: Tensor  # (1, 1, H, W) in [0, 1]
 
 
-def links(frames: dict[int, np.ndarray], t: int, distances: tuple[int, ...], preset: str = "medium") -> list[Link]:
-    """Frame ``t``'s links to the frames ``t − d`` (``frames``: gray frames by index) that exist."""
+def links(frames: dict, t: int, distances: tuple[int, ...], flow=None) -> list[Link]:
+    """Frame ``t``'s links to the frames ``t − d`` that exist (``frames``: by index, as
+    ``flow.prepare`` made them; ``flow``: an ``estimator``, DIS at its medium preset if None)."""
+    flow = flow or DisFlow()
     out = []
     for d in distances:
         if t - d not in frames:
             continue
-        backward = dis_flow(frames[t], frames[t - d], preset)
-        forward = dis_flow(frames[t - d], frames[t], preset)
+        backward = flow(frames[t], frames[t - d])
+        forward = flow(frames[t - d], frames[t])
         out.append(Link(d, backward, reliable(backward, forward)))
     return out
 
@@ -75,10 +139,10 @@ class FlowAhead:
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="flow")
         self._pending: dict[int, Future] = {}
 
-    def submit(self, t: int, frames: dict[int, np.ndarray], distances: tuple[int, ...], preset: str) -> None:
+    def submit(self, t: int, frames: dict, distances: tuple[int, ...], flow) -> None:
         if t not in self._pending:
             needed = {i: frames[i] for i in [t, *(t - d for d in distances)] if i in frames}
-            self._pending[t] = self._pool.submit(links, needed, t, distances, preset)
+            self._pending[t] = self._pool.submit(links, needed, t, distances, flow)
 
     def result(self, t: int) -> list[Link]:
         return self._pending.pop(t).result()

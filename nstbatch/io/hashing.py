@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from . import shards
 from ..errors import NstbatchError
 from ..fs import sha256_of
-from ..config import LATER_FIELDS, split_weights_spec
+from ..config import LATER_FIELDS, VIDEO_FIELDS, split_weights_spec
 from .video import clip_digest
 
 if TYPE_CHECKING:
@@ -139,8 +139,13 @@ def params_hash(job: Job, hashes: FileHashes, weights_id: str) -> str:
     for name, before in LATER_FIELDS.items():
         if params[name] == before:
             del params[name]
+    if not job.clip:  # a still image's output does not depend on them: changing them reruns no image
+        for name in VIDEO_FIELDS:
+            params.pop(name, None)
     if job.params.init_file:
         params["init"] = "file:" + hashes(Path(job.params.init_file))
+    if job.clip and job.params.flow_file:  # RAFT's weights count by their bytes, not their path
+        params["flow"] = f"{job.params.flow.partition(':')[0]}:file:" + hashes(Path(job.params.flow_file))
     data = {
         "params": params,
         "content": clip_digest(job.content, hashes) if job.clip else hashes(job.content),

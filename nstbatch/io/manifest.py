@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from . import dataset
-from ..config import FIELDS, INITS, StyleParams, resolve_params
+from ..config import FIELDS, INITS, StyleParams, resolve_params, split_flow_spec
 from ..errors import NstbatchError, UsageError
 from .images import probe_image
 from ..layers import suggest
@@ -68,7 +68,8 @@ class Job:
     @property
     def inputs(self) -> tuple[Path, ...]:
         init = (Path(self.params.init_file),) if self.params.init_file else ()
-        return (self.content,) + tuple(path for path, _ in self.styles) + init
+        flow = (Path(self.params.flow_file),) if self.clip and self.params.flow_file else ()
+        return (self.content,) + tuple(path for path, _ in self.styles) + init + flow
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,10 @@ def _params(where: str, values: dict[str, Any], base: Path | None = None) -> Sty
     values = {k: v for k, v in values.items() if not (isinstance(v, str) and not v.strip())}
     if base is not None and isinstance(values.get("weights"), str):
         values["weights"] = _weights_relative_to(base, values["weights"])
+    if base is not None and isinstance(values.get("flow"), str):  # a RAFT weights file, likewise
+        model, path = split_flow_spec(values["flow"].strip())
+        if path is not None:
+            values["flow"] = f"{model}:{_resolve(base, str(path))}"
     if base is not None and isinstance(values.get("init"), str) and values["init"].strip() not in INITS:
         values["init"] = str(_resolve(base, values["init"]))  # an init image, like the others
     try:

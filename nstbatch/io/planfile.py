@@ -54,6 +54,8 @@ def export_plan(jobs: list[Job], path: str | os.PathLike) -> int:
         values = {**values, "seed": job.params.seed}
         if "init" in values and job.params.init_file:
             values["init"] = rel(job.params.init_file)
+        if "flow" in values and job.params.flow_file:
+            values["flow"] = f"{job.params.flow.partition(':')[0]}:{rel(job.params.flow_file)}"
         if "weights" in values:
             weights_path, suffix = split_weights_spec(job.params.weights)
             if weights_path is not None:

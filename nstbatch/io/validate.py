@@ -105,6 +105,9 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
         weights_path = split_weights_spec(job.params.weights)[0]
         if weights_path is not None and not weights_path.is_file():
             report(f"weights file {weights_path} does not exist")
+        if job.clip and job.params.flow_file and not Path(job.params.flow_file).is_file():
+            report(f"flow: RAFT weights file {job.params.flow_file} does not exist (torchvision's"
+                   f" raft_small/raft_large .pth; nothing is downloaded)")
         if not check_files:
             continue
         init = [("init", Path(job.params.init_file))] if job.params.init_file else []

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from ..config import StyleParams
-from ..engine.flow import FlowAhead, Link, gray
+from ..engine.flow import FlowAhead, Link, estimator
 from ..engine.optimize import Result
 from ..engine.pixels import to_pil, to_tensor
 from ..engine.targets import StyleTarget
@@ -103,8 +103,9 @@ def stylize_clip(info: ClipInfo, style_targets: StyleTarget, params: StyleParams
     of frame t+1 are computed on threads while frame t is optimised."""
     distances = tuple(int(d) for d in params.temporal_frames)
     device = device or (next(features.parameters()).device if features is not None else torch.device("cpu"))
+    flow = estimator(params.flow, device)
     flows = FlowAhead(threads=2)
-    grays: dict[int, np.ndarray] = {}  # the content frames' luma, as far back as the ties reach
+    seen: dict[int, object] = {}  # the content frames as the flow reads them, as far back as the ties reach
     outputs: dict[int, np.ndarray] = {}  # the written outputs, as far back
     pts: list[int | None] = []
     done = result if result is not None else ClipResult(info.frames, 0, [], None)
@@ -130,11 +131,11 @@ def stylize_clip(info: ClipInfo, style_targets: StyleTarget, params: StyleParams
         for frame in read_frames(info):
             rgb = _fitted(frame.rgb, size)
             pts.append(frame.pts)
-            grays[frame.index] = gray(rgb)
+            seen[frame.index] = flow.prepare(rgb)
             if frame.index > 0:
-                flows.submit(frame.index, grays, distances, params.flow.removeprefix("dis-"))
-            for old in [k for k in grays if k < frame.index - max(distances)]:
-                del grays[old]
+                flows.submit(frame.index, seen, distances, flow)
+            for old in [k for k in seen if k < frame.index - max(distances)]:
+                del seen[old]
             if pending is not None:
                 finish(*pending)
             pending = (frame.index, rgb)
@@ -159,6 +160,8 @@ def _stylize_frame(rgb: np.ndarray, links: list[Link], outputs: dict[int, np.nda
     weights = long_term_weights([link.weights.to(device) for link in links])
     frame = Frame(warped_start(content, warped[0], links[0].weights.to(device)), tuple(zip(warped, weights)))
     later = dataclasses.replace(params, steps=params.frame_steps or params.steps)
+    if params.frame_scales == "finest":  # the warped start is at the full size: no coarse pass to blur it
+        later = dataclasses.replace(later, scales=(1.0,), scale_steps=(1.0,))
     return optimize_job(content, style_targets, later, features=features, init=frame, hooks=hooks)
 
 
