@@ -31,7 +31,6 @@ video mode side by side, or the modes ``--gif`` names) to ``--out``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -53,14 +52,15 @@ from nstbatch.engine.yardstick import Yardstick
 from nstbatch.io.images import load_image
 from nstbatch.io.manifest import Job
 from nstbatch.io.video import frame_files, probe_clip, read_frames
-from nstbatch.jobs.clip import FrameStore, clip_job
+from nstbatch.jobs.clip import ClipCall, clip_job
+from nstbatch.jobs.frames import FrameStore
 from nstbatch.jobs.single import stylize_job
 from nstbatch.styles.store import StyleTargetStore
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "manifests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from quality import parse_candidate  # noqa: E402  (the same NAME=PRESET:KEY=VALUE;... form)
+from quality import parse_candidate, warm_up  # noqa: E402  (the same candidates; the same warm-up)
 
 PAINTINGS = ROOT / "manifests" / "images"
 PER_FRAME = "per-frame"
@@ -217,7 +217,7 @@ def _stylize(mode: str, folder: Path, painting: Path, params, features, store, w
     shutil.rmtree(where, ignore_errors=True)
     where.mkdir(parents=True)
     files = frame_files(folder)
-    _warm_up(files[0], painting, params, features, store)
+    warm_up(files[0], [(painting, 1.0)], params, features, store)
     started, times = time.perf_counter(), []
     if mode == PER_FRAME:
         frames = []
@@ -229,16 +229,9 @@ def _stylize(mode: str, folder: Path, painting: Path, params, features, store, w
         return frames, times
     job = Job(mode, folder, ((painting, 1.0),), where, params, str(folder), clip=True)
     with tempfile.TemporaryDirectory(dir=where.parent) as state:
-        clip_job(job, store, FrameStore(Path(state)), features=features,
-                 on_frame=lambda index, total: times.append(time.perf_counter() - started))
+        clip_job(job, store, FrameStore(Path(state)),
+                 ClipCall(features, on_frame=lambda index, total: times.append(time.perf_counter() - started)))
     return [np.asarray(load_image(path)) for path in frame_files(where)], times
-
-
-def _warm_up(content: Path, painting: Path, params, features, store) -> None:
-    """One untimed step a scale (kernels prepared for this size, the style target in the store)."""
-    steps = len(params.scales)
-    stylize_job(content, [(painting, 1.0)], dataclasses.replace(params, steps=steps, scale_steps=(1 / steps,) * steps),
-                features=features, store=store)
 
 
 def _slug(text: str) -> str:

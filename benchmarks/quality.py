@@ -148,7 +148,7 @@ def main() -> None:
             key = (params.weights, params.feature_layers, params.pooling)
             if key not in networks:
                 networks[key] = build_features(params)
-            _warm_up(job, params, networks[key], store)
+            warm_up(job.content, job.styles[:1], params, networks[key], store)
             started = time.perf_counter()
             image = stylize_job(job.content, job.styles[:1], params, features=networks[key], store=store).image
             seconds = time.perf_counter() - started
@@ -176,12 +176,12 @@ def main() -> None:
     print(f"outputs and sheet.jpg in {out}")
 
 
-def _warm_up(job, params, features, store) -> None:
+def warm_up(content, styles, params, features, store) -> None:
     """One untimed step per scale, so that no candidate's time includes the one-off cost of
     preparing the kernels for this pair's image sizes (the first candidate of a pair would),
-    nor its style target's (kept in the store's memory)."""
+    nor its style target's (kept in the store's memory). Also flicker.py's."""
     steps = len(params.scales)
-    stylize_job(job.content, job.styles[:1], dataclasses.replace(params, steps=steps, scale_steps=(1 / steps,) * steps),
+    stylize_job(content, styles, dataclasses.replace(params, steps=steps, scale_steps=(1 / steps,) * steps),
                 features=features, store=store)
 
 

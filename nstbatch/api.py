@@ -3,8 +3,6 @@ file: ``stylize_file`` (what ``nstbatch stylize`` does). Both run the one job pa
 ``jobs.single``, the path ``nstbatch run`` takes."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Callable, Sequence, overload
@@ -19,10 +17,11 @@ from .engine.pixels import to_pil, to_tensor
 from .engine.vgg import VGGFeatures
 from .engine.weights import load_weights
 from .io.images import fit_image, to_rgb
-from .fs import sha256_of
+from .io.hashing import JobHasher
 from .io.manifest import Job
-from .io.video import clip_digest, is_video_file
-from .jobs.clip import ClipResult, FrameStore, clip_job
+from .io.video import is_video_file
+from .jobs.clip import ClipCall, ClipResult, clip_job
+from .jobs.frames import FrameStore
 from .jobs.single import Hooks, check_job_files, optimize_job, provenance, save_output, stylize_job
 from .styles.store import StyleTargetStore, default_store
 
@@ -108,11 +107,9 @@ def stylize_clip_file(content: str | os.PathLike, style: "str | os.PathLike | St
     content, output, styles = Path(content), Path(output), _style_list(style)
     load_weights(params.weights)
     target = resolve_device(device) if features is None else next(features.parameters()).device
-    key = hashlib.sha256(json.dumps([params.to_json(), clip_digest(content, sha256_of),
-                                     [[sha256_of(p), w] for p, w in styles]]).encode()).hexdigest()[:16]
-    frames = FrameStore(output.parent / ".nstbatch" / "frames" / f"{output.name}-{key}")
     job = Job("clip", content, tuple(styles), output, params, str(content), clip=True)
-    _, done = clip_job(job, store or default_store(target), frames, features=features, hooks=hooks,
-                       on_frame=on_frame, device=target)
+    key = JobHasher()(job)[:16]  # as run's: the inputs by their bytes (RAFT's weights too), not their paths
+    frames = FrameStore(output.parent / ".nstbatch" / "frames" / f"{output.name}-{key}")
+    _, done = clip_job(job, store or default_store(target), frames, ClipCall(features, hooks, on_frame, target))
     frames.discard()
     return done

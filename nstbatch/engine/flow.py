@@ -117,10 +117,9 @@ class Link:
     weights: Tensor  # (1, 1, H, W) in [0, 1]
 
 
-def links(frames: dict, t: int, distances: tuple[int, ...], flow=None) -> list[Link]:
+def links(frames: dict, t: int, distances: tuple[int, ...], flow: DisFlow | RaftFlow) -> list[Link]:
     """Frame ``t``'s links to the frames ``t − d`` that exist (``frames``: by index, as
-    ``flow.prepare`` made them; ``flow``: an ``estimator``, DIS at its medium preset if None)."""
-    flow = flow or DisFlow()
+    ``flow.prepare`` made them; ``flow``: an ``estimator``)."""
     out = []
     for d in distances:
         if t - d not in frames:

@@ -10,11 +10,20 @@ rerun skips the frames there, taking the earlier outputs back from them. A frame
 always read from the written 8-bit frames, so an interrupted clip ends as an uninterrupted one
 does. A video output is encoded from the frames at the end, with the input's timestamps and
 audio, and moved into place whole.
+
+Shots: a cut pre-pass (``find_shots``: the flow from each frame's predecessor, the estimator
+the frames are tied with) splits the clip into shots before any frame is stylized, kept in the
+store (``shots.json``) so a rerun and every run sharing the store read the same cuts. Nothing
+ties frames across a cut, so shots are independent: each is stylized under a claim of its own
+(``shot-000001.lock``…), and runs that share the store (the tasks of an array helping with a
+long clip, ``run._help``) stylize different shots of one clip at once, every frame still once
+and equal to an uninterrupted run's. The clip's owner (the run holding the job) waits for the
+shots others hold, taking over any whose claim goes stale, then writes the output.
 """
 from __future__ import annotations
 
 import dataclasses
-import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,7 +33,7 @@ import torch
 from PIL import Image
 
 from ..config import StyleParams
-from ..engine.flow import FlowAhead, Link, estimator
+from ..engine.flow import FlowAhead, Link, estimator, links
 from ..engine.optimize import Result
 from ..engine.pixels import to_pil, to_tensor
 from ..engine.targets import StyleTarget
@@ -33,12 +42,17 @@ from ..engine.vgg import VGGFeatures
 from ..errors import InputError
 from ..geometry import output_size
 from ..fs import atomic_write
-from ..io.images import load_image, probe_image, save_image
+from ..io.images import probe_image
 from ..io.manifest import Job
 from ..io.video import (ClipInfo, ClipWriter, check_clip_output, clip_output_format, probe_clip,
                         read_frames)
 from ..styles.store import StyleTargetStore
-from .single import Hooks, optimize_job
+from .claims import CLAIM_STALE, Claim, claim_at
+from .frames import FrameStore, Shots
+from .single import Hooks, Preempted, optimize_job
+
+# Seconds between looks at the shots other runs hold, while a clip's owner waits for them.
+SHOT_POLL = 1.0
 
 
 def clip_size(info: ClipInfo, params: StyleParams, output: Path) -> tuple[int, int]:
@@ -47,34 +61,6 @@ def clip_size(info: ClipInfo, params: StyleParams, output: Path) -> tuple[int, i
     if clip_output_format(output) is not None:
         width, height = max(2, width - width % 2), max(2, height - height % 2)
     return height, width
-
-
-class FrameStore:
-    """Where a clip's finished frames are kept, one PNG each, written atomically:
-    ``000001.png``… (1-based) in ``folder``."""
-
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-
-    def path(self, index: int) -> Path:
-        return self.folder / f"{index + 1:06d}.png"
-
-    def has(self, index: int) -> bool:
-        return self.path(index).is_file()
-
-    def save(self, index: int, rgb: np.ndarray) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        save_image(Image.fromarray(rgb), self.path(index))
-
-    def load(self, index: int) -> np.ndarray:
-        return np.asarray(load_image(self.path(index)))
-
-    def count(self) -> int:
-        return len(list(self.folder.glob("[0-9]*.png"))) if self.folder.is_dir() else 0
-
-    def discard(self) -> None:
-        """Remove the frames (once the output holds them)."""
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @dataclass
@@ -93,59 +79,175 @@ def _fitted(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.LANCZOS))
 
 
-def stylize_clip(info: ClipInfo, style_targets: StyleTarget, params: StyleParams, store: FrameStore,
-                 size: tuple[int, int], *, features: VGGFeatures | None = None, hooks: Hooks | None = None,
-                 on_frame: Callable[[int, int], None] | None = None, device: torch.device | None = None,
-                 result: ClipResult | None = None) -> tuple[ClipResult, list[int | None]]:
-    """Every frame of the clip not in ``store`` yet, in order; returns what was done (in
-    ``result`` where given, so that a caller sees it when the clip stops early) and every
-    frame's input timestamp. ``on_frame(index, frames)`` hears of each frame written. The flows
-    of frame t+1 are computed on threads while frame t is optimised."""
-    distances = tuple(int(d) for d in params.temporal_frames)
-    device = device or (next(features.parameters()).device if features is not None else torch.device("cpu"))
-    flow = estimator(params.flow, device)
-    flows = FlowAhead(threads=2)
-    seen: dict[int, object] = {}  # the content frames as the flow reads them, as far back as the ties reach
-    outputs: dict[int, np.ndarray] = {}  # the written outputs, as far back
-    pts: list[int | None] = []
-    done = result if result is not None else ClipResult(info.frames, 0, [], None)
-    done.frames = info.frames
+def find_shots(info: ClipInfo, size: tuple[int, int], params: StyleParams, flow) -> Shots:
+    """The cut pre-pass: a frame starts a new shot where the flow from the previous frame (by
+    ``flow``, the estimator that ties the frames) is trusted on less than ``scene_cut`` of its
+    pixels. Two flows a frame, no optimisation: a few percent of a later frame's time."""
+    starts, previous, count = [0], None, 0
+    for frame in read_frames(info):
+        current = flow.prepare(_fitted(frame.rgb, size))
+        if previous is not None:
+            [link] = links({frame.index - 1: previous, frame.index: current}, frame.index, (1,), flow)
+            if float(link.weights.mean()) < params.scene_cut:
+                starts.append(frame.index)
+        previous, count = current, count + 1
+    _check_count(info, count)
+    return Shots(tuple(starts), count)
 
-    def finish(index: int, rgb: np.ndarray) -> None:
-        links = flows.result(index) if index > 0 else []
-        if not links or float(links[0].weights.mean()) < params.scene_cut:
-            done.shots.append(index)  # a cut (or the first frame): a new shot, tied to nothing before
-        links = [link for link in links if index - link.earlier >= done.shots[-1]]
+
+def _check_count(info: ClipInfo, count: int) -> None:
+    if count != info.frames:
+        raise InputError(f"{info.path}: {count} frame(s) read of {info.frames}", hint="the clip may be truncated")
+
+
+class _StoppedWaiting(Preempted):
+    """A stop signal while the owner waited for shots other runs hold: nothing to checkpoint."""
+
+    def __init__(self):
+        Exception.__init__(self, "stopped while other runs held shots of the clip")
+        self.checkpoint = None
+
+
+@dataclass
+class ClipCall:
+    """How a clip is stylized, beside what: the network, the loop's hooks, who hears of each
+    written frame (``on_frame(index, frames)``), the device; and, for runs that share a clip's
+    frames, ``join`` (a helper: the shots nobody holds, then leave), ``claim_stale`` and
+    ``on_wait`` (called between looks while the owner waits for shots others hold)."""
+
+    features: VGGFeatures | None = None
+    hooks: Hooks | None = None
+    on_frame: Callable[[int, int], None] | None = None
+    device: torch.device | None = None
+    join: bool = False
+    claim_stale: float = CLAIM_STALE
+    on_wait: Callable[[], None] | None = None
+
+
+def stylize_clip(info: ClipInfo, style_targets: StyleTarget, params: StyleParams, store: FrameStore,
+                 size: tuple[int, int], call: ClipCall | None = None,
+                 result: ClipResult | None = None) -> tuple[ClipResult, list[int | None]]:
+    """Every frame of the clip not in ``store`` yet, shot by shot under the shots' claims;
+    returns what was done (in ``result`` where given, so that a caller sees it when the clip
+    stops early) and every frame's input timestamp. The flows of frame t+1 are computed on
+    threads while frame t is optimised.
+
+    Shots other runs hold are waited for, and taken over when their claims go stale, until
+    every frame is written; with ``call.join`` (a helper, not the clip's owner) the free shots
+    are stylized and the rest left to their holders."""
+    call = call or ClipCall()
+    if call.device is None:
+        call = dataclasses.replace(call, device=next(call.features.parameters()).device if call.features is not None
+                                   else torch.device("cpu"))
+    flow = estimator(params.flow, call.device)
+    shots = store.shots()
+    if shots is None or shots.frames != info.frames:
+        shots = store.save_shots(find_shots(info, size, params, flow))
+    done = result if result is not None else ClipResult(info.frames, 0, [], None)
+    done.frames, done.shots = info.frames, list(shots.starts)
+    work = _ShotWork(info, size, style_targets, params, store, shots, flow, call, done)
+    pts = work.one_pass()
+    while not call.join:
+        if all(store.shot_done(shots, k) for k in range(len(shots.starts))):
+            break
+        if store.open_shots(call.claim_stale):
+            pts = work.one_pass()  # a holder's claim went stale (or it let go): take its shot over
+            continue
+        if call.hooks is not None and call.hooks.should_stop is not None and call.hooks.should_stop():
+            raise _StoppedWaiting()
+        if call.on_wait is not None:
+            call.on_wait()
+        time.sleep(SHOT_POLL)
+    return done, pts
+
+
+class _ShotWork:
+    """One pass over a clip's frames: each shot not written yet and not held by another run is
+    claimed and stylized in order; the rest are decoded and passed over."""
+
+    def __init__(self, info: ClipInfo, size: tuple[int, int], style_targets: StyleTarget, params: StyleParams,
+                 store: FrameStore, shots: Shots, flow, call: ClipCall, done: ClipResult):
+        self.info, self.size, self.style_targets, self.params = info, size, style_targets, params
+        self.store, self.shots, self.flow, self.call, self.done = store, shots, flow, call, done
+        self.claim: Claim | None = None
+        self.distances = tuple(int(d) for d in params.temporal_frames)
+        inner = call.hooks or Hooks()
+
+        def beat() -> bool:  # asked before every update: the shot's claim lives while its frames are made
+            if self.claim is not None:
+                self.claim.heartbeat()
+            return inner.should_stop is not None and inner.should_stop()
+        self.hooks = dataclasses.replace(inner, should_stop=beat)
+
+    def one_pass(self) -> list[int | None]:
+        store, shots = self.store, self.shots
+        flows = FlowAhead(threads=2)
+        seen: dict[int, object] = {}  # the shot's content frames as the flow reads them, as far back as ties reach
+        outputs: dict[int, np.ndarray] = {}  # its written outputs, as far back
+        submitted: set[int] = set()
+        pts: list[int | None] = []
+        pending, active = None, False
+        try:
+            for frame in read_frames(self.info):
+                pts.append(frame.pts)
+                index, shot = frame.index, shots.of(frame.index)
+                if index == shots.starts[shot]:  # a shot begins: the last one's last frame first
+                    if pending is not None:
+                        self._finish(*pending, flows, submitted, outputs)
+                        pending = None
+                    self._let_go()
+                    seen.clear()
+                    outputs.clear()
+                    active = self._take(shot)
+                if not active:
+                    continue
+                rgb = _fitted(frame.rgb, self.size)
+                seen[index] = self.flow.prepare(rgb)
+                if index > shots.starts[shot] and not store.has(index):
+                    flows.submit(index, seen, self.distances, self.flow)
+                    submitted.add(index)
+                for old in [k for k in seen if k < index - max(self.distances)]:
+                    del seen[old]
+                if pending is not None:
+                    self._finish(*pending, flows, submitted, outputs)
+                pending = (index, rgb)
+            if pending is not None:
+                self._finish(*pending, flows, submitted, outputs)
+        finally:
+            flows.close()
+            self._let_go()
+        _check_count(self.info, len(pts))
+        return pts
+
+    def _take(self, shot: int) -> bool:
+        if self.store.shot_done(self.shots, shot):
+            return False
+        self.store.folder.mkdir(parents=True, exist_ok=True)
+        claim = claim_at(self.store.claim_path(shot), self.call.claim_stale)
+        if isinstance(claim, Claim):
+            self.claim = claim
+        return self.claim is not None
+
+    def _let_go(self) -> None:
+        if self.claim is not None:
+            self.claim.release()
+            self.claim = None
+
+    def _finish(self, index: int, rgb: np.ndarray, flows: FlowAhead, submitted: set[int],
+                outputs: dict[int, np.ndarray]) -> None:
+        store, done = self.store, self.done
         if not store.has(index):
-            result = _stylize_frame(rgb, links, outputs, index, style_targets, params, features, hooks, device)
+            ties = flows.result(index) if index in submitted else []
+            submitted.discard(index)
+            result = _stylize_frame(rgb, ties, outputs, index, self.style_targets, self.params,
+                                    self.call.features, self.hooks, self.call.device)
             store.save(index, np.asarray(to_pil(result.image[:1])))
             done.stylized, done.last = done.stylized + 1, result
-            if on_frame is not None:
-                on_frame(index, info.frames)
+            if self.call.on_frame is not None:
+                self.call.on_frame(index, self.info.frames)
         outputs[index] = store.load(index)  # the ties of later frames: the output as written, always
-        for old in [k for k in outputs if k <= index - max(distances)]:
+        for old in [k for k in outputs if k <= index - max(self.distances)]:
             del outputs[old]
-
-    pending = None
-    try:
-        for frame in read_frames(info):
-            rgb = _fitted(frame.rgb, size)
-            pts.append(frame.pts)
-            seen[frame.index] = flow.prepare(rgb)
-            if frame.index > 0:
-                flows.submit(frame.index, seen, distances, flow)
-            for old in [k for k in seen if k < frame.index - max(distances)]:
-                del seen[old]
-            if pending is not None:
-                finish(*pending)
-            pending = (frame.index, rgb)
-        if pending is not None:
-            finish(*pending)
-    finally:
-        flows.close()
-    if len(pts) != info.frames:
-        raise InputError(f"{info.path}: {len(pts)} frame(s) read of {info.frames}", hint="the clip may be truncated")
-    return done, pts
 
 
 def _stylize_frame(rgb: np.ndarray, links: list[Link], outputs: dict[int, np.ndarray], index: int,
@@ -181,21 +283,21 @@ def check_clip_files(content: Path, styles: Sequence[tuple[Path, float]], output
     return info
 
 
-def clip_job(job: Job, store: StyleTargetStore, frames: FrameStore, *, features: VGGFeatures | None = None,
-             hooks: Hooks | None = None, on_frame: Callable[[int, int], None] | None = None,
-             device: torch.device | None = None, result: ClipResult | None = None) -> tuple[ClipInfo, ClipResult]:
+def clip_job(job: Job, store: StyleTargetStore, frames: FrameStore, call: ClipCall | None = None,
+             result: ClipResult | None = None) -> tuple[ClipInfo, ClipResult]:
     """One clip job from its files, as ``run`` and ``stylize`` do it: checked, its styles'
     targets from ``store`` at the frames' size, its frames (kept in ``frames``, which a rerun
-    resumes from), then its output written."""
+    resumes from), then its output written. With ``call.join`` (a run helping the clip's
+    owner) only the shots nobody holds are stylized, and the output is left to the owner."""
     content, styles, output, params = job.content, job.styles, job.output, job.params
     info = check_clip_files(content, styles, output, params)
     size = clip_size(info, params, output)
     style_targets, sources = store.for_files(styles, params, content, max(size))
     done = result if result is not None else ClipResult(info.frames, 0, [], None)
     done.sources = sources
-    done, pts = stylize_clip(info, style_targets, params, frames, size, features=features, hooks=hooks,
-                             on_frame=on_frame, device=device, result=done)
-    write_clip(info, frames, output, size, pts)
+    done, pts = stylize_clip(info, style_targets, params, frames, size, call, done)
+    if not (call and call.join):
+        write_clip(info, frames, output, size, pts)
     return info, done
 
 

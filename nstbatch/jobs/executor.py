@@ -29,7 +29,8 @@ from .ledger import JobStatus, Outcome, StateDir
 from .memory import Estimate, estimate, plan_memory
 from .options import RunOptions
 from .plan import Planned, style_pixels
-from .clip import ClipResult, FrameStore, clip_job
+from .clip import ClipCall, ClipResult, clip_job
+from .frames import FrameStore
 from .single import (Hooks, Preempted, check_job_files, engine_memory, load_content, optimize_job, provenance,
                      save_output)
 
@@ -73,7 +74,7 @@ class JobExecutor:
         self.store = StyleTargetStore(backend=options.targets, cache_dir=options.cache_dir,
                                       device=self.device, providers=options.providers,
                                       allow_fallback=options.allow_fallback, notice=notice)
-        self.should_stop = should_stop
+        self.should_stop, self.notice = should_stop, notice
         self.report_every = report_every(self.device)
         self.peers = max(1, peers)
         self.features: dict[tuple, VGGFeatures] = {}
@@ -133,7 +134,8 @@ class JobExecutor:
         or fewer at a time where memory or a failure asks for it; one outcome per job.
         ``on_start`` hears of each job this run attempts, once claimed: not of those another
         run holds or finished (ELSEWHERE), which are no attempt of this run's."""
-        outcomes: list[Outcome] = []
+        outcomes = [self._join(item) for item in batch if item.join]  # a clip another owns: its free shots
+        batch = [item for item in batch if not item.join]
         with self._claimed(batch, outcomes) as claims:
             elsewhere = {outcome.job.id for outcome in outcomes if outcome.status == JobStatus.ELSEWHERE}
             for item in batch:
@@ -154,7 +156,8 @@ class JobExecutor:
         as they are made (a rerun resumes at the first missing frame), then the output: a video
         encoded from them, or the frames copied into the output folder, each atomically."""
         job, started = item.job, time.monotonic()
-        frames = FrameStore(self.state.job_file("frames", job.id, f"-{item.hash[:16]}"))
+        frames = FrameStore(self.state.frames_path(job.id, item.hash))
+
         def heartbeat(progress: Progress) -> None:
             claim.heartbeat()
 
@@ -165,8 +168,9 @@ class JobExecutor:
         done = ClipResult(0, 0, [], None)
         try:
             hooks = Hooks(on_step=heartbeat, report_every=self.report_every, should_stop=self.should_stop)
-            info, done = clip_job(job, self.store, frames, features=self._features(job.params), hooks=hooks,
-                                  on_frame=frame_done, device=self.device, result=done)
+            call = ClipCall(self._features(job.params), hooks, frame_done, self.device,
+                            claim_stale=self.options.claim_stale, on_wait=claim.heartbeat)
+            info, done = clip_job(job, self.store, frames, call, done)
             final = done.last.final(0) if done.last else None
             costs = _costs(final) if final else {}
             self.state.mark_done(job, item.hash, seconds=time.monotonic() - started, batch=1, costs=costs,
@@ -184,6 +188,28 @@ class JobExecutor:
         return self._outcome(item, JobStatus.DONE, seconds=time.monotonic() - started, costs=costs,
                              sources=tuple(done.sources), note=f"{info.frames} frame(s), {len(done.shots)} shot(s),"
                              f" {done.stylized} stylized by this run")
+
+    def _join(self, item: Planned) -> Outcome:
+        """A share of a clip that another run or worker owns (``Planned.join``): the shots
+        nobody holds, stylized into the owner's frames; the owner writes the output and records
+        the job. A ``joined`` outcome, which nothing records; what was done here is a notice. A
+        failure is left for the owner to meet and report."""
+        job, started = item.job, time.monotonic()
+        done = ClipResult(0, 0, [], None)
+        try:
+            if not self.state.done_since(job, item.hash):
+                call = ClipCall(self._features(job.params), Hooks(should_stop=self.should_stop), device=self.device,
+                                join=True, claim_stale=self.options.claim_stale)
+                clip_job(job, self.store, FrameStore(self.state.frames_path(job.id, item.hash)), call, done)
+        except OnnxError:
+            raise
+        except Exception:  # noqa: BLE001 - a stop, or a failure its owner meets too and reports
+            pass
+        if done.stylized and self.notice is not None:
+            self.notice(f"{job.id}: {done.stylized} frame(s) of its shots stylized here, for the run or worker"
+                        " that owns the clip")
+        return self._outcome(item, JobStatus.ELSEWHERE, seconds=time.monotonic() - started, joined=True,
+                             error=f"{done.stylized} frame(s) of its shots stylized here")
 
     # --- one optimisation pass -----------------------------------------------------------------
 

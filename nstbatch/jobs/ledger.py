@@ -133,6 +133,10 @@ class StateDir:
     def checkpoint_path(self, job_id: str) -> Path:
         return self.job_file("checkpoints", job_id, ".pt")
 
+    def frames_path(self, job_id: str, hash_: str) -> Path:
+        """Where a clip job's frames are kept as they are made (``clip.FrameStore``)."""
+        return self.job_file("frames", job_id, f"-{hash_[:16]}")
+
     def claim_path(self, job_id: str) -> Path:
         return self.job_file("claims", job_id, ".lock")
 

@@ -204,8 +204,9 @@ class WorkerPool:
         worker = self.workers.pop(wid)
         worker.process.join(timeout=5)
         cause = likely_cause(worker.process.exitcode)
-        waiting = [item for item in worker.task if item.job.id not in worker.started]
-        if waiting:  # handed over but never begun: not theirs to answer for
+        waiting = [item for item in worker.task if item.job.id not in worker.started and not item.join]
+        if waiting:  # handed over but never begun: not theirs to answer for (a join is dropped: the
+            # owner of its clip takes over the shot it held once that claim is stale)
             self.pending.append(waiting)
         for item in worker.task:
             if item.job.id not in worker.started:

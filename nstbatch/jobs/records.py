@@ -156,6 +156,7 @@ class Outcome:
     note: str | None = None  # what happened on the way (a retry), for the report
     batch: int = 1  # how many images shared its optimisation pass
     checkpointing: bool = False  # ran with activation checkpointing: it fitted only so
+    joined: bool = False  # shots of a clip another run or worker owns (``Planned.join``): nothing to record
 
     def report_line(self, shard_tag: str = "", owner: str | None = None) -> ReportLine:
         return ReportLine(

@@ -14,6 +14,7 @@ from ..environment import Shard
 from ..io.manifest import Job, Problem
 from ..errors import NstbatchError
 from ..io.shards import is_member
+from .frames import FrameStore
 from .ledger import JobStatus, Outcome, RunSummary, StateDir, default_state_dir
 from .options import RunOptions
 from .outputs import Outputs
@@ -65,6 +66,8 @@ class _Run:
         self.events.job_started(job, self.started, self.count)
 
     def record(self, outcome: Outcome) -> None:
+        if outcome.joined:
+            return  # shots of a clip that another run or worker owns and records
         owner = self.owners.get(outcome.job.id)
         if owner and outcome.status == JobStatus.ELSEWHERE:
             self.count -= 1  # its own shard (or another helper) had it after all: not ours to count
@@ -129,6 +132,8 @@ def _execute(options: RunOptions, state: StateDir, devices: list[str], tasks, ru
 
 # How often a helping shard looks again at jobs that other runs hold (seconds).
 HELP_POLL = 2.0
+# How many times a helping shard joins one clip (each time taking every shot free then).
+JOIN_TRIES = 20
 
 
 def _help(options: RunOptions, state: StateDir, devices: list[str], plan: Plan, size: int, run: _Run,
@@ -138,9 +143,14 @@ def _help(options: RunOptions, state: StateDir, devices: list[str], plan: Plan, 
     so each job still runs once. Jobs other runs hold are looked at again every few seconds
     until they are done, fail, or their claim goes stale (a killed or preempted owner): then
     they are taken over, from their checkpoint where there is one. Ends when every job of
-    the manifest is done or failed; True if Ctrl-C interrupted it."""
+    the manifest is done or failed; True if Ctrl-C interrupted it. A clip another run holds
+    is joined where it has shots nobody holds (``frames.FrameStore.open_shots``): their frames
+    are stylized here, and the owner writes the clip. So is a clip of this shard's own that a
+    helper took before this shard came to it (only joined: its holder finishes it)."""
     hasher = state.job_hasher()
-    remaining = plan.others
+    own = {item.job.id: item.job for item in plan.to_run if item.job.clip}
+    remaining = plan.others + list(own.values())
+    joined: dict[str, int] = {}  # clips joined, and how often: a clip whose shots fail here is left
     while remaining and not stop.requested:
         todo: list[Planned] = []
         held: list[Job] = []
@@ -149,13 +159,19 @@ def _help(options: RunOptions, state: StateDir, devices: list[str], plan: Plan, 
             standing = state.standing(job, hasher, options.claim_stale, latest)
             if standing.status.is_settled:
                 continue  # (a job whose inputs cannot be read: its own shard reports it)
-            if standing.status == JobStatus.RUNNING:
+            if (standing.status == JobStatus.RUNNING and job.clip and joined.get(job.id, 0) < JOIN_TRIES
+                    and FrameStore(state.frames_path(job.id, standing.hash)).open_shots(options.claim_stale)):
+                joined[job.id] = joined.get(job.id, 0) + 1
+                todo.append(Planned(job, standing, join=True))
+            elif job.id in own:
+                continue
+            elif standing.status == JobStatus.RUNNING:
                 held.append(job)
             else:
                 todo.append(Planned(job, standing))
         remaining = [item.job for item in todo] + held
         if todo:
-            run.helping(todo, options.shard.count)
+            run.helping([item for item in todo if not item.join], options.shard.count)
             if _execute(options, state, devices, batches(todo, size, state), run, stop):
                 return True
             continue
@@ -215,6 +231,9 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
     to_run = plan.to_run
     size = options.batch if options.batch != "auto" else (16 if devices[0].startswith("cuda") else 1)
     tasks = batches(to_run, size, state)
+    if options.isolate and len(devices) > 1:  # the other workers join a clip's shots once theirs are done
+        tasks += [[Planned(item.job, item.standing, join=True)] for item in to_run if item.job.clip
+                  for _ in devices[1:]]
     events.planned(plan)
     state.ensure()
     summary.workers = len(devices)
@@ -223,7 +242,8 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
     started = time.monotonic()
     with _stop_on(options.stop_signals) as stop:
         interrupted = _execute(options, state, devices, tasks, run, stop)
-        if options.steal and plan.others and not interrupted and not stop.requested:
+        helpable = plan.others or any(item.job.clip for item in to_run)  # (a clip of ours another task took)
+        if options.steal and helpable and not interrupted and not stop.requested:
             interrupted = _help(options, state, devices, plan, size, run, stop)
     if outputs and not interrupted:
         _assemble(outputs, summary, events)

@@ -1,0 +1,89 @@
+"""A clip's frames as they are made: one PNG each in a folder (the state directory's, or a
+``stylize`` call's), written atomically, with the clip's shots (``shots.json``, from the cut
+pre-pass) and the claims of the shots being stylized (``shot-000001.lock``…) beside them. No
+torch here: a helping run asks it which shots are free before it loads anything."""
+from __future__ import annotations
+
+import bisect
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..fs import read_json, write_json
+from ..io.images import load_image, save_image
+from .claims import CLAIM_STALE, live_holder_at
+
+
+@dataclass(frozen=True)
+class Shots:
+    """A clip's shots: the first frame of each (the first is 0), and the clip's frame count."""
+
+    starts: tuple[int, ...]
+    frames: int
+
+    def of(self, index: int) -> int:
+        """The shot frame ``index`` is in."""
+        return bisect.bisect_right(self.starts, index) - 1
+
+    def span(self, shot: int) -> range:
+        end = self.starts[shot + 1] if shot + 1 < len(self.starts) else self.frames
+        return range(self.starts[shot], end)
+
+
+class FrameStore:
+    """Where a clip's finished frames are kept, one PNG each, written atomically:
+    ``000001.png``… (1-based) in ``folder``; beside them the clip's shots (``shots.json``) and
+    the claims of the shots being stylized (``shot-000001.lock``…)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def path(self, index: int) -> Path:
+        return self.folder / f"{index + 1:06d}.png"
+
+    def has(self, index: int) -> bool:
+        return self.path(index).is_file()
+
+    def save(self, index: int, rgb: np.ndarray) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_image(Image.fromarray(rgb), self.path(index))
+
+    def load(self, index: int) -> np.ndarray:
+        return np.asarray(load_image(self.path(index)))
+
+    def count(self) -> int:
+        return len(list(self.folder.glob("[0-9]*.png"))) if self.folder.is_dir() else 0
+
+    def shots(self) -> Shots | None:
+        data = read_json(self.folder / "shots.json")
+        try:
+            return Shots(tuple(int(i) for i in data["starts"]), int(data["frames"])) if data else None
+        except (KeyError, TypeError, ValueError):
+            return None  # not one of ours: found again
+
+    def save_shots(self, shots: Shots) -> Shots:
+        write_json(self.folder / "shots.json", {"starts": list(shots.starts), "frames": shots.frames})
+        return shots
+
+    def claim_path(self, shot: int) -> Path:
+        return self.folder / f"shot-{shot + 1:06d}.lock"
+
+    def shot_done(self, shots: Shots, shot: int) -> bool:
+        """Its frames are written in order, so its last one says it is."""
+        return self.has(shots.span(shot)[-1])
+
+    def open_shots(self, claim_stale: float = CLAIM_STALE) -> list[int]:
+        """The shots that are neither written nor held by a live claim: what a helper can take.
+        None before the cut pre-pass has run (the owner's first work)."""
+        shots = self.shots()
+        if shots is None:
+            return []
+        return [k for k in range(len(shots.starts)) if not self.shot_done(shots, k)
+                and live_holder_at(self.claim_path(k), claim_stale) is None]
+
+    def discard(self) -> None:
+        """Remove the frames (once the output holds them)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
