@@ -324,8 +324,9 @@ def plan_command(
         typer.echo(f"{row.index:>3d}/{shards:<3d} {row.jobs:>8d} {row.megapixel_steps:>12.1f} {peak:>12s}")
     typer.echo(f"{'total':>7s} {sum(r.jobs for r in rows):>8d} {sum(r.megapixel_steps for r in rows):>12.1f}")
     typer.echo("peak memory: the largest job of each shard (of --batch such jobs together) while it"
-               " optimises, on top of the worker's own ~1 GiB; a job that does not fit a device's"
-               " memory is checkpointed or fails alone before it starts")
+               " optimises, on top of the worker's own ~1 GiB, untiled unless its tile is a side in px;"
+               " a job that does not fit a device's memory is checkpointed, tiled (tile: auto) or fails"
+               " alone before it starts")
     return 0
 
 

@@ -36,6 +36,7 @@ class Planned:
     standing: Standing  # where it stood when planned
     force: bool = False  # rerun although done or quarantined (--force)...
     planned_at: float = 0.0  # ...but not when another run (a helping shard) finished it since
+    join: bool = False  # a clip another run owns: stylize the shots nobody holds (``clip.clip_job``)
 
     @property
     def hash(self) -> str | None:
@@ -237,7 +238,9 @@ def plan_shards(manifest_path: str | os.PathLike, count: int, batch: int = 1,
         if sizes[job.content]:
             width, height = output_size(*sizes[job.content][:2], *job.params.geometry)
             row[1] += width * height * _steps(job, sizes[job.content][2]) / 1e6
-            peak = estimate(job.params, height, width, batch, style_pixels=style_pixels(job, max(width, height)))
+            side = int(job.params.tile) if job.params.tile.isdigit() else None  # a side the user chose: its tiles
+            peak = estimate(job.params, height, width, batch, style_pixels=style_pixels(job, max(width, height)),
+                            tile=side)
             if row[2] is None or peak.bytes > row[2].bytes:
                 row[2] = peak
     return [ShardLoad(i, jobs, mps, peak) for i, (jobs, mps, peak) in enumerate(work)]
