@@ -10,7 +10,10 @@ them: the estimate counts it full), the style read at
 1024 px. The baseline is the process after the network is loaded and the targets are computed
 (the content's activations gathered tile by tile where tiled); a sampler reads the resident
 memory every 2 ms while the steps run. Reported: the peak increase over the baseline, the
-estimate (``jobs.memory.estimate``), and the seconds per step after the first.
+estimate (``jobs.memory.estimate``), the seconds per step after the first, and the seconds of
+all the steps and the final costs (``steps_s``: L-BFGS with ``clip_every`` runs several
+iterations in one call, so a step may not show alone) with L-BFGS's evaluations (line searches
+included; the final costs are one more).
 """
 from __future__ import annotations
 
@@ -45,13 +48,17 @@ with Stylization(content, None, params, features=features, style_targets=targets
         if point.step == 0:  # the targets are made: the baseline
             sampler, first = PeakSampler().start(), time.perf_counter()
         stamps.append(time.perf_counter())
+    lbfgs = run.descent.optimizer.state.get(run.descent.image) or {}  # L-BFGS counts its evaluations
+ended = time.perf_counter()  # the last step is not yielded: the final costs (one evaluation) follow it
 increase = sampler.stop()
 h, w = content.shape[-2:]
 guess = estimate(params, h, w, tile=tile)
 per_step = (stamps[-1] - stamps[1]) / (len(stamps) - 2) if len(stamps) > 2 else float("nan")
+steps_s = ended - first  # all of them and the final costs (L-BFGS may run the steps in one call)
 print(json.dumps({"size": [h, w], "tile": tile, "steps": steps, "baseline_mib": round(sampler.baseline / 2**20),
                   "measured_mib": round(increase / 2**20), "estimate_mib": round(guess.bytes / 2**20),
                   "targets_s": round(first - started, 1), "step_s": round(per_step, 2),
+                  "steps_s": round(steps_s, 1), "evaluations": lbfgs.get("func_evals"),
                   "threads": torch.get_num_threads(), "precision": params.precision,
                   "preset": params.preset, "optimizer": params.optimizer}))
 """
