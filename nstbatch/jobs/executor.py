@@ -196,11 +196,13 @@ class JobExecutor:
         failure is left for the owner to meet and report."""
         job, started = item.job, time.monotonic()
         done = ClipResult(0, 0, [], None)
+        frames = FrameStore(self.state.frames_path(job.id, item.hash))
+        nothing_free = frames.shots() is not None and not frames.open_shots(self.options.claim_stale)
         try:
-            if not self.state.done_since(job, item.hash):
+            if not nothing_free and not self.state.done_since(job, item.hash):
                 call = ClipCall(self._features(job.params), Hooks(should_stop=self.should_stop), device=self.device,
                                 join=True, claim_stale=self.options.claim_stale)
-                clip_job(job, self.store, FrameStore(self.state.frames_path(job.id, item.hash)), call, done)
+                clip_job(job, self.store, frames, call, done)
         except OnnxError:
             raise
         except Exception:  # noqa: BLE001 - a stop, or a failure its owner meets too and reports
