@@ -168,7 +168,8 @@ def test_every_line_of_a_run_follows_the_transition_table(two_jobs, capsys):
 
 
 # Which process each module's writes happen in (``ledger``'s table: job or parent).
-PROCESS_OF = {"executor": "job", "checkpoints": "job", "run": "parent", "pool": "parent", "outputs": "parent"}
+PROCESS_OF = {"executor": "job", "checkpoints": "job", "clip": "job", "run": "parent", "pool": "parent",
+              "outputs": "parent"}
 PARTS = {"ReportLog": "log", "Kills": "kills", "PackedIndex": "packed"}  # StateDir's attribute for each
 
 

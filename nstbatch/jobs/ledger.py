@@ -16,6 +16,8 @@ Layout (default ``<manifest folder>/.nstbatch/<manifest name>/``, ``--state-dir`
     kills/<job id>.json    attempts that killed their worker (two: the job is quarantined)
     packed/<hash>.json     per output shard: the samples it holds (job id -> params hash)
     checkpoints/, claims/  jobs in progress; snapshots/ (save_every)
+    frames/<job id>-<hash>/  a clip's frames as they are made, its shots (shots.json) and the
+                           claims of the shots being stylized (``frames.FrameStore``)
 
 Who writes what. ``job``: the process that runs the job (a worker, or the run's own process
 with ``--in-process``), which writes the job's output, history, checkpoint and done record, in
@@ -28,6 +30,7 @@ holds every call of each writer to this table:
     history/<id>.csv              job      StateDir.write_history
     checkpoints/<id>.pt           job      checkpoints.save_checkpoint, checkpoints.discard_checkpoint
     claims/<id>.lock              job      claims.claim_at (the executor)
+    frames/<id>-*/shot-*.lock     job      claims.claim_at (clip: a lock per shot)
     claims/pack-*, metadata-*     parent   claims.claim_at (outputs: a lock per shard or tree)
     report*.jsonl                 parent   ReportLog.record, ReportLog.start, ReportLog.invalid
     kills/<id>.json               parent   Kills.add, Kills.forget
