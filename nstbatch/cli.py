@@ -366,6 +366,8 @@ def status(
                       overrides=parse_overrides(overrides))
     for line in view.problem_lines():
         typer.echo(line)
+    for line in filter(None, (v.progress_line() for v in view.jobs)):
+        typer.echo(line)
     for shard in shard_views(view):
         done = shard.done_by_owner + shard.done_by_helpers
         typer.echo(f"shard {shard.index}/{shard.count}: {shard.jobs} job(s), done {done} ({shard.done_by_owner}"

@@ -150,6 +150,7 @@ def test_a_helper_joins_a_clip_another_run_owns_through_the_executor(tmp_path, s
     from nstbatch.jobs.ledger import JobStatus, StateDir
     from nstbatch.jobs.options import RunOptions
     from nstbatch.jobs.plan import Planned
+    from nstbatch.jobs.views import status
 
     cut_clip(tmp_path)
     Image.fromarray(pattern(40, 40, phase=2.0)).save(tmp_path / "style.png")
@@ -169,6 +170,8 @@ def test_a_helper_joins_a_clip_another_run_owns_through_the_executor(tmp_path, s
     assert helped.status == JobStatus.ELSEWHERE and "3 frame(s) of its shots stylized here" in helped.error
     assert notices and [store.has(i) for i in range(5)] == [False, False, True, True, True]
     assert not list((tmp_path / "out").glob("*.png")) and state.read_done(job.id) is None  # the owner writes it
+    [view] = status(tmp_path / "m.yaml", state.root, check_files=False, histories=False).jobs  # `nstbatch status`
+    assert view.progress_line() == f"clip {job.id} ({job.where}): 3 of 5 frame(s) made; running"
     for path in (state.claim_path(job.id), store.claim_path(0)):
         path.unlink()  # the owner went away: a plain run takes the clip, and only shot 0 is left
     [owned] = executor.run([Planned(job, standing)])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..io.manifest import Job, Problem, read_manifest
 from .claims import CLAIM_STALE
+from .frames import FrameStore
 from .ledger import (RATE_LABEL, JobStatus, ReportLine, Standing, StateDir, default_state_dir, images_per_hour,
                      newest, read_history)
 
@@ -24,6 +25,14 @@ class JobView:
     shard: str | None = None  # the shard that ran it ('s1of3'), for a done job of an array
     attempts: int = 0
     history: list[tuple[int, float]] = field(default_factory=list)  # (step, total)
+    frames: tuple[int, int] | None = None  # a clip not done yet: (frames made, frames), once its cuts are found
+
+    def progress_line(self) -> str | None:
+        """``clip c1 (m.yaml:3): 12 of 48 frame(s) made; running`` for a clip on its way."""
+        if self.frames is None:
+            return None
+        made, count = self.frames
+        return f"clip {self.job.id} ({self.job.where}): {made} of {count} frame(s) made; {self.status.value}"
 
 
 @dataclass
@@ -112,6 +121,10 @@ def status(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None
         if standing.status != JobStatus.DONE and job.id in invalid:
             standing = Standing(JobStatus.INVALID, invalid[job.id])
         view = _view(job, standing, lines.get(job.id, []))
+        if job.clip and standing.hash and standing.status != JobStatus.DONE:
+            store = FrameStore(state.frames_path(job.id, standing.hash))
+            shots = store.shots()
+            view.frames = (store.count(), shots.frames) if shots else None
         if histories:
             view.history = read_history(state, job.id)
         views.append(view)
