@@ -179,6 +179,56 @@ def test_a_helper_joins_a_clip_another_run_owns_through_the_executor(tmp_path, s
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{i:06d}.png" for i in range(1, 6)]
 
 
+def test_clips_of_one_size_and_different_styles_run_together_and_end_as_each_alone(tmp_path, setup):
+    from nstbatch.jobs.clip import stylize_clips
+
+    params, features, targets = setup
+    other = style_targets_of(features, tensor(pattern(32, 32, phase=5.0)), params, 40, tensor(pattern(40, 32)))
+    (tmp_path / "a").mkdir()
+    pan = probe_clip(frames_folder(tmp_path / "a", pan_frames(4, 40, 32)))
+    cut = cut_clip(tmp_path)  # five frames, a cut at 2 where the pan is at a later frame: two passes that round
+    size = clip_size(pan, params, tmp_path / "out")
+    passes = []  # each optimisation pass reports its last step
+
+    def last(progress) -> None:
+        if progress.step == progress.steps:
+            passes.append(progress.step)
+    call = ClipCall(features, Hooks(on_step=last, report_every=10**6))
+    ends = stylize_clips([(pan, targets, FrameStore(tmp_path / "pan"), None),
+                          (cut, other, FrameStore(tmp_path / "cut"), None)], params, size, call)
+    assert [(done.stylized, done.shots, len(pts)) for done, pts in ends] == [(4, [0], 4), (5, [0, 2, 3], 5)]
+    together = len(passes)
+    for name, info, style in (("pan", pan, targets), ("cut", cut, other)):
+        alone = FrameStore(tmp_path / f"{name}-alone")
+        stylize_clip(info, style, params, alone, size, call)
+        for index in range(info.frames):  # each frame towards its own clip's style, as alone (float rounding apart)
+            made, single = FrameStore(tmp_path / name).load(index), alone.load(index)
+            assert np.abs(made.astype(int) - single).mean() < 0.5, (name, index)
+    # frames 0 and 1 of both clips shared a pass; 2 and 3 did not (the cut's are shots' first frames)
+    assert (together, len(passes) - together) == (7, 9)
+
+
+def test_a_batch_of_clips_runs_them_together(tmp_path, capsys):
+    from tests.conftest import run_cli
+
+    for name, frames in (("a", pan_frames(3, 48, 36)), ("b", pan_frames(4, 48, 36, step=2))):
+        (tmp_path / name).mkdir()
+        frames_folder(tmp_path / name, frames)
+    Image.fromarray(pattern(40, 40, phase=2.0)).save(tmp_path / "style.png")
+    Image.fromarray(pattern(40, 40, phase=5.0)).save(tmp_path / "other.png")
+    (tmp_path / "m.yaml").write_text(
+        "defaults: {size: 40, steps: 6, frame_steps: 3, temporal_weight: 100, style_layers: 'relu1_1,relu2_1',"
+        " content_layers: relu2_2, precision: fp32}\n"
+        "jobs:\n"
+        "  - {video: a/clip, style: style.png, output: out/a}\n"
+        "  - {video: b/clip, style: other.png, output: out/b}\n")
+    code, out, err = run_cli(capsys, "run", tmp_path / "m.yaml", "--batch", "2")
+    assert code == 0 and "done 2, already done 0, failed 0" in out, err
+    assert "3 frame(s), 1 shot(s), 3 stylized by this run, with 1 other clip(s) in its passes" in err
+    assert "4 frame(s), 1 shot(s), 4 stylized by this run, with 1 other clip(s) in its passes" in err
+    assert [len(list((tmp_path / "out" / name).glob("*.png"))) for name in "ab"] == [3, 4]
+
+
 @pytest.mark.parametrize("frame_scales", ["finest", "all"])
 def test_later_frames_run_at_the_full_size_only_unless_asked_for_every_scale(tmp_path, setup, frame_scales):
     _, features, targets = setup

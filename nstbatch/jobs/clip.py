@@ -19,6 +19,11 @@ ties frames across a cut, so shots are independent: each is stylized under a cla
 long clip, ``run._help``) stylize different shots of one clip at once, every frame still once
 and equal to an uninterrupted run's. The clip's owner (the run holding the job) waits for the
 shots others hold, taking over any whose claim goes stale, then writes the output.
+
+Batches: ``stylize_clips`` runs clips of one frame size and parameters in lockstep, each
+clip's pass a generator (``_ShotWork.needs``) that yields the frames it needs made and takes
+their pictures back, so frame t of every clip is made in one optimisation pass (a shot's
+first frames apart from the later ones); a single clip is a batch of one.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Generator, Sequence
 
 import numpy as np
 import torch
@@ -68,8 +73,13 @@ class ClipResult:
     frames: int  # in the clip
     stylized: int  # by this call (the others were written before: a resumed clip)
     shots: list[int]  # the index of each shot's first frame
-    last: Result | None  # the last stylized frame's result (its costs)
+    last: Result | None  # the pass that made the last stylized frame (its costs: ``final``)
     sources: list[str] = dataclasses.field(default_factory=list)  # where the style targets came from
+    last_index: int = 0  # the clip's image in that pass (several clips' frames share one)
+
+    def final(self):
+        """The last stylized frame's final costs (``Progress``), or None."""
+        return self.last.final(self.last_index) if self.last is not None else None
 
 
 def _fitted(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -135,35 +145,123 @@ def stylize_clip(info: ClipInfo, style_targets: StyleTarget, params: StyleParams
     Shots other runs hold are waited for, and taken over when their claims go stale, until
     every frame is written; with ``call.join`` (a helper, not the clip's owner) the free shots
     are stylized and the rest left to their holders."""
+    return stylize_clips([(info, style_targets, store, result)], params, size, call)[0]
+
+
+def stylize_clips(clips: Sequence[tuple[ClipInfo, StyleTarget, FrameStore, ClipResult | None]], params: StyleParams,
+                  size: tuple[int, int], call: ClipCall | None = None) -> list[tuple[ClipResult, list[int | None]]]:
+    """Several clips of one frame size and parameters, each with its own style targets, in
+    lockstep: frame t of every clip in one optimisation pass (a mixed-style batch: each frame
+    pulled towards its own clip's style), the first frames of shots apart from the later ones
+    (their schedules differ). Each clip ends as ``stylize_clip`` would end it alone, up to
+    the batch's rounding. ``call.on_frame`` hears ``(index, frames)`` of every clip's frames."""
     call = call or ClipCall()
     if call.device is None:
         call = dataclasses.replace(call, device=next(call.features.parameters()).device if call.features is not None
                                    else torch.device("cpu"))
     flow = estimator(params.flow, call.device)
-    shots = store.shots()
-    if shots is None or shots.frames != info.frames:
-        shots = store.save_shots(find_shots(info, size, params, flow))
-    done = result if result is not None else ClipResult(info.frames, 0, [], None)
-    done.frames, done.shots = info.frames, list(shots.starts)
-    work = _ShotWork(info, size, style_targets, params, store, shots, flow, call, done)
-    pts = work.one_pass()
+    works = []
+    for info, style_targets, store, result in clips:
+        shots = store.shots()
+        if shots is None or shots.frames != info.frames:
+            shots = store.save_shots(find_shots(info, size, params, flow))
+        done = result if result is not None else ClipResult(info.frames, 0, [], None)
+        done.frames, done.shots = info.frames, list(shots.starts)
+        works.append(_ShotWork(info, size, style_targets, params, store, shots, flow, call, done))
+    everyone = _drive(works, params, call)
+    return [(work.done, _rest(work, pts, params, call)) for work, pts in zip(works, everyone)]
+
+
+def _rest(work: "_ShotWork", pts: list[int | None], params: StyleParams, call: ClipCall) -> list[int | None]:
+    """After the first pass: the shots other runs held, waited for (and taken over where their
+    claims went stale) unless this run only joins the clip; the clip's timestamps."""
+    store, shots = work.store, work.shots
     while not call.join:
         if all(store.shot_done(shots, k) for k in range(len(shots.starts))):
             break
         if store.open_shots(call.claim_stale):
-            pts = work.one_pass()  # a holder's claim went stale (or it let go): take its shot over
+            pts = _drive([work], params, call)[0]  # a holder's claim went stale (or it let go): take its shot over
             continue
         if call.hooks is not None and call.hooks.should_stop is not None and call.hooks.should_stop():
             raise _StoppedWaiting()
         if call.on_wait is not None:
             call.on_wait()
         time.sleep(SHOT_POLL)
-    return done, pts
+    return pts
+
+
+@dataclass
+class _Need:
+    """A frame to make: its content, and for a frame after its shot's first the warped start
+    and ties (``temporal.Frame``'s parts)."""
+
+    content: torch.Tensor  # (1, 3, H, W)
+    start: torch.Tensor | None = None
+    ties: list[tuple[torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=list)
+
+
+def _drive(works: list["_ShotWork"], params: StyleParams, call: ClipCall) -> list[list[int | None]]:
+    """One pass over each clip (``_ShotWork.needs``), their frames made together: at each round
+    every clip's next frame to make, the shots' first frames in one pass and the later frames in
+    another. Returns each clip's timestamps."""
+    passes = [work.needs() for work in works]
+    pts: list[list[int | None]] = [[] for _ in works]
+    waiting: dict[int, _Need] = {}
+
+    def advance(i: int, image: torch.Tensor | None) -> None:
+        try:
+            waiting[i] = next(passes[i]) if image is None else passes[i].send(image)
+        except StopIteration as end:
+            waiting.pop(i, None)
+            pts[i] = end.value
+
+    def beat() -> bool:  # every clip's shot claim lives while the frames are made
+        stop = [work.hooks.should_stop() for work in works]
+        return any(stop)
+    hooks = dataclasses.replace(works[0].hooks, should_stop=beat)
+    try:
+        for i in range(len(works)):
+            advance(i, None)
+        while waiting:
+            for group in ([i for i, need in waiting.items() if need.start is None],
+                          [i for i, need in waiting.items() if need.start is not None]):
+                if group:
+                    result = _optimize_group([waiting[i] for i in group], [works[i] for i in group], params,
+                                             call, hooks)
+                    for k, i in enumerate(group):
+                        works[i].done.last, works[i].done.last_index = result, k
+                        advance(i, result.image[k:k + 1])
+    finally:
+        for each in passes:
+            each.close()
+    return pts
+
+
+def _optimize_group(needs: list[_Need], works: list["_ShotWork"], params: StyleParams, call: ClipCall,
+                    hooks: Hooks) -> Result:
+    """Frames of several clips (or one) in one optimisation pass, each towards its own clip's
+    style; later frames from their warped starts, tied where the flow is trusted (a clip with
+    fewer ties than another gets ties of weight 0), in ``frame_steps``."""
+    content = torch.cat([need.content for need in needs])
+    targets = works[0].style_targets if len(works) == 1 else StyleTarget.stack([w.style_targets for w in works])
+    if needs[0].start is None:
+        return optimize_job(content, targets, params, features=call.features, hooks=hooks)
+    count = max(len(need.ties) for need in needs)
+    ties = []
+    for j in range(count):
+        pairs = [need.ties[j] if j < len(need.ties) else (need.start, torch.zeros_like(need.start[:, :1]))
+                 for need in needs]
+        ties.append((torch.cat([w for w, _ in pairs]), torch.cat([c for _, c in pairs])))
+    frame = Frame(torch.cat([need.start for need in needs]), tuple(ties))
+    later = dataclasses.replace(params, steps=params.frame_steps or params.steps)
+    if params.frame_scales == "finest":  # the warped start is at the full size: no coarse pass to blur it
+        later = dataclasses.replace(later, scales=(1.0,), scale_steps=(1.0,))
+    return optimize_job(content, targets, later, features=call.features, init=frame, hooks=hooks)
 
 
 class _ShotWork:
-    """One pass over a clip's frames: each shot not written yet and not held by another run is
-    claimed and stylized in order; the rest are decoded and passed over."""
+    """One clip's pass over its frames: each shot not written yet and not held by another run
+    is claimed and its frames are made in order; the rest are decoded and passed over."""
 
     def __init__(self, info: ClipInfo, size: tuple[int, int], style_targets: StyleTarget, params: StyleParams,
                  store: FrameStore, shots: Shots, flow, call: ClipCall, done: ClipResult):
@@ -179,7 +277,9 @@ class _ShotWork:
             return inner.should_stop is not None and inner.should_stop()
         self.hooks = dataclasses.replace(inner, should_stop=beat)
 
-    def one_pass(self) -> list[int | None]:
+    def needs(self) -> Generator[_Need, torch.Tensor, list[int | None]]:
+        """Yields each frame to make (``_Need``) and takes its stylized image back; returns
+        the clip's timestamps."""
         store, shots = self.store, self.shots
         flows = FlowAhead(threads=2)
         seen: dict[int, object] = {}  # the shot's content frames as the flow reads them, as far back as ties reach
@@ -193,7 +293,7 @@ class _ShotWork:
                 index, shot = frame.index, shots.of(frame.index)
                 if index == shots.starts[shot]:  # a shot begins: the last one's last frame first
                     if pending is not None:
-                        self._finish(*pending, flows, submitted, outputs)
+                        yield from self._finish(*pending, flows, submitted, outputs)
                         pending = None
                     self._let_go()
                     seen.clear()
@@ -209,10 +309,10 @@ class _ShotWork:
                 for old in [k for k in seen if k < index - max(self.distances)]:
                     del seen[old]
                 if pending is not None:
-                    self._finish(*pending, flows, submitted, outputs)
+                    yield from self._finish(*pending, flows, submitted, outputs)
                 pending = (index, rgb)
             if pending is not None:
-                self._finish(*pending, flows, submitted, outputs)
+                yield from self._finish(*pending, flows, submitted, outputs)
         finally:
             flows.close()
             self._let_go()
@@ -234,15 +334,14 @@ class _ShotWork:
             self.claim = None
 
     def _finish(self, index: int, rgb: np.ndarray, flows: FlowAhead, submitted: set[int],
-                outputs: dict[int, np.ndarray]) -> None:
+                outputs: dict[int, np.ndarray]) -> Generator[_Need, torch.Tensor, None]:
         store, done = self.store, self.done
         if not store.has(index):
             ties = flows.result(index) if index in submitted else []
             submitted.discard(index)
-            result = _stylize_frame(rgb, ties, outputs, index, self.style_targets, self.params,
-                                    self.call.features, self.hooks, self.call.device)
-            store.save(index, np.asarray(to_pil(result.image[:1])))
-            done.stylized, done.last = done.stylized + 1, result
+            image = yield _need(rgb, ties, outputs, index, self.call.device)
+            store.save(index, np.asarray(to_pil(image)))
+            done.stylized += 1
             if self.call.on_frame is not None:
                 self.call.on_frame(index, self.info.frames)
         outputs[index] = store.load(index)  # the ties of later frames: the output as written, always
@@ -250,21 +349,16 @@ class _ShotWork:
             del outputs[old]
 
 
-def _stylize_frame(rgb: np.ndarray, links: list[Link], outputs: dict[int, np.ndarray], index: int,
-                   style_targets: StyleTarget, params: StyleParams, features, hooks, device) -> Result:
-    """One frame: alone (a shot's first), or from the previous output warped into it, tied to
-    the earlier outputs where the flow is trusted, in ``frame_steps``."""
+def _need(rgb: np.ndarray, links: list[Link], outputs: dict[int, np.ndarray], index: int, device) -> _Need:
+    """One frame to make: alone (a shot's first), or from the previous output warped into it,
+    tied to the earlier outputs where the flow is trusted."""
     content = to_tensor(Image.fromarray(rgb)).to(device)
     if not links:
-        return optimize_job(content, style_targets, params, features=features, hooks=hooks)
+        return _Need(content)
     warped = [warp(to_tensor(Image.fromarray(outputs[index - link.earlier])).to(device), link.backward.to(device))
               for link in links]
     weights = long_term_weights([link.weights.to(device) for link in links])
-    frame = Frame(warped_start(content, warped[0], links[0].weights.to(device)), tuple(zip(warped, weights)))
-    later = dataclasses.replace(params, steps=params.frame_steps or params.steps)
-    if params.frame_scales == "finest":  # the warped start is at the full size: no coarse pass to blur it
-        later = dataclasses.replace(later, scales=(1.0,), scale_steps=(1.0,))
-    return optimize_job(content, style_targets, later, features=features, init=frame, hooks=hooks)
+    return _Need(content, warped_start(content, warped[0], links[0].weights.to(device)), list(zip(warped, weights)))
 
 
 def check_clip_files(content: Path, styles: Sequence[tuple[Path, float]], output: Path,

@@ -20,6 +20,7 @@ from ..styles.onnx_backend import OnnxError
 from ..engine.optimize import Checkpoint, Progress, Result, build_features
 from ..engine.pixels import to_pil
 from ..io.shards import staged
+from ..io.video import ClipInfo
 from ..styles.store import StyleTargetStore
 from ..engine.targets import StyleTarget
 from ..engine.vgg import VGGFeatures
@@ -29,7 +30,8 @@ from .ledger import JobStatus, Outcome, StateDir
 from .memory import Estimate, estimate, plan_memory
 from .options import RunOptions
 from .plan import Planned, style_pixels
-from .clip import ClipCall, ClipResult, clip_job
+from .clip import (ClipCall, ClipResult, check_clip_files, clip_job, clip_size, stylize_clips,
+                   write_clip)
 from .frames import FrameStore
 from .single import (Hooks, Preempted, check_job_files, engine_memory, load_content, optimize_job, provenance,
                      save_output)
@@ -51,6 +53,16 @@ def error_text(error: BaseException) -> str:
 def _costs(progress: Progress) -> dict:
     return {"step": progress.step, "steps": progress.steps, "content": progress.content,
             "style": progress.style, "tv": progress.tv, "total": progress.total}
+
+
+@dataclass
+class _Clip:
+    item: Planned
+    info: ClipInfo
+    size: tuple[int, int]  # its frames' (height, width)
+    targets: StyleTarget
+    frames: FrameStore
+    done: ClipResult
 
 
 @dataclass
@@ -141,53 +153,88 @@ class JobExecutor:
             for item in batch:
                 if on_start is not None and item.job.id not in elsewhere:
                     on_start(item)
-            for item in batch:  # a clip is a batch of its own: its frames run in order
-                if item.job.clip and item.job.id in claims:
-                    outcomes.append(self._clip(item, claims[item.job.id], on_step))
+            clips = [item for item in batch if item.job.clip and item.job.id in claims]
+            if clips:  # clips of one size and parameters: frame t of each in one pass
+                outcomes += self._clips(clips, claims, on_step)
             loaded = self._load([item for item in batch if item.job.id in claims and not item.job.clip], outcomes)
             if loaded:
                 outcomes += self._pass(loaded, claims, on_step)
         return outcomes
 
-    # --- a clip ----------------------------------------------------------------------------------
+    # --- clips ---------------------------------------------------------------------------------
 
-    def _clip(self, item: Planned, claim: Claim, on_step) -> Outcome:
-        """A clip job: its frames in order (``clip.stylize_clip``), kept in the state directory
-        as they are made (a rerun resumes at the first missing frame), then the output: a video
-        encoded from them, or the frames copied into the output folder, each atomically."""
-        job, started = item.job, time.monotonic()
-        frames = FrameStore(self.state.frames_path(job.id, item.hash))
+    def _clips(self, items: list[Planned], claims: dict[str, Claim], on_step) -> list[Outcome]:
+        """Clip jobs (``plan.batches``: one size and parameters, mixed styles): each checked and
+        given its style targets alone (a broken clip fails alone), then those of one frame size
+        together (``clip.stylize_clips``), their frames kept in the state directory as they are
+        made (a rerun resumes at the first missing frame), then each output: a video encoded from
+        them, or the frames copied into the output folder, each atomically."""
+        started, outcomes, ready = time.monotonic(), [], []
+        for item in items:
+            job = item.job
+            try:
+                info = check_clip_files(job.content, job.styles, job.output, job.params)
+                size = clip_size(info, job.params, job.output)
+                targets, sources = self.store.for_files(job.styles, job.params, job.content, max(size))
+            except OnnxError:
+                raise
+            except Exception as error:  # noqa: BLE001 - one job's failure never ends the run
+                outcomes.append(self._outcome(item, JobStatus.FAILED, error=error_text(error)))
+                continue
+            done = ClipResult(info.frames, 0, [], None, sources=sources)
+            ready.append(_Clip(item, info, size, targets, FrameStore(self.state.frames_path(job.id, item.hash)), done))
+        for size in dict.fromkeys(clip.size for clip in ready):
+            outcomes += self._clip_group([clip for clip in ready if clip.size == size], claims, on_step, started)
+        return outcomes
 
-        def heartbeat(progress: Progress) -> None:
-            claim.heartbeat()
+    def _clip_group(self, group: list["_Clip"], claims: dict[str, Claim], on_step, started: float) -> list[Outcome]:
+        """Clips of one frame size stylized together; a batch that fails runs each clip alone
+        (from the frames it wrote)."""
+        params, mine = group[0].item.job.params, [claims[clip.item.job.id] for clip in group]
 
-        def frame_done(index: int, count: int) -> None:
-            if on_step is not None and done.last is not None:
-                final = done.last.final(0)
+        def heartbeat(*_) -> None:
+            for claim in mine:
+                claim.heartbeat()
+
+        def frame_done(index: int, count: int) -> None:  # progress by frames, for a clip alone
+            if on_step is not None and len(group) == 1 and (final := group[0].done.final()) is not None:
                 on_step(Progress(index + 1, count, final.content, final.style, final.tv, final.total))
-        done = ClipResult(0, 0, [], None)
+        hooks = Hooks(on_step=heartbeat, report_every=self.report_every, should_stop=self.should_stop)
+        call = ClipCall(self._features(params), hooks, frame_done, self.device, claim_stale=self.options.claim_stale,
+                        on_wait=heartbeat)
         try:
-            hooks = Hooks(on_step=heartbeat, report_every=self.report_every, should_stop=self.should_stop)
-            call = ClipCall(self._features(job.params), hooks, frame_done, self.device,
-                            claim_stale=self.options.claim_stale, on_wait=claim.heartbeat)
-            info, done = clip_job(job, self.store, frames, call, done)
-            final = done.last.final(0) if done.last else None
-            costs = _costs(final) if final else {}
-            self.state.mark_done(job, item.hash, seconds=time.monotonic() - started, batch=1, costs=costs,
-                                 device=str(self.device), activation_checkpointing=False)
+            ends = stylize_clips([(c.info, c.targets, c.frames, c.done) for c in group], params, group[0].size, call)
         except Preempted:
-            return self._outcome(item, JobStatus.PREEMPTED, seconds=time.monotonic() - started,
-                                 error=f"stopped after {frames.count()} frame(s) of the clip; they are kept",
-                                 sources=tuple(done.sources))
+            return [self._outcome(c.item, JobStatus.PREEMPTED, seconds=time.monotonic() - started,
+                                  error=f"stopped after {c.frames.count()} frame(s) of the clip; they are kept",
+                                  sources=tuple(c.done.sources)) for c in group]
         except OnnxError:
             raise
         except Exception as error:  # noqa: BLE001 - one job's failure never ends the run
-            return self._outcome(item, JobStatus.FAILED, seconds=time.monotonic() - started,
-                                 error=error_text(error), sources=tuple(done.sources))
-        frames.discard()
-        return self._outcome(item, JobStatus.DONE, seconds=time.monotonic() - started, costs=costs,
-                             sources=tuple(done.sources), note=f"{info.frames} frame(s), {len(done.shots)} shot(s),"
-                             f" {done.stylized} stylized by this run")
+            if len(group) > 1:
+                return [outcome for c in group for outcome in self._clip_group([c], claims, on_step, started)]
+            return [self._outcome(group[0].item, JobStatus.FAILED, seconds=time.monotonic() - started,
+                                  error=error_text(error), sources=tuple(group[0].done.sources))]
+        return [self._clip_done(c, pts, len(group), started) for c, (_, pts) in zip(group, ends)]
+
+    def _clip_done(self, clip: "_Clip", pts: list[int | None], together: int, started: float) -> Outcome:
+        """A clip's output from its frames, its done record, and its outcome."""
+        job, item, done = clip.item.job, clip.item, clip.done
+        share = (time.monotonic() - started) / together  # as a batch of images: each clip's share of the passes
+        try:
+            write_clip(clip.info, clip.frames, job.output, clip.size, pts)
+            final = done.final()
+            costs = _costs(final) if final else {}
+            self.state.mark_done(job, item.hash, seconds=share, batch=together, costs=costs,
+                                 device=str(self.device), activation_checkpointing=False)
+        except Exception as error:  # noqa: BLE001 - one job's failure never ends the run
+            return self._outcome(item, JobStatus.FAILED, seconds=share, error=error_text(error),
+                                 sources=tuple(done.sources))
+        clip.frames.discard()
+        batched = f", with {together - 1} other clip(s) in its passes" if together > 1 else ""
+        return self._outcome(item, JobStatus.DONE, seconds=share, costs=costs, batch=together,
+                             sources=tuple(done.sources), note=f"{clip.info.frames} frame(s), {len(done.shots)} shot(s),"
+                             f" {done.stylized} stylized by this run{batched}")
 
     def _join(self, item: Planned) -> Outcome:
         """A share of a clip that another run or worker owns (``Planned.join``): the shots

@@ -188,7 +188,8 @@ def batches(to_run: list[Planned], size: int, state: StateDir) -> list[list[Plan
     wherever they are in the manifest, fill a batch together (a dataset at ``crop: center`` is
     one shape). A job with a checkpoint resumes alone. L-BFGS is never batched (its line
     search couples the images), nor ``preserve_color: histogram``, whose style targets depend
-    on each job's content. A clip is a job of its own (its frames run in order)."""
+    on each job's content. Clips batch with clips alone (frame t of each in one pass, their
+    frames in order), and a share of a clip another owns (``join``) runs alone."""
     if size <= 1:
         return [[item] for item in to_run]
     groups: dict[tuple, list[Planned]] = {}
@@ -196,9 +197,9 @@ def batches(to_run: list[Planned], size: int, state: StateDir) -> list[list[Plan
     for item in to_run:
         job, key = item.job, None
         if (item.hash is not None and job.params.optimizer == "adam" and job.params.preserve_color != "histogram"
-                and not job.clip and not state.checkpoint_path(job.id).exists()):
+                and not item.join and not state.checkpoint_path(job.id).exists()):
             shape = content_size(job)
-            key = (job.params.to_json(), shape) if shape else None
+            key = (job.clip, job.params.to_json(), shape) if shape else None
         if key is None:
             order.append([item])
         elif key in groups and len(groups[key]) < size:
