@@ -19,6 +19,9 @@ from tests.conftest import draw_clip, pan_frames, pattern, tensor
 pytest.importorskip("av")
 pytest.importorskip("cv2")
 
+# a manifest's tiny defaults, for runs through the command line
+DEFAULTS = ("defaults: {size: 40, steps: 6, frame_steps: 3, temporal_weight: 100, style_layers: 'relu1_1,relu2_1',"
+            " content_layers: relu2_2, precision: fp32}\n")
 TINY = {"size": 40, "style_layers": "relu1_1,relu2_1", "content_layers": "relu2_2", "precision": "fp32", "scales": "1",
         "steps": 8, "frame_steps": 4, "temporal_weight": 200, "init": "content+noise"}
 
@@ -217,9 +220,7 @@ def test_a_batch_of_clips_runs_them_together(tmp_path, capsys):
     Image.fromarray(pattern(40, 40, phase=2.0)).save(tmp_path / "style.png")
     Image.fromarray(pattern(40, 40, phase=5.0)).save(tmp_path / "other.png")
     (tmp_path / "m.yaml").write_text(
-        "defaults: {size: 40, steps: 6, frame_steps: 3, temporal_weight: 100, style_layers: 'relu1_1,relu2_1',"
-        " content_layers: relu2_2, precision: fp32}\n"
-        "jobs:\n"
+        DEFAULTS + "jobs:\n"
         "  - {video: a/clip, style: style.png, output: out/a}\n"
         "  - {video: b/clip, style: other.png, output: out/b}\n")
     code, out, err = run_cli(capsys, "run", tmp_path / "m.yaml", "--batch", "2")
@@ -271,9 +272,7 @@ def test_clips_run_from_a_manifest_into_a_video_and_a_folder_beside_an_image(tmp
     frames_folder(tmp_path, pan_frames(3, 48, 36))
     Image.fromarray(pattern(40, 40, phase=2.0)).save(tmp_path / "style.png")
     (tmp_path / "m.yaml").write_text(
-        "defaults: {size: 40, steps: 6, frame_steps: 3, temporal_weight: 100, style_layers: 'relu1_1,relu2_1',"
-        " content_layers: relu2_2, precision: fp32}\n"
-        "jobs:\n"
+        DEFAULTS + "jobs:\n"
         "  - {video: walk.mp4, style: style.png, output: out/walk.mp4}\n"
         "  - {video: clip, style: style.png, output: out/frames}\n"
         "  - {content: clip/0000.png, style: style.png, output: out/still.png}\n"
