@@ -383,16 +383,22 @@ def clip_job(job: Job, store: StyleTargetStore, frames: FrameStore, call: ClipCa
     targets from ``store`` at the frames' size, its frames (kept in ``frames``, which a rerun
     resumes from), then its output written. With ``call.join`` (a run helping the clip's
     owner) only the shots nobody holds are stylized, and the output is left to the owner."""
-    content, styles, output, params = job.content, job.styles, job.output, job.params
-    info = check_clip_files(content, styles, output, params)
-    size = clip_size(info, params, output)
-    style_targets, sources = store.for_files(styles, params, content, max(size))
+    info, size, style_targets, sources = clip_inputs(job, store)
     done = result if result is not None else ClipResult(info.frames, 0, [], None)
     done.sources = sources
-    done, pts = stylize_clip(info, style_targets, params, frames, size, call, done)
+    done, pts = stylize_clip(info, style_targets, job.params, frames, size, call, done)
     if not (call and call.join):
-        write_clip(info, frames, output, size, pts)
+        write_clip(info, frames, job.output, size, pts)
     return info, done
+
+
+def clip_inputs(job: Job, store: StyleTargetStore) -> tuple[ClipInfo, tuple[int, int], StyleTarget, list[str]]:
+    """A clip job's files checked (``check_clip_files``), its frames' (height, width), and its
+    styles' targets from ``store`` at that size, with where they came from."""
+    info = check_clip_files(job.content, job.styles, job.output, job.params)
+    size = clip_size(info, job.params, job.output)
+    style_targets, sources = store.for_files(job.styles, job.params, job.content, max(size))
+    return info, size, style_targets, sources
 
 
 def write_clip(info: ClipInfo, store: FrameStore, output: Path, size: tuple[int, int], pts: list[int | None]) -> None:

@@ -30,8 +30,7 @@ from .ledger import JobStatus, Outcome, StateDir
 from .memory import Estimate, estimate, plan_memory
 from .options import RunOptions
 from .plan import Planned, style_pixels
-from .clip import (ClipCall, ClipResult, check_clip_files, clip_job, clip_size, stylize_clips,
-                   write_clip)
+from .clip import ClipCall, ClipResult, clip_inputs, clip_job, stylize_clips, write_clip
 from .frames import FrameStore
 from .single import (Hooks, Preempted, check_job_files, engine_memory, load_content, optimize_job, provenance,
                      save_output)
@@ -173,9 +172,7 @@ class JobExecutor:
         for item in items:
             job = item.job
             try:
-                info = check_clip_files(job.content, job.styles, job.output, job.params)
-                size = clip_size(info, job.params, job.output)
-                targets, sources = self.store.for_files(job.styles, job.params, job.content, max(size))
+                info, size, targets, sources = clip_inputs(job, self.store)
             except OnnxError:
                 raise
             except Exception as error:  # noqa: BLE001 - one job's failure never ends the run

@@ -77,7 +77,7 @@ class FrameStore:
 
     def open_shots(self, claim_stale: float = CLAIM_STALE) -> list[int]:
         """The shots that are neither written nor held by a live claim: what a helper can take.
-        None before the cut pre-pass has run (the owner's first work)."""
+        Empty before the cut pre-pass has run (the first work of whoever takes the clip)."""
         shots = self.shots()
         if shots is None:
             return []
