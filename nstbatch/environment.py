@@ -6,6 +6,7 @@ Settings:
 - ``NSTBATCH_CACHE``: the cache folder (else ``$XDG_CACHE_HOME/nstbatch`` or ``~/.cache/nstbatch``);
 - ``NSTBATCH_MAX_PIXELS``: the most pixels an input may have (default 150 MP);
 - ``NSTBATCH_OFFLINE=1``: never try a download (torchvision weights);
+- ``NSTBATCH_TRACEBACK=1``: print the traceback of an error nstbatch did not foresee;
 - ``NSTBATCH_MEMORY_LIMIT``: the memory jobs may use on the CPU, e.g. ``8G`` or ``512M``
   (default: what the machine, its cgroup and ``RLIMIT_AS`` allow).
 """
@@ -32,6 +33,7 @@ VARIABLES = {
     "NSTBATCH_MAX_PIXELS": f"the most pixels an input may have (default {DEFAULT_MAX_PIXELS // 1_000_000} MP): larger"
                            " ones are refused from their header as likely decompression bombs",
     "NSTBATCH_OFFLINE": "`1`: never try a download (torchvision weights)",
+    "NSTBATCH_TRACEBACK": "`1`: print the traceback of an error nstbatch did not foresee (a defect to report)",
     "NSTBATCH_MEMORY_LIMIT": "the memory jobs may use on the CPU, e.g. `8G` or `512M` (default: what the"
                              " machine, its cgroup and `RLIMIT_AS` allow)",
     "LOCAL_RANK": "under torchrun: which GPU this process uses",
@@ -264,6 +266,10 @@ def quiet_onnxruntime_logs() -> None:
 
 def offline() -> bool:
     return os.environ.get("NSTBATCH_OFFLINE") == "1"
+
+
+def show_tracebacks() -> bool:
+    return os.environ.get("NSTBATCH_TRACEBACK") == "1"
 
 
 @contextmanager

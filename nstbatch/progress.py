@@ -109,7 +109,7 @@ class RunReport:
                        f"  content {progress.content:.4g}  style {progress.style:.4g}", err=True)
 
     def job_finished(self, outcome, number: int, count: int) -> None:
-        from .jobs.ledger import JobStatus
+        from .jobs.ledger import JobStatus, recovered
 
         if self.bar is not None:
             self.bar.advance(self.task)
@@ -124,7 +124,8 @@ class RunReport:
         elif not self.quiet and self.bar is None:
             typer.echo(f"[{number}/{count}] done {outcome.job.id} -> {outcome.job.output}"
                        f" ({outcome.seconds:.1f}s, total cost {outcome.costs['total']:.4g})"
-                       + (f"; {outcome.note}" if outcome.note else ""), err=True)
+                       + "".join(f"; {said}" for said in (outcome.note, recovered(outcome.recoveries)) if said),
+                       err=True)
 
     def close(self) -> None:
         if self.bar is not None:

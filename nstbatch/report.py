@@ -183,7 +183,8 @@ def render_html(view: RunView, page: Path, link: bool = False) -> str:
             f'<div class="meta"><span class="status {v.status}">{v.status}</span> · <b>{esc(job.id)}</b> '
             f'({esc(job.where)}) · style {esc(styles)}<br>{esc(_changed_params(job))}<br>'
             f'{esc(" · ".join(x for x in (seconds, costs, v.device or "", _ran_by(v), f"{v.attempts} attempt(s)" if v.attempts else "") if x))}'
-            f'{"<br><code>" + esc(v.error) + "</code>" if v.error else ""}</div>'
+            f'{"<br><code>" + esc(v.error) + "</code>" if v.error else ""}'
+            f'{"<br><i>" + esc(v.note) + "</i>" if v.note else ""}</div>'
             f"{cost_curve(v.history)}</div>")
     parts.append("</div></body></html>\n")
     return "".join(parts)

@@ -1,6 +1,7 @@
 import dataclasses
 
 import pytest
+import torch
 from PIL import Image
 
 from nstbatch.config import DEFAULT_PRESET, FIELDS, PRESET_NAMES, PRESETS, StyleParams, parse_value, resolve_params
@@ -111,7 +112,10 @@ def test_every_field_reaches_the_params_from_its_flag_its_csv_column_and_its_yam
     Image.fromarray(pattern(48, 40), "RGB").save(tmp_path / "c.png")
     Image.fromarray(pattern(40, 40, phase=2), "RGB").save(tmp_path / "s.png")
     seen = []  # the params the stylize command resolved (it stops there: nothing runs)
-    monkeypatch.setattr(nstbatch.api, "stylize_file", lambda *args, **kw: seen.append(args[3]))
+    from nstbatch.engine.optimize import Result
+
+    nothing = Result(torch.zeros(1, 3, 1, 1))
+    monkeypatch.setattr(nstbatch.api, "stylize_file", lambda *args, **kw: seen.append(args[3]) or nothing)
     for name, (text, value) in VALUES.items():
         assert FIELDS[name].metadata["help"], name
         cells = {name: text, **dict([COMPANIONS[name]] if name in COMPANIONS else [])}

@@ -392,7 +392,8 @@ def test_a_batch_reports_each_images_own_final_costs(pair, seed_features):
     batch = optimize(torch.cat([content, content.flip(-2) * 0.5]), style, params, features=seed_features)
     alone = optimize(content.flip(-2) * 0.5, style, params, features=seed_features)
     assert len(batch.finals) == 2 and batch.finals[0].total != pytest.approx(batch.finals[1].total)
-    assert batch.final(1).total == pytest.approx(alone.final(0).total, rel=1e-4)
+    # (batched CPU convolutions round differently, more so on some CPUs: 2.5e-4 on an AMD EPYC)
+    assert batch.final(1).total == pytest.approx(alone.final(0).total, rel=1e-3)
     assert batch.history[-1].total == pytest.approx((batch.finals[0].total + batch.finals[1].total) / 2, rel=1e-5)
 
 

@@ -52,6 +52,9 @@ class Result:
     # with params.stop_tol: the steps at which a scale met the stopping rule in this call (its
     # remaining steps were skipped; a scale that ran to its end is not listed)
     converged: list[int] = field(default_factory=list)
+    # updates that failed and were undone (``_Descent``'s guard), each said in words, the
+    # resumed run's included
+    recoveries: list[str] = field(default_factory=list)
 
     def final(self, index: int = 0) -> Progress:
         """Image ``index``'s final costs (the history's last entry is the batch's mean)."""
@@ -94,11 +97,13 @@ class Checkpoint:
     average_weight: float = 0.0  # ...and the weight its bias correction divides by
     # with params.stop_tol: each image's total cost (N,) at the stage's last convergence check
     reference: Tensor | None = None
+    lr_factor: float = 1.0  # the stage's learning rate as its failed updates left it (``_Descent``)
+    recoveries: list[str] = field(default_factory=list)  # the run's undone updates so far
 
     def descent_state(self) -> dict:
         """The part a stage's descent continues from (``_Descent.load_state_dict``)."""
         return {"optimizer": self.optimizer, "scale": self.scale, "average": self.average,
-                "average_weight": self.average_weight, "reference": self.reference}
+                "average_weight": self.average_weight, "reference": self.reference, "lr_factor": self.lr_factor}
 
 
 @dataclass(frozen=True)
@@ -233,6 +238,7 @@ class Stylization:
         self.original: Tensor | None = None  # ...and as the user gave it
         self.descent: _Descent | None = None  # the stage now running
         self.converged: list[int] = []  # where a stage met the stopping rule (params.stop_tol)
+        self.recoveries: list[str] = list(resume.recoveries) if resume else []  # undone updates
         self.step = self.first  # updates done
         self._network_was: tuple | None = None  # set by __enter__
         self._iteration: Iterator[Point] | None = None
@@ -273,7 +279,7 @@ class Stylization:
         """What continues the run from here: the image, the cost history, and the descent's
         own state (``_Descent.state_dict``), all on the CPU."""
         return Checkpoint(self.step, self.descent.image.detach().cpu().clone(), history=list(self.history),
-                          **self.descent.state_dict())
+                          recoveries=list(self.recoveries), **self.descent.state_dict())
 
     def result(self) -> Result:
         """The image and the costs, once the iteration has run to its end."""
@@ -319,6 +325,7 @@ class Stylization:
                     self.step = stage.end  # the stage's remaining steps are skipped
                 if self.step < params.steps:
                     yield Point(self.step, previous)
+            descent.finish(self.step)
             self.carried = descent.optimizer.state_dict() if params.scale_start == "warm" else None
             image = descent.result()
         if image is None:  # zero steps: the initial image, at full size
@@ -327,7 +334,8 @@ class Stylization:
         self._record(params.steps, parts)
         finals = [Progress(params.steps, params.steps, *(float(p[i]) for p in parts[1:]), float(parts[0][i]))
                   for i in range(image.shape[0])]
-        self._result = Result(self._as_seen(image, original).contiguous(), self.history, finals, self.converged)
+        self._result = Result(self._as_seen(image, original).contiguous(), self.history, finals, self.converged,
+                              self.recoveries)
 
     def _tiles(self, size: tuple[int, int]) -> list[Tile] | None:
         """The tiles a step at ``size`` takes (``tile``), or None where one covers it."""
@@ -358,7 +366,8 @@ class Stylization:
         self.features.checkpointing = (self.checkpointing if self.checkpointing is not None
                                        else self.device.type == "cuda" and stage.size[0] * stage.size[1] > 6_000_000)
         self.descent = _Descent(image, self._gradient(targets, self._tiles(stage.size)), params, stage, self._record,
-                                fp16=self.dtype == torch.float16)
+                                fp16=self.dtype == torch.float16, check_every=self.report_every,
+                                recoveries=self.recoveries)
         if resume is not None:
             self.descent.load_state_dict(resume.descent_state())
         elif params.scale_start == "warm" and self.carried is not None:
@@ -412,16 +421,40 @@ class Stylization:
             self.on_step(self.history[-1])
 
 
+# A failed update (``_Descent``): undone when its line search overflows, a cost or gradient is
+# not finite, or an update's start costs more than BLOWUP times the last good start (the costs
+# only fall within a stage); after FAILURES_BEFORE_SMALLER_STEPS failures in a row the stage's
+# learning rate shrinks by SMALLER_STEPS each time, and after GIVE_UP_AFTER the stage gives up.
+BLOWUP = 1e3
+FAILURES_BEFORE_SMALLER_STEPS = 2
+SMALLER_STEPS = 0.1
+GIVE_UP_AFTER = 8
+
+
+class _Diverged(Exception):
+    """An update that cannot stand; its message says why."""
+
+
 class _Descent:
     """One stage's optimizer over the image's pixels (and the average of its iterates): each
-    ``step`` is costs → backward → optimizer step → clamp to [0, 1] → average."""
+    ``step`` is costs → backward → optimizer step → clamp to [0, 1] → average.
+
+    Guarded (not in the paper): L-BFGS's strong-Wolfe line search answers a NaN cost by
+    stepping further, until its step no longer fits a float (torch raises), and an fp16 or
+    bf16 network can overflow. An update that fails so is undone where it happens: the image
+    (and the average) go back to the last update start whose costs were finite and in range,
+    L-BFGS's history or Adam's moments are dropped, and the stage goes on; failures in a row
+    shrink the learning rate. Each is said in ``recoveries``."""
 
     def __init__(self, image: Tensor, gradient: Gradient, params: StyleParams, stage: Stage,
-                 record: Callable[[int, tuple], None], fp16: bool = False):
+                 record: Callable[[int, tuple], None], fp16: bool = False, check_every: int = 1,
+                 recoveries: list[str] | None = None):
         """``gradient(image, scale_loss)``: the costs ``(total, content, style, tv)``, each
         ``(N,)``, with the gradient of ``scale_loss(total.sum())`` accumulated into
         ``image.grad`` (``scale_loss`` None: the costs alone); ``record(step, costs)``: the
-        loop's history of the costs at a step's start."""
+        loop's history of the costs at a step's start. Adam's costs are checked every
+        ``check_every`` steps (a host synchronisation each; L-BFGS syncs every evaluation);
+        undone updates are appended to ``recoveries``."""
         self.image, self.gradient, self.params, self.stage, self.record = image, gradient, params, stage, record
         self.optimizer, self.scale = _optimizer(params, image, gradient)
         # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
@@ -429,6 +462,13 @@ class _Descent:
         self.average = _Average(params.average, image) if params.average else None
         self.latest: Tensor | None = None  # each image's total cost (N,) at the last update's start
         self.reference: Tensor | None = None  # ...and at the last convergence check (stop_tol)
+        self.check_every = max(1, check_every)
+        self.recoveries = recoveries if recoveries is not None else []
+        self.lr_factor = 1.0  # shrunk by failures in a row
+        self.failures = 0  # failures since the last good update start
+        self.restored = False  # the image is the last good start, put back
+        # the last good update start: its step, image, average (biased, weight) and total cost
+        self.good: tuple[int, Tensor, Tensor | None, float, float] | None = None
 
     def state_dict(self) -> dict:
         """The optimizer's state, L-BFGS's objective scale and the average, on the CPU: what
@@ -436,11 +476,13 @@ class _Descent:
         average = self.average.biased.detach().cpu().clone() if self.average is not None else None
         return {"optimizer": _cpu_copy(self.optimizer.state_dict()), "scale": self.scale, "average": average,
                 "average_weight": self.average.weight if self.average is not None else 0.0,
-                "reference": self.reference.cpu().clone() if self.reference is not None else None}
+                "reference": self.reference.cpu().clone() if self.reference is not None else None,
+                "lr_factor": self.lr_factor}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scale = state["scale"]
+        self.lr_factor = state.get("lr_factor", 1.0)
         if self.average is not None and state["average"] is not None:
             self.average.biased.copy_(state["average"])
             self.average.weight = state["average_weight"]
@@ -471,16 +513,18 @@ class _Descent:
         """``lr`` at ``step`` of this stage: from ``lr`` at its first step down a half cosine
         to ``lr · lr_end`` at its last (constant with ``lr_end`` 1)."""
         params, (start, end, _) = self.params, self.stage
+        lr = params.lr * self.lr_factor
         if params.lr_end == 1.0 or end - start < 2:
-            return params.lr
+            return lr
         done = (step - start) / (end - start - 1)  # 0 at the stage's first step, 1 at its last
-        return params.lr * (params.lr_end + (1 - params.lr_end) * (1 + math.cos(math.pi * done)) / 2)
+        return lr * (params.lr_end + (1 - params.lr_end) * (1 + math.cos(math.pi * done)) / 2)
 
     def step(self, step: int) -> int:
-        """One update, then the pixels clipped to [0, 1]; the steps done after it. An Adam
-        update is one step; an L-BFGS one runs ``clip_every`` iterations (fewer at the stage's
-        end) in one call of the optimizer, so that each iteration after the first starts from
-        its line search's last evaluation, and clips after them."""
+        """One update, then the pixels clipped to [0, 1]; the steps done after it (``step``
+        itself when the update failed and was undone). An Adam update is one step; an L-BFGS
+        one runs ``clip_every`` iterations (fewer at the stage's end) in one call of the
+        optimizer, so that each iteration after the first starts from its line search's last
+        evaluation, and clips after them."""
         params = self.params
         iterations = 1 if params.optimizer == "adam" else min(params.clip_every, self.stage.end - step)
         for group in self.optimizer.param_groups:
@@ -489,32 +533,102 @@ class _Descent:
                 # max_eval is the line searches' budget per call: 25 an iteration (torch's
                 # default, max_iter * 5 // 4, would stall a one-iteration call completely)
                 group["max_iter"], group["max_eval"] = iterations, 25 * iterations
-        if params.optimizer == "adam":
-            self.optimizer.zero_grad(set_to_none=True)
-            # images of a batch are independent: the gradient of their sum is each one's own
-            parts = self.gradient(self.image, self.scaler.scale)
-            self.record(step, parts)
-            self.latest = parts[0].detach()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            first = []  # the call's first evaluation: the costs at the step's start
-
-            def closure():
+        try:
+            if params.optimizer == "adam":
                 self.optimizer.zero_grad(set_to_none=True)
-                parts = self.gradient(self.image, lambda loss: loss * self.scale)
-                if not first:
-                    first.append(parts)
-                return parts[0].detach().sum() * self.scale
+                # images of a batch are independent: the gradient of their sum is each one's own
+                parts = self.gradient(self.image, self.scaler.scale)
+                if self.good is None or step % self.check_every == 0:
+                    self._check(step, parts[0])
+                self.record(step, parts)
+                self.latest = parts[0].detach()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                first = []  # the call's first evaluation: the costs at the step's start
 
-            self.optimizer.step(closure)
-            self.record(step, first[0])
-            self.latest = first[0][0].detach()
+                def closure():
+                    self.optimizer.zero_grad(set_to_none=True)
+                    parts = self.gradient(self.image, lambda loss: loss * self.scale)
+                    if not first:
+                        self._check(step, parts[0])
+                        first.append(parts)
+                    loss = parts[0].detach().sum() * self.scale
+                    if not torch.isfinite(loss):
+                        raise _Diverged(f"its line search met a cost of {float(loss)}")
+                    return loss
+
+                self.optimizer.step(closure)
+                self.record(step, first[0])
+                self.latest = first[0][0].detach()
+        except _Diverged as failure:
+            self._recover(step, str(failure))
+            return step
+        except RuntimeError as error:
+            if "overflow" not in str(error):
+                raise
+            # torch's strong-Wolfe line search extrapolated its step past the float range
+            self._recover(step, "its line search's step overflowed")
+            return step
         with torch.no_grad():
             self.image.clamp_(0, 1)
         if self.average is not None:
             self.average.update(self.image)
         return step + iterations
+
+    def _check(self, step: int, total: Tensor) -> None:
+        """An update's start: a good one (finite costs and gradient, the costs in range of the
+        last good start's) is kept to come back to; any other undoes the update before it."""
+        cost = float(total.detach().sum())
+        if not math.isfinite(cost):
+            raise _Diverged(f"the cost became {cost}")
+        if self.good is not None and self.good[4] > 0 and cost > BLOWUP * self.good[4]:
+            raise _Diverged(f"the cost rose from {self.good[4]:.4g} to {cost:.4g}")
+        # (under fp16 the loss scaler owns non-finite gradients: it skips the step and scales down)
+        if (self.image.grad is not None and not self.scaler.is_enabled()
+                and not bool(torch.isfinite(self.image.grad).all())):
+            raise _Diverged("the gradient became non-finite")
+        average = self.average
+        self.good = (step, self.image.detach().clone(),
+                     average.biased.clone() if average is not None else None,
+                     average.weight if average is not None else 0.0, cost)
+        if not self.restored:  # (the image restored is no new evidence: the failures stay counted)
+            self.failures = 0
+        self.restored = False
+
+    def _recover(self, step: int, why: str) -> None:
+        """Back to the last good start with a fresh optimizer state, the learning rate shrunk
+        after failures in a row; OptimizationError once they are too many."""
+        self.failures += 1
+        if self.failures > GIVE_UP_AFTER or self.good is None:
+            raise OptimizationError(f"the descent failed {self.failures} time(s) in a row at step {step}: {why}",
+                                    hint=f"lower the learning rate (lr={self.params.lr:g}), or try precision fp32")
+        if self.failures >= FAILURES_BEFORE_SMALLER_STEPS:
+            self.lr_factor *= SMALLER_STEPS
+        smaller = f", learning rate x{self.lr_factor:g}" if self.lr_factor != 1 else ""
+        self._restore(f"step {step}: {why}; restarted from step {self.good[0]}'s image{smaller}")
+
+    def _restore(self, said: str) -> None:
+        back, image, biased, weight, _ = self.good
+        with torch.no_grad():
+            self.image.copy_(image)
+            self.image.grad = None
+        if self.average is not None:
+            self.average.biased.copy_(biased)
+            self.average.weight = weight
+        self.optimizer.state.clear()  # L-BFGS's history, Adam's moments: built on the failed steps
+        self.restored = True
+        self.recoveries.append(said)
+
+    def finish(self, step: int) -> None:
+        """The stage's end: a result that is not finite (a failure after the last check) goes
+        back to the last good start."""
+        if bool(torch.isfinite(self.result()).all()):
+            return
+        if self.good is None:
+            raise OptimizationError(f"the image became non-finite by step {step}",
+                                    hint=f"lower the learning rate (lr={self.params.lr:g}), or try precision fp32")
+        self._restore(f"step {step}: the stage ended on a non-finite image; kept step {self.good[0]}'s")
 
 
     def converged(self, previous: int, done: int) -> bool:

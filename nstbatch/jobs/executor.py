@@ -387,7 +387,8 @@ class JobExecutor:
                             params, provenance(params, result, job.content, job.styles, index), job.content)
                 self.state.write_history(job.id, result.history, of_batch=len(loaded))
                 self.state.mark_done(job, hash_, seconds=per_image, batch=len(loaded), costs=_costs(final),
-                                     device=str(self.device), activation_checkpointing=checkpointing)
+                                     device=str(self.device), activation_checkpointing=checkpointing,
+                                     recoveries=len(result.recoveries))
             except (NstbatchError, OSError) as error:  # a full or read-only disk: this job alone
                 outcomes.append(self._outcome(entry.item, JobStatus.FAILED, seconds=per_image,
                                               error=error_text(error), sources=tuple(sources[index])))
@@ -395,5 +396,6 @@ class JobExecutor:
             discard_checkpoint(self.state, job)
             outcomes.append(self._outcome(entry.item, JobStatus.DONE, seconds=per_image, costs=_costs(final),
                                           sources=tuple(sources[index]), resumed_from=resume.step if resume else None,
-                                          note=note, batch=len(loaded), checkpointing=checkpointing))
+                                          note=note, batch=len(loaded), checkpointing=checkpointing,
+                                          recoveries=tuple(result.recoveries)))
         return outcomes

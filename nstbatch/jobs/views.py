@@ -11,7 +11,7 @@ from ..io.manifest import Job, Problem, read_manifest
 from .claims import CLAIM_STALE
 from .frames import FrameStore
 from .ledger import (RATE_LABEL, JobStatus, ReportLine, Standing, StateDir, default_state_dir, images_per_hour,
-                     newest, read_history)
+                     newest, read_history, recovered)
 
 
 @dataclass
@@ -26,6 +26,7 @@ class JobView:
     attempts: int = 0
     history: list[tuple[int, float]] = field(default_factory=list)  # (step, total)
     frames: tuple[int, int] | None = None  # a clip not done yet: (frames made, frames), once its cuts are found
+    note: str | None = None  # a done job's: what happened on the way (a retry, undone updates)
 
     def progress_line(self) -> str | None:
         """``clip c1 (m.yaml:3): 12 of 48 frame(s) made; running`` for a clip on its way."""
@@ -93,6 +94,10 @@ def _view(job: Job, standing: Standing, lines: list[ReportLine]) -> JobView:
     view.costs = done[-1].costs if done else record.costs
     view.device = done[-1].device if done else record.device
     view.shard = done[-1].shard if done else record.shard
+    if done:
+        view.note = "; ".join(said for said in (done[-1].note, recovered(done[-1].recoveries)) if said) or None
+    elif record.recoveries:
+        view.note = f"{record.recoveries} failed update(s) undone, the descent going on"
     return view
 
 
