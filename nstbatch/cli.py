@@ -88,6 +88,7 @@ def stylize(
     from .jobs.single import Hooks
     from .io.images import save_image
     from .engine.pixels import to_pil
+    from .jobs.records import recovered
 
     resolved = resolve_params(params.pop("preset", None), params)
     weights = _blend_weights(style_weights, len(style))
@@ -123,6 +124,8 @@ def stylize(
     if not quiet:
         final = result.history[-1]
         typer.echo(f"wrote {output} ({resolved.steps} steps, total cost {final.total:.4g})")
+    if said := recovered(result.recoveries):
+        typer.echo(f"note: {said}", err=True)
 
 
 def _blend_weights(text: Optional[str], count: int) -> list[float]:
@@ -217,9 +220,10 @@ def run(
         _print_dry_run(plan)
         return 0
     typer.echo(_summary_line(summary))
-    if summary.preempted or summary.unstarted:
-        typer.echo(f"stopped by a signal: {summary.preempted} job(s) checkpointed, {summary.unstarted} not"
-                   f" started; exit code {summary.exit_code} asks the job script to requeue", err=True)
+    if summary.left:
+        typer.echo(f"stopped by {summary.stopped_by}: {summary.preempted} job(s) checkpointed, {summary.unstarted}"
+                   " not started" + (f"; exit code {summary.exit_code} asks the job script to requeue"
+                                     if summary.exit_code != INTERRUPTED else ""), err=True)
     return summary.exit_code
 
 
@@ -483,9 +487,28 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         _say_interrupted()
         return INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - a defect of ours: said, never a traceback
+        return _say_internal_error(error)
 
 
 INTERRUPTED = 130  # the shell's code for a Ctrl-C
+
+
+def _say_internal_error(error: Exception) -> int:
+    """An error nstbatch did not foresee: what it was and what to try, in two lines; the
+    traceback with NSTBATCH_TRACEBACK=1."""
+    import traceback
+
+    from .environment import show_tracebacks
+
+    if show_tracebacks():
+        traceback.print_exception(error)
+    where = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    typer.echo(f"error: {type(error).__name__}: {error}" + (f" (in {Path(where.filename).name}:{where.lineno})"
+                                                             if where else ""), err=True)
+    typer.echo("this is a defect of nstbatch, not of your input: finished outputs are kept and a rerun continues;"
+               " run with NSTBATCH_TRACEBACK=1 for the traceback, and please report it", err=True)
+    return 1
 
 
 def _say_interrupted() -> None:

@@ -172,17 +172,20 @@ def spawn_run(folder, *args, manifest: str = "m.csv", **popen) -> subprocess.Pop
     return spawn("run", manifest, *args, cwd=folder, **popen)
 
 
-def kill_run(folder, proc, manifest: str = "m.csv") -> None:
-    """SIGKILL a spawned run, then wait (a minute at most) until its orphaned worker has
-    checkpointed and let go of its claims, as it does on the run's death."""
+def kill_run(folder, proc, manifest: str = "m.csv", timeout: float = 180) -> None:
+    """SIGKILL a spawned run, then wait until its orphaned worker has checkpointed and let go
+    of its claims, as it does on the run's death (it checkpoints before it releases them);
+    fail if they are still held after ``timeout`` seconds."""
     import signal
     import time
 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     claims = folder / ".nstbatch" / manifest / "claims"
-    deadline = time.monotonic() + 60
-    while list(claims.glob("*.lock")) and time.monotonic() < deadline:
+    deadline = time.monotonic() + timeout
+    while held := sorted(p.name for p in claims.glob("*.lock")):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the killed run's worker still holds {held} after {timeout:.0f} s")
         time.sleep(0.1)
 
 

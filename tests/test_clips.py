@@ -1,5 +1,7 @@
 """A clip job (jobs/clip.py): frames in order, tied by the flow, resumable by frame."""
 import dataclasses
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -410,16 +412,31 @@ def test_a_clip_s_shots_are_shared_and_it_ends_as_one_worker_makes_it(tmp_path, 
     job = next(f"c{i}" for i in range(20) if shard_of(f"c{i}", 2) == 0)  # shard 0 owns it, shard 1 has nothing
     (tmp_path / "m.yaml").write_text(settings + f"jobs:\n  - {{id: {job}, video: clip, style: style.png, output: out}}\n")
     (tmp_path / "whole.yaml").write_text(settings + "jobs:\n  - {video: clip, style: style.png, output: whole}\n")
+    frames_dir = tmp_path / ".nstbatch" / "m.yaml" / "frames"
+
+    def hold_shot_1_until_the_others_are_made(proc):
+        """Stop the process that holds shot 1 (SIGSTOP: it keeps its claims) until the frames
+        of shots 2 and 3 exist, so the other one surely joins however slowly it starts."""
+        wait_for(lambda: any(frames_dir.glob("*/shot-000001.lock")), proc)
+        lock = next(frames_dir.glob("*/shot-000001.lock"))
+        holder = int(lock.read_text().partition(":")[2].split()[0])
+        os.kill(holder, signal.SIGSTOP)
+        try:
+            wait_for(lambda: all((lock.parent / f"{i:06d}.png").exists() for i in range(7, 11)), proc)
+        finally:
+            os.kill(holder, signal.SIGCONT)
+
     if way == "workers":  # the second worker joins the clip the first one took
         run = spawn_run(tmp_path, "--workers", "2", manifest="m.yaml", text=True)
+        hold_shot_1_until_the_others_are_made(run)
         _, err = run.communicate(timeout=600)
         assert run.returncode == 0, err
     else:
-        frames_dir = tmp_path / ".nstbatch" / "m.yaml" / "frames"
         one = {"OMP_NUM_THREADS": "1"}  # two processes on the cores, a thread each (no oversubscription)
         owner = spawn_run(tmp_path, "--shard", "0/2", "-q", manifest="m.yaml", env=one)
         wait_for(lambda: any(frames_dir.glob("*/shots.json")), owner)  # the cuts are found: it is in shot 1
         helper = spawn_run(tmp_path, "--shard", "1/2", manifest="m.yaml", text=True, env=one)
+        hold_shot_1_until_the_others_are_made(helper)
         _, err = helper.communicate(timeout=600)
         assert helper.returncode == 0, err
         assert owner.wait(timeout=600) == 0, owner.communicate()

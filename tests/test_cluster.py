@@ -124,12 +124,17 @@ def test_scancel_cancels_for_good(cluster, tmp_path):
     (tmp_path / "m.csv").write_text(CSV_HEADER + 'j0,c0.png,s.png,out/j0.png,64,100000,relu2_2,"relu1_1,relu2_1",0\n')
     job = sbatch(env, tmp_path, "--array=0", "--time=10")
     started = tmp_path / "state" / "report.jsonl"
+    # started: its worker has its stop handlers, so a TERM from here on checkpoints
     wait_until(lambda: started.exists() and "started" in started.read_text(), 120, "the job to start", env, job)
-    time.sleep(3)
     subprocess.run(["scancel", job], env=env, check=True)
     wait_until(lambda: set(slurm.job_states(env, job).values()) == {"CANCELLED"}, 120, "the cancel", env, job)
-    time.sleep(15)  # longer than it takes the script to requeue, had it wanted to
+
+    def logs() -> str:
+        return "".join(p.read_text() for p in tmp_path.glob("task-*.log"))
+
+    # the script's last word: it has decided, past the line where it would have requeued
+    wait_until(lambda: "not requeued" in logs(), 120, "the script to end", env, job)
     assert set(slurm.job_states(env, job).values()) == {"CANCELLED"}
-    logs = "".join(p.read_text() for p in tmp_path.glob("task-*.log"))
-    assert "requeueing" not in logs
+    logs = logs()
+    assert "requeueing" not in logs and "exit 75" in logs, logs
     assert list((tmp_path / "state" / "checkpoints").glob("*.pt")), logs  # TERM: checkpointed all the same

@@ -1,7 +1,6 @@
 """Style targets through ONNX Runtime, and the content-addressed target cache."""
 import os
 import signal
-import time
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from nstbatch.styles.onnx_backend import OnnxError, OnnxTargets, check_providers
 from nstbatch.engine.targets import target_names, torch_style_targets
 from nstbatch.engine.vgg import VGGFeatures
 from nstbatch.engine.weights import load_weights
-from tests.conftest import pattern, report_lines, spawn
+from tests.conftest import pattern, report_lines, spawn, wait_for
 
 SEED_LAYERS = resolve_params("seed").style_layers
 
@@ -168,12 +167,14 @@ def test_precompute_killed_mid_write_leaves_no_corrupt_entry(tmp_path):
     manifest.write_text("content,style,output,size\n" + "".join(
         f"c.png,s{i}.png,out/{i}.png,256\n" for i in range(8)))
     cache = tmp_path / "cache"
-    for delay in (0.5, 1.5, 3.0):
+    for written in (1, 3, 5):  # killed once that many entries exist: inside the next one's work
         proc = _precompute(manifest, cache)
-        time.sleep(delay)
+        wait_for(lambda: len(TargetCache(cache).entries()) >= written, proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        for entry in TargetCache(cache).entries():
+        entries = TargetCache(cache).entries()
+        assert len(entries) >= written
+        for entry in entries:
             checker = TargetCache(cache)
             assert checker.load(entry.stem) is not None, f"corrupt entry {entry}"
     # two writers of the same targets at once never corrupt them either

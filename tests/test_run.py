@@ -173,6 +173,77 @@ def test_killed_mid_job_leaves_only_whole_outputs_and_the_next_run_completes(fol
             im.load()
 
 
+# Where a stop can meet a run of three jobs, each reached by a state the run reports (its
+# events), and the signal then raised in the run's own process: which event, and when.
+STOP_MOMENTS = {
+    # j1's costs at its second update: the stop lands inside j1, which checkpoints
+    "a job in flight": ("step", lambda job, seen: job == "j1" and seen.step == 2),
+    # j0 recorded, j1 not started yet
+    "between two jobs": ("job_finished", lambda job, seen: job == "j0"),
+    # j0's final costs: it has no update left and ends done; the stop met no job
+    "a job just finished": ("step", lambda job, seen: job == "j0" and seen.step == seen.steps),
+}
+
+
+def stop_at(monkeypatch, sig, event: str, when) -> list:
+    """Raise ``sig`` in this process at the first ``event`` of the run's report (``RunReport``)
+    for which ``when(job id, what it heard)`` holds; returns the list the signal is noted in."""
+    from nstbatch.progress import RunReport
+
+    current, sent = [None], []
+    started, real = RunReport.job_started, getattr(RunReport, event)
+
+    def job_started(self, job, number, count):
+        current[0] = job.id
+        return started(self, job, number, count)
+
+    def hear(self, seen, *rest):
+        job = seen.job.id if event == "job_finished" else current[0]
+        if not sent and when(job, seen):
+            sent.append(sig)
+            signal.raise_signal(sig)  # its handler runs before this returns
+        return real(self, seen, *rest)
+
+    monkeypatch.setattr(RunReport, "job_started", job_started)
+    monkeypatch.setattr(RunReport, event, hear)
+    return sent
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 75)], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("moment", list(STOP_MOMENTS))
+def test_a_run_stopped_with_jobs_left_never_exits_0(folder, capsys, monkeypatch, moment, sig, code):
+    """Ctrl-C exits 130 and a stop signal 75 (requeue) whenever a job is left, whatever the
+    stop met; the next run finishes the rest."""
+    manifest = folder / "m.csv"
+    manifest.write_text(HEADER + "".join(tiny_row(f"j{i}", f"c{i}.png", "s.png", f"out/j{i}.png", steps=6)
+                                         for i in range(3)))
+    sent = stop_at(monkeypatch, sig, *STOP_MOMENTS[moment])
+    code_seen, out, err = run_cli(capsys, "run", manifest)
+    assert sent == [sig] and code_seen == code, (out, err)
+    assert "Traceback" not in err
+    if sig == signal.SIGINT:
+        assert "run the same command again" in err
+    else:
+        assert "asks the job script to requeue" in err
+    summary = json.loads((folder / ".nstbatch" / "m.csv" / "summary.json").read_text())
+    assert summary["stopped_by"] == signal.Signals(sig).name and summary["done"] == 1
+    checkpointed = moment == "a job in flight"
+    assert (summary["preempted"], summary["unstarted"]) == ((1, 1) if checkpointed else (0, 2)), summary
+    assert (folder / ".nstbatch" / "m.csv" / "checkpoints" / "j1.pt").exists() == checkpointed
+    monkeypatch.undo()
+    code_seen, out, _ = run_cli(capsys, "run", manifest, "-q")
+    assert code_seen == 0 and "done 2, already done 1" in out, out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_after_the_last_job_leaves_nothing_and_exits_0(folder, capsys, monkeypatch, sig):
+    manifest = folder / "m.csv"
+    manifest.write_text(HEADER + "".join(tiny_row(f"j{i}", f"c{i}.png", "s.png", f"out/j{i}.png") for i in range(2)))
+    sent = stop_at(monkeypatch, sig, "job_finished", lambda job, seen: job == "j1")
+    code, out, err = run_cli(capsys, "run", manifest, "-q")
+    assert sent == [sig] and code == 0 and "done 2" in out, (out, err)
+
+
 def test_stale_temp_file_from_a_kill_during_save_is_removed(folder, capsys):
     manifest = folder / "m.csv"
     manifest.write_text(HEADER + tiny_row("a", "c0.png", "s.png", "o/a.png"))

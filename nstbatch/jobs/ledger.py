@@ -61,12 +61,12 @@ from .claims import CLAIM_STALE, live_holder_at
 from .kills import KILLS_BEFORE_QUARANTINE, Kills
 from .packed import PackedIndex
 from .records import (EXIT_PREEMPTED, RATE_LABEL, TRANSITIONS, DoneRecord, JobStatus, Outcome, ReportLine,
-                      RunSummary, Standing, from_dict, allowed, images_per_hour, newest, safe_name)
+                      RunSummary, Standing, from_dict, allowed, images_per_hour, newest, recovered, safe_name)
 from .reportlog import ReportLog
 
 __all__ = ["EXIT_PREEMPTED", "KILLS_BEFORE_QUARANTINE", "RATE_LABEL", "TRANSITIONS", "DoneRecord", "JobStatus",
            "Outcome", "ReportLine", "RunSummary", "Standing", "StateDir", "allowed", "default_state_dir",
-           "images_per_hour", "newest", "read_history", "write_history"]
+           "images_per_hour", "newest", "read_history", "recovered", "write_history"]
 
 
 def default_state_dir(manifest: Path) -> Path:
@@ -156,9 +156,9 @@ class StateDir:
             return None
 
     def mark_done(self, job: Job, hash_: str, *, seconds: float, batch: int, costs: dict, device: str,
-                  activation_checkpointing: bool) -> DoneRecord:
+                  activation_checkpointing: bool, recoveries: int = 0) -> DoneRecord:
         record = DoneRecord(job.id, os.path.abspath(job.output), hash_, seconds, time.time(), batch, costs,
-                            device, self.tag or None, activation_checkpointing)
+                            device, self.tag or None, activation_checkpointing, recoveries)
         write_json(self.done_path(job.id), asdict(record))
         return record
 

@@ -152,15 +152,22 @@ class _Worker:
 
 
 class Stop:
-    """Set by a stop signal in the parent; forwards it to the worker processes."""
+    """Set by a stop signal or the first Ctrl-C in the parent; forwards it to the worker
+    processes (Ctrl-C as ``forward_as``: workers ignore SIGINT) and remembers the first
+    signal, which decides the run's exit code. A second Ctrl-C interrupts at once."""
 
-    def __init__(self):
+    def __init__(self, forward_as: int = signal.SIGTERM):
         self.requested = False
+        self.signal: int | None = None  # the first signal that asked for the stop
+        self.forward_as = forward_as
         self.pids: list[int] = []
 
     def __call__(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.signal is not None:
+            raise KeyboardInterrupt  # Ctrl-C again: stop now (the workers still checkpoint)
         self.requested = True
-        self.forward(signum)
+        self.signal = self.signal or signum
+        self.forward(self.forward_as if signum == signal.SIGINT else signum)
 
     def forward(self, signum: int) -> None:
         for pid in self.pids:

@@ -16,6 +16,7 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")  # characters a job's file name keeps 
 # Exit code of a run stopped by a stop signal after checkpointing (BSD EX_TEMPFAIL): job
 # scripts requeue on it.
 EXIT_PREEMPTED = 75
+EXIT_INTERRUPTED = 130  # ...and by Ctrl-C (the shell's code for it)
 
 
 class JobStatus(str, Enum):
@@ -97,6 +98,7 @@ class DoneRecord:
     device: str = ""
     shard: str | None = None  # the shard that ran it ('s1of3')
     activation_checkpointing: bool = False
+    recoveries: int = 0  # failed updates the descent undid on the way (``Outcome.recoveries``)
 
 
 # Keys every outcome line holds (None where empty); a 'started' line holds only the first four.
@@ -124,6 +126,7 @@ class ReportLine:
     batch: int | None = None  # images that shared its pass, when more than one
     activation_checkpointing: bool | None = None
     owner_shard: str | None = None  # the shard whose job a helping shard ran
+    recoveries: list | None = None  # failed updates the descent undid, in words
 
     def to_json(self) -> dict:
         data = {key: value for key, value in asdict(self).items() if value is not None}
@@ -157,6 +160,9 @@ class Outcome:
     batch: int = 1  # how many images shared its optimisation pass
     checkpointing: bool = False  # ran with activation checkpointing: it fitted only so
     joined: bool = False  # shots of a clip another run or worker owns (``Planned.join``): nothing to record
+    # updates of its descent that failed (an overflowing line search, a non-finite cost) and
+    # were undone, in words (``optimize.Result.recoveries``)
+    recoveries: tuple[str, ...] = ()
 
     def report_line(self, shard_tag: str = "", owner: str | None = None) -> ReportLine:
         return ReportLine(
@@ -165,7 +171,16 @@ class Outcome:
             error=self.error, device=self.device, costs=self.costs, note=self.note,
             style_targets=list(self.sources) or None, resumed_from_step=self.resumed_from,
             batch=self.batch if self.batch > 1 else None,
-            activation_checkpointing=True if self.checkpointing else None, owner_shard=owner)
+            activation_checkpointing=True if self.checkpointing else None, owner_shard=owner,
+            recoveries=list(self.recoveries) or None)
+
+
+def recovered(recoveries) -> str | None:
+    """What ``run``, ``report`` and ``stylize`` say of a job's undone updates, or None."""
+    if not recoveries:
+        return None
+    first = recoveries[0] + (f"; and {len(recoveries) - 1} more" if len(recoveries) > 1 else "")
+    return f"{len(recoveries)} failed update(s) undone, the descent going on ({first})"
 
 
 def busy_seconds(spans: Iterable[tuple[float, float]]) -> float:
@@ -212,6 +227,7 @@ class RunSummary:
     # Jobs a stop signal left unstarted (it came before their turn): like preempted ones,
     # they are the next run's, so the run asks to be requeued.
     unstarted: int = 0
+    stopped_by: str | None = None  # the signal that stopped the run ("SIGINT", "SIGTERM", ...)
     spans: list = field(default_factory=list, repr=False)  # (start, end) of each finished attempt
 
     @property
@@ -219,9 +235,17 @@ class RunSummary:
         return images_per_hour(self.done, self.spans) or 0.0
 
     @property
+    def left(self) -> int:
+        """Jobs of this run a stop left for the next one (checkpointed or not started)."""
+        return self.preempted + self.unstarted
+
+    @property
     def exit_code(self) -> int:
-        if self.preempted or self.unstarted:
-            return EXIT_PREEMPTED
+        """0: nothing left and nothing failed; 1: something failed; 75 (a stop signal) or
+        130 (Ctrl-C): stopped with jobs left, whatever the stop met (a job in flight, the moment
+        between two, or one just finished); only a run with nothing left ends 0 or 1."""
+        if self.left:
+            return EXIT_INTERRUPTED if self.stopped_by == "SIGINT" else EXIT_PREEMPTED
         return 1 if self.failed or self.invalid or self.quarantined or self.copy_failed or self.pack_failed else 0
 
     def to_dict(self) -> dict:

@@ -86,10 +86,11 @@ class _Run:
 
 @contextmanager
 def _stop_on(signals):
-    stop = Stop()
+    """A ``Stop`` that the stop signals and Ctrl-C set while the run lasts (in the main thread)."""
+    stop = Stop(signals[0] if signals else signal.SIGTERM)
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        for signum in signals:
+        for signum in (*signals, signal.SIGINT):
             previous[signum] = signal.signal(signum, stop)
     try:
         yield stop
@@ -245,12 +246,15 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
         helpable = plan.others or any(item.job.clip for item in to_run)  # (a clip of ours another task took)
         if options.steal and helpable and not interrupted and not stop.requested:
             interrupted = _help(options, state, devices, plan, size, run, stop)
-    if outputs and not interrupted:
+    if outputs and not interrupted and stop.signal != signal.SIGINT:
         _assemble(outputs, summary, events)
     summary.seconds = time.monotonic() - started
     state.save_hashes()  # what helping hashed
-    if stop.requested and not interrupted:
+    if stop.requested:
+        # however the stop met the jobs (one in flight, between two, or one just finished),
+        # a job not finished is work left: the exit code says so (RunSummary.exit_code)
         summary.unstarted = max(0, run.count - run.finished)
+        summary.stopped_by = signal.Signals(stop.signal).name if stop.signal else "SIGTERM"
     state.log.write_summary(summary)
     if interrupted:
         raise KeyboardInterrupt
