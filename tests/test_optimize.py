@@ -536,3 +536,18 @@ def test_a_run_with_the_stopping_rule_resumes_to_the_same_end(pair, seed_feature
     resumed = optimize(content, style, params, features=seed_features, resume=checkpoint)
     assert torch.equal(resumed.image, whole.image)
     assert resumed.converged == [step for step in whole.converged if step > stop_at]
+
+
+def test_a_checkpoint_file_keeps_the_descents_undone_updates_and_shrunk_rate(tmp_path):
+    from nstbatch.engine.optimize import Checkpoint
+    from nstbatch.io.manifest import Job
+    from nstbatch.jobs.checkpoints import load_checkpoint, save_checkpoint
+    from nstbatch.jobs.ledger import StateDir
+
+    params = resolve_params("seed", {"steps": 4})
+    state, job = StateDir(tmp_path), Job("j", tmp_path / "c.png", ((tmp_path / "s.png", 1.0),), tmp_path / "o.png",
+                                         params, "m.csv:2")
+    said = ["step 3: the cost became nan; restarted from step 2's image, learning rate x0.1"]
+    save_checkpoint(state, job, "h", Checkpoint(3, torch.zeros(1, 3, 8, 8), {}, [], lr_factor=0.1, recoveries=said))
+    loaded = load_checkpoint(state, job, "h")
+    assert loaded.lr_factor == 0.1 and loaded.recoveries == said

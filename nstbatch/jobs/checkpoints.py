@@ -22,7 +22,8 @@ def save_checkpoint(state: StateDir, job: Job, hash_: str, checkpoint: Checkpoin
     entry = {"format": FORMAT, "params_hash": hash_, "step": checkpoint.step, "image": checkpoint.image,
              "optimizer": checkpoint.optimizer, "history": history, "scale": checkpoint.scale,
              "average": checkpoint.average, "average_weight": checkpoint.average_weight,
-             "reference": checkpoint.reference}
+             "reference": checkpoint.reference, "lr_factor": checkpoint.lr_factor,
+             "recoveries": list(checkpoint.recoveries)}
     buffer = io.BytesIO()
     torch.save(entry, buffer)
     path = state.checkpoint_path(job.id)
@@ -44,7 +45,8 @@ def load_checkpoint(state: StateDir, job: Job, hash_: str) -> Checkpoint | None:
         history = [Progress(int(row[0]), steps, *(float(v) for v in row[1:])) for row in entry["history"]]
         return Checkpoint(int(entry["step"]), entry["image"], entry["optimizer"], history,
                           float(entry["scale"]), entry.get("average"), float(entry.get("average_weight", 0.0)),
-                          entry.get("reference"))
+                          entry.get("reference"), float(entry.get("lr_factor", 1.0)),
+                          [str(said) for said in entry.get("recoveries", [])])
     except Exception:  # noqa: BLE001 - a bad checkpoint only costs a restart of its job
         discard_checkpoint(state, job)
         return None
