@@ -39,6 +39,11 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version_cal
     pass
 
 
+# What each kind of StyleParams field takes, for --help (the value is parsed by its kind).
+_METAVARS = {"int": "INT", "float": "NUMBER", "floats": "N,N,...", "layers": "LAYER,...", "str": "TEXT",
+             "flow": "FLOW", "init": "INIT"}
+
+
 def _param_options() -> list[inspect.Parameter]:
     """One ``--flag`` per ``StyleParams`` field, generated so the two can never drift apart."""
     params = []
@@ -46,9 +51,11 @@ def _param_options() -> list[inspect.Parameter]:
         default = getattr(PRESETS[DEFAULT_PRESET], name)
         shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v)
                          for v in (default if isinstance(default, tuple) else (default,)))
-        choices = f"; one of {', '.join(f.metadata['choices'])}" if f.metadata["choices"] else ""
-        option = typer.Option(None, "--" + name.replace("_", "-"),
-                              help=f"{f.metadata['help']}{choices} ({DEFAULT_PRESET} preset: {shown})",
+        kind, choices = f.metadata["kind"], f.metadata["choices"]
+        source = "default" if name == "preset" else f"{DEFAULT_PRESET} preset"
+        option = typer.Option(None, "--" + name.replace("_", "-"), help=f"{f.metadata['help']} ({source}: {shown})",
+                              # a choice's values as its metavar; flow and init say theirs in the help
+                              metavar="|".join(choices) if kind == "choice" else _METAVARS.get(kind, "TEXT"),
                               rich_help_panel="Style parameters (default: the preset's)")
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=Optional[str]))
@@ -64,25 +71,28 @@ def _with_param_options(func):
     return func
 
 
-@app.command(short_help="Stylize one image with a style, or a blend of styles.")
+@app.command(short_help="Stylize one image or one clip with a style, or a blend of styles.")
 @_with_param_options
 def stylize(
     content: Path = typer.Argument(..., help="Content image, or a clip (a video file or a folder of frames).",
-                                   show_default=False),
-    style: List[Path] = typer.Argument(..., help="Style image, or several to blend.", show_default=False),
+                                   show_default=False, metavar="CONTENT"),
+    style: List[Path] = typer.Argument(..., help="Style image, or several to blend.", show_default=False,
+                                       metavar="STYLE..."),
     output: Path = typer.Option(..., "--output", "-o", help="Output image (.png, .jpg, .webp, .tif); for a clip"
                                 " a video (.mp4, .mov, .mkv, .webm) or a folder for PNG frames."),
-    style_weights: Optional[str] = typer.Option(None, help="Blend weights of several styles, comma-"
-                                                "separated (normalised) [default: equal]."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    style_weights: Optional[str] = typer.Option(None, metavar="W|W|...", help="Blend weights, one per style,"
+                                                " separated by | as in a manifest's style_weights column (commas"
+                                                " work too; normalised) [default: equal]."),
+    device: str = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
     snapshot_dir: Optional[Path] = typer.Option(None, help="With --save-every: where snapshots go"
                                                 " [default: OUTPUT's folder/.nstbatch/snapshots/OUTPUT-STEM]."),
     history: Optional[Path] = typer.Option(None, help="Also write the cost history here (.csv or .json)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     **params,
 ):
-    """Stylize one CONTENT image with one STYLE image (or a blend of several) into --output; a clip
-    frame by frame, each tied to the previous output along the optical flow (docs/video.md)."""
+    """Stylize one CONTENT image or clip with one STYLE image (or a blend of several) into
+    --output. A clip (a video file or a folder of frames) goes frame by frame, each frame tied to
+    the previous output along the optical flow (docs/video.md). Many images: `nstbatch run`."""
     from .api import is_clip, stylize_clip_file, stylize_file
     from .environment import quiet_onnxruntime_logs
     from .jobs.single import Hooks
@@ -134,7 +144,7 @@ def _blend_weights(text: Optional[str], count: int) -> list[float]:
     try:
         weights = [float(part) for part in text.replace("|", ",").split(",") if part.strip()]
     except ValueError:
-        raise UsageError(f"--style-weights {text!r}: expected numbers separated by commas") from None
+        raise UsageError(f"--style-weights {text!r}: expected numbers separated by | (or commas)") from None
     if len(weights) != count:
         raise UsageError(f"--style-weights has {len(weights)} values for {count} style image(s)")
     if any(w < 0 or w != w for w in weights) or sum(weights) <= 0:
@@ -173,8 +183,19 @@ def validate(manifest: Path = typer.Argument(..., help="CSV or YAML manifest.", 
     _print_problems(problems)
     for warning in memory_warnings(parsed, {p.job_id for p in problems}):
         typer.echo(f"warning: {warning}", err=True)
-    typer.echo(f"{manifest}: {len(parsed.jobs)} job(s), {len(problems)} problem(s)")
+    typer.echo(_validation_line(manifest, len(parsed.jobs), problems))
     return 1 if problems else 0
+
+
+def _validation_line(manifest, jobs: int, problems) -> str:
+    """``m.csv: 3 job(s), 2 ready, 1 with a problem; 1 line(s) that make no job; 2 problem(s)``:
+    jobs and problems counted apart, so that neither is mistaken for the other."""
+    spoiled = {p.job_id for p in problems if p.job_id}
+    unparsed = {p.where for p in problems if not p.job_id}
+    return (f"{manifest}: {jobs} job(s), {jobs - len(spoiled)} ready"
+            + (f", {len(spoiled)} with a problem" if spoiled else "")
+            + (f"; {len(unparsed)} line(s) that make no job" if unparsed else "")
+            + f"; {len(problems)} problem(s)")
 
 
 def _with_run_options(func):
@@ -428,14 +449,15 @@ def precompute(
 
 @app.command(short_help="Write the style-targets ONNX model (and TensorRT engine).")
 def export(
-    out: Path = typer.Option(..., "--out", help="Folder for the ONNX model (and TensorRT engine)."),
+    out: Path = typer.Option(..., "--output", "-o", "--out", help="Folder for the ONNX model (and TensorRT"
+                             " engine); --out is the older name."),
     preset: Optional[str] = typer.Option(None, help="Preset whose layers, pooling and weights to export."),
     style_layers: Optional[str] = typer.Option(None, help="Comma-separated style layers [default: the preset's]."),
     pooling: Optional[str] = typer.Option(None, help="max or avg [default: the preset's]."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Weights spec [default: the preset's]."),
     providers: str = _run_option("providers"),
 ):
-    """Write the style-targets ONNX model (checked against PyTorch) to --out; where TensorRT
+    """Write the style-targets ONNX model (checked against PyTorch) to --output; where TensorRT
     runs, also build its engine there."""
     from .environment import quiet_onnxruntime_logs
     from .styles.onnx_backend import build_artifacts

@@ -227,3 +227,35 @@ def test_a_sixteen_bit_print_carries_the_content_s_profile_and_a_jpeg_cannot_hol
     manifest.write_text(f"id,content,style,output,size,steps,bit_depth\nj,{content},{style},{tmp_path / 'j.jpg'},32,2,16\n")
     code, out, err = run_cli(capsys, "run", manifest)
     assert code != 0 and "m.csv:2" in err + out and "bit_depth 16 needs" in err + out
+
+
+def test_stylize_help_says_what_each_parameter_takes(capsys):
+    from nstbatch.cli import main
+
+    assert main(["stylize", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--size INT" in text and "--lr NUMBER" in text and "--style-layers LAYER,..." in text
+    assert "--optimizer adam|lbfgs" in text and "every other value (default: balanced)" in text
+    assert "<str>" not in text
+    assert "raft-small:PATH" in text and "one image or one clip" not in text  # (the short help's words)
+    assert "separated by | as in a manifest's style_weights column" in text
+
+
+def test_a_blend_s_weights_take_the_manifest_s_separator_too(tmp_path, image_pair, capsys):
+    from nstbatch.cli import _blend_weights
+
+    assert _blend_weights("1|3", 2) == _blend_weights("1,3", 2) == [1.0, 3.0]
+
+
+def test_export_takes_output_as_every_command_does(tmp_path, monkeypatch, capsys):
+    import nstbatch.styles.onnx_backend as backend
+    from nstbatch.cli import main
+
+    seen = []
+    monkeypatch.setattr(backend, "build_artifacts", lambda params, out, providers: seen.append(out) or pytest.skip())
+    for flag in ("-o", "--output", "--out"):
+        try:
+            main(["export", flag, str(tmp_path / "models")])
+        except pytest.skip.Exception:
+            pass
+    assert seen == [tmp_path / "models"] * 3

@@ -268,3 +268,11 @@ def test_an_output_folder_that_cannot_be_made_is_found_before_the_run(folder):
     assert [p.where for p in problems] == ["m.csv:2"]
     assert "output folder /proc/nstbatch-out cannot be created in /proc" in problems[0].message
     assert not (folder / "out").exists() and not list(folder.glob(".nstbatch-probe-*"))  # nothing left
+
+
+def test_an_unknown_yaml_key_is_reported_at_its_own_line_with_the_nearest_names_only(tmp_path):
+    (tmp_path / "m.yaml").write_text("jobs:\n  - content: a.png\n    style: s.png\n    output: o.png\n"
+                                     "    stpes: 3\n")
+    [problem] = read_manifest(tmp_path / "m.yaml").problems
+    assert problem.where == "m.yaml:5" and "unknown key 'stpes'; did you mean steps" in problem.message
+    assert "webp_quality" not in problem.message and "docs/reference.md" in problem.message

@@ -130,7 +130,7 @@ def test_an_alias_bomb_is_refused_and_plain_aliases_work(tmp_path, capsys):
         "  - &job {content: c.png, style: c.png, output: a.png}\n"
         "  - {<<: *job, output: b.png}\n")
     assert main(["validate", str(tmp_path / "ok.yaml")]) == 0
-    assert "2 job(s), 0 problem(s)" in capsys.readouterr().out
+    assert "2 job(s), 2 ready; 0 problem(s)" in capsys.readouterr().out
 
 
 def _faulty_costs(monkeypatch, rule):

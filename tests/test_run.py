@@ -98,7 +98,7 @@ def test_invalid_manifest_is_refused_before_any_work_unless_skip_invalid(folder,
     manifest.write_text(HEADER + tiny_row("a", "c0.png", "s.png", "o/a.png")
                         + tiny_row("b", "missing.png", "s.png", "o/b.png"))
     code, out, err = run_cli(capsys, "validate", manifest)
-    assert code == 1 and "m.csv:3: content:" in err and "2 job(s), 1 problem(s)" in out
+    assert code == 1 and "m.csv:3: content:" in err and "2 job(s), 1 ready, 1 with a problem; 1 problem(s)" in out
     code, _, err = run_cli(capsys, "run", manifest)
     assert code == 2 and "m.csv:3" in err and "nothing was run" in err and "Traceback" not in err
     assert not (folder / "o").exists() and not (folder / ".nstbatch").exists()

@@ -119,7 +119,12 @@ class ManifestError(UsageError):
 
 
 class _RowError(Exception):
-    """One row's problem; collected, never shown as a traceback."""
+    """One row's problem; collected, never shown as a traceback. ``line``: the line it is
+    about where that is not the entry's first (an unknown key's own line)."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.line = line
 
 
 def stable_id(content: str, styles, output: str) -> str:
@@ -177,11 +182,19 @@ _params_cache: dict[tuple, StyleParams] = {}
 
 
 def _unknown(names, valid) -> str | None:
+    """``unknown key 'stpes'; did you mean steps?``: the names nearest each unknown one, never
+    the whole list (docs/reference.md has it)."""
     bad = [n for n in names if n not in valid]
     if not bad:
         return None
     return "; ".join(f"unknown {'column' if valid is CSV_COLUMNS else 'key'} {n!r}{suggest(str(n), valid)}"
-                     for n in bad) + f" (valid: {', '.join(valid)})"
+                     for n in bad) + " (every key: docs/reference.md, or `nstbatch stylize --help`)"
+
+
+def _first_unknown_line(entry, valid) -> int | None:
+    """The line of a YAML mapping's first unknown key (``_LineDict.key_lines``)."""
+    lines = getattr(entry, "key_lines", {})
+    return next((lines[name] for name in entry if name not in valid and name in lines), None)
 
 
 CSV_COLUMNS = CSV_REQUIRED + CSV_OPTIONAL + tuple(FIELDS)
@@ -277,11 +290,14 @@ class _LineLoader(yaml.SafeLoader):
 
 class _LineDict(dict):
     line = 0
+    key_lines: dict = {}  # each key's own line
 
 
 def _construct_mapping(loader, node, deep=False):
     mapping = _LineDict(loader.construct_mapping(node, deep=deep))
     mapping.line = node.start_mark.line + 1
+    mapping.key_lines = {key.value: key.start_mark.line + 1 for key, _ in node.value
+                         if isinstance(key, yaml.ScalarNode)}
     return mapping
 
 
@@ -349,7 +365,8 @@ def parse_yaml(path: Path, text: str, overrides: dict[str, str] | None = None) -
         raise ManifestError(f"{path.name}:{data.line}", "defaults must be a mapping of parameters")
     unknown = _unknown(defaults, tuple(FIELDS))
     if unknown:
-        raise ManifestError(f"{path.name}:{getattr(defaults, 'line', 1)}", f"defaults: {unknown}")
+        line = _first_unknown_line(defaults, tuple(FIELDS)) or getattr(defaults, "line", 1)
+        raise ManifestError(f"{path.name}:{line}", f"defaults: {unknown}")
     base = path.parent
     out_base = base
     if data.get("output_dir") is not None:
@@ -368,7 +385,8 @@ def parse_yaml(path: Path, text: str, overrides: dict[str, str] | None = None) -
             else:
                 manifest.jobs.extend(_yaml_jobs(base, out_base, (where, line), defaults, entry, overrides or {}))
         except _RowError as e:
-            manifest.problems.append(Problem(where, str(e), line=line))
+            at = e.line or line
+            manifest.problems.append(Problem(f"{path.name}:{at}", str(e), line=at))
     return manifest
 
 
@@ -383,7 +401,7 @@ def _dataset_jobs(manifest: Manifest, base: Path, out_base: Path, at: tuple[str,
                         " (ids are made per image; style_pool may list one painting)")
     unknown = _unknown(entry, DATASET_ENTRY_KEYS)
     if unknown:
-        raise _RowError(unknown)
+        raise _RowError(unknown, _first_unknown_line(entry, DATASET_ENTRY_KEYS))
     params = _params(where, {**defaults, **{k: v for k, v in entry.items() if k in FIELDS},
                              **overrides}, base)
     try:
@@ -452,7 +470,7 @@ def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, 
         raise _RowError(f"a job must be a mapping with content, style and output; got {entry!r}")
     unknown = _unknown(entry, YAML_JOB_KEYS)
     if unknown:
-        raise _RowError(unknown)
+        raise _RowError(unknown, _first_unknown_line(entry, YAML_JOB_KEYS))
     clip = "video" in entry
     if clip:  # a clip: its path takes content's place
         if "content" in entry:

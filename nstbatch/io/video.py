@@ -63,7 +63,7 @@ def probe_clip(path: str | os.PathLike) -> ClipInfo:
     if path.is_dir():
         return _probe_folder(path)
     if not path.exists():
-        raise InputError(f"{path}: no such clip", hint="check the path (relative paths are to the manifest's folder)")
+        raise InputError(f"{path}: no such clip", hint="check the path: a manifest's relative paths start at its folder")
     import av
 
     try:
