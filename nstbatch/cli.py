@@ -241,6 +241,11 @@ def run(
         _print_dry_run(plan)
         return 0
     typer.echo(_summary_line(summary))
+    if options.overrides:
+        from .io.manifest import trial_folder
+
+        typer.echo(f"a trial: its outputs are under {trial_folder(manifest, dict(options.overrides))}; the manifest's"
+                   " own outputs and records are untouched", err=True)
     if summary.left:
         typer.echo(f"stopped by {summary.stopped_by}: {summary.preempted} job(s) checkpointed, {summary.unstarted}"
                    " not started" + (f"; exit code {summary.exit_code} asks the job script to requeue"

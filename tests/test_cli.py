@@ -145,14 +145,19 @@ def test_set_tries_a_manifest_small_and_the_commands_that_read_the_run_take_the_
     layers = 'relu2_2,"relu1_1,relu2_1"'
     (tmp_path / "m.csv").write_text(CSV_HEADER + f"a,c0.png,s.png,a.png,48,40,{layers},1\n"
                                     + f"b,c1.png,s.png,b.png,,,{layers},2\n")
+    assert run_cli(capsys, "run", tmp_path / "m.csv", "--no-steal", "-q")[0] == 0  # the manifest's own first
+    made = {name: (tmp_path / name).read_bytes() for name in ("a.png", "b.png")}
     small = ["--set", "size=24", "--set", "steps=2"]
     code, out, err = run_cli(capsys, "run", tmp_path / "m.csv", *small, "-q")
     assert code == 0 and "done 2, already done 0" in out, err
+    trial = tmp_path / "trials" / "size=24,steps=2"
+    assert f"a trial: its outputs are under {trial}" in err  # said where, even with -q
     for name in ("a.png", "b.png"):  # over the rows' own values and the preset's alike
-        with Image.open(tmp_path / name) as im:
+        with Image.open(trial / name) as im:
             assert max(im.size) == 24 and json.loads(im.text["nstbatch:params"])["steps"] == 2
+        assert (tmp_path / name).read_bytes() == made[name]  # the real outputs untouched
     assert "done 2, failed 0, invalid 0, pending 0" in run_cli(capsys, "status", tmp_path / "m.csv", *small)[1]
-    assert "done 0, failed 0, invalid 0, pending 2" in run_cli(capsys, "status", tmp_path / "m.csv")[1]
+    assert "done 2, failed 0, invalid 0, pending 0" in run_cli(capsys, "status", tmp_path / "m.csv")[1]
     code, out, _ = run_cli(capsys, "report", tmp_path / "m.csv", *small, "-o", tmp_path / "r.html")
     assert code == 0 and "done 2" in out
     assert "0 to run, 2 done" in run_cli(capsys, "run", tmp_path / "m.csv", *small, "--dry-run")[1]

@@ -222,3 +222,17 @@ def test_every_writer_is_called_only_in_the_process_the_ledgers_table_names():
     assert not wrong, "\n".join(wrong)
     assert calls["StateDir.mark_done"] == {"job"} and calls["ReportLog.record"] == {"parent"}
     assert calls["claims.claim_at"] == {"job", "parent"}
+
+
+def test_the_one_throughput_counts_images_made_over_the_attempts_that_made_them():
+    from nstbatch.jobs.ledger import JobStatus, ReportLine, rate_of
+
+    made = [ReportLine("a", JobStatus.DONE, time=100.0, seconds=10.0),
+            ReportLine("b", JobStatus.DONE, time=110.0, seconds=10.0),
+            ReportLine("clip", JobStatus.DONE, time=130.0, seconds=20.0, images=8)]  # its frames, each
+    assert rate_of(made) == pytest.approx(3600 * 10 / 40)
+    nothing = [ReportLine("c", JobStatus.PREEMPTED, time=500.0, seconds=300.0),  # a run stopped mid-job
+               ReportLine("d", JobStatus.FAILED, time=600.0, seconds=50.0),
+               ReportLine("e", JobStatus.STARTED, time=700.0)]
+    assert rate_of(made + nothing) == rate_of(made)  # attempts that made nothing do not move it
+    assert rate_of(nothing) is None

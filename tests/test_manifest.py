@@ -117,10 +117,13 @@ jobs:
     small = read_manifest(path, parse_overrides(["size=24", "steps=2"]))
     assert [(j.params.size, j.params.steps) for j in plain.jobs] == [(96, 5), (80, 30)]
     assert [(j.params.size, j.params.steps) for j in small.jobs] == [(24, 2), (24, 2)]
-    # What --set does not name stays the manifest's (preset, defaults), and ids and outputs stay.
+    # What --set does not name stays the manifest's (preset, defaults), and ids stay; a trial's
+    # outputs mirror the manifest's own under trials/<its values>/, never over them.
     assert [j.params.preset for j in small.jobs] == ["fast", "balanced"]
     assert {j.params.style_weight for j in small.jobs} == {7.0}
-    assert [(j.id, j.output) for j in small.jobs] == [(j.id, j.output) for j in plain.jobs]
+    trial = folder / "trials" / "size=24,steps=2"
+    assert [(j.id, j.output) for j in small.jobs] == [(j.id, trial / j.output.relative_to(folder)) for j in plain.jobs]
+    assert small.jobs[1].origin.root == str(trial / Path(plain.jobs[1].origin.root).relative_to(folder))
     assert read_manifest(path, parse_overrides(["preset=seed"])).jobs[0].params.preset == "seed"
     assert parse_overrides(["style-weight = 3", "scales=1"]) == {"style_weight": "3", "scales": "1"}
 

@@ -12,7 +12,8 @@ import glob
 import hashlib
 import io
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -528,11 +529,57 @@ def parse_overrides(texts) -> dict[str, str]:
     return overrides
 
 
+TRIALS = "trials"  # beside a manifest: the outputs of its trials (--set), one folder each
+
+
+def trial_name(overrides: dict[str, str] | None) -> str | None:
+    """A trial's folder name, from its ``--set`` values (``size=96,steps=10``); None for none."""
+    if not overrides:
+        return None
+    text = ",".join(f"{key}={value}" for key, value in sorted(overrides.items()))
+    safe = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", text)
+    return safe if len(safe) <= 80 else f"{safe[:60]}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+
+
+def trial_folder(manifest: str | os.PathLike, overrides: dict[str, str] | None) -> Path | None:
+    """Where a trial's outputs go: ``trials/<values>/`` beside the manifest, mirroring where
+    the manifest's own outputs go."""
+    name = trial_name(overrides)
+    return Path(os.path.abspath(manifest)).parent / TRIALS / name if name else None
+
+
+def _as_trial(manifest: Manifest, overrides: dict[str, str]) -> Manifest:
+    """A trial never overwrites what the manifest's own parameters made: its outputs move to
+    ``trial_folder`` (paths outside the manifest's folder under ``elsewhere/``)."""
+    base, root = Path(os.path.abspath(manifest.path)).parent, trial_folder(manifest.path, overrides)
+
+    def moved(path) -> Path:
+        path = Path(os.path.abspath(path))
+        try:
+            return root / path.relative_to(base)
+        except ValueError:
+            return root / "elsewhere" / Path(*path.parts[1:])
+
+    def job(job: Job) -> Job:
+        origin = job.origin
+        if origin is not None and origin.root:
+            origin = replace(origin, root=str(moved(origin.root)))
+        return replace(job, output=moved(job.output), origin=origin)
+
+    return replace(manifest, jobs=[job(j) for j in manifest.jobs],
+                   copies=[replace(copy, target=moved(copy.target)) for copy in manifest.copies])
+
+
 def read_manifest(path: str | os.PathLike, overrides: dict[str, str] | None = None) -> Manifest:
     """Parse a ``.csv`` or ``.yaml``/``.yml`` manifest. Row problems are collected in
     ``Manifest.problems``; an unreadable file raises ``ManifestError``. ``overrides``
-    (``parse_overrides``): parameters set for every job, over the manifest's own values."""
-    path = Path(path)
+    (``parse_overrides``): parameters set for every job, over the manifest's own values; such
+    a trial's outputs go to ``trial_folder``, never over the manifest's own."""
+    manifest = _read_manifest(Path(path), overrides)
+    return _as_trial(manifest, overrides) if overrides else manifest
+
+
+def _read_manifest(path: Path, overrides: dict[str, str] | None) -> Manifest:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

@@ -229,7 +229,7 @@ class JobExecutor:
                                  sources=tuple(done.sources))
         clip.frames.discard()
         batched = f", with {together - 1} other clip(s) in its passes" if together > 1 else ""
-        return self._outcome(item, JobStatus.DONE, seconds=share, costs=costs, batch=together,
+        return self._outcome(item, JobStatus.DONE, seconds=share, costs=costs, batch=together, images=done.stylized,
                              sources=tuple(done.sources), note=f"{clip.info.frames} frame(s), {len(done.shots)} shot(s),"
                              f" {done.stylized} stylized by this run{batched}")
 

@@ -61,16 +61,27 @@ from .claims import CLAIM_STALE, live_holder_at
 from .kills import KILLS_BEFORE_QUARANTINE, Kills
 from .packed import PackedIndex
 from .records import (EXIT_PREEMPTED, RATE_LABEL, TRANSITIONS, DoneRecord, JobStatus, Outcome, ReportLine,
-                      RunSummary, Standing, from_dict, allowed, images_per_hour, newest, recovered, safe_name)
+                      RunSummary, Standing, from_dict, allowed, images_per_hour, newest, rate_of, recovered,
+                      safe_name)
 from .reportlog import ReportLog
 
 __all__ = ["EXIT_PREEMPTED", "KILLS_BEFORE_QUARANTINE", "RATE_LABEL", "TRANSITIONS", "DoneRecord", "JobStatus",
            "Outcome", "ReportLine", "RunSummary", "Standing", "StateDir", "allowed", "default_state_dir",
-           "images_per_hour", "newest", "read_history", "recovered", "write_history"]
+           "images_per_hour", "newest", "rate_of", "read_history", "recovered", "state_root", "write_history"]
 
 
 def default_state_dir(manifest: Path) -> Path:
     return manifest.parent / ".nstbatch" / manifest.name
+
+
+def state_root(manifest: Path, state_dir=None, overrides: dict[str, str] | None = None) -> Path:
+    """The state directory of a run of ``manifest``: ``state_dir`` or the default; a trial's
+    (``--set``) is ``trials/<values>/`` inside it, its records apart from the manifest's own."""
+    from ..io.manifest import TRIALS, trial_name
+
+    root = Path(state_dir) if state_dir else default_state_dir(Path(manifest))
+    name = trial_name(overrides)
+    return root / TRIALS / name if name else root
 
 
 def write_history(path: Path, history, of_batch: int | None = None) -> Path:

@@ -127,6 +127,7 @@ class ReportLine:
     activation_checkpointing: bool | None = None
     owner_shard: str | None = None  # the shard whose job a helping shard ran
     recoveries: list | None = None  # failed updates the descent undid, in words
+    images: int | None = None  # a clip's: the frames this attempt made (a still's: one, unsaid)
 
     def to_json(self) -> dict:
         data = {key: value for key, value in asdict(self).items() if value is not None}
@@ -163,6 +164,7 @@ class Outcome:
     # updates of its descent that failed (an overflowing line search, a non-finite cost) and
     # were undone, in words (``optimize.Result.recoveries``)
     recoveries: tuple[str, ...] = ()
+    images: int = 1  # images this attempt made: a clip's frames it stylized
 
     def report_line(self, shard_tag: str = "", owner: str | None = None) -> ReportLine:
         return ReportLine(
@@ -172,7 +174,7 @@ class Outcome:
             style_targets=list(self.sources) or None, resumed_from_step=self.resumed_from,
             batch=self.batch if self.batch > 1 else None,
             activation_checkpointing=True if self.checkpointing else None, owner_shard=owner,
-            recoveries=list(self.recoveries) or None)
+            recoveries=list(self.recoveries) or None, images=self.images if self.job.clip else None)
 
 
 def recovered(recoveries) -> str | None:
@@ -194,11 +196,19 @@ def busy_seconds(spans: Iterable[tuple[float, float]]) -> float:
 
 
 def images_per_hour(done: int, spans: Iterable[tuple[float, float]]) -> float | None:
-    """THE throughput figure of ``run``, ``status`` and ``report``: images done per hour of
-    the time jobs ran (the union of the finished attempts' spans), so a run's start-up and the
-    time between runs do not count, and workers running side by side do."""
     busy = busy_seconds(spans)
     return 3600.0 * done / busy if done and busy > 0 else None
+
+
+def rate_of(lines: Iterable["ReportLine"]) -> float | None:
+    """THE throughput figure, which ``run``'s last line, ``status`` and ``report`` all print
+    from the same report lines: images made (a clip's frames, each) per hour of the time the
+    attempts that made them ran, the union of the done attempts' spans (an outcome's time less
+    its pass's seconds). A run's start-up, the time between runs, and attempts that made no
+    image (stopped, failed, interrupted) do not count; workers side by side count once."""
+    done = [line for line in lines if line.status == JobStatus.DONE]
+    spans = [(line.time - line.seconds * (line.batch or 1), line.time) for line in done if line.seconds]
+    return images_per_hour(sum(1 if line.images is None else line.images for line in done), spans)
 
 
 RATE_LABEL = "images/hour of job time"  # how run, status and report print it
@@ -228,11 +238,11 @@ class RunSummary:
     # they are the next run's, so the run asks to be requeued.
     unstarted: int = 0
     stopped_by: str | None = None  # the signal that stopped the run ("SIGINT", "SIGTERM", ...)
-    spans: list = field(default_factory=list, repr=False)  # (start, end) of each finished attempt
+    lines: list = field(default_factory=list, repr=False)  # the report lines of its outcomes
 
     @property
     def images_per_hour(self) -> float:
-        return images_per_hour(self.done, self.spans) or 0.0
+        return rate_of(self.lines) or 0.0
 
     @property
     def left(self) -> int:
@@ -250,19 +260,18 @@ class RunSummary:
 
     def to_dict(self) -> dict:
         data = {**asdict(self), "images_per_hour": round(self.images_per_hour, 2)}
-        del data["spans"]
+        del data["lines"]
         return data
 
-    def add(self, outcome: Outcome, at: float | None = None) -> None:
-        """Count an outcome; ``at``: when it was recorded (its report line's time, so that the
-        run's throughput is the one ``status`` reads from those lines)."""
+    def add(self, outcome: Outcome, line: ReportLine | None = None) -> None:
+        """Count an outcome; ``line``: its report line as recorded, from which the run's
+        throughput is computed as ``status`` computes it (``rate_of``)."""
         counted = {JobStatus.DONE: "done", JobStatus.FAILED: "failed", JobStatus.PREEMPTED: "preempted",
                    JobStatus.ELSEWHERE: "elsewhere", JobStatus.QUARANTINED: "quarantined"}
         if outcome.status in counted:
             setattr(self, counted[outcome.status], getattr(self, counted[outcome.status]) + 1)
-        if outcome.seconds and outcome.status != JobStatus.ELSEWHERE:
-            end = time.time() if at is None else at  # a batch's outcomes: each image's share of the pass
-            self.spans.append((end - round(outcome.seconds, 3) * outcome.batch, end))
+        if line is not None:
+            self.lines.append(line)
         self.style_targets_computed += outcome.sources.count("computed")
         self.style_targets_reused += outcome.sources.count("cache")
 

@@ -8,14 +8,13 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 from ..environment import Shard
 from ..io.manifest import Job, Problem
 from ..errors import NstbatchError
 from ..io.shards import is_member
 from .frames import FrameStore
-from .ledger import JobStatus, Outcome, RunSummary, StateDir, default_state_dir
+from .ledger import JobStatus, Outcome, RunSummary, StateDir, state_root
 from .options import RunOptions
 from .outputs import Outputs
 from .plan import Plan, Planned, batches, plan_run
@@ -76,7 +75,7 @@ class _Run:
         line = self.state.log.record(outcome, owner)
         if outcome.status == JobStatus.DONE:
             self.state.kills.forget(outcome.job)  # a job done forgets the kills it caused
-        self.summary.add(outcome, line.time if line else None)
+        self.summary.add(outcome, line)
         self.summary.helped += bool(owner) and outcome.status == JobStatus.DONE
         self.finished += 1
         self.events.job_finished(outcome, self.finished, self.count)
@@ -206,7 +205,7 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
     progress (exit code 75); a job that killed its worker twice is skipped until it changes.
     A shard of an array that finishes its own jobs helps with the others' (``steal``)."""
     events = events or RunEvents()
-    root = Path(options.state_dir) if options.state_dir else default_state_dir(options.manifest)
+    root = state_root(options.manifest, options.state_dir, dict(options.overrides))
     state = StateDir(root, options.shard.tag)
     plan = plan_run(options.manifest, state, shard=options.shard, force=options.force,
                     skip_invalid=options.skip_invalid, overrides=dict(options.overrides))
@@ -214,6 +213,12 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
                          invalid=len({p.job_id or p.where for p in plan.problems}))
     if plan.problems:
         events.invalid(plan.problems)
+    if options.overrides:
+        from ..io.manifest import trial_folder
+
+        events.notice(f"a trial ({', '.join(f'{k}={v}' for k, v in options.overrides)}): its outputs go under"
+                      f" {trial_folder(options.manifest, dict(options.overrides))}, its records apart; the"
+                      " manifest's own outputs and records are untouched (status and report take the same --set)")
     if options.dry_run:
         if _names_a_gpu(options):  # a dry run refuses the GPUs a run would (torch only then)
             _devices(options)

@@ -10,8 +10,8 @@ from pathlib import Path
 from ..io.manifest import Job, Problem, read_manifest
 from .claims import CLAIM_STALE
 from .frames import FrameStore
-from .ledger import (RATE_LABEL, JobStatus, ReportLine, Standing, StateDir, default_state_dir, images_per_hour,
-                     newest, read_history, recovered)
+from .ledger import (RATE_LABEL, JobStatus, ReportLine, Standing, StateDir, newest, rate_of, read_history,
+                     recovered, state_root)
 
 
 @dataclass
@@ -74,15 +74,6 @@ class RunView:
         return lines + [f"INVALID ({p.where}): {p.message}" for p in self.problems]
 
 
-def _rate(lines: list[ReportLine]) -> float | None:
-    """``ledger.images_per_hour`` of the report's lines: its done lines over the union of its
-    finished attempts' spans (an outcome's time less its pass's seconds)."""
-    done = sum(line.status == JobStatus.DONE for line in lines)
-    spans = [(line.time - line.seconds * (line.batch or 1), line.time) for line in lines
-             if line.status != JobStatus.STARTED and line.seconds]  # a batch's: each image's share
-    return images_per_hour(done, spans)
-
-
 def _view(job: Job, standing: Standing, lines: list[ReportLine]) -> JobView:
     view = JobView(job, standing.status, attempts=sum(line.status == JobStatus.STARTED for line in lines))
     if standing.status != JobStatus.DONE:
@@ -112,7 +103,7 @@ def status(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None
 
     manifest_path = Path(manifest_path)
     manifest = read_manifest(manifest_path, overrides)
-    state = StateDir(Path(state_dir) if state_dir else default_state_dir(manifest_path))
+    state = StateDir(state_root(manifest_path, state_dir, overrides))
     lines: dict[str | None, list[ReportLine]] = {}
     every = list(state.log.lines())
     for line in every:
@@ -133,7 +124,7 @@ def status(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None
         if histories:
             view.history = read_history(state, job.id)
         views.append(view)
-    return RunView(manifest_path, state, views, manifest.problems, _rate(every))
+    return RunView(manifest_path, state, views, manifest.problems, rate_of(every))
 
 
 @dataclass(frozen=True)
