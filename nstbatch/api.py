@@ -50,8 +50,8 @@ def stylize_with_history(content, style, params: StyleParams | None = None, *,
                          device: str = "auto", features=None, store: StyleTargetStore | None = None,
                          **optimize_options):
     """As ``stylize``, and also the ``Result`` with the cost history. Other keywords go to
-    ``optimize`` (``hooks``, ``resume``, ``init``); without ``init``, ``params.init_file`` is
-    read here."""
+    ``jobs.single.optimize_job`` (``hooks``, ``init``, ``resume``, ``memory``); without
+    ``init``, ``params.init_file`` is read there."""
     params = params or resolve_params()
     as_pil = isinstance(content, Image.Image)
     blend = ([] if style is None else [(style, 1.0)] if isinstance(style, (Image.Image, torch.Tensor))

@@ -23,7 +23,8 @@ class Claim:
     _last: float = 0.0
 
     def heartbeat(self) -> None:
-        """Refresh the claim's mtime (cheap; call it often, it writes at most every few s)."""
+        """Refresh the claim's mtime (cheap; call it often: it writes at most every
+        ``heartbeat_every`` seconds, 30 by default)."""
         now = time.time()
         if now - self._last >= self.heartbeat_every:
             try:

@@ -4,12 +4,13 @@ do it. A frame after a shot's first starts from the previous output warped into 
 ``frame_steps``; a scene cut (the flow from the previous frame trusted on less than
 ``scene_cut`` of the pixels) starts a new shot with no tie.
 
-Resume by frame: each finished frame is written at once (atomically) to a ``FrameStore`` (the
-output folder's ``000001.png``…, or the state directory's frames for a video output), and a
-rerun skips the frames there, taking the earlier outputs back from them. A frame's ties are
-always read from the written 8-bit frames, so an interrupted clip ends as an uninterrupted one
-does. A video output is encoded from the frames at the end, with the input's timestamps and
-audio, and moved into place whole.
+Resume by frame: each finished frame is written at once (atomically) to a ``FrameStore`` in the
+state directory (``frames/<job>-<hash>/000001.png``…, for a video output and a folder output
+alike: nothing lands among the outputs before the clip is whole), and a rerun skips the frames
+there, taking the earlier outputs back from them. A frame's ties are always read from the
+written 8-bit frames, so an interrupted clip ends as an uninterrupted one does. At the end a
+video output is encoded from the frames, with the input's timestamps and audio, and moved into
+place whole; a folder output gets the frames copied in, each atomically (``write_clip``).
 
 Shots: a cut pre-pass (``find_shots``: the flow from each frame's predecessor, the estimator
 the frames are tied with) splits the clip into shots before any frame is stylized, kept in the

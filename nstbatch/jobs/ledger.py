@@ -102,7 +102,8 @@ def write_history(path: Path, history, of_batch: int | None = None) -> Path:
 
 
 def _frames_there(job: Job) -> bool:
-    """A clip's folder output is there while its frames are (the last frame is written last)."""
+    """A clip's folder output is there while it holds frames. (A done record is written only
+    after every frame was copied in; a user who later deletes some frames is not caught here.)"""
     return job.clip and job.output.is_dir() and any(job.output.glob("[0-9]*.png"))
 
 

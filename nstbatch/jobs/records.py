@@ -53,8 +53,8 @@ class JobStatus(str, Enum):
 # may have after its last one (None: no line yet in this run). An attempt starts, then ends in
 # one outcome; before a start a job may be found invalid or quarantined, or be interrupted
 # (Ctrl-C before its turn). So no job is done, fails or is preempted at a checkpoint without a
-# start, and no attempt ends twice. ``StateDir.record*`` consult this table and refuse a line
-# it does not allow.
+# start, and no attempt ends twice. ``ReportLog`` (``record``, ``start``, ``invalid``) consults
+# this table and refuses a line it does not allow.
 ENDED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.INVALID, JobStatus.PREEMPTED, JobStatus.INTERRUPTED,
          JobStatus.QUARANTINED)
 TRANSITIONS: dict[JobStatus | None, tuple[JobStatus, ...]] = {
