@@ -45,7 +45,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from nstbatch.config import resolve_params
-from nstbatch.engine.optimize import build_features
+from nstbatch.engine.vgg import build_features
 from nstbatch.engine.pixels import to_tensor
 from nstbatch.engine.temporal import reliable, warp
 from nstbatch.engine.yardstick import Yardstick

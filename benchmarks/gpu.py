@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nstbatch.config import DEFAULT_PRESET, resolve_params  # noqa: E402
 from nstbatch.io.images import load_image  # noqa: E402
 from nstbatch.engine.pixels import to_pil, to_tensor  # noqa: E402
-from nstbatch.engine.optimize import Memory, build_features, optimize  # noqa: E402
+from nstbatch.engine.optimize import Memory, optimize
+from nstbatch.engine.vgg import build_features  # noqa: E402
 from nstbatch.engine.yardstick import Yardstick  # noqa: E402
 
 STARTED = time.monotonic()

@@ -21,7 +21,8 @@ import torch
 
 from nstbatch.config import resolve_params
 from nstbatch.io.images import load_image
-from nstbatch.engine.optimize import build_features, optimize
+from nstbatch.engine.optimize import optimize
+from nstbatch.engine.vgg import build_features
 from nstbatch.engine.pixels import to_tensor
 
 IMAGES = Path(__file__).resolve().parent.parent / "manifests" / "images"

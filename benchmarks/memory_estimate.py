@@ -26,7 +26,9 @@ import torch
 from nstbatch.config import resolve_params
 from nstbatch.io.images import load_image
 from nstbatch.engine.pixels import to_tensor
-from nstbatch.engine.optimize import Memory, build_features, optimize, style_targets_of
+from nstbatch.engine.criterion import style_targets_of
+from nstbatch.engine.optimize import Memory, optimize
+from nstbatch.engine.vgg import build_features
 from nstbatch.jobs.memory import estimate
 size, steps, checkpointing = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 extra = json.loads(sys.argv[6])

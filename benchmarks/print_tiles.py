@@ -33,7 +33,9 @@ import torch
 from nstbatch.config import resolve_params
 from nstbatch.io.images import load_image
 from nstbatch.engine.pixels import to_tensor
-from nstbatch.engine.optimize import Memory, Stylization, build_features, style_targets_of
+from nstbatch.engine.criterion import style_targets_of
+from nstbatch.engine.optimize import Memory, Stylization
+from nstbatch.engine.vgg import build_features
 from nstbatch.jobs.memory import estimate
 size, steps, tile = int(sys.argv[1]), int(sys.argv[2]), None if sys.argv[3] == "off" else int(sys.argv[3])
 params = resolve_params(sys.argv[6], {"size": size, "steps": steps, "scales": "1", "scale_steps": "1",

@@ -34,7 +34,7 @@ from nstbatch.io.images import load_image
 from nstbatch.engine.pixels import to_pil, to_tensor
 from nstbatch.io.manifest import read_manifest
 from nstbatch.jobs.single import stylize_job
-from nstbatch.engine.optimize import build_features
+from nstbatch.engine.vgg import build_features
 from nstbatch.styles.store import StyleTargetStore
 from nstbatch.engine.yardstick import Yardstick
 

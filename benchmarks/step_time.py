@@ -22,7 +22,8 @@ from nstbatch.config import DEFAULT_PRESET, resolve_params
 from nstbatch.engine.devices import autocast_dtype
 from nstbatch.io.images import load_image
 from nstbatch.engine.pixels import to_tensor
-from nstbatch.engine.optimize import build_features, optimize
+from nstbatch.engine.optimize import optimize
+from nstbatch.engine.vgg import build_features
 
 import baseline  # noqa: E402  (benchmarks/ is the script's folder)
 

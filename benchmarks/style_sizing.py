@@ -23,7 +23,8 @@ from pathlib import Path
 
 from nstbatch.config import resolve_params
 from nstbatch.engine.color import prepare_style
-from nstbatch.engine.optimize import build_features, optimize
+from nstbatch.engine.optimize import optimize
+from nstbatch.engine.vgg import build_features
 from nstbatch.engine.pixels import to_pil, to_tensor
 from nstbatch.engine.targets import blend_targets, torch_style_targets
 from nstbatch.engine.vgg import VGGFeatures

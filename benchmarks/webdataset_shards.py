@@ -14,7 +14,7 @@ then times each command in a process of its own with its peak resident memory (w
 Packing: for one shard's worth of stylized samples (the PNGs, a provenance ``.json`` and the
 ``.cls`` each), the time to write them as files into a tree the way outputs are written
 (``atomic_write``: a temp file, fsync, rename), against the extra time of the shard path:
-the same staged files, then ``shards.pack`` (one tar, written atomically) and the staged
+the same staged files, then ``webdataset.pack`` (one tar, written atomically) and the staged
 files removed. Run side by side in one process, ``--repeat`` times, medians.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ from manifest_memory import measure  # noqa: E402 - one way to measure a command
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from nstbatch.io import shards  # noqa: E402
+from nstbatch.io import webdataset  # noqa: E402
 from nstbatch.jobs.outputs import remove_staged  # noqa: E402
 from nstbatch.fs import atomic_write  # noqa: E402
 
@@ -109,12 +109,12 @@ def packing(folder: Path, per_shard: int, repeat: int) -> tuple[float, float]:
             atomic_write(path, lambda f, data=data: f.write(data))
         tree_times.append(time.perf_counter() - started)
         shard = folder / f"out-{r}.tar"
-        staged = [shards.staged(shard / name) for name, _ in members]
+        staged = [webdataset.staged(shard / name) for name, _ in members]
         for path, (_, data) in zip(staged, members):
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda f, data=data: f.write(data))
         started = time.perf_counter()
-        shards.pack(shard, [shards.Entry(name, path) for (name, _), path in zip(members, staged)])
+        webdataset.pack(shard, [webdataset.Entry(name, path) for (name, _), path in zip(members, staged)])
         remove_staged(shard, staged)
         pack_times.append(time.perf_counter() - started)
     return statistics.median(tree_times), statistics.median(pack_times)

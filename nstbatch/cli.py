@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - older typer depends on click
 from .version import __version__
 from .config import DEFAULT_PRESET, FIELDS, PRESETS, resolve_params
 from .errors import NstbatchError, UsageError
-from .progress import ProgressReport, RunReport
+from .progress import StepProgress, RunProgress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Batch neural style transfer (Gatys et al.) with VGG-19.",
@@ -121,7 +121,7 @@ def stylize(
             typer.echo(f"wrote {output} ({done.frames} frames, {len(done.shots)} shot(s), {done.stylized} stylized"
                        " by this call)")
         return
-    report = ProgressReport(quiet)
+    report = StepProgress(quiet)
     try:
         result = stylize_file(content, list(zip(style, weights)), output, resolved, device=device,
                               hooks=Hooks(on_step=report, on_snapshot=snapshot))
@@ -229,7 +229,7 @@ def run(
     options = RunOptions.from_flags(manifest, **flags)
     if options.targets == "onnx":
         import_onnxruntime()
-    report = RunReport(quiet, verbose)
+    report = RunProgress(quiet, verbose)
     try:
         summary, plan = run_manifest(options, report)
     except InvalidManifest as e:

@@ -1,6 +1,6 @@
 """Files: atomic writes (a temp file beside the target, then ``os.replace``) and content
 digests. Every module that writes a whole file a reader may look at writes it through here;
-the one exception is the append-only report (``jobs/reportlog.py``), whose lines each go out in
+the one exception is the append-only report (``jobs/runlog.py``), whose lines each go out in
 one ``write`` of their own."""
 from __future__ import annotations
 

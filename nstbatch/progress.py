@@ -7,7 +7,7 @@ import time
 import typer
 
 
-class ProgressReport:
+class StepProgress:
     """The callback the engine reports through: a bar on a terminal, plain lines otherwise."""
 
     def __init__(self, quiet: bool = False):
@@ -45,7 +45,7 @@ class ProgressReport:
             self.bar.stop()
 
 
-class RunReport:
+class RunProgress:
     """``RunEvents`` for a terminal (a bar over jobs, the current job's step and costs, an ETA)
     or for a log (one plain line per finished job)."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .io import shards
+from .io import webdataset
 from .config import PRESETS
 from .errors import NstbatchError
 from .fs import atomic_write
@@ -43,10 +43,10 @@ def thumbs_folder(page: str | os.PathLike) -> Path:
 def thumbnail(folder: Path, path: Path, side: int = THUMB_SIDE) -> Path | None:
     """A JPEG of ``path`` with its long side ``side`` in ``folder``, made once per version of
     the file."""
-    path = shards.locate(path)
+    path = webdataset.locate(path)
     try:
-        stat = None if shards.is_member(path) else path.stat()
-        version = shards.member_stat(path) if stat is None else (stat.st_size, stat.st_mtime_ns)
+        stat = None if webdataset.is_member(path) else path.stat()
+        version = webdataset.member_stat(path) if stat is None else (stat.st_size, stat.st_mtime_ns)
     except (OSError, NstbatchError):
         return None
     key = hashlib.sha256(f"{path.resolve()}|{version}|{side}".encode()).hexdigest()[:24]
@@ -220,7 +220,7 @@ def contact_sheet(view: RunView, columns: int = 6, tile: int = 256) -> Image.Ima
     for index, v in enumerate(done):
         x = 8 + (index % columns) * (tile + 8)
         y = 8 + (index // columns) * (tile + caption + 8)
-        image = still(shards.locate(v.job.output))
+        image = still(webdataset.locate(v.job.output))
         scale = tile / max(image.size)  # fit the tile, small outputs enlarged too
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                              Image.Resampling.LANCZOS)

@@ -46,7 +46,7 @@ def pixels(path) -> np.ndarray:
 def targets_of(features, content, styles, params, dtype=None):
     """A job's targets from style tensors, as the loop makes them (``optimize.job_targets`` of
     ``optimize.style_targets_of``)."""
-    from nstbatch.engine.optimize import job_targets, style_targets_of
+    from nstbatch.engine.criterion import job_targets, style_targets_of
 
     style = style_targets_of(features, styles, params, max(content.shape[-2:]), content)
     return job_targets(features, content, style, params, dtype)

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from nstbatch.config import resolve_params
-from nstbatch.engine.optimize import build_features, style_targets_of
+from nstbatch.engine.criterion import style_targets_of
+from nstbatch.engine.vgg import build_features
 from nstbatch.engine.temporal import reliable, warp
 from nstbatch.engine.flow import dis_flow, gray
 from nstbatch.io.video import probe_clip

@@ -15,7 +15,8 @@ from nstbatch.engine.color import luminance, match_histogram, to_yiq, with_chrom
 from nstbatch.config import resolve_params
 from nstbatch.errors import ParamError
 from nstbatch.io.manifest import read_manifest
-from nstbatch.engine.optimize import build_features, optimize
+from nstbatch.engine.optimize import optimize
+from nstbatch.engine.vgg import build_features
 from nstbatch.styles.store import StyleTargetStore
 from nstbatch.io.validate import validate
 from tests.conftest import pattern, pixels, targets_of, tensor

@@ -8,7 +8,8 @@ from PIL import Image
 
 from nstbatch.cli import main
 from nstbatch.config import resolve_params
-from nstbatch.engine.optimize import Memory, Stylization, build_features, optimize
+from nstbatch.engine.optimize import Memory, optimize, Stylization
+from nstbatch.engine.vgg import build_features
 from tests.conftest import pattern, report_lines, tensor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")

@@ -1,12 +1,12 @@
 """A descent that survives its optimiser (issue 46): an update whose line search overflows,
 whose cost or gradient is not finite, or that makes the cost far worse is undone where it
 happens, and the stage goes on to a finite picture. Each case is provoked by a criterion built
-for it; the engine's own loop (``_Descent``) runs it."""
+for it; the engine's own loop (``Descent``) runs it."""
 import pytest
 import torch
 
 from nstbatch.config import resolve_params
-from nstbatch.engine.optimize import GIVE_UP_AFTER, Stage, _Descent
+from nstbatch.engine.descent import Descent, GIVE_UP_AFTER, Stage
 from nstbatch.errors import OptimizationError
 
 SIZE = (8, 8)
@@ -45,7 +45,7 @@ def descend(criterion, start, steps=30, **overrides):
     params = resolve_params(preset, {"steps": steps, "average": 0.0, **overrides})
     image = start.clone().requires_grad_(True)
     recorded = []
-    descent = _Descent(image, criterion, params, Stage(0, steps, SIZE), lambda step, parts: recorded.append(parts))
+    descent = Descent(image, criterion, params, Stage(0, steps, SIZE), lambda step, parts: recorded.append(parts))
     step = 0
     while step < steps:
         step = descent.step(step)
@@ -118,14 +118,15 @@ def test_a_descent_that_keeps_failing_says_so_instead_of_looping():
 def test_the_recoveries_reach_the_result_and_a_checkpoint_carries_them(monkeypatch):
     """Through ``Stylization``: a real network whose cost turns NaN once; the run resumed from
     a checkpoint taken after it ends on the same picture and still lists it."""
-    from nstbatch.engine import optimize as engine
+    from nstbatch.engine import criterion, optimize as engine
+    from nstbatch.engine.vgg import build_features
 
     params = resolve_params("seed", {"steps": 6, "size": 32, "content_layers": ("relu2_2",),
                                      "style_layers": ("relu1_1", "relu2_1"), "init": "content"})
     content = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     style = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-    features = engine.build_features(params)
-    real = engine.costs
+    features = build_features(params)
+    real = criterion.costs
     count = [0]
 
     def once_nan(*args, **kwargs):
@@ -133,7 +134,7 @@ def test_the_recoveries_reach_the_result_and_a_checkpoint_carries_them(monkeypat
         count[0] += 1
         return (parts[0] * float("nan"), *parts[1:]) if count[0] == 3 else parts
 
-    monkeypatch.setattr(engine, "costs", once_nan)
+    monkeypatch.setattr(criterion, "costs", once_nan)
     whole = engine.optimize(content, style, params, features=features)
     assert len(whole.recoveries) == 1 and whole.recoveries[0].startswith("step 2: the cost became nan")
     count[0] = 0

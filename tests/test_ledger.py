@@ -8,7 +8,7 @@ import time
 import pytest
 
 from nstbatch.config import resolve_params
-from nstbatch.jobs.ledger import DoneRecord, JobStatus, ReportLine, StateDir, default_state_dir
+from nstbatch.jobs.ledger import DoneRecord, JobStatus, LogLine, StateDir, default_state_dir
 from nstbatch.jobs.views import status
 from nstbatch.io.manifest import read_manifest
 from tests.conftest import cli_process, draw_inputs, run_cli, spawn_run, wait_for, wait_until_gone
@@ -73,10 +73,10 @@ def test_standing_orders_done_failure_and_a_checkpoint(two_jobs, capsys):
     assert done.done.output == str((two_jobs.parent / "out/a.png").resolve())
     (two_jobs.parent / "out/b.png").unlink()
     assert (state.standing(b, hasher).status, state.standing(b, hasher).why) == (JobStatus.PENDING, "output missing")
-    state.log.append(ReportLine("b", JobStatus.FAILED, error="disk full"))
+    state.log.append(LogLine("b", JobStatus.FAILED, error="disk full"))
     assert (state.standing(b, hasher).status, state.standing(b, hasher).why) == (JobStatus.FAILED, "disk full")
     assert "run   (retry: it failed last time) b" in run_cli(capsys, "run", two_jobs, "--dry-run")[1]
-    state.log.append(ReportLine("b", JobStatus.STARTED))  # retried, and the retry was cut short
+    state.log.append(LogLine("b", JobStatus.STARTED))  # retried, and the retry was cut short
     assert state.standing(b, hasher).status == JobStatus.INTERRUPTED
     state.checkpoint_path("b").parent.mkdir(parents=True, exist_ok=True)
     state.checkpoint_path("b").write_bytes(b"")
@@ -87,7 +87,7 @@ def test_standing_orders_done_failure_and_a_checkpoint(two_jobs, capsys):
 
 def test_report_lines_and_done_records_read_back_as_written(tmp_path):
     state = StateDir(tmp_path, "s1of2")
-    state.log.append(ReportLine("x", JobStatus.DONE, "m.csv:2", "s1of2", output="/o.png", seconds=1.5,
+    state.log.append(LogLine("x", JobStatus.DONE, "m.csv:2", "s1of2", output="/o.png", seconds=1.5,
                                    costs={"total": 2.0}, owner_shard="s0of2"))
     (line,) = state.log.lines()
     assert (line.id, line.status, line.seconds, line.costs, line.owner_shard) == \
@@ -170,7 +170,7 @@ def test_every_line_of_a_run_follows_the_transition_table(two_jobs, capsys):
 # Which process each module's writes happen in (``ledger``'s table: job or parent).
 PROCESS_OF = {"executor": "job", "checkpoints": "job", "clip": "job", "run": "parent", "pool": "parent",
               "outputs": "parent"}
-PARTS = {"ReportLog": "log", "Kills": "kills", "PackedIndex": "packed"}  # StateDir's attribute for each
+PARTS = {"RunLog": "log", "Kills": "kills", "PackedIndex": "packed"}  # StateDir's attribute for each
 
 
 def writer_table() -> dict[str, set[str]]:
@@ -181,7 +181,7 @@ def writer_table() -> dict[str, set[str]]:
 
     table: dict[str, set[str]] = {}
     for match in re.finditer(r"^    \S.*?\s{2,}(job|parent)\s{2,}(.+)$", ledger.__doc__, re.M):
-        for writer in re.findall(r"((?:StateDir|ReportLog|Kills|PackedIndex|checkpoints|claims)\.\w+)", match.group(2)):
+        for writer in re.findall(r"((?:StateDir|RunLog|Kills|PackedIndex|checkpoints|claims)\.\w+)", match.group(2)):
             table.setdefault(writer, set()).add(match.group(1))
     return table
 
@@ -192,12 +192,12 @@ def test_every_writer_is_called_only_in_the_process_the_ledgers_table_names():
     from tests.conftest import ROOT
 
     table = writer_table()
-    assert {"StateDir.mark_done", "ReportLog.record", "claims.claim_at", "PackedIndex.write", "Kills.add"} <= set(table)
+    assert {"StateDir.mark_done", "RunLog.record", "claims.claim_at", "PackedIndex.write", "Kills.add"} <= set(table)
     calls: dict[str, set[str]] = {writer: set() for writer in table}
     wrong = []
     for path in sorted((ROOT / "nstbatch").rglob("*.py")):
         module = path.stem
-        if module in ("ledger", "reportlog", "kills", "packed", "claims"):
+        if module in ("ledger", "runlog", "kills", "packed", "claims"):
             continue  # the writers themselves
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call):
@@ -220,19 +220,19 @@ def test_every_writer_is_called_only_in_the_process_the_ledgers_table_names():
                     wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} calls {writer} ({process or 'no known process'};"
                                  f" the table says {', '.join(sorted(processes))})")
     assert not wrong, "\n".join(wrong)
-    assert calls["StateDir.mark_done"] == {"job"} and calls["ReportLog.record"] == {"parent"}
+    assert calls["StateDir.mark_done"] == {"job"} and calls["RunLog.record"] == {"parent"}
     assert calls["claims.claim_at"] == {"job", "parent"}
 
 
 def test_the_one_throughput_counts_images_made_over_the_attempts_that_made_them():
-    from nstbatch.jobs.ledger import JobStatus, ReportLine, rate_of
+    from nstbatch.jobs.ledger import JobStatus, LogLine, rate_of
 
-    made = [ReportLine("a", JobStatus.DONE, time=100.0, seconds=10.0),
-            ReportLine("b", JobStatus.DONE, time=110.0, seconds=10.0),
-            ReportLine("clip", JobStatus.DONE, time=130.0, seconds=20.0, images=8)]  # its frames, each
+    made = [LogLine("a", JobStatus.DONE, time=100.0, seconds=10.0),
+            LogLine("b", JobStatus.DONE, time=110.0, seconds=10.0),
+            LogLine("clip", JobStatus.DONE, time=130.0, seconds=20.0, images=8)]  # its frames, each
     assert rate_of(made) == pytest.approx(3600 * 10 / 40)
-    nothing = [ReportLine("c", JobStatus.PREEMPTED, time=500.0, seconds=300.0),  # a run stopped mid-job
-               ReportLine("d", JobStatus.FAILED, time=600.0, seconds=50.0),
-               ReportLine("e", JobStatus.STARTED, time=700.0)]
+    nothing = [LogLine("c", JobStatus.PREEMPTED, time=500.0, seconds=300.0),  # a run stopped mid-job
+               LogLine("d", JobStatus.FAILED, time=600.0, seconds=50.0),
+               LogLine("e", JobStatus.STARTED, time=700.0)]
     assert rate_of(made + nothing) == rate_of(made)  # attempts that made nothing do not move it
     assert rate_of(nothing) is None

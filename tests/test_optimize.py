@@ -5,7 +5,8 @@ import torch
 
 from nstbatch.config import resolve_params
 from nstbatch.errors import OptimizationError
-from nstbatch.engine.optimize import Memory, Stylization, build_features, initial_image, optimize
+from nstbatch.engine.optimize import initial_image, Memory, optimize, Stylization
+from nstbatch.engine.vgg import build_features
 from tests.conftest import pattern, targets_of, tensor
 
 
@@ -174,20 +175,21 @@ def test_clip_every_is_for_lbfgs():
 
 
 def test_the_learning_rate_falls_along_a_half_cosine_within_each_scale(pair):
-    from nstbatch.engine.optimize import _Descent, stages
+    from nstbatch.engine.descent import Descent
+    from nstbatch.engine.optimize import stages
 
     content, _ = pair
     params = resolve_params("seed", {"steps": 10, "lr": 0.04, "lr_end": 0.25, "scales": "0.5,1",
                                      "scale_steps": "0.6,0.4", **LIGHT})
     image = content.clone().requires_grad_(True)
     for stage in stages(params, *content.shape[-2:]):
-        descent = _Descent(image, None, params, stage, None)  # Adam: no objective before its steps
+        descent = Descent(image, None, params, stage, None)  # Adam: no objective before its steps
         rates = [descent.learning_rate(step) for step in range(stage.start, stage.end)]
         assert rates[0] == pytest.approx(0.04) and rates[-1] == pytest.approx(0.01)
         assert all(a > b for a, b in zip(rates, rates[1:]))
         middle = (stage.end - stage.start - 1) / 2  # a half cosine: halfway at the middle step
         assert descent.learning_rate(stage.start + middle) == pytest.approx(0.025)
-    constant = _Descent(image, None, resolve_params("seed", {"lr_end": 1}), stages(params, *content.shape[-2:])[-1],
+    constant = Descent(image, None, resolve_params("seed", {"lr_end": 1}), stages(params, *content.shape[-2:])[-1],
                         None)
     assert constant.learning_rate(7) == resolve_params("seed").lr
 
@@ -205,7 +207,7 @@ def test_bf16_precision_runs_with_float32_grams_and_stays_close_to_fp32(pair, se
                     features=seed_features)
     assert bf16.history[-1].total < bf16.history[0].total
     assert (bf16.image - fp32.image).abs().mean() < 0.02  # a few 8-bit levels at most, on average
-    from nstbatch.engine.optimize import _scaled
+    from nstbatch.engine.criterion import _scaled
     acts = _scaled(seed_features, content, ["relu1_1"], 1.0, torch.bfloat16)
     assert acts["relu1_1"].dtype == torch.float32  # the costs see float32
 
@@ -483,13 +485,14 @@ def test_a_checkpoint_file_keeps_the_average_and_belongs_to_its_params_hash(tmp_
 def test_a_warm_scale_starts_from_the_previous_scale_s_moments_upsampled(pair, seed_features):
     import torch.nn.functional as F
 
-    from nstbatch.engine.optimize import _Descent, stages
+    from nstbatch.engine.descent import Descent
+    from nstbatch.engine.optimize import stages
 
     content, style = pair
     params = resolve_params("seed", {"steps": 9, "scales": "0.5,1", "scale_steps": "0.67,0.33",
                                      "scale_start": "warm", **LIGHT})
     end = stopped_at(6, content, style, params, seed_features)  # the coarse scale's last state
-    fine = _Descent(content.clone().requires_grad_(True), None, params, stages(params, 64, 64)[1], None)
+    fine = Descent(content.clone().requires_grad_(True), None, params, stages(params, 64, 64)[1], None)
     fine.warm(end.optimizer)  # the fine scale's start
     old, new = end.optimizer["state"][0], fine.optimizer.state_dict()["state"][0]
     assert new["exp_avg"].shape[-2:] == (64, 64) and float(new["step"]) == float(old["step"]) == 6

@@ -14,7 +14,9 @@ from nstbatch.cli import main
 from nstbatch.config import DEFAULT_PRESET, PRESET_NAMES, PRESETS, resolve_params
 from nstbatch.errors import ParamError
 from nstbatch.io.manifest import read_manifest
-from nstbatch.engine.optimize import build_features, costs, initial_image, job_targets, optimize
+from nstbatch.engine.criterion import costs, job_targets
+from nstbatch.engine.optimize import initial_image, optimize
+from nstbatch.engine.vgg import build_features
 from nstbatch.styles.store import StyleTargetStore
 from nstbatch.engine.targets import blend_targets
 from nstbatch.engine.yardstick import STYLE_LAYERS, Yardstick

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nstbatch.engine import optimize as engine
+from nstbatch.engine import criterion
 from nstbatch.cli import main
 from nstbatch.io.images import probe_image
 from nstbatch.errors import InputError
@@ -136,7 +136,7 @@ def test_an_alias_bomb_is_refused_and_plain_aliases_work(tmp_path, capsys):
 def _faulty_costs(monkeypatch, rule):
     """The cost as the engine computes it, made non-finite (or out of memory) where ``rule``
     says: a stand-in for a numerically broken job that real inputs rarely produce on demand."""
-    real = engine.costs
+    real = criterion.costs
 
     def costs(features, image, targets, params, dtype=None):
         parts = real(features, image, targets, params, dtype)
@@ -147,7 +147,7 @@ def _faulty_costs(monkeypatch, rule):
             return (parts[0] * float("nan"),) + tuple(parts[1:])
         return parts
 
-    monkeypatch.setattr(engine, "costs", costs)
+    monkeypatch.setattr(criterion, "costs", costs)
 
 
 def test_a_nan_job_is_retried_with_a_lower_lr_then_fails_alone(tmp_path, capsys, monkeypatch):

@@ -186,12 +186,12 @@ STOP_MOMENTS = {
 
 
 def stop_at(monkeypatch, sig, event: str, when) -> list:
-    """Raise ``sig`` in this process at the first ``event`` of the run's report (``RunReport``)
+    """Raise ``sig`` in this process at the first ``event`` of the run's report (``RunProgress``)
     for which ``when(job id, what it heard)`` holds; returns the list the signal is noted in."""
-    from nstbatch.progress import RunReport
+    from nstbatch.progress import RunProgress
 
     current, sent = [None], []
-    started, real = RunReport.job_started, getattr(RunReport, event)
+    started, real = RunProgress.job_started, getattr(RunProgress, event)
 
     def job_started(self, job, number, count):
         current[0] = job.id
@@ -204,8 +204,8 @@ def stop_at(monkeypatch, sig, event: str, when) -> list:
             signal.raise_signal(sig)  # its handler runs before this returns
         return real(self, seen, *rest)
 
-    monkeypatch.setattr(RunReport, "job_started", job_started)
-    monkeypatch.setattr(RunReport, event, hear)
+    monkeypatch.setattr(RunProgress, "job_started", job_started)
+    monkeypatch.setattr(RunProgress, event, hear)
     return sent
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nstbatch.io import shards
+from nstbatch.io import webdataset
 from nstbatch.cli import main
 from nstbatch.io.manifest import read_manifest
 from nstbatch.io.validate import validate
@@ -96,7 +96,7 @@ def test_members_are_read_in_place_and_unsafe_members_are_refused_one_line_each(
         add(tar, "link.png", b"", type=tarfile.SYMTYPE, linkname="/etc/passwd")
         add(tar, "hard.png", b"", type=tarfile.LNKTYPE, linkname="a.jpg")
         add(tar, "dir/b.seg.png", b"mask")
-    found = shards.index(path)
+    found = webdataset.index(path)
     assert [(s.key, s.members) for s in found.samples] == [
         ("a", {"jpg": "a.jpg", "cls": "a.cls"}), ("dir/b", {"seg.png": "dir/b.seg.png"})]
     assert len(found.problems) == 4
@@ -104,20 +104,20 @@ def test_members_are_read_in_place_and_unsafe_members_are_refused_one_line_each(
     assert any("'/etc/evil.png'" in p for p in found.problems)
     assert any("link.png: is a link" in p for p in found.problems)
     assert any("hard.png: is a link" in p for p in found.problems)
-    assert shards.read(path / "a.jpg") == b"jpeg bytes"
-    assert shards.split(path / "dir" / "b.seg.png") == (path, "dir/b.seg.png")
-    assert shards.split(tmp_path / "plain.png") is None
+    assert webdataset.read(path / "a.jpg") == b"jpeg bytes"
+    assert webdataset.split(path / "dir" / "b.seg.png") == (path, "dir/b.seg.png")
+    assert webdataset.split(tmp_path / "plain.png") is None
 
 
 def test_a_cut_shard_keeps_the_members_before_the_cut_and_names_the_cut_one(tmp_path):
     whole = write_shard(tmp_path / "whole.tar", {f"k{i}": {"png": png(i)} for i in range(3)})
-    members = shards.index(whole).members
+    members = webdataset.index(whole).members
     cut = tmp_path / "cut.tar"
     cut.write_bytes(whole.read_bytes()[:members["k1.png"].offset + 100])  # inside k1's data
-    found = shards.index(cut)
+    found = webdataset.index(cut)
     assert list(found.members) == ["k0.png"]
     assert len(found.problems) == 1 and "k1.png: is cut short" in found.problems[0]
-    assert shards.read(cut / "k0.png") == png(0)
+    assert webdataset.read(cut / "k0.png") == png(0)
 
 
 def test_an_entry_of_shards_names_members_as_jobs_and_each_broken_one_as_its_own_problem(wds):
@@ -223,13 +223,13 @@ def test_array_tasks_each_pack_the_shards_whose_last_sample_they_settle(wds, cap
     out = wds / "out" / "styl" / "train-000000.tar"
     assert main(["run", str(wds / "m.yaml"), "--in-process", "-q", "--shard", "0/2", "--no-steal"]) == 0
     assert not out.exists()  # task 1's samples are still pending: not packed half-full
-    staged_first = sorted(p.name for p in shards.staging_folder(out).iterdir())
+    staged_first = sorted(p.name for p in webdataset.staging_folder(out).iterdir())
     assert 0 < len(staged_first) < 8
     assert main(["run", str(wds / "m.yaml"), "--in-process", "-q", "--shard", "1/2", "--no-steal"]) == 0
     assert "output shards packed 1" in capsys.readouterr().out
     samples = read_back(out.parent)
     assert sorted(samples) == sorted(f"n00_{k}_{v}" for k in range(4) for v in (0, 1))
-    assert not shards.staging_folder(out).exists()
+    assert not webdataset.staging_folder(out).exists()
 
 
 @pytest.mark.slow

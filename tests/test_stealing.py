@@ -146,19 +146,19 @@ def test_a_job_another_run_holds_is_no_attempt_of_this_run(folder, where):
 
 
 def test_the_latest_lines_follow_the_reports_as_they_grow_in_time_order_across_shards(tmp_path):
-    from nstbatch.jobs.ledger import JobStatus, ReportLine, StateDir
+    from nstbatch.jobs.ledger import JobStatus, LogLine, StateDir
 
     state, other = StateDir(tmp_path, "s0of2"), StateDir(tmp_path, "s1of2")
-    state.log.append(ReportLine("a", JobStatus.FAILED, time=100.0))
-    other.log.append(ReportLine("b", JobStatus.DONE, time=101.0))
-    other.log.append(ReportLine("a", JobStatus.DONE, time=99.0))  # earlier, in the other shard's file
+    state.log.append(LogLine("a", JobStatus.FAILED, time=100.0))
+    other.log.append(LogLine("b", JobStatus.DONE, time=101.0))
+    other.log.append(LogLine("a", JobStatus.DONE, time=99.0))  # earlier, in the other shard's file
     assert {k: str(v.status) for k, v in state.log.latest().items()} == {"a": "failed", "b": "done"}
     with open(other.log.path, "ab") as f:
         f.write(b'{"id": "b", "status": "fai')  # being written
     assert str(state.log.latest()["b"].status) == "done"
     with open(other.log.path, "ab") as f:
         f.write(b'led", "time": 102.0}\n')
-    state.log.append(ReportLine("a", JobStatus.STARTED, time=103.0))  # retried since: no longer failed
+    state.log.append(LogLine("a", JobStatus.STARTED, time=103.0))  # retried since: no longer failed
     assert {k: str(v.status) for k, v in state.log.latest().items()} == {"a": "started", "b": "failed"}
     fresh = StateDir(tmp_path).log.latest()  # a fresh reader, from the start, agrees
     assert {k: str(v.status) for k, v in fresh.items()} == {"a": "started", "b": "failed"}

@@ -93,8 +93,8 @@ def test_dis_flow_of_a_pan_warps_the_previous_frame_onto_this_one():
 
 def test_a_frame_tied_to_an_earlier_output_goes_towards_it_where_trusted_and_is_free_elsewhere():
     from nstbatch.config import resolve_params
-    from nstbatch.engine.optimize import build_features, initial_image, optimize
-    from nstbatch.engine.temporal import Frame
+    from nstbatch.engine.optimize import initial_image, optimize
+    from nstbatch.engine.vgg import build_features
 
     params = resolve_params("balanced", {"style_layers": "relu1_1,relu2_1", "content_layers": "relu2_2",
                                          "steps": 12, "scales": "1", "precision": "fp32", "seed": 3,
@@ -108,10 +108,10 @@ def test_a_frame_tied_to_an_earlier_output_goes_towards_it_where_trusted_and_is_
     start = initial_image(content, params)
     assert torch.equal(optimize(content, style, params, features=features, init=start).image, free)
     untrusted = optimize(content, style, params, features=features,
-                         init=Frame(start, ((earlier, torch.zeros_like(trusted)),))).image
+                         init=start, ties=((earlier, torch.zeros_like(trusted)),)).image
     assert torch.equal(untrusted, free)  # no trust, no pull (and a tie changes nothing else)
     tied = optimize(content, style, dataclasses.replace(params, temporal_weight=1e4), features=features,
-                    init=Frame(start, ((earlier, trusted),))).image
+                    init=start, ties=((earlier, trusted),)).image
     left, right = (slice(None), slice(None), slice(None), slice(0, 20)), (slice(None),) * 3 + (slice(20, None),)
     assert (tied[left] - 0.5).abs().mean() < 0.3 * (free[left] - 0.5).abs().mean()
     assert (tied[right] - 0.5).abs().mean() > 2 * (tied[left] - 0.5).abs().mean()  # untrusted: not pulled

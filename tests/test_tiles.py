@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from nstbatch.config import LBFGS_HISTORY, resolve_params
-from nstbatch.engine.optimize import Memory, build_features, costs, job_targets, optimize, tiled_costs
+from nstbatch.engine.criterion import costs, job_targets, tiled_costs
+from nstbatch.engine.optimize import Memory, optimize
+from nstbatch.engine.vgg import build_features
 from nstbatch.engine.tiles import plan_tiles, read
 from tests.conftest import pattern, targets_of, tensor
 

@@ -92,7 +92,7 @@ def test_no_process_of_a_run_imports_torchvision():
     import subprocess
     import sys
 
-    code = ("import sys; from nstbatch.engine.optimize import build_features; from nstbatch.config import resolve_params;"
+    code = ("import sys; from nstbatch.engine.vgg import build_features; from nstbatch.config import resolve_params;"
             " from nstbatch.styles import onnx_backend; from nstbatch.jobs import executor, run; build_features(resolve_params());"
             " print('torchvision' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

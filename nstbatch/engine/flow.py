@@ -112,7 +112,7 @@ class Link:
     """Frame t's tie to an earlier frame s: the backward flow (t → s) that warps s's output
     into t, and where that warp can be trusted (``temporal.reliable``)."""
 
-    earlier: int  # s, as a distance back from t (1: the previous frame)
+    distance: int  # t − s: how far back the earlier frame is (1: the previous frame)
     backward: Tensor  # (1, 2, H, W)
     weights: Tensor  # (1, 1, H, W) in [0, 1]
 

@@ -13,8 +13,6 @@ these units; the consistency check's thresholds are the paper's, on flows in pix
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -22,16 +20,6 @@ from torch import Tensor
 # The consistency check's thresholds (the paper's, for flows in pixels).
 OCCLUSION_RELATIVE, OCCLUSION_ABSOLUTE = 0.01, 0.5
 BOUNDARY_RELATIVE, BOUNDARY_ABSOLUTE = 0.01, 0.002
-
-
-@dataclass(frozen=True)
-class Frame:
-    """What a video frame after the first brings to the optimiser (``optimize``'s ``init``): its
-    start (``warped_start``) and its ties, each (an earlier output warped into this frame, where
-    that warp is trusted ``(N, 1, H, W)``), pulled towards with ``temporal_weight``."""
-
-    start: Tensor  # (N, 3, H, W)
-    ties: tuple[tuple[Tensor, Tensor], ...] = ()
 
 
 def _grid(flow: Tensor) -> tuple[Tensor, Tensor]:

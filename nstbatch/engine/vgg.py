@@ -6,9 +6,10 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..config import StyleParams
 from ..errors import UsageError
 from ..layers import LAYER_INDEX, LAYER_NAMES, check_layer, min_image_side
-from .weights import Preprocessing, Weights, expected_shapes
+from .weights import Preprocessing, Weights, expected_shapes, load_weights
 
 
 class Preprocess(nn.Module):
@@ -142,3 +143,9 @@ class VGGFeatures(nn.Module):
             out.update(zip(names, kept))
             start = end + 1
         return out
+
+
+def build_features(params: StyleParams, device: torch.device | str = "cpu") -> VGGFeatures:
+    """The VGG-19 that ``params`` asks for, truncated after its deepest layer, on ``device``."""
+    weights = load_weights(params.weights)
+    return VGGFeatures(weights, params.feature_layers, params.pooling).to(device)

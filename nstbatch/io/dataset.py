@@ -19,7 +19,7 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import shards
+from . import webdataset
 from ..config import StyleParams
 from ..errors import NstbatchError
 from ..fs import atomic_write
@@ -219,7 +219,7 @@ def _shard_texts(value) -> list[str]:
     """The entry's shard patterns when ``dataset`` names .tar files (a pattern, or a list)."""
     items = value if isinstance(value, list) else [value]
     texts = [i.strip() for i in items if isinstance(i, str)]
-    if texts and len(texts) == len(items) and all(t.lower().endswith(shards.SUFFIX) for t in texts):
+    if texts and len(texts) == len(items) and all(t.lower().endswith(webdataset.SUFFIX) for t in texts):
         return texts
     if isinstance(value, list):
         raise EntryError(f"a list in dataset names WebDataset shards, each ending in .tar; got {value!r}")
@@ -231,7 +231,7 @@ def _shard_files(base: Path, texts: list[str]) -> list[Path]:
     file; sorted, each once. A shard a pattern names that is not there is an error."""
     found: dict[str, Path] = {}
     for text in texts:
-        for name in shards.brace_expand(text):
+        for name in webdataset.brace_expand(text):
             path = os.path.normpath(base / os.path.expanduser(name))
             if glob.has_magic(name):
                 matches = sorted(glob.glob(path, recursive=True))
@@ -300,8 +300,8 @@ def _content_fields(spec: _Entry, rel: str) -> dict:
         relpath = os.path.splitext(rel)[0]
         return {"content_reldir": reldir, "content_relpath": relpath, "content_stem": os.path.splitext(name)[0],
                 "key": relpath, "shard_stem": ""}
-    shard_rel, _, member = rel.partition(shards.SUFFIX + "/")
-    key = shards.split_key(member)[0]
+    shard_rel, _, member = rel.partition(webdataset.SUFFIX + "/")
+    key = webdataset.split_key(member)[0]
     stem = shard_rel.rpartition("/")[2]
     return {"content_reldir": key.rpartition("/")[0], "content_relpath": f"{stem}/{key}",
             "content_stem": key.rpartition("/")[2], "key": key, "shard_stem": stem}
@@ -311,7 +311,7 @@ def _output(template: str, fields: dict, spec: _Entry, many_styles: bool, rel: s
     """The template filled in; for an output shard (a template ending in .tar), the sample's
     member in it: ``<shard>/<key>[_<style>][_<variant>].<format>``."""
     output = _fill(template, fields)
-    if not output.lower().endswith(shards.SUFFIX):
+    if not output.lower().endswith(webdataset.SUFFIX):
         return output
     name = (fields["key"] + (f"_{fields['style_stem']}" if many_styles else "")
             + (f"_{fields['variant']}" if spec.variants > 1 else ""))
@@ -361,7 +361,7 @@ def _shard_contents(spec: _Entry) -> tuple[list[str], dict[str, dict[str, str]],
     contents, sidecars, problems = [], {}, []
     for shard in spec.shards:
         try:
-            found = shards.index(shard)
+            found = webdataset.index(shard)
         except NstbatchError as e:
             problems.append(f"{e} (its samples are left out)")
             continue
@@ -388,11 +388,11 @@ def _shard_sidecars(spec: _Entry, jobs: list[DatasetJob], sidecars: dict[str, di
     ``*.cls``), beside each of its outputs, with the output's name and their extension."""
     copies = []
     for job in jobs:
-        shard_rel = job.relpath.partition(shards.SUFFIX + "/")[0] + shards.SUFFIX
+        shard_rel = job.relpath.partition(webdataset.SUFFIX + "/")[0] + webdataset.SUFFIX
         for ext, name in sidecars.get(job.relpath, {}).items():
             if any(ext == p or fnmatch.fnmatchcase(name.lower(), p) for p in spec.copy_patterns):
                 target = os.path.splitext(job.output)[0] + "." + ext
-                copies.append(Copy(shards.member_path(spec.root / shard_rel, name),
+                copies.append(Copy(webdataset.member_path(spec.root / shard_rel, name),
                                    Path(os.path.normpath(out_base / target)), f"{at[0]} ({job.relpath})", at[1]))
     return copies
 
@@ -432,8 +432,8 @@ def _check_output_shards(base: Path, value, spec: _Entry, outputs: set[str]) -> 
     """Output shards that the entry's own patterns name would be stylized again next run."""
     inputs = {str(path) for path in spec.shards}
     patterns = [os.path.normpath(base / os.path.expanduser(name)) for text in _shard_texts(value)
-                for name in shards.brace_expand(text)]
-    for shard in sorted({str(shards.split(output)[0]) for output in outputs if shards.is_member(output)}):
+                for name in webdataset.brace_expand(text)]
+    for shard in sorted({str(webdataset.split(output)[0]) for output in outputs if webdataset.is_member(output)}):
         if shard in inputs or any(fnmatch.fnmatchcase(shard, pattern) for pattern in patterns):
             raise EntryError(f"the output shard {shard} is also named by dataset: the next run would stylize"
                              " it too; write the outputs to another folder (output_dir or the output template)")
@@ -450,8 +450,8 @@ def copy_file(copy: Copy) -> bool:
     """Copy a sidecar file unless an identical copy is there (same size and modification time,
     which the copy keeps); atomically, as outputs are. True when it copied. A shard's member
     is copied unless the same bytes are there."""
-    if shards.is_member(copy.source):
-        data = shards.read(copy.source)
+    if webdataset.is_member(copy.source):
+        data = webdataset.read(copy.source)
         try:
             if copy.target.read_bytes() == data:
                 return False

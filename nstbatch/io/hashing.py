@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import shards
+from . import webdataset
 from ..errors import NstbatchError
 from ..fs import sha256_of
 from ..config import LATER_FIELDS, VIDEO_FIELDS, split_weights_spec
@@ -79,12 +79,12 @@ class FileHashes:
     def __call__(self, path: Path) -> str:
         if not self._loaded:
             self._load()
-        if shards.is_member(path):  # a shard's member: keyed by the shard's stat and its place
+        if webdataset.is_member(path):  # a shard's member: keyed by the shard's stat and its place
             try:
-                key = (os.path.abspath(path), *shards.member_stat(path)[1:])
+                key = (os.path.abspath(path), *webdataset.member_stat(path)[1:])
             except NstbatchError as e:  # unreadable, as a missing file is
                 raise FileNotFoundError(str(e)) from None
-            digest = shards.sha256
+            digest = webdataset.sha256
         else:
             stat = path.stat()
             key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)

@@ -28,7 +28,7 @@ from typing import Mapping
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from . import shards
+from . import webdataset
 from ..environment import max_pixels
 from ..geometry import fitted, long_side_size
 from ..errors import InputError
@@ -56,8 +56,8 @@ def _pillow_refuses(path: Path, error: Exception) -> InputError:
 
 
 def _source(path: Path, member: bool):
-    """What Pillow opens: the file, or a shard member's bytes (``shards``)."""
-    return shards.open_member(path) if member else path
+    """What Pillow opens: the file, or a shard member's bytes (``webdataset``)."""
+    return webdataset.open_member(path) if member else path
 
 
 NEAR_NAMES_SCANNED = 5000  # a missing file's folder is searched for near names up to this many entries
@@ -81,7 +81,7 @@ def _near_names(path: Path) -> str:
 def probe_image(path: str | os.PathLike) -> ImageInfo:
     """Read only the header: is it an image, and how big. Raises ``InputError`` with the fix."""
     path = Path(path)
-    member = shards.is_member(path)
+    member = webdataset.is_member(path)
     if not member and not path.exists():
         raise InputError(f"{path}: no such file", hint=_near_names(path) or "check the path")
     if path.is_dir():
@@ -131,7 +131,7 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> Image.Image:
     """Decode ``path`` to RGB, upright, with its long side resized to ``size`` if given."""
     probe_image(path)
     try:
-        with Image.open(_source(Path(path), shards.is_member(path))) as im:
+        with Image.open(_source(Path(path), webdataset.is_member(path))) as im:
             im.seek(0)  # animated: the first frame
             im = ImageOps.exif_transpose(im)
             im.load()
@@ -200,7 +200,7 @@ def check_bit_depth(path: str | os.PathLike, bit_depth: int) -> None:
 def icc_profile(path: str | os.PathLike) -> bytes | None:
     """The ICC profile embedded in an input image (from its header), or None."""
     try:
-        with Image.open(_source(Path(path), shards.is_member(path))) as im:
+        with Image.open(_source(Path(path), webdataset.is_member(path))) as im:
             return im.info.get("icc_profile") or None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None  # its decoding, not its profile, is where a broken input is reported

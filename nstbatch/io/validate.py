@@ -17,7 +17,7 @@ from .images import ImageInfo, check_bit_depth, probe_image
 from .video import ClipInfo, clip_output_format, probe_clip
 from ..layers import min_image_side, suggest
 from .manifest import Job, Manifest, Problem
-from .shards import output_folder
+from .webdataset import output_folder
 
 
 class _OutputFolders:

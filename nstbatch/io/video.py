@@ -113,13 +113,15 @@ def _rotation(container, stream) -> int:
 
 
 @dataclass(frozen=True)
-class Frame:
+class DecodedFrame:
+    """A frame of an input clip as decoded (a video's, or a folder's image)."""
+
     index: int  # 0-based position in the clip
     rgb: np.ndarray  # (H, W, 3) uint8, upright
     pts: int | None  # the input's timestamp, in its stream's time base (None: a folder's frame)
 
 
-def read_frames(info: ClipInfo, start: int = 0) -> Iterator[Frame]:
+def read_frames(info: ClipInfo, start: int = 0) -> Iterator[DecodedFrame]:
     """The clip's frames from ``start`` on, in order."""
     if info.folder:
         from .images import load_image
@@ -129,7 +131,7 @@ def read_frames(info: ClipInfo, start: int = 0) -> Iterator[Frame]:
             if image.size != (info.width, info.height):
                 raise InputError(f"{file}: frame {index + 1} is {image.width}x{image.height}, the clip's"
                                  f" first is {info.width}x{info.height}", hint="give every frame one size")
-            yield Frame(index, np.asarray(image), None)
+            yield DecodedFrame(index, np.asarray(image), None)
         return
     import av
 
@@ -145,7 +147,7 @@ def read_frames(info: ClipInfo, start: int = 0) -> Iterator[Frame]:
                 rgb = frame.to_ndarray(format="rgb24")
                 if info.rotation:
                     rgb = np.ascontiguousarray(np.rot90(rgb, k=info.rotation // 90))
-                yield Frame(index, rgb, frame.pts)
+                yield DecodedFrame(index, rgb, frame.pts)
     except av.FFmpegError as e:
         raise InputError(f"{info.path}: frame {index + 2} cannot be decoded ({e.strerror or e})",
                          hint="the file may be truncated; re-encode or cut it") from None

@@ -43,7 +43,7 @@ from ..engine.flow import FlowAhead, Link, estimator, links
 from ..engine.optimize import Result
 from ..engine.pixels import to_pil, to_tensor
 from ..engine.targets import StyleTarget
-from ..engine.temporal import Frame, long_term_weights, warp, warped_start
+from ..engine.temporal import long_term_weights, warp, warped_start
 from ..engine.vgg import VGGFeatures
 from ..errors import InputError
 from ..geometry import output_size
@@ -194,7 +194,7 @@ def _rest(work: "_ShotWork", pts: list[int | None], params: StyleParams, call: C
 @dataclass
 class _Need:
     """A frame to make: its content, and for a frame after its shot's first the warped start
-    and ties (``temporal.Frame``'s parts)."""
+    and ties (``optimize``'s ``init`` and ``ties``)."""
 
     content: torch.Tensor  # (1, 3, H, W)
     start: torch.Tensor | None = None
@@ -253,11 +253,11 @@ def _optimize_group(needs: list[_Need], works: list["_ShotWork"], params: StyleP
         pairs = [need.ties[j] if j < len(need.ties) else (need.start, torch.zeros_like(need.start[:, :1]))
                  for need in needs]
         ties.append((torch.cat([w for w, _ in pairs]), torch.cat([c for _, c in pairs])))
-    frame = Frame(torch.cat([need.start for need in needs]), tuple(ties))
     later = dataclasses.replace(params, steps=params.frame_steps or params.steps)
     if params.frame_scales == "finest":  # the warped start is at the full size: no coarse pass to blur it
         later = dataclasses.replace(later, scales=(1.0,), scale_steps=(1.0,))
-    return optimize_job(content, targets, later, features=call.features, init=frame, hooks=hooks)
+    return optimize_job(content, targets, later, features=call.features, init=torch.cat([need.start for need in needs]),
+                        ties=tuple(ties), hooks=hooks)
 
 
 class _ShotWork:
@@ -356,7 +356,7 @@ def _need(rgb: np.ndarray, links: list[Link], outputs: dict[int, np.ndarray], in
     content = to_tensor(Image.fromarray(rgb)).to(device)
     if not links:
         return _Need(content)
-    warped = [warp(to_tensor(Image.fromarray(outputs[index - link.earlier])).to(device), link.backward.to(device))
+    warped = [warp(to_tensor(Image.fromarray(outputs[index - link.distance])).to(device), link.backward.to(device))
               for link in links]
     weights = long_term_weights([link.weights.to(device) for link in links])
     return _Need(content, warped_start(content, warped[0], links[0].weights.to(device)), list(zip(warped, weights)))

@@ -17,9 +17,10 @@ from ..errors import NstbatchError, OptimizationError
 from ..fs import remove_stale_temps
 from ..io.images import save_image
 from ..styles.onnx_backend import OnnxError
-from ..engine.optimize import Checkpoint, Progress, Result, build_features
+from ..engine.optimize import Checkpoint, Progress, Result
+from ..engine.vgg import build_features
 from ..engine.pixels import to_pil
-from ..io.shards import staged
+from ..io.webdataset import staged
 from ..io.video import ClipInfo
 from ..styles.store import StyleTargetStore
 from ..engine.targets import StyleTarget

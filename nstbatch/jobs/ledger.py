@@ -1,13 +1,13 @@
 """The ledger: a run's state directory, and the one place that decides where a job stands
 (``StateDir.standing``). Its parts, by what they do: the typed records (``records``), the report
-and summary (``reportlog.ReportLog``, ``state.log``), kill counts (``kills.Kills``,
+and summary (``runlog.RunLog``, ``state.log``), kill counts (``kills.Kills``,
 ``state.kills``) and the packed shards' index (``packed.PackedIndex``, ``state.packed``); the
 state directory itself keeps the paths, the done records and the digest index.
 
 Layout (default ``<manifest folder>/.nstbatch/<manifest name>/``, ``--state-dir`` to move it):
 
     done/<job id>.json     a ``DoneRecord`` per finished job: its output and params hash
-    report.jsonl           a ``ReportLine`` per attempt's start, then one for its outcome
+    report.jsonl           a ``LogLine`` per attempt's start, then one for its outcome
                            (report-s<i>of<n>.jsonl per shard)
     summary.json           the last run's totals (summary-s<i>of<n>.json per shard)
     hashes.jsonl           sha256 of input files by path, size, mtime, ctime and inode, so a
@@ -32,9 +32,9 @@ holds every call of each writer to this table:
     claims/<id>.lock              job      claims.claim_at (the executor)
     frames/<id>-*/shot-*.lock     job      claims.claim_at (clip: a lock per shot)
     claims/pack-*, metadata-*     parent   claims.claim_at (outputs: a lock per shard or tree)
-    report*.jsonl                 parent   ReportLog.record, ReportLog.start, ReportLog.invalid
+    report*.jsonl                 parent   RunLog.record, RunLog.start, RunLog.invalid
     kills/<id>.json               parent   Kills.add, Kills.forget
-    summary*.json                 parent   ReportLog.write_summary
+    summary*.json                 parent   RunLog.write_summary
     hashes*.jsonl                 parent   StateDir.save_hashes
     packed/<hash>.json            parent   PackedIndex.write
 
@@ -54,19 +54,19 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..fs import atomic_write, read_json, write_json
-from ..io import shards
+from ..io import webdataset
 from ..io.hashing import FileHashes, JobHasher
 from ..io.manifest import Job
 from .claims import CLAIM_STALE, live_holder_at
 from .kills import KILLS_BEFORE_QUARANTINE, Kills
 from .packed import PackedIndex
-from .records import (EXIT_PREEMPTED, RATE_LABEL, TRANSITIONS, DoneRecord, JobStatus, Outcome, ReportLine,
+from .records import (EXIT_PREEMPTED, RATE_LABEL, TRANSITIONS, DoneRecord, JobStatus, Outcome, LogLine,
                       RunSummary, Standing, from_dict, allowed, images_per_hour, newest, rate_of, recovered,
                       safe_name)
-from .reportlog import ReportLog
+from .runlog import RunLog
 
 __all__ = ["EXIT_PREEMPTED", "KILLS_BEFORE_QUARANTINE", "RATE_LABEL", "TRANSITIONS", "DoneRecord", "JobStatus",
-           "Outcome", "ReportLine", "RunSummary", "Standing", "StateDir", "allowed", "default_state_dir",
+           "Outcome", "LogLine", "RunSummary", "Standing", "StateDir", "allowed", "default_state_dir",
            "images_per_hour", "newest", "rate_of", "read_history", "recovered", "state_root", "write_history"]
 
 
@@ -113,7 +113,7 @@ class StateDir:
 
     def __init__(self, root, tag: str = ""):
         self.root, self.tag = Path(root), tag  # tag: a shard's ('s3of8'): its report and summary are its own
-        self.log = ReportLog(self.root, tag)
+        self.log = RunLog(self.root, tag)
         self.kills = Kills(self.root)
         self.packed = PackedIndex(self.root)
         self._files: FileHashes | None = None
@@ -195,10 +195,10 @@ class StateDir:
 
     def _in_shard(self, job: Job, hash_: str) -> bool:
         """A sample of an output shard is there while it is staged or packed with this hash."""
-        parts = shards.split(job.output)
+        parts = webdataset.split(job.output)
         if parts is None:
             return False
-        return shards.staged(job.output).is_file() or self.packed.read(parts[0]).get(job.id) == hash_
+        return webdataset.staged(job.output).is_file() or self.packed.read(parts[0]).get(job.id) == hash_
 
     def is_done(self, job: Job, hasher) -> bool:
         """Done: the one rule (``_not_done``: its done record, params hash, output path and
@@ -216,7 +216,7 @@ class StateDir:
         return self._not_done(job, hash_, record) is None and (since is None or record.finished > since)
 
     def standing(self, job: Job, hasher, claim_stale: float = CLAIM_STALE,
-                 latest: dict[str, ReportLine] | None = None) -> Standing:
+                 latest: dict[str, LogLine] | None = None) -> Standing:
         """Where ``job`` stands, first match wins: INVALID (an input cannot be read to hash
         it with ``hasher``), DONE (its done record matches its params, inputs and output,
         which exists), QUARANTINED (it killed its worker twice with these params), RUNNING

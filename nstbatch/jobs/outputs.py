@@ -1,6 +1,6 @@
 """What the run's parent assembles from finished jobs: output shards and ``metadata.jsonl``.
 
-**Output shards.** A job whose output is a member of a ``.tar`` (``shards``) writes its image
+**Output shards.** A job whose output is a member of a ``.tar`` (``io.webdataset``) writes its image
 to the shard's staging folder (``out/.train-000000.tar.staging/``). Once every sample of the
 shard is settled (done, failed, invalid or quarantined: ``StateDir.standing``), the process
 that settled its last sample packs it: the done samples in manifest order, each as its image,
@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..io import shards
+from ..io import webdataset
 from ..io.dataset import Copy
 from ..errors import NstbatchError
 from ..fs import atomic_write, remove_stale_temps
@@ -71,7 +71,7 @@ class Outputs:
         self.trees: dict[str, list[Job]] = {}
         self.of_job: dict[str, Path] = {}
         for job in jobs:
-            parts = shards.split(job.output)
+            parts = webdataset.split(job.output)
             if parts is not None:
                 shard = self.shards.setdefault(parts[0], _Shard(parts[0], [], []))
                 shard.jobs.append(job)
@@ -79,7 +79,7 @@ class Outputs:
             elif job.origin is not None:
                 self.trees.setdefault(job.origin.root, []).append(job)
         for copy in copies:
-            parts = shards.split(copy.target)
+            parts = webdataset.split(copy.target)
             if parts is not None and parts[0] in self.shards:
                 self.shards[parts[0]].copies.append(copy)
         self.result = Assembled()
@@ -143,7 +143,7 @@ class Outputs:
             return
         done = [(job, s.hash) for job, s in zip(shard.jobs, standings) if s.status == JobStatus.DONE]
         members = {job.id: hash_ for job, hash_ in done}
-        staged = [shards.staged(job.output) for job, _ in done]
+        staged = [webdataset.staged(job.output) for job, _ in done]
         if members == self.state.packed.read(shard.path) and not any(p.is_file() for p in staged):
             return  # packed as it stands
         by_stem = {}
@@ -151,14 +151,14 @@ class Outputs:
             by_stem.setdefault(os.path.splitext(copy.target)[0], []).append(copy)
         entries = []
         for (job, hash_), path in zip(done, staged):
-            name = shards.split(job.output)[1]
-            entries.append(shards.Entry(name, path if path.is_file() else job.output))
+            name = webdataset.split(job.output)[1]
+            entries.append(webdataset.Entry(name, path if path.is_file() else job.output))
             stem = os.path.splitext(name)[0]
-            entries.append(shards.Entry(stem + ".json", data=_provenance(job, hash_)))
-            entries += [shards.Entry(shards.split(c.target)[1], c.source)
+            entries.append(webdataset.Entry(stem + ".json", data=_provenance(job, hash_)))
+            entries += [webdataset.Entry(webdataset.split(c.target)[1], c.source)
                         for c in by_stem.get(os.path.splitext(job.output)[0], [])]
         remove_stale_temps(shard.path)  # a packer killed while writing this shard
-        shards.pack(shard.path, entries, mtime=time.time())
+        webdataset.pack(shard.path, entries, mtime=time.time())
         self.state.packed.write(shard.path, members)
         self.result.packed += 1
         self.result.samples += len(done)
@@ -206,12 +206,12 @@ def _by_file(row: dict) -> str:
 
 def _provenance(job: Job, hash_: str) -> bytes:
     """A sample's ``.json``: where it comes from and how it was made."""
-    parts = shards.split(job.content)
+    parts = webdataset.split(job.content)
     data = {"id": job.id, "content": str(job.content), "style": [str(p) for p, _ in job.styles],
             "style_weights": [w for _, w in job.styles], "seed": job.params.seed, "params_hash": hash_,
             "preset": job.params.preset}
     if parts is not None:
-        data.update(content_shard=str(parts[0]), content_key=shards.split_key(parts[1])[0])
+        data.update(content_shard=str(parts[0]), content_key=webdataset.split_key(parts[1])[0])
     if job.origin is not None:
         data.update(variant=job.origin.variant, style_label=job.origin.style)
     return (json.dumps(data, sort_keys=True) + "\n").encode()
@@ -229,7 +229,7 @@ def remove_staged(shard: Path, staged: list[Path]) -> None:
             path.unlink()
         except FileNotFoundError:
             pass
-    folder = shards.staging_folder(shard)
+    folder = webdataset.staging_folder(shard)
     for sub in sorted({p.parent for p in staged}, key=lambda p: -len(p.parts)):
         while sub != folder.parent and sub.is_relative_to(folder):
             try:

@@ -53,7 +53,7 @@ class JobStatus(str, Enum):
 # may have after its last one (None: no line yet in this run). An attempt starts, then ends in
 # one outcome; before a start a job may be found invalid or quarantined, or be interrupted
 # (Ctrl-C before its turn). So no job is done, fails or is preempted at a checkpoint without a
-# start, and no attempt ends twice. ``ReportLog`` (``record``, ``start``, ``invalid``) consults
+# start, and no attempt ends twice. ``RunLog`` (``record``, ``start``, ``invalid``) consults
 # this table and refuses a line it does not allow.
 ENDED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.INVALID, JobStatus.PREEMPTED, JobStatus.INTERRUPTED,
          JobStatus.QUARANTINED)
@@ -106,7 +106,7 @@ _LINE_KEYS = ("id", "where", "status", "shard", "output", "seconds", "steps", "e
 
 
 @dataclass(frozen=True)
-class ReportLine:
+class LogLine:
     """One line of ``report*.jsonl``: an attempt's start, or its outcome."""
 
     id: str | None
@@ -137,7 +137,7 @@ class ReportLine:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "ReportLine | None":
+    def from_json(cls, data: dict) -> "LogLine | None":
         """None for a line that is not one of ours (or a status this version does not know)."""
         try:
             return from_dict(cls, {**data, "status": JobStatus(data["status"])})
@@ -166,8 +166,8 @@ class Outcome:
     recoveries: tuple[str, ...] = ()
     images: int = 1  # images this attempt made: a clip's frames it stylized
 
-    def report_line(self, shard_tag: str = "", owner: str | None = None) -> ReportLine:
-        return ReportLine(
+    def log_line(self, shard_tag: str = "", owner: str | None = None) -> LogLine:
+        return LogLine(
             self.job.id, self.status, self.job.where, shard_tag or None, time=time.time(),
             output=str(self.job.output), seconds=round(self.seconds, 3), steps=self.job.params.steps,
             error=self.error, device=self.device, costs=self.costs, note=self.note,
@@ -200,7 +200,7 @@ def images_per_hour(done: int, spans: Iterable[tuple[float, float]]) -> float | 
     return 3600.0 * done / busy if done and busy > 0 else None
 
 
-def rate_of(lines: Iterable["ReportLine"]) -> float | None:
+def rate_of(lines: Iterable["LogLine"]) -> float | None:
     """THE throughput figure, which ``run``'s last line, ``status`` and ``report`` all print
     from the same report lines: images made (a clip's frames, each) per hour of the time the
     attempts that made them ran, the union of the done attempts' spans (an outcome's time less
@@ -263,7 +263,7 @@ class RunSummary:
         del data["lines"]
         return data
 
-    def add(self, outcome: Outcome, line: ReportLine | None = None) -> None:
+    def add(self, outcome: Outcome, line: LogLine | None = None) -> None:
         """Count an outcome; ``line``: its report line as recorded, from which the run's
         throughput is computed as ``status`` computes it (``rate_of``)."""
         counted = {JobStatus.DONE: "done", JobStatus.FAILED: "failed", JobStatus.PREEMPTED: "preempted",
@@ -288,7 +288,7 @@ class Standing:
     done: DoneRecord | None = None  # DONE: its record
 
 
-def newest(lines: Iterable[ReportLine | None], into: dict[str, ReportLine] | None = None) -> dict[str, ReportLine]:
+def newest(lines: Iterable[LogLine | None], into: dict[str, LogLine] | None = None) -> dict[str, LogLine]:
     """Each job's newest line of ``lines`` (by time; a tie goes to the later line), added to
     ``into``."""
     into = {} if into is None else into
@@ -301,9 +301,9 @@ def newest(lines: Iterable[ReportLine | None], into: dict[str, ReportLine] | Non
     return into
 
 
-def parse_line(raw: bytes) -> ReportLine | None:
+def parse_line(raw: bytes) -> LogLine | None:
     try:
         data = json.loads(raw)
     except ValueError:
         return None  # a line torn by a kill mid-write
-    return ReportLine.from_json(data) if isinstance(data, dict) else None
+    return LogLine.from_json(data) if isinstance(data, dict) else None

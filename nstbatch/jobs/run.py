@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from ..environment import Shard
 from ..io.manifest import Job, Problem
 from ..errors import NstbatchError
-from ..io.shards import is_member
+from ..io.webdataset import is_member
 from .frames import FrameStore
 from .ledger import JobStatus, Outcome, RunSummary, StateDir, state_root
 from .options import RunOptions

@@ -21,7 +21,7 @@ from ..engine.targets import StyleTarget
 from ..engine.vgg import VGGFeatures
 from ..engine.weights import load_weights
 from ..errors import InputError
-from ..io import shards
+from ..io import webdataset
 from ..io.images import (check_bit_depth, check_output_path, fit_image, icc_profile, load_image, probe_image,
                          save_image)
 from ..styles.store import StyleTargetStore, default_store
@@ -66,6 +66,7 @@ class Preempted(Exception):
 
 def optimize_job(content: torch.Tensor, style_targets: StyleTarget, params: StyleParams, *,
                  features: VGGFeatures | None = None, init: torch.Tensor | None = None,
+                 ties: tuple[tuple[torch.Tensor, torch.Tensor], ...] = (),
                  resume: Checkpoint | None = None, hooks: Hooks | None = None,
                  memory: Memory | None = None) -> Result:
     """The loop for one job (or a batch of jobs), from its content at the output's size and its
@@ -82,7 +83,7 @@ def optimize_job(content: torch.Tensor, style_targets: StyleTarget, params: Styl
     if memory is None:
         memory = planned_memory(params, content)
     with Stylization(content, None, params, features=features, style_targets=style_targets, init=init,
-                     resume=resume, on_step=hooks.on_step, report_every=hooks.report_every,
+                     ties=ties, resume=resume, on_step=hooks.on_step, report_every=hooks.report_every,
                      memory=memory) as run:
         for point in run:
             if hooks.on_snapshot is not None and point.passed(params.save_every):
@@ -139,7 +140,7 @@ def check_job_files(content: Path, styles: Sequence[tuple[Path, float]], output:
     if params is not None:
         check_bit_depth(output, params.bit_depth)
     for source in [content] + [style for style, _ in styles]:
-        if output.resolve() == source.resolve() or (output.exists() and not shards.is_member(source)
+        if output.resolve() == source.resolve() or (output.exists() and not webdataset.is_member(source)
                                                     and os.path.samefile(output, source)):
             raise InputError(f"{output}: the output is also an input; it would be overwritten",
                              hint="choose another output path")

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..io.manifest import Job, Problem, read_manifest
 from .claims import CLAIM_STALE
 from .frames import FrameStore
-from .ledger import (RATE_LABEL, JobStatus, ReportLine, Standing, StateDir, newest, rate_of, read_history,
+from .ledger import (RATE_LABEL, JobStatus, LogLine, Standing, StateDir, newest, rate_of, read_history,
                      recovered, state_root)
 
 
@@ -74,7 +74,7 @@ class RunView:
         return lines + [f"INVALID ({p.where}): {p.message}" for p in self.problems]
 
 
-def _view(job: Job, standing: Standing, lines: list[ReportLine]) -> JobView:
+def _view(job: Job, standing: Standing, lines: list[LogLine]) -> JobView:
     view = JobView(job, standing.status, attempts=sum(line.status == JobStatus.STARTED for line in lines))
     if standing.status != JobStatus.DONE:
         view.error = standing.why if standing.status.is_failure else None
@@ -104,7 +104,7 @@ def status(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None
     manifest_path = Path(manifest_path)
     manifest = read_manifest(manifest_path, overrides)
     state = StateDir(state_root(manifest_path, state_dir, overrides))
-    lines: dict[str | None, list[ReportLine]] = {}
+    lines: dict[str | None, list[LogLine]] = {}
     every = list(state.log.lines())
     for line in every:
         lines.setdefault(line.id, []).append(line)

@@ -12,10 +12,10 @@ from typing import Iterator
 
 from ..fs import write_json
 from ..io.manifest import Job, Problem
-from .records import JobStatus, Outcome, ReportLine, RunSummary, allowed, newest, parse_line
+from .records import JobStatus, Outcome, LogLine, RunSummary, allowed, newest, parse_line
 
 
-class ReportLog:
+class RunLog:
     """The report lines and summary of the state directory ``root`` (``tag``: a shard's, whose
     files are its own)."""
 
@@ -23,7 +23,7 @@ class ReportLog:
         self.root, self.tag = Path(root), tag
         self._written: dict[str, JobStatus] = {}  # each job's last line written here, for TRANSITIONS
         self._read_to: dict[Path, int] = {}  # latest()'s reading position in each report file
-        self._latest: dict[str, ReportLine] = {}  # ... and each job's latest line so far
+        self._latest: dict[str, LogLine] = {}  # ... and each job's latest line so far
 
     @property
     def path(self) -> Path:
@@ -38,26 +38,26 @@ class ReportLog:
     def write_summary(self, summary: RunSummary) -> None:
         write_json(self.summary_path, {**summary.to_dict(), "finished": time.time()})
 
-    def record(self, outcome: Outcome, owner: str | None = None) -> ReportLine | None:
+    def record(self, outcome: Outcome, owner: str | None = None) -> LogLine | None:
         """An attempt's outcome on record: its report line, returned (none for ELSEWHERE: the
         run that has the job writes it). ``owner``: the shard whose job a helping shard ran."""
         if outcome.status == JobStatus.ELSEWHERE:
             return None
         self._transition(outcome.job.id, outcome.status)
-        line = outcome.report_line(self.tag, owner)
+        line = outcome.log_line(self.tag, owner)
         self.append(line)
         return line
 
     def start(self, job: Job) -> None:
         """A 'started' line per attempt, so the report accounts for attempts a kill cut short."""
         self._transition(job.id, JobStatus.STARTED)
-        self.append(ReportLine(job.id, JobStatus.STARTED, job.where, self.tag or None))
+        self.append(LogLine(job.id, JobStatus.STARTED, job.where, self.tag or None))
 
     def invalid(self, problem: Problem) -> None:
         """A row skipped by ``--skip-invalid``, with its reason."""
         if problem.job_id is not None:
             self._transition(problem.job_id, JobStatus.INVALID)
-        self.append(ReportLine(problem.job_id, JobStatus.INVALID, problem.where, self.tag or None,
+        self.append(LogLine(problem.job_id, JobStatus.INVALID, problem.where, self.tag or None,
                                error=problem.message))
 
     def _transition(self, job_id: str, status: JobStatus) -> None:
@@ -67,7 +67,7 @@ class ReportLog:
                                f" the ledger allows (TRANSITIONS)")
         self._written[job_id] = status
 
-    def append(self, line: ReportLine) -> None:
+    def append(self, line: LogLine) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         data = line.to_json()
         data["time"] = line.time or time.time()
@@ -80,7 +80,7 @@ class ReportLog:
 
     # --- reading (anyone) -----------------------------------------------------------------------
 
-    def lines(self) -> Iterator[ReportLine]:
+    def lines(self) -> Iterator[LogLine]:
         """Every shard's report lines, each file in time order."""
         for path in sorted(self.root.glob("report*.jsonl")):
             try:
@@ -92,7 +92,7 @@ class ReportLog:
             except FileNotFoundError:
                 continue
 
-    def latest(self) -> dict[str, ReportLine]:
+    def latest(self) -> dict[str, LogLine]:
         """Each job's latest report line, of any shard. Helping shards ask every few seconds:
         each call reads only the lines appended since the last (a line still being written
         waits for the next call)."""

@@ -68,7 +68,7 @@ def imports_of(path, at_import_time: bool = False) -> list[tuple[int, str, str]]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module
-            for alias in node.names:  # `from .io import shards` imports the module io.shards
+            for alias in node.names:  # `from .io import webdataset` imports the module io.webdataset
                 sub = f"{target}.{alias.name}"
                 is_module = (ROOT / sub.replace(".", "/")).with_suffix(".py").is_file() or \
                     (ROOT / sub.replace(".", "/")).is_dir()
@@ -158,3 +158,22 @@ def test_the_checker_sees_a_wrong_import_and_a_cycle(tmp_path, monkeypatch):
     assert layer_of("nstbatch.jobs.plan", faces) == "jobs" not in allowed[layer_of("nstbatch.engine.loop", faces)]
     with pytest.raises(AssertionError, match="nstbatch.a -> nstbatch.b -> nstbatch.a"):
         test_the_imports_have_no_cycle()
+
+
+def test_the_table_names_every_module_in_its_layer_s_row():
+    """A newcomer reading docs/architecture.md finds every module where it lives."""
+    rows = {}
+    for line in TABLE.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 4:
+            rows[cells[0].strip("*`")] = set(re.findall(r"`(\w+)`", cells[1] + cells[2]))
+    _, faces = layer_table()
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = path.stem
+        if name == "__init__" and path.parent != PACKAGE:
+            continue  # a layer's package itself
+        layer = layer_of(module_name(path), faces)
+        if name not in rows[layer]:
+            missing.append(f"{module_name(path)} (layer {layer})")
+    assert not missing, f"docs/architecture.md's table does not name: {', '.join(missing)}"

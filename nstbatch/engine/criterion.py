@@ -1,0 +1,273 @@
+"""The criterion: a stage's costs bound to their targets — content, style (Gram or W2), TV and a
+video frame's temporal ties — as one object, ``loss = criterion(image)`` with its parts, whose
+``gradient`` back-propagates them whole or tile by tile (a print, ``tiles.py``). The loop over
+pixels descends it (``descent.py``); any other user (a network trainer) calls the same object on
+any batch of images. Also what a job is pulled towards (``job_targets``, ``stage_targets``)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from . import losses, temporal
+from .color import prepare_style
+from ..config import StyleParams
+from ..geometry import long_side_size
+from .pixels import resize_tensor
+from .targets import StyleTarget, blend_targets, torch_style_targets
+from .tiles import Tile, backpropagate, read
+from ..layers import pools_before
+from .vgg import VGGFeatures, check_image_size
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the generated image is pulled towards, computed once per job."""
+
+    content: dict[str, Tensor]  # layer -> activation of the content image, (N, C, H, W)
+    # the blended style target (targets.py): per layer the style image(s)' channel means and
+    # Gram matrix per position, G_S / (n_H·n_W), (1, ...) or one per image (N, ...)
+    style: StyleTarget
+    # (N,): each image's share of beta under params.style_cap (None: no cap, the full beta)
+    style_factor: Tensor | None = None
+    # style_loss w2: layer -> losses.w2_target of the style (covariance, its root, eps)
+    w2: dict[str, tuple[Tensor, Tensor, Tensor]] | None = None
+    # a video frame's ties to earlier outputs: (that output warped into this frame (N, 3, H, W),
+    # where the warp is trusted (N, 1, H, W)), weighted by params.temporal_weight (temporal.py)
+    temporal: tuple[tuple[Tensor, Tensor], ...] = ()
+
+
+Styles = Union[Tensor, Sequence[tuple[Tensor, float]]]
+# gradient(image, scale_loss): the costs (total, content, style, tv), each (N,), and the gradient
+# of scale_loss(total.sum()) accumulated into image.grad (scale_loss None: the costs alone)
+Gradient = Callable[[Tensor, "Callable[[Tensor], Tensor] | None"], tuple]
+
+
+class Criterion:
+    """A stage's costs against ``targets``: ``criterion(image)`` is ``(total, content, style,
+    tv)``, each ``(N,)``, with no gradient; ``gradient(image, scale_loss)`` gives the same and
+    accumulates the gradient of ``scale_loss(total.sum())`` into ``image.grad`` (the
+    ``Gradient`` a descent takes), the whole image at once or, with ``tiles``, tile by tile
+    (memory bounded by a tile and its margin, the gradient the whole image's to float
+    rounding). ``dtype``: the network's autocast precision (costs stay fp32)."""
+
+    def __init__(self, features: VGGFeatures, targets: Targets, params: StyleParams,
+                 dtype: torch.dtype | None = None, tiles: Sequence[Tile] | None = None):
+        self.features, self.targets, self.params, self.dtype, self.tiles = features, targets, params, dtype, tiles
+
+    def __call__(self, image: Tensor) -> tuple:
+        return self.gradient(image, None)
+
+    def gradient(self, image: Tensor, scale_loss: Callable[[Tensor], Tensor] | None) -> tuple:
+        if self.tiles is not None:
+            return tiled_costs(self.features, image, self.targets, self.params, self.dtype, self.tiles, scale_loss)
+        if scale_loss is None:
+            with torch.no_grad():
+                return costs(self.features, image, self.targets, self.params, self.dtype)
+        parts = costs(self.features, image, self.targets, self.params, self.dtype)
+        scale_loss(parts[0].sum()).backward()
+        return parts
+
+
+def style_targets_of(features: VGGFeatures, styles: Styles, params: StyleParams, output_side: int,
+                     content: Tensor) -> StyleTarget:
+    """The blended style target of style images given as tensors, on the engine's own network:
+    each resized to its long side ``params.style_side(output_side)``, prepared for
+    ``preserve_color`` (``color.prepare_style``, against ``content``). The doors (``stylize``,
+    ``run``) take theirs from ``styles.store.StyleTargetStore`` instead: the same statistics,
+    from ONNX Runtime by default, cached."""
+    if not params.style_layers:
+        return StyleTarget({})
+    per_style = []
+    for style, weight in _as_blend(styles):
+        if not weight:
+            continue
+        height, width = style.shape[-2:]
+        side = params.style_side(output_side)
+        style = resize_tensor(style.to(content.device), long_side_size(width, height, side)[::-1])
+        check_image_size(*style.shape[-2:], params.style_layers, "style image")
+        style = prepare_style(style, params, content)
+        per_style.append((torch_style_targets(features, style, params.style_layers), weight))
+    return blend_targets(per_style or [(StyleTarget({}), 1.0)], params.feature_scale, content.device)
+
+
+def job_targets(features: VGGFeatures, content: Tensor, style_targets: StyleTarget, params: StyleParams,
+                dtype: torch.dtype | None = None, tiles: Sequence[Tile] | None = None) -> Targets:
+    """What a job is pulled towards, once per job at its full size: the content's activations,
+    the blended style target (``targets.blend_targets``) on the content's device, its W2
+    targets (``style_loss: w2``), and under ``style_cap`` each image's share of beta, from the
+    content image's own style cost."""
+    check_image_size(*content.shape[-2:], params.feature_layers, "content image")
+    style = style_targets.to(content.device)
+    w2 = ({name: losses.w2_target(style.layers[name].mean, style.layers[name].second)
+           for name in params.style_layers} if params.style_loss == "w2" else None)
+    capped = bool(params.style_cap and params.style_layers)
+    if tiles is not None:  # a print: the content's activations and own style cost, in one pass of tiles
+        acts, sums = read(_features_of(features, params, dtype), content, tiles, params.content_layers,
+                          _style_sizes(content, params) if capped else None)
+        factor = losses.style_cap_factor(_style_cost_of_sums(sums, style, params, w2), params.style_cap) if capped else None
+        return Targets(acts, style, factor, w2)
+    layers = params.feature_layers if capped else params.content_layers
+    with torch.no_grad():
+        acts = _scaled(features, content, layers, params.feature_scale, dtype) if layers else {}
+        factor = losses.style_cap_factor(_style_cost(acts, style, params, w2), params.style_cap) if capped else None
+    return Targets({name: acts[name] for name in params.content_layers}, style, factor, w2)
+
+
+def stage_targets(features: VGGFeatures, content: Tensor, job: Targets, params: StyleParams,
+                  dtype: torch.dtype | None = None, tiles: Sequence[Tile] | None = None) -> Targets:
+    """A stage's targets: the content's activations at the stage's size; the job's style
+    target, style_cap factors and W2 targets serve every stage (Grams are per position)."""
+    size = tuple(content.shape[-2:])
+    ties = tuple((resize_tensor(warped, size, "bilinear"), resize_tensor(weights, size, "bilinear"))
+                 for warped, weights in job.temporal)
+    if tiles is not None:
+        acts, _ = read(_features_of(features, params, dtype), content, tiles, params.content_layers)
+        return dataclasses.replace(job, content=acts, temporal=ties)
+    with torch.no_grad():
+        acts = (_scaled(features, content, params.content_layers, params.feature_scale, dtype)
+                if params.content_layers else {})
+    return dataclasses.replace(job, content=acts, temporal=ties)
+
+
+def costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleParams,
+          dtype: torch.dtype | None = None):
+    """``(total, content, style, tv)``, each of shape ``(N,)``."""
+    acts = _scaled(features, image, params.feature_layers, params.feature_scale, dtype)
+    zero = image.new_zeros(image.shape[0], dtype=torch.float32)
+    j_content = (losses.content_cost_layers(targets.content, acts, params.content_layers,
+                                            params.content_norm)
+                 if params.content_layers else zero)
+    j_style = _style_cost(acts, targets.style, params, targets.w2) if params.style_layers else zero
+    j_tv = losses.tv_cost(image) if params.tv_weight else zero
+    beta = params.style_weight if targets.style_factor is None else params.style_weight * targets.style_factor
+    total = losses.total_cost(j_content, j_style, params.content_weight, beta, j_tv, params.tv_weight)
+    if targets.temporal:
+        total = total + params.temporal_weight * _temporal_cost(image, targets.temporal)
+    return total, j_content, j_style, j_tv
+
+
+def _temporal_cost(image: Tensor, ties: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
+    """A video frame's temporal cost ``(N,)``: the sum over its ties to earlier outputs."""
+    return sum(temporal.temporal_cost(image, warped, weights) for warped, weights in ties)
+
+
+def tiled_costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleParams,
+                dtype: torch.dtype | None, tiles: Sequence[Tile],
+                scale_loss: Callable[[Tensor], Tensor] | None = None) -> tuple:
+    """``costs`` of an image too large to step at once, read tile by tile (``tiles``); with
+    ``scale_loss`` also the gradient of ``scale_loss(total.sum())``, accumulated into
+    ``image.grad`` as its backward would. The costs come back detached."""
+    features_of = _features_of(features, params, dtype)
+    zero = image.new_zeros(image.shape[0], dtype=torch.float32)
+    beta = params.style_weight if targets.style_factor is None else params.style_weight * targets.style_factor
+    j_style, sum_gradients = (_tiled_style(features_of, image, tiles, targets, params, beta, scale_loss)
+                              if params.style_layers else (zero, {}))
+    j_content = [zero]
+    divisors = {name: losses.content_divisor(targets.content[name], params.content_norm)
+                for name in params.content_layers}
+
+    def content(tile: Tile, acts: dict[str, Tensor]) -> Tensor:
+        """The tile's content terms: its core's squared errors over the whole target's divisor."""
+        part = zero
+        for name in params.content_layers:
+            generated = tile.core_of(acts[name], name)
+            target = tile.core_in_image(targets.content[name], name)
+            part = part + ((target - generated) ** 2).sum(dim=(1, 2, 3)) / divisors[name]
+        j_content[0] = j_content[0] + part.detach()
+        return scale_loss(params.content_weight * part.sum()) if scale_loss is not None else part.sum()
+
+    if params.content_layers or sum_gradients:
+        with torch.enable_grad() if scale_loss is not None else torch.no_grad():
+            backpropagate(features_of, image, tiles, params.feature_layers if sum_gradients else params.content_layers,
+                          sum_gradients, content)
+    j_tv = zero
+    if params.tv_weight:
+        j_tv = losses.tv_cost(image)
+        if scale_loss is not None:
+            scale_loss(params.tv_weight * j_tv.sum()).backward()
+        j_tv = j_tv.detach()
+    total = losses.total_cost(j_content[0], j_style, params.content_weight, beta, j_tv, params.tv_weight)
+    if targets.temporal:  # a pixel cost, like TV: on the whole image
+        with torch.enable_grad() if scale_loss is not None else torch.no_grad():
+            j_temporal = params.temporal_weight * _temporal_cost(image, targets.temporal)
+            if scale_loss is not None:
+                scale_loss(j_temporal.sum()).backward()
+        total = total + j_temporal.detach()
+    return total.detach(), j_content[0], j_style, j_tv
+
+
+def _tiled_style(features_of, image: Tensor, tiles: Sequence[Tile], targets: Targets, params: StyleParams,
+                 beta, scale_loss) -> tuple[Tensor, dict]:
+    """The style cost ``(N,)`` from each layer's sums over the image, gathered tile by tile;
+    with ``scale_loss`` also the gradient of ``scale_loss((beta · cost).sum())`` with respect
+    to each layer's sums, which the tiles' backward passes carry on to the pixels."""
+    _, sums = read(features_of, image.detach(), tiles, summed=_style_sizes(image, params))
+    wanted = scale_loss is not None
+    for part in sums.values():
+        part.first.requires_grad_(wanted)
+        part.second.requires_grad_(wanted)
+    with torch.enable_grad() if wanted else torch.no_grad():
+        j_style = _style_cost_of_sums(sums, targets.style, params, targets.w2)
+    sum_gradients = {}
+    if wanted:
+        leaves = [t for part in sums.values() for t in (part.first, part.second)]
+        grads = torch.autograd.grad(scale_loss((beta * j_style).sum()), leaves, allow_unused=True)
+        sum_gradients = {name: (grads[2 * i], grads[2 * i + 1]) for i, name in enumerate(sums)}
+    return j_style.detach(), sum_gradients
+
+
+def _features_of(features: VGGFeatures, params: StyleParams, dtype: torch.dtype | None):
+    return lambda crop, layers: _scaled(features, crop, layers, params.feature_scale, dtype)
+
+
+def _style_sizes(image: Tensor, params: StyleParams) -> dict[str, tuple[int, int]]:
+    """Each style layer's (n_H, n_W) on the whole image."""
+    height, width = image.shape[-2:]
+    return {name: (height >> pools_before(name), width >> pools_before(name)) for name in params.style_layers}
+
+
+def _style_cost_of_sums(sums, style: StyleTarget, params: StyleParams,
+                        w2: dict[str, tuple[Tensor, Tensor, Tensor]] | None = None) -> Tensor:
+    """``_style_cost`` from each layer's sums over the image (``tiles.Sums``)."""
+    weights = dict(zip(params.style_layers, params.style_layer_weights))
+    if w2 is not None:
+        return sum(weight * losses.w2_moments_cost(sums[name].first / sums[name].count,
+                                                   sums[name].second / sums[name].count,
+                                                   style.layers[name].mean, style.layers[name].second, w2[name],
+                                                   params.style_norm)
+                   for name, weight in weights.items())
+    at_size = {name: style.layers[name].second * sums[name].count for name in weights}  # G_S at this size
+    return losses.style_cost_of_grams(at_size, {name: sums[name].second for name in weights},
+                                      {name: sums[name].size for name in weights}, weights, params.style_norm)
+
+
+def _style_cost(acts: dict[str, Tensor], style: StyleTarget, params: StyleParams,
+                w2: dict[str, tuple[Tensor, Tensor, Tensor]] | None = None) -> Tensor:
+    """The style cost (N,) of activations against a style target: its per-position Grams, or
+    with ``w2`` (``style_loss: w2``) its moments."""
+    weights = dict(zip(params.style_layers, params.style_layer_weights))
+    if w2 is not None:
+        return sum(weight * losses.w2_layer_cost(acts[name], style.layers[name].mean, style.layers[name].second,
+                                                 w2[name], params.style_norm)
+                   for name, weight in weights.items())
+    at_size = {name: moments.second * (acts[name].shape[-2] * acts[name].shape[-1])
+               for name, moments in style.layers.items()}  # back to G_S at this size
+    return losses.style_cost(at_size, acts, weights, params.style_norm)
+
+
+def _scaled(features: VGGFeatures, image: Tensor, layers, scale: float,
+            dtype: torch.dtype | None = None) -> dict[str, Tensor]:
+    """Activations at ``layers`` times ``scale``, in float32 (float64 from a float64 network).
+    With ``dtype`` the network runs under autocast; its outputs are cast back so Gram matrices
+    and costs are float32."""
+    with torch.autocast(image.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        acts = features(image, layers)
+    return {name: a.to(torch.promote_types(a.dtype, torch.float32)) * scale for name, a in acts.items()}
+
+
+def _as_blend(styles: Styles) -> list[tuple[Tensor, float]]:
+    return [(styles, 1.0)] if isinstance(styles, Tensor) else list(styles)
