@@ -38,7 +38,7 @@ style = to_tensor(load_image(sys.argv[5], size))
 features = build_features(params)
 targets = style_targets_of(features, style, params, max(content.shape[-2:]), content)
 sampler = PeakSampler().start()
-optimize(content, None, params, features=features, style_targets=targets,
+optimize(content, targets, params, features=features,
          memory=Memory(checkpointing))
 increase = sampler.stop()
 h, w = content.shape[-2:]

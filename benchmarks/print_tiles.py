@@ -45,7 +45,7 @@ style = to_tensor(load_image(sys.argv[5], 1024))
 features = build_features(params)
 targets = style_targets_of(features, style, params, max(content.shape[-2:]), content)
 stamps, started = [], time.perf_counter()
-with Stylization(content, None, params, features=features, style_targets=targets, memory=Memory(tile=tile)) as run:
+with Stylization(content, targets, params, features=features, memory=Memory(tile=tile)) as run:
     for point in run:
         if point.step == 0:  # the targets are made: the baseline
             sampler, first = PeakSampler().start(), time.perf_counter()

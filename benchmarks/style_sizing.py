@@ -66,7 +66,7 @@ def main() -> None:
             targets = blend_targets([(torch_style_targets(style_net, style, params.style_layers), 1.0)],
                                     params.feature_scale)
             started = time.perf_counter()
-            image = optimize(content, None, params, features=features, style_targets=targets).image
+            image = optimize(content, targets, params, features=features).image
             seconds = time.perf_counter() - started
             score = yardstick(image)
             to_pil(image).save(out / f"{content_path.stem}_{style_path.stem}_{rule[0]}.png")

@@ -415,11 +415,11 @@ def test_a_mixed_style_batch_pulls_each_image_towards_its_own_style(pair, seed_f
            for s in (style, other)]
     stacked = StyleTarget.stack(own)  # (2, C, C), (2, C)
     batch = torch.cat([content, content.flip(-1)])
-    together = optimize(batch, None, params, features=seed_features, style_targets=stacked)
+    together = optimize(batch, stacked, params, features=seed_features)
     for index in range(2):
         image = batch[index:index + 1]
-        alone = optimize(image, None, params, features=seed_features, style_targets=own[index])
-        swapped = optimize(image, None, params, features=seed_features, style_targets=own[1 - index])
+        alone = optimize(image, own[index], params, features=seed_features)
+        swapped = optimize(image, own[1 - index], params, features=seed_features)
         mine = together.image[index:index + 1]
         assert (mine - alone.image).abs().mean() * 10 < (mine - swapped.image).abs().mean()
         assert together.final(index).style == pytest.approx(alone.final().style, rel=0.02)

@@ -212,7 +212,7 @@ class Descent:
         self.failures += 1
         if self.failures > GIVE_UP_AFTER or self.good is None:
             raise OptimizationError(f"the descent failed {self.failures} time(s) in a row at step {step}: {why}",
-                                    hint=f"lower the learning rate (lr={self.params.lr:g}), or try precision fp32")
+                                    hint=_what_to_try(self.params))
         if self.failures >= FAILURES_BEFORE_SMALLER_STEPS:
             self.lr_factor *= SMALLER_STEPS
         smaller = f", learning rate x{self.lr_factor:g}" if self.lr_factor != 1 else ""
@@ -236,8 +236,7 @@ class Descent:
         if bool(torch.isfinite(self.result()).all()):
             return
         if self.good is None:
-            raise OptimizationError(f"the image became non-finite by step {step}",
-                                    hint=f"lower the learning rate (lr={self.params.lr:g}), or try precision fp32")
+            raise OptimizationError(f"the image became non-finite by step {step}", hint=_what_to_try(self.params))
         self._restore(f"step {step}: the stage ended on a non-finite image; kept step {self.good[0]}'s")
 
 
@@ -258,6 +257,10 @@ class Descent:
         change = (self.reference - self.latest).abs() / self.reference.abs().clamp_min(1e-30)
         self.reference = self.latest
         return bool((change < params.stop_tol).all())
+
+
+def _what_to_try(params: StyleParams) -> str:
+    return f"lower the learning rate (lr={params.lr:g})" + (", or precision: fp32" if params.precision != "fp32" else "")
 
 
 def _optimizer(params: StyleParams, image: Tensor, gradient: Gradient):

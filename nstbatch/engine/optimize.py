@@ -106,9 +106,8 @@ class Point(NamedTuple):
         return bool(every) and self.step // every > self.previous // every
 
 
-def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
+def optimize(content: Tensor, style: Styles | StyleTarget, params: StyleParams, *,
              features: VGGFeatures | None = None,
-             style_targets: StyleTarget | None = None,
              init: Tensor | None = None,
              ties: Sequence[tuple[Tensor, Tensor]] = (),
              resume: Checkpoint | None = None,
@@ -117,7 +116,7 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
              memory: Memory = Memory()) -> Result:
     """Stylize ``content`` ``(N, 3, H, W)`` with ``style`` ``(1, 3, h, w)``, both in [0, 1];
     or with a blend, a sequence of ``(style, weight)`` (weights are normalised to sum to 1);
-    or with precomputed ``style_targets`` (then ``style`` may be None). ``init``: an image
+    or with the style's precomputed targets (a ``StyleTarget``). ``init``: an image
     to start from instead of the content plus noise (``initial_image``); ``resume``: a
     ``Checkpoint`` to continue from.
 
@@ -146,8 +145,8 @@ def optimize(content: Tensor, style: Styles | None, params: StyleParams, *,
     Colour: with ``preserve_color: luminance`` the content and styles are reduced to their
     luminance and the result (and every snapshot) gets the content's chroma back.
     """
-    with Stylization(content, style, params, features=features, style_targets=style_targets, init=init,
-                     ties=ties, resume=resume, on_step=on_step, report_every=report_every, memory=memory) as run:
+    with Stylization(content, style, params, features=features, init=init, ties=ties, resume=resume,
+                     on_step=on_step, report_every=report_every, memory=memory) as run:
         for _ in run:
             pass
     return run.result()
@@ -171,9 +170,8 @@ class Stylization:
     the network's memory layout and activation checkpointing for the run and puts them back
     afterwards, whatever happens (the executor shares one network between jobs)."""
 
-    def __init__(self, content: Tensor, style: Styles | None, params: StyleParams, *,
-                 features: VGGFeatures | None = None, style_targets: StyleTarget | None = None,
-                 init: Tensor | None = None, ties: Sequence[tuple[Tensor, Tensor]] = (),
+    def __init__(self, content: Tensor, style: Styles | StyleTarget, params: StyleParams, *,
+                 features: VGGFeatures | None = None, init: Tensor | None = None, ties: Sequence[tuple[Tensor, Tensor]] = (),
                  resume: Checkpoint | None = None,
                  on_step: Callable[[Progress], None] | None = None, report_every: int = 1,
                  memory: Memory = Memory()):
@@ -181,7 +179,7 @@ class Stylization:
         self.tile = memory.tile
         self.params, self.on_step, self.report_every = params, on_step, report_every
         self.temporal = tuple(ties)  # a video frame's ties: they pull with temporal_weight
-        self.inputs = (content, style, style_targets, init, resume)
+        self.inputs = (content, style, init, resume)
         self.checkpointing = memory.checkpointing
         self.device = next(self.features.parameters()).device
         dtype = autocast_dtype(params.precision, self.device)
@@ -254,13 +252,13 @@ class Stylization:
 
     def _run(self) -> Iterator[Point]:
         params, layout = self.params, self.memory_format
-        content, style, style_targets, init, resume = self.inputs
+        content, style, init, resume = self.inputs
         original = content = content.to(self.device).contiguous(memory_format=layout)
         if params.preserve_color == "luminance":
             content = luminance(content).contiguous(memory_format=layout)
         self.content, self.original = content, original
-        if style_targets is None:
-            style_targets = style_targets_of(self.features, style, params, max(content.shape[-2:]), content)
+        style_targets = (style if isinstance(style, StyleTarget)
+                         else style_targets_of(self.features, style, params, max(content.shape[-2:]), content))
         full = job_targets(self.features, content, style_targets, params, self.dtype,
                            self._tiles(tuple(content.shape[-2:])))
         if self.temporal:

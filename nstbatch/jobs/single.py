@@ -82,7 +82,7 @@ def optimize_job(content: torch.Tensor, style_targets: StyleTarget, params: Styl
         init = init_image(params, *content.shape[-2:])
     if memory is None:
         memory = planned_memory(params, content)
-    with Stylization(content, None, params, features=features, style_targets=style_targets, init=init,
+    with Stylization(content, style_targets, params, features=features, init=init,
                      ties=ties, resume=resume, on_step=hooks.on_step, report_every=hooks.report_every,
                      memory=memory) as run:
         for point in run:
