@@ -39,7 +39,8 @@ def main() -> None:
     ap.add_argument("--pairs", nargs="*", help="ids to run (default: all)")
     ap.add_argument("--size", type=int, default=512)
     args = ap.parse_args()
-    chosen = [p for p in pairs() if not args.pairs or p[0] in args.pairs]
+    known = {p[0]: p for p in pairs()}
+    chosen = [known[job] for job in args.pairs] if args.pairs else list(known.values())  # in the order given
     args.out.mkdir(parents=True, exist_ok=True)
     manifest = args.out / "quality-fp32.yaml"
     manifest.write_text(f"defaults: {{preset: quality, size: {args.size}, precision: fp32}}\njobs:\n" + "".join(
