@@ -201,8 +201,9 @@ def _names_a_gpu(options: RunOptions) -> bool:
 
 def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[RunSummary, Plan]:
     """Run every job of this shard of the manifest that is not done. A failing job is
-    recorded and the rest go on; outputs are atomic; a stop signal checkpoints the jobs in
-    progress (exit code 75); a job that killed its worker twice is skipped until it changes.
+    recorded and the rest go on; outputs are atomic; a stop signal or Ctrl-C checkpoints the
+    jobs in progress, and a run so stopped with jobs left says so (``RunSummary.exit_code``: 75,
+    or 130 for Ctrl-C); a job that killed its worker twice is skipped until it changes.
     A shard of an array that finishes its own jobs helps with the others' (``steal``)."""
     events = events or RunEvents()
     root = state_root(options.manifest, options.state_dir, dict(options.overrides))
