@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nstbatch.config import DEFAULT_PRESET, resolve_params  # noqa: E402
 from nstbatch.io.images import load_image  # noqa: E402
 from nstbatch.engine.pixels import to_pil, to_tensor  # noqa: E402
-from nstbatch.engine.optimize import Memory, optimize
+from nstbatch.engine.optimize import Memory, optimize as optimize_targets  # noqa: E402
+from nstbatch.styles.store import StyleTargetStore  # noqa: E402
 from nstbatch.engine.vgg import build_features  # noqa: E402
 from nstbatch.engine.yardstick import Yardstick  # noqa: E402
 
@@ -79,6 +80,17 @@ def image(path: str, size: int, device) -> torch.Tensor:
 def batch_of(content: torch.Tensor, n: int) -> torch.Tensor:
     variants = [content, content.flip(-1)]
     return torch.cat([variants[i % 2] for i in range(n)])
+
+
+def optimize(content, style, params, **options):
+    """The engine's loop towards a style image, its targets made as every door makes them
+    (``styles.store``, PyTorch on the content's device; after the first call from its memory)."""
+    store = STORES.setdefault(str(content.device), StyleTargetStore(backend="torch", device=content.device))
+    target, _ = store.for_images([(style, 1.0)], params, content)
+    return optimize_targets(content, target, params, **options)
+
+
+STORES: dict[str, StyleTargetStore] = {}
 
 
 def step_times(b: Bench, content, style, size, batches, steps):

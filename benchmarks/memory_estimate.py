@@ -26,7 +26,7 @@ import torch
 from nstbatch.config import resolve_params
 from nstbatch.io.images import load_image
 from nstbatch.engine.pixels import to_tensor
-from nstbatch.engine.criterion import style_targets_of
+from nstbatch.styles.store import StyleTargetStore
 from nstbatch.engine.optimize import Memory, optimize
 from nstbatch.engine.vgg import build_features
 from nstbatch.jobs.memory import estimate
@@ -36,7 +36,7 @@ params = resolve_params(extra.pop("preset", None), {"size": size, "steps": steps
 content = to_tensor(load_image(sys.argv[4], size))
 style = to_tensor(load_image(sys.argv[5], size))
 features = build_features(params)
-targets = style_targets_of(features, style, params, max(content.shape[-2:]), content)
+targets, _ = StyleTargetStore(backend="torch").for_images([(style, 1.0)], params, content)
 sampler = PeakSampler().start()
 optimize(content, targets, params, features=features,
          memory=Memory(checkpointing))

@@ -33,7 +33,7 @@ import torch
 from nstbatch.config import resolve_params
 from nstbatch.io.images import load_image
 from nstbatch.engine.pixels import to_tensor
-from nstbatch.engine.criterion import style_targets_of
+from nstbatch.styles.store import StyleTargetStore
 from nstbatch.engine.optimize import Memory, Stylization
 from nstbatch.engine.vgg import build_features
 from nstbatch.jobs.memory import estimate
@@ -43,7 +43,7 @@ params = resolve_params(sys.argv[6], {"size": size, "steps": steps, "scales": "1
 content = to_tensor(load_image(sys.argv[4], size))
 style = to_tensor(load_image(sys.argv[5], 1024))
 features = build_features(params)
-targets = style_targets_of(features, style, params, max(content.shape[-2:]), content)
+targets, _ = StyleTargetStore(backend="torch").for_images([(style, 1.0)], params, content)
 stamps, started = [], time.perf_counter()
 with Stylization(content, targets, params, features=features, memory=Memory(tile=tile)) as run:
     for point in run:

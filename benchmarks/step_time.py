@@ -24,6 +24,7 @@ from nstbatch.io.images import load_image
 from nstbatch.engine.pixels import to_tensor
 from nstbatch.engine.optimize import optimize
 from nstbatch.engine.vgg import build_features
+from nstbatch.styles.store import StyleTargetStore
 
 import baseline  # noqa: E402  (benchmarks/ is the script's folder)
 
@@ -38,7 +39,8 @@ def intervals(stamps: list[float]) -> float:
 def time_nstbatch(content, style, params) -> float:
     stamps: list[float] = []
     features = build_features(params)
-    optimize(content, style, params, features=features, on_step=lambda p: stamps.append(time.perf_counter()))
+    target, _ = StyleTargetStore(backend="torch").for_images([(style, 1.0)], params, content)
+    optimize(content, target, params, features=features, on_step=lambda p: stamps.append(time.perf_counter()))
     return intervals(stamps)
 
 

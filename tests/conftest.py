@@ -43,13 +43,39 @@ def pixels(path) -> np.ndarray:
         return np.asarray(im.convert("RGB"), dtype=np.int16)
 
 
-def targets_of(features, content, styles, params, dtype=None):
-    """A job's targets from style tensors, as the loop makes them (``optimize.job_targets`` of
-    ``optimize.style_targets_of``)."""
-    from nstbatch.engine.criterion import job_targets, style_targets_of
+_STORES = {}  # device -> the tests' StyleTargetStore there
 
-    style = style_targets_of(features, styles, params, max(content.shape[-2:]), content)
-    return job_targets(features, content, style, params, dtype)
+
+def style_target(style, params, content):
+    """The style's targets as every door makes them (``styles.store.StyleTargetStore``: PyTorch
+    here, the session's cache) for an output the size of ``content``: of a tensor ``(1, 3, h,
+    w)`` or a blend ``[(tensor, weight), ...]``, in ``content``'s dtype; a ``StyleTarget``
+    comes back as it is."""
+    from nstbatch.engine.targets import StyleTarget
+    from nstbatch.styles.store import StyleTargetStore
+
+    if isinstance(style, StyleTarget):
+        return style
+    if str(content.device) not in _STORES:
+        _STORES[str(content.device)] = StyleTargetStore(backend="torch", device=content.device)
+    blend = [(style, 1.0)] if isinstance(style, torch.Tensor) else list(style)
+    target, _ = _STORES[str(content.device)].for_images(blend, params, content, max(content.shape[-2:]))
+    return target.to(content.dtype)  # float64 for a float64 network's tests
+
+
+def stylized(content, style, params, **options):
+    """``engine.optimize`` of ``content`` towards a style given as images (``style_target``)."""
+    from nstbatch.engine.optimize import optimize
+
+    return optimize(content, style_target(style, params, content), params, **options)
+
+
+def targets_of(features, content, styles, params, dtype=None):
+    """A job's targets from style tensors, as the loop makes them (``criterion.job_targets`` of
+    ``style_target``)."""
+    from nstbatch.engine.criterion import job_targets
+
+    return job_targets(features, content, style_target(styles, params, content), params, dtype)
 
 
 @pytest.fixture

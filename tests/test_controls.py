@@ -15,11 +15,10 @@ from nstbatch.engine.color import luminance, match_histogram, to_yiq, with_chrom
 from nstbatch.config import resolve_params
 from nstbatch.errors import ParamError
 from nstbatch.io.manifest import read_manifest
-from nstbatch.engine.optimize import optimize
 from nstbatch.engine.vgg import build_features
 from nstbatch.styles.store import StyleTargetStore
 from nstbatch.io.validate import validate
-from tests.conftest import pattern, pixels, targets_of, tensor
+from tests.conftest import pattern, pixels, stylized, targets_of, tensor
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +150,7 @@ def test_total_variation_weight_lowers_the_outputs_total_variation(folder, featu
     tv = {}
     for weight in (0.0, 1e4):
         params = resolve_params("balanced", {"steps": 20, "precision": "fp32", "tv_weight": weight})
-        tv[weight] = float(losses.tv_cost(optimize(content, style, params, features=features).image))
+        tv[weight] = float(losses.tv_cost(stylized(content, style, params, features=features).image))
     assert tv[1e4] < 0.8 * tv[0.0]
 
 

@@ -8,9 +8,9 @@ from PIL import Image
 
 from nstbatch.cli import main
 from nstbatch.config import resolve_params
-from nstbatch.engine.optimize import Memory, optimize, Stylization
+from nstbatch.engine.optimize import Memory, Stylization
 from nstbatch.engine.vgg import build_features
-from tests.conftest import pattern, report_lines, tensor
+from tests.conftest import pattern, report_lines, style_target, stylized, tensor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 
@@ -48,8 +48,8 @@ def exact_fp32():
 def test_gpu_fp32_run_matches_the_cpu_run(pair, gpu_features, exact_fp32):
     content, style = pair
     params = resolve_params("balanced", {"steps": 10, "precision": "fp32"})
-    gpu = optimize(content.cuda(), style.cuda(), params, features=gpu_features).image.cpu()
-    cpu = optimize(content, style, params).image
+    gpu = stylized(content.cuda(), style.cuda(), params, features=gpu_features).image.cpu()
+    cpu = stylized(content, style, params).image
     assert_nearly_equal(gpu, cpu)
 
 
@@ -59,7 +59,7 @@ def test_reduced_precision_on_the_gpu_reaches_the_fp32_cost(pair, gpu_features, 
     runs = {}
     for p in ("fp32", precision):
         params = resolve_params("balanced", {"steps": 30, "precision": p, "scales": "1", "scale_steps": "1"})
-        runs[p] = optimize(content.cuda(), style.cuda(), params, features=gpu_features, report_every=10)
+        runs[p] = stylized(content.cuda(), style.cuda(), params, features=gpu_features, report_every=10)
     reduced, full = runs[precision].history, runs["fp32"].history
     assert all(np.isfinite(p.total) for p in reduced)
     assert reduced[-1].total < 0.5 * reduced[0].total
@@ -72,25 +72,25 @@ def test_batch_on_the_gpu_matches_one_by_one(pair, gpu_features, exact_fp32):
     content, style = pair
     params = resolve_params("balanced", {"steps": 6, "precision": "fp32", "init": "content"})
     batch = torch.cat([content, content.flip(-1), content.flip(-2)]).cuda()
-    together = optimize(batch, style.cuda(), params, features=gpu_features).image
-    alone = optimize(content.flip(-2).cuda(), style.cuda(), params, features=gpu_features).image
+    together = stylized(batch, style.cuda(), params, features=gpu_features).image
+    alone = stylized(content.flip(-2).cuda(), style.cuda(), params, features=gpu_features).image
     assert_nearly_equal(together[2:], alone)
 
 
 def test_compiled_network_gives_the_eager_run(pair, exact_fp32):
     content, style = pair
     params = resolve_params("balanced", {"steps": 5, "precision": "fp32"})
-    eager = optimize(content.cuda(), style.cuda(), params, features=build_features(params, "cuda")).image
+    eager = stylized(content.cuda(), style.cuda(), params, features=build_features(params, "cuda")).image
     features = build_features(params, "cuda").compile_trunk()
-    compiled = optimize(content.cuda(), style.cuda(), params, features=features).image
+    compiled = stylized(content.cuda(), style.cuda(), params, features=features).image
     assert_nearly_equal(compiled, eager)
 
 
 def test_activation_checkpointing_on_the_gpu_gives_the_same_run(pair, gpu_features):
     content, style = pair
     params = resolve_params("balanced", {"steps": 4, "precision": "bf16"})
-    plain = optimize(content.cuda(), style.cuda(), params, features=gpu_features, memory=Memory(False))
-    checked = optimize(content.cuda(), style.cuda(), params, features=gpu_features, memory=Memory(True))
+    plain = stylized(content.cuda(), style.cuda(), params, features=gpu_features, memory=Memory(False))
+    checked = stylized(content.cuda(), style.cuda(), params, features=gpu_features, memory=Memory(True))
     assert (plain.image - checked.image).abs().max() < 1e-3
 
 
@@ -141,12 +141,12 @@ def test_colour_preservation_on_the_gpu_matches_the_cpu(pair, gpu_features, mode
     content, style = pair
     params = resolve_params("balanced", {"steps": 8, "precision": "fp32", "preserve_color": mode, "save_every": 4})
     snapshots = []
-    with Stylization(content.cuda(), style.cuda(), params, features=gpu_features) as run:
+    with Stylization(content.cuda(), style_target(style.cuda(), params, content.cuda()), params, features=gpu_features) as run:
         for point in run:
             if point.passed(params.save_every):
                 snapshots.append((point.step, run.image().device.type))
     gpu = run.result().image.cpu()
-    cpu = optimize(content, style, params).image
+    cpu = stylized(content, style, params).image
     assert_nearly_equal(gpu, cpu)
     assert snapshots == [(4, "cuda")]
     if mode == "luminance":

@@ -8,6 +8,7 @@ import torch
 from nstbatch.config import resolve_params
 from nstbatch.engine.descent import Descent, GIVE_UP_AFTER, Stage
 from nstbatch.errors import OptimizationError
+from tests.conftest import style_target, stylized
 
 SIZE = (8, 8)
 TARGET = torch.linspace(0.2, 0.8, 3 * SIZE[0] * SIZE[1]).reshape(1, 3, *SIZE)
@@ -135,16 +136,16 @@ def test_the_recoveries_reach_the_result_and_a_checkpoint_carries_them(monkeypat
         return (parts[0] * float("nan"), *parts[1:]) if count[0] == 3 else parts
 
     monkeypatch.setattr(criterion, "costs", once_nan)
-    whole = engine.optimize(content, style, params, features=features)
+    whole = stylized(content, style, params, features=features)
     assert len(whole.recoveries) == 1 and whole.recoveries[0].startswith("step 2: the cost became nan")
     count[0] = 0
-    with engine.Stylization(content, style, params, features=features) as run:
+    with engine.Stylization(content, style_target(style, params, content), params, features=features) as run:
         for point in run:
             if point.step == 4:
                 checkpoint = run.checkpoint()
                 break
     assert checkpoint.recoveries == whole.recoveries
     count[0] = 100  # no NaN after the resume
-    resumed = engine.optimize(content, style, params, features=features, resume=checkpoint)
+    resumed = stylized(content, style, params, features=features, resume=checkpoint)
     assert resumed.recoveries == whole.recoveries
     assert torch.equal(resumed.image, whole.image)

@@ -5,9 +5,9 @@ import torch
 
 from nstbatch.config import resolve_params
 from nstbatch.errors import OptimizationError
-from nstbatch.engine.optimize import initial_image, Memory, optimize, Stylization
+from nstbatch.engine.optimize import initial_image, Memory, Stylization
 from nstbatch.engine.vgg import build_features
-from tests.conftest import pattern, targets_of, tensor
+from tests.conftest import pattern, style_target, stylized, targets_of, tensor
 
 
 # Layers that stop the network at block 2: for tests of the loop's bookkeeping, not its quality.
@@ -34,7 +34,7 @@ def drive(content, style, params, features, *, every=0, stop_at=None, snapshots=
     step ``stop_at`` with its checkpoint. The checkpoints taken, and the result (None when it
     stopped)."""
     saved = []
-    with Stylization(content, style, params, features=features, **options) as run:
+    with Stylization(content, style_target(style, params, content), params, features=features, **options) as run:
         for point in run:
             if snapshots is not None:
                 snapshots.append(run.image().clone())
@@ -56,7 +56,7 @@ def test_thirty_adam_steps_of_the_seed_preset_halve_the_total_cost(pair, seed_fe
     content, style = pair
     params = resolve_params("seed", {"steps": 30, "size": 64})
     seen = []
-    result = optimize(content, style, params, features=seed_features, on_step=seen.append)
+    result = stylized(content, style, params, features=seed_features, on_step=seen.append)
     first, last = result.history[0], result.history[-1]
     assert [p.step for p in result.history] == list(range(31)) and seen == result.history
     assert last.total <= 0.5 * first.total
@@ -70,9 +70,9 @@ def test_thirty_adam_steps_of_the_seed_preset_halve_the_total_cost(pair, seed_fe
 def test_same_seed_same_image_and_another_seed_another(pair, seed_features):
     content, style = pair
     params = resolve_params("seed", {"steps": 3})
-    a = optimize(content, style, params, features=seed_features).image
-    b = optimize(content, style, params, features=seed_features).image
-    c = optimize(content, style, resolve_params("seed", {"steps": 3, "seed": 1}), features=seed_features).image
+    a = stylized(content, style, params, features=seed_features).image
+    b = stylized(content, style, params, features=seed_features).image
+    c = stylized(content, style, resolve_params("seed", {"steps": 3, "seed": 1}), features=seed_features).image
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
 
@@ -89,19 +89,19 @@ def test_inits():
 def test_lbfgs_lowers_the_cost(pair):
     content, style = pair
     params = resolve_params("gatys", {"steps": 15, "style_layers": "relu1_1,relu2_1,relu3_1"})
-    result = optimize(content, style, params)
+    result = stylized(content, style, params)
     assert result.history[-1].total < 0.5 * result.history[0].total
 
 
 def test_style_only_and_content_only_runs(pair, seed_features):
     content, style = pair
-    only_style = optimize(content, style, resolve_params("seed", {"steps": 2, "content_weight": 0}),
+    only_style = stylized(content, style, resolve_params("seed", {"steps": 2, "content_weight": 0}),
                           features=seed_features)
     assert only_style.history[-1].content > 0  # still reported, just not weighted
     # Without style layers only the content pulls: the noise of the start goes, towards the photo.
     only_content = resolve_params("seed", {"steps": 20, "style_layers": "", "content_layers": "relu1_2",
                                            "noise": 0.5})
-    result = optimize(content, style, only_content, features=seed_features)
+    result = stylized(content, style, only_content, features=seed_features)
     start = initial_image(content, only_content)
     first, last = result.history[0], result.history[-1]
     assert last.content < 0.5 * first.content and last.total == pytest.approx(20.0 * last.content)
@@ -113,7 +113,7 @@ def test_a_nan_cost_is_an_optimization_error_naming_the_step(pair, seed_features
     broken = content.clone()
     broken[0, 0, 3, 3] = float("nan")
     with pytest.raises(OptimizationError, match="at step 0.*lower the learning rate"):
-        optimize(broken, style, resolve_params("seed", {"steps": 3, "init": "content"}),
+        stylized(broken, style, resolve_params("seed", {"steps": 3, "init": "content"}),
                  features=seed_features)
 
 
@@ -121,8 +121,8 @@ def test_batch_of_images_shares_one_pass_and_matches_one_by_one(pair, seed_featu
     content, style = pair
     params = resolve_params("seed", {"steps": 4, "init": "content"})
     batch = torch.cat([content, content.flip(-1)])
-    together = optimize(batch, style, params, features=seed_features).image
-    alone = optimize(content.flip(-1), style, params, features=seed_features).image
+    together = stylized(batch, style, params, features=seed_features).image
+    alone = stylized(content.flip(-1), style, params, features=seed_features).image
     torch.testing.assert_close(together[1:], alone, rtol=1e-4, atol=1e-4)
 
 
@@ -132,10 +132,10 @@ def test_preempted_and_resumed_run_continues_the_same_trajectory(pair, preset, e
     content, style = pair
     params = resolve_params(preset, {"steps": 8, "precision": "fp32", **extra, **LIGHT})
     features = build_features(params)
-    whole = optimize(content, style, params, features=features)
+    whole = stylized(content, style, params, features=features)
     checkpoint = stopped_at(3, content, style, params, features)
     assert checkpoint.step == 3 and len(checkpoint.history) == 3
-    resumed = optimize(content, style, params, features=features, resume=checkpoint)
+    resumed = stylized(content, style, params, features=features, resume=checkpoint)
     torch.testing.assert_close(resumed.image, whole.image, rtol=0, atol=1e-5)
     assert [p.step for p in resumed.history] == list(range(9))
 
@@ -159,10 +159,10 @@ def test_lbfgs_clip_every_runs_its_iterations_in_one_call_on_fewer_evaluations(p
     assert evaluations[1] < 0.75 * evaluations[0]
     # stopped before its second call (step 5), resumed: the same trajectory
     every5 = dataclasses.replace(params, clip_every=5)
-    with Stylization(content, style, every5, features=features) as run:
+    with Stylization(content, style_target(style, every5, content), every5, features=features) as run:
         assert [point.step for point in run] == [0, 5, 10]  # between calls: no point inside one
     stopped = stopped_at(5, content, style, every5, features)
-    resumed = optimize(content, style, every5, features=features, resume=stopped)
+    resumed = stylized(content, style, every5, features=features, resume=stopped)
     assert torch.equal(resumed.image, five.image)
 
 
@@ -202,8 +202,8 @@ def test_checkpoint_every_n_steps(pair, seed_features):
 
 def test_bf16_precision_runs_with_float32_grams_and_stays_close_to_fp32(pair, seed_features):
     content, style = pair
-    fp32 = optimize(content, style, resolve_params("seed", {"steps": 5}), features=seed_features)
-    bf16 = optimize(content, style, resolve_params("seed", {"steps": 5, "precision": "bf16"}),
+    fp32 = stylized(content, style, resolve_params("seed", {"steps": 5}), features=seed_features)
+    bf16 = stylized(content, style, resolve_params("seed", {"steps": 5, "precision": "bf16"}),
                     features=seed_features)
     assert bf16.history[-1].total < bf16.history[0].total
     assert (bf16.image - fp32.image).abs().mean() < 0.02  # a few 8-bit levels at most, on average
@@ -216,11 +216,11 @@ def test_fp16_needs_a_gpu(pair, seed_features):
     from nstbatch.errors import UsageError
 
     with pytest.raises(UsageError, match="fp16 needs a GPU"):
-        optimize(*pair, resolve_params("seed", {"steps": 1, "precision": "fp16"}), features=seed_features)
+        stylized(*pair, resolve_params("seed", {"steps": 1, "precision": "fp16"}), features=seed_features)
 
 
 def test_report_every_thins_the_history_but_keeps_the_end(pair, seed_features):
-    result = optimize(*pair, resolve_params("seed", {"steps": 7}), features=seed_features, report_every=3)
+    result = stylized(*pair, resolve_params("seed", {"steps": 7}), features=seed_features, report_every=3)
     assert [p.step for p in result.history] == [0, 3, 6, 7]
 
 
@@ -230,38 +230,55 @@ def test_lbfgs_with_bf16_keeps_the_default_layout(pair):
     features = build_features(params)
     # L-BFGS flattens the gradient with .view(-1): the image must keep the default layout,
     # where Adam under bf16 takes channels-last.
-    run = Stylization(pair[0], pair[1], params, features=features)
+    run = Stylization(pair[0], style_target(pair[1], params, pair[0]), params, features=features)
     assert run.memory_format == torch.contiguous_format
     assert run.network_format == torch.channels_last  # the network takes bf16's fast layout all the same
     adam = resolve_params("seed", {"precision": "bf16"})
-    assert Stylization(pair[0], pair[1], adam, features=features).memory_format == torch.channels_last
-    result = optimize(*pair, params, features=features)
+    assert Stylization(pair[0], style_target(pair[1], adam, pair[0]), adam, features=features).memory_format == torch.channels_last
+    result = stylized(*pair, params, features=features)
     assert result.history[-1].total <= result.history[0].total and result.image.is_contiguous()
 
 
-def test_the_network_comes_back_in_its_own_layout_even_when_the_call_stops(pair):
+def test_a_run_never_changes_the_network_it_is_given(pair, monkeypatch):
+    """One network serves every job of a worker: a bf16 run takes a channels-last twin of an
+    fp32 network (made once), activation checkpointing is an argument of the forward, and the
+    given network is the same before, during and after the run, even one the caller leaves."""
+    content, style = pair
     params = resolve_params("seed", {"steps": 4, "precision": "bf16", "style_layers": "relu1_1",
                                      "content_layers": "relu2_2"})
-    features = build_features(params)
-    weights = [p for p in features.parameters() if p.dim() == 4]
+    fp32 = build_features(dataclasses.replace(params, precision="fp32"))
+    weights = [p for p in fp32.parameters() if p.dim() == 4]
+    checkpointed = []
+    real = type(fp32)._forward_checkpointed
+    monkeypatch.setattr(type(fp32), "_forward_checkpointed",
+                        lambda self, *a: checkpointed.append(self) or real(self, *a))
     seen = []
     with pytest.raises(KeyboardInterrupt):
-        with Stylization(*pair, params, features=features, memory=Memory(True)) as run:
-            for point in run:  # during the run: channels-last, as bf16 runs best
-                seen.append(all(w.is_contiguous(memory_format=torch.channels_last) for w in weights))
+        with Stylization(content, style_target(style, params, content), params, features=fp32,
+                         memory=Memory(True)) as run:
+            for point in run:
+                seen.append(all(w.is_contiguous() for w in weights))
                 if point.step == 2:
                     raise KeyboardInterrupt  # the caller leaves between two updates
-    assert seen == [True] * 3
-    assert all(w.is_contiguous() for w in weights) and features.checkpointing is False  # as it was
-    with pytest.raises(RuntimeError, match="inside its with block"):
-        iter(Stylization(*pair, params, features=features))
+    assert seen == [True] * 3 and all(w.is_contiguous() for w in weights)
+    twin = run.features
+    assert twin is not fp32 and twin.memory_format == torch.channels_last
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in twin.parameters() if w.dim() == 4)
+    assert checkpointed and set(map(id, checkpointed)) == {id(twin)}  # asked for, through the forward
+    assert Stylization(content, style_target(style, params, content), params, features=fp32).features is twin
+    bf16 = build_features(params)  # built for the run's precision: taken as it is
+    assert bf16.memory_format == torch.channels_last
+    assert Stylization(content, style_target(style, params, content), params, features=bf16).features is bf16
+    checkpointed.clear()
+    stylized(content, style, params, features=bf16)  # Memory(): no checkpointing on a CPU
+    assert checkpointed == []
 
 
 def test_a_stylization_hands_its_caller_a_point_between_every_two_updates(pair, seed_features):
     content, style = pair
     params = resolve_params("seed", {"steps": 5, "save_every": 2, **LIGHT})
     images = []
-    with Stylization(content, style, params, features=seed_features) as run:
+    with Stylization(content, style_target(style, params, content), params, features=seed_features) as run:
         points = []
         for point in run:
             points.append(point)
@@ -272,7 +289,7 @@ def test_a_stylization_hands_its_caller_a_point_between_every_two_updates(pair, 
     assert torch.equal(images[0], initial_image(content, params))
     assert [p.step for p in run.result().history] == list(range(6))
     with pytest.raises(RuntimeError, match="not run to its end"):
-        Stylization(content, style, params, features=seed_features).result()
+        Stylization(content, style_target(style, params, content), params, features=seed_features).result()
 
 
 @pytest.mark.parametrize("carry", ["image", "detail"])
@@ -282,16 +299,16 @@ def test_multi_scale_runs_coarse_to_fine_and_resumes_across_scales(pair, seed_fe
     content, style = pair
     params = resolve_params("seed", {"steps": 9, "scales": "0.5,1", "scale_steps": "0.67,0.33", "scale_carry": carry})
     assert stages(params, 64, 64) == [(0, 6, (32, 32)), (6, 9, (64, 64))]
-    whole = optimize(content, style, params, features=seed_features)
+    whole = stylized(content, style, params, features=seed_features)
     assert whole.image.shape == content.shape and [p.step for p in whole.history] == list(range(10))
     assert whole.history[-1].total < whole.history[0].total
     for stop_at in (4, 6, 7):  # inside the coarse scale, at the boundary, inside the fine one
         checkpoint = stopped_at(stop_at, content, style, params, seed_features)
-        resumed = optimize(content, style, params, features=seed_features, resume=checkpoint)
+        resumed = stylized(content, style, params, features=seed_features, resume=checkpoint)
         torch.testing.assert_close(resumed.image, whole.image, rtol=0, atol=1e-5)
     saved, _ = drive(content, style, params, seed_features, every=3)
     assert [c.step for c in saved] == [3, 6]
-    resumed = optimize(content, style, params, features=seed_features, resume=saved[1])
+    resumed = stylized(content, style, params, features=seed_features, resume=saved[1])
     torch.testing.assert_close(resumed.image, whole.image, rtol=0, atol=1e-5)
 
 
@@ -301,11 +318,11 @@ def test_the_detail_carry_starts_a_scale_from_its_content_plus_the_coarse_depart
     content, style = pair
     # all steps at half size, none at full: the output is what the full scale starts from
     params = {"steps": 4, "scales": "0.5,1", "scale_steps": "1,0", "init": "content", "style_size": 64, **LIGHT}
-    image = optimize(content, style, resolve_params("seed", params), features=seed_features).image
-    detail = optimize(content, style, resolve_params("seed", {**params, "scale_carry": "detail"}),
+    image = stylized(content, style, resolve_params("seed", params), features=seed_features).image
+    detail = stylized(content, style, resolve_params("seed", {**params, "scale_carry": "detail"}),
                       features=seed_features).image
     half = resize_tensor(content, (32, 32), "bilinear")
-    coarse = optimize(half, style, resolve_params("seed", {**params, "scales": "1", "scale_steps": "1"}),
+    coarse = stylized(half, style, resolve_params("seed", {**params, "scales": "1", "scale_steps": "1"}),
                       features=seed_features).image  # the half scale's own result
 
     def up(x):
@@ -341,7 +358,7 @@ def test_the_palette_init_is_the_content_in_each_style_s_colours(pair, seed_feat
     torch.testing.assert_close(half, (content + start) / 2)
     torch.testing.assert_close(initial_image(content, dataclasses.replace(params, palette_mix=0.0),
                                              colors=targets.style.palette()), content)
-    result = optimize(content, style, dataclasses.replace(params, steps=0), features=seed_features)
+    result = stylized(content, style, dataclasses.replace(params, steps=0), features=seed_features)
     torch.testing.assert_close(result.image, initial_image(content, params, colors=targets_of(
         seed_features, content, style, params).style.palette()))
 
@@ -354,7 +371,7 @@ def test_a_coarse_scale_too_small_for_the_layers_is_skipped_and_a_full_size_too_
     # 6 px is below relu5_1's 16: its 5 steps go to the half-size stage
     assert stages(params, 64, 64) == [(0, 8, (32, 32)), (8, 10, (64, 64))]
     assert stages(params, 400, 400) == [(0, 5, (40, 40)), (5, 8, (200, 200)), (8, 10, (400, 400))]
-    result = optimize(*pair, resolve_params(None, {"steps": 2, "precision": "fp32"}), features=seed_features)
+    result = stylized(*pair, resolve_params(None, {"steps": 2, "precision": "fp32"}), features=seed_features)
     assert result.image.shape == pair[0].shape  # the default's half-size stage (32 px) ran too
     with pytest.raises(UsageError, match="at scale 1"):
         stages(params, 12, 40)
@@ -366,11 +383,11 @@ def test_a_batch_checkpoint_sliced_per_image_resumes_each_image_alone(pair, seed
     content, style = pair
     params = resolve_params("seed", {"steps": 6, "init": "content", "average": average, **LIGHT})
     batch = torch.cat([content, content.flip(-1)])
-    whole = optimize(batch, style, params, features=seed_features).image
+    whole = stylized(batch, style, params, features=seed_features).image
     one = _slice(stopped_at(3, batch, style, params, seed_features), 1, 2)
     assert one.image.shape[0] == 1 and one.optimizer["state"][0]["exp_avg"].shape[0] == 1
     assert (one.average is None) == (average == 0) and (one.average is None or one.average.shape[0] == 1)
-    resumed = optimize(content.flip(-1), style, params, features=seed_features, resume=one).image
+    resumed = stylized(content.flip(-1), style, params, features=seed_features, resume=one).image
     torch.testing.assert_close(resumed, whole[1:], rtol=1e-4, atol=1e-4)
 
 
@@ -379,20 +396,24 @@ def test_activation_checkpointing_gives_the_same_run(pair, seed_features):
     params = resolve_params("balanced", {"steps": 4, "precision": "fp32"})
     calls = []
     hook = seed_features.features[0].register_forward_hook(lambda *a: calls.append(1))
-    plain = optimize(content, style, params, features=seed_features, memory=Memory(False))
+    plain = stylized(content, style, params, features=seed_features, memory=Memory(False))
     plain_calls, calls[:] = len(calls), []
-    checkpointed = optimize(content, style, params, features=seed_features, memory=Memory(True))
+    checkpointed = stylized(content, style, params, features=seed_features, memory=Memory(True))
     hook.remove()
     assert len(calls) > plain_calls  # the first block really was recomputed in backward passes
     torch.testing.assert_close(checkpointed.image, plain.image, rtol=0, atol=1e-5)
-    assert seed_features.checkpointing is False  # switched off again after the run
+    calls[:] = []
+    hook = seed_features.features[0].register_forward_hook(lambda *a: calls.append(1))
+    stylized(content, style, params, features=seed_features, memory=Memory(False))
+    hook.remove()
+    assert len(calls) == plain_calls  # nothing of the checkpointed run stayed with the network
 
 
 def test_a_batch_reports_each_images_own_final_costs(pair, seed_features):
     content, style = pair
     params = resolve_params("seed", {"steps": 3, "init": "content"})
-    batch = optimize(torch.cat([content, content.flip(-2) * 0.5]), style, params, features=seed_features)
-    alone = optimize(content.flip(-2) * 0.5, style, params, features=seed_features)
+    batch = stylized(torch.cat([content, content.flip(-2) * 0.5]), style, params, features=seed_features)
+    alone = stylized(content.flip(-2) * 0.5, style, params, features=seed_features)
     assert len(batch.finals) == 2 and batch.finals[0].total != pytest.approx(batch.finals[1].total)
     # (batched CPU convolutions round differently, more so on some CPUs: 2.5e-4 on an AMD EPYC)
     assert batch.final(1).total == pytest.approx(alone.final(0).total, rel=1e-3)
@@ -415,11 +436,11 @@ def test_a_mixed_style_batch_pulls_each_image_towards_its_own_style(pair, seed_f
            for s in (style, other)]
     stacked = StyleTarget.stack(own)  # (2, C, C), (2, C)
     batch = torch.cat([content, content.flip(-1)])
-    together = optimize(batch, stacked, params, features=seed_features)
+    together = stylized(batch, stacked, params, features=seed_features)
     for index in range(2):
         image = batch[index:index + 1]
-        alone = optimize(image, own[index], params, features=seed_features)
-        swapped = optimize(image, own[1 - index], params, features=seed_features)
+        alone = stylized(image, own[index], params, features=seed_features)
+        swapped = stylized(image, own[1 - index], params, features=seed_features)
         mine = together.image[index:index + 1]
         assert (mine - alone.image).abs().mean() * 10 < (mine - swapped.image).abs().mean()
         assert together.final(index).style == pytest.approx(alone.final().style, rel=0.02)
@@ -436,7 +457,7 @@ def test_the_averaged_output_is_the_bias_corrected_ema_of_the_iterates(pair, see
     for image in iterates:  # by hand
         biased = decay * biased + (1 - decay) * image
         weight = 1 - (1 - weight) * decay
-    averaged = optimize(content, style, dataclasses.replace(plain, average=decay), features=seed_features)
+    averaged = stylized(content, style, dataclasses.replace(plain, average=decay), features=seed_features)
     torch.testing.assert_close(averaged.image, biased / weight, rtol=0, atol=1e-6)
     assert not torch.allclose(averaged.image, last, atol=1e-3)  # it is not the last iterate
     assert averaged.history == result.history[:-1] + averaged.history[-1:]
@@ -447,13 +468,13 @@ def test_a_resumed_averaged_run_ends_exactly_as_an_uninterrupted_one(pair, seed_
     content, style = pair
     params = resolve_params("seed", {"steps": 9, "scales": "0.5,1", "scale_steps": "0.67,0.33",
                                      "average": 0.7, **LIGHT})
-    whole = optimize(content, style, params, features=seed_features)
+    whole = stylized(content, style, params, features=seed_features)
     checkpoint = stopped_at(stop_at, content, style, params, seed_features)
     assert checkpoint.average is not None
-    resumed = optimize(content, style, params, features=seed_features, resume=checkpoint)
+    resumed = stylized(content, style, params, features=seed_features, resume=checkpoint)
     assert torch.equal(resumed.image, whole.image)
     saved, _ = drive(content, style, params, seed_features, every=6)  # at the scale boundary
-    assert torch.equal(optimize(content, style, params, features=seed_features, resume=saved[0]).image,
+    assert torch.equal(stylized(content, style, params, features=seed_features, resume=saved[0]).image,
                        whole.image)
 
 
@@ -471,8 +492,8 @@ def test_a_checkpoint_file_keeps_the_average_and_belongs_to_its_params_hash(tmp_
     loaded = load_checkpoint(state, job, "hash-a")
     assert loaded.step == 2 and torch.equal(loaded.average, saved[0].average)
     assert loaded.average_weight == saved[0].average_weight == 0.75
-    assert torch.equal(optimize(content, style, params, features=seed_features, resume=loaded).image,
-                       optimize(content, style, params, features=seed_features).image)
+    assert torch.equal(stylized(content, style, params, features=seed_features, resume=loaded).image,
+                       stylized(content, style, params, features=seed_features).image)
     assert load_checkpoint(state, job, "hash-b") is None and not state.checkpoint_path("j").exists()
     # the stopping rule's last check travels with it too
     stopping = dataclasses.replace(params, stop_tol=0.05, stop_window=2)
@@ -499,11 +520,11 @@ def test_a_warm_scale_starts_from_the_previous_scale_s_moments_upsampled(pair, s
     torch.testing.assert_close(new["exp_avg"], F.interpolate(old["exp_avg"], size=(64, 64), mode="bicubic"))
     torch.testing.assert_close(new["exp_avg_sq"], F.interpolate(old["exp_avg_sq"], size=(64, 64),
                                                                 mode="bilinear").clamp_min(0))
-    fresh = optimize(content, style, dataclasses.replace(params, scale_start="fresh"), features=seed_features)
-    warm = optimize(content, style, params, features=seed_features)
+    fresh = stylized(content, style, dataclasses.replace(params, scale_start="fresh"), features=seed_features)
+    warm = stylized(content, style, params, features=seed_features)
     assert not torch.allclose(warm.image, fresh.image, atol=1e-3)
     for checkpoint in (end, stopped_at(7, content, style, params, seed_features)):  # resumed: as it would have
-        assert torch.equal(optimize(content, style, params, features=seed_features, resume=checkpoint).image,
+        assert torch.equal(stylized(content, style, params, features=seed_features, resume=checkpoint).image,
                            warm.image)
 
 
@@ -518,15 +539,15 @@ def test_the_stopping_rule_ends_a_scale_whose_cost_is_flat_and_skips_its_remaini
     content, style = pair
     flat = resolve_params("seed", {"steps": 40, "stop_tol": 1e-4, "stop_window": 4, "init": "content",
                                    "style_weight": 0, **LIGHT})  # starts at its minimum: nothing moves
-    result = optimize(content, style, flat, features=seed_features)
+    result = stylized(content, style, flat, features=seed_features)
     assert result.converged == [4] and [p.step for p in result.history] == [0, 1, 2, 3, 40]
     torch.testing.assert_close(result.image, content)
     # a real problem: each scale stops where its cost flattens, never before it falls
     falling = resolve_params("seed", {"steps": 40, "stop_tol": 0.05, "stop_window": 4, "scales": "0.5,1",
                                       "scale_steps": "0.5,0.5", **LIGHT})
-    result = optimize(content, style, falling, features=seed_features)
+    result = stylized(content, style, falling, features=seed_features)
     assert result.converged == [8, 32] and result.history[-1].step == 40
-    assert optimize(content, style, dataclasses.replace(falling, stop_tol=0), features=seed_features).converged == []
+    assert stylized(content, style, dataclasses.replace(falling, stop_tol=0), features=seed_features).converged == []
 
 
 @pytest.mark.parametrize("stop_at", [6, 20, 28])  # before a check, where the coarse scale stopped, in the fine
@@ -534,9 +555,9 @@ def test_a_run_with_the_stopping_rule_resumes_to_the_same_end(pair, seed_feature
     content, style = pair
     params = resolve_params("seed", {"steps": 40, "stop_tol": 0.05, "stop_window": 4, "scales": "0.5,1",
                                      "scale_steps": "0.5,0.5", "average": 0.5, **LIGHT})
-    whole = optimize(content, style, params, features=seed_features)
+    whole = stylized(content, style, params, features=seed_features)
     checkpoint = stopped_at(stop_at, content, style, params, seed_features)
-    resumed = optimize(content, style, params, features=seed_features, resume=checkpoint)
+    resumed = stylized(content, style, params, features=seed_features, resume=checkpoint)
     assert torch.equal(resumed.image, whole.image)
     assert resumed.converged == [step for step in whole.converged if step > stop_at]
 

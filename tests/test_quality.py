@@ -15,12 +15,12 @@ from nstbatch.config import DEFAULT_PRESET, PRESET_NAMES, PRESETS, resolve_param
 from nstbatch.errors import ParamError
 from nstbatch.io.manifest import read_manifest
 from nstbatch.engine.criterion import costs, job_targets
-from nstbatch.engine.optimize import initial_image, optimize
+from nstbatch.engine.optimize import initial_image
 from nstbatch.engine.vgg import build_features
 from nstbatch.styles.store import StyleTargetStore
 from nstbatch.engine.targets import blend_targets
 from nstbatch.engine.yardstick import STYLE_LAYERS, Yardstick
-from tests.conftest import pattern, targets_of, tensor
+from tests.conftest import pattern, stylized, targets_of, tensor
 
 
 def drawn_style(size: int = 128) -> np.ndarray:
@@ -67,7 +67,7 @@ def test_a_short_default_run_at_128_px_transfers_the_styles_colour(features, pai
     yardstick = Yardstick(content, style, size=128)
     assert yardstick(content).style_layers["relu1_1"] == pytest.approx(1.0)
     params = resolve_params(DEFAULT_PRESET, {"size": 128, "steps": 40, "precision": "fp32"})
-    score = yardstick(optimize(content, style, params, features=features).image)
+    score = yardstick(stylized(content, style, params, features=features).image)
     assert score.style_layers["relu1_1"] < 0.5, score.row()
     assert score.content < 1.0, score.row()  # still more like the photo than the painting is
     # The seed's norm with the old default's weights (alpha 80, beta 40), same schedule, both
@@ -76,10 +76,10 @@ def test_a_short_default_run_at_128_px_transfers_the_styles_colour(features, pai
     # layer stays far from the style.
     plain = {"size": 128, "steps": 40, "precision": "fp32", "init": "content+noise", "scale_carry": "image",
              "average": 0.0}
-    balanced = yardstick(optimize(content, style, resolve_params(DEFAULT_PRESET, plain), features=features).image)
+    balanced = yardstick(stylized(content, style, resolve_params(DEFAULT_PRESET, plain), features=features).image)
     seed_norm = resolve_params(DEFAULT_PRESET, {**plain, "style_norm": "seed", "content_norm": "seed",
                                                 "content_weight": 80, "style_weight": 40})
-    assert yardstick(optimize(content, style, seed_norm, features=features).image).style > 2 * balanced.style
+    assert yardstick(stylized(content, style, seed_norm, features=features).image).style > 2 * balanced.style
 
 
 def test_the_yardstick_puts_content_at_zero_and_the_style_at_its_own_statistics(pair):
@@ -198,7 +198,7 @@ def test_the_cap_keeps_a_flat_drawing_readable_and_still_painted(features, pair)
     scores = {}
     for cap in (0.0, PRESETS[DEFAULT_PRESET].style_cap):
         params = resolve_params(DEFAULT_PRESET, {"size": 128, "steps": 40, "precision": "fp32", "style_cap": cap})
-        scores[cap] = yardstick(optimize(content, style, params, features=features).image)
+        scores[cap] = yardstick(stylized(content, style, params, features=features).image)
     uncapped, capped = scores.values()
     assert capped.content < uncapped.content, (capped.row(), uncapped.row())
     assert capped.style_layers["relu1_1"] < 0.5, capped.row()  # the painting's colours still came

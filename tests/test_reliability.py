@@ -138,8 +138,8 @@ def _faulty_costs(monkeypatch, rule):
     says: a stand-in for a numerically broken job that real inputs rarely produce on demand."""
     real = criterion.costs
 
-    def costs(features, image, targets, params, dtype=None):
-        parts = real(features, image, targets, params, dtype)
+    def costs(features, image, targets, params, *precision):
+        parts = real(features, image, targets, params, *precision)
         fault = rule(params)
         if fault == "oom":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 12.00 GiB")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nstbatch.engine.temporal import long_term_weights, reliable, temporal_cost, warp, warped_start
-from tests.conftest import pattern, tensor
+from tests.conftest import pattern, stylized, tensor
 
 
 def constant_flow(h: int, w: int, u: float, v: float) -> torch.Tensor:
@@ -93,7 +93,7 @@ def test_dis_flow_of_a_pan_warps_the_previous_frame_onto_this_one():
 
 def test_a_frame_tied_to_an_earlier_output_goes_towards_it_where_trusted_and_is_free_elsewhere():
     from nstbatch.config import resolve_params
-    from nstbatch.engine.optimize import initial_image, optimize
+    from nstbatch.engine.optimize import initial_image
     from nstbatch.engine.vgg import build_features
 
     params = resolve_params("balanced", {"style_layers": "relu1_1,relu2_1", "content_layers": "relu2_2",
@@ -101,16 +101,16 @@ def test_a_frame_tied_to_an_earlier_output_goes_towards_it_where_trusted_and_is_
                                          "init": "content+noise"})
     features = build_features(params)
     content, style = tensor(pattern(40, 32)), tensor(pattern(32, 32, phase=2.0)).flip(1)
-    free = optimize(content, style, params, features=features).image
+    free = stylized(content, style, params, features=features).image
     earlier = torch.full_like(content, 0.5)
     trusted = torch.zeros(1, 1, 32, 40)
     trusted[..., :, :20] = 1  # the left half: the flow is trusted there
     start = initial_image(content, params)
-    assert torch.equal(optimize(content, style, params, features=features, init=start).image, free)
-    untrusted = optimize(content, style, params, features=features,
+    assert torch.equal(stylized(content, style, params, features=features, init=start).image, free)
+    untrusted = stylized(content, style, params, features=features,
                          init=start, ties=((earlier, torch.zeros_like(trusted)),)).image
     assert torch.equal(untrusted, free)  # no trust, no pull (and a tie changes nothing else)
-    tied = optimize(content, style, dataclasses.replace(params, temporal_weight=1e4), features=features,
+    tied = stylized(content, style, dataclasses.replace(params, temporal_weight=1e4), features=features,
                     init=start, ties=((earlier, trusted),)).image
     left, right = (slice(None), slice(None), slice(None), slice(0, 20)), (slice(None),) * 3 + (slice(20, None),)
     assert (tied[left] - 0.5).abs().mean() < 0.3 * (free[left] - 0.5).abs().mean()

@@ -6,10 +6,10 @@ import torch
 
 from nstbatch.config import LBFGS_HISTORY, resolve_params
 from nstbatch.engine.criterion import costs, job_targets, tiled_costs
-from nstbatch.engine.optimize import Memory, optimize
+from nstbatch.engine.optimize import Memory
 from nstbatch.engine.vgg import build_features
 from nstbatch.engine.tiles import plan_tiles, read
-from tests.conftest import pattern, targets_of, tensor
+from tests.conftest import pattern, stylized, targets_of, tensor
 
 # Three poolings deep (stride 8, margin 16): several tiles on a small image, in seconds.
 LAYERS = {"style_layers": "relu1_1,relu2_1,relu3_1,relu4_1", "content_layers": "relu3_2", "precision": "fp32"}
@@ -100,17 +100,17 @@ def test_a_tiled_run_ends_next_to_the_untiled_one_and_resumes_exactly(pair, feat
 
     content, style = pair
     params = resolve_params("balanced", {**LAYERS, "steps": 6, "scales": "0.5,1", "scale_steps": "0.5,0.5"})
-    untiled = optimize(content, style, params, features=features)
-    tiled = optimize(content, style, params, features=features, memory=Memory(tile=32))
+    untiled = stylized(content, style, params, features=features)
+    tiled = stylized(content, style, params, features=features, memory=Memory(tile=32))
     assert (tiled.image - untiled.image).abs().max() < 2 / 255
     assert tiled.history[-1].total == pytest.approx(untiled.history[-1].total, rel=1e-3)
     for step in (2, 4):  # in the coarse scale (one tile), in the fine one (tiled)
         checkpoint = stopped_at(step, content, style, params, features, memory=Memory(tile=32))
-        assert torch.equal(optimize(content, style, params, features=features, memory=Memory(tile=32), resume=checkpoint).image,
+        assert torch.equal(stylized(content, style, params, features=features, memory=Memory(tile=32), resume=checkpoint).image,
                            tiled.image)
     lbfgs = dataclasses.replace(resolve_params("fast", {**LAYERS, "steps": 4}), scales=(1.0,), scale_steps=(1.0,))
-    assert (optimize(content, style, lbfgs, features=features, memory=Memory(tile=32)).image
-            - optimize(content, style, lbfgs, features=features).image).abs().max() < 2 / 255
+    assert (stylized(content, style, lbfgs, features=features, memory=Memory(tile=32)).image
+            - stylized(content, style, lbfgs, features=features).image).abs().max() < 2 / 255
 
 
 @pytest.mark.slow  # L-BFGS's line searches, tiled: a minute or two
@@ -124,14 +124,14 @@ def test_a_quality_job_resumed_in_its_pyramid_and_its_tiles_ends_as_an_uninterru
     # (a loose stop_tol so that scales stop early here: the first at 15, the tiled last at 38)
     params = resolve_params("quality", {**LAYERS, "steps": 40, "stop_window": 4, "stop_tol": 0.3})
     memory = Memory(tile=32)
-    whole = optimize(content, style, params, features=features, memory=memory)
+    whole = stylized(content, style, params, features=features, memory=memory)
     assert 15 in whole.converged and whole.history[-1].step == 40
     # scales: 0-16 at 50 px, 16-28 at 71, 28-40 at 100 in tiles; L-BFGS stands every clip_every
     # (5) iterations from a scale's start
     for step in (5, 10, 21, 28, 33):
         assert any(p.step == step for p in whole.history), step  # the run stood there
         checkpoint = stopped_at(step, content, style, params, features, memory=memory)
-        resumed = optimize(content, style, params, features=features, memory=memory, resume=checkpoint)
+        resumed = stylized(content, style, params, features=features, memory=memory, resume=checkpoint)
         assert torch.equal(resumed.image, whole.image), step
         assert resumed.converged == [s for s in whole.converged if s > step]  # its own stops
 

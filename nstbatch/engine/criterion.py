@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Sequence, Union
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from . import losses, temporal
-from .color import prepare_style
 from ..config import StyleParams
-from ..geometry import long_side_size
 from .pixels import resize_tensor
-from .targets import StyleTarget, blend_targets, torch_style_targets
+from .targets import StyleTarget
 from .tiles import Tile, backpropagate, read
 from ..layers import pools_before
 from .vgg import VGGFeatures, check_image_size
@@ -40,7 +38,6 @@ class Targets:
     temporal: tuple[tuple[Tensor, Tensor], ...] = ()
 
 
-Styles = Union[Tensor, Sequence[tuple[Tensor, float]]]
 # gradient(image, scale_loss): the costs (total, content, style, tv), each (N,), and the gradient
 # of scale_loss(total.sum()) accumulated into image.grad (scale_loss None: the costs alone)
 Gradient = Callable[[Tensor, "Callable[[Tensor], Tensor] | None"], tuple]
@@ -52,46 +49,28 @@ class Criterion:
     accumulates the gradient of ``scale_loss(total.sum())`` into ``image.grad`` (the
     ``Gradient`` a descent takes), the whole image at once or, with ``tiles``, tile by tile
     (memory bounded by a tile and its margin, the gradient the whole image's to float
-    rounding). ``dtype``: the network's autocast precision (costs stay fp32)."""
+    rounding). ``dtype``: the network's autocast precision (costs stay fp32);
+    ``checkpointing``: the network recomputes its activations in the backward pass."""
 
     def __init__(self, features: VGGFeatures, targets: Targets, params: StyleParams,
-                 dtype: torch.dtype | None = None, tiles: Sequence[Tile] | None = None):
+                 dtype: torch.dtype | None = None, tiles: Sequence[Tile] | None = None,
+                 checkpointing: bool = False):
         self.features, self.targets, self.params, self.dtype, self.tiles = features, targets, params, dtype, tiles
+        self.checkpointing = checkpointing
 
     def __call__(self, image: Tensor) -> tuple:
         return self.gradient(image, None)
 
     def gradient(self, image: Tensor, scale_loss: Callable[[Tensor], Tensor] | None) -> tuple:
         if self.tiles is not None:
-            return tiled_costs(self.features, image, self.targets, self.params, self.dtype, self.tiles, scale_loss)
+            return tiled_costs(self.features, image, self.targets, self.params, self.dtype, self.tiles, scale_loss,
+                               self.checkpointing)
         if scale_loss is None:
             with torch.no_grad():
                 return costs(self.features, image, self.targets, self.params, self.dtype)
-        parts = costs(self.features, image, self.targets, self.params, self.dtype)
+        parts = costs(self.features, image, self.targets, self.params, self.dtype, self.checkpointing)
         scale_loss(parts[0].sum()).backward()
         return parts
-
-
-def style_targets_of(features: VGGFeatures, styles: Styles, params: StyleParams, output_side: int,
-                     content: Tensor) -> StyleTarget:
-    """The blended style target of style images given as tensors, on the engine's own network:
-    each resized to its long side ``params.style_side(output_side)``, prepared for
-    ``preserve_color`` (``color.prepare_style``, against ``content``). The doors (``stylize``,
-    ``run``) take theirs from ``styles.store.StyleTargetStore`` instead: the same statistics,
-    from ONNX Runtime by default, cached."""
-    if not params.style_layers:
-        return StyleTarget({})
-    per_style = []
-    for style, weight in _as_blend(styles):
-        if not weight:
-            continue
-        height, width = style.shape[-2:]
-        side = params.style_side(output_side)
-        style = resize_tensor(style.to(content.device), long_side_size(width, height, side)[::-1])
-        check_image_size(*style.shape[-2:], params.style_layers, "style image")
-        style = prepare_style(style, params, content)
-        per_style.append((torch_style_targets(features, style, params.style_layers), weight))
-    return blend_targets(per_style or [(StyleTarget({}), 1.0)], params.feature_scale, content.device)
 
 
 def job_targets(features: VGGFeatures, content: Tensor, style_targets: StyleTarget, params: StyleParams,
@@ -134,20 +113,25 @@ def stage_targets(features: VGGFeatures, content: Tensor, job: Targets, params: 
 
 
 def costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleParams,
-          dtype: torch.dtype | None = None):
+          dtype: torch.dtype | None = None, checkpointing: bool = False):
     """``(total, content, style, tv)``, each of shape ``(N,)``."""
-    acts = _scaled(features, image, params.feature_layers, params.feature_scale, dtype)
+    acts = _scaled(features, image, params.feature_layers, params.feature_scale, dtype, checkpointing)
     zero = image.new_zeros(image.shape[0], dtype=torch.float32)
     j_content = (losses.content_cost_layers(targets.content, acts, params.content_layers,
                                             params.content_norm)
                  if params.content_layers else zero)
     j_style = _style_cost(acts, targets.style, params, targets.w2) if params.style_layers else zero
     j_tv = losses.tv_cost(image) if params.tv_weight else zero
-    beta = params.style_weight if targets.style_factor is None else params.style_weight * targets.style_factor
+    beta = _beta(targets, params)
     total = losses.total_cost(j_content, j_style, params.content_weight, beta, j_tv, params.tv_weight)
     if targets.temporal:
         total = total + params.temporal_weight * _temporal_cost(image, targets.temporal)
     return total, j_content, j_style, j_tv
+
+
+def _beta(targets: Targets, params: StyleParams):
+    """The style weight: ``style_weight``, times each image's share under ``style_cap``."""
+    return params.style_weight if targets.style_factor is None else params.style_weight * targets.style_factor
 
 
 def _temporal_cost(image: Tensor, ties: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
@@ -157,13 +141,13 @@ def _temporal_cost(image: Tensor, ties: Sequence[tuple[Tensor, Tensor]]) -> Tens
 
 def tiled_costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleParams,
                 dtype: torch.dtype | None, tiles: Sequence[Tile],
-                scale_loss: Callable[[Tensor], Tensor] | None = None) -> tuple:
+                scale_loss: Callable[[Tensor], Tensor] | None = None, checkpointing: bool = False) -> tuple:
     """``costs`` of an image too large to step at once, read tile by tile (``tiles``); with
     ``scale_loss`` also the gradient of ``scale_loss(total.sum())``, accumulated into
     ``image.grad`` as its backward would. The costs come back detached."""
-    features_of = _features_of(features, params, dtype)
+    features_of = _features_of(features, params, dtype, checkpointing)
     zero = image.new_zeros(image.shape[0], dtype=torch.float32)
-    beta = params.style_weight if targets.style_factor is None else params.style_weight * targets.style_factor
+    beta = _beta(targets, params)
     j_style, sum_gradients = (_tiled_style(features_of, image, tiles, targets, params, beta, scale_loss)
                               if params.style_layers else (zero, {}))
     j_content = [zero]
@@ -220,8 +204,9 @@ def _tiled_style(features_of, image: Tensor, tiles: Sequence[Tile], targets: Tar
     return j_style.detach(), sum_gradients
 
 
-def _features_of(features: VGGFeatures, params: StyleParams, dtype: torch.dtype | None):
-    return lambda crop, layers: _scaled(features, crop, layers, params.feature_scale, dtype)
+def _features_of(features: VGGFeatures, params: StyleParams, dtype: torch.dtype | None,
+                 checkpointing: bool = False):
+    return lambda crop, layers: _scaled(features, crop, layers, params.feature_scale, dtype, checkpointing)
 
 
 def _style_sizes(image: Tensor, params: StyleParams) -> dict[str, tuple[int, int]]:
@@ -260,14 +245,10 @@ def _style_cost(acts: dict[str, Tensor], style: StyleTarget, params: StyleParams
 
 
 def _scaled(features: VGGFeatures, image: Tensor, layers, scale: float,
-            dtype: torch.dtype | None = None) -> dict[str, Tensor]:
+            dtype: torch.dtype | None = None, checkpointing: bool = False) -> dict[str, Tensor]:
     """Activations at ``layers`` times ``scale``, in float32 (float64 from a float64 network).
     With ``dtype`` the network runs under autocast; its outputs are cast back so Gram matrices
     and costs are float32."""
     with torch.autocast(image.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-        acts = features(image, layers)
+        acts = features(image, layers, checkpointing)
     return {name: a.to(torch.promote_types(a.dtype, torch.float32)) * scale for name, a in acts.items()}
-
-
-def _as_blend(styles: Styles) -> list[tuple[Tensor, float]]:
-    return [(styles, 1.0)] if isinstance(styles, Tensor) else list(styles)

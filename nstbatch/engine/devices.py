@@ -41,6 +41,17 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if cpu_has_bf16() else None
 
 
+def run_precision(params, device: torch.device) -> tuple[torch.dtype | None, torch.memory_format]:
+    """How a run of ``params`` on ``device`` takes the network: its autocast dtype (None: plain
+    float32; L-BFGS never fp16, which has no loss scaling and whose gradients would underflow)
+    and the network's memory layout. Channels-last pays with cuDNN and with oneDNN's bf16
+    kernels; plain fp32 on the CPU gains nothing from it (benchmarks/RESULTS.md)."""
+    dtype = autocast_dtype(params.precision, device)
+    if dtype == torch.float16 and params.optimizer == "lbfgs":
+        dtype = None
+    return dtype, (torch.channels_last if device.type == "cuda" or dtype is not None else torch.contiguous_format)
+
+
 def worker_devices(devices: str = "auto", workers: int | None = None) -> list[str]:
     """One device per worker: ``auto`` (every visible GPU, else the CPU; under torchrun the GPU
     of ``LOCAL_RANK``), ``all`` (every GPU), ``cpu``, or ``cuda:0,cuda:1`` (``cuda`` alone is

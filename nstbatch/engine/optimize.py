@@ -16,11 +16,11 @@ import torch
 from torch import Tensor
 
 from .color import luminance, recolor, with_chroma
-from .criterion import Criterion, Styles, Targets, job_targets, stage_targets, style_targets_of
+from .criterion import Criterion, Targets, job_targets, stage_targets
 from .targets import StyleTarget
 from .descent import Average, Descent, Stage
 from ..config import StyleParams
-from .devices import autocast_dtype
+from .devices import run_precision
 from .pixels import resize_tensor
 from ..errors import OptimizationError
 from .tiles import Tile, plan_tiles
@@ -106,7 +106,7 @@ class Point(NamedTuple):
         return bool(every) and self.step // every > self.previous // every
 
 
-def optimize(content: Tensor, style: Styles | StyleTarget, params: StyleParams, *,
+def optimize(content: Tensor, style: StyleTarget, params: StyleParams, *,
              features: VGGFeatures | None = None,
              init: Tensor | None = None,
              ties: Sequence[tuple[Tensor, Tensor]] = (),
@@ -114,9 +114,9 @@ def optimize(content: Tensor, style: Styles | StyleTarget, params: StyleParams, 
              on_step: Callable[[Progress], None] | None = None,
              report_every: int = 1,
              memory: Memory = Memory()) -> Result:
-    """Stylize ``content`` ``(N, 3, H, W)`` with ``style`` ``(1, 3, h, w)``, both in [0, 1];
-    or with a blend, a sequence of ``(style, weight)`` (weights are normalised to sum to 1);
-    or with the style's precomputed targets (a ``StyleTarget``). ``init``: an image
+    """Stylize ``content`` ``(N, 3, H, W)`` in [0, 1] towards ``style``, the style's targets
+    (a ``StyleTarget``, one or one per image: ``styles.store.StyleTargetStore`` makes them from
+    files or images, blends included, as every door does). ``init``: an image
     to start from instead of the content plus noise (``initial_image``); ``resume``: a
     ``Checkpoint`` to continue from.
 
@@ -166,33 +166,30 @@ class Stylization:
 
     Each ``next`` runs one update of the schedule (``stages``): each stage is a ``Descent`` of
     its own, started from the previous stage's result. The loop owns no file, clock or
-    signal: snapshots, checkpoints and preemption are the caller's. The ``with`` block sets
-    the network's memory layout and activation checkpointing for the run and puts them back
-    afterwards, whatever happens (the executor shares one network between jobs)."""
+    signal: snapshots, checkpoints and preemption are the caller's. The run never changes the
+    network it is given (one serves every job of a worker): it takes the network laid out as
+    its precision runs best (``VGGFeatures.laid_out``) and passes activation checkpointing to
+    its forward. Leaving the ``with`` block ends the iteration."""
 
-    def __init__(self, content: Tensor, style: Styles | StyleTarget, params: StyleParams, *,
+    def __init__(self, content: Tensor, style: StyleTarget, params: StyleParams, *,
                  features: VGGFeatures | None = None, init: Tensor | None = None, ties: Sequence[tuple[Tensor, Tensor]] = (),
                  resume: Checkpoint | None = None,
                  on_step: Callable[[Progress], None] | None = None, report_every: int = 1,
                  memory: Memory = Memory()):
-        self.features = features if features is not None else build_features(params, content.device)
+        features = features if features is not None else build_features(params, content.device)
+        self.device = next(features.parameters()).device
+        # the image follows the network's layout, except under L-BFGS, which flattens gradients
+        # with .view(-1) and so needs the default layout for the image (the network still takes
+        # channels-last: the first convolution converts, and the gradient comes back in the
+        # image's layout)
+        self.dtype, self.network_format = run_precision(params, self.device)
+        self.memory_format = self.network_format if params.optimizer == "adam" else torch.contiguous_format
+        self.features = features.laid_out(self.network_format)
         self.tile = memory.tile
         self.params, self.on_step, self.report_every = params, on_step, report_every
         self.temporal = tuple(ties)  # a video frame's ties: they pull with temporal_weight
         self.inputs = (content, style, init, resume)
         self.checkpointing = memory.checkpointing
-        self.device = next(self.features.parameters()).device
-        dtype = autocast_dtype(params.precision, self.device)
-        # L-BFGS has no loss scaling: fp16 gradients would underflow.
-        self.dtype = None if dtype == torch.float16 and params.optimizer == "lbfgs" else dtype
-        # Channels-last pays with cuDNN and with oneDNN's bf16 kernels; plain fp32 on the CPU
-        # gains nothing from it (benchmarks/RESULTS.md), so it is left alone there. The image
-        # follows the network, except under L-BFGS, which flattens gradients with .view(-1) and
-        # so needs the default layout for the image (the network still takes channels-last:
-        # the first convolution converts, and the gradient comes back in the image's layout).
-        self.network_format = (torch.channels_last if self.device.type == "cuda" or self.dtype is not None
-                               else torch.contiguous_format)
-        self.memory_format = self.network_format if params.optimizer == "adam" else torch.contiguous_format
         self.history: list[Progress] = []
         self.first = resume.step if resume else 0  # the step we resume from
         self.carried: dict | None = None  # the last stage's optimizer state, for a warm start
@@ -203,30 +200,17 @@ class Stylization:
         self.converged: list[int] = []  # where a stage met the stopping rule (params.stop_tol)
         self.recoveries: list[str] = list(resume.recoveries) if resume else []  # undone updates
         self.step = self.first  # updates done
-        self._network_was: tuple | None = None  # set by __enter__
         self._iteration: Iterator[Point] | None = None
         self._result: Result | None = None
 
     def __enter__(self) -> "Stylization":
-        weight = next(self.features.parameters())
-        was = torch.channels_last if weight.dim() == 4 and weight.is_contiguous(
-            memory_format=torch.channels_last) and not weight.is_contiguous() else torch.contiguous_format
-        self._network_was = (was, self.features.checkpointing)
-        self.features.to(memory_format=self.network_format)
         return self
 
     def __exit__(self, *exc) -> None:
         if self._iteration is not None:
             self._iteration.close()
-        was, was_checkpointing = self._network_was
-        self.features.checkpointing = was_checkpointing
-        if was != self.network_format:
-            self.features.to(memory_format=was)
-        self._network_was = None
 
     def __iter__(self) -> Iterator[Point]:
-        if self._network_was is None:
-            raise RuntimeError("iterate a Stylization inside its with block: it sets the network up for the run")
         if self._iteration is not None:
             raise RuntimeError("a Stylization runs once")
         self._iteration = self._run()
@@ -257,9 +241,7 @@ class Stylization:
         if params.preserve_color == "luminance":
             content = luminance(content).contiguous(memory_format=layout)
         self.content, self.original = content, original
-        style_targets = (style if isinstance(style, StyleTarget)
-                         else style_targets_of(self.features, style, params, max(content.shape[-2:]), content))
-        full = job_targets(self.features, content, style_targets, params, self.dtype,
+        full = job_targets(self.features, content, style, params, self.dtype,
                            self._tiles(tuple(content.shape[-2:])))
         if self.temporal:
             full = dataclasses.replace(full, temporal=tuple(
@@ -307,19 +289,19 @@ class Stylization:
         tiles = plan_tiles(*size, self.tile, self.params.feature_layers)
         return tiles if len(tiles) > 1 else None
 
-    def _criterion(self, targets: Targets, size: tuple[int, int]) -> Criterion:
+    def _criterion(self, targets: Targets, size: tuple[int, int], checkpointing: bool = False) -> Criterion:
         """The costs against ``targets`` at ``size``, whole or tile by tile (``tile``): what
         every step and the final costs take."""
-        return Criterion(self.features, targets, self.params, self.dtype, self._tiles(size))
+        return Criterion(self.features, targets, self.params, self.dtype, self._tiles(size), checkpointing)
 
     def _descent(self, stage: Stage, image: Tensor, targets: Targets, resume: Checkpoint | None) -> "Descent":
         """The stage's descent, from its start or from ``resume``, or warm from the last stage's."""
         params = self.params
-        self.features.checkpointing = (self.checkpointing if self.checkpointing is not None
-                                       else self.device.type == "cuda" and stage.size[0] * stage.size[1] > 6_000_000)
-        self.descent = Descent(image, self._criterion(targets, stage.size).gradient, params, stage, self._record,
-                                fp16=self.dtype == torch.float16, check_every=self.report_every,
-                                recoveries=self.recoveries)
+        checkpointing = (self.checkpointing if self.checkpointing is not None
+                         else self.device.type == "cuda" and stage.size[0] * stage.size[1] > 6_000_000)
+        self.descent = Descent(image, self._criterion(targets, stage.size, checkpointing).gradient, params, stage,
+                               self._record, fp16=self.dtype == torch.float16, check_every=self.report_every,
+                               recoveries=self.recoveries)
         if resume is not None:
             self.descent.load_state_dict(resume.descent_state())
         elif params.scale_start == "warm" and self.carried is not None:

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from ..config import StyleParams
 from ..errors import UsageError
 from ..layers import LAYER_INDEX, LAYER_NAMES, check_layer, min_image_side
+from .devices import run_precision
 from .weights import Preprocessing, Weights, expected_shapes, load_weights
 
 
@@ -69,10 +70,13 @@ class VGGFeatures(nn.Module):
     """Named activations of VGG-19, truncated after the deepest layer it may be asked for.
 
     ``forward(image, layers)`` takes RGB in [0, 1], ``(N, 3, H, W)``, and returns
-    ``{name: activation}``; it stops at the deepest requested layer.
+    ``{name: activation}``; it stops at the deepest requested layer. With ``checkpointing``
+    (and a gradient to take) the activations are recomputed in the backward pass instead of
+    stored (``_forward_checkpointed``).
     """
 
-    def __init__(self, weights: Weights, layers: Iterable[str] = LAYER_NAMES, pooling: str = "max"):
+    def __init__(self, weights: Weights, layers: Iterable[str] = LAYER_NAMES, pooling: str = "max",
+                 memory_format: torch.memory_format = torch.contiguous_format):
         super().__init__()
         layers = check_layers(layers)
         if pooling not in ("max", "avg"):
@@ -81,16 +85,29 @@ class VGGFeatures(nn.Module):
         features = vgg19_layers(self.depth, pooling)
         features.load_state_dict(
             {k: v for k, v in weights.state_dict.items() if int(k.split(".")[0]) < self.depth})
-        self.features = features
+        self.features = features.to(memory_format=memory_format)
         self.preprocess = Preprocess(weights.preprocessing)
         self.pooling = pooling
-        self.weights_id = weights.id
-        self.checkpointing = False  # see _forward_checkpointed; optimize() switches it
+        self.weights, self.weights_id = weights, weights.id
+        self.memory_format = memory_format  # of the convolutions' weights: see laid_out
         self._trunk = self._trunk_eager  # or its torch.compile'd version: see compile_trunk
+        self._twins: dict[torch.memory_format, VGGFeatures] = {}
         self.requires_grad_(False)
         self.eval()
 
-    def forward(self, image: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+    def laid_out(self, memory_format: torch.memory_format) -> "VGGFeatures":
+        """This network with its weights in ``memory_format``: itself where they are, else a
+        twin made once and kept beside it (eager, on the same device). A network is never
+        changed by a run: one serves every job of a worker, whatever their precision."""
+        if memory_format == self.memory_format:
+            return self
+        if memory_format not in self._twins:
+            device = next(self.parameters()).device
+            self._twins[memory_format] = VGGFeatures(self.weights, LAYER_NAMES[:self.depth], self.pooling,
+                                                     memory_format).to(device)
+        return self._twins[memory_format]
+
+    def forward(self, image: Tensor, layers: Sequence[str], checkpointing: bool = False) -> dict[str, Tensor]:
         layers = check_layers(layers)
         last = max(LAYER_INDEX[n] for n in layers)
         if last >= self.depth:
@@ -98,7 +115,7 @@ class VGGFeatures(nn.Module):
         check_image_size(image.shape[-2], image.shape[-1], layers)
         wanted = set(layers)
         x = self.preprocess(image)
-        if self.checkpointing and torch.is_grad_enabled() and x.requires_grad:
+        if checkpointing and torch.is_grad_enabled() and x.requires_grad:
             return self._forward_checkpointed(x, wanted, last)
         return self._trunk(x, tuple(sorted(wanted)), last)
 
@@ -146,6 +163,8 @@ class VGGFeatures(nn.Module):
 
 
 def build_features(params: StyleParams, device: torch.device | str = "cpu") -> VGGFeatures:
-    """The VGG-19 that ``params`` asks for, truncated after its deepest layer, on ``device``."""
-    weights = load_weights(params.weights)
-    return VGGFeatures(weights, params.feature_layers, params.pooling).to(device)
+    """The VGG-19 that ``params`` asks for, truncated after its deepest layer, on ``device``,
+    laid out as a run of ``params`` there takes it (``devices.run_precision``)."""
+    device = torch.device(device)
+    return VGGFeatures(load_weights(params.weights), params.feature_layers, params.pooling,
+                       run_precision(params, device)[1]).to(device)
