@@ -9,7 +9,6 @@ import torch
 from PIL import Image
 
 from nstbatch.config import resolve_params
-from nstbatch.engine.criterion import style_targets_of
 from nstbatch.engine.vgg import build_features
 from nstbatch.engine.temporal import reliable, warp
 from nstbatch.engine.flow import dis_flow, gray
@@ -17,7 +16,7 @@ from nstbatch.io.video import probe_clip
 from nstbatch.jobs.clip import ClipCall, clip_size, encode_clip, stylize_clip
 from nstbatch.jobs.frames import FrameStore
 from nstbatch.jobs.single import Hooks, Preempted
-from tests.conftest import draw_clip, pan_frames, pattern, tensor
+from tests.conftest import draw_clip, pan_frames, pattern, style_target, tensor
 
 pytest.importorskip("av")
 pytest.importorskip("cv2")
@@ -34,7 +33,7 @@ def setup():
     params = resolve_params("balanced", TINY)
     features = build_features(params)
     style = tensor(pattern(32, 32, phase=2.0)).flip(1)
-    return params, features, style_targets_of(features, style, params, 40, tensor(pattern(40, 32)))
+    return params, features, style_target(style, params, tensor(pattern(40, 32)))
 
 
 def frames_folder(tmp_path, frames):
@@ -189,7 +188,7 @@ def test_clips_of_one_size_and_different_styles_run_together_and_end_as_each_alo
     from nstbatch.jobs.clip import stylize_clips
 
     params, features, targets = setup
-    other = style_targets_of(features, tensor(pattern(32, 32, phase=5.0)), params, 40, tensor(pattern(40, 32)))
+    other = style_target(tensor(pattern(32, 32, phase=5.0)), params, tensor(pattern(40, 32)))
     (tmp_path / "a").mkdir()
     pan = probe_clip(frames_folder(tmp_path / "a", pan_frames(4, 40, 32)))
     cut = cut_clip(tmp_path)  # five frames, a cut at 2 where the pan is at a later frame: two passes that round
@@ -231,6 +230,62 @@ def test_a_batch_of_clips_runs_them_together(tmp_path, capsys):
     assert "3 frame(s), 1 shot(s), 3 stylized by this run, with 1 other clip(s) in its passes" in err
     assert "4 frame(s), 1 shot(s), 4 stylized by this run, with 1 other clip(s) in its passes" in err
     assert [len(list((tmp_path / "out" / name).glob("*.png"))) for name in "ab"] == [3, 4]
+
+
+def _one_clip(tmp_path) -> None:
+    """A three-frame clip ``a/clip``, a style and a manifest ``m.yaml`` of that one clip job."""
+    (tmp_path / "a").mkdir()
+    frames_folder(tmp_path / "a", pan_frames(3, 48, 36))
+    Image.fromarray(pattern(40, 40, phase=2.0)).save(tmp_path / "style.png")
+    (tmp_path / "m.yaml").write_text(DEFAULTS + "jobs:\n  - {id: a, video: a/clip, style: style.png, output: out/a}\n")
+
+
+def test_a_clip_whose_cost_turns_nan_is_retried_at_a_tenth_of_its_lr_as_a_still_is(tmp_path, capsys, monkeypatch):
+    import json
+
+    from nstbatch.engine import criterion
+    from tests.conftest import report_lines, run_cli
+
+    _one_clip(tmp_path)
+    real = criterion.costs
+
+    def costs(features, image, targets, params, *precision):  # a numerically broken job at its own lr
+        parts = real(features, image, targets, params, *precision)
+        return (parts[0] * float("nan"), *parts[1:]) if params.lr > 0.01 else parts
+
+    monkeypatch.setattr(criterion, "costs", costs)  # in this process: run_cli runs the jobs here
+    code, out, err = run_cli(capsys, "run", tmp_path / "m.yaml", "--targets", "torch")
+    assert code == 0 and "done 1, already done 0, failed 0" in out, err
+    [line] = report_lines(tmp_path, manifest="m.yaml", started=False)
+    assert line["status"] == "done" and "retried with lr 0.005" in line["note"], line
+    assert "3 frame(s), 1 shot(s), 3 stylized by this run" in line["note"]
+    assert len(list((tmp_path / "out" / "a").glob("*.png"))) == 3
+    record = json.loads((tmp_path / ".nstbatch" / "m.yaml" / "done" / "a.json").read_text())
+    assert record["activation_checkpointing"] is False
+
+
+def test_a_clip_that_fits_only_with_activation_checkpointing_runs_with_it_and_its_record_says_so(
+        tmp_path, capsys, monkeypatch):
+    import json
+
+    from nstbatch.engine.vgg import VGGFeatures
+    from nstbatch.jobs.memory import HEADROOM, estimate
+    from tests.conftest import run_cli
+
+    _one_clip(tmp_path)
+    params = resolve_params("balanced", {"size": 40, "style_layers": "relu1_1,relu2_1", "content_layers": "relu2_2",
+                                         "precision": "fp32"})
+    plain, lean = estimate(params, 30, 40, style_pixels=40 * 40), estimate(params, 30, 40, checkpointing=True,
+                                                                            style_pixels=40 * 40)
+    assert lean.bytes < plain.bytes
+    monkeypatch.setenv("NSTBATCH_MEMORY_LIMIT", str(int((plain.bytes + lean.bytes) / 2 / HEADROOM)))
+    checkpointed = []
+    real = VGGFeatures._forward_checkpointed
+    monkeypatch.setattr(VGGFeatures, "_forward_checkpointed", lambda self, *a: checkpointed.append(1) or real(self, *a))
+    code, out, err = run_cli(capsys, "run", tmp_path / "m.yaml", "--targets", "torch")
+    assert code == 0, err
+    record = json.loads((tmp_path / ".nstbatch" / "m.yaml" / "done" / "a.json").read_text())
+    assert record["activation_checkpointing"] is True and checkpointed  # as planned, and as it ran
 
 
 @pytest.mark.parametrize("frame_scales", ["finest", "all"])

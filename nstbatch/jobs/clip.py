@@ -40,7 +40,7 @@ from PIL import Image
 
 from ..config import StyleParams
 from ..engine.flow import FlowAhead, Link, estimator, links
-from ..engine.optimize import Result
+from ..engine.optimize import Memory, Result
 from ..engine.pixels import to_pil, to_tensor
 from ..engine.targets import StyleTarget
 from ..engine.temporal import long_term_weights, warp, warped_start
@@ -72,9 +72,9 @@ def clip_size(info: ClipInfo, params: StyleParams, output: Path) -> tuple[int, i
 @dataclass
 class ClipResult:
     frames: int  # in the clip
-    stylized: int  # by this call (the others were written before: a resumed clip)
-    shots: list[int]  # the index of each shot's first frame
-    last: Result | None  # the pass that made the last stylized frame (its costs: ``final``)
+    stylized: int = 0  # by this call (the others were written before: a resumed clip)
+    shots: list[int] = dataclasses.field(default_factory=list)  # the index of each shot's first frame
+    last: Result | None = None  # the pass that made the last stylized frame (its costs: ``final``)
     sources: list[str] = dataclasses.field(default_factory=list)  # where the style targets came from
     last_index: int = 0  # the clip's image in that pass (several clips' frames share one)
 
@@ -124,7 +124,8 @@ class ClipCall:
     """How a clip is stylized, beside what: the network, the loop's hooks, who hears of each
     written frame (``on_frame(index, frames)``), the device; and, for runs that share a clip's
     frames, ``join`` (a helper: the shots nobody holds, then leave), ``claim_stale`` and
-    ``on_wait`` (called between looks while the owner waits for shots others hold)."""
+    ``on_wait`` (called between looks while the owner waits for shots others hold); ``memory``:
+    how each pass fits the device (``Memory``: activation checkpointing, tiles)."""
 
     features: VGGFeatures | None = None
     hooks: Hooks | None = None
@@ -133,6 +134,7 @@ class ClipCall:
     join: bool = False
     claim_stale: float = CLAIM_STALE
     on_wait: Callable[[], None] | None = None
+    memory: Memory | None = None  # None: as the memory check plans each pass (``single.optimize_job``)
 
 
 def stylize_clip(info: ClipInfo, style_targets: StyleTarget, params: StyleParams, store: FrameStore,
@@ -166,7 +168,7 @@ def stylize_clips(clips: Sequence[tuple[ClipInfo, StyleTarget, FrameStore, ClipR
         shots = store.shots()
         if shots is None or shots.frames != info.frames:
             shots = store.save_shots(find_shots(info, size, params, flow))
-        done = result if result is not None else ClipResult(info.frames, 0, [], None)
+        done = result if result is not None else ClipResult(info.frames)
         done.frames, done.shots = info.frames, list(shots.starts)
         works.append(_ShotWork(info, size, style_targets, params, store, shots, flow, call, done))
     everyone = _drive(works, params, call)
@@ -246,7 +248,7 @@ def _optimize_group(needs: list[_Need], works: list["_ShotWork"], params: StyleP
     content = torch.cat([need.content for need in needs])
     targets = works[0].style_targets if len(works) == 1 else StyleTarget.stack([w.style_targets for w in works])
     if needs[0].start is None:
-        return optimize_job(content, targets, params, features=call.features, hooks=hooks)
+        return optimize_job(content, targets, params, features=call.features, hooks=hooks, memory=call.memory)
     count = max(len(need.ties) for need in needs)
     ties = []
     for j in range(count):
@@ -257,7 +259,7 @@ def _optimize_group(needs: list[_Need], works: list["_ShotWork"], params: StyleP
     if params.frame_scales == "finest":  # the warped start is at the full size: no coarse pass to blur it
         later = dataclasses.replace(later, scales=(1.0,), scale_steps=(1.0,))
     return optimize_job(content, targets, later, features=call.features, init=torch.cat([need.start for need in needs]),
-                        ties=tuple(ties), hooks=hooks)
+                        ties=tuple(ties), hooks=hooks, memory=call.memory)
 
 
 class _ShotWork:
@@ -385,7 +387,7 @@ def clip_job(job: Job, store: StyleTargetStore, frames: FrameStore, call: ClipCa
     resumes from), then its output written. With ``call.join`` (a run helping the clip's
     owner) only the shots nobody holds are stylized, and the output is left to the owner."""
     info, size, style_targets, sources = clip_inputs(job, store)
-    done = result if result is not None else ClipResult(info.frames, 0, [], None)
+    done = result if result is not None else ClipResult(info.frames)
     done.sources = sources
     done, pts = stylize_clip(info, style_targets, job.params, frames, size, call, done)
     if not (call and call.join):

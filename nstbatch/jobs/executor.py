@@ -1,7 +1,11 @@
-"""Running planned jobs: one path for 1..N jobs sharing one optimisation pass (a single job is
-a batch of one). Around each pass, one attempt: claim the jobs, check the memory it needs,
-resume a checkpoint, stylize with checkpoints and snapshots, write the outputs, the cost
-histories and the done records, and turn every failure into an ``Outcome`` of its own job.
+"""Running planned jobs: one attempt path (``JobExecutor._attempt``) for stills and clips, for
+1..N jobs sharing one optimisation pass (a single job is a batch of one; clips of one frame size
+make frame t of each in one pass). Around each pass, one attempt: claim the jobs, check the
+memory it needs (split the pass where it does not fit), resume a checkpoint, stylize with
+heartbeats, checkpoints, snapshots and the stop signal (a job whose cost turns non-finite
+retried once at a tenth of its learning rate), write the outputs, the cost histories and the
+done records (with the memory plan the pass ran with), and turn every failure into an
+``Outcome`` of its own job.
 """
 from __future__ import annotations
 
@@ -57,9 +61,11 @@ def _costs(progress: Progress) -> dict:
 
 @dataclass
 class _Clip:
+    """A clip job of a pass: its frames (``shape``: their height and width) made frame by frame."""
+
     item: Planned
     info: ClipInfo
-    size: tuple[int, int]  # its frames' (height, width)
+    shape: tuple[int, int]
     targets: StyleTarget
     frames: FrameStore
     done: ClipResult
@@ -67,8 +73,14 @@ class _Clip:
 
 @dataclass
 class _Loaded:
+    """A still job of a pass: its content at the job's size."""
+
     item: Planned
-    content: torch.Tensor  # (1, 3, H, W) at the job's size
+    content: torch.Tensor  # (1, 3, H, W)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.content.shape[-2:])
 
 
 class JobExecutor:
@@ -153,86 +165,29 @@ class JobExecutor:
             for item in batch:
                 if on_start is not None and item.job.id not in elsewhere:
                     on_start(item)
-            clips = [item for item in batch if item.job.clip and item.job.id in claims]
-            if clips:  # clips of one size and parameters: frame t of each in one pass
-                outcomes += self._clips(clips, claims, on_step)
+            clips = self._clip_inputs([item for item in batch if item.job.clip and item.job.id in claims], outcomes)
+            for shape in dict.fromkeys(clip.shape for clip in clips):  # clips of one frame size: frame t of each in one pass
+                outcomes += self._attempt([clip for clip in clips if clip.shape == shape], claims, on_step)
             loaded = self._load([item for item in batch if item.job.id in claims and not item.job.clip], outcomes)
             if loaded:
-                outcomes += self._pass(loaded, claims, on_step)
+                outcomes += self._attempt(loaded, claims, on_step)
         return outcomes
 
-    # --- clips ---------------------------------------------------------------------------------
-
-    def _clips(self, items: list[Planned], claims: dict[str, Claim], on_step) -> list[Outcome]:
-        """Clip jobs (``plan.batches``: one size and parameters, mixed styles): each checked and
-        given its style targets alone (a broken clip fails alone), then those of one frame size
-        together (``clip.stylize_clips``), their frames kept in the state directory as they are
-        made (a rerun resumes at the first missing frame), then each output: a video encoded from
-        them, or the frames copied into the output folder, each atomically."""
-        started, outcomes, ready = time.monotonic(), [], []
+    def _clip_inputs(self, items: list[Planned], outcomes: list[Outcome]) -> list[_Clip]:
+        """Clip jobs (``plan.batches``: one size and parameters, mixed styles), each checked and
+        given its style targets alone: a broken clip fails alone."""
+        ready = []
         for item in items:
-            job = item.job
             try:
-                info, size, targets, sources = clip_inputs(job, self.store)
+                info, shape, targets, sources = clip_inputs(item.job, self.store)
             except OnnxError:
                 raise
             except Exception as error:  # noqa: BLE001 - one job's failure never ends the run
                 outcomes.append(self._outcome(item, JobStatus.FAILED, error=error_text(error)))
                 continue
-            done = ClipResult(info.frames, 0, [], None, sources=sources)
-            ready.append(_Clip(item, info, size, targets, FrameStore(self.state.frames_path(job.id, item.hash)), done))
-        for size in dict.fromkeys(clip.size for clip in ready):
-            outcomes += self._clip_group([clip for clip in ready if clip.size == size], claims, on_step, started)
-        return outcomes
-
-    def _clip_group(self, group: list["_Clip"], claims: dict[str, Claim], on_step, started: float) -> list[Outcome]:
-        """Clips of one frame size stylized together; a batch that fails runs each clip alone
-        (from the frames it wrote)."""
-        params, mine = group[0].item.job.params, [claims[clip.item.job.id] for clip in group]
-
-        def heartbeat(*_) -> None:
-            for claim in mine:
-                claim.heartbeat()
-
-        def frame_done(index: int, count: int) -> None:  # progress by frames, for a clip alone
-            if on_step is not None and len(group) == 1 and (final := group[0].done.final()) is not None:
-                on_step(Progress(index + 1, count, final.content, final.style, final.tv, final.total))
-        hooks = Hooks(on_step=heartbeat, report_every=self.report_every, should_stop=self.should_stop)
-        call = ClipCall(self._features(params), hooks, frame_done, self.device, claim_stale=self.options.claim_stale,
-                        on_wait=heartbeat)
-        try:
-            ends = stylize_clips([(c.info, c.targets, c.frames, c.done) for c in group], params, group[0].size, call)
-        except Preempted:
-            return [self._outcome(c.item, JobStatus.PREEMPTED, seconds=time.monotonic() - started,
-                                  error=f"stopped after {c.frames.count()} frame(s) of the clip; they are kept",
-                                  sources=tuple(c.done.sources)) for c in group]
-        except OnnxError:
-            raise
-        except Exception as error:  # noqa: BLE001 - one job's failure never ends the run
-            if len(group) > 1:
-                return [outcome for c in group for outcome in self._clip_group([c], claims, on_step, started)]
-            return [self._outcome(group[0].item, JobStatus.FAILED, seconds=time.monotonic() - started,
-                                  error=error_text(error), sources=tuple(group[0].done.sources))]
-        return [self._clip_done(c, pts, len(group), started) for c, (_, pts) in zip(group, ends)]
-
-    def _clip_done(self, clip: "_Clip", pts: list[int | None], together: int, started: float) -> Outcome:
-        """A clip's output from its frames, its done record, and its outcome."""
-        job, item, done = clip.item.job, clip.item, clip.done
-        share = (time.monotonic() - started) / together  # as a batch of images: each clip's share of the passes
-        try:
-            write_clip(clip.info, clip.frames, job.output, clip.size, pts)
-            final = done.final()
-            costs = _costs(final) if final else {}
-            self.state.mark_done(job, item.hash, seconds=share, batch=together, costs=costs,
-                                 device=str(self.device), activation_checkpointing=False)
-        except Exception as error:  # noqa: BLE001 - one job's failure never ends the run
-            return self._outcome(item, JobStatus.FAILED, seconds=share, error=error_text(error),
-                                 sources=tuple(done.sources))
-        clip.frames.discard()
-        batched = f", with {together - 1} other clip(s) in its passes" if together > 1 else ""
-        return self._outcome(item, JobStatus.DONE, seconds=share, costs=costs, batch=together, images=done.stylized,
-                             sources=tuple(done.sources), note=f"{clip.info.frames} frame(s), {len(done.shots)} shot(s),"
-                             f" {done.stylized} stylized by this run{batched}")
+            frames = FrameStore(self.state.frames_path(item.job.id, item.hash))
+            ready.append(_Clip(item, info, shape, targets, frames, ClipResult(info.frames, sources=sources)))
+        return ready
 
     def _join(self, item: Planned) -> Outcome:
         """A share of a clip that another run or worker owns (``Planned.join``): the shots
@@ -240,7 +195,7 @@ class JobExecutor:
         the job. A ``joined`` outcome, which nothing records; what was done here is a notice. A
         failure is left for the owner to meet and report."""
         job, started = item.job, time.monotonic()
-        done = ClipResult(0, 0, [], None)
+        done = ClipResult(0)
         frames = FrameStore(self.state.frames_path(job.id, item.hash))
         nothing_free = frames.shots() is not None and not frames.open_shots(self.options.claim_stale)
         try:
@@ -258,83 +213,110 @@ class JobExecutor:
         return self._outcome(item, JobStatus.ELSEWHERE, seconds=time.monotonic() - started, joined=True,
                              error=f"{done.stylized} frame(s) of its shots stylized here")
 
-    # --- one optimisation pass -----------------------------------------------------------------
+    # --- one attempt at a pass: stills or clips ------------------------------------------------------
 
-    def _split(self, loaded: list[_Loaded], claims, on_step, size: int = 1) -> list[Outcome]:
-        """The jobs in passes of ``size``."""
-        return [outcome for start in range(0, len(loaded), size)
-                for outcome in self._pass(loaded[start:start + size], claims, on_step)]
+    def _split(self, units: list, claims, on_step, size: int = 1) -> list[Outcome]:
+        """The jobs in attempts of ``size``."""
+        return [outcome for start in range(0, len(units), size)
+                for outcome in self._attempt(units[start:start + size], claims, on_step)]
 
-    def _pass(self, loaded: list[_Loaded], claims: dict[str, Claim], on_step) -> list[Outcome]:
-        started = time.monotonic()
-        first = loaded[0].item
-        params = first.job.params
-        if len({tuple(entry.content.shape) for entry in loaded}) > 1:
-            return self._split(loaded, claims, on_step)
-        height, width = loaded[0].content.shape[-2:]
-        limit = memory_available(self.device)
-        if limit is not None and self.peers > 1:
-            limit = replace(limit, bytes=limit.bytes // self.peers, source=f"{limit.source}, shared by {self.peers} workers")
-        styles = max(style_pixels(entry.item.job, max(entry.content.shape[-2:])) for entry in loaded)
-        memory = plan_memory(params, height, width, limit.bytes if limit else None, len(loaded), self.device.type,
-                             styles)
-        if memory is None:
-            if len(loaded) > 1:  # as many together as fit (at least one, which may then fail alone)
-                fits = [k for k in range(len(loaded) - 1, 1, -1)
-                        if plan_memory(params, height, width, limit.bytes, k, self.device.type, styles)]
-                return self._split(loaded, claims, on_step, fits[0] if fits else 1)
-            lean = estimate(params, height, width, checkpointing=True, device=self.device.type, style_pixels=styles)
-            return [self._outcome(first, JobStatus.FAILED, error=(
-                f"needs about {lean} for a {width}x{height} image, too much for the {limit.bytes / 2**30:.2f} GiB"
-                f" free ({limit.source}); use a smaller size,"
-                " fewer jobs per batch, or a machine with more memory"))]
-        sources: list[list[str]] = [[] for _ in loaded]  # per job: where its style targets came from
-        resume = load_checkpoint(self.state, first.job, first.hash) if len(loaded) == 1 else None
+    def _attempt(self, units: list[_Loaded] | list[_Clip], claims: dict[str, Claim], on_step) -> list[Outcome]:
+        """One attempt at stills (``_Loaded``) or clips (``_Clip``: frame t of each in one
+        optimisation pass) of one size, together: the memory check (a pass too large is split,
+        a job too large for the device fails with what it needs), stylizing (``_stylize``:
+        heartbeats, checkpoints, the stop signal, the NaN retry), a batch that fails split into
+        single jobs, then each job's output and done record; every failure is its own job's
+        outcome."""
+        started, first = time.monotonic(), units[0].item
+        if len({unit.shape for unit in units}) > 1:
+            return self._split(units, claims, on_step)
+        memory = self._fit(units)
+        if isinstance(memory, int):
+            return self._split(units, claims, on_step, memory)
+        if isinstance(memory, str):
+            return [self._outcome(first, JobStatus.FAILED, error=memory)]
+        clips = isinstance(units[0], _Clip)
+        sources = [list(unit.done.sources) if clips else [] for unit in units]  # where each job's style came from
+        resume = load_checkpoint(self.state, first.job, first.hash) if len(units) == 1 and not clips else None
         try:
-            style_targets, sources = self._style_targets(loaded)
-            result, params, note = self._optimize(loaded, style_targets, resume, memory, claims, on_step)
+            result, params, note = self._stylize(units, resume, memory, claims, on_step, sources)
         except Preempted as stop:
-            for index, entry in enumerate(loaded):
-                save_checkpoint(self.state, entry.item.job, entry.item.hash,
-                                slice_checkpoint(stop.checkpoint, index, len(loaded)))
-            return [self._outcome(entry.item, JobStatus.PREEMPTED, seconds=time.monotonic() - started,
-                                  error=f"checkpointed after step {stop.checkpoint.step}",
-                                  sources=tuple(sources[index])) for index, entry in enumerate(loaded)]
+            return self._stopped(units, stop, time.monotonic() - started, sources)
         except OnnxError:
             raise  # the ONNX Runtime set-up is broken for every job, not this one
         except Exception as error:  # noqa: BLE001 - one job's failure never ends the run
-            if len(loaded) > 1 and (is_out_of_memory(error) or isinstance(error, OptimizationError)):
-                # As a batch it did not fit, or went non-finite: one job at a time, each with its
-                # own retry, after freeing what the attempt held.
+            if len(units) > 1 and (clips or is_out_of_memory(error) or isinstance(error, OptimizationError)):
+                # As a batch it did not fit, went non-finite, or one clip's frames failed: one job
+                # at a time, each with its own retry (a clip from the frames it wrote), after
+                # freeing what the attempt held.
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                return self._split(loaded, claims, on_step)
-            return [self._outcome(entry.item, JobStatus.FAILED, seconds=time.monotonic() - started,
+                return self._split(units, claims, on_step)
+            return [self._outcome(unit.item, JobStatus.FAILED, seconds=time.monotonic() - started,
                                   error=error_text(error), sources=tuple(sources[index]))
-                    for index, entry in enumerate(loaded)]
-        return self._finish(loaded, result, params, note, resume, sources, time.monotonic() - started,
-                            memory.checkpointing)
+                    for index, unit in enumerate(units)]
+        ended = (self._clip_done if clips else self._still_done)
+        return ended(units, result, params, note, resume, sources, time.monotonic() - started, memory.checkpointing)
 
-    def _style_targets(self, loaded: list[_Loaded]) -> tuple[StyleTarget, list[list[str]]]:
-        """The pass's style targets, and where each job's came from. Jobs that share their
-        styles share one ``(1, C, C)`` Gram per layer; a mixed-style batch stacks each job's
-        own into ``(B, C, C)``, so every image is pulled towards its own style."""
-        per_job = [self.store.for_job(entry.item.job, max(entry.content.shape[-2:])) for entry in loaded]
-        sources = [found for _, found in per_job]
-        if all(entry.item.job.styles == loaded[0].item.job.styles for entry in loaded):
-            return per_job[0][0], sources
-        return StyleTarget.stack([targets for targets, _ in per_job]), sources
+    def _fit(self, units: list) -> Estimate | int | str:
+        """How the pass fits the device's memory (``plan_memory``: activation checkpointing,
+        tiles); or how many of the jobs fit together where all do not; or why one job alone
+        cannot run here."""
+        params = units[0].item.job.params
+        height, width = units[0].shape
+        limit = memory_available(self.device)
+        if limit is not None and self.peers > 1:
+            limit = replace(limit, bytes=limit.bytes // self.peers, source=f"{limit.source}, shared by {self.peers} workers")
+        styles = max(style_pixels(unit.item.job, max(unit.shape)) for unit in units)
+        memory = plan_memory(params, height, width, limit.bytes if limit else None, len(units), self.device.type,
+                             styles)
+        if memory is not None:
+            return memory
+        if len(units) > 1:  # as many together as fit (at least one, which may then fail alone)
+            fits = [k for k in range(len(units) - 1, 1, -1)
+                    if plan_memory(params, height, width, limit.bytes, k, self.device.type, styles)]
+            return fits[0] if fits else 1
+        lean = estimate(params, height, width, checkpointing=True, device=self.device.type, style_pixels=styles)
+        return (f"needs about {lean} for a {width}x{height} image, too much for the {limit.bytes / 2**30:.2f} GiB"
+                f" free ({limit.source}); use a smaller size, fewer jobs per batch, or a machine with more memory")
 
-    def _optimize(self, loaded: list[_Loaded], style_targets, resume: Checkpoint | None, memory: Estimate,
-                  claims: dict[str, Claim], on_step) -> tuple[Result, object, str | None]:
-        """``optimize_job`` with checkpoints, snapshots, heartbeats and the stop signal; a single job whose cost turns
-        non-finite is retried once at a tenth of its learning rate."""
-        params = loaded[0].item.job.params
+    def _stylize(self, units: list, resume: Checkpoint | None, memory: Estimate, claims: dict[str, Claim], on_step,
+                 sources: list[list[str]]) -> tuple[object, object, str | None]:
+        """The pass stylized (``_stills`` or ``_clips``) with the claims' heartbeats, the stop
+        signal, checkpoints and snapshots: ``(result, params, note)``. A single job whose cost
+        turns non-finite is retried once at a tenth of its learning rate (a clip from the
+        frames it wrote)."""
+        params = units[0].item.job.params
+        mine = [claims[unit.item.job.id] for unit in units]
+
+        def heartbeat(*_) -> None:
+            for claim in mine:
+                claim.heartbeat()
+        note = None
+        for attempt in (1, 2):
+            try:
+                if isinstance(units[0], _Clip):
+                    return self._clips(units, params, memory, heartbeat, on_step), params, note
+                return self._stills(units, params, resume, memory, heartbeat, on_step, sources), params, note
+            except OptimizationError as error:
+                if len(units) > 1:
+                    raise
+                if attempt == 2:
+                    raise OptimizationError(f"{error.message}, also after a retry with lr {params.lr:g}",
+                                            hint="lower lr further, or check the weights") from None
+                note = f"{error.message} with lr {params.lr:g}; retried with lr {params.lr * RETRY_LR_FACTOR:g}"
+                params, resume = replace(params, lr=params.lr * RETRY_LR_FACTOR), None
+                discard_checkpoint(self.state, units[0].item.job)
+        raise AssertionError("unreachable")
+
+    def _stills(self, loaded: list[_Loaded], params, resume: Checkpoint | None, memory: Estimate, heartbeat,
+                on_step, sources: list[list[str]]) -> Result:
+        """Stills in one pass (``optimize_job``), checkpointed every ``checkpoint_every`` steps."""
+        style_targets, sources[:] = self._style_targets(loaded)
         content = torch.cat([entry.content for entry in loaded]).to(self.device)
 
         def step(progress: Progress) -> None:
-            for claim in claims.values():
-                claim.heartbeat()
+            heartbeat()
             if on_step is not None:
                 on_step(progress)
 
@@ -345,22 +327,44 @@ class JobExecutor:
         hooks = Hooks(on_step=step, report_every=self.report_every, should_stop=self.should_stop,
                       checkpoint_every=self.options.checkpoint_every, on_checkpoint=checkpoint,
                       on_snapshot=self._snapshots(loaded))
-        note = None
-        for attempt in (1, 2):
-            try:
-                result = optimize_job(content, style_targets, params, features=self._features(params), resume=resume,
-                                      hooks=hooks, memory=engine_memory(memory))
-                return result, params, note
-            except OptimizationError as error:
-                if len(loaded) > 1:
-                    raise
-                if attempt == 2:
-                    raise OptimizationError(f"{error.message}, also after a retry with lr {params.lr:g}",
-                                            hint="lower lr further, or check the weights") from None
-                note = f"{error.message} with lr {params.lr:g}; retried with lr {params.lr * RETRY_LR_FACTOR:g}"
-                params, resume = replace(params, lr=params.lr * RETRY_LR_FACTOR), None
-                discard_checkpoint(self.state, loaded[0].item.job)
-        raise AssertionError("unreachable")
+        return optimize_job(content, style_targets, params, features=self._features(params), resume=resume,
+                            hooks=hooks, memory=engine_memory(memory))
+
+    def _clips(self, group: list[_Clip], params, memory: Estimate, heartbeat, on_step) -> list[list[int | None]]:
+        """Clips of one frame size in lockstep (``clip.stylize_clips``), their frames kept in the
+        state directory as they are made (a rerun resumes at the first missing frame); each
+        clip's timestamps. A clip alone reports its progress by frames."""
+        def frame_done(index: int, count: int) -> None:
+            if on_step is not None and len(group) == 1 and (final := group[0].done.final()) is not None:
+                on_step(Progress(index + 1, count, final.content, final.style, final.tv, final.total))
+        hooks = Hooks(on_step=heartbeat, report_every=self.report_every, should_stop=self.should_stop)
+        call = ClipCall(self._features(params), hooks, frame_done, self.device, claim_stale=self.options.claim_stale,
+                        on_wait=heartbeat, memory=engine_memory(memory))
+        ends = stylize_clips([(c.info, c.targets, c.frames, c.done) for c in group], params, group[0].shape, call)
+        return [pts for _, pts in ends]
+
+    def _stopped(self, units: list, stop: Preempted, seconds: float, sources: list[list[str]]) -> list[Outcome]:
+        """A stop signal mid-pass: stills checkpointed where they are, a clip's frames kept."""
+        if isinstance(units[0], _Clip):
+            return [self._outcome(c.item, JobStatus.PREEMPTED, seconds=seconds, sources=tuple(c.done.sources),
+                                  error=f"stopped after {c.frames.count()} frame(s) of the clip; they are kept")
+                    for c in units]
+        for index, entry in enumerate(units):
+            save_checkpoint(self.state, entry.item.job, entry.item.hash,
+                            slice_checkpoint(stop.checkpoint, index, len(units)))
+        return [self._outcome(entry.item, JobStatus.PREEMPTED, seconds=seconds, sources=tuple(sources[index]),
+                              error=f"checkpointed after step {stop.checkpoint.step}")
+                for index, entry in enumerate(units)]
+
+    def _style_targets(self, loaded: list[_Loaded]) -> tuple[StyleTarget, list[list[str]]]:
+        """The pass's style targets, and where each job's came from. Jobs that share their
+        styles share one ``(1, C, C)`` Gram per layer; a mixed-style batch stacks each job's
+        own into ``(B, C, C)``, so every image is pulled towards its own style."""
+        per_job = [self.store.for_job(entry.item.job, max(entry.content.shape[-2:])) for entry in loaded]
+        sources = [found for _, found in per_job]
+        if all(entry.item.job.styles == loaded[0].item.job.styles for entry in loaded):
+            return per_job[0][0], sources
+        return StyleTarget.stack([targets for targets, _ in per_job]), sources
 
     def _snapshots(self, loaded: list[_Loaded]):
         """The engine's snapshot callback: ``<snapshots>/<job id>/step-000050.png``, in the state
@@ -374,8 +378,8 @@ class JobExecutor:
                 save_image(to_pil(images[index:index + 1]), path)
         return save
 
-    def _finish(self, loaded: list[_Loaded], result: Result, params, note, resume, sources, seconds,
-                checkpointing: bool) -> list[Outcome]:
+    def _still_done(self, loaded: list[_Loaded], result: Result, params, note, resume, sources, seconds,
+                    checkpointing: bool) -> list[Outcome]:
         """Outputs, histories, done records: each job's own, in that order (the done record
         last: a job is done only once its output is whole)."""
         per_image = seconds / len(loaded)
@@ -399,4 +403,31 @@ class JobExecutor:
                                           sources=tuple(sources[index]), resumed_from=resume.step if resume else None,
                                           note=note, batch=len(loaded), checkpointing=checkpointing,
                                           recoveries=tuple(result.recoveries)))
+        return outcomes
+
+    def _clip_done(self, group: list[_Clip], ends: list[list[int | None]], params, note, resume, sources,
+                   seconds: float, checkpointing: bool) -> list[Outcome]:
+        """Each clip's output from its frames (``clip.write_clip``: a video encoded, or the
+        frames copied into its folder, atomically), then its done record: the done record last."""
+        share = seconds / len(group)  # as a batch of images: each clip's share of the passes
+        outcomes = []
+        for clip, pts in zip(group, ends):
+            job, item, done = clip.item.job, clip.item, clip.done
+            final = done.final()
+            costs = _costs(final) if final else {}
+            try:
+                write_clip(clip.info, clip.frames, job.output, clip.shape, pts)
+                self.state.mark_done(job, item.hash, seconds=share, batch=len(group), costs=costs,
+                                     device=str(self.device), activation_checkpointing=checkpointing)
+            except Exception as error:  # noqa: BLE001 - one job's failure never ends the run
+                outcomes.append(self._outcome(item, JobStatus.FAILED, seconds=share, error=error_text(error),
+                                              sources=tuple(done.sources)))
+                continue
+            clip.frames.discard()
+            batched = f", with {len(group) - 1} other clip(s) in its passes" if len(group) > 1 else ""
+            outcomes.append(self._outcome(
+                item, JobStatus.DONE, seconds=share, costs=costs, batch=len(group), images=done.stylized,
+                sources=tuple(done.sources), checkpointing=checkpointing,
+                note=f"{clip.info.frames} frame(s), {len(done.shots)} shot(s), {done.stylized} stylized by this run"
+                     f"{batched}" + (f"; {note}" if note else "")))
         return outcomes
