@@ -5,7 +5,7 @@ is beside the repository: measuring only, never committed) through ``nstbatch ru
 would, ``precision: fp32`` forced, and prints each pair's outcome, seconds and the updates its
 descent undid (the guard: ``engine/descent.py``).
 
-    python benchmarks/quality_fp32.py [--out benchmarks/quality-fp32-out] [--pairs ID ...] [--size 512]
+    python benchmarks/quality_fp32.py [--out benchmarks/quality-fp32-out] [--pairs ID ...] [--size 512] [--workers N]
 
 The run is resumable (it is a manifest run): run it again to go on after a stop.
 """
@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "quality-fp32-out")
     ap.add_argument("--pairs", nargs="*", help="ids to run (default: all)")
     ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--workers", type=int, default=1, help="CPU workers (nstbatch run --workers)")
     args = ap.parse_args()
     known = {p[0]: p for p in pairs()}
     chosen = [known[job] for job in args.pairs] if args.pairs else list(known.values())  # in the order given
@@ -46,7 +47,8 @@ def main() -> None:
     manifest.write_text(f"defaults: {{preset: quality, size: {args.size}, precision: fp32}}\njobs:\n" + "".join(
         f"  - {{id: {job}, content: '{content}', style: '{style}', output: '{job}.jpg'}}\n"
         for job, content, style in chosen))
-    code = subprocess.call([sys.executable, "-m", "nstbatch", "run", str(manifest)], cwd=ROOT)
+    code = subprocess.call([sys.executable, "-m", "nstbatch", "run", str(manifest), "--workers", str(args.workers)],
+                           cwd=ROOT)
     lines = [json.loads(line) for line in (args.out / ".nstbatch" / manifest.name / "report.jsonl").read_text().splitlines()]
     print(f"\nnstbatch run exited {code}")
     print("| pair | outcome | s | updates undone |\n| --- | --- | --- | --- |")
