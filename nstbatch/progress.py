@@ -109,15 +109,15 @@ class RunProgress:
                        f"  content {progress.content:.4g}  style {progress.style:.4g}", err=True)
 
     def job_finished(self, outcome, number: int, count: int) -> None:
-        from .jobs.ledger import JobStatus, recovered
+        from .jobs.ledger import LineStatus, recovered
 
         if self.bar is not None:
             self.bar.advance(self.task)
-        if outcome.status != JobStatus.DONE:
-            if outcome.status == JobStatus.ELSEWHERE and not self.verbose:
+        if outcome.status != LineStatus.DONE:
+            if outcome.status == LineStatus.ELSEWHERE and not self.verbose:
                 return
-            label = {JobStatus.FAILED: "FAILED", JobStatus.QUARANTINED: "FAILED (quarantined)",
-                     JobStatus.ELSEWHERE: "skipped"}.get(outcome.status, str(outcome.status))
+            label = {LineStatus.FAILED: "FAILED", LineStatus.QUARANTINED: "FAILED (quarantined)",
+                     LineStatus.ELSEWHERE: "skipped"}.get(outcome.status, str(outcome.status))
             line = f"[{number}/{count}] {label} {outcome.job.id} ({outcome.job.where}): {outcome.error}"
             (self.bar.console.print(line, markup=False, highlight=False) if self.bar
              else typer.echo(line, err=True))

@@ -27,7 +27,7 @@ from .io.images import save_image
 from .io.video import still
 from .io.manifest import Job
 from .environment import cache_root
-from .jobs.ledger import RATE_LABEL, JobStatus
+from .jobs.ledger import RATE_LABEL, JobState
 from .jobs.views import RunView, status
 
 THUMB_SIDE = 160
@@ -172,7 +172,7 @@ def render_html(view: RunView, page: Path, link: bool = False) -> str:
         figures.append((job.output, f"output · {job.output.name}"))
         cells = ""
         for path, caption in figures:
-            shown = (images.tag(path, caption) if path != job.output or v.status == JobStatus.DONE
+            shown = (images.tag(path, caption) if path != job.output or v.status == JobState.DONE
                      else f'<div class="missing">{esc(v.status)}</div>')
             cells += f"<figure>{shown}<figcaption>{esc(caption)}</figcaption></figure>"
         costs = (f"total {v.costs['total']:.4g} · content {v.costs['content']:.4g} · style {v.costs['style']:.4g}"
@@ -208,7 +208,7 @@ def write_report(manifest: str | os.PathLike, out: str | os.PathLike, state_dir=
 
 def contact_sheet(view: RunView, columns: int = 6, tile: int = 256) -> Image.Image | None:
     """A grid of the finished outputs, each captioned with its job id; None when none is done."""
-    done = [v for v in view.jobs if v.status == JobStatus.DONE]
+    done = [v for v in view.jobs if v.status == JobState.DONE]
     if not done:
         return None
     font = ImageFont.load_default()
@@ -239,4 +239,4 @@ def write_sheet(manifest, out, state_dir=None, columns: int = 6, tile: int = 256
         return 0
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     save_image(sheet, out)
-    return view.count(JobStatus.DONE)
+    return view.count(JobState.DONE)

@@ -8,7 +8,7 @@ import sys
 import pytest
 from PIL import Image
 
-from nstbatch.jobs.ledger import JobStatus
+from nstbatch.jobs.ledger import LineStatus
 from nstbatch.jobs.options import RunOptions
 from nstbatch.jobs.run import run_manifest
 from nstbatch.cli import main
@@ -154,7 +154,7 @@ def test_a_worker_killed_mid_job_fails_that_job_alone_and_two_kills_quarantine_i
     assert failed["id"] == "doomed" and "killed by SIGKILL" in failed["error"] and "out-of-memory" in failed["error"]
     summary, _ = run_manifest(options)  # the second kill of the same job: quarantined
     assert summary.quarantined == 1 and summary.exit_code == 1
-    assert report_lines(folder)[-1]["status"] == JobStatus.QUARANTINED
+    assert report_lines(folder)[-1]["status"] == LineStatus.QUARANTINED
     assert main(["run", str(m)]) == 1  # later runs skip it, saying why in one line
     err = capsys.readouterr().err
     assert "skipped doomed (m.csv:2): killed its worker 2 times" in err and "--force" in err
@@ -179,6 +179,6 @@ def test_cpu_workers_of_one_run_plan_into_their_share_of_the_memory(folder, monk
     planned = plan_jobs(read_manifest(m).jobs, state)
     options = RunOptions(m, targets="torch")
     (shared,) = JobExecutor(options, state.root, "cpu", peers=2).run(planned)
-    assert shared.status == JobStatus.FAILED and "shared by 2 workers" in shared.error
+    assert shared.status == LineStatus.FAILED and "shared by 2 workers" in shared.error
     (alone,) = JobExecutor(options, state.root, "cpu").run(planned)
-    assert alone.status == JobStatus.DONE
+    assert alone.status == LineStatus.DONE

@@ -152,7 +152,7 @@ def test_an_owner_waits_for_held_shots_and_takes_over_a_stale_one(tmp_path, setu
 def test_a_helper_joins_a_clip_another_run_owns_through_the_executor(tmp_path, setup):
     from nstbatch.io.manifest import read_manifest
     from nstbatch.jobs.executor import JobExecutor
-    from nstbatch.jobs.ledger import JobStatus, StateDir
+    from nstbatch.jobs.ledger import LineStatus, StateDir
     from nstbatch.jobs.options import RunOptions
     from nstbatch.jobs.plan import Planned
     from nstbatch.jobs.views import status
@@ -172,7 +172,7 @@ def test_a_helper_joins_a_clip_another_run_owns_through_the_executor(tmp_path, s
     notices = []
     executor = JobExecutor(RunOptions(tmp_path / "m.yaml", targets="torch"), state.root, "cpu", notice=notices.append)
     [helped] = executor.run([Planned(job, standing, join=True)])
-    assert helped.status == JobStatus.ELSEWHERE and "3 frame(s) of its shots stylized here" in helped.error
+    assert helped.status == LineStatus.ELSEWHERE and "3 frame(s) of its shots stylized here" in helped.error
     assert notices and [store.has(i) for i in range(5)] == [False, False, True, True, True]
     assert not list((tmp_path / "out").glob("*.png")) and state.read_done(job.id) is None  # the owner writes it
     [view] = status(tmp_path / "m.yaml", state.root, check_files=False, histories=False).jobs  # `nstbatch status`
@@ -180,7 +180,7 @@ def test_a_helper_joins_a_clip_another_run_owns_through_the_executor(tmp_path, s
     for path in (state.claim_path(job.id), store.claim_path(0)):
         path.unlink()  # the owner went away: a plain run takes the clip, and only shot 0 is left
     [owned] = executor.run([Planned(job, standing)])
-    assert owned.status == JobStatus.DONE and "2 stylized by this run" in owned.note
+    assert owned.status == LineStatus.DONE and "2 stylized by this run" in owned.note
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{i:06d}.png" for i in range(1, 6)]
 
 

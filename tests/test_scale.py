@@ -192,7 +192,7 @@ def test_batched_jobs_equal_their_one_by_one_results(folder, capsys):
 
 
 def test_batches_group_only_what_can_share_a_pass(folder):
-    from nstbatch.jobs.ledger import JobStatus, Standing, StateDir
+    from nstbatch.jobs.ledger import JobState, Standing, StateDir
     from nstbatch.jobs.plan import Planned, batches
     from nstbatch.io.manifest import read_manifest
 
@@ -201,7 +201,7 @@ def test_batches_group_only_what_can_share_a_pass(folder):
                  "a,c0.png,s.png,o/a.png,32,3,adam\nb,c1.png,s.png,o/b.png,32,3,adam\n"
                  "c,c2.png,s.png,o/c.png,32,4,adam\nd,c3.png,s.png,o/d.png,32,3,lbfgs\n"
                  "e,c3.png,s.png,o/e.png,32,3,adam\n")
-    items = [Planned(job, Standing(JobStatus.PENDING, "new", "h")) for job in read_manifest(m).jobs]
+    items = [Planned(job, Standing(JobState.PENDING, "new", "h")) for job in read_manifest(m).jobs]
     tasks = batches(items, 4, StateDir(folder / "state"))
     assert [[i.job.id for i in task] for task in tasks] == [["a", "b", "e"], ["c"], ["d"]]
     assert [[i.job.id for i in task] for task in batches(items[:2] + items[4:], 2, StateDir(folder / "state"))] \

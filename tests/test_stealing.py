@@ -110,7 +110,7 @@ def test_progress_lines_count_one_to_n_once_each_with_two_workers(folder, capsys
 
 def test_force_does_not_redo_a_job_another_run_finished_after_planning(folder):
     from nstbatch.jobs.executor import JobExecutor
-    from nstbatch.jobs.ledger import JobStatus, StateDir
+    from nstbatch.jobs.ledger import LineStatus, StateDir
     from nstbatch.jobs.options import RunOptions
     from nstbatch.jobs.plan import plan_run
 
@@ -120,9 +120,9 @@ def test_force_does_not_redo_a_job_another_run_finished_after_planning(folder):
     forced = plan_run(options.manifest, state, force=True).jobs[0]
     assert main(["run", str(folder / "m.csv"), "--in-process", "--targets", "torch", "-q"]) == 0  # "a helper"
     outcome = JobExecutor(options, state.root, "cpu").run([forced])[0]
-    assert outcome.status == JobStatus.ELSEWHERE and "finished by another run" in outcome.error
+    assert outcome.status == LineStatus.ELSEWHERE and "finished by another run" in outcome.error
     again = plan_run(options.manifest, state, force=True).jobs[0]  # planned after: --force reruns it
-    assert JobExecutor(options, state.root, "cpu").run([again])[0].status == JobStatus.DONE
+    assert JobExecutor(options, state.root, "cpu").run([again])[0].status == LineStatus.DONE
 
 
 @pytest.mark.parametrize("where", [pytest.param(["--in-process"], id="in-process"),
@@ -146,19 +146,19 @@ def test_a_job_another_run_holds_is_no_attempt_of_this_run(folder, where):
 
 
 def test_the_latest_lines_follow_the_reports_as_they_grow_in_time_order_across_shards(tmp_path):
-    from nstbatch.jobs.ledger import JobStatus, LogLine, StateDir
+    from nstbatch.jobs.ledger import LineStatus, LogLine, StateDir
 
     state, other = StateDir(tmp_path, "s0of2"), StateDir(tmp_path, "s1of2")
-    state.log.append(LogLine("a", JobStatus.FAILED, time=100.0))
-    other.log.append(LogLine("b", JobStatus.DONE, time=101.0))
-    other.log.append(LogLine("a", JobStatus.DONE, time=99.0))  # earlier, in the other shard's file
+    state.log.append(LogLine("a", LineStatus.FAILED, time=100.0))
+    other.log.append(LogLine("b", LineStatus.DONE, time=101.0))
+    other.log.append(LogLine("a", LineStatus.DONE, time=99.0))  # earlier, in the other shard's file
     assert {k: str(v.status) for k, v in state.log.latest().items()} == {"a": "failed", "b": "done"}
     with open(other.log.path, "ab") as f:
         f.write(b'{"id": "b", "status": "fai')  # being written
     assert str(state.log.latest()["b"].status) == "done"
     with open(other.log.path, "ab") as f:
         f.write(b'led", "time": 102.0}\n')
-    state.log.append(LogLine("a", JobStatus.STARTED, time=103.0))  # retried since: no longer failed
+    state.log.append(LogLine("a", LineStatus.STARTED, time=103.0))  # retried since: no longer failed
     assert {k: str(v.status) for k, v in state.log.latest().items()} == {"a": "started", "b": "failed"}
     fresh = StateDir(tmp_path).log.latest()  # a fresh reader, from the start, agrees
     assert {k: str(v.status) for k, v in fresh.items()} == {"a": "started", "b": "failed"}

@@ -2,7 +2,7 @@
 clusters. Layered bottom-up:
 
 - ``options``: ``RunOptions``, every option of a run in one frozen record;
-- ``ledger``: the state directory, ``JobStatus``, its typed records (done records, report
+- ``ledger``: the state directory, ``LineStatus``, its typed records (done records, report
   lines), summaries, kill counts, and ``StateDir.standing`` — the only place that decides
   where a job stands;
 - ``views``: every job of a manifest with where it stands, for ``status`` and ``report``;

@@ -31,7 +31,7 @@ from ..engine.targets import StyleTarget
 from ..engine.vgg import VGGFeatures
 from .checkpoints import discard_checkpoint, load_checkpoint, save_checkpoint, slice_checkpoint
 from .claims import Claim, claim_at
-from .ledger import JobStatus, Outcome, StateDir
+from .ledger import LineStatus, Outcome, StateDir
 from .memory import Estimate, estimate, plan_memory
 from .options import RunOptions
 from .plan import Planned, style_pixels
@@ -121,15 +121,15 @@ class JobExecutor:
         try:
             for item in batch:
                 if item.hash is None:
-                    outcomes.append(self._outcome(item, JobStatus.FAILED,
+                    outcomes.append(self._outcome(item, LineStatus.FAILED,
                                                   error=f"{item.job.where}: {item.standing.why}"))
                     continue
                 claim = claim_at(self.state.claim_path(item.job.id), self.options.claim_stale)
                 if isinstance(claim, str):
-                    outcomes.append(self._outcome(item, JobStatus.ELSEWHERE, error=f"claimed by {claim}"))
+                    outcomes.append(self._outcome(item, LineStatus.ELSEWHERE, error=f"claimed by {claim}"))
                 elif self.state.done_since(item.job, item.hash, item.planned_at if item.force else None):
                     claim.release()
-                    outcomes.append(self._outcome(item, JobStatus.ELSEWHERE, error="finished by another run"))
+                    outcomes.append(self._outcome(item, LineStatus.ELSEWHERE, error="finished by another run"))
                 else:
                     claims[item.job.id] = claim
             yield claims
@@ -137,7 +137,7 @@ class JobExecutor:
             for claim in claims.values():
                 claim.release()
 
-    def _outcome(self, item: Planned, status: JobStatus, **fields) -> Outcome:
+    def _outcome(self, item: Planned, status: LineStatus, **fields) -> Outcome:
         return Outcome(item.job, status, device=str(self.device), **fields)
 
     def _load(self, items: list[Planned], outcomes: list[Outcome]) -> list[_Loaded]:
@@ -149,7 +149,7 @@ class JobExecutor:
                 remove_stale_temps(staged(job.output))  # left by a run killed while saving this output
                 loaded.append(_Loaded(item, load_content(job.content, job.params)))
             except NstbatchError as error:
-                outcomes.append(self._outcome(item, JobStatus.FAILED, error=str(error)))
+                outcomes.append(self._outcome(item, LineStatus.FAILED, error=str(error)))
         return loaded
 
     def run(self, batch: list[Planned], on_step: Callable[[Progress], None] | None = None,
@@ -161,7 +161,7 @@ class JobExecutor:
         outcomes = [self._join(item) for item in batch if item.join]  # a clip another owns: its free shots
         batch = [item for item in batch if not item.join]
         with self._claimed(batch, outcomes) as claims:
-            elsewhere = {outcome.job.id for outcome in outcomes if outcome.status == JobStatus.ELSEWHERE}
+            elsewhere = {outcome.job.id for outcome in outcomes if outcome.status == LineStatus.ELSEWHERE}
             for item in batch:
                 if on_start is not None and item.job.id not in elsewhere:
                     on_start(item)
@@ -183,7 +183,7 @@ class JobExecutor:
             except OnnxError:
                 raise
             except Exception as error:  # noqa: BLE001 - one job's failure never ends the run
-                outcomes.append(self._outcome(item, JobStatus.FAILED, error=error_text(error)))
+                outcomes.append(self._outcome(item, LineStatus.FAILED, error=error_text(error)))
                 continue
             frames = FrameStore(self.state.frames_path(item.job.id, item.hash))
             ready.append(_Clip(item, info, shape, targets, frames, ClipResult(info.frames, sources=sources)))
@@ -210,7 +210,7 @@ class JobExecutor:
         if done.stylized and self.notice is not None:
             self.notice(f"{job.id}: {done.stylized} frame(s) of its shots stylized here, for the run or worker"
                         " that owns the clip")
-        return self._outcome(item, JobStatus.ELSEWHERE, seconds=time.monotonic() - started, joined=True,
+        return self._outcome(item, LineStatus.ELSEWHERE, seconds=time.monotonic() - started, joined=True,
                              error=f"{done.stylized} frame(s) of its shots stylized here")
 
     # --- one attempt at a pass: stills or clips ------------------------------------------------------
@@ -234,7 +234,7 @@ class JobExecutor:
         if isinstance(memory, int):
             return self._split(units, claims, on_step, memory)
         if isinstance(memory, str):
-            return [self._outcome(first, JobStatus.FAILED, error=memory)]
+            return [self._outcome(first, LineStatus.FAILED, error=memory)]
         clips = isinstance(units[0], _Clip)
         sources = [list(unit.done.sources) if clips else [] for unit in units]  # where each job's style came from
         resume = load_checkpoint(self.state, first.job, first.hash) if len(units) == 1 and not clips else None
@@ -252,7 +252,7 @@ class JobExecutor:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 return self._split(units, claims, on_step)
-            return [self._outcome(unit.item, JobStatus.FAILED, seconds=time.monotonic() - started,
+            return [self._outcome(unit.item, LineStatus.FAILED, seconds=time.monotonic() - started,
                                   error=error_text(error), sources=tuple(sources[index]))
                     for index, unit in enumerate(units)]
         ended = (self._clip_done if clips else self._still_done)
@@ -346,13 +346,13 @@ class JobExecutor:
     def _stopped(self, units: list, stop: Preempted, seconds: float, sources: list[list[str]]) -> list[Outcome]:
         """A stop signal mid-pass: stills checkpointed where they are, a clip's frames kept."""
         if isinstance(units[0], _Clip):
-            return [self._outcome(c.item, JobStatus.PREEMPTED, seconds=seconds, sources=tuple(c.done.sources),
+            return [self._outcome(c.item, LineStatus.PREEMPTED, seconds=seconds, sources=tuple(c.done.sources),
                                   error=f"stopped after {c.frames.count()} frame(s) of the clip; they are kept")
                     for c in units]
         for index, entry in enumerate(units):
             save_checkpoint(self.state, entry.item.job, entry.item.hash,
                             slice_checkpoint(stop.checkpoint, index, len(units)))
-        return [self._outcome(entry.item, JobStatus.PREEMPTED, seconds=seconds, sources=tuple(sources[index]),
+        return [self._outcome(entry.item, LineStatus.PREEMPTED, seconds=seconds, sources=tuple(sources[index]),
                               error=f"checkpointed after step {stop.checkpoint.step}")
                 for index, entry in enumerate(units)]
 
@@ -395,11 +395,11 @@ class JobExecutor:
                                      device=str(self.device), activation_checkpointing=checkpointing,
                                      recoveries=len(result.recoveries))
             except (NstbatchError, OSError) as error:  # a full or read-only disk: this job alone
-                outcomes.append(self._outcome(entry.item, JobStatus.FAILED, seconds=per_image,
+                outcomes.append(self._outcome(entry.item, LineStatus.FAILED, seconds=per_image,
                                               error=error_text(error), sources=tuple(sources[index])))
                 continue
             discard_checkpoint(self.state, job)
-            outcomes.append(self._outcome(entry.item, JobStatus.DONE, seconds=per_image, costs=_costs(final),
+            outcomes.append(self._outcome(entry.item, LineStatus.DONE, seconds=per_image, costs=_costs(final),
                                           sources=tuple(sources[index]), resumed_from=resume.step if resume else None,
                                           note=note, batch=len(loaded), checkpointing=checkpointing,
                                           recoveries=tuple(result.recoveries)))
@@ -420,13 +420,13 @@ class JobExecutor:
                 self.state.mark_done(job, item.hash, seconds=share, batch=len(group), costs=costs,
                                      device=str(self.device), activation_checkpointing=checkpointing)
             except Exception as error:  # noqa: BLE001 - one job's failure never ends the run
-                outcomes.append(self._outcome(item, JobStatus.FAILED, seconds=share, error=error_text(error),
+                outcomes.append(self._outcome(item, LineStatus.FAILED, seconds=share, error=error_text(error),
                                               sources=tuple(done.sources)))
                 continue
             clip.frames.discard()
             batched = f", with {len(group) - 1} other clip(s) in its passes" if len(group) > 1 else ""
             outcomes.append(self._outcome(
-                item, JobStatus.DONE, seconds=share, costs=costs, batch=len(group), images=done.stylized,
+                item, LineStatus.DONE, seconds=share, costs=costs, batch=len(group), images=done.stylized,
                 sources=tuple(done.sources), checkpointing=checkpointing,
                 note=f"{clip.info.frames} frame(s), {len(done.shots)} shot(s), {done.stylized} stylized by this run"
                      f"{batched}" + (f"; {note}" if note else "")))

@@ -47,11 +47,13 @@ fraction of a second.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable, Mapping
 
 from ..fs import atomic_write, read_json, write_json
 from ..io import webdataset
@@ -60,12 +62,13 @@ from ..io.manifest import Job
 from .claims import CLAIM_STALE, live_holder_at
 from .kills import KILLS_BEFORE_QUARANTINE, Kills
 from .packed import PackedIndex
-from .records import (EXIT_PREEMPTED, RATE_LABEL, TRANSITIONS, DoneRecord, JobStatus, Outcome, LogLine,
-                      RunSummary, Standing, from_dict, allowed, images_per_hour, newest, rate_of, recovered,
-                      safe_name)
+from .records import (EXIT_PREEMPTED, RATE_LABEL, TRANSITIONS, DoneRecord, JobState, LineStatus, Outcome,
+                      LogLine, RunSummary, Standing, from_dict, allowed, images_per_hour, newest, rate_of,
+                      recovered, safe_name)
 from .runlog import RunLog
 
-__all__ = ["EXIT_PREEMPTED", "KILLS_BEFORE_QUARANTINE", "RATE_LABEL", "TRANSITIONS", "DoneRecord", "JobStatus",
+__all__ = ["EXIT_PREEMPTED", "KILLS_BEFORE_QUARANTINE", "RATE_LABEL", "STANDING_RULES", "TRANSITIONS", "DoneRecord",
+           "JobState", "LineStatus",
            "Outcome", "LogLine", "RunSummary", "Standing", "StateDir", "allowed", "default_state_dir",
            "images_per_hour", "newest", "rate_of", "read_history", "recovered", "state_root", "write_history"]
 
@@ -216,40 +219,72 @@ class StateDir:
         return self._not_done(job, hash_, record) is None and (since is None or record.finished > since)
 
     def standing(self, job: Job, hasher, claim_stale: float = CLAIM_STALE,
-                 latest: dict[str, LogLine] | None = None) -> Standing:
-        """Where ``job`` stands, first match wins: INVALID (an input cannot be read to hash
-        it with ``hasher``), DONE (its done record matches its params, inputs and output,
-        which exists), QUARANTINED (it killed its worker twice with these params), RUNNING
-        (a *live* claim: a fresh heartbeat, and on this host a living process), FAILED or
-        INVALID (its latest report line says so, of any shard), INTERRUPTED (an attempt was
-        cut short: a checkpoint waits, or a start has no outcome, or a stop signal), else
-        PENDING. Plan, helping shards, status and report all ask this. ``latest``: each job's
-        latest report line (``log.latest()``), read once for a pass over many jobs; None reads it
-        here."""
+                 latest: dict[str, LogLine] | None = None, invalid: Mapping[str, str] | None = None) -> Standing:
+        """Where ``job`` stands: INVALID where an input cannot be read to hash it with
+        ``hasher``, else the first of ``STANDING_RULES`` that holds. Plan, helping shards,
+        packing, status, report and the run itself all ask this. ``latest``: each job's latest
+        report line (``log.latest()``), read once for a pass over many jobs; None reads it here.
+        ``invalid``: what validating the manifest's files found, by job id (``status``)."""
+        latest = self.log.latest() if latest is None else latest
         try:
             hash_ = hasher(job)
         except OSError as e:
-            last = (self.log.latest() if latest is None else latest).get(job.id)
-            if last is not None and last.status == JobStatus.INVALID and last.error:
-                return Standing(JobStatus.INVALID, last.error)  # what validation said, with the fix
-            return Standing(JobStatus.INVALID, f"{e.filename or 'an input'}: cannot be read"
-                                               f" ({e.strerror or e}); check the path")
-        record = self.read_done(job.id)
-        why = self._not_done(job, hash_, record)
-        if why is None:
-            return Standing(JobStatus.DONE, hash=hash_, done=record)
-        if (reason := self.kills.quarantine_reason(job, hash_)) is not None:
-            return Standing(JobStatus.QUARANTINED, reason, hash_)
-        last = (self.log.latest() if latest is None else latest).get(job.id)
-        if (holder := live_holder_at(self.claim_path(job.id), claim_stale)) is not None:
-            return Standing(JobStatus.RUNNING, f"claimed by {holder}", hash_)
-        if last is not None and last.status in (JobStatus.FAILED, JobStatus.INVALID):
-            return Standing(last.status, last.error, hash_)
-        if self.checkpoint_path(job.id).is_file():
-            return Standing(JobStatus.INTERRUPTED, "resumes from its checkpoint", hash_)
-        if last is not None and last.status in (JobStatus.STARTED, JobStatus.PREEMPTED, JobStatus.INTERRUPTED):
-            return Standing(JobStatus.INTERRUPTED, f"{why}; its last attempt was cut short", hash_)
-        return Standing(JobStatus.PENDING, why, hash_)
+            last = latest.get(job.id)
+            if last is not None and last.status == LineStatus.INVALID and last.error:
+                return Standing(JobState.INVALID, last.error)  # what validation said, with the fix
+            return Standing(JobState.INVALID, f"{e.filename or 'an input'}: cannot be read"
+                                              f" ({e.strerror or e}); check the path")
+        facts = _Facts(self, job, hash_, claim_stale, latest.get(job.id), (invalid or {}).get(job.id))
+        for state, rule in STANDING_RULES:
+            why = rule(facts)
+            if why is not None:
+                return Standing(state, why or None, hash_, facts.record if state == JobState.DONE else None)
+        raise AssertionError("PENDING always holds")
+
+
+class _Facts:
+    """What the standing rules read of one job, each read once, when a rule first asks."""
+
+    def __init__(self, state: StateDir, job: Job, hash_: str, claim_stale: float, last: LogLine | None,
+                 invalid: str | None):
+        self.state, self.job, self.hash, self.claim_stale, self.last = state, job, hash_, claim_stale, last
+        self.invalid = invalid  # what validating its files found, where it was asked
+
+    @functools.cached_property
+    def record(self) -> DoneRecord | None:
+        return self.state.read_done(self.job.id)
+
+    @functools.cached_property
+    def not_done(self) -> str | None:
+        """None when the done record says the job is done; otherwise why it is not."""
+        return self.state._not_done(self.job, self.hash, self.record)
+
+    def last_said(self, *statuses: LineStatus) -> bool:
+        return self.last is not None and self.last.status in statuses
+
+
+# Where a job stands, first match wins: (state, rule). A rule gives its reason (the why of
+# ``Standing``; "" where there is none) when it holds, None when it does not. The one table that
+# decides a job's state; ``StateDir.standing`` applies it.
+STANDING_RULES: tuple[tuple[JobState, Callable[[_Facts], str | None]], ...] = (
+    # its done record matches its params, inputs and output path, and the output exists
+    (JobState.DONE, lambda f: "" if f.not_done is None else None),
+    # validating its files found a problem (``status`` asks, with the manifest's validation)
+    (JobState.INVALID, lambda f: f.invalid),
+    # it killed its worker twice with these params
+    (JobState.QUARANTINED, lambda f: f.state.kills.quarantine_reason(f.job, f.hash)),
+    # a live claim: a fresh heartbeat, and on this host a living process
+    (JobState.RUNNING, lambda f: (f"claimed by {holder}" if (holder := live_holder_at(
+        f.state.claim_path(f.job.id), f.claim_stale)) is not None else None)),
+    # its latest report line (of any shard) says so
+    (JobState.FAILED, lambda f: (f.last.error or "") if f.last_said(LineStatus.FAILED) else None),
+    (JobState.INVALID, lambda f: (f.last.error or "") if f.last_said(LineStatus.INVALID) else None),
+    # an attempt was cut short: a checkpoint waits, or a start has no outcome, or a stop signal
+    (JobState.INTERRUPTED, lambda f: "resumes from its checkpoint" if f.state.checkpoint_path(f.job.id).is_file()
+     else f"{f.not_done}; its last attempt was cut short"
+     if f.last_said(LineStatus.STARTED, LineStatus.PREEMPTED, LineStatus.INTERRUPTED) else None),
+    (JobState.PENDING, lambda f: f.not_done),
+)
 
 
 def read_history(state: StateDir, job_id: str) -> list[tuple[int, float]]:

@@ -36,7 +36,7 @@ from ..errors import NstbatchError
 from ..fs import atomic_write, remove_stale_temps
 from ..io.manifest import Job
 from .claims import CLAIM_STALE, Claim, claim_at
-from .ledger import JobStatus, StateDir
+from .ledger import JobState, LineStatus, StateDir
 
 METADATA = "metadata.jsonl"
 METADATA_EVERY = 300.0  # seconds between rewrites of metadata.jsonl during a run
@@ -91,7 +91,7 @@ class Outputs:
 
     # --- when --------------------------------------------------------------------------------
 
-    def finished(self, job: Job, status: JobStatus) -> None:
+    def finished(self, job: Job, status: LineStatus) -> None:
         """After a job's outcome is on record: pack its shard if that was its last sample;
         its metadata row."""
         self.recorded(job, status)
@@ -141,7 +141,7 @@ class Outputs:
         standings = self._standings(shard.jobs)  # again, under the lock
         if not all(s.status.is_settled for s in standings):
             return
-        done = [(job, s.hash) for job, s in zip(shard.jobs, standings) if s.status == JobStatus.DONE]
+        done = [(job, s.hash) for job, s in zip(shard.jobs, standings) if s.status == JobState.DONE]
         members = {job.id: hash_ for job, hash_ in done}
         staged = [webdataset.staged(job.output) for job, _ in done]
         if members == self.state.packed.read(shard.path) and not any(p.is_file() for p in staged):
@@ -166,9 +166,9 @@ class Outputs:
 
     # --- metadata.jsonl ----------------------------------------------------------------------
 
-    def recorded(self, job: Job, status: JobStatus) -> None:
+    def recorded(self, job: Job, status: LineStatus) -> None:
         """A job this run finished: a metadata row from now on."""
-        if status == JobStatus.DONE and job.origin is not None and job.origin.root in self._done:
+        if status == LineStatus.DONE and job.origin is not None and job.origin.root in self._done:
             self._done[job.origin.root].add(job.id)  # (before the first scan, the scan finds it)
 
     def write_metadata(self, rescan: bool = False) -> None:

@@ -17,7 +17,7 @@ from ..io.images import probe_image
 from ..io.video import probe_clip
 from ..io.manifest import Job, Manifest, Problem, read_manifest
 from ..io.validate import validate
-from .ledger import JobStatus, Standing, StateDir
+from .ledger import JobState, Standing, StateDir
 from .memory import Estimate, estimate
 
 
@@ -45,7 +45,7 @@ class Planned:
 
     @property
     def runs(self) -> bool:
-        return self.force or self.standing.status not in (JobStatus.DONE, JobStatus.QUARANTINED)
+        return self.force or self.standing.status not in (JobState.DONE, JobState.QUARANTINED)
 
     @property
     def why(self) -> str:
@@ -53,12 +53,12 @@ class Planned:
         status, why = self.standing.status, self.standing.why
         if self.force:
             return "run   (--force)"
-        if status in (JobStatus.DONE, JobStatus.QUARANTINED):
+        if status in (JobState.DONE, JobState.QUARANTINED):
             return f"skip  ({status})"
-        if status == JobStatus.RUNNING:
+        if status == JobState.RUNNING:
             return f"held  ({why})"
         if status.is_failure:
-            return f"run   (retry: it {'failed' if status == JobStatus.FAILED else 'was invalid'} last time)"
+            return f"run   (retry: it {'failed' if status == JobState.FAILED else 'was invalid'} last time)"
         return f"run   ({why})"
 
 
@@ -80,11 +80,11 @@ class Plan:
 
     @property
     def done(self) -> int:
-        return sum(p.standing.status == JobStatus.DONE and not p.force for p in self.jobs)
+        return sum(p.standing.status == JobState.DONE and not p.force for p in self.jobs)
 
     @property
     def quarantined(self) -> list[Planned]:
-        return [p for p in self.jobs if p.standing.status == JobStatus.QUARANTINED and not p.force]
+        return [p for p in self.jobs if p.standing.status == JobState.QUARANTINED and not p.force]
 
 
 def plan_run(manifest_path: str | os.PathLike, state: StateDir, *, shard: Shard = WHOLE,

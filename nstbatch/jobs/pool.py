@@ -21,7 +21,7 @@ from typing import Callable, Protocol
 from ..environment import usable_cpus
 from ..errors import NstbatchError
 from ..io.manifest import Job
-from .ledger import JobStatus, Outcome, StateDir
+from .ledger import LineStatus, Outcome, StateDir
 from .options import RunOptions
 from .plan import Planned
 
@@ -220,7 +220,7 @@ class WorkerPool:
                 continue
             error = f"worker on {worker.device} {cause} during this job"
             quarantine = self.state.kills.add(item.job, item.hash, cause) if item.hash else None
-            self.record(Outcome(item.job, JobStatus.QUARANTINED if quarantine else JobStatus.FAILED,
+            self.record(Outcome(item.job, LineStatus.QUARANTINED if quarantine else LineStatus.FAILED,
                                 error=quarantine or error, device=worker.device))
         if self.pending and not self.stop.requested:
             self.events.notice(f"worker {wid} on {worker.device} {cause}; starting a new one")
@@ -312,7 +312,7 @@ def run_here(options: RunOptions, state: StateDir, device: str, tasks: list[list
             outcomes = executor.run(task, events.step, lambda item: events.job_started(item.job))
         except KeyboardInterrupt:
             for item in task:
-                record(Outcome(item.job, JobStatus.INTERRUPTED, error="interrupted (Ctrl-C)", device=device))
+                record(Outcome(item.job, LineStatus.INTERRUPTED, error="interrupted (Ctrl-C)", device=device))
             return True
         for outcome in outcomes:
             record(outcome)

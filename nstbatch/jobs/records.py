@@ -1,5 +1,5 @@
-"""The ledger's typed records: where a job stands (``JobStatus``, and the table of which line
-may follow which), a done record, a report line, an attempt's ``Outcome``, a run's summary, and
+"""The ledger's typed records: what a report line says (``LineStatus``, and the table of which
+line may follow which), where a job stands (``JobState``), a done record, a report line, an attempt's ``Outcome``, a run's summary, and
 the one throughput figure. Plain data: nothing here reads or writes a file."""
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ EXIT_PREEMPTED = 75
 EXIT_INTERRUPTED = 130  # ...and by Ctrl-C (the shell's code for it)
 
 
-class JobStatus(str, Enum):
-    """Where a job stands, and how an attempt ended. Report lines hold STARTED and the
-    outcomes; ``StateDir.standing`` answers DONE, FAILED, INVALID, QUARANTINED, RUNNING,
-    INTERRUPTED or PENDING; ELSEWHERE is an outcome that leaves no line (another run has it)."""
+class LineStatus(str, Enum):
+    """How a report line says an attempt went: STARTED, then one outcome (DONE, FAILED,
+    INVALID, PREEMPTED, INTERRUPTED, QUARANTINED); ELSEWHERE is an outcome that leaves no line
+    (another run has the job). Where a job stands is another type, ``JobState``."""
 
     STARTED = "started"
     DONE = "done"
@@ -32,7 +32,21 @@ class JobStatus(str, Enum):
     INTERRUPTED = "interrupted"  # Ctrl-C, or a run killed mid-job: the next run takes it up
     QUARANTINED = "quarantined"  # killed its worker twice: skipped until it changes or --force
     ELSEWHERE = "elsewhere"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class JobState(str, Enum):
+    """Where a job stands, as ``StateDir.standing`` alone decides it (``STANDING_RULES``, in
+    ``ledger.py``): what ``plan``, ``status``, ``report``, the helping shards and packing ask."""
+
+    DONE = "done"
+    FAILED = "failed"
+    INVALID = "invalid"
+    QUARANTINED = "quarantined"  # killed its worker twice: skipped until it changes or --force
     RUNNING = "running"  # a live claim: a run holds it now
+    INTERRUPTED = "interrupted"  # an attempt was cut short: a checkpoint waits, or a start has no outcome
     PENDING = "pending"
 
     def __str__(self) -> str:
@@ -40,13 +54,13 @@ class JobStatus(str, Enum):
 
     @property
     def is_failure(self) -> bool:
-        return self in (JobStatus.FAILED, JobStatus.INVALID, JobStatus.QUARANTINED)
+        return self in (JobState.FAILED, JobState.INVALID, JobState.QUARANTINED)
 
     @property
     def is_settled(self) -> bool:
         """Nothing more happens to the job until its inputs, parameters or output change (or
         ``--force``): what packing a shard and helping shards wait for."""
-        return self == JobStatus.DONE or self.is_failure
+        return self == JobState.DONE or self.is_failure
 
 
 # How an attempt goes, line by line of the report a run writes: the statuses a job's next line
@@ -54,18 +68,19 @@ class JobStatus(str, Enum):
 # one outcome; before a start a job may be found invalid or quarantined, or be interrupted
 # (Ctrl-C before its turn). So no job is done, fails or is preempted at a checkpoint without a
 # start, and no attempt ends twice. ``RunLog`` (``record``, ``start``, ``invalid``) consults
-# this table and refuses a line it does not allow.
-ENDED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.INVALID, JobStatus.PREEMPTED, JobStatus.INTERRUPTED,
-         JobStatus.QUARANTINED)
-TRANSITIONS: dict[JobStatus | None, tuple[JobStatus, ...]] = {
-    None: (JobStatus.STARTED, JobStatus.INVALID, JobStatus.QUARANTINED, JobStatus.INTERRUPTED),
-    JobStatus.STARTED: ENDED,
+# this table against the job's last line in the log, whichever process wrote it, and refuses a
+# line it does not allow.
+ENDED = (LineStatus.DONE, LineStatus.FAILED, LineStatus.INVALID, LineStatus.PREEMPTED, LineStatus.INTERRUPTED,
+         LineStatus.QUARANTINED)
+TRANSITIONS: dict[LineStatus | None, tuple[LineStatus, ...]] = {
+    None: (LineStatus.STARTED, LineStatus.INVALID, LineStatus.QUARANTINED, LineStatus.INTERRUPTED),
+    LineStatus.STARTED: ENDED,
 }
 for _ended in ENDED:
     TRANSITIONS[_ended] = TRANSITIONS[None]
 
 
-def allowed(previous: JobStatus | None, new: JobStatus) -> bool:
+def allowed(previous: LineStatus | None, new: LineStatus) -> bool:
     """Whether a job's report line may say ``new`` after one that said ``previous``."""
     return new in TRANSITIONS[previous]
 
@@ -110,7 +125,7 @@ class LogLine:
     """One line of ``report*.jsonl``: an attempt's start, or its outcome."""
 
     id: str | None
-    status: JobStatus
+    status: LineStatus
     where: str | None = None
     shard: str | None = None
     time: float = 0.0
@@ -131,7 +146,7 @@ class LogLine:
 
     def to_json(self) -> dict:
         data = {key: value for key, value in asdict(self).items() if value is not None}
-        if self.status != JobStatus.STARTED:
+        if self.status != LineStatus.STARTED:
             data.update({key: getattr(self, key) for key in _LINE_KEYS})
         data["status"] = str(self.status)
         return data
@@ -140,7 +155,7 @@ class LogLine:
     def from_json(cls, data: dict) -> "LogLine | None":
         """None for a line that is not one of ours (or a status this version does not know)."""
         try:
-            return from_dict(cls, {**data, "status": JobStatus(data["status"])})
+            return from_dict(cls, {**data, "status": LineStatus(data["status"])})
         except (KeyError, ValueError, TypeError):
             return None
 
@@ -150,7 +165,7 @@ class Outcome:
     """How one attempt at a job ended. Plain data (it crosses from worker processes)."""
 
     job: Job
-    status: JobStatus
+    status: LineStatus
     seconds: float = 0.0
     error: str | None = None
     costs: dict | None = None  # the image's final costs: total, content, style, tv
@@ -206,7 +221,7 @@ def rate_of(lines: Iterable["LogLine"]) -> float | None:
     attempts that made them ran, the union of the done attempts' spans (an outcome's time less
     its pass's seconds). A run's start-up, the time between runs, and attempts that made no
     image (stopped, failed, interrupted) do not count; workers side by side count once."""
-    done = [line for line in lines if line.status == JobStatus.DONE]
+    done = [line for line in lines if line.status == LineStatus.DONE]
     spans = [(line.time - line.seconds * (line.batch or 1), line.time) for line in done if line.seconds]
     return images_per_hour(sum(1 if line.images is None else line.images for line in done), spans)
 
@@ -266,8 +281,8 @@ class RunSummary:
     def add(self, outcome: Outcome, line: LogLine | None = None) -> None:
         """Count an outcome; ``line``: its report line as recorded, from which the run's
         throughput is computed as ``status`` computes it (``rate_of``)."""
-        counted = {JobStatus.DONE: "done", JobStatus.FAILED: "failed", JobStatus.PREEMPTED: "preempted",
-                   JobStatus.ELSEWHERE: "elsewhere", JobStatus.QUARANTINED: "quarantined"}
+        counted = {LineStatus.DONE: "done", LineStatus.FAILED: "failed", LineStatus.PREEMPTED: "preempted",
+                   LineStatus.ELSEWHERE: "elsewhere", LineStatus.QUARANTINED: "quarantined"}
         if outcome.status in counted:
             setattr(self, counted[outcome.status], getattr(self, counted[outcome.status]) + 1)
         if line is not None:
@@ -280,7 +295,7 @@ class RunSummary:
 class Standing:
     """Where a job stands (``StateDir.standing``)."""
 
-    status: JobStatus  # DONE, FAILED, INVALID, QUARANTINED, RUNNING, INTERRUPTED or PENDING
+    status: JobState
     # Why it would run (PENDING, INTERRUPTED: "new", "output missing", "resumes from its
     # checkpoint", ...), the error (FAILED, INVALID, QUARANTINED) or the holder (RUNNING).
     why: str | None = None

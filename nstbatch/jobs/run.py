@@ -14,7 +14,7 @@ from ..io.manifest import Job, Problem
 from ..errors import NstbatchError
 from ..io.webdataset import is_member
 from .frames import FrameStore
-from .ledger import JobStatus, Outcome, RunSummary, StateDir, state_root
+from .ledger import JobState, LineStatus, Outcome, RunSummary, StateDir, state_root
 from .options import RunOptions
 from .outputs import Outputs
 from .plan import Plan, Planned, batches, plan_run
@@ -68,15 +68,15 @@ class _Run:
         if outcome.joined:
             return  # shots of a clip that another run or worker owns and records
         owner = self.owners.get(outcome.job.id)
-        if owner and outcome.status == JobStatus.ELSEWHERE:
+        if owner and outcome.status == LineStatus.ELSEWHERE:
             self.count -= 1  # its own shard (or another helper) had it after all: not ours to count
             self.events.more(self.count)
             return
         line = self.state.log.record(outcome, owner)
-        if outcome.status == JobStatus.DONE:
+        if outcome.status == LineStatus.DONE:
             self.state.kills.forget(outcome.job)  # a job done forgets the kills it caused
         self.summary.add(outcome, line)
-        self.summary.helped += bool(owner) and outcome.status == JobStatus.DONE
+        self.summary.helped += bool(owner) and outcome.status == LineStatus.DONE
         self.finished += 1
         self.events.job_finished(outcome, self.finished, self.count)
         if self.outputs:
@@ -159,13 +159,13 @@ def _help(options: RunOptions, state: StateDir, devices: list[str], plan: Plan, 
             standing = state.standing(job, hasher, options.claim_stale, latest)
             if standing.status.is_settled:
                 continue  # (a job whose inputs cannot be read: its own shard reports it)
-            if (standing.status == JobStatus.RUNNING and job.clip and joined.get(job.id, 0) < JOIN_TRIES
+            if (standing.status == JobState.RUNNING and job.clip and joined.get(job.id, 0) < JOIN_TRIES
                     and FrameStore(state.frames_path(job.id, standing.hash)).open_shots(options.claim_stale)):
                 joined[job.id] = joined.get(job.id, 0) + 1
                 todo.append(Planned(job, standing, join=True))
             elif job.id in own:
                 continue
-            elif standing.status == JobStatus.RUNNING:
+            elif standing.status == JobState.RUNNING:
                 held.append(job)
             else:
                 todo.append(Planned(job, standing))

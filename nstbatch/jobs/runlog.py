@@ -1,7 +1,7 @@
 """A run's report: one line per attempt's start and one per its outcome, appended by the run's
 parent (``report.jsonl``, ``report-s<i>of<n>.jsonl`` per shard), and the run's summary. Every
-line written goes through ``records.TRANSITIONS``; readers take every shard's lines and skip a
-torn last one."""
+line written goes through ``records.TRANSITIONS``, checked against the job's last line in the
+log, whichever process wrote it; readers take every shard's lines and skip a torn last one."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from typing import Iterator
 
 from ..fs import write_json
 from ..io.manifest import Job, Problem
-from .records import JobStatus, Outcome, LogLine, RunSummary, allowed, newest, parse_line
+from .records import LineStatus, Outcome, LogLine, RunSummary, allowed, newest, parse_line
 
 
 class RunLog:
@@ -21,7 +21,7 @@ class RunLog:
 
     def __init__(self, root: Path, tag: str = ""):
         self.root, self.tag = Path(root), tag
-        self._written: dict[str, JobStatus] = {}  # each job's last line written here, for TRANSITIONS
+        self._written: dict[str, LineStatus] = {}  # each job's last line written here, for TRANSITIONS
         self._read_to: dict[Path, int] = {}  # latest()'s reading position in each report file
         self._latest: dict[str, LogLine] = {}  # ... and each job's latest line so far
 
@@ -41,7 +41,7 @@ class RunLog:
     def record(self, outcome: Outcome, owner: str | None = None) -> LogLine | None:
         """An attempt's outcome on record: its report line, returned (none for ELSEWHERE: the
         run that has the job writes it). ``owner``: the shard whose job a helping shard ran."""
-        if outcome.status == JobStatus.ELSEWHERE:
+        if outcome.status == LineStatus.ELSEWHERE:
             return None
         self._transition(outcome.job.id, outcome.status)
         line = outcome.log_line(self.tag, owner)
@@ -50,18 +50,23 @@ class RunLog:
 
     def start(self, job: Job) -> None:
         """A 'started' line per attempt, so the report accounts for attempts a kill cut short."""
-        self._transition(job.id, JobStatus.STARTED)
-        self.append(LogLine(job.id, JobStatus.STARTED, job.where, self.tag or None))
+        self._transition(job.id, LineStatus.STARTED)
+        self.append(LogLine(job.id, LineStatus.STARTED, job.where, self.tag or None))
 
     def invalid(self, problem: Problem) -> None:
         """A row skipped by ``--skip-invalid``, with its reason."""
         if problem.job_id is not None:
-            self._transition(problem.job_id, JobStatus.INVALID)
-        self.append(LogLine(problem.job_id, JobStatus.INVALID, problem.where, self.tag or None,
+            self._transition(problem.job_id, LineStatus.INVALID)
+        self.append(LogLine(problem.job_id, LineStatus.INVALID, problem.where, self.tag or None,
                                error=problem.message))
 
-    def _transition(self, job_id: str, status: JobStatus) -> None:
+    def _transition(self, job_id: str, status: LineStatus) -> None:
+        """Refuse a line ``TRANSITIONS`` does not allow after the job's last line: this
+        process's, else the last the log already holds, of any process and shard (a start an
+        earlier process never answered was cut short: it reads as INTERRUPTED)."""
         previous = self._written.get(job_id)
+        if previous is None and (held := self.latest().get(job_id)) is not None:
+            previous = LineStatus.INTERRUPTED if held.status == LineStatus.STARTED else held.status
         if not allowed(previous, status):
             raise RuntimeError(f"job {job_id}: a {status} line after {previous or 'none'} is not a transition"
                                f" the ledger allows (TRANSITIONS)")

@@ -10,14 +10,14 @@ from pathlib import Path
 from ..io.manifest import Job, Problem, read_manifest
 from .claims import CLAIM_STALE
 from .frames import FrameStore
-from .ledger import (RATE_LABEL, JobStatus, LogLine, Standing, StateDir, newest, rate_of, read_history,
+from .ledger import (RATE_LABEL, JobState, LineStatus, LogLine, Standing, StateDir, newest, rate_of, read_history,
                      recovered, state_root)
 
 
 @dataclass
 class JobView:
     job: Job
-    status: JobStatus  # as StateDir.standing answers, or INVALID from validation
+    status: JobState  # as StateDir.standing answers, or INVALID from validation
     error: str | None = None
     seconds: float | None = None
     costs: dict | None = None
@@ -45,24 +45,24 @@ class RunView:
     images_per_hour: float | None
     linked: bool = False  # set by the report: it refers to cached thumbnails instead of embedding
 
-    def count(self, *statuses: JobStatus) -> int:
+    def count(self, *statuses: JobState) -> int:
         return sum(v.status in statuses for v in self.jobs)
 
     def totals(self) -> list[tuple[str, int]]:
         """The run's story in the words ``run``'s last line uses: done, failed, invalid (jobs
         and rows that did not parse), quarantined where any, pending (running and interrupted
         among them, where any)."""
-        rows = [("done", self.count(JobStatus.DONE)), ("failed", self.count(JobStatus.FAILED)),
-                ("invalid", self.count(JobStatus.INVALID) + len(self.problems))]
-        if quarantined := self.count(JobStatus.QUARANTINED):
+        rows = [("done", self.count(JobState.DONE)), ("failed", self.count(JobState.FAILED)),
+                ("invalid", self.count(JobState.INVALID) + len(self.problems))]
+        if quarantined := self.count(JobState.QUARANTINED):
             rows.append(("quarantined", quarantined))
-        rows.append(("pending", self.count(JobStatus.PENDING, JobStatus.RUNNING, JobStatus.INTERRUPTED)))
+        rows.append(("pending", self.count(JobState.PENDING, JobState.RUNNING, JobState.INTERRUPTED)))
         return rows
 
     def totals_text(self) -> str:
         """``done 2, failed 0, invalid 1, pending 3 (1 running); 960.0 images/hour of job time``."""
-        among = ", ".join(f"{n} {word}" for word, n in (("running", self.count(JobStatus.RUNNING)),
-                                                         ("interrupted", self.count(JobStatus.INTERRUPTED))) if n)
+        among = ", ".join(f"{n} {word}" for word, n in (("running", self.count(JobState.RUNNING)),
+                                                         ("interrupted", self.count(JobState.INTERRUPTED))) if n)
         return (", ".join(f"{word} {n}" for word, n in self.totals()) + (f" ({among})" if among else "")
                 + (f"; {self.images_per_hour:.1f} {RATE_LABEL}" if self.images_per_hour else ""))
 
@@ -75,11 +75,11 @@ class RunView:
 
 
 def _view(job: Job, standing: Standing, lines: list[LogLine]) -> JobView:
-    view = JobView(job, standing.status, attempts=sum(line.status == JobStatus.STARTED for line in lines))
-    if standing.status != JobStatus.DONE:
+    view = JobView(job, standing.status, attempts=sum(line.status == LineStatus.STARTED for line in lines))
+    if standing.status != JobState.DONE:
         view.error = standing.why if standing.status.is_failure else None
         return view
-    done = [line for line in lines if line.status == JobStatus.DONE]
+    done = [line for line in lines if line.status == LineStatus.DONE]
     record = standing.done
     view.seconds = done[-1].seconds if done else record.seconds
     view.costs = done[-1].costs if done else record.costs
@@ -113,11 +113,9 @@ def status(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None
     hasher, latest = state.job_hasher(), newest(every)  # the report, parsed once
     views = []
     for job in manifest.jobs:
-        standing = state.standing(job, hasher, claim_stale, latest)
-        if standing.status != JobStatus.DONE and job.id in invalid:
-            standing = Standing(JobStatus.INVALID, invalid[job.id])
+        standing = state.standing(job, hasher, claim_stale, latest, invalid)
         view = _view(job, standing, lines.get(job.id, []))
-        if job.clip and standing.hash and standing.status != JobStatus.DONE:
+        if job.clip and standing.hash and standing.status != JobState.DONE:
             store = FrameStore(state.frames_path(job.id, standing.hash))
             shots = store.shots()
             view.frames = (store.count(), shots.frames) if shots else None
@@ -143,7 +141,7 @@ def shard_views(view: RunView) -> list[ShardView]:
     manifest did not run as one array."""
     from ..environment import Shard
 
-    ran = [Shard.from_tag(v.shard) for v in view.jobs if v.status == JobStatus.DONE]
+    ran = [Shard.from_tag(v.shard) for v in view.jobs if v.status == JobState.DONE]
     counts = {shard.count for shard in ran if shard}
     if len(counts) != 1:
         return []
@@ -153,7 +151,7 @@ def shard_views(view: RunView) -> list[ShardView]:
         owner = Shard.owner(v.job.id, count)
         row = rows[owner.index]
         row[0] += 1
-        if v.status == JobStatus.DONE:
+        if v.status == JobState.DONE:
             row[1 if v.shard == owner.tag else 2] += 1
         row[3] += v.status.is_failure
     return [ShardView(i, count, *row) for i, row in enumerate(rows)]
