@@ -85,7 +85,7 @@ def cost_curve(history: list[tuple[int, float]], width: int = 180, height: int =
 
 def _ran_by(v) -> str:
     """Which task of an array ran a done job: 'shard 2/3', or 'shard 2/3, helping shard 1'."""
-    from .environment import Shard
+    from .jobs.shards import Shard
 
     ran = Shard.from_tag(v.shard)
     if ran is None:

@@ -110,7 +110,7 @@ def test_every_run_option_reaches_run_options_from_its_flag(tmp_path, monkeypatc
 
     import nstbatch.jobs.run
     from nstbatch.jobs.options import RunOptions
-    from nstbatch.environment import Shard
+    from nstbatch.jobs.shards import Shard
 
     given = {"state_dir": (["--state-dir", "st"], Path("st")), "devices": (["--devices", "cpu"], "cpu"),
              "workers": (["--workers", "2"], 2), "shard": (["--shard", "1/3"], Shard(1, 3, "--shard")),

@@ -454,7 +454,7 @@ def test_raft_flow_comes_from_a_weights_file_the_user_names_and_a_manifest_check
 @pytest.mark.slow
 @pytest.mark.parametrize("way", ["array tasks", "workers"])
 def test_a_clip_s_shots_are_shared_and_it_ends_as_one_worker_makes_it(tmp_path, way):
-    from nstbatch.environment import shard_of
+    from nstbatch.jobs.shards import shard_of
     from tests.conftest import report_lines, spawn_run, wait_for
 
     # The clip: a long first shot (its owner is still in it when the other comes), then a cut

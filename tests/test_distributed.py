@@ -1,6 +1,6 @@
 import pytest
 
-from nstbatch.environment import WHOLE, Shard, detect_shard, parse_shard, resolve_shard, shard_of
+from nstbatch.jobs.shards import WHOLE, Shard, detect_shard, parse_shard, resolve_shard, shard_of
 from nstbatch.errors import UsageError
 
 IDS = [f"job-{i}" for i in range(200)]

@@ -37,11 +37,17 @@ def test_the_reference_names_every_parameter_option_and_variable():
         assert f"| `{variable}` |" in page
 
 
-def test_every_variable_the_environment_reads_is_in_its_table():
-    from nstbatch.environment import VARIABLES
+def test_every_variable_the_environment_reads_is_in_its_table(monkeypatch):
+    """environment.py reads them; jobs/shards.py reads the array variables that
+    ``environment.array_variables`` hands it, and it hands every one of them."""
+    from nstbatch.environment import VARIABLES, array_variables
 
-    source = (ROOT / "nstbatch" / "environment.py").read_text()
-    read = set(re.findall(r'(?:_int\(env, |\.get\(|environ\[)"([A-Z][A-Z0-9_]+)"', source))
+    pattern = r'(?:_int\(env, |\.get\(|environ\[)"([A-Z][A-Z0-9_]+)"'
+    arrays = set(re.findall(pattern, (ROOT / "nstbatch" / "jobs" / "shards.py").read_text()))
+    for name in arrays:
+        monkeypatch.setenv(name, "1")
+    assert arrays and arrays <= set(array_variables())
+    read = set(re.findall(pattern, (ROOT / "nstbatch" / "environment.py").read_text())) | arrays
     described = set(VARIABLES) | {n for text in VARIABLES.values() for n in re.findall(r"`([A-Z][A-Z0-9_]+)`", text)}
     described |= {f"{prefix}{suffix}" for prefix in ("SLURM_ARRAY_TASK", "SGE_TASK", "LSB_JOBINDEX")
                   for suffix in ("_MIN", "_MAX", "_STEP", "_COUNT", "_FIRST", "_LAST", "_STEPSIZE", "_END")}

@@ -71,7 +71,7 @@ def test_sbatch_script_requeues_on_the_time_limit_warning_but_never_on_scancel(t
 def test_kubernetes_indexed_job_agrees_with_the_code():
     import yaml
 
-    from nstbatch.environment import detect_shard, shard_of
+    from nstbatch.jobs.shards import detect_shard, shard_of
 
     spec = yaml.safe_load((ROOT / "manifests" / "k8s_indexed_job.yaml").read_text())["spec"]
     pod = spec["template"]["spec"]

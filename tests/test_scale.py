@@ -131,7 +131,7 @@ def test_shard_auto_reads_the_scheduler(folder, capsys, monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
     assert main(["run", "--in-process", str(m), "--shard", "auto", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    from nstbatch.environment import shard_of
+    from nstbatch.jobs.shards import shard_of
     mine = [f"j{i}" for i in range(6) if shard_of(f"j{i}", 2) == 1]
     assert f"{len(mine)} to run" in out and all(j in out for j in mine)
 

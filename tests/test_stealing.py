@@ -7,7 +7,7 @@ import re
 import pytest
 
 from nstbatch.cli import main
-from nstbatch.environment import shard_of
+from nstbatch.jobs.shards import shard_of
 from tests.conftest import CSV_HEADER, kill_run, report_lines, spawn_run, wait_for
 
 IDS = [f"j{i}" for i in range(12)]

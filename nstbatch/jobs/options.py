@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..environment import WHOLE, Shard, resolve_shard
+from .shards import WHOLE, Shard, resolve_shard
 from ..errors import UsageError
 from ..io.manifest import parse_overrides
 from .claims import CLAIM_STALE

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import StyleParams
 from ..io.dataset import Copy
-from ..environment import WHOLE, Shard, shard_of
+from .shards import WHOLE, Shard, shard_of
 from ..errors import NstbatchError, UsageError
 from ..geometry import long_side_size, output_size
 from ..io.images import probe_image

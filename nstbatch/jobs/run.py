@@ -9,7 +9,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-from ..environment import Shard
+from .shards import Shard
 from ..io.manifest import Job, Problem
 from ..errors import NstbatchError
 from ..io.webdataset import is_member

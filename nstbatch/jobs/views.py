@@ -139,7 +139,7 @@ def shard_views(view: RunView) -> list[ShardView]:
     """Per shard of the array that ran the manifest (read from the done jobs' shard tags):
     its jobs, how many its own task finished and how many helping shards did. Empty when the
     manifest did not run as one array."""
-    from ..environment import Shard
+    from .shards import Shard
 
     ran = [Shard.from_tag(v.shard) for v in view.jobs if v.status == JobState.DONE]
     counts = {shard.count for shard in ran if shard}
