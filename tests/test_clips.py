@@ -12,8 +12,8 @@ from nstbatch.config import resolve_params
 from nstbatch.engine.vgg import build_features
 from nstbatch.engine.temporal import reliable, warp
 from nstbatch.engine.flow import dis_flow, gray
-from nstbatch.io.video import probe_clip
-from nstbatch.jobs.clip import ClipCall, clip_size, encode_clip, stylize_clip
+from nstbatch.io.video import encode_clip, probe_clip
+from nstbatch.jobs.clip import ClipCall, clip_size, stylize_clip
 from nstbatch.jobs.frames import FrameStore
 from nstbatch.jobs.single import Hooks, Preempted
 from tests.conftest import draw_clip, pan_frames, pattern, style_target, tensor
@@ -315,7 +315,7 @@ def test_a_clip_in_a_video_file_comes_out_as_one_with_its_audio(tmp_path, setup)
     assert size == (30, 40)  # 41x31 fitted, made even for yuv420p
     store = FrameStore(tmp_path / "frames")
     _, pts = stylize_clip(info, targets, params, store, size, ClipCall(features))
-    encode_clip(info, store, output, size, pts)
+    encode_clip(info, (store.load(index) for index in range(len(pts))), output, size, pts)
     out = probe_clip(output)
     assert (out.frames, out.width, out.height, out.audio) == (4, 40, 30, True)
     with av.open(str(tmp_path / "in.mp4")) as a, av.open(str(output)) as b:

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -240,6 +240,21 @@ class ClipWriter:
             self._atomic.__exit__(type(error), error, None)
         except BaseException:
             pass
+
+
+def encode_clip(info: ClipInfo, frames: Iterable[np.ndarray], output: Path, size: tuple[int, int],
+                pts: list[int | None]) -> None:
+    """A video ``output`` of RGB ``frames`` (each ``size``: height, width) with the input
+    clip's timestamps ``pts`` and audio, moved into place whole (``ClipWriter``)."""
+    height, width = size
+    writer = ClipWriter(output, info, width, height)
+    try:
+        for rgb, stamp in zip(frames, pts):
+            writer.write(rgb, stamp)
+    except BaseException as error:
+        writer.abort(error)
+        raise
+    writer.close()
 
 
 def clip_output_format(path: str | os.PathLike) -> str | None:

@@ -9,12 +9,13 @@ state directory (``frames/<job>-<hash>/000001.png``…, for a video output and a
 alike: nothing lands among the outputs before the clip is whole), and a rerun skips the frames
 there, taking the earlier outputs back from them. A frame's ties are always read from the
 written 8-bit frames, so an interrupted clip ends as an uninterrupted one does. At the end a
-video output is encoded from the frames, with the input's timestamps and audio, and moved into
-place whole; a folder output gets the frames copied in, each atomically (``write_clip``).
+video output is encoded from the frames (``io.video.encode_clip``, beside the reader), with the
+input's timestamps and audio, and moved into place whole; a folder output gets the frames copied
+in, each atomically (``write_clip``).
 
-Shots: a cut pre-pass (``find_shots``: the flow from each frame's predecessor, the estimator
-the frames are tied with) splits the clip into shots before any frame is stylized, kept in the
-store (``shots.json``) so a rerun and every run sharing the store read the same cuts. Nothing
+Shots: a cut pre-pass (``cuts.find_shots``: the flow from each frame's predecessor, the
+estimator the frames are tied with) splits the clip into shots before any frame is stylized,
+kept in the store (``shots.json``) so a rerun and every run sharing the store read the same cuts. Nothing
 ties frames across a cut, so shots are independent: each is stylized under a claim of its own
 (``shot-000001.lock``…), and runs that share the store (the tasks of an array helping with a
 long clip, ``run._help``) stylize different shots of one clip at once, every frame still once
@@ -39,7 +40,7 @@ import torch
 from PIL import Image
 
 from ..config import StyleParams
-from ..engine.flow import FlowAhead, Link, estimator, links
+from ..engine.flow import FlowAhead, Link, estimator
 from ..engine.optimize import Memory, Result
 from ..engine.pixels import to_pil, to_tensor
 from ..engine.targets import StyleTarget
@@ -50,10 +51,10 @@ from ..geometry import output_size
 from ..fs import atomic_write
 from ..io.images import probe_image
 from ..io.manifest import Job
-from ..io.video import (ClipInfo, ClipWriter, check_clip_output, clip_output_format, probe_clip,
-                        read_frames)
+from ..io.video import ClipInfo, check_clip_output, clip_output_format, encode_clip, probe_clip, read_frames
 from ..styles.store import StyleTargetStore
 from .claims import CLAIM_STALE, Claim, claim_at
+from .cuts import check_count, find_shots, fitted
 from .frames import FrameStore, Shots
 from .single import Hooks, Preempted, optimize_job
 
@@ -81,34 +82,6 @@ class ClipResult:
     def final(self):
         """The last stylized frame's final costs (``Progress``), or None."""
         return self.last.final(self.last_index) if self.last is not None else None
-
-
-def _fitted(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    height, width = size
-    if rgb.shape[:2] == (height, width):
-        return rgb
-    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.LANCZOS))
-
-
-def find_shots(info: ClipInfo, size: tuple[int, int], params: StyleParams, flow) -> Shots:
-    """The cut pre-pass: a frame starts a new shot where the flow from the previous frame (by
-    ``flow``, the estimator that ties the frames) is trusted on less than ``scene_cut`` of its
-    pixels. Two flows a frame, no optimisation: a few percent of a later frame's time."""
-    starts, previous, count = [0], None, 0
-    for frame in read_frames(info):
-        current = flow.prepare(_fitted(frame.rgb, size))
-        if previous is not None:
-            [link] = links({frame.index - 1: previous, frame.index: current}, frame.index, (1,), flow)
-            if float(link.weights.mean()) < params.scene_cut:
-                starts.append(frame.index)
-        previous, count = current, count + 1
-    _check_count(info, count)
-    return Shots(tuple(starts), count)
-
-
-def _check_count(info: ClipInfo, count: int) -> None:
-    if count != info.frames:
-        raise InputError(f"{info.path}: {count} frame(s) read of {info.frames}", hint="the clip may be truncated")
 
 
 class _StoppedWaiting(Preempted):
@@ -304,7 +277,7 @@ class _ShotWork:
                     active = self._take(shot)
                 if not active:
                     continue
-                rgb = _fitted(frame.rgb, self.size)
+                rgb = fitted(frame.rgb, self.size)
                 seen[index] = self.flow.prepare(rgb)
                 if index > shots.starts[shot] and not store.has(index):
                     flows.submit(index, seen, self.distances, self.flow)
@@ -319,7 +292,7 @@ class _ShotWork:
         finally:
             flows.close()
             self._let_go()
-        _check_count(self.info, len(pts))
+        check_count(self.info, len(pts))
         return pts
 
     def _take(self, shot: int) -> bool:
@@ -405,27 +378,13 @@ def clip_inputs(job: Job, store: StyleTargetStore) -> tuple[ClipInfo, tuple[int,
 
 
 def write_clip(info: ClipInfo, store: FrameStore, output: Path, size: tuple[int, int], pts: list[int | None]) -> None:
-    """The clip's output from its written frames: a video (``encode_clip``), or the frames
+    """The clip's output from its written frames: a video (``io.video.encode_clip``), or the frames
     copied into the output folder, each atomically."""
     if clip_output_format(output) is not None:
-        encode_clip(info, store, output, size, pts)
+        encode_clip(info, (store.load(index) for index in range(len(pts))), output, size, pts)
         return
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     for index in range(len(pts)):
         source = store.path(index)
         atomic_write(output / source.name, lambda f, source=source: f.write(source.read_bytes()))
-
-
-def encode_clip(info: ClipInfo, store: FrameStore, output: Path, size: tuple[int, int], pts: list[int | None]) -> None:
-    """The video output from the written frames, with the input's timestamps and audio; moved
-    into place whole."""
-    height, width = size
-    writer = ClipWriter(output, info, width, height)
-    try:
-        for index, stamp in enumerate(pts):
-            writer.write(store.load(index), stamp)
-    except BaseException as error:
-        writer.abort(error)
-        raise
-    writer.close()
