@@ -241,7 +241,7 @@ def run(
         _print_dry_run(plan)
         return 0
     typer.echo(_summary_line(summary))
-    if options.overrides:
+    if options.overrides and quiet:  # without -q the run said it as it began
         from .io.manifest import trial_folder
 
         typer.echo(f"a trial: its outputs are under {trial_folder(manifest, dict(options.overrides))}; the manifest's"

@@ -152,6 +152,8 @@ def test_set_tries_a_manifest_small_and_the_commands_that_read_the_run_take_the_
     assert code == 0 and "done 2, already done 0" in out, err
     trial = tmp_path / "trials" / "size=24,steps=2"
     assert f"a trial: its outputs are under {trial}" in err  # said where, even with -q
+    err = run_cli(capsys, "run", tmp_path / "m.csv", *small)[2]
+    assert err.count("a trial") == 1 and f"a trial (size=24, steps=2): its outputs go under {trial}" in err  # once
     for name in ("a.png", "b.png"):  # over the rows' own values and the preset's alike
         with Image.open(trial / name) as im:
             assert max(im.size) == 24 and json.loads(im.text["nstbatch:params"])["steps"] == 2
