@@ -155,7 +155,7 @@ def test_lbfgs_clip_every_runs_its_iterations_in_one_call_on_fewer_evaluations(p
     assert 0 <= five.image.min() and five.image.max() <= 1
     # the optimizer's own count: each call evaluates its start again; within a call the line
     # search's last evaluation serves the next iteration
-    evaluations = [saved[0].optimizer["state"][0]["func_evals"] for saved in (one_saved, five_saved)]
+    evaluations = [saved[0].descent.optimizer["state"][0]["func_evals"] for saved in (one_saved, five_saved)]
     assert evaluations[1] < 0.75 * evaluations[0]
     # stopped before its second call (step 5), resumed: the same trajectory
     every5 = dataclasses.replace(params, clip_every=5)
@@ -385,8 +385,8 @@ def test_a_batch_checkpoint_sliced_per_image_resumes_each_image_alone(pair, seed
     batch = torch.cat([content, content.flip(-1)])
     whole = stylized(batch, style, params, features=seed_features).image
     one = _slice(stopped_at(3, batch, style, params, seed_features), 1, 2)
-    assert one.image.shape[0] == 1 and one.optimizer["state"][0]["exp_avg"].shape[0] == 1
-    assert (one.average is None) == (average == 0) and (one.average is None or one.average.shape[0] == 1)
+    assert one.image.shape[0] == 1 and one.descent.optimizer["state"][0]["exp_avg"].shape[0] == 1
+    assert (one.descent.average is None) == (average == 0) and (one.descent.average is None or one.descent.average.shape[0] == 1)
     resumed = stylized(content.flip(-1), style, params, features=seed_features, resume=one).image
     torch.testing.assert_close(resumed, whole[1:], rtol=1e-4, atol=1e-4)
 
@@ -470,7 +470,7 @@ def test_a_resumed_averaged_run_ends_exactly_as_an_uninterrupted_one(pair, seed_
                                      "average": 0.7, **LIGHT})
     whole = stylized(content, style, params, features=seed_features)
     checkpoint = stopped_at(stop_at, content, style, params, seed_features)
-    assert checkpoint.average is not None
+    assert checkpoint.descent.average is not None
     resumed = stylized(content, style, params, features=seed_features, resume=checkpoint)
     assert torch.equal(resumed.image, whole.image)
     saved, _ = drive(content, style, params, seed_features, every=6)  # at the scale boundary
@@ -490,8 +490,8 @@ def test_a_checkpoint_file_keeps_the_average_and_belongs_to_its_params_hash(tmp_
                                          params, "m.csv:2")
     save_checkpoint(state, job, "hash-a", saved[0])
     loaded = load_checkpoint(state, job, "hash-a")
-    assert loaded.step == 2 and torch.equal(loaded.average, saved[0].average)
-    assert loaded.average_weight == saved[0].average_weight == 0.75
+    assert loaded.step == 2 and torch.equal(loaded.descent.average, saved[0].descent.average)
+    assert loaded.descent.average_weight == saved[0].descent.average_weight == 0.75
     assert torch.equal(stylized(content, style, params, features=seed_features, resume=loaded).image,
                        stylized(content, style, params, features=seed_features).image)
     assert load_checkpoint(state, job, "hash-b") is None and not state.checkpoint_path("j").exists()
@@ -500,7 +500,7 @@ def test_a_checkpoint_file_keeps_the_average_and_belongs_to_its_params_hash(tmp_
     checkpoint = stopped_at(3, content, style, stopping, seed_features)
     save_checkpoint(state, job, "hash-c", checkpoint)
     loaded = load_checkpoint(state, job, "hash-c")
-    assert loaded.reference is not None and torch.equal(loaded.reference, checkpoint.reference)
+    assert loaded.descent.reference is not None and torch.equal(loaded.descent.reference, checkpoint.descent.reference)
 
 
 def test_a_warm_scale_starts_from_the_previous_scale_s_moments_upsampled(pair, seed_features):
@@ -514,8 +514,8 @@ def test_a_warm_scale_starts_from_the_previous_scale_s_moments_upsampled(pair, s
                                      "scale_start": "warm", **LIGHT})
     end = stopped_at(6, content, style, params, seed_features)  # the coarse scale's last state
     fine = Descent(content.clone().requires_grad_(True), None, params, stages(params, 64, 64)[1], None)
-    fine.warm(end.optimizer)  # the fine scale's start
-    old, new = end.optimizer["state"][0], fine.optimizer.state_dict()["state"][0]
+    fine.warm(end.descent.optimizer)  # the fine scale's start
+    old, new = end.descent.optimizer["state"][0], fine.optimizer.state_dict()["state"][0]
     assert new["exp_avg"].shape[-2:] == (64, 64) and float(new["step"]) == float(old["step"]) == 6
     torch.testing.assert_close(new["exp_avg"], F.interpolate(old["exp_avg"], size=(64, 64), mode="bicubic"))
     torch.testing.assert_close(new["exp_avg_sq"], F.interpolate(old["exp_avg_sq"], size=(64, 64),
@@ -563,6 +563,7 @@ def test_a_run_with_the_stopping_rule_resumes_to_the_same_end(pair, seed_feature
 
 
 def test_a_checkpoint_file_keeps_the_descents_undone_updates_and_shrunk_rate(tmp_path):
+    from nstbatch.engine.descent import DescentState
     from nstbatch.engine.optimize import Checkpoint
     from nstbatch.io.manifest import Job
     from nstbatch.jobs.checkpoints import load_checkpoint, save_checkpoint
@@ -572,6 +573,29 @@ def test_a_checkpoint_file_keeps_the_descents_undone_updates_and_shrunk_rate(tmp
     state, job = StateDir(tmp_path), Job("j", tmp_path / "c.png", ((tmp_path / "s.png", 1.0),), tmp_path / "o.png",
                                          params, "m.csv:2")
     said = ["step 3: the cost became nan; restarted from step 2's image, learning rate x0.1"]
-    save_checkpoint(state, job, "h", Checkpoint(3, torch.zeros(1, 3, 8, 8), {}, [], lr_factor=0.1, recoveries=said))
+    save_checkpoint(state, job, "h", Checkpoint(3, torch.zeros(1, 3, 8, 8), [], DescentState({}, lr_factor=0.1), said))
     loaded = load_checkpoint(state, job, "h")
-    assert loaded.lr_factor == 0.1 and loaded.recoveries == said
+    assert loaded.descent.lr_factor == 0.1 and loaded.recoveries == said
+
+
+def test_a_checkpoint_file_written_before_the_descent_had_one_record_still_resumes(tmp_path):
+    """The file keeps format 1: the descent's fields flat beside the image, as runs already
+    stopped have them on disk."""
+    from nstbatch.jobs.checkpoints import load_checkpoint
+    from nstbatch.io.manifest import Job
+    from nstbatch.jobs.ledger import StateDir
+
+    params = resolve_params("seed", {"steps": 4})
+    state, job = StateDir(tmp_path), Job("j", tmp_path / "c.png", ((tmp_path / "s.png", 1.0),), tmp_path / "o.png",
+                                         params, "m.csv:2")
+    moments = {"state": {0: {"step": torch.tensor(2.0), "exp_avg": torch.ones(1, 3, 8, 8)}}, "param_groups": []}
+    entry = {"format": 1, "params_hash": "h", "step": 2, "image": torch.full((1, 3, 8, 8), 0.5),
+             "optimizer": moments, "history": torch.zeros(3, 5, dtype=torch.float64), "scale": 1.0,
+             "average": torch.full((1, 3, 8, 8), 0.25), "average_weight": 0.51, "reference": None,
+             "lr_factor": 1.0, "recoveries": []}
+    state.checkpoint_path(job.id).parent.mkdir(parents=True)
+    torch.save(entry, state.checkpoint_path(job.id))
+    loaded = load_checkpoint(state, job, "h")
+    assert loaded.step == 2 and len(loaded.history) == 3 and loaded.descent.average_weight == 0.51
+    assert torch.equal(loaded.descent.optimizer["state"][0]["exp_avg"], torch.ones(1, 3, 8, 8))
+    torch.testing.assert_close(loaded.descent.image(loaded.image), torch.full((1, 3, 8, 8), 0.25 / 0.51))

@@ -5,6 +5,7 @@ average of its iterates, the stopping rule, and the guard that undoes a failed u
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import torch
@@ -31,6 +32,24 @@ BLOWUP = 1e3
 FAILURES_BEFORE_SMALLER_STEPS = 2
 SMALLER_STEPS = 0.1
 GIVE_UP_AFTER = 8
+
+
+@dataclass
+class DescentState:
+    """What a stage's descent continues from (``Descent.state_dict``), all on the CPU: the
+    one record of it, which a ``Checkpoint`` holds beside the image and the history."""
+
+    optimizer: dict  # the optimizer's state_dict
+    scale: float = 1.0  # L-BFGS's objective normalisation, fixed at the stage's start
+    average: Tensor | None = None  # with params.average: the stage's biased average
+    average_weight: float = 0.0  # ...and the weight its bias correction divides by
+    # with params.stop_tol: each image's total cost (N,) at the stage's last convergence check
+    reference: Tensor | None = None
+    lr_factor: float = 1.0  # the stage's learning rate as its failed updates left it
+
+    def image(self, fallback: Tensor) -> Tensor:
+        """The stage's picture as it stood: its average where it averages, else ``fallback``."""
+        return Average.debiased(self.average, self.average_weight) if self.average is not None else fallback
 
 
 class _Diverged(Exception):
@@ -72,24 +91,22 @@ class Descent:
         # the last good update start: its step, image, average (biased, weight) and total cost
         self.good: tuple[int, Tensor, Tensor | None, float, float] | None = None
 
-    def state_dict(self) -> dict:
-        """The optimizer's state, L-BFGS's objective scale and the average, on the CPU: what
-        a ``Checkpoint`` holds beside the image and the history."""
+    def state_dict(self) -> DescentState:
+        """The optimizer's state, L-BFGS's objective scale, the average, the stopping rule's
+        reference and the learning rate's factor, on the CPU."""
         average = self.average.biased.detach().cpu().clone() if self.average is not None else None
-        return {"optimizer": _cpu_copy(self.optimizer.state_dict()), "scale": self.scale, "average": average,
-                "average_weight": self.average.weight if self.average is not None else 0.0,
-                "reference": self.reference.cpu().clone() if self.reference is not None else None,
-                "lr_factor": self.lr_factor}
+        return DescentState(_cpu_copy(self.optimizer.state_dict()), self.scale, average,
+                            self.average.weight if self.average is not None else 0.0,
+                            self.reference.cpu().clone() if self.reference is not None else None, self.lr_factor)
 
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scale = state["scale"]
-        self.lr_factor = state.get("lr_factor", 1.0)
-        if self.average is not None and state["average"] is not None:
-            self.average.biased.copy_(state["average"])
-            self.average.weight = state["average_weight"]
-        if state.get("reference") is not None:
-            self.reference = state["reference"].to(self.image.device)
+    def load_state_dict(self, state: DescentState) -> None:
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scale, self.lr_factor = state.scale, state.lr_factor
+        if self.average is not None and state.average is not None:
+            self.average.biased.copy_(state.average)
+            self.average.weight = state.average_weight
+        if state.reference is not None:
+            self.reference = state.reference.to(self.image.device)
 
     def warm(self, previous: dict) -> None:
         """Start from the previous scale's Adam moments, upsampled to this one's size (not in

@@ -18,7 +18,7 @@ from torch import Tensor
 from .color import luminance, recolor, with_chroma
 from .criterion import Criterion, Targets, job_targets, stage_targets
 from .targets import StyleTarget
-from .descent import Average, Descent, Stage
+from .descent import Descent, DescentState, Stage
 from ..config import StyleParams
 from .devices import run_precision
 from .pixels import resize_tensor
@@ -59,24 +59,15 @@ class Result:
 
 @dataclass
 class Checkpoint:
-    """Everything needed to continue a job exactly where it stopped: after ``step`` updates."""
+    """Everything needed to continue a job exactly where it stopped: after ``step`` updates,
+    the image (``(N, 3, H, W)``, on the CPU), the cost history, the stage's descent as it stood
+    and the run's undone updates so far."""
 
     step: int
-    image: Tensor  # (N, 3, H, W), on the CPU
-    optimizer: dict  # the optimizer's state_dict, tensors on the CPU
+    image: Tensor
     history: list[Progress]
-    scale: float = 1.0  # L-BFGS's objective normalisation, fixed at step 0
-    average: Tensor | None = None  # with params.average: the stage's biased average, on the CPU
-    average_weight: float = 0.0  # ...and the weight its bias correction divides by
-    # with params.stop_tol: each image's total cost (N,) at the stage's last convergence check
-    reference: Tensor | None = None
-    lr_factor: float = 1.0  # the stage's learning rate as its failed updates left it (``Descent``)
-    recoveries: list[str] = field(default_factory=list)  # the run's undone updates so far
-
-    def descent_state(self) -> dict:
-        """The part a stage's descent continues from (``Descent.load_state_dict``)."""
-        return {"optimizer": self.optimizer, "scale": self.scale, "average": self.average,
-                "average_weight": self.average_weight, "reference": self.reference, "lr_factor": self.lr_factor}
+    descent: DescentState
+    recoveries: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -225,8 +216,8 @@ class Stylization:
     def checkpoint(self) -> Checkpoint:
         """What continues the run from here: the image, the cost history, and the descent's
         own state (``Descent.state_dict``), all on the CPU."""
-        return Checkpoint(self.step, self.descent.image.detach().cpu().clone(), history=list(self.history),
-                          recoveries=list(self.recoveries), **self.descent.state_dict())
+        return Checkpoint(self.step, self.descent.image.detach().cpu().clone(), list(self.history),
+                          self.descent.state_dict(), list(self.recoveries))
 
     def result(self) -> Result:
         """The image and the costs, once the iteration has run to its end."""
@@ -303,7 +294,7 @@ class Stylization:
                                self._record, fp16=self.dtype == torch.float16, check_every=self.report_every,
                                recoveries=self.recoveries)
         if resume is not None:
-            self.descent.load_state_dict(resume.descent_state())
+            self.descent.load_state_dict(resume.descent)
         elif params.scale_start == "warm" and self.carried is not None:
             self.descent.warm(self.carried)
         self.step = max(stage.start, self.first)
@@ -316,10 +307,9 @@ class Stylization:
         if resuming and tuple(resume.image.shape[-2:]) != stage.size:
             # saved at the very end of the previous scale: continue as that scale would have,
             # from its average where it averaged
-            last = (Average.debiased(resume.average, resume.average_weight) if resume.average is not None
-                    else resume.image)
+            last = resume.descent.image(resume.image)
             image, resuming = self._upsampled(last.to(self.device), stage_content), False
-            self.carried = resume.optimizer
+            self.carried = resume.descent.optimizer
         elif resuming:
             image = resume.image.to(self.device)
         elif image is None:

@@ -1,15 +1,17 @@
 """Checkpoints of interrupted jobs: ``optimize.Checkpoint`` as plain tensors, numbers and
 dicts (``checkpoints/<job id>.pt``), loaded with ``weights_only`` (nothing to unpickle), and
-valid only for the params hash they were saved with."""
+valid only for the params hash they were saved with. The descent's state is stored as its
+fields, flat beside the image (the file's format since FORMAT 1)."""
 from __future__ import annotations
 
 import io
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import torch
 
 from ..fs import atomic_write
 from ..io.manifest import Job
+from ..engine.descent import DescentState
 from ..engine.optimize import Checkpoint, Progress
 from .ledger import StateDir
 
@@ -20,10 +22,7 @@ def save_checkpoint(state: StateDir, job: Job, hash_: str, checkpoint: Checkpoin
     history = torch.tensor([[p.step, p.content, p.style, p.tv, p.total] for p in checkpoint.history],
                            dtype=torch.float64).reshape(-1, 5)
     entry = {"format": FORMAT, "params_hash": hash_, "step": checkpoint.step, "image": checkpoint.image,
-             "optimizer": checkpoint.optimizer, "history": history, "scale": checkpoint.scale,
-             "average": checkpoint.average, "average_weight": checkpoint.average_weight,
-             "reference": checkpoint.reference, "lr_factor": checkpoint.lr_factor,
-             "recoveries": list(checkpoint.recoveries)}
+             "history": history, "recoveries": list(checkpoint.recoveries), **_by_name(checkpoint.descent)}
     buffer = io.BytesIO()
     torch.save(entry, buffer)
     path = state.checkpoint_path(job.id)
@@ -43,9 +42,8 @@ def load_checkpoint(state: StateDir, job: Job, hash_: str) -> Checkpoint | None:
             raise ValueError("stale")
         steps = job.params.steps
         history = [Progress(int(row[0]), steps, *(float(v) for v in row[1:])) for row in entry["history"]]
-        return Checkpoint(int(entry["step"]), entry["image"], entry["optimizer"], history,
-                          float(entry["scale"]), entry.get("average"), float(entry.get("average_weight", 0.0)),
-                          entry.get("reference"), float(entry.get("lr_factor", 1.0)),
+        descent = DescentState(**{f.name: entry[f.name] for f in fields(DescentState) if f.name in entry})
+        return Checkpoint(int(entry["step"]), entry["image"], history, descent,
                           [str(said) for said in entry.get("recoveries", [])])
     except Exception:  # noqa: BLE001 - a bad checkpoint only costs a restart of its job
         discard_checkpoint(state, job)
@@ -71,8 +69,10 @@ def slice_checkpoint(checkpoint: Checkpoint, index: int, count: int) -> Checkpoi
             return [take(v) for v in obj]
         return obj
 
-    average, reference = checkpoint.average, checkpoint.reference
     return replace(checkpoint, image=checkpoint.image[index:index + 1].clone(),
-                   optimizer=take(checkpoint.optimizer),
-                   average=average[index:index + 1].clone() if average is not None else None,
-                   reference=reference[index:index + 1].clone() if reference is not None else None)
+                   descent=DescentState(**{name: take(value) for name, value in _by_name(checkpoint.descent).items()}))
+
+
+def _by_name(state: DescentState) -> dict:
+    """The descent's fields by name, their values as they are (``asdict`` would copy tensors)."""
+    return {f.name: getattr(state, f.name) for f in fields(state)}
