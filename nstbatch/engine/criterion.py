@@ -121,12 +121,9 @@ def costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleP
                                             params.content_norm)
                  if params.content_layers else zero)
     j_style = _style_cost(acts, targets.style, params, targets.w2) if params.style_layers else zero
-    j_tv = losses.tv_cost(image) if params.tv_weight else zero
-    beta = _beta(targets, params)
-    total = losses.total_cost(j_content, j_style, params.content_weight, beta, j_tv, params.tv_weight)
-    if targets.temporal:
-        total = total + params.temporal_weight * _temporal_cost(image, targets.temporal)
-    return total, j_content, j_style, j_tv
+    j_tv, j_ties = _pixel_costs(image, targets, params, zero)
+    total = losses.total_cost(j_content, j_style, params.content_weight, _beta(targets, params), j_tv, params.tv_weight)
+    return (total + j_ties if targets.temporal else total), j_content, j_style, j_tv
 
 
 def _beta(targets: Targets, params: StyleParams):
@@ -134,9 +131,14 @@ def _beta(targets: Targets, params: StyleParams):
     return params.style_weight if targets.style_factor is None else params.style_weight * targets.style_factor
 
 
-def _temporal_cost(image: Tensor, ties: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
-    """A video frame's temporal cost ``(N,)``: the sum over its ties to earlier outputs."""
-    return sum(temporal.temporal_cost(image, warped, weights) for warped, weights in ties)
+def _pixel_costs(image: Tensor, targets: Targets, params: StyleParams, zero: Tensor) -> tuple[Tensor, Tensor]:
+    """The costs taken on the pixels, not the network's features, each ``(N,)``: TV, and a
+    video frame's ties to earlier outputs, already weighted (``temporal_weight``, summed over
+    its ties; ``zero`` without ties)."""
+    j_tv = losses.tv_cost(image) if params.tv_weight else zero
+    j_ties = (params.temporal_weight * sum(temporal.temporal_cost(image, warped, weights)
+                                           for warped, weights in targets.temporal)) if targets.temporal else zero
+    return j_tv, j_ties
 
 
 def tiled_costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleParams,
@@ -168,20 +170,13 @@ def tiled_costs(features: VGGFeatures, image: Tensor, targets: Targets, params: 
         with torch.enable_grad() if scale_loss is not None else torch.no_grad():
             backpropagate(features_of, image, tiles, params.feature_layers if sum_gradients else params.content_layers,
                           sum_gradients, content)
-    j_tv = zero
-    if params.tv_weight:
-        j_tv = losses.tv_cost(image)
-        if scale_loss is not None:
-            scale_loss(params.tv_weight * j_tv.sum()).backward()
-        j_tv = j_tv.detach()
+    with torch.enable_grad() if scale_loss is not None else torch.no_grad():  # on the whole image: no tiles
+        j_tv, j_ties = _pixel_costs(image, targets, params, zero)
+        if scale_loss is not None and (params.tv_weight or targets.temporal):
+            scale_loss(params.tv_weight * j_tv.sum() + j_ties.sum()).backward()
+    j_tv, j_ties = j_tv.detach(), j_ties.detach()
     total = losses.total_cost(j_content[0], j_style, params.content_weight, beta, j_tv, params.tv_weight)
-    if targets.temporal:  # a pixel cost, like TV: on the whole image
-        with torch.enable_grad() if scale_loss is not None else torch.no_grad():
-            j_temporal = params.temporal_weight * _temporal_cost(image, targets.temporal)
-            if scale_loss is not None:
-                scale_loss(j_temporal.sum()).backward()
-        total = total + j_temporal.detach()
-    return total.detach(), j_content[0], j_style, j_tv
+    return (total + j_ties if targets.temporal else total).detach(), j_content[0], j_style, j_tv
 
 
 def _tiled_style(features_of, image: Tensor, tiles: Sequence[Tile], targets: Targets, params: StyleParams,
