@@ -247,9 +247,10 @@ def run(
         typer.echo(f"a trial: its outputs are under {trial_folder(manifest, dict(options.overrides))}; the manifest's"
                    " own outputs and records are untouched", err=True)
     if summary.left:
-        typer.echo(f"stopped by {summary.stopped_by}: {summary.preempted} job(s) checkpointed, {summary.unstarted}"
-                   " not started" + (f"; exit code {summary.exit_code} asks the job script to requeue"
-                                     if summary.exit_code != INTERRUPTED else ""), err=True)
+        typer.echo(f"stopped by {summary.stopped_by}: {summary.left} job(s) left for the next run"
+                   f" ({summary.preempted} checkpointed)" + (f"; exit code {summary.exit_code} asks the job script"
+                                                             " to requeue" if summary.exit_code != INTERRUPTED else ""),
+                   err=True)
     return summary.exit_code
 
 

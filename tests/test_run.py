@@ -185,6 +185,21 @@ STOP_MOMENTS = {
 }
 
 
+def test_a_forced_run_stopped_between_two_jobs_leaves_the_rest_for_its_requeue(folder, capsys, monkeypatch):
+    """With --force every job runs again though its done record stands: a stop before a job's
+    turn leaves it (exit 75), since only this run's own outcome settles a forced job."""
+    manifest = folder / "m.csv"
+    manifest.write_text(HEADER + "".join(tiny_row(f"j{i}", f"c{i}.png", "s.png", f"out/j{i}.png", steps=2)
+                                         for i in range(3)))
+    assert run_cli(capsys, "run", manifest, "-q")[0] == 0
+    sent = stop_at(monkeypatch, signal.SIGTERM, *STOP_MOMENTS["between two jobs"])
+    code, out, err = run_cli(capsys, "run", manifest, "--force")
+    assert sent == [signal.SIGTERM] and code == 75, (out, err)
+    summary = json.loads((folder / ".nstbatch" / "m.csv" / "summary.json").read_text())
+    assert (summary["done"], summary["left"]) == (1, 2), summary
+    assert "2 job(s) left for the next run" in err
+
+
 def stop_at(monkeypatch, sig, event: str, when) -> list:
     """Raise ``sig`` in this process at the first ``event`` of the run's report (``RunProgress``)
     for which ``when(job id, what it heard)`` holds; returns the list the signal is noted in."""
@@ -228,7 +243,7 @@ def test_a_run_stopped_with_jobs_left_never_exits_0(folder, capsys, monkeypatch,
     summary = json.loads((folder / ".nstbatch" / "m.csv" / "summary.json").read_text())
     assert summary["stopped_by"] == signal.Signals(sig).name and summary["done"] == 1
     checkpointed = moment == "a job in flight"
-    assert (summary["preempted"], summary["unstarted"]) == ((1, 1) if checkpointed else (0, 2)), summary
+    assert (summary["preempted"], summary["left"]) == ((1, 2) if checkpointed else (0, 2)), summary
     assert (folder / ".nstbatch" / "m.csv" / "checkpoints" / "j1.pt").exists() == checkpointed
     monkeypatch.undo()
     code_seen, out, _ = run_cli(capsys, "run", manifest, "-q")

@@ -255,5 +255,5 @@ def test_a_stop_signal_before_any_job_started_still_asks_for_a_requeue(folder):
 
     m = manifest(folder, 3)
     summary, _ = run_manifest(RunOptions(m, isolate=False, targets="torch", worker_setup=_signal_self))
-    assert summary.done == 0 and summary.unstarted == 3
+    assert summary.done == 0 and summary.left == 3
     assert summary.exit_code == EXIT_PREEMPTED  # the job script requeues: none of them is lost

@@ -249,20 +249,16 @@ class RunSummary:
     copy_failed: int = 0
     shards_packed: int = 0  # output shards written (``outputs``)
     pack_failed: int = 0  # output shards or metadata files that could not be written
-    # Jobs a stop signal left unstarted (it came before their turn): like preempted ones,
-    # they are the next run's, so the run asks to be requeued.
-    unstarted: int = 0
+    # After a stop signal: the run's jobs that the standing table (``STANDING_RULES``) says are
+    # still to do (pending, interrupted: checkpointed or not), each the next run's; so the run
+    # asks to be requeued. Jobs another run holds are not counted: they are that run's.
+    left: int = 0
     stopped_by: str | None = None  # the signal that stopped the run ("SIGINT", "SIGTERM", ...)
     lines: list = field(default_factory=list, repr=False)  # the report lines of its outcomes
 
     @property
     def images_per_hour(self) -> float:
         return rate_of(self.lines) or 0.0
-
-    @property
-    def left(self) -> int:
-        """Jobs of this run a stop left for the next one (checkpointed or not started)."""
-        return self.preempted + self.unstarted
 
     @property
     def exit_code(self) -> int:

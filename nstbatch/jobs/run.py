@@ -36,6 +36,10 @@ class RunEvents:
     def more(self, count: int) -> None: ...  # the run took on other shards' jobs: ``count`` in all
 
 
+# Outcomes after which a job is settled (``JobState.is_settled``): done, or failed for good.
+SETTLING = (LineStatus.DONE, LineStatus.FAILED, LineStatus.INVALID, LineStatus.QUARANTINED)
+
+
 class _Run:
     """Between the workers and the ledger: every start and outcome is recorded, counted and
     told to the face."""
@@ -46,8 +50,17 @@ class _Run:
         self.outputs = outputs  # output shards to pack, metadata to keep current
         self.started = self.finished = 0
         self.owners: dict[str, str] = {}  # jobs of other shards this run took on -> their shard
+        self.jobs: dict[str, Job] = {}  # every job this run took on, its own and others'
+        self.forced: set[str] = set()  # ...those it runs whatever their standing (--force)
+        self.settled: set[str] = set()  # ...those it ended done or failed
+        self.elsewhere: set[str] = set()  # ...and those it found another run had
+
+    def taking(self, items: list[Planned]) -> None:
+        self.jobs.update((item.job.id, item.job) for item in items)
+        self.forced.update(item.job.id for item in items if item.force)
 
     def helping(self, items: list[Planned], shards: int) -> None:
+        self.taking(items)
         for item in items:
             self.owners[item.job.id] = Shard.owner(item.job.id, shards).tag
         self.count += len(items)
@@ -64,15 +77,29 @@ class _Run:
         self.started += 1
         self.events.job_started(job, self.started, self.count)
 
+    def left(self, claim_stale: float) -> int:
+        """The jobs this run took on that are still to do, as ``StateDir.standing`` says (not
+        settled: pending, interrupted, or a claim left behind; a forced job, whose done record
+        may be an earlier run's, until this run ended it done or failed), less those another
+        run has."""
+        hasher, latest = self.state.job_hasher(), self.state.log.latest()
+        return sum(job_id in self.forced and job_id not in self.settled
+                   or not self.state.standing(job, hasher, claim_stale, latest).status.is_settled
+                   for job_id, job in self.jobs.items() if job_id not in self.elsewhere)
+
     def record(self, outcome: Outcome) -> None:
         if outcome.joined:
             return  # shots of a clip that another run or worker owns and records
         owner = self.owners.get(outcome.job.id)
+        if outcome.status == LineStatus.ELSEWHERE:
+            self.elsewhere.add(outcome.job.id)
         if owner and outcome.status == LineStatus.ELSEWHERE:
             self.count -= 1  # its own shard (or another helper) had it after all: not ours to count
             self.events.more(self.count)
             return
         line = self.state.log.record(outcome, owner)
+        if outcome.status in SETTLING:
+            self.settled.add(outcome.job.id)
         if outcome.status == LineStatus.DONE:
             self.state.kills.forget(outcome.job)  # a job done forgets the kills it caused
         self.summary.add(outcome, line)
@@ -246,6 +273,7 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
     summary.workers = len(devices)
     outputs = Outputs(state, plan.valid, plan.valid_copies, options.claim_stale)
     run = _Run(state, summary, events, len(to_run), outputs)
+    run.taking(to_run)
     started = time.monotonic()
     with _stop_on(options.stop_signals) as stop:
         interrupted = _execute(options, state, devices, tasks, run, stop)
@@ -258,8 +286,9 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
     state.save_hashes()  # what helping hashed
     if stop.requested:
         # however the stop met the jobs (one in flight, between two, or one just finished),
-        # a job not finished is work left: the exit code says so (RunSummary.exit_code)
-        summary.unstarted = max(0, run.count - run.finished)
+        # a job the table says is not settled is work left: the exit code says so
+        # (RunSummary.exit_code)
+        summary.left = run.left(options.claim_stale)
         summary.stopped_by = signal.Signals(stop.signal).name if stop.signal else "SIGTERM"
     state.log.write_summary(summary)
     if interrupted:
