@@ -109,6 +109,24 @@ def hold(path, stale=False):
         os.utime(path, (1.0, 1.0))
 
 
+def test_a_shot_stands_done_then_running_then_open_by_one_table(tmp_path):
+    """A shot's state is decided as a job's is: the first rule of SHOT_RULES that holds. A
+    written shot is done whatever claim was left beside it; a live claim holds an unwritten one;
+    a stale claim leaves it open for the next taker."""
+    from nstbatch.jobs.frames import SHOT_RULES, Shots, ShotState
+
+    assert [state for state, _ in SHOT_RULES] == [ShotState.DONE, ShotState.RUNNING, ShotState.OPEN]
+    store, shots = FrameStore(tmp_path / "frames"), Shots((0, 2, 3), 5)
+    for index in (0, 1):  # shot 0 written, a claim left behind by a holder that was killed after
+        store.save(index, np.zeros((4, 4, 3), np.uint8))
+    hold(store.claim_path(0))
+    hold(store.claim_path(1))  # shot 1 held by a live run
+    hold(store.claim_path(2), stale=True)  # shot 2's holder stopped beating long ago
+    assert store.standings(shots) == [ShotState.DONE, ShotState.RUNNING, ShotState.OPEN]
+    store.save_shots(shots)
+    assert store.open_shots() == [2]
+
+
 def test_runs_sharing_a_clip_take_its_shots_apart_and_end_as_one_run(tmp_path, setup):
     params, features, targets = setup
     info = cut_clip(tmp_path)

@@ -55,7 +55,7 @@ from ..io.video import ClipInfo, check_clip_output, clip_output_format, encode_c
 from ..styles.store import StyleTargetStore
 from .claims import CLAIM_STALE, Claim, claim_at
 from .cuts import check_count, find_shots, fitted
-from .frames import FrameStore, Shots
+from .frames import FrameStore, Shots, ShotState
 from .single import Hooks, Preempted, optimize_job
 
 # Seconds between looks at the shots other runs hold, while a clip's owner waits for them.
@@ -153,9 +153,10 @@ def _rest(work: "_ShotWork", pts: list[int | None], params: StyleParams, call: C
     claims went stale) unless this run only joins the clip; the clip's timestamps."""
     store, shots = work.store, work.shots
     while not call.join:
-        if all(store.shot_done(shots, k) for k in range(len(shots.starts))):
+        standings = store.standings(shots, call.claim_stale)
+        if all(state == ShotState.DONE for state in standings):
             break
-        if store.open_shots(call.claim_stale):
+        if ShotState.OPEN in standings:
             pts = _drive([work], params, call)[0]  # a holder's claim went stale (or it let go): take its shot over
             continue
         if call.hooks is not None and call.hooks.should_stop is not None and call.hooks.should_stop():
@@ -296,7 +297,8 @@ class _ShotWork:
         return pts
 
     def _take(self, shot: int) -> bool:
-        if self.store.shot_done(self.shots, shot):
+        """Claim ``shot`` unless its frames are written; True if this pass makes them."""
+        if self.store.shot_standing(self.shots, shot, self.call.claim_stale) == ShotState.DONE:
             return False
         self.store.folder.mkdir(parents=True, exist_ok=True)
         claim = claim_at(self.store.claim_path(shot), self.call.claim_stale)

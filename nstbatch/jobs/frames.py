@@ -7,7 +7,9 @@ from __future__ import annotations
 import bisect
 import shutil
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -31,6 +33,18 @@ class Shots:
     def span(self, shot: int) -> range:
         end = self.starts[shot + 1] if shot + 1 < len(self.starts) else self.frames
         return range(self.starts[shot], end)
+
+
+class ShotState(str, Enum):
+    """Where one shot of a clip stands, as ``FrameStore.shot_standing`` alone decides it
+    (``SHOT_RULES``): the shots' counterpart of a job's ``JobState``."""
+
+    DONE = "done"  # its frames are written
+    RUNNING = "running"  # a live claim: a run or worker makes its frames now
+    OPEN = "open"  # neither: the next taker's (a helper's, or its owner's again)
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class FrameStore:
@@ -71,19 +85,32 @@ class FrameStore:
     def claim_path(self, shot: int) -> Path:
         return self.folder / f"shot-{shot + 1:06d}.lock"
 
-    def shot_done(self, shots: Shots, shot: int) -> bool:
-        """Its frames are written in order, so its last one says it is."""
-        return self.has(shots.span(shot)[-1])
+    def shot_standing(self, shots: Shots, shot: int, claim_stale: float = CLAIM_STALE) -> ShotState:
+        """Where ``shot`` stands: the first of ``SHOT_RULES`` that holds."""
+        return next(state for state, rule in SHOT_RULES if rule(self, shots, shot, claim_stale))
+
+    def standings(self, shots: Shots, claim_stale: float = CLAIM_STALE) -> list[ShotState]:
+        return [self.shot_standing(shots, k, claim_stale) for k in range(len(shots.starts))]
 
     def open_shots(self, claim_stale: float = CLAIM_STALE) -> list[int]:
-        """The shots that are neither written nor held by a live claim: what a helper can take.
-        Empty before the cut pre-pass has run (the first work of whoever takes the clip)."""
+        """The shots that stand OPEN: what a helper can take. Empty before the cut pre-pass
+        has run (the first work of whoever takes the clip)."""
         shots = self.shots()
         if shots is None:
             return []
-        return [k for k in range(len(shots.starts)) if not self.shot_done(shots, k)
-                and live_holder_at(self.claim_path(k), claim_stale) is None]
+        return [k for k, state in enumerate(self.standings(shots, claim_stale)) if state == ShotState.OPEN]
 
     def discard(self) -> None:
         """Remove the frames (once the output holds them)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# Where a shot stands, first match wins: (state, rule(store, shots, shot, claim_stale)). The one
+# table that decides a shot's state; ``FrameStore.shot_standing`` applies it.
+SHOT_RULES: tuple[tuple[ShotState, Callable[[FrameStore, Shots, int, float], bool]], ...] = (
+    # its frames are written in order, so its last one says they all are
+    (ShotState.DONE, lambda store, shots, k, stale: store.has(shots.span(k)[-1])),
+    # a live claim: a fresh heartbeat, and on this host a living process
+    (ShotState.RUNNING, lambda store, shots, k, stale: live_holder_at(store.claim_path(k), stale) is not None),
+    (ShotState.OPEN, lambda store, shots, k, stale: True),
+)
