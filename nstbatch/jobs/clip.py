@@ -22,10 +22,11 @@ long clip, ``run._help``) stylize different shots of one clip at once, every fra
 and equal to an uninterrupted run's. The clip's owner (the run holding the job) waits for the
 shots others hold, taking over any whose claim goes stale, then writes the output.
 
-Batches: ``stylize_clips`` runs clips of one frame size and parameters in lockstep, each
-clip's pass a generator (``_ShotWork.needs``) that yields the frames it needs made and takes
-their pictures back, so frame t of every clip is made in one optimisation pass (a shot's
-first frames apart from the later ones); a single clip is a batch of one.
+Batches: ``stylize_clips`` runs clips of one frame size and parameters in lockstep
+(``lockstep.drive``), each clip's pass a generator (``_ShotWork.needs``) that yields the frames
+it needs made (``lockstep.Need``) and takes their pictures back, so frame t of every clip is made
+in one optimisation pass (a shot's first frames apart from the later ones); a single clip is a
+batch of one.
 """
 from __future__ import annotations
 
@@ -37,14 +38,12 @@ from typing import Callable, Generator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..config import StyleParams
-from ..engine.flow import FlowAhead, Link, estimator
+from ..engine.flow import FlowAhead, estimator
 from ..engine.optimize import Memory, Result
-from ..engine.pixels import to_pil, to_tensor
+from ..engine.pixels import to_pil
 from ..engine.targets import StyleTarget
-from ..engine.temporal import long_term_weights, warp, warped_start
 from ..engine.vgg import VGGFeatures
 from ..errors import InputError
 from ..geometry import output_size
@@ -56,7 +55,8 @@ from ..styles.store import StyleTargetStore
 from .claims import CLAIM_STALE, Claim, claim_at
 from .cuts import check_count, find_shots, fitted
 from .frames import FrameStore, Shots, ShotState
-from .single import Hooks, Preempted, optimize_job
+from .lockstep import Need, drive, frame_need
+from .single import Hooks, Preempted
 
 # Seconds between looks at the shots other runs hold, while a clip's owner waits for them.
 SHOT_POLL = 1.0
@@ -144,7 +144,7 @@ def stylize_clips(clips: Sequence[tuple[ClipInfo, StyleTarget, FrameStore, ClipR
         done = result if result is not None else ClipResult(info.frames)
         done.frames, done.shots = info.frames, list(shots.starts)
         works.append(_ShotWork(info, size, style_targets, params, store, shots, flow, call, done))
-    everyone = _drive(works, params, call)
+    everyone = drive(works, params, call.features, call.memory)
     return [(work.done, _rest(work, pts, params, call)) for work, pts in zip(works, everyone)]
 
 
@@ -157,7 +157,8 @@ def _rest(work: "_ShotWork", pts: list[int | None], params: StyleParams, call: C
         if all(state == ShotState.DONE for state in standings):
             break
         if ShotState.OPEN in standings:
-            pts = _drive([work], params, call)[0]  # a holder's claim went stale (or it let go): take its shot over
+            # a holder's claim went stale (or it let go): take its shot over
+            pts = drive([work], params, call.features, call.memory)[0]
             continue
         if call.hooks is not None and call.hooks.should_stop is not None and call.hooks.should_stop():
             raise _StoppedWaiting()
@@ -165,75 +166,6 @@ def _rest(work: "_ShotWork", pts: list[int | None], params: StyleParams, call: C
             call.on_wait()
         time.sleep(SHOT_POLL)
     return pts
-
-
-@dataclass
-class _Need:
-    """A frame to make: its content, and for a frame after its shot's first the warped start
-    and ties (``optimize``'s ``init`` and ``ties``)."""
-
-    content: torch.Tensor  # (1, 3, H, W)
-    start: torch.Tensor | None = None
-    ties: list[tuple[torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=list)
-
-
-def _drive(works: list["_ShotWork"], params: StyleParams, call: ClipCall) -> list[list[int | None]]:
-    """One pass over each clip (``_ShotWork.needs``), their frames made together: at each round
-    every clip's next frame to make, the shots' first frames in one pass and the later frames in
-    another. Returns each clip's timestamps."""
-    passes = [work.needs() for work in works]
-    pts: list[list[int | None]] = [[] for _ in works]
-    waiting: dict[int, _Need] = {}
-
-    def advance(i: int, image: torch.Tensor | None) -> None:
-        try:
-            waiting[i] = next(passes[i]) if image is None else passes[i].send(image)
-        except StopIteration as end:
-            waiting.pop(i, None)
-            pts[i] = end.value
-
-    def beat() -> bool:  # every clip's shot claim lives while the frames are made
-        stop = [work.hooks.should_stop() for work in works]
-        return any(stop)
-    hooks = dataclasses.replace(works[0].hooks, should_stop=beat)
-    try:
-        for i in range(len(works)):
-            advance(i, None)
-        while waiting:
-            for group in ([i for i, need in waiting.items() if need.start is None],
-                          [i for i, need in waiting.items() if need.start is not None]):
-                if group:
-                    result = _optimize_group([waiting[i] for i in group], [works[i] for i in group], params,
-                                             call, hooks)
-                    for k, i in enumerate(group):
-                        works[i].done.last, works[i].done.last_index = result, k
-                        advance(i, result.image[k:k + 1])
-    finally:
-        for each in passes:
-            each.close()
-    return pts
-
-
-def _optimize_group(needs: list[_Need], works: list["_ShotWork"], params: StyleParams, call: ClipCall,
-                    hooks: Hooks) -> Result:
-    """Frames of several clips (or one) in one optimisation pass, each towards its own clip's
-    style; later frames from their warped starts, tied where the flow is trusted (a clip with
-    fewer ties than another gets ties of weight 0), in ``frame_steps``."""
-    content = torch.cat([need.content for need in needs])
-    targets = works[0].style_targets if len(works) == 1 else StyleTarget.stack([w.style_targets for w in works])
-    if needs[0].start is None:
-        return optimize_job(content, targets, params, features=call.features, hooks=hooks, memory=call.memory)
-    count = max(len(need.ties) for need in needs)
-    ties = []
-    for j in range(count):
-        pairs = [need.ties[j] if j < len(need.ties) else (need.start, torch.zeros_like(need.start[:, :1]))
-                 for need in needs]
-        ties.append((torch.cat([w for w, _ in pairs]), torch.cat([c for _, c in pairs])))
-    later = dataclasses.replace(params, steps=params.frame_steps or params.steps)
-    if params.frame_scales == "finest":  # the warped start is at the full size: no coarse pass to blur it
-        later = dataclasses.replace(later, scales=(1.0,), scale_steps=(1.0,))
-    return optimize_job(content, targets, later, features=call.features, init=torch.cat([need.start for need in needs]),
-                        ties=tuple(ties), hooks=hooks, memory=call.memory)
 
 
 class _ShotWork:
@@ -254,7 +186,7 @@ class _ShotWork:
             return inner.should_stop is not None and inner.should_stop()
         self.hooks = dataclasses.replace(inner, should_stop=beat)
 
-    def needs(self) -> Generator[_Need, torch.Tensor, list[int | None]]:
+    def needs(self) -> Generator[Need, torch.Tensor, list[int | None]]:
         """Yields each frame to make (``_Need``) and takes its stylized image back; returns
         the clip's timestamps."""
         store, shots = self.store, self.shots
@@ -312,12 +244,12 @@ class _ShotWork:
             self.claim = None
 
     def _finish(self, index: int, rgb: np.ndarray, flows: FlowAhead, submitted: set[int],
-                outputs: dict[int, np.ndarray]) -> Generator[_Need, torch.Tensor, None]:
+                outputs: dict[int, np.ndarray]) -> Generator[Need, torch.Tensor, None]:
         store, done = self.store, self.done
         if not store.has(index):
             ties = flows.result(index) if index in submitted else []
             submitted.discard(index)
-            image = yield _need(rgb, ties, outputs, index, self.call.device)
+            image = yield frame_need(rgb, ties, outputs, index, self.call.device)
             store.save(index, np.asarray(to_pil(image)))
             done.stylized += 1
             if self.call.on_frame is not None:
@@ -325,18 +257,6 @@ class _ShotWork:
         outputs[index] = store.load(index)  # the ties of later frames: the output as written, always
         for old in [k for k in outputs if k <= index - max(self.distances)]:
             del outputs[old]
-
-
-def _need(rgb: np.ndarray, links: list[Link], outputs: dict[int, np.ndarray], index: int, device) -> _Need:
-    """One frame to make: alone (a shot's first), or from the previous output warped into it,
-    tied to the earlier outputs where the flow is trusted."""
-    content = to_tensor(Image.fromarray(rgb)).to(device)
-    if not links:
-        return _Need(content)
-    warped = [warp(to_tensor(Image.fromarray(outputs[index - link.distance])).to(device), link.backward.to(device))
-              for link in links]
-    weights = long_term_weights([link.weights.to(device) for link in links])
-    return _Need(content, warped_start(content, warped[0], links[0].weights.to(device)), list(zip(warped, weights)))
 
 
 def check_clip_files(content: Path, styles: Sequence[tuple[Path, float]], output: Path,
