@@ -10,6 +10,8 @@ clusters. Layered bottom-up:
 - ``memory``: what a job needs, before it starts;
 - ``shards``: an array task's share of the manifest;
 - ``plan``: read, validate, take the shard, decide what runs, group batches;
+- ``single``, ``clip``: one still, one clip (its shots' claims: ``frames``; its cuts: ``cuts``;
+  clips in one pass: ``lockstep``);
 - ``executor``: one attempt path that runs 1..N stills or clips in one optimisation pass;
 - ``pool``: worker processes (or this process) and their typed messages;
 - ``run``: ``run_manifest(options)``.
