@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nstbatch.config import LBFGS_HISTORY, resolve_params
-from nstbatch.engine.criterion import costs, job_targets, tiled_costs
+from nstbatch.engine.criterion import Criterion, job_targets
 from nstbatch.engine.optimize import Memory
 from nstbatch.engine.vgg import build_features
 from nstbatch.engine.tiles import plan_tiles, read
@@ -80,11 +80,11 @@ def test_a_tiled_step_has_the_untiled_costs_and_gradient(pair, features, extra, 
         if untiled_targets.style_factor is not None:
             torch.testing.assert_close(tiled_targets.style_factor, untiled_targets.style_factor, rtol=1e-4, atol=0)
         image = (content + 0.2 * torch.rand(content.shape, generator=torch.Generator().manual_seed(3)).to(dtype)).clamp(0, 1)
+        # one criterion, its gradient taken whole and tile by tile (tiles.tiled_gradient)
         whole_image = image.clone().requires_grad_(True)
-        whole = costs(network, whole_image, untiled_targets, params)
-        (whole[0].sum() * 3.0).backward()
+        whole = Criterion(network, untiled_targets, params).gradient(whole_image, lambda loss: loss * 3.0)
         tiled_image = image.clone().requires_grad_(True)
-        tiled = tiled_costs(network, tiled_image, untiled_targets, params, None, tiles, lambda loss: loss * 3.0)
+        tiled = Criterion(network, untiled_targets, params, tiles=tiles).gradient(tiled_image, lambda loss: loss * 3.0)
     finally:
         features.float()
     for a, b in zip(tiled, whole):

@@ -1,8 +1,9 @@
 """The criterion: a stage's costs bound to their targets — content, style (Gram or W2), TV and a
 video frame's temporal ties — as one object, ``loss = criterion(image)`` with its parts, whose
-``gradient`` back-propagates them whole or tile by tile (a print, ``tiles.py``). The loop over
-pixels descends it (``descent.py``); any other user (a network trainer) calls the same object on
-any batch of images. Also what a job is pulled towards (``job_targets``, ``stage_targets``)."""
+``gradient`` back-propagates them whole or, for a print, tile by tile (``tiles.tiled_gradient``,
+an alternative gradient of the same criterion). The loop over pixels descends it
+(``descent.py``); any other user (a network trainer) calls the same object on any batch of
+images. Also what a job is pulled towards (``job_targets``, ``stage_targets``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,7 @@ from . import losses, temporal
 from ..config import StyleParams
 from .pixels import resize_tensor
 from .targets import StyleTarget
-from .tiles import Tile, backpropagate, read
+from .tiles import Tile, read, tiled_gradient
 from ..layers import pools_before
 from .vgg import VGGFeatures, check_image_size
 
@@ -63,14 +64,32 @@ class Criterion:
 
     def gradient(self, image: Tensor, scale_loss: Callable[[Tensor], Tensor] | None) -> tuple:
         if self.tiles is not None:
-            return tiled_costs(self.features, image, self.targets, self.params, self.dtype, self.tiles, scale_loss,
-                               self.checkpointing)
+            return tiled_gradient(self, image, self.tiles, scale_loss)
         if scale_loss is None:
             with torch.no_grad():
                 return costs(self.features, image, self.targets, self.params, self.dtype)
         parts = costs(self.features, image, self.targets, self.params, self.dtype, self.checkpointing)
         scale_loss(parts[0].sum()).backward()
         return parts
+
+    # What the tiled gradient (``tiles.tiled_gradient``) reads of the criterion: the same
+    # terms, taken from activations of crops and from each style layer's sums over the image.
+
+    def features_of(self, crop: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+        return _scaled(self.features, crop, layers, self.params.feature_scale, self.dtype, self.checkpointing)
+
+    @property
+    def beta(self):
+        return _beta(self.targets, self.params)
+
+    def style_sizes(self, image: Tensor) -> dict[str, tuple[int, int]]:
+        return _style_sizes(image, self.params)
+
+    def style_cost_of_sums(self, sums) -> Tensor:
+        return _style_cost_of_sums(sums, self.targets.style, self.params, self.targets.w2)
+
+    def pixel_costs(self, image: Tensor, zero: Tensor) -> tuple[Tensor, Tensor]:
+        return _pixel_costs(image, self.targets, self.params, zero)
 
 
 def job_targets(features: VGGFeatures, content: Tensor, style_targets: StyleTarget, params: StyleParams,
@@ -139,64 +158,6 @@ def _pixel_costs(image: Tensor, targets: Targets, params: StyleParams, zero: Ten
     j_ties = (params.temporal_weight * sum(temporal.temporal_cost(image, warped, weights)
                                            for warped, weights in targets.temporal)) if targets.temporal else zero
     return j_tv, j_ties
-
-
-def tiled_costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleParams,
-                dtype: torch.dtype | None, tiles: Sequence[Tile],
-                scale_loss: Callable[[Tensor], Tensor] | None = None, checkpointing: bool = False) -> tuple:
-    """``costs`` of an image too large to step at once, read tile by tile (``tiles``); with
-    ``scale_loss`` also the gradient of ``scale_loss(total.sum())``, accumulated into
-    ``image.grad`` as its backward would. The costs come back detached."""
-    features_of = _features_of(features, params, dtype, checkpointing)
-    zero = image.new_zeros(image.shape[0], dtype=torch.float32)
-    beta = _beta(targets, params)
-    j_style, sum_gradients = (_tiled_style(features_of, image, tiles, targets, params, beta, scale_loss)
-                              if params.style_layers else (zero, {}))
-    j_content = [zero]
-    divisors = {name: losses.content_divisor(targets.content[name], params.content_norm)
-                for name in params.content_layers}
-
-    def content(tile: Tile, acts: dict[str, Tensor]) -> Tensor:
-        """The tile's content terms: its core's squared errors over the whole target's divisor."""
-        part = zero
-        for name in params.content_layers:
-            generated = tile.core_of(acts[name], name)
-            target = tile.core_in_image(targets.content[name], name)
-            part = part + ((target - generated) ** 2).sum(dim=(1, 2, 3)) / divisors[name]
-        j_content[0] = j_content[0] + part.detach()
-        return scale_loss(params.content_weight * part.sum()) if scale_loss is not None else part.sum()
-
-    if params.content_layers or sum_gradients:
-        with torch.enable_grad() if scale_loss is not None else torch.no_grad():
-            backpropagate(features_of, image, tiles, params.feature_layers if sum_gradients else params.content_layers,
-                          sum_gradients, content)
-    with torch.enable_grad() if scale_loss is not None else torch.no_grad():  # on the whole image: no tiles
-        j_tv, j_ties = _pixel_costs(image, targets, params, zero)
-        if scale_loss is not None and (params.tv_weight or targets.temporal):
-            scale_loss(params.tv_weight * j_tv.sum() + j_ties.sum()).backward()
-    j_tv, j_ties = j_tv.detach(), j_ties.detach()
-    total = losses.total_cost(j_content[0], j_style, params.content_weight, beta, j_tv, params.tv_weight)
-    return (total + j_ties if targets.temporal else total).detach(), j_content[0], j_style, j_tv
-
-
-def _tiled_style(features_of, image: Tensor, tiles: Sequence[Tile], targets: Targets, params: StyleParams,
-                 beta, scale_loss) -> tuple[Tensor, dict]:
-    """The style cost ``(N,)`` from each layer's sums over the image, gathered tile by tile;
-    with ``scale_loss`` also the gradient of ``scale_loss((beta · cost).sum())`` with respect
-    to each layer's sums, which the tiles' backward passes carry on to the pixels."""
-    _, sums = read(features_of, image.detach(), tiles, summed=_style_sizes(image, params))
-    wanted = scale_loss is not None
-    for part in sums.values():
-        part.first.requires_grad_(wanted)
-        part.second.requires_grad_(wanted)
-    with torch.enable_grad() if wanted else torch.no_grad():
-        j_style = _style_cost_of_sums(sums, targets.style, params, targets.w2)
-    sum_gradients = {}
-    if wanted:
-        leaves = [t for part in sums.values() for t in (part.first, part.second)]
-        grads = torch.autograd.grad(scale_loss((beta * j_style).sum()), leaves, allow_unused=True)
-        sum_gradients = {name: (grads[2 * i], grads[2 * i + 1]) for i, name in enumerate(sums)}
-    return j_style.detach(), sum_gradients
 
 
 def _features_of(features: VGGFeatures, params: StyleParams, dtype: torch.dtype | None,

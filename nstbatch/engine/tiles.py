@@ -2,7 +2,7 @@
 
 The style costs see the image only through sums over positions (each layer's Gram matrix
 ``Σ f fᵀ`` and channel sums ``Σ f``); the content and TV costs are sums of local terms. So a
-tiled step (``optimize.tiled_costs``) first gathers each style layer's sums over the whole
+tiled step (``tiled_gradient``, the alternative gradient of a ``criterion.Criterion``) first gathers each style layer's sums over the whole
 image, tile by tile and without gradients (``read``); takes the style cost of those sums and
 its gradient with respect to them; then runs each tile again with gradients and back-propagates
 ``⟨∂J/∂G, G_tile⟩ + ⟨∂J/∂Σf, Σf_tile⟩`` plus the tile's own content terms
@@ -25,6 +25,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from . import losses
 from ..layers import pools_before, receptive_radius
 
 # features_of(crop, layers) -> {layer: (N, C, h, w)} float32 activations, as the costs see them
@@ -146,3 +147,61 @@ def backpropagate(features_of: FeaturesOf, image: Tensor, tiles: Sequence[Tile],
                 surrogate = surrogate + (d_second * second).sum()
         if surrogate.requires_grad:
             surrogate.backward()
+
+
+def tiled_gradient(criterion, image: Tensor, tiles: Sequence[Tile],
+                   scale_loss: Callable[[Tensor], Tensor] | None = None) -> tuple:
+    """``criterion(image)``'s costs ``(total, content, style, tv)`` of an image too large to
+    step at once, read tile by tile; with ``scale_loss`` also the gradient of
+    ``scale_loss(total.sum())``, accumulated into ``image.grad`` as its backward would. The
+    costs come back detached. ``criterion``: a ``criterion.Criterion`` (its targets, params,
+    ``features_of``, ``beta``, ``style_sizes``, ``style_cost_of_sums`` and ``pixel_costs``)."""
+    targets, params = criterion.targets, criterion.params
+    zero = image.new_zeros(image.shape[0], dtype=torch.float32)
+    beta = criterion.beta
+    j_style, sum_gradients = (_tiled_style(criterion, image, tiles, beta, scale_loss)
+                              if params.style_layers else (zero, {}))
+    j_content = [zero]
+    divisors = {name: losses.content_divisor(targets.content[name], params.content_norm)
+                for name in params.content_layers}
+
+    def content(tile: Tile, acts: dict[str, Tensor]) -> Tensor:
+        """The tile's content terms: its core's squared errors over the whole target's divisor."""
+        part = zero
+        for name in params.content_layers:
+            generated = tile.core_of(acts[name], name)
+            target = tile.core_in_image(targets.content[name], name)
+            part = part + ((target - generated) ** 2).sum(dim=(1, 2, 3)) / divisors[name]
+        j_content[0] = j_content[0] + part.detach()
+        return scale_loss(params.content_weight * part.sum()) if scale_loss is not None else part.sum()
+
+    if params.content_layers or sum_gradients:
+        with torch.enable_grad() if scale_loss is not None else torch.no_grad():
+            backpropagate(criterion.features_of, image, tiles,
+                          params.feature_layers if sum_gradients else params.content_layers, sum_gradients, content)
+    with torch.enable_grad() if scale_loss is not None else torch.no_grad():  # on the whole image: no tiles
+        j_tv, j_ties = criterion.pixel_costs(image, zero)
+        if scale_loss is not None and (params.tv_weight or targets.temporal):
+            scale_loss(params.tv_weight * j_tv.sum() + j_ties.sum()).backward()
+    j_tv, j_ties = j_tv.detach(), j_ties.detach()
+    total = losses.total_cost(j_content[0], j_style, params.content_weight, beta, j_tv, params.tv_weight)
+    return (total + j_ties if targets.temporal else total).detach(), j_content[0], j_style, j_tv
+
+
+def _tiled_style(criterion, image: Tensor, tiles: Sequence[Tile], beta, scale_loss) -> tuple[Tensor, dict]:
+    """The style cost ``(N,)`` from each layer's sums over the image, gathered tile by tile;
+    with ``scale_loss`` also the gradient of ``scale_loss((beta · cost).sum())`` with respect
+    to each layer's sums, which the tiles' backward passes carry on to the pixels."""
+    _, sums = read(criterion.features_of, image.detach(), tiles, summed=criterion.style_sizes(image))
+    wanted = scale_loss is not None
+    for part in sums.values():
+        part.first.requires_grad_(wanted)
+        part.second.requires_grad_(wanted)
+    with torch.enable_grad() if wanted else torch.no_grad():
+        j_style = criterion.style_cost_of_sums(sums)
+    sum_gradients = {}
+    if wanted:
+        leaves = [t for part in sums.values() for t in (part.first, part.second)]
+        grads = torch.autograd.grad(scale_loss((beta * j_style).sum()), leaves, allow_unused=True)
+        sum_gradients = {name: (grads[2 * i], grads[2 * i + 1]) for i, name in enumerate(sums)}
+    return j_style.detach(), sum_gradients
