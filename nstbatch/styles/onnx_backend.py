@@ -199,6 +199,49 @@ def _trt_cache_dir(cache_root: Path, device) -> Path:
     return cache_root / "tensorrt" / tag
 
 
+def open_session(model_path: Path, providers: str = "auto", *, cache_root: Path | None = None,
+                 allow_fallback: bool = False, notice: Callable[[str], None] | None = None, device="cpu",
+                 what: str = "style targets"):
+    """An ONNX Runtime session over ``model_path`` with ``providers`` (``resolve_providers``)
+    on ``device``'s GPU, and the provider that actually runs: a GPU provider that did not start
+    is refused (``allow_fallback`` or ``auto``: said through ``notice``, ``what`` naming the
+    work that runs on the CPU instead)."""
+    ort = onnxruntime()
+
+    wanted = resolve_providers(providers)
+    device_id = _cuda_index(device)
+    options = []
+    for name in wanted:
+        if name == PROVIDERS["tensorrt"]:
+            trt_dir = _trt_cache_dir(cache_root or model_path.parent, device)
+            trt_dir.mkdir(parents=True, exist_ok=True)
+            options.append((name, {"device_id": device_id, "trt_fp16_enable": False,
+                                   "trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_dir),
+                                   "trt_timing_cache_enable": True, "trt_timing_cache_path": str(trt_dir)}))
+        elif name == PROVIDERS["cuda"]:
+            options.append((name, {"device_id": device_id}))
+        else:
+            options.append(name)
+    try:
+        session = ort.InferenceSession(str(model_path), _session_options(), providers=options)
+    except Exception as e:  # noqa: BLE001 - ORT raises plain RuntimeErrors with long texts
+        raise OnnxError(f"ONNX Runtime could not open {model_path} with {', '.join(wanted)}:"
+                        f" {str(e).splitlines()[0][:300]}") from None
+    running = session.get_providers()
+    if wanted[0] not in running:
+        message = (f"ONNX Runtime did not start {wanted[0]} (asked for: {', '.join(wanted)};"
+                   f" running: {', '.join(running)})")
+        if not (allow_fallback or _is_auto(providers)):
+            raise OnnxError(message, hint="check the GPU, CUDA and onnxruntime-gpu, use "
+                                          "--providers cpu, or --allow-fallback to run anyway")
+        if notice:
+            notice(f"WARNING: {message}; {what} are computed on {running[0]}")
+    elif running[0] == PROVIDERS["cpu"] and _is_auto(providers) and torch.cuda.is_available() and notice:
+        notice(f"WARNING: {what} run on ONNX Runtime's CPU provider: this onnxruntime has"
+               " no GPU provider (install onnxruntime-gpu for the GPU)")
+    return session, running[0]
+
+
 @dataclass
 class OnnxTargets:
     """A session over an exported targets model: image → a ``targets.StyleTarget``."""
@@ -213,40 +256,9 @@ class OnnxTargets:
              notice: Callable[[str], None] | None = None, device="cpu") -> "OnnxTargets":
         """A session on ``device``'s GPU for the CUDA and TensorRT providers (each worker
         passes its own: ``cuda:1`` runs on GPU 1, whatever torch's current device is)."""
-        ort = onnxruntime()
-
-        wanted = resolve_providers(providers)
-        device_id = _cuda_index(device)
-        options = []
-        for name in wanted:
-            if name == PROVIDERS["tensorrt"]:
-                trt_dir = _trt_cache_dir(cache_root or model_path.parent, device)
-                trt_dir.mkdir(parents=True, exist_ok=True)
-                options.append((name, {"device_id": device_id, "trt_fp16_enable": False,
-                                       "trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_dir),
-                                       "trt_timing_cache_enable": True, "trt_timing_cache_path": str(trt_dir)}))
-            elif name == PROVIDERS["cuda"]:
-                options.append((name, {"device_id": device_id}))
-            else:
-                options.append(name)
-        try:
-            session = ort.InferenceSession(str(model_path), _session_options(), providers=options)
-        except Exception as e:  # noqa: BLE001 - ORT raises plain RuntimeErrors with long texts
-            raise OnnxError(f"ONNX Runtime could not open {model_path} with {', '.join(wanted)}:"
-                            f" {str(e).splitlines()[0][:300]}") from None
-        running = session.get_providers()
-        if wanted[0] not in running:
-            message = (f"ONNX Runtime did not start {wanted[0]} (asked for: {', '.join(wanted)};"
-                       f" running: {', '.join(running)})")
-            if not (allow_fallback or _is_auto(providers)):
-                raise OnnxError(message, hint="check the GPU, CUDA and onnxruntime-gpu, use "
-                                              "--providers cpu, or --allow-fallback to run anyway")
-            if notice:
-                notice(f"WARNING: {message}; style targets are computed on {running[0]}")
-        elif running[0] == PROVIDERS["cpu"] and _is_auto(providers) and torch.cuda.is_available() and notice:
-            notice("WARNING: style targets run on ONNX Runtime's CPU provider: this onnxruntime has"
-                   " no GPU provider (install onnxruntime-gpu for GPU targets)")
-        return cls(session, tuple(style_layers), running[0])
+        session, running = open_session(model_path, providers, cache_root=cache_root, allow_fallback=allow_fallback,
+                                        notice=notice, device=device, what="style targets")
+        return cls(session, tuple(style_layers), running)
 
     def __call__(self, image: Tensor) -> StyleTarget:
         if image.is_cuda and self.provider != PROVIDERS["cpu"]:

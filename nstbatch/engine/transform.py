@@ -1,0 +1,143 @@
+"""Feed-forward transform networks: a style learned once, applied in one forward pass (Johnson,
+Alahi & Fei-Fei 2016), trained with the engine's own criterion (``criterion.Criterion``: the
+preset's costs, layers and weights) instead of an optimisation per image.
+
+The network is Johnson's: a 9×9 convolution to ``width`` channels, two stride-2 convolutions
+to 4 × ``width``, five residual blocks, two nearest-neighbour upsamplings each followed by a
+convolution (no transposed convolutions: no checkerboard artefacts, Odena et al. 2016), a 9×9
+convolution to RGB; every convolution reflection-padded. Normalisation is instance norm
+(Ulyanov et al. 2017), conditional (Dumoulin, Shlens & Kudlur 2017): one row of scale and shift
+per painting, so one network serves a pool of paintings, chosen per image by its index.
+
+Departures from the papers: the input is an image in [0, 1], not 0–255; each upsampling goes
+back to the exact size its downsampling came from, so any height and width work (Johnson's
+network needs multiples of 4) and an ONNX export keeps both dynamic; the output is the image the
+costs see, clamped to [0, 1] only where it is delivered (``stylize``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..config import StyleParams
+from .criterion import Criterion, job_targets
+from .targets import StyleTarget
+from .vgg import VGGFeatures
+
+
+class ConditionalInstanceNorm(nn.Module):
+    """Instance norm whose scale and shift are one row per style, picked per image."""
+
+    def __init__(self, channels: int, styles: int):
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.scale = nn.Parameter(torch.ones(styles, channels))
+        self.shift = nn.Parameter(torch.zeros(styles, channels))
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        """``x`` (N, C, H, W); ``style`` (N,) int64, each image's row."""
+        return self.norm(x) * self.scale[style][:, :, None, None] + self.shift[style][:, :, None, None]
+
+
+class ConvLayer(nn.Module):
+    """Reflection padding, then a convolution: the border is a continuation of the picture."""
+
+    def __init__(self, inputs: int, outputs: int, kernel: int, stride: int = 1):
+        super().__init__()
+        self.pad = nn.ReflectionPad2d(kernel // 2)
+        self.conv = nn.Conv2d(inputs, outputs, kernel, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(self.pad(x))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int, styles: int):
+        super().__init__()
+        self.conv1, self.norm1 = ConvLayer(channels, channels, 3), ConditionalInstanceNorm(channels, styles)
+        self.conv2, self.norm2 = ConvLayer(channels, channels, 3), ConditionalInstanceNorm(channels, styles)
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        y = F.relu(self.norm1(self.conv1(x), style))
+        return x + self.norm2(self.conv2(y), style)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A transform network's architecture: what a file must say to be loaded again."""
+
+    styles: int = 1  # rows of conditional instance norm: one per painting of a pool
+    width: int = 32  # channels after the first convolution (Johnson: 32); 4 × width at the bottom
+    blocks: int = 5  # residual blocks
+
+
+class TransformNet(nn.Module):
+    """``net(image, style)``: the stylized image ``(N, 3, H, W)`` of ``image`` ``(N, 3, H, W)``
+    in [0, 1], each image in the painting ``style`` ``(N,)`` (int64; None: the first)."""
+
+    def __init__(self, shape: Shape = Shape()):
+        super().__init__()
+        self.shape = shape
+        w, styles = shape.width, shape.styles
+        self.down = nn.ModuleList([ConvLayer(3, w, 9), ConvLayer(w, 2 * w, 3, 2), ConvLayer(2 * w, 4 * w, 3, 2)])
+        self.down_norms = nn.ModuleList([ConditionalInstanceNorm(c, styles) for c in (w, 2 * w, 4 * w)])
+        self.blocks = nn.ModuleList([ResidualBlock(4 * w, styles) for _ in range(shape.blocks)])
+        self.up = nn.ModuleList([ConvLayer(4 * w, 2 * w, 3), ConvLayer(2 * w, w, 3)])
+        self.up_norms = nn.ModuleList([ConditionalInstanceNorm(c, styles) for c in (2 * w, w)])
+        self.to_rgb = ConvLayer(w, 3, 9)
+
+    def rows(self) -> list[nn.Parameter]:
+        """Every conditional norm's scale and shift: what training a new painting's row alone
+        updates (Dumoulin et al. 2017: ~3 k parameters a painting, the rest shared and kept)."""
+        return [p for module in self.modules() if isinstance(module, ConditionalInstanceNorm)
+                for p in (module.scale, module.shift)]
+
+    def forward(self, image: Tensor, style: Tensor | None = None) -> Tensor:
+        if style is None:
+            style = torch.zeros(image.shape[0], dtype=torch.long, device=image.device)
+        x, sizes = image, []
+        for conv, norm in zip(self.down, self.down_norms):
+            sizes.append(x.shape[-2:])
+            x = F.relu(norm(conv(x), style))
+        for block in self.blocks:
+            x = block(x, style)
+        for conv, norm, size in zip(self.up, self.up_norms, reversed(sizes[1:])):
+            x = F.interpolate(x, size=size, mode="nearest")  # back to the size this level came from
+            x = F.relu(norm(conv(x), style))
+        return self.to_rgb(x)  # (N, 3, H, W)
+
+
+@torch.no_grad()
+def stylize(net: TransformNet, image: Tensor, style: Tensor | None = None) -> Tensor:
+    """The network's picture as delivered: clamped to [0, 1]."""
+    return net(image, style).clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class TrainingCosts:
+    """The batch's mean costs at one training step (before its update)."""
+
+    total: float
+    content: float
+    style: float
+    tv: float
+
+
+def training_step(net: TransformNet, optimizer: torch.optim.Optimizer, features: VGGFeatures, params: StyleParams,
+                  content: Tensor, style_targets: StyleTarget, style: Tensor | None = None,
+                  dtype: torch.dtype | None = None) -> TrainingCosts:
+    """One update of the network's weights: the criterion of ``params`` against each content
+    image's own activations and its painting's target (``style_targets``: one target, or one
+    per image of the batch, ``StyleTarget.stack``), taken on the network's output and
+    back-propagated into its weights (Johnson et al. 2016: the output is the image the costs
+    see). ``content`` ``(N, 3, h, w)`` in [0, 1]; ``style`` each image's row (None: the first)."""
+    targets = job_targets(features, content, style_targets, params, dtype)
+    optimizer.zero_grad(set_to_none=True)
+    image = net(content, style)
+    total, j_content, j_style, j_tv = Criterion(features, targets, params, dtype).gradient(
+        image, lambda loss: loss / content.shape[0])  # the batch's mean
+    optimizer.step()
+    return TrainingCosts(*(float(part.detach().mean()) for part in (total, j_content, j_style, j_tv)))
