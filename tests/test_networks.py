@@ -116,3 +116,52 @@ def test_the_onnx_network_runs_at_two_sizes_and_batches_within_1e_3_of_torch(tmp
         assert got.shape == expected.shape
         assert np.abs(got - expected).max() < 1e-3
     assert [p.name for p in (tmp_path / "nets").iterdir()] == ["tiny.onnx"]  # no temp file left
+
+
+def test_a_training_stopped_and_resumed_in_a_new_process_ends_at_the_same_weights(setup):
+    """Saved as a file would hold it (torch.save, read back with weights_only), the training
+    goes on from the same crops and paintings to weights equal to an unbroken run's."""
+    import io
+
+    from nstbatch.engine.transform import Training
+
+    params, features = setup
+    photos_ = [tensor(pattern(40 + 6 * i, 36, phase=0.7 * i)) for i in range(3)] + [tensor(pattern(20, 24))]
+    paintings = [tensor(pattern(48, 48, phase=2.0)).flip(1), tensor(pattern(40, 40, phase=4.0))]
+    targets = [style_target(p, params, photos_[0][..., :32, :32]) for p in paintings]
+
+    def training() -> Training:
+        torch.manual_seed(0)  # the network's initial weights
+        return Training(TransformNet(Shape(styles=2, width=4, blocks=1)), features, params, targets, size=32,
+                        batch=2, lr=5e-3, seed=7)
+
+    unbroken = training()
+    for _ in range(5):
+        unbroken(photos_)
+    first = training()
+    for _ in range(2):
+        first(photos_)
+    saved = io.BytesIO()
+    torch.save(first.state_dict(), saved)
+    del first
+    resumed = training()
+    resumed.load_state_dict(torch.load(io.BytesIO(saved.getvalue()), weights_only=True))
+    for _ in range(3):
+        resumed(photos_)
+    assert resumed.step == 5
+    for (name, a), b in zip(unbroken.net.state_dict().items(), resumed.net.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_random_crops_take_every_photo_at_the_size_asked_and_scale_up_small_ones():
+    from nstbatch.engine.transform import random_crops
+
+    small, large = torch.rand(1, 3, 10, 16), torch.rand(1, 3, 64, 80)
+    crops = random_crops([small, large], 24, 16, torch.Generator().manual_seed(0))
+    assert crops.shape == (24, 3, 16, 16) and 0 <= float(crops.min()) and float(crops.max()) <= 1
+    again = random_crops([small, large], 24, 16, torch.Generator().manual_seed(0))
+    assert torch.equal(crops, again)  # one generator decides every draw
+    with pytest.raises(ValueError, match="2 painting"):
+        from nstbatch.engine.transform import Training
+
+        Training(TransformNet(TINY), None, resolve_params("balanced"), [None, None])

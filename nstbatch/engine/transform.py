@@ -17,6 +17,7 @@ costs see, clamped to [0, 1] only where it is delivered (``stylize``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +25,7 @@ from torch.nn import functional as F
 
 from ..config import StyleParams
 from .criterion import Criterion, job_targets
+from .pixels import resize_tensor
 from .targets import StyleTarget
 from .vgg import VGGFeatures
 
@@ -141,3 +143,63 @@ def training_step(net: TransformNet, optimizer: torch.optim.Optimizer, features:
         image, lambda loss: loss / content.shape[0])  # the batch's mean
     optimizer.step()
     return TrainingCosts(*(float(part.detach().mean()) for part in (total, j_content, j_style, j_tv)))
+
+
+def random_crops(photos: Sequence[Tensor], count: int, size: int, generator: torch.Generator) -> Tensor:
+    """``count`` random ``size`` × ``size`` crops ``(count, 3, size, size)``, each of a photo
+    drawn from ``photos`` (each ``(1, 3, H, W)``), all drawn from ``generator``; a photo whose
+    short side is under ``size`` is first scaled up to it (Johnson et al. crop COCO so)."""
+    crops = []
+    for index in torch.randint(len(photos), (count,), generator=generator).tolist():
+        photo = photos[index]
+        height, width = photo.shape[-2:]
+        if min(height, width) < size:
+            scale = size / min(height, width)
+            height, width = max(size, round(height * scale)), max(size, round(width * scale))
+            photo = resize_tensor(photo, (height, width), "bicubic")
+        top = int(torch.randint(height - size + 1, (1,), generator=generator))
+        left = int(torch.randint(width - size + 1, (1,), generator=generator))
+        crops.append(photo[..., top:top + size, left:left + size])
+    return torch.cat(crops)
+
+
+class Training:
+    """A transform network's training, step by step, on ``photos`` (each ``(1, 3, H, W)`` in
+    [0, 1]) towards ``style_targets`` (one per painting: each crop is given a painting at
+    random, its row of the network): ``batch`` random ``size`` px crops a step, Adam at ``lr``.
+    Every draw comes from one seeded generator, so ``state_dict`` at any step and
+    ``load_state_dict`` in a new process go on to the same weights as an unbroken run."""
+
+    def __init__(self, net: TransformNet, features: VGGFeatures, params: StyleParams,
+                 style_targets: Sequence[StyleTarget], *, size: int = 256, batch: int = 4, lr: float = 1e-3,
+                 seed: int = 0, dtype: torch.dtype | None = None):
+        if len(style_targets) != net.shape.styles:
+            raise ValueError(f"{len(style_targets)} painting(s) for a network of {net.shape.styles} row(s)")
+        self.net, self.features, self.params, self.dtype = net, features, params, dtype
+        self.style_targets, self.size, self.batch = list(style_targets), size, batch
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.step = 0  # updates done
+
+    def __call__(self, photos: Sequence[Tensor]) -> TrainingCosts:
+        """One update on a batch of crops of ``photos``."""
+        device = next(self.net.parameters()).device
+        content = random_crops(photos, self.batch, self.size, self.generator).to(device)
+        rows = torch.randint(len(self.style_targets), (self.batch,), generator=self.generator)
+        targets = (self.style_targets[0] if len(self.style_targets) == 1
+                   else StyleTarget.stack([self.style_targets[row] for row in rows.tolist()]))
+        costs = training_step(self.net, self.optimizer, self.features, self.params, content, targets.to(device),
+                              rows.to(device), self.dtype)
+        self.step += 1
+        return costs
+
+    def state_dict(self) -> dict:
+        """The step, the network's weights, Adam's moments and the generator: plain tensors."""
+        return {"step": self.step, "net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
