@@ -165,3 +165,72 @@ def test_random_crops_take_every_photo_at_the_size_asked_and_scale_up_small_ones
         from nstbatch.engine.transform import Training
 
         Training(TransformNet(TINY), None, resolve_params("balanced"), [None, None])
+
+
+def draw_photos(folder, count: int) -> list:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"p{i}.png"
+        Image.fromarray(pattern(40 + 4 * i, 36, phase=0.7 * i)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_a_training_from_files_stops_resumes_and_writes_the_network_with_its_card(tmp_path, setup):
+    """As ``nstbatch train`` will call it: a broken photo left out by name, a stop after two
+    steps with its checkpoint, the next call resuming to the weights an unbroken training
+    reaches, and the ONNX model with its card (paintings by digest, held-out photos, the
+    held-out yardstick) written at the end."""
+    import json
+
+    from PIL import Image
+
+    from nstbatch.fs import sha256_of
+    from nstbatch.jobs.train import TrainSpec, train_network
+    from nstbatch.styles.networks import NetworkSession
+
+    params, features = setup
+    photos = draw_photos(tmp_path / "photos", 5)
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"not a jpeg")
+    painting = tmp_path / "painting.png"
+    Image.fromarray(pattern(48, 48, phase=2.0)[::-1].copy()).save(painting)
+
+    def spec(name: str) -> TrainSpec:
+        return TrainSpec((*photos, tmp_path / "photos" / "broken.jpg"), (painting,), tmp_path / "nets" / f"{name}.onnx",
+                         params, size=32, steps=4, batch=2, lr=5e-3, width=4, blocks=1, held_out_every=3)
+
+    said, stops = [], iter([False, False, True])
+    stopped = train_network(spec("resumed"), tmp_path / "state", features=features, score_size=64, notice=said.append,
+                            should_stop=lambda: next(stops))
+    assert stopped.card is None and stopped.step == 2 and not (tmp_path / "nets" / "resumed.onnx").exists()
+    assert any("broken.jpg" in line for line in said)
+    assert len(list((tmp_path / "state" / "train").glob("resumed-*.pt"))) == 1
+    done = train_network(spec("resumed"), tmp_path / "state", features=features, score_size=64, notice=said.append,
+                         command="nstbatch train m.yaml")
+    assert done.step == 4 and any("resuming resumed.onnx's training at step 2" in line for line in said)
+    assert not list((tmp_path / "state" / "train").glob("*.pt"))  # done: the checkpoint goes
+    unbroken = train_network(spec("unbroken"), tmp_path / "other", features=features, score_size=64)
+    image = np.random.default_rng(0).random((1, 3, 36, 44), dtype=np.float32)
+    assert np.array_equal(NetworkSession.open(done.network, "cpu")(image),
+                          NetworkSession.open(unbroken.network, "cpu")(image))
+    card = json.loads((tmp_path / "nets" / "resumed.json").read_text())
+    assert card["styles"] == [{"path": str(painting), "sha256": sha256_of(painting), "row": 0}]
+    assert card["photos"]["training"] == 4 and card["photos"]["held_out"] == [str(photos[2])]
+    assert "broken.jpg" in card["photos"]["left_out"][0] and card["command"] == "nstbatch train m.yaml"
+    final = card["held_out_yardstick"][-1]
+    assert final["step"] == 4 and 0 <= final["style"] and 0 <= final["content"]
+
+
+def test_a_painting_that_cannot_be_read_stops_the_training_before_any_work(tmp_path, setup):
+    from nstbatch.errors import InputError
+    from nstbatch.jobs.train import TrainSpec, train_network
+
+    params, features = setup
+    photos = draw_photos(tmp_path / "photos", 2)
+    spec = TrainSpec(tuple(photos), (tmp_path / "missing.jpg",), tmp_path / "nets" / "n.onnx", params, size=32, steps=2)
+    with pytest.raises(InputError, match="missing.jpg"):
+        train_network(spec, tmp_path / "state", features=features)
+    assert not (tmp_path / "state").exists() and not (tmp_path / "nets").exists()

@@ -14,7 +14,8 @@ clusters. Layered bottom-up:
   clips in one pass: ``lockstep``);
 - ``executor``: one attempt path that runs 1..N stills or clips in one optimisation pass;
 - ``pool``: worker processes (or this process) and their typed messages;
-- ``run``: ``run_manifest(options)``.
+- ``run``: ``run_manifest(options)``;
+- ``train``: a transform network trained from files (``train_network``), its model and card.
 
 ``options``, ``ledger``, ``views``, ``claims``, ``memory`` and ``plan`` never import torch.
 """

@@ -18,6 +18,8 @@ Layout (default ``<manifest folder>/.nstbatch/<manifest name>/``, ``--state-dir`
     checkpoints/, claims/  jobs in progress; snapshots/ (save_every)
     frames/<job id>-<hash>/  a clip's frames as they are made, its shots (shots.json) and the
                            claims of the shots being stylized (``frames.FrameStore``)
+    train/<network>-<key>.pt  a network's training in progress (``train.train_network``, the
+                           training's own process); gone once its model and card are written
 
 Who writes what. ``job``: the process that runs the job (a worker, or the run's own process
 with ``--in-process``), which writes the job's output, history, checkpoint and done record, in

@@ -1,0 +1,210 @@
+"""Training a transform network from files (``engine/transform.py``): the user's photos and
+paintings read as a run reads them, the engine's criterion of ``params`` as the loss, a
+checkpoint in the state directory every ``checkpoint_every`` steps and on a stop (a stopped
+training resumes to the weights an unbroken one reaches), held-out photos scored with the
+yardstick as it trains, and at the end the ONNX model with its card beside it
+(``nets/NAME.onnx`` and ``nets/NAME.json``): a model without its card is not a result.
+
+A photo that cannot be read is left out with its reason, and the training goes on with the
+rest; a painting that cannot be read stops it before any work (the network is that painting's).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..config import StyleParams
+from ..errors import InputError, NstbatchError
+from ..fs import atomic_write, sha256_of, write_json
+from ..io.images import load_image, probe_image
+from ..version import __version__
+from ..engine.pixels import to_tensor
+from ..engine.transform import Shape, Training, TrainingCosts, TransformNet, stylize
+from ..engine.vgg import VGGFeatures, build_features
+from ..engine.yardstick import Yardstick
+from ..styles.networks import export_network
+from ..styles.store import StyleTargetStore
+
+CARD_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What a network is trained from and how; its digest (``key``) names its checkpoint."""
+
+    photos: tuple[Path, ...]  # the training images; every ``held_out_every``-th is held out
+    paintings: tuple[Path, ...]  # one, or a pool: one row of the network each
+    network: Path  # the ONNX model to write; its card is the same name in .json
+    params: StyleParams  # the criterion: the preset's costs, layers and weights
+    size: int = 256  # random crops' side
+    steps: int = 2000
+    batch: int = 4
+    lr: float = 1e-3
+    seed: int = 0
+    width: int = 32  # the network's first channels (Johnson: 32)
+    blocks: int = 5
+    held_out_every: int = 10  # one photo in this many is held out (at least one of two or more)
+
+    def key(self, digests: dict[Path, str]) -> str:
+        """A digest of everything the weights depend on: the readable files' contents (by
+        ``digests``), not their names."""
+        data = {**{k: v for k, v in asdict(self).items() if k not in ("photos", "paintings", "network", "params")},
+                "photos": [digests[p] for p in self.photos if p in digests],
+                "paintings": [digests[p] for p in self.paintings],
+                "params": repr(self.params)}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """After ``step`` of ``steps`` updates: the batch's costs and crops per second so far."""
+
+    step: int
+    steps: int
+    costs: TrainingCosts
+    images_per_second: float
+
+
+@dataclass
+class TrainResult:
+    network: Path
+    card: Path | None  # None: stopped before the end (the checkpoint waits)
+    step: int
+    skipped: list[str] = field(default_factory=list)  # photos left out, each with its reason
+    curve: list[dict] = field(default_factory=list)  # the held-out yardstick as it trained
+
+
+def split_photos(photos: Sequence[Path], every: int) -> tuple[list[Path], list[Path]]:
+    """(training, held out): every ``every``-th photo held out, at least one where there are
+    two or more, never all."""
+    held = [p for i, p in enumerate(photos) if i % every == every - 1]
+    if not held and len(photos) >= 2:
+        held = [photos[-1]]
+    return [p for p in photos if p not in held], held
+
+
+def train_network(spec: TrainSpec, state_dir: Path, *, device: str | torch.device = "cpu",
+                  features: VGGFeatures | None = None, yardstick_net: VGGFeatures | None = None,
+                  checkpoint_every: int = 100, score_every: int = 0, score_size: int = 512,
+                  on_step: Callable[[TrainProgress], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None, notice: Callable[[str], None] | None = None,
+                  command: str = "") -> TrainResult:
+    """Train ``spec``'s network, from its checkpoint under ``state_dir`` where there is one;
+    score the held-out photos every ``score_every`` steps (0: at the end only) at
+    ``score_size``; stop (checkpointed) when ``should_stop`` says so. Writes the model and its
+    card when the last step is done."""
+    notice = notice or (lambda message: None)
+    device = torch.device(device)
+    for painting in spec.paintings:
+        load_image(painting)  # unreadable: an InputError naming it, before any work
+    digests = {path: sha256_of(path) for path in (*spec.paintings,)}
+    photos, skipped = _read_photos(spec.photos, 2 * spec.size, digests)
+    for reason in skipped:
+        notice(f"left out of the training: {reason}")
+    training_paths, held_paths = split_photos([p for p in spec.photos if p in photos], spec.held_out_every)
+    if not training_paths:
+        raise InputError(f"{spec.network}: no photo to train on ({len(skipped)} could not be read)",
+                         hint="give the training readable photos (a dataset folder or a list of files)")
+    features = features or build_features(spec.params, device)
+    store = StyleTargetStore(backend="torch", device=device)
+    targets = [store.for_files([(painting, 1.0)], spec.params, training_paths[0], spec.size)[0]
+               for painting in spec.paintings]
+    torch.manual_seed(spec.seed)  # the network's initial weights
+    net = TransformNet(Shape(len(spec.paintings), spec.width, spec.blocks)).to(device)
+    training = Training(net, features, spec.params, targets, size=spec.size, batch=spec.batch, lr=spec.lr,
+                        seed=spec.seed)
+    checkpoint = Path(state_dir) / "train" / f"{spec.network.stem}-{spec.key(digests)}.pt"
+    curve: list[dict] = []
+    earlier = 0.0  # seconds the runs before this one trained
+    if checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location=device, weights_only=True)
+        training.load_state_dict(saved["training"])
+        curve, earlier = json.loads(saved["curve"]), float(saved["seconds"])
+        notice(f"resuming {spec.network.name}'s training at step {training.step} of {spec.steps}")
+    train_photos = [photos[p] for p in training_paths]
+    scorer = _Scorer([photos[p] for p in held_paths], spec, score_size, yardstick_net) if held_paths else None
+    started, first_step = time.monotonic(), training.step
+    while training.step < spec.steps:
+        if should_stop is not None and should_stop():
+            _save(checkpoint, training, curve, earlier + time.monotonic() - started)
+            return TrainResult(spec.network, None, training.step, skipped, curve)
+        costs = training(train_photos)
+        if on_step is not None:
+            rate = (training.step - first_step) * spec.batch / max(time.monotonic() - started, 1e-9)
+            on_step(TrainProgress(training.step, spec.steps, costs, rate))
+        if scorer is not None and score_every and training.step % score_every == 0 and training.step < spec.steps:
+            curve.append({"step": training.step, **scorer(net)})
+        if training.step % checkpoint_every == 0 and training.step < spec.steps:
+            _save(checkpoint, training, curve, earlier + time.monotonic() - started)
+    if scorer is not None:
+        curve.append({"step": training.step, **scorer(net)})
+    export_network(net, spec.network)
+    card = _write_card(spec, digests, training_paths, held_paths, skipped, curve, command,
+                       earlier + time.monotonic() - started)
+    checkpoint.unlink(missing_ok=True)
+    return TrainResult(spec.network, card, training.step, skipped, curve)
+
+
+def _read_photos(paths: Sequence[Path], longest: int, digests: dict[Path, str]):
+    """Each readable photo as ``(1, 3, H, W)``, its long side at most ``longest``; and why each
+    other one was left out."""
+    photos, skipped = {}, []
+    for path in paths:
+        try:
+            info = probe_image(path)
+            photos[path] = to_tensor(load_image(path, min(longest, max(info.width, info.height))))
+            digests[path] = sha256_of(path)
+        except (OSError, NstbatchError) as e:
+            skipped.append(f"{path}: {getattr(e, 'strerror', None) or e}")
+    return photos, skipped
+
+
+class _Scorer:
+    """The held-out photos stylized by the network and scored with the yardstick against each
+    painting, at the yardstick's size: the means over photos and paintings."""
+
+    def __init__(self, photos: list[torch.Tensor], spec: TrainSpec, size: int, net: VGGFeatures | None):
+        paintings = [to_tensor(load_image(p)) for p in spec.paintings]
+        self.photos = photos
+        self.yardsticks = [[Yardstick(photo, painting, size, net) for painting in paintings] for photo in photos]
+
+    def __call__(self, net: TransformNet) -> dict:
+        device = next(net.parameters()).device
+        scores = []
+        for photo, yardsticks in zip(self.photos, self.yardsticks):
+            for row, yardstick in enumerate(yardsticks):
+                image = stylize(net, photo.to(device), torch.tensor([row], device=device)).cpu()
+                scores.append(yardstick(image))
+        return {"style": round(sum(s.style for s in scores) / len(scores), 4),
+                "content": round(sum(s.content for s in scores) / len(scores), 4)}
+
+
+def _save(path: Path, training: Training, curve: list[dict], seconds: float) -> None:
+    buffer = io.BytesIO()
+    torch.save({"training": training.state_dict(), "curve": json.dumps(curve), "seconds": seconds}, buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def _write_card(spec: TrainSpec, digests: dict[Path, str], training: list[Path], held: list[Path],
+                skipped: list[str], curve: list[dict], command: str, seconds: float) -> Path:
+    card = spec.network.with_suffix(".json")
+    write_json(card, {
+        "format": CARD_FORMAT, "nstbatch": __version__, "network": spec.network.name,
+        "styles": [{"path": str(p), "sha256": digests[p], "row": row} for row, p in enumerate(spec.paintings)],
+        "photos": {"training": len(training), "held_out": [str(p) for p in held], "left_out": skipped,
+                   "sha256": sorted(digests[p] for p in training)},
+        "training": {"steps": spec.steps, "size": spec.size, "batch": spec.batch, "lr": spec.lr, "seed": spec.seed,
+                     "seconds": round(seconds, 1)},
+        "shape": {"styles": len(spec.paintings), "width": spec.width, "blocks": spec.blocks},
+        "criterion": {"preset": spec.params.preset, "style_layers": list(spec.params.style_layers),
+                      "content_layers": list(spec.params.content_layers), "weights": spec.params.weights},
+        "held_out_yardstick": curve, "command": command})
+    return card
