@@ -200,19 +200,19 @@ def test_a_training_from_files_stops_resumes_and_writes_the_network_with_its_car
 
     def spec(name: str) -> TrainSpec:
         return TrainSpec((*photos, tmp_path / "photos" / "broken.jpg"), (painting,), tmp_path / "nets" / f"{name}.onnx",
-                         params, size=32, steps=4, batch=2, lr=5e-3, width=4, blocks=1, held_out_every=3)
+                         params, size=32, steps=4, batch=2, lr=5e-3, width=4, blocks=1, held_out_every=3, score_size=64)
 
     said, stops = [], iter([False, False, True])
-    stopped = train_network(spec("resumed"), tmp_path / "state", features=features, score_size=64, notice=said.append,
+    stopped = train_network(spec("resumed"), tmp_path / "state", features=features, notice=said.append,
                             should_stop=lambda: next(stops))
     assert stopped.card is None and stopped.step == 2 and not (tmp_path / "nets" / "resumed.onnx").exists()
     assert any("broken.jpg" in line for line in said)
     assert len(list((tmp_path / "state" / "train").glob("resumed-*.pt"))) == 1
-    done = train_network(spec("resumed"), tmp_path / "state", features=features, score_size=64, notice=said.append,
+    done = train_network(spec("resumed"), tmp_path / "state", features=features, notice=said.append,
                          command="nstbatch train m.yaml")
     assert done.step == 4 and any("resuming resumed.onnx's training at step 2" in line for line in said)
     assert not list((tmp_path / "state" / "train").glob("*.pt"))  # done: the checkpoint goes
-    unbroken = train_network(spec("unbroken"), tmp_path / "other", features=features, score_size=64)
+    unbroken = train_network(spec("unbroken"), tmp_path / "other", features=features)
     image = np.random.default_rng(0).random((1, 3, 36, 44), dtype=np.float32)
     assert np.array_equal(NetworkSession.open(done.network, "cpu")(image),
                           NetworkSession.open(unbroken.network, "cpu")(image))

@@ -1,6 +1,6 @@
 """Training a transform network from files (``engine/transform.py``): the user's photos and
 paintings read as a run reads them, the engine's criterion of ``params`` as the loss, a
-checkpoint in the state directory every ``checkpoint_every`` steps and on a stop (a stopped
+checkpoint in the state directory every ``spec.checkpoint_every`` steps and on a stop (a stopped
 training resumes to the weights an unbroken one reaches), held-out photos scored with the
 yardstick as it trains, and at the end the ONNX model with its card beside it
 (``nets/NAME.onnx`` and ``nets/NAME.json``): a model without its card is not a result.
@@ -33,6 +33,7 @@ from ..styles.networks import export_network
 from ..styles.store import StyleTargetStore
 
 CARD_FORMAT = 1
+_NOT_IN_KEY = ("photos", "paintings", "network", "params", "checkpoint_every", "score_every", "score_size")
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,15 @@ class TrainSpec:
     width: int = 32  # the network's first channels (Johnson: 32)
     blocks: int = 5
     held_out_every: int = 10  # one photo in this many is held out (at least one of two or more)
+    # When, not what: none of these changes the weights, so none is in the key.
+    checkpoint_every: int = 100  # a checkpoint every N steps (and on a stop)
+    score_every: int = 0  # score the held-out photos every N steps (0: at the end only)
+    score_size: int = 512  # the yardstick's size
 
     def key(self, digests: dict[Path, str]) -> str:
         """A digest of everything the weights depend on: the readable files' contents (by
         ``digests``), not their names."""
-        data = {**{k: v for k, v in asdict(self).items() if k not in ("photos", "paintings", "network", "params")},
+        data = {**{k: v for k, v in asdict(self).items() if k not in _NOT_IN_KEY},
                 "photos": [digests[p] for p in self.photos if p in digests],
                 "paintings": [digests[p] for p in self.paintings],
                 "params": repr(self.params)}
@@ -92,14 +97,12 @@ def split_photos(photos: Sequence[Path], every: int) -> tuple[list[Path], list[P
 
 def train_network(spec: TrainSpec, state_dir: Path, *, device: str | torch.device = "cpu",
                   features: VGGFeatures | None = None, yardstick_net: VGGFeatures | None = None,
-                  checkpoint_every: int = 100, score_every: int = 0, score_size: int = 512,
                   on_step: Callable[[TrainProgress], None] | None = None,
                   should_stop: Callable[[], bool] | None = None, notice: Callable[[str], None] | None = None,
                   command: str = "") -> TrainResult:
     """Train ``spec``'s network, from its checkpoint under ``state_dir`` where there is one;
-    score the held-out photos every ``score_every`` steps (0: at the end only) at
-    ``score_size``; stop (checkpointed) when ``should_stop`` says so. Writes the model and its
-    card when the last step is done."""
+    score the held-out photos as ``spec`` says; stop (checkpointed) when ``should_stop`` says
+    so. Writes the model and its card when the last step is done."""
     notice = notice or (lambda message: None)
     device = torch.device(device)
     for painting in spec.paintings:
@@ -129,7 +132,7 @@ def train_network(spec: TrainSpec, state_dir: Path, *, device: str | torch.devic
         curve, earlier = json.loads(saved["curve"]), float(saved["seconds"])
         notice(f"resuming {spec.network.name}'s training at step {training.step} of {spec.steps}")
     train_photos = [photos[p] for p in training_paths]
-    scorer = _Scorer([photos[p] for p in held_paths], spec, score_size, yardstick_net) if held_paths else None
+    scorer = _Scorer([photos[p] for p in held_paths], spec, yardstick_net) if held_paths else None
     started, first_step = time.monotonic(), training.step
     while training.step < spec.steps:
         if should_stop is not None and should_stop():
@@ -139,9 +142,10 @@ def train_network(spec: TrainSpec, state_dir: Path, *, device: str | torch.devic
         if on_step is not None:
             rate = (training.step - first_step) * spec.batch / max(time.monotonic() - started, 1e-9)
             on_step(TrainProgress(training.step, spec.steps, costs, rate))
-        if scorer is not None and score_every and training.step % score_every == 0 and training.step < spec.steps:
+        scoring = spec.score_every and training.step % spec.score_every == 0
+        if scorer is not None and scoring and training.step < spec.steps:
             curve.append({"step": training.step, **scorer(net)})
-        if training.step % checkpoint_every == 0 and training.step < spec.steps:
+        if training.step % spec.checkpoint_every == 0 and training.step < spec.steps:
             _save(checkpoint, training, curve, earlier + time.monotonic() - started)
     if scorer is not None:
         curve.append({"step": training.step, **scorer(net)})
@@ -170,10 +174,11 @@ class _Scorer:
     """The held-out photos stylized by the network and scored with the yardstick against each
     painting, at the yardstick's size: the means over photos and paintings."""
 
-    def __init__(self, photos: list[torch.Tensor], spec: TrainSpec, size: int, net: VGGFeatures | None):
+    def __init__(self, photos: list[torch.Tensor], spec: TrainSpec, net: VGGFeatures | None):
         paintings = [to_tensor(load_image(p)) for p in spec.paintings]
         self.photos = photos
-        self.yardsticks = [[Yardstick(photo, painting, size, net) for painting in paintings] for photo in photos]
+        self.yardsticks = [[Yardstick(photo, painting, spec.score_size, net) for painting in paintings]
+                           for photo in photos]
 
     def __call__(self, net: TransformNet) -> dict:
         device = next(net.parameters()).device
