@@ -22,7 +22,8 @@ from .io.manifest import Job
 from .io.video import is_video_file
 from .jobs.clip import ClipCall, ClipResult, clip_job
 from .jobs.frames import FrameStore
-from .jobs.single import Hooks, check_job_files, optimize_job, provenance, save_output, stylize_job
+from .jobs.single import (Hooks, check_job_files, load_content, network_provenance, optimize_job, provenance,
+                          save_output, stylize_job)
 from .styles.store import StyleTargetStore, default_store
 
 
@@ -89,6 +90,27 @@ def stylize_file(content: str | os.PathLike, style: "str | os.PathLike | StyleSp
                          **optimize_options)
     save_output(result.image, output, params, provenance(params, result, content, styles), content)
     return result
+
+
+def stylize_with_network(content: str | os.PathLike, network: str | os.PathLike, output: str | os.PathLike,
+                         params: StyleParams, *, painting: str | os.PathLike | None = None, providers: str = "auto",
+                         allow_fallback: bool = False, device: str = "cpu",
+                         notice: Callable[[str], None] | None = None) -> str:
+    """Stylize ``content`` in one forward pass of a trained transform ``network`` (an ONNX model
+    with its card, ``nstbatch train``) and write ``output`` atomically, at the output size of
+    ``params`` (``size``, ``resize``, ``crop``; the network's other parameters were fixed by
+    its training). ``painting``: which of a pool network's paintings (a file or a name).
+    Returns the ONNX Runtime provider that ran it."""
+    from .styles.networks import Networks
+
+    content, output, network = Path(content), Path(output), Path(network)
+    check_job_files(content, [], output, params)
+    networks = Networks(providers, allow_fallback=allow_fallback, device=device, notice=notice)
+    session, card = networks.open(network)
+    image = networks(network, load_content(content, params), [painting])
+    save_output(image, output, params,
+                network_provenance(params, network, card.names()[networks.row(network, painting)], content), content)
+    return session.provider
 
 
 def is_clip(path: str | os.PathLike) -> bool:

@@ -71,13 +71,22 @@ def _with_param_options(func):
     return func
 
 
+def _run_option(name: str):
+    """The typer option of ``RunOptions``'s flag ``name``."""
+    from .jobs.options import RunOptions
+
+    flag = RunOptions.flags()[name]
+    return typer.Option(flag.default, flag.option(name), help=flag.help, metavar=flag.metavar)
+
+
 @app.command(short_help="Stylize one image or one clip with a style, or a blend of styles.")
 @_with_param_options
 def stylize(
     content: Path = typer.Argument(..., help="Content image, or a clip (a video file or a folder of frames).",
                                    show_default=False, metavar="CONTENT"),
-    style: List[Path] = typer.Argument(..., help="Style image, or several to blend.", show_default=False,
-                                       metavar="STYLE..."),
+    style: Optional[List[Path]] = typer.Argument(None, help="Style image, or several to blend; with --network, which"
+                                                 " of its paintings (a file or a name; needed for a pool network).",
+                                                 show_default=False, metavar="STYLE..."),
     output: Path = typer.Option(..., "--output", "-o", help="Output image (.png, .jpg, .webp, .tif); for a clip"
                                 " a video (.mp4, .mov, .mkv, .webm) or a folder for PNG frames."),
     style_weights: Optional[str] = typer.Option(None, metavar="W|W|...", help="Blend weights, one per style,"
@@ -88,11 +97,16 @@ def stylize(
                                                 " [default: OUTPUT's folder/.nstbatch/snapshots/OUTPUT-STEM]."),
     history: Optional[Path] = typer.Option(None, help="Also write the cost history here (.csv or .json)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    network: Optional[Path] = typer.Option(None, "--network", metavar="NETS/NAME.onnx", help="A trained transform"
+                                           " network (with its card, NAME.json, beside it): one forward pass through"
+                                           " ONNX Runtime instead of an optimisation."),
+    providers: str = _run_option("providers"),
     **params,
 ):
     """Stylize one CONTENT image or clip with one STYLE image (or a blend of several) into
     --output. A clip (a video file or a folder of frames) goes frame by frame, each frame tied to
-    the previous output along the optical flow (docs/video.md). Many images: `nstbatch run`."""
+    the previous output along the optical flow (docs/video.md). With --network, one image goes
+    through a trained network in one pass. Many images: `nstbatch run`."""
     from .api import is_clip, stylize_clip_file, stylize_file
     from .environment import quiet_onnxruntime_logs
     from .jobs.single import Hooks
@@ -101,6 +115,12 @@ def stylize(
     from .jobs.records import recovered
 
     resolved = resolve_params(params.pop("preset", None), params)
+    style = list(style or [])
+    if network is not None:
+        return _stylize_with_network(content, style, output, resolved, network, providers, device, quiet)
+    if not style:
+        raise UsageError("give a STYLE image (or several to blend)", hint="nstbatch stylize photo.jpg painting.jpg"
+                         " -o out.png; or --network nets/NAME.onnx for a trained network")
     weights = _blend_weights(style_weights, len(style))
     quiet_onnxruntime_logs()  # the style targets come from ONNX Runtime, as run's do
     if history is not None and history.suffix.lower() not in (".csv", ".json"):
@@ -138,6 +158,26 @@ def stylize(
         typer.echo(f"note: {said}", err=True)
 
 
+def _stylize_with_network(content: Path, style: list[Path], output: Path, params, network: Path, providers: str,
+                          device: str, quiet: bool) -> None:
+    from .api import is_clip, stylize_with_network
+    from .environment import quiet_onnxruntime_logs
+
+    if is_clip(content):
+        raise UsageError(f"{content}: a clip through a network is not supported yet",
+                         hint="stylize the clip without --network (frame-steady optimisation, docs/video.md)")
+    if len(style) > 1:
+        raise UsageError("--network takes one STYLE: which of its paintings (a file or a name)")
+    quiet_onnxruntime_logs()
+    from .engine.devices import resolve_device
+
+    provider = stylize_with_network(content, network, output, params, painting=style[0] if style else None,
+                                    providers=providers, device=str(resolve_device(device)),
+                                    notice=lambda message: typer.echo(message, err=True))
+    if not quiet:
+        typer.echo(f"wrote {output} (network {network.name} on {provider})")
+
+
 def _blend_weights(text: Optional[str], count: int) -> list[float]:
     if text is None:
         return [1.0] * count
@@ -159,14 +199,6 @@ def _print_problems(problems, prefix: str = "") -> None:
 
     for line in merged(problems):
         typer.echo(prefix + line, err=True)
-
-
-def _run_option(name: str):
-    """The typer option of ``RunOptions``'s flag ``name``."""
-    from .jobs.options import RunOptions
-
-    flag = RunOptions.flags()[name]
-    return typer.Option(flag.default, flag.option(name), help=flag.help, metavar=flag.metavar)
 
 
 @app.command(short_help="Check a manifest without running it: every problem.")
@@ -252,6 +284,62 @@ def run(
                                                              " to requeue" if summary.exit_code != INTERRUPTED else ""),
                    err=True)
     return summary.exit_code
+
+
+@app.command(short_help="Train the networks a manifest names (network:) on its own images.")
+def train(
+    manifest: Path = typer.Argument(..., help="YAML manifest whose dataset entries name network: nets/NAME.onnx.",
+                                    show_default=False),
+    device: str = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only what was decided and the result."),
+    overrides: Optional[list[str]] = _run_option("set"),
+    state_dir: Optional[Path] = _run_option("state_dir"),
+    skip_invalid: bool = _run_option("skip_invalid"),
+):
+    """Train a transform network for each dataset entry of MANIFEST that names network:, on the
+    entry's own images with the entry's criterion (its preset's costs and layers), one row per
+    painting of its style_pool. Writes nets/NAME.onnx and its card nets/NAME.json; a stopped
+    training resumes from its checkpoint; a network already trained from the same files and
+    settings is kept. Then `nstbatch run MANIFEST` applies it. Exit 0: every network written;
+    2: invalid manifest; 75: stopped by SIGTERM (checkpointed); 130: Ctrl-C."""
+    import shlex
+    import signal
+    import sys
+
+    from .engine.devices import resolve_device
+    from .io.manifest import parse_overrides
+    from .jobs.ledger import EXIT_PREEMPTED
+    from .jobs.plan import InvalidManifest
+    from .jobs.run import stop_on
+    from .jobs.train import TrainCall, train_manifest
+
+    said = lambda message: typer.echo(message, err=True)  # noqa: E731
+
+    def step(name: str, progress) -> None:
+        if not quiet and (progress.step % max(1, progress.steps // 20) == 0 or progress.step == progress.steps):
+            said(f"{name}: step {progress.step}/{progress.steps}, cost {progress.costs.total:.4g} (content"
+                 f" {progress.costs.content:.4g}, style {progress.costs.style:.4g}),"
+                 f" {progress.images_per_second:.2f} crops/s")
+
+    with stop_on((signal.SIGTERM,)) as stop:  # and Ctrl-C: either checkpoints the training under way
+        call = TrainCall(resolve_device(device), step, lambda: stop.requested, said,
+                         shlex.join(["nstbatch", *sys.argv[1:]]) if sys.argv[1:2] == ["train"] else "")
+        try:
+            results = train_manifest(manifest, state_dir, overrides=parse_overrides(overrides or []),
+                                     skip_invalid=skip_invalid, call=call)
+        except InvalidManifest as e:
+            _print_problems(e.problems)
+            raise
+    for result in results:
+        if result.card is None:
+            said(f"stopped: {result.network.name} checkpointed at step {result.step}; the next"
+                 f" `nstbatch train {manifest}` resumes it")
+            return EXIT_PREEMPTED if stop.signal == signal.SIGTERM else INTERRUPTED
+        final = result.curve[-1] if result.curve else None
+        typer.echo(f"{'kept' if result.already else 'wrote'} {result.network} and its card {result.card.name}"
+                   + (" (already trained from these files and settings)" if result.already else "")
+                   + (f"; held-out yardstick: style {final['style']}, content {final['content']}" if final else ""))
+    return 0
 
 
 def _print_dry_run(plan) -> None:

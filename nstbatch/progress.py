@@ -122,8 +122,9 @@ class RunProgress:
             (self.bar.console.print(line, markup=False, highlight=False) if self.bar
              else typer.echo(line, err=True))
         elif not self.quiet and self.bar is None:
+            cost = f", total cost {outcome.costs['total']:.4g}" if outcome.costs else ""  # none: a network's pass
             typer.echo(f"[{number}/{count}] done {outcome.job.id} -> {outcome.job.output}"
-                       f" ({outcome.seconds:.1f}s, total cost {outcome.costs['total']:.4g})"
+                       f" ({outcome.seconds:.1f}s{cost})"
                        + "".join(f"; {said}" for said in (outcome.note, recovered(outcome.recoveries)) if said),
                        err=True)
 

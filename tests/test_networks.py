@@ -234,3 +234,115 @@ def test_a_painting_that_cannot_be_read_stops_the_training_before_any_work(tmp_p
     with pytest.raises(InputError, match="missing.jpg"):
         train_network(spec, tmp_path / "state", features=features)
     assert not (tmp_path / "state").exists() and not (tmp_path / "nets").exists()
+
+
+def test_stylize_with_a_trained_network_is_one_pass_of_it_and_names_its_paintings(tmp_path, setup, capsys):
+    """``nstbatch stylize PHOTO PAINTING -o OUT --network NET`` as a user runs it after a
+    training: the output is the network's pass over the photo at the output's size, in 8 bits;
+    a pool network's painting chosen by file or by name, and refused (with the names it
+    paints) when unsaid or unknown; a network without its card refused."""
+    from PIL import Image
+
+    from nstbatch.jobs.single import load_content
+    from nstbatch.jobs.train import TrainSpec, train_network
+    from nstbatch.styles.networks import NetworkSession
+    from tests.conftest import run_cli
+
+    params, features = setup
+    photos = draw_photos(tmp_path / "photos", 2)
+    paintings = []
+    for name, phase in (("waves", 2.0), ("swirls", 3.5)):
+        paintings.append(tmp_path / f"{name}.png")
+        Image.fromarray(pattern(48, 48, phase=phase)[::-1].copy()).save(paintings[-1])
+    network = tmp_path / "nets" / "pool.onnx"
+    train_network(TrainSpec(tuple(photos), tuple(paintings), network, params, size=32, steps=2, batch=2, width=4,
+                            blocks=1, score_size=48), tmp_path / "state", features=features)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(pattern(50, 38, phase=1.1)).save(photo)
+    session = NetworkSession.open(network, "cpu")
+    pixels = load_content(photo, resolve_params("balanced", {"size": "40"})).numpy()
+
+    for chosen, row in ((paintings[1], 1), ("waves", 0)):
+        out = tmp_path / f"out-{row}.png"
+        code, said, err = run_cli(capsys, "stylize", photo, chosen, "-o", out, "--network", network, "--size", "40",
+                                  "--providers", "cpu")
+        assert code == 0, err
+        assert f"wrote {out} (network pool.onnx on CPUExecutionProvider)" in said
+        expected = np.clip(session(pixels, np.array([row], np.int64))[0].transpose(1, 2, 0) * 255 + 0.5, 0, 255)
+        written = np.asarray(Image.open(out), dtype=np.float64)
+        assert written.shape == (30, 40, 3) and np.abs(written - expected.astype(np.uint8)).max() <= 1
+
+    code, _, err = run_cli(capsys, "stylize", photo, "-o", tmp_path / "x.png", "--network", network)
+    assert code == 2 and "paints 2 paintings; say which" in err and "waves, swirls" in err
+    code, _, err = run_cli(capsys, "stylize", photo, "monet", "-o", tmp_path / "x.png", "--network", network)
+    assert code == 2 and "monet: neither a file nor a painting of the network pool" in err
+    code, _, err = run_cli(capsys, "stylize", photo, photo, "-o", tmp_path / "x.png", "--network", network)
+    assert code == 2 and "was not trained on this painting" in err
+    network.with_suffix(".json").unlink()
+    code, _, err = run_cli(capsys, "stylize", photo, "waves", "-o", tmp_path / "x.png", "--network", network)
+    assert code == 2 and "the network's card is missing" in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_train_then_run_a_manifest_whose_entry_names_a_network(tmp_path, capsys):
+    """The user's path: ``run`` before ``train`` refuses the entry with the fix; ``train``
+    writes the network and its card (a broken photo left out by name); ``run`` makes every
+    output in one pass of it, equal to the network's pass over the photo, and records them
+    done; ``train`` again keeps the network; a network trained anew reruns the outputs."""
+    import json
+
+    from PIL import Image
+
+    from nstbatch.jobs.single import load_content
+    from nstbatch.styles.networks import NetworkSession
+    from tests.conftest import report_lines, run_cli
+
+    draw_photos(tmp_path / "photos", 4)
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "paintings").mkdir()
+    for name, phase in (("waves", 2.0), ("swirls", 3.5)):
+        Image.fromarray(pattern(48, 48, phase=phase)[::-1].copy()).save(tmp_path / "paintings" / f"{name}.png")
+    manifest = tmp_path / "m.yaml"
+
+    def write(steps: int) -> None:
+        manifest.write_text(
+            "defaults: {style_layers: 'relu1_1,relu2_1,relu3_1', content_layers: relu2_2, precision: fp32, size: 40}\n"
+            "jobs:\n"
+            "  - dataset: photos/\n    style_pool: paintings/\n    assign: each\n    network: nets/pool.onnx\n"
+            f"    train_size: 32\n    train_steps: {steps}\n    train_batch: 2\n"
+            "    output: 'out/{content_stem}-{style_stem}.png'\n")
+
+    write(3)
+    code, _, err = run_cli(capsys, "run", manifest)
+    assert code == 2 and "nets/pool.onnx: no such network (train it first: nstbatch train m.yaml)" in err
+    assert not (tmp_path / "out").exists()
+
+    code, out, err = run_cli(capsys, "train", manifest)
+    assert code == 0, err
+    assert "left out of the training" in err and "broken.jpg" in err and "step 3/3" in err
+    assert f"wrote {tmp_path / 'nets' / 'pool.onnx'} and its card pool.json" in out
+    card = json.loads((tmp_path / "nets" / "pool.json").read_text())
+    assert [s["path"] for s in card["styles"]] == [str(tmp_path / "paintings" / n) for n in ("swirls.png", "waves.png")]
+    assert card["training"]["steps"] == 3 and card["command"] == ""
+
+    code, out, err = run_cli(capsys, "run", manifest, "--skip-invalid")  # the broken photo: its jobs invalid
+    assert code == 1 and "done 8, already done 0, failed 0, invalid 2" in out
+    session = NetworkSession.open(tmp_path / "nets" / "pool.onnx", "cpu")
+    params = resolve_params("balanced", {"size": "40"})
+    for row, painting in enumerate(("swirls", "waves")):
+        pixels = load_content(tmp_path / "photos" / "p1.png", params).numpy()
+        expected = np.clip(session(pixels, np.array([row], np.int64))[0].transpose(1, 2, 0) * 255 + 0.5, 0, 255)
+        written = np.asarray(Image.open(tmp_path / "out" / f"p1-{painting}.png"), dtype=np.float64)
+        assert np.abs(written - expected.astype(np.uint8)).max() <= 1
+    done = [line for line in report_lines(tmp_path, manifest="m.yaml") if line["status"] == "done"]
+    assert len(done) == 8 and all(line["note"].startswith("network pool.onnx on CPU") for line in done)
+
+    code, out, err = run_cli(capsys, "train", manifest)
+    assert code == 0 and "kept" in out and "already trained" in out
+    code, out, _ = run_cli(capsys, "run", manifest, "--skip-invalid")
+    assert "done 0, already done 8" in out
+    write(4)  # another training: another network, so every output is made again
+    code, out, err = run_cli(capsys, "train", manifest)
+    assert code == 0 and "wrote" in out
+    code, out, _ = run_cli(capsys, "run", manifest, "--skip-invalid")
+    assert "done 8, already done 0" in out

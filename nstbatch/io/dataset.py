@@ -16,7 +16,7 @@ import hashlib
 import os
 import shutil
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import webdataset
@@ -28,6 +28,8 @@ from ..fs import atomic_write
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 ASSIGNS = ("random", "cycle", "each")
 DATASET_KEYS = ("dataset", "style_pool", "variants", "assign", "output", "copy", "format")
+# An entry whose images go through a trained network (``nstbatch train`` trains it from them).
+NETWORK_KEYS = ("network", "train_size", "train_steps", "train_batch")
 # What each key of a dataset entry means, for the reference (docs/make_reference.py).
 DATASET_HELP = {
     "dataset": "a folder walked recursively (sorted; symlinked folders not followed), or WebDataset shards"
@@ -42,6 +44,11 @@ DATASET_HELP = {
     "copy": "sidecar files (globs, e.g. `*.xml`) copied unchanged into the mirrored tree, or a shard sample's"
             " other members",
     "format": "shards: the image format of the output samples (png, jpg, webp; default: the input's)",
+    "network": "`nets/NAME.onnx`: a transform network for the pool (one row per painting), trained on the entry's"
+               " own images by `nstbatch train` and applied to them by `nstbatch run` in one pass each",
+    "train_size": "`nstbatch train`: the side of the random crops it trains on (default 256)",
+    "train_steps": "`nstbatch train`: the training's updates (default 2000)",
+    "train_batch": "`nstbatch train`: crops an update (default 4)",
 }
 DATASET_TEMPLATE_FIELDS = ("content_reldir", "content_relpath", "content_stem", "style_stem",
                            "variant", "id", "index", "shard_stem", "key")
@@ -100,6 +107,7 @@ class Expanded:
     jobs: list[DatasetJob]
     copies: list[Copy]
     problems: list[str]
+    pool: list[tuple[str, Path]] = field(default_factory=list)  # the usable paintings, in order
 
 
 def is_image_name(name: str) -> bool:
@@ -425,7 +433,7 @@ def expand(base: Path, out_base: Path, at: tuple[str, int], entry: dict, params:
         _check_output_shards(base, entry["dataset"], spec, {os.path.normpath(out_base / job.output) for job in jobs})
     copies = (_shard_sidecars(spec, jobs, sidecars, out_base, at) if spec.shards and spec.copy_patterns
               else _sidecars(spec, files, out_base, template, at))
-    return Expanded(jobs, copies, problems)
+    return Expanded(jobs, copies, problems, pool)
 
 
 def _check_output_shards(base: Path, value, spec: _Entry, outputs: set[str]) -> None:

@@ -131,6 +131,10 @@ def weights_identity(spec: str) -> str:
     return spec if path is None else f"file:{sha256_of(path)}:{suffix}"
 
 
+# What a job through a trained network reads of its parameters: the output's size and form.
+NETWORK_OUTPUT_FIELDS = ("size", "resize", "crop", "bit_depth", "jpeg_quality", "webp_quality")
+
+
 def params_hash(job: Job, hashes: FileHashes, weights_id: str) -> str:
     """What decides whether an existing output is done: the resolved parameters, the content
     of every input file, and the weights. Paths, row numbers and snapshots do not count."""
@@ -142,7 +146,10 @@ def params_hash(job: Job, hashes: FileHashes, weights_id: str) -> str:
     if not job.clip:  # a still image's output does not depend on them: changing them reruns no image
         for name in VIDEO_FIELDS:
             params.pop(name, None)
-    if job.params.init_file:
+    if job.network is not None:  # its output is the network's pass: the network's bytes and the output's form
+        params = {k: v for k, v in params.items() if k in NETWORK_OUTPUT_FIELDS}
+        params["network"] = hashes(job.network) if job.network.is_file() else "missing"
+    elif job.params.init_file:
         params["init"] = "file:" + hashes(Path(job.params.init_file))
     if job.clip and job.params.flow_file:  # RAFT's weights count by their bytes, not their path
         params["flow"] = f"{job.params.flow.partition(':')[0]}:file:" + hashes(Path(job.params.flow_file))

@@ -65,6 +65,7 @@ class Job:
     line: int = 0  # its line in the manifest (7), for ordering
     origin: dataset.Origin | None = None  # a dataset entry's job: its image, painting and variant
     clip: bool = False  # content is a clip (a video file or a folder of frames), output a video or a folder
+    network: Path | None = None  # stylized in one pass of this trained network (``NetworkEntry``)
 
     @property
     def inputs(self) -> tuple[Path, ...]:
@@ -84,12 +85,28 @@ class Problem:
         return f"{self.where}: {self.message}"
 
 
+@dataclass(frozen=True)
+class NetworkEntry:
+    """A dataset entry that names ``network:``: the network ``nstbatch train`` trains on the
+    entry's own images (one row per painting of its pool) and ``nstbatch run`` applies to them."""
+
+    where: str  # "m.yaml:4"
+    network: Path  # nets/NAME.onnx; its card is nets/NAME.json
+    photos: tuple[Path, ...]  # the entry's content images, in the entry's order
+    paintings: tuple[Path, ...]  # its usable pool, in order: row i paints paintings[i]
+    params: StyleParams  # the entry's: the criterion the network is trained with
+    size: int = 256  # train_size: the random crops' side
+    steps: int = 2000  # train_steps
+    batch: int = 4  # train_batch
+
+
 @dataclass
 class Manifest:
     path: Path
     jobs: list[Job] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     copies: list[dataset.Copy] = field(default_factory=list)  # dataset entries' sidecar files
+    networks: list[NetworkEntry] = field(default_factory=list)  # entries that name network:
 
 
 def merged(problems: list[Problem]) -> list[str]:
@@ -200,7 +217,7 @@ def _first_unknown_line(entry, valid) -> int | None:
 
 CSV_COLUMNS = CSV_REQUIRED + CSV_OPTIONAL + tuple(FIELDS)
 YAML_JOB_KEYS = JOB_KEYS + ("video",) + tuple(FIELDS)
-DATASET_ENTRY_KEYS = dataset.DATASET_KEYS + tuple(FIELDS)
+DATASET_ENTRY_KEYS = dataset.DATASET_KEYS + dataset.NETWORK_KEYS + tuple(FIELDS)
 
 
 def _weights_list(text: str, n: int) -> list[float]:
@@ -410,6 +427,9 @@ def _dataset_jobs(manifest: Manifest, base: Path, out_base: Path, at: tuple[str,
     except dataset.EntryError as e:
         raise _RowError(str(e)) from None
     manifest.problems += [Problem(where, message, line=line) for message in expanded.problems]
+    network = _network_entry(base, where, entry, params, expanded) if "network" in entry else None
+    if network is not None:
+        manifest.networks.append(network)
     several = max((job.variant for job in expanded.jobs), default=0) > 0
     for job in expanded.jobs:
         label, style = job.style
@@ -417,8 +437,28 @@ def _dataset_jobs(manifest: Manifest, base: Path, out_base: Path, at: tuple[str,
         manifest.jobs.append(Job(job_id, _resolve(base, job.content), ((style, 1.0),),
                                  _resolve(out_base, job.output.replace("{id}", job_id)), job.params,
                                  f"{where} ({job.relpath}{f', variant {job.variant}' if several else ''})", line,
-                                 job.origin))
+                                 job.origin, network=network and network.network))
     manifest.copies += expanded.copies
+
+
+# train_size, train_steps, train_batch: (default, least, most)
+_TRAINING = {"train_size": (256, 16, 4096), "train_steps": (2000, 1, 10_000_000), "train_batch": (4, 1, 1024)}
+
+
+def _network_entry(base: Path, where: str, entry, params: StyleParams, expanded: dataset.Expanded) -> NetworkEntry:
+    """The entry's ``network:`` and training keys, checked; its images and pool."""
+    text = _as_text(entry["network"], "network")
+    if not text.lower().endswith(".onnx"):
+        raise _RowError(f"network must name an ONNX model (nets/NAME.onnx), got {text!r}")
+    numbers = {}
+    for key, (default, least, most) in _TRAINING.items():
+        value = entry.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+            raise _RowError(f"{key} must be a whole number from {least} to {most}, got {value!r}")
+        numbers[key] = value
+    photos = tuple(dict.fromkeys(_resolve(base, job.content) for job in expanded.jobs))
+    return NetworkEntry(where, _resolve(base, text), photos, tuple(path for _, path in expanded.pool), params,
+                        numbers["train_size"], numbers["train_steps"], numbers["train_batch"])
 
 
 def _as_text(value, what: str) -> str:
@@ -549,8 +589,9 @@ def trial_folder(manifest: str | os.PathLike, overrides: dict[str, str] | None) 
 
 
 def _as_trial(manifest: Manifest, overrides: dict[str, str]) -> Manifest:
-    """A trial never overwrites what the manifest's own parameters made: its outputs move to
-    ``trial_folder`` (paths outside the manifest's folder under ``elsewhere/``)."""
+    """A trial never overwrites what the manifest's own parameters made: its outputs and the
+    networks it trains and applies move to ``trial_folder`` (paths outside the manifest's folder
+    under ``elsewhere/``)."""
     base, root = Path(os.path.abspath(manifest.path)).parent, trial_folder(manifest.path, overrides)
 
     def moved(path) -> Path:
@@ -564,10 +605,12 @@ def _as_trial(manifest: Manifest, overrides: dict[str, str]) -> Manifest:
         origin = job.origin
         if origin is not None and origin.root:
             origin = replace(origin, root=str(moved(origin.root)))
-        return replace(job, output=moved(job.output), origin=origin)
+        return replace(job, output=moved(job.output), origin=origin,
+                       network=job.network and moved(job.network))
 
     return replace(manifest, jobs=[job(j) for j in manifest.jobs],
-                   copies=[replace(copy, target=moved(copy.target)) for copy in manifest.copies])
+                   copies=[replace(copy, target=moved(copy.target)) for copy in manifest.copies],
+                   networks=[replace(entry, network=moved(entry.network)) for entry in manifest.networks])
 
 
 def read_manifest(path: str | os.PathLike, overrides: dict[str, str] | None = None) -> Manifest:

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..config import INITS, split_weights_spec
 from ..errors import NstbatchError
 from ..geometry import long_side_size, output_size
+from .cards import NetworkCard
 from .images import ImageInfo, check_bit_depth, probe_image
 from .video import ClipInfo, clip_output_format, probe_clip
 from ..layers import min_image_side, suggest
@@ -54,6 +55,25 @@ class _OutputFolders:
         return f"output folder {folder} {what} ({self._tried[probe]})"
 
 
+class _Networks:
+    """Why a job cannot go through its trained network (no network or card yet, a painting it
+    was not trained on), or None; each network read and each painting hashed once."""
+
+    def __init__(self, manifest: Path):
+        self.manifest = manifest
+        self._answers: dict[tuple[Path, Path], str | None] = {}
+
+    def problem(self, network: Path, painting: Path) -> str | None:
+        if (network, painting) not in self._answers:
+            try:
+                NetworkCard.of(network).row_of(painting)
+                self._answers[network, painting] = None
+            except NstbatchError as e:  # each hint says to train: name this manifest
+                hint = (e.hint or "").replace("nstbatch train", f"nstbatch train {self.manifest.name}")
+                self._answers[network, painting] = f"{e.message} ({hint})" if hint else e.message
+        return self._answers[network, painting]
+
+
 def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]:
     """Problems of the parsed jobs, on top of the ones parsing found; each names its line."""
     problems: list[Problem] = []
@@ -79,7 +99,7 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
         by_id[job.id].append(job)
         by_output[key(job.output)].append(job)
         inputs.update(key(p) for p in job.inputs)
-    folders = _OutputFolders()
+    folders, networks = _OutputFolders(), _Networks(manifest.path)
     for job in manifest.jobs:
         def report(message: str, job=job) -> None:
             problems.append(Problem(job.where, message, job.id, job.line))
@@ -105,34 +125,41 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
         weights_path = split_weights_spec(job.params.weights)[0]
         if weights_path is not None and not weights_path.is_file():
             report(f"weights file {weights_path} does not exist")
+        if job.network is not None and (problem := networks.problem(job.network, job.styles[0][0])):
+            report(problem)
         if job.clip and job.params.flow_file and not Path(job.params.flow_file).is_file():
             report(f"flow: RAFT weights file {job.params.flow_file} does not exist (torchvision's"
                    f" raft_small/raft_large .pth; nothing is downloaded)")
-        if not check_files:
-            continue
-        init = [("init", Path(job.params.init_file))] if job.params.init_file else []
-        style_side = job.params.style_side()  # of the output's long side, once the content is read
-        for role, path in [("content", job.content)] + [("style", p) for p, _ in job.styles] + init:
-            info = probe(path, job.clip and role == "content")
-            if isinstance(info, str):
-                # an init that is no file may be a misspelt choice ('palet' for palette)
-                close = suggest(path.name, INITS) if role == "init" and not path.exists() else ""
-                report(f"{role}: {info}{close}")
-                continue
-            if role == "init":
-                continue  # resized to the output, whatever its size
-            w, h = (output_size(info.width, info.height, *job.params.geometry) if role == "content"
-                    else long_side_size(info.width, info.height, style_side))
-            if role == "content":
-                style_side = job.params.style_side(max(w, h))
-            layers = job.params.feature_layers if role == "content" else job.params.style_layers
-            need = min_image_side(layers)  # (coarse scales too small for them are skipped)
-            if layers and min(w, h) < need:
-                report(f"{role} {path.name} is {w}x{h} px at size "
-                       f"{job.params.size if role == 'content' else style_side}"
-                       f", too small for its layers (each side needs {need} px); raise size")
+        if check_files:
+            _check_files(job, probe, report)
     problems += _check_copies(manifest, set(by_output), inputs, folders)
     return problems
+
+
+def _check_files(job: Job, probe, report) -> None:
+    """The job's input files: each readable (``probe``), and big enough for its layers at the
+    sizes the job uses them."""
+    init = [("init", Path(job.params.init_file))] if job.params.init_file else []
+    style_side = job.params.style_side()  # of the output's long side, once the content is read
+    for role, path in [("content", job.content)] + [("style", p) for p, _ in job.styles] + init:
+        info = probe(path, job.clip and role == "content")
+        if isinstance(info, str):
+            # an init that is no file may be a misspelt choice ('palet' for palette)
+            close = suggest(path.name, INITS) if role == "init" and not path.exists() else ""
+            report(f"{role}: {info}{close}")
+            continue
+        if role == "init" or job.network is not None:
+            continue  # resized to the output, whatever its size; a network takes any size
+        w, h = (output_size(info.width, info.height, *job.params.geometry) if role == "content"
+                else long_side_size(info.width, info.height, style_side))
+        if role == "content":
+            style_side = job.params.style_side(max(w, h))
+        layers = job.params.feature_layers if role == "content" else job.params.style_layers
+        need = min_image_side(layers)  # (coarse scales too small for them are skipped)
+        if layers and min(w, h) < need:
+            report(f"{role} {path.name} is {w}x{h} px at size "
+                   f"{job.params.size if role == 'content' else style_side}"
+                   f", too small for its layers (each side needs {need} px); raise size")
 
 
 def _check_copies(manifest: Manifest, outputs: set[str], inputs: set[str],

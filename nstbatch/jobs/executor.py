@@ -20,6 +20,7 @@ from ..engine.devices import is_out_of_memory, memory_available, report_every, r
 from ..errors import NstbatchError, OptimizationError
 from ..fs import remove_stale_temps
 from ..io.images import save_image
+from ..styles.networks import Networks
 from ..styles.onnx_backend import OnnxError
 from ..engine.optimize import Checkpoint, Progress, Result
 from ..engine.vgg import build_features
@@ -37,8 +38,8 @@ from .options import RunOptions
 from .plan import Planned, style_pixels
 from .clip import ClipCall, ClipResult, clip_inputs, clip_job, stylize_clips, write_clip
 from .frames import FrameStore
-from .single import (Hooks, Preempted, check_job_files, engine_memory, load_content, optimize_job, provenance,
-                     save_output)
+from .single import (Hooks, Preempted, check_job_files, engine_memory, load_content, network_provenance, optimize_job,
+                     provenance, save_output)
 
 # A job whose cost turns NaN or infinite is retried once with its learning rate times this.
 RETRY_LR_FACTOR = 0.1
@@ -102,6 +103,8 @@ class JobExecutor:
         self.report_every = report_every(self.device)
         self.peers = max(1, peers)
         self.features: dict[tuple, VGGFeatures] = {}
+        self.networks = Networks(options.providers, allow_fallback=options.allow_fallback, device=self.device,
+                                 notice=notice)
 
     def _features(self, params) -> VGGFeatures:
         key = (params.weights, params.pooling, params.feature_layers)
@@ -169,7 +172,9 @@ class JobExecutor:
             for shape in dict.fromkeys(clip.shape for clip in clips):  # clips of one frame size: frame t of each in one pass
                 outcomes += self._attempt([clip for clip in clips if clip.shape == shape], claims, on_step)
             loaded = self._load([item for item in batch if item.job.id in claims and not item.job.clip], outcomes)
-            if loaded:
+            if networked := [unit for unit in loaded if unit.item.job.network is not None]:
+                outcomes += self._through_network(networked)
+            if loaded := [unit for unit in loaded if unit.item.job.network is None]:
                 outcomes += self._attempt(loaded, claims, on_step)
         return outcomes
 
@@ -212,6 +217,37 @@ class JobExecutor:
                         " that owns the clip")
         return self._outcome(item, LineStatus.ELSEWHERE, seconds=time.monotonic() - started, joined=True,
                              error=f"{done.stylized} frame(s) of its shots stylized here")
+
+    def _through_network(self, loaded: list[_Loaded]) -> list[Outcome]:
+        """Jobs through their trained network (``network:``), one pass for each network and
+        image size; each output written and recorded as a still's is."""
+        outcomes = []
+        for network, shape in dict.fromkeys((unit.item.job.network, unit.shape) for unit in loaded):
+            group = [unit for unit in loaded if (unit.item.job.network, unit.shape) == (network, shape)]
+            started = time.monotonic()
+            try:
+                images = self.networks(network, torch.cat([unit.content for unit in group]),
+                                       [unit.item.job.styles[0][0] for unit in group])
+                session, card = self.networks.open(network)
+            except OnnxError:
+                raise
+            except Exception as error:  # noqa: BLE001 - these jobs' failure never ends the run
+                outcomes += [self._outcome(unit.item, LineStatus.FAILED, error=error_text(error)) for unit in group]
+                continue
+            per_image = (time.monotonic() - started) / len(group)
+            for index, unit in enumerate(group):
+                job, painting = unit.item.job, card.names()[self.networks.row(network, unit.item.job.styles[0][0])]
+                try:
+                    save_output(images[index:index + 1], staged(job.output), job.params,
+                                network_provenance(job.params, network, painting, job.content), job.content)
+                    self.state.mark_done(job, unit.item.hash, seconds=per_image, batch=len(group), costs=None,
+                                         device=str(self.device), activation_checkpointing=False)
+                except (NstbatchError, OSError) as error:
+                    outcomes.append(self._outcome(unit.item, LineStatus.FAILED, error=error_text(error)))
+                    continue
+                outcomes.append(self._outcome(unit.item, LineStatus.DONE, seconds=per_image, batch=len(group),
+                                              note=f"network {network.name} on {session.provider}"))
+        return outcomes
 
     # --- one attempt at a pass: stills or clips ------------------------------------------------------
 

@@ -96,7 +96,7 @@ class RunOptions:
         Optional[Path]))
     providers: str = field(default="auto", metadata=_flag(
         "ONNX Runtime providers: auto (TensorRT, CUDA, CPU where a GPU is visible; else CPU) or a comma"
-        " list of tensorrt, cuda, cpu.", str, "auto"))
+        " list of tensorrt, cuda, cpu.", str, "auto", metavar="auto|LIST"))
     allow_fallback: bool = field(default=False, metadata=_flag(
         "Run on whatever provider ONNX Runtime starts instead of failing when the first one asked for"
         " does not.", bool, False))

@@ -111,7 +111,7 @@ class _Run:
 
 
 @contextmanager
-def _stop_on(signals):
+def stop_on(signals):
     """A ``Stop`` that the stop signals and Ctrl-C set while the run lasts (in the main thread)."""
     stop = Stop(signals[0] if signals else signal.SIGTERM)
     previous = {}
@@ -275,7 +275,7 @@ def run_manifest(options: RunOptions, events: RunEvents | None = None) -> tuple[
     run = _Run(state, summary, events, len(to_run), outputs)
     run.taking(to_run)
     started = time.monotonic()
-    with _stop_on(options.stop_signals) as stop:
+    with stop_on(options.stop_signals) as stop:
         interrupted = _execute(options, state, devices, tasks, run, stop)
         helpable = plan.others or any(item.job.clip for item in to_run)  # (a clip of ours another task took)
         if options.steal and helpable and not interrupted and not stop.requested:

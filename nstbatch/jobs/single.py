@@ -21,7 +21,9 @@ from ..engine.targets import StyleTarget
 from ..engine.vgg import VGGFeatures
 from ..engine.weights import load_weights
 from ..errors import InputError
+from ..fs import sha256_of
 from ..io import webdataset
+from ..io.hashing import NETWORK_OUTPUT_FIELDS
 from ..io.images import (check_bit_depth, check_output_path, fit_image, icc_profile, load_image, probe_image,
                          save_image)
 from ..styles.store import StyleTargetStore, default_store
@@ -121,6 +123,14 @@ def provenance(params: StyleParams, result: Result, content: Path,
                        "tv": final.tv},
         "version": {"nstbatch": __version__, "torch": torch.__version__},
     }
+
+
+def network_provenance(params: StyleParams, network: Path, painting: str, content: Path) -> dict:
+    """What made an output that a trained network painted, stored inside it: the output's form,
+    the network (by its bytes) and the painting its row was trained on."""
+    return {"params": {k: v for k, v in params.to_dict().items() if k in NETWORK_OUTPUT_FIELDS},
+            "network": {"name": network.name, "sha256": sha256_of(network), "painting": painting},
+            "content": content.name, "version": {"nstbatch": __version__, "torch": torch.__version__}}
 
 
 def save_output(image: torch.Tensor, output: Path, params: StyleParams, metadata: dict, content: Path) -> None:

@@ -21,8 +21,9 @@ from typing import Callable, Sequence
 import torch
 
 from ..config import StyleParams
-from ..errors import InputError, NstbatchError
+from ..errors import InputError, NstbatchError, UsageError
 from ..fs import atomic_write, sha256_of, write_json
+from ..io import webdataset
 from ..io.images import load_image, probe_image
 from ..version import __version__
 from ..engine.pixels import to_tensor
@@ -84,6 +85,7 @@ class TrainResult:
     step: int
     skipped: list[str] = field(default_factory=list)  # photos left out, each with its reason
     curve: list[dict] = field(default_factory=list)  # the held-out yardstick as it trained
+    already: bool = False  # the network and its card were there, trained from these very files and settings
 
 
 def split_photos(photos: Sequence[Path], every: int) -> tuple[list[Path], list[Path]]:
@@ -115,6 +117,9 @@ def train_network(spec: TrainSpec, state_dir: Path, *, device: str | torch.devic
     if not training_paths:
         raise InputError(f"{spec.network}: no photo to train on ({len(skipped)} could not be read)",
                          hint="give the training readable photos (a dataset folder or a list of files)")
+    key = spec.key(digests)
+    if (already := _trained(spec, key)) is not None:
+        return TrainResult(spec.network, already, spec.steps, skipped, [], already=True)
     features = features or build_features(spec.params, device)
     store = StyleTargetStore(backend="torch", device=device)
     targets = [store.for_files([(painting, 1.0)], spec.params, training_paths[0], spec.size)[0]
@@ -123,7 +128,7 @@ def train_network(spec: TrainSpec, state_dir: Path, *, device: str | torch.devic
     net = TransformNet(Shape(len(spec.paintings), spec.width, spec.blocks)).to(device)
     training = Training(net, features, spec.params, targets, size=spec.size, batch=spec.batch, lr=spec.lr,
                         seed=spec.seed)
-    checkpoint = Path(state_dir) / "train" / f"{spec.network.stem}-{spec.key(digests)}.pt"
+    checkpoint = Path(state_dir) / "train" / f"{spec.network.stem}-{key}.pt"
     curve: list[dict] = []
     earlier = 0.0  # seconds the runs before this one trained
     if checkpoint.is_file():
@@ -150,7 +155,7 @@ def train_network(spec: TrainSpec, state_dir: Path, *, device: str | torch.devic
     if scorer is not None:
         curve.append({"step": training.step, **scorer(net)})
     export_network(net, spec.network)
-    card = _write_card(spec, digests, training_paths, held_paths, skipped, curve, command,
+    card = _write_card(spec, key, digests, (training_paths, held_paths, skipped), curve, command,
                        earlier + time.monotonic() - started)
     checkpoint.unlink(missing_ok=True)
     return TrainResult(spec.network, card, training.step, skipped, curve)
@@ -164,10 +169,17 @@ def _read_photos(paths: Sequence[Path], longest: int, digests: dict[Path, str]):
         try:
             info = probe_image(path)
             photos[path] = to_tensor(load_image(path, min(longest, max(info.width, info.height))))
-            digests[path] = sha256_of(path)
+            digests[path] = _digest(path)
         except (OSError, NstbatchError) as e:
             skipped.append(f"{path}: {getattr(e, 'strerror', None) or e}")
     return photos, skipped
+
+
+def _digest(path: Path) -> str:
+    """A photo's sha256: a file's, or a WebDataset shard member's bytes."""
+    if webdataset.is_member(path):
+        return webdataset.sha256(path)
+    return sha256_of(path)
 
 
 class _Scorer:
@@ -198,11 +210,21 @@ def _save(path: Path, training: Training, curve: list[dict], seconds: float) -> 
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
-def _write_card(spec: TrainSpec, digests: dict[Path, str], training: list[Path], held: list[Path],
-                skipped: list[str], curve: list[dict], command: str, seconds: float) -> Path:
+def _trained(spec: TrainSpec, key: str) -> Path | None:
+    """The card of ``spec``'s network when the network is there and was trained from these very
+    files and settings (its card's ``key``)."""
     card = spec.network.with_suffix(".json")
+    try:
+        return card if spec.network.is_file() and json.loads(card.read_text()).get("key") == key else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _write_card(spec: TrainSpec, key: str, digests: dict[Path, str], photos: tuple[list[Path], list[Path], list[str]],
+                curve: list[dict], command: str, seconds: float) -> Path:
+    card, (training, held, skipped) = spec.network.with_suffix(".json"), photos
     write_json(card, {
-        "format": CARD_FORMAT, "nstbatch": __version__, "network": spec.network.name,
+        "format": CARD_FORMAT, "nstbatch": __version__, "network": spec.network.name, "key": key,
         "styles": [{"path": str(p), "sha256": digests[p], "row": row} for row, p in enumerate(spec.paintings)],
         "photos": {"training": len(training), "held_out": [str(p) for p in held], "left_out": skipped,
                    "sha256": sorted(digests[p] for p in training)},
@@ -213,3 +235,47 @@ def _write_card(spec: TrainSpec, digests: dict[Path, str], training: list[Path],
                       "content_layers": list(spec.params.content_layers), "weights": spec.params.weights},
         "held_out_yardstick": curve, "command": command})
     return card
+
+
+@dataclass(frozen=True)
+class TrainCall:
+    """How ``train_manifest`` reports and is stopped: ``notice`` hears what it decided (a
+    photo left out, a resume, a network already trained), ``on_step`` each update of the
+    network ``name`` being trained, ``should_stop`` is asked before each update."""
+
+    device: str | torch.device = "cpu"
+    on_step: Callable[[str, TrainProgress], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    notice: Callable[[str], None] | None = None
+    command: str = ""
+
+
+def train_manifest(manifest_path: Path, state_dir: Path | None = None, *, overrides: dict[str, str] | None = None,
+                   skip_invalid: bool = False, call: TrainCall = TrainCall()) -> list[TrainResult]:
+    """``nstbatch train MANIFEST``: each entry that names ``network:`` trained on its own images
+    (one row per painting of its pool), in manifest order; a stop ends it after the network
+    under way is checkpointed (its result has no card). The manifest's mistakes are refused
+    before any work, as ``run`` refuses them (``skip_invalid``: train what parsed)."""
+    from ..io.manifest import read_manifest
+    from .ledger import state_root
+    from .plan import InvalidManifest
+
+    manifest = read_manifest(manifest_path, overrides)
+    if manifest.problems and not skip_invalid:
+        raise InvalidManifest(manifest_path, manifest.problems)
+    if not manifest.networks:
+        raise UsageError(f"{manifest_path}: no entry names a network to train",
+                         hint="give a dataset entry network: nets/NAME.onnx (docs/networks.md)")
+    root, results = state_root(manifest_path, state_dir, overrides), []
+    notice = call.notice or (lambda message: None)
+    for entry in manifest.networks:
+        spec = TrainSpec(entry.photos, entry.paintings, entry.network, entry.params, size=entry.size,
+                         steps=entry.steps, batch=entry.batch, score_size=entry.params.size)  # as run will make them
+        on_step = call.on_step and (lambda progress, name=entry.network.name: call.on_step(name, progress))
+        result = train_network(spec, root, device=call.device, on_step=on_step, should_stop=call.should_stop,
+                               notice=lambda message, where=entry.where: notice(f"{where}: {message}"),
+                               command=call.command)
+        results.append(result)
+        if result.card is None:
+            break  # stopped: the next call resumes it
+    return results

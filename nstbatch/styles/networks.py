@@ -1,6 +1,6 @@
 """Transform networks as files (``engine/transform.py``): the ONNX model ``run`` serves through
 ONNX Runtime, with dynamic batch, height and width, checked against PyTorch before it is
-written; and the session that applies it.
+written; the session that applies it, and ``Networks``, the sessions a run holds.
 
 A model has an input ``image`` ``(N, 3, H, W)`` in [0, 1] and an output ``stylized`` of the
 same shape, clamped to [0, 1]; a pool network (more than one painting) also takes ``style``
@@ -13,13 +13,14 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..engine.transform import TransformNet
+from ..io.cards import NetworkCard
 from .onnx_backend import OPSET, OnnxError, open_session
 
 # (batch, height, width) the export is checked at: two batch sizes, a square and an odd,
@@ -117,3 +118,35 @@ class NetworkSession:
                              else np.ascontiguousarray(styles, dtype=np.int64))
         return self.session.run(None, feed)[0]
 
+
+class Networks:
+    """Trained networks as a run and ``stylize --network`` use them: each opened once (its
+    session and its card), each painting's row read once; images through a network as tensors."""
+
+    def __init__(self, providers: str = "auto", *, allow_fallback: bool = False, device="cpu",
+                 notice: Callable[[str], None] | None = None):
+        self.providers, self.allow_fallback, self.device, self.notice = providers, allow_fallback, device, notice
+        self._open: dict[Path, tuple[NetworkSession, NetworkCard]] = {}
+        self._rows: dict[tuple[Path, Path | str], int] = {}
+
+    def open(self, network: Path) -> tuple[NetworkSession, NetworkCard]:
+        """The network's session and card; a network without its card is refused before a
+        session is opened."""
+        if network not in self._open:
+            card = NetworkCard.of(network)
+            self._open[network] = (NetworkSession.open(network, self.providers, allow_fallback=self.allow_fallback,
+                                                       notice=self.notice, device=str(self.device)), card)
+        return self._open[network]
+
+    def row(self, network: Path, painting: Path | str | None) -> int:
+        """Which of ``network``'s rows paints ``painting`` (``NetworkCard.row_of``)."""
+        key = (network, painting if painting is not None else "")
+        if key not in self._rows:
+            self._rows[key] = self.open(network)[1].row_of(painting)
+        return self._rows[key]
+
+    def __call__(self, network: Path, images: Tensor, paintings: Sequence[Path | str | None]) -> Tensor:
+        """``images`` ``(N, 3, H, W)`` in [0, 1], each painted with its own painting."""
+        session, _ = self.open(network)
+        rows = np.array([self.row(network, painting) for painting in paintings], np.int64)
+        return torch.from_numpy(session(images.detach().cpu().numpy(), rows))
