@@ -305,6 +305,7 @@ def train(
     import shlex
     import signal
     import sys
+    import time
 
     from .engine.devices import resolve_device
     from .io.manifest import parse_overrides
@@ -315,8 +316,11 @@ def train(
 
     said = lambda message: typer.echo(message, err=True)  # noqa: E731
 
-    def step(name: str, progress) -> None:
-        if not quiet and (progress.step % max(1, progress.steps // 20) == 0 or progress.step == progress.steps):
+    shown = [time.monotonic()]
+
+    def step(name: str, progress) -> None:  # the first step, then every 10 s or so, and the last
+        if not quiet and (progress.step in (1, progress.steps) or time.monotonic() - shown[0] >= 10):
+            shown[0] = time.monotonic()
             said(f"{name}: step {progress.step}/{progress.steps}, cost {progress.costs.total:.4g} (content"
                  f" {progress.costs.content:.4g}, style {progress.costs.style:.4g}),"
                  f" {progress.images_per_second:.2f} crops/s")

@@ -120,6 +120,8 @@ def train_network(spec: TrainSpec, state_dir: Path, *, device: str | torch.devic
     key = spec.key(digests)
     if (already := _trained(spec, key)) is not None:
         return TrainResult(spec.network, already, spec.steps, skipped, [], already=True)
+    notice(f"training {spec.network.name}: {len(training_paths)} photo(s), {len(held_paths)} held out,"
+           f" {len(spec.paintings)} painting(s), {spec.steps} steps of {spec.batch} crops at {spec.size} px")
     features = features or build_features(spec.params, device)
     store = StyleTargetStore(backend="torch", device=device)
     targets = [store.for_files([(painting, 1.0)], spec.params, training_paths[0], spec.size)[0]

@@ -9,8 +9,6 @@ same shape, clamped to [0, 1]; a pool network (more than one painting) also take
 from __future__ import annotations
 
 import os
-import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,7 +19,7 @@ from torch import Tensor, nn
 
 from ..engine.transform import TransformNet
 from ..io.cards import NetworkCard
-from .onnx_backend import OPSET, OnnxError, open_session
+from .onnx_backend import export_checked, open_session
 
 # (batch, height, width) the export is checked at: two batch sizes, a square and an odd,
 # non-square size. A network's output is a picture: 1e-3 of its range is a quarter of a level.
@@ -72,25 +70,10 @@ def export_network(net: TransformNet, path: str | os.PathLike) -> float:
     dynamic = {"image": {0: "batch", 2: "height", 3: "width"}, "stylized": {0: "batch", 2: "height", 3: "width"}}
     if pool:
         dynamic["style"] = {0: "batch"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript exporter (the dynamo one needs onnxscript)
-            torch.onnx.export(_Delivered(net), _inputs(net, 2, 64, 64), tmp, dynamo=False, input_names=names,
-                              output_names=["stylized"], dynamic_axes=dynamic, opset_version=OPSET,
-                              do_constant_folding=True)
-        error = network_parity(Path(tmp), net)
-        if not error < NETWORK_TOLERANCE:
-            raise OnnxError(f"the exported network disagrees with PyTorch: error {error:.2e} > {NETWORK_TOLERANCE:g}",
-                            hint="report this; the network's PyTorch weights are kept in the state directory")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        return error
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    return export_checked(_Delivered(net), _inputs(net, 2, 64, 64), path, (names, ["stylized"], dynamic),
+                          lambda tmp: network_parity(tmp, net), NETWORK_TOLERANCE,
+                          "the exported network disagrees with PyTorch: error",
+                          "report this; the network's PyTorch weights are kept in the state directory")
 
 
 @dataclass

@@ -89,6 +89,18 @@ def export_targets_model(weights: Weights, style_layers: Sequence[str], pooling:
     names = graph.output_names
     dynamic = {"image": {2: "height", 3: "width"}}
     dynamic.update({n: {2: f"{n}_height", 3: f"{n}_width"} for n in names if n.startswith("act_")})
+    return export_checked(graph, (torch.rand(1, 3, 64, 64),), path, (["image"], names, dynamic),
+                          lambda tmp: parity(tmp, graph), PARITY_TOLERANCE,
+                          "exported model disagrees with PyTorch: relative error", "use --targets torch and report this")
+
+
+def export_checked(module: torch.nn.Module, inputs: tuple, path: Path, io_names: tuple[list, list, dict],
+                   check: Callable[[Path], float], tolerance: float, disagrees: str, hint: str) -> float:
+    """``module`` exported to ONNX (``io_names``: input names, output names, dynamic axes) and
+    ``check``-ed against PyTorch before it goes to ``path``; returns the check's error. Atomic: a
+    failed check or a crash leaves no model at ``path``; a check above ``tolerance`` raises
+    ``OnnxError`` ("``disagrees`` E > tolerance", with ``hint``)."""
+    input_names, output_names, dynamic = io_names
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -96,13 +108,11 @@ def export_targets_model(weights: Weights, style_layers: Sequence[str], pooling:
         with warnings.catch_warnings(), torch.no_grad():
             # The TorchScript exporter: the dynamo one needs onnxscript, which we do not ship.
             warnings.simplefilter("ignore")
-            torch.onnx.export(graph, (torch.rand(1, 3, 64, 64),), tmp, dynamo=False,
-                              input_names=["image"], output_names=names, dynamic_axes=dynamic,
-                              opset_version=OPSET, do_constant_folding=True)
-        error = parity(Path(tmp), graph)
-        if not error < PARITY_TOLERANCE:
-            raise OnnxError(f"exported model disagrees with PyTorch: relative error {error:.2e}"
-                            f" > {PARITY_TOLERANCE:g}", hint="use --targets torch and report this")
+            torch.onnx.export(module, inputs, tmp, dynamo=False, input_names=input_names, output_names=output_names,
+                              dynamic_axes=dynamic, opset_version=OPSET, do_constant_folding=True)
+        error = check(Path(tmp))
+        if not error < tolerance:
+            raise OnnxError(f"{disagrees} {error:.2e} > {tolerance:g}", hint=hint)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
         return error
