@@ -346,3 +346,48 @@ def test_train_then_run_a_manifest_whose_entry_names_a_network(tmp_path, capsys)
     assert code == 0 and "wrote" in out
     code, out, _ = run_cli(capsys, "run", manifest, "--skip-invalid")
     assert "done 8, already done 0" in out
+
+
+def test_refine_steps_start_the_optimiser_from_the_network_s_picture(tmp_path, capsys):
+    """``refine_steps: N``: ``run`` makes each output by N steps of the entry's optimisation at
+    the full size, started from the network's picture: the very picture ``stylize_job`` makes
+    from that start, not the network's own; its metadata names the network; another N remakes
+    the outputs."""
+    from PIL import Image
+
+    from nstbatch.io.images import read_provenance
+    from nstbatch.io.manifest import read_manifest
+    from nstbatch.jobs.single import load_content, stylize_job
+    from nstbatch.styles.networks import Networks
+    from tests.conftest import run_cli
+
+    draw_photos(tmp_path / "photos", 3)
+    (tmp_path / "paintings").mkdir()
+    Image.fromarray(pattern(48, 48, phase=2.0)[::-1].copy()).save(tmp_path / "paintings" / "waves.png")
+    manifest = tmp_path / "m.yaml"
+
+    def write(refine: int) -> None:
+        manifest.write_text(
+            "defaults: {style_layers: 'relu1_1,relu2_1,relu3_1', content_layers: relu2_2, precision: fp32, size: 40}\n"
+            "jobs:\n"
+            "  - dataset: photos/\n    style_pool: paintings/\n    network: nets/waves.onnx\n"
+            f"    train_size: 32\n    train_steps: 2\n    train_batch: 2\n    refine_steps: {refine}\n"
+            "    output: 'out/{content_stem}.png'\n")
+
+    write(3)
+    assert run_cli(capsys, "train", manifest)[0] == 0
+    code, out, err = run_cli(capsys, "run", manifest)
+    assert code == 0 and "done 3, already done 0" in out, err
+    job = next(job for job in read_manifest(manifest).jobs if job.content.name == "p1.png")
+    assert job.refine_steps == 3 and job.params.steps == 3 and job.params.scales == (1.0,)
+    start = Networks("cpu")(job.network, load_content(job.content, job.params), [job.styles[0][0]])
+    expected = stylize_job(job.content, job.styles, job.params, device="cpu", init=start).image
+    written = np.asarray(Image.open(job.output), dtype=np.int16)
+    as_made = (expected[0].permute(1, 2, 0).numpy() * 255).round().astype(np.int16)
+    network_only = (start[0].permute(1, 2, 0).numpy() * 255).round().astype(np.int16)
+    assert np.abs(written - as_made).max() <= 1 and np.abs(written - network_only).max() > 8
+    assert read_provenance(job.output)["network"]["name"] == "waves.onnx"
+
+    write(5)
+    code, out, _ = run_cli(capsys, "run", manifest)
+    assert code == 0 and "done 3, already done 0" in out

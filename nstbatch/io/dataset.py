@@ -29,7 +29,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".g
 ASSIGNS = ("random", "cycle", "each")
 DATASET_KEYS = ("dataset", "style_pool", "variants", "assign", "output", "copy", "format")
 # An entry whose images go through a trained network (``nstbatch train`` trains it from them).
-NETWORK_KEYS = ("network", "train_size", "train_steps", "train_batch")
+NETWORK_KEYS = ("network", "train_size", "train_steps", "train_batch", "refine_steps")
 # What each key of a dataset entry means, for the reference (docs/make_reference.py).
 DATASET_HELP = {
     "dataset": "a folder walked recursively (sorted; symlinked folders not followed), or WebDataset shards"
@@ -49,6 +49,8 @@ DATASET_HELP = {
     "train_size": "`nstbatch train`: the side of the random crops it trains on (default 256)",
     "train_steps": "`nstbatch train`: the training's updates (default 2000)",
     "train_batch": "`nstbatch train`: crops an update (default 4)",
+    "refine_steps": "`nstbatch run`: after the network's pass, this many steps of the preset's optimisation at the"
+                    " full size, started from the network's picture (default 0: the network's picture as it is)",
 }
 DATASET_TEMPLATE_FIELDS = ("content_reldir", "content_relpath", "content_stem", "style_stem",
                            "variant", "id", "index", "shard_stem", "key")

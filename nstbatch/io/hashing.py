@@ -146,8 +146,9 @@ def params_hash(job: Job, hashes: FileHashes, weights_id: str) -> str:
     if not job.clip:  # a still image's output does not depend on them: changing them reruns no image
         for name in VIDEO_FIELDS:
             params.pop(name, None)
-    if job.network is not None:  # its output is the network's pass: the network's bytes and the output's form
-        params = {k: v for k, v in params.items() if k in NETWORK_OUTPUT_FIELDS}
+    if job.network is not None:  # its output is the network's pass (and refinement): the network's bytes count
+        if not job.refine_steps:  # ...and of the parameters, only the output's form
+            params = {k: v for k, v in params.items() if k in NETWORK_OUTPUT_FIELDS}
         params["network"] = hashes(job.network) if job.network.is_file() else "missing"
     elif job.params.init_file:
         params["init"] = "file:" + hashes(Path(job.params.init_file))

@@ -66,6 +66,7 @@ class Job:
     origin: dataset.Origin | None = None  # a dataset entry's job: its image, painting and variant
     clip: bool = False  # content is a clip (a video file or a folder of frames), output a video or a folder
     network: Path | None = None  # stylized in one pass of this trained network (``NetworkEntry``)
+    refine_steps: int = 0  # ...then refined by the optimiser (``params``: these steps at the full size) from it
 
     @property
     def inputs(self) -> tuple[Path, ...]:
@@ -98,6 +99,7 @@ class NetworkEntry:
     size: int = 256  # train_size: the random crops' side
     steps: int = 2000  # train_steps
     batch: int = 4  # train_batch
+    refine_steps: int = 0  # run: the optimiser's steps from the network's picture (0: none)
 
 
 @dataclass
@@ -430,19 +432,29 @@ def _dataset_jobs(manifest: Manifest, base: Path, out_base: Path, at: tuple[str,
     network = _network_entry(base, where, entry, params, expanded) if "network" in entry else None
     if network is not None:
         manifest.networks.append(network)
+    refine = network is not None and network.refine_steps > 0
     several = max((job.variant for job in expanded.jobs), default=0) > 0
     for job in expanded.jobs:
         label, style = job.style
         job_id = stable_id(job.content, [(label, 1.0)], f"{job.output}\0{job.variant}")
         manifest.jobs.append(Job(job_id, _resolve(base, job.content), ((style, 1.0),),
-                                 _resolve(out_base, job.output.replace("{id}", job_id)), job.params,
+                                 _resolve(out_base, job.output.replace("{id}", job_id)),
+                                 refined(job.params, network.refine_steps) if refine else job.params,
                                  f"{where} ({job.relpath}{f', variant {job.variant}' if several else ''})", line,
-                                 job.origin, network=network and network.network))
+                                 job.origin, network=network and network.network,
+                                 refine_steps=network.refine_steps if refine else 0))
     manifest.copies += expanded.copies
 
 
-# train_size, train_steps, train_batch: (default, least, most)
-_TRAINING = {"train_size": (256, 16, 4096), "train_steps": (2000, 1, 10_000_000), "train_batch": (4, 1, 1024)}
+def refined(params: StyleParams, steps: int) -> StyleParams:
+    """A job's parameters when the optimiser refines a network's picture: ``steps`` at the full
+    size only (the network's picture is already the coarse work)."""
+    return replace(params, steps=steps, scales=(1.0,), scale_steps=(1.0,))
+
+
+# train_size, train_steps, train_batch, refine_steps: (default, least, most)
+_TRAINING = {"train_size": (256, 16, 4096), "train_steps": (2000, 1, 10_000_000), "train_batch": (4, 1, 1024),
+             "refine_steps": (0, 0, 100_000)}
 
 
 def _network_entry(base: Path, where: str, entry, params: StyleParams, expanded: dataset.Expanded) -> NetworkEntry:
@@ -458,7 +470,7 @@ def _network_entry(base: Path, where: str, entry, params: StyleParams, expanded:
         numbers[key] = value
     photos = tuple(dict.fromkeys(_resolve(base, job.content) for job in expanded.jobs))
     return NetworkEntry(where, _resolve(base, text), photos, tuple(path for _, path in expanded.pool), params,
-                        numbers["train_size"], numbers["train_steps"], numbers["train_batch"])
+                        *(numbers[key] for key in _TRAINING))
 
 
 def _as_text(value, what: str) -> str:

@@ -78,6 +78,7 @@ class _Loaded:
 
     item: Planned
     content: torch.Tensor  # (1, 3, H, W)
+    init: torch.Tensor | None = None  # (1, 3, H, W): where its optimisation starts (a network's picture)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -172,8 +173,10 @@ class JobExecutor:
             for shape in dict.fromkeys(clip.shape for clip in clips):  # clips of one frame size: frame t of each in one pass
                 outcomes += self._attempt([clip for clip in clips if clip.shape == shape], claims, on_step)
             loaded = self._load([item for item in batch if item.job.id in claims and not item.job.clip], outcomes)
-            if networked := [unit for unit in loaded if unit.item.job.network is not None]:
+            if networked := [unit for unit in loaded if unit.item.job.network and not unit.item.job.refine_steps]:
                 outcomes += self._through_network(networked)
+            if refined := [unit for unit in loaded if unit.item.job.refine_steps]:
+                outcomes += self._attempt(self._network_starts(refined, outcomes), claims, on_step)
             if loaded := [unit for unit in loaded if unit.item.job.network is None]:
                 outcomes += self._attempt(loaded, claims, on_step)
         return outcomes
@@ -218,6 +221,24 @@ class JobExecutor:
         return self._outcome(item, LineStatus.ELSEWHERE, seconds=time.monotonic() - started, joined=True,
                              error=f"{done.stylized} frame(s) of its shots stylized here")
 
+    def _painting(self, job) -> str:
+        """The name of the painting ``job``'s network paints it with (its card's)."""
+        return self.networks.open(job.network)[1].names()[self.networks.row(job.network, job.styles[0][0])]
+
+    def _network_starts(self, loaded: list[_Loaded], outcomes: list[Outcome]) -> list[_Loaded]:
+        """Jobs that the optimiser refines (``refine_steps``), each with its network's picture
+        as its start; a job whose network fails is its own failure."""
+        started = []
+        for unit in loaded:
+            job = unit.item.job
+            try:
+                started.append(replace(unit, init=self.networks(job.network, unit.content, [job.styles[0][0]])))
+            except OnnxError:
+                raise
+            except Exception as error:  # noqa: BLE001 - one job's failure never ends the run
+                outcomes.append(self._outcome(unit.item, LineStatus.FAILED, error=error_text(error)))
+        return started
+
     def _through_network(self, loaded: list[_Loaded]) -> list[Outcome]:
         """Jobs through their trained network (``network:``), one pass for each network and
         image size; each output written and recorded as a still's is."""
@@ -228,7 +249,7 @@ class JobExecutor:
             try:
                 images = self.networks(network, torch.cat([unit.content for unit in group]),
                                        [unit.item.job.styles[0][0] for unit in group])
-                session, card = self.networks.open(network)
+                session = self.networks.open(network)[0]
             except OnnxError:
                 raise
             except Exception as error:  # noqa: BLE001 - these jobs' failure never ends the run
@@ -236,10 +257,10 @@ class JobExecutor:
                 continue
             per_image = (time.monotonic() - started) / len(group)
             for index, unit in enumerate(group):
-                job, painting = unit.item.job, card.names()[self.networks.row(network, unit.item.job.styles[0][0])]
+                job = unit.item.job
                 try:
                     save_output(images[index:index + 1], staged(job.output), job.params,
-                                network_provenance(job.params, network, painting, job.content), job.content)
+                                network_provenance(job.params, network, self._painting(job), job.content), job.content)
                     self.state.mark_done(job, unit.item.hash, seconds=per_image, batch=len(group), costs=None,
                                          device=str(self.device), activation_checkpointing=False)
                 except (NstbatchError, OSError) as error:
@@ -363,8 +384,9 @@ class JobExecutor:
         hooks = Hooks(on_step=step, report_every=self.report_every, should_stop=self.should_stop,
                       checkpoint_every=self.options.checkpoint_every, on_checkpoint=checkpoint,
                       on_snapshot=self._snapshots(loaded))
-        return optimize_job(content, style_targets, params, features=self._features(params), resume=resume,
-                            hooks=hooks, memory=engine_memory(memory))
+        init = torch.cat([entry.init for entry in loaded]) if loaded[0].init is not None else None
+        return optimize_job(content, style_targets, params, features=self._features(params), init=init,
+                            resume=resume, hooks=hooks, memory=engine_memory(memory))
 
     def _clips(self, group: list[_Clip], params, memory: Estimate, heartbeat, on_step) -> list[list[int | None]]:
         """Clips of one frame size in lockstep (``clip.stylize_clips``), their frames kept in the
@@ -424,8 +446,12 @@ class JobExecutor:
             job, hash_ = entry.item.job, entry.item.hash
             final = result.final(index)
             try:
+                made = provenance(params, result, job.content, job.styles, index)
+                if job.network is not None:  # refined from the network's picture
+                    painting = self._painting(job)
+                    made["network"] = network_provenance(params, job.network, painting, job.content)["network"]
                 save_output(result.image[index:index + 1], staged(job.output),  # a shard's: packed later
-                            params, provenance(params, result, job.content, job.styles, index), job.content)
+                            params, made, job.content)
                 self.state.write_history(job.id, result.history, of_batch=len(loaded))
                 self.state.mark_done(job, hash_, seconds=per_image, batch=len(loaded), costs=_costs(final),
                                      device=str(self.device), activation_checkpointing=checkpointing,
