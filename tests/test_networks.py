@@ -314,7 +314,7 @@ def test_train_then_run_a_manifest_whose_entry_names_a_network(tmp_path, capsys)
 
     write(3)
     code, _, err = run_cli(capsys, "run", manifest)
-    assert code == 2 and "nets/pool.onnx: no such network (train it first: nstbatch train m.yaml)" in err
+    assert code == 2 and f"nets/pool.onnx: no such network (train it first: nstbatch train {manifest})" in err
     assert not (tmp_path / "out").exists()
 
     code, out, err = run_cli(capsys, "train", manifest)

@@ -69,7 +69,7 @@ class _Networks:
                 NetworkCard.of(network).row_of(painting)
                 self._answers[network, painting] = None
             except NstbatchError as e:  # each hint says to train: name this manifest
-                hint = (e.hint or "").replace("nstbatch train", f"nstbatch train {self.manifest.name}")
+                hint = (e.hint or "").replace("nstbatch train", f"nstbatch train {self.manifest}")
                 self._answers[network, painting] = f"{e.message} ({hint})" if hint else e.message
         return self._answers[network, painting]
 
