@@ -391,3 +391,37 @@ def test_refine_steps_start_the_optimiser_from_the_network_s_picture(tmp_path, c
     write(5)
     code, out, _ = run_cli(capsys, "run", manifest)
     assert code == 0 and "done 3, already done 0" in out
+
+
+def test_run_batch_puts_images_of_one_size_through_the_network_together_whatever_their_painting(tmp_path, capsys):
+    """``run --batch 4`` on a pool network's tree at ``crop: center`` (one size): the network's
+    passes hold four and two images of both paintings, each output as the network makes it
+    alone."""
+    from PIL import Image
+
+    from nstbatch.io.manifest import read_manifest
+    from nstbatch.jobs.single import load_content
+    from nstbatch.styles.networks import Networks
+    from tests.conftest import report_lines, run_cli
+
+    draw_photos(tmp_path / "photos", 3)
+    (tmp_path / "paintings").mkdir()
+    for name, phase in (("waves", 2.0), ("swirls", 3.5)):
+        Image.fromarray(pattern(48, 48, phase=phase)[::-1].copy()).save(tmp_path / "paintings" / f"{name}.png")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "defaults: {style_layers: 'relu1_1,relu2_1,relu3_1', content_layers: relu2_2, precision: fp32, size: 40,"
+        " crop: center}\n"
+        "jobs:\n"
+        "  - {dataset: photos/, style_pool: paintings/, assign: each, network: nets/pool.onnx, train_size: 32,"
+        " train_steps: 2, train_batch: 2, output: 'out/{content_stem}-{style_stem}.png'}\n")
+    assert run_cli(capsys, "train", manifest)[0] == 0
+    code, out, err = run_cli(capsys, "run", manifest, "--batch", "4")
+    assert code == 0 and "done 6, already done 0" in out, err
+    done = [line for line in report_lines(tmp_path, manifest="m.yaml") if line["status"] == "done"]
+    assert sorted(line.get("batch") for line in done) == [2, 2, 4, 4, 4, 4]
+    networks = Networks("cpu")
+    for job in read_manifest(manifest).jobs:
+        alone = networks(job.network, load_content(job.content, job.params), [job.styles[0][0]])
+        expected = (alone[0].permute(1, 2, 0).numpy() * 255).round()
+        assert np.abs(np.asarray(Image.open(job.output), dtype=np.float64) - expected).max() <= 1
