@@ -115,3 +115,18 @@ def test_a_frame_tied_to_an_earlier_output_goes_towards_it_where_trusted_and_is_
     left, right = (slice(None), slice(None), slice(None), slice(0, 20)), (slice(None),) * 3 + (slice(20, None),)
     assert (tied[left] - 0.5).abs().mean() < 0.3 * (free[left] - 0.5).abs().mean()
     assert (tied[right] - 0.5).abs().mean() > 2 * (tied[left] - 0.5).abs().mean()  # untrusted: not pulled
+
+
+def test_a_frame_s_links_come_nearest_first_whatever_order_temporal_frames_gives():
+    """``temporal_frames: 4,2,1`` ties as ``1,2,4`` does: the warped start from t−1, a farther
+    frame where no nearer one is trusted (issue 49: the order written once decided it)."""
+    pytest.importorskip("cv2")
+    from nstbatch.engine.flow import estimator, links
+
+    flow = estimator("dis-medium")
+    wide = pattern(120, 64, phase=1)
+    frames = {t: flow.prepare(np.ascontiguousarray(wide[:, 12 - 3 * t:92 - 3 * t])) for t in range(5)}
+    written = links(frames, 4, (4, 2, 1), flow)
+    assert [link.distance for link in written] == [1, 2, 4]
+    for a, b in zip(written, links(frames, 4, (1, 2, 4), flow)):
+        assert torch.equal(a.backward, b.backward) and torch.equal(a.weights, b.weights)

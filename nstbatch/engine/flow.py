@@ -119,9 +119,11 @@ class Link:
 
 def links(frames: dict, t: int, distances: tuple[int, ...], flow: DisFlow | RaftFlow) -> list[Link]:
     """Frame ``t``'s links to the frames ``t − d`` that exist (``frames``: by index, as
-    ``flow.prepare`` made them; ``flow``: an ``estimator``)."""
+    ``flow.prepare`` made them; ``flow``: an ``estimator``), nearest first whatever the order of
+    ``distances`` (the first is the warped start; a farther one counts where no nearer is
+    trusted), as artistic-videos sorts them."""
     out = []
-    for d in distances:
+    for d in sorted(distances):
         if t - d not in frames:
             continue
         backward = flow(frames[t], frames[t - d])
