@@ -77,3 +77,23 @@ def test_faulty_clips_are_input_errors_that_name_them(tmp_path):
     with pytest.raises(InputError, match="cannot write video as .gif"):
         ClipWriter(tmp_path / "x.gif", probe_clip(tmp_path / "good.mp4"), 64, 48)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp4", "empty", "good.mp4", "sound.m4a", "text.mp4"]
+
+
+def test_audio_the_output_cannot_hold_is_refused_before_any_frame_is_made(tmp_path, capsys):
+    """AAC does not go into .webm: ``validate`` says so with the containers that take it, and
+    ``stylize`` refuses before a frame is made (issue 49: it died with a traceback at the end,
+    every frame made, its frames left among the outputs). A .mkv takes it."""
+    from nstbatch.io.video import check_clip_audio
+    from tests.conftest import pattern, run_cli
+
+    draw_clip(tmp_path / "pan.mp4", pan_frames(3, 32, 24), audio=True)
+    Image.fromarray(pattern(32, 32, phase=2.0)).save(tmp_path / "painting.png")
+    (tmp_path / "m.yaml").write_text("jobs:\n  - {video: pan.mp4, style: painting.png, output: out/pan.webm}\n")
+    code, _, err = run_cli(capsys, "validate", tmp_path / "m.yaml")
+    assert code == 1 and "out/pan.webm: a .webm file cannot hold the aac audio of pan.mp4" in err
+    assert "write .mp4 or .m4v or .mov or .mkv instead" in err
+    code, _, err = run_cli(capsys, "stylize", tmp_path / "pan.mp4", tmp_path / "painting.png", "-o",
+                           tmp_path / "out" / "pan.webm", "--size", "32", "--steps", "1")
+    assert code == 2 and "cannot hold the aac audio" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+    check_clip_audio(probe_clip(tmp_path / "pan.mp4"), tmp_path / "pan.mkv")  # no error

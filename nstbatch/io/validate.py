@@ -15,7 +15,7 @@ from ..errors import NstbatchError
 from ..geometry import long_side_size, output_size
 from .cards import NetworkCard
 from .images import ImageInfo, check_bit_depth, probe_image
-from .video import ClipInfo, clip_output_format, probe_clip
+from .video import ClipInfo, check_clip_audio, clip_output_format, probe_clip
 from ..layers import min_image_side, suggest
 from .manifest import Job, Manifest, Problem
 from .webdataset import output_folder
@@ -148,6 +148,11 @@ def _check_files(job: Job, probe, report) -> None:
             close = suggest(path.name, INITS) if role == "init" and not path.exists() else ""
             report(f"{role}: {info}{close}")
             continue
+        if isinstance(info, ClipInfo):
+            try:
+                check_clip_audio(info, job.output)
+            except NstbatchError as e:
+                report(str(e))
         if role == "init" or job.network is not None:
             continue  # resized to the output, whatever its size; a network takes any size
         w, h = (output_size(info.width, info.height, *job.params.geometry) if role == "content"

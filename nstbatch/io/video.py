@@ -8,6 +8,7 @@ problems (no video stream, zero frames, a truncated stream, an unreadable frame)
 """
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -266,6 +267,38 @@ def clip_output_format(path: str | os.PathLike) -> str | None:
         raise InputError(f"{path}: a clip's output is a video ({', '.join(VIDEO_OUTPUTS)}) or a folder,"
                          f" not {suffix}", hint="name it .mp4, or give a folder without an extension")
     return VIDEO_OUTPUTS[suffix][0] if suffix else None
+
+
+def check_clip_audio(info: ClipInfo, output: str | os.PathLike) -> None:
+    """Before any frame is made: the video ``output`` can hold the clip's audio stream as it is
+    copied (AAC does not go into .webm, PCM not into .mp4). Tried for real: the output's
+    container, in memory, with the stream, its header written. ``InputError`` naming the
+    stream and the containers that take it."""
+    suffix = Path(output).suffix.lower()
+    if not info.audio or info.folder or suffix not in VIDEO_OUTPUTS:
+        return
+    import av
+
+    with av.open(str(info.path)) as source:
+        stream = source.streams.audio[0]
+        if _holds(VIDEO_OUTPUTS[suffix][0], stream):
+            return
+        fits = [other for other, (fmt, _, _) in VIDEO_OUTPUTS.items() if other != suffix and _holds(fmt, stream)]
+        raise InputError(f"{output}: a {suffix} file cannot hold the {stream.codec_context.name} audio of"
+                         f" {info.path.name}", hint=f"write {' or '.join(fits) or 'a folder of frames'} instead")
+
+
+def _holds(container_format: str, stream) -> bool:
+    """Whether ``container_format`` takes ``stream`` copied as it is (its header written)."""
+    import av
+
+    try:
+        with av.open(io.BytesIO(), "w", format=container_format) as trial:
+            trial.add_stream_from_template(stream)
+            trial.start_encoding()
+        return True
+    except (ValueError, av.FFmpegError):
+        return False
 
 
 def check_clip_output(path: str | os.PathLike) -> Path:

@@ -50,7 +50,8 @@ from ..geometry import output_size
 from ..fs import atomic_write
 from ..io.images import probe_image
 from ..io.manifest import Job
-from ..io.video import ClipInfo, check_clip_output, clip_output_format, encode_clip, probe_clip, read_frames
+from ..io.video import (ClipInfo, check_clip_audio, check_clip_output, clip_output_format, encode_clip, probe_clip,
+                        read_frames)
 from ..styles.store import StyleTargetStore
 from .claims import CLAIM_STALE, Claim, claim_at
 from .cuts import check_count, find_shots, fitted
@@ -265,6 +266,7 @@ def check_clip_files(content: Path, styles: Sequence[tuple[Path, float]], output
     info = probe_clip(content)
     for style, _ in styles:
         probe_image(style)
+    check_clip_audio(info, output)  # before a frame is made, not when the file is closed
     check_clip_output(output)
     if Path(output).resolve() == Path(content).resolve():
         raise InputError(f"{output}: the output is also the clip; it would be overwritten",
