@@ -192,7 +192,7 @@ def draw_shards(root: Path, shards: int = 4, samples: int = 3, side: int = 96) -
 
 
 # The manifest --clips writes beside the clips (docs/video.md shows it).
-CLIPS_YAML = """defaults: {size: 256, preset: video}   # temporal_weight 60, frame_steps 50
+CLIPS_YAML = """defaults: {size: 256}               # any preset: a clip is tied frame to frame
 jobs:
   - video: pan.mp4                  # a video file (its audio is copied into the output)
     style: paintings/swirls.png

@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - older typer depends on click
     from click import ClickException
 
 from .version import __version__
-from .config import DEFAULT_PRESET, FIELDS, PRESETS, resolve_params
+from .config import DEFAULT_PRESET, FIELDS, PRESETS, resolve_params, steady
 from .errors import NstbatchError, UsageError
 from .progress import StepProgress, RunProgress
 
@@ -131,15 +131,19 @@ def stylize(
         folder.mkdir(parents=True, exist_ok=True)
         save_image(to_pil(images[:1]), folder / f"step-{step:06d}.png")
 
-    if is_clip(content):
+    if is_clip(content):  # steady whatever the preset, unless --temporal-weight is given
+        resolved = steady(resolved, {name for name, value in params.items() if value is not None})
+
         def frame_done(index: int, count: int) -> None:
             if not quiet:
                 typer.echo(f"frame {index + 1}/{count}", err=True)
         done = stylize_clip_file(content, list(zip(style, weights)), output, resolved, device=device,
                                  on_frame=frame_done)
         if not quiet:
+            ties = (f"each tied to the last along the flow, temporal_weight {resolved.temporal_weight:g}"
+                    if resolved.temporal_weight else "each on its own: --temporal-weight 0")
             typer.echo(f"wrote {output} ({done.frames} frames, {len(done.shots)} shot(s), {done.stylized} stylized"
-                       " by this call)")
+                       f" by this call; {ties})")
         return
     report = StepProgress(quiet)
     try:

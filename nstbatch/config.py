@@ -70,7 +70,9 @@ class StyleParams:
     tv_weight: float = _knob(0.0, "weight of the total-variation cost", "float", low=0.0)
     temporal_weight: float = _knob(
         0.0, "video: weight of the temporal cost, each frame against the earlier outputs warped into it"
-        " along the optical flow where the flow is trusted (Ruder et al. 2016; pixels in [0, 1])",
+        " along the optical flow where the flow is trusted (Ruder et al. 2016; pixels in [0, 1]); a clip"
+        " that does not set it takes the video preset's ties whatever its preset (0 written out: each frame"
+        " on its own)",
         "float", low=0.0)
     temporal_frames: tuple[float, ...] = _knob(
         (1.0,), "video: the earlier frames each frame is tied to, as distances back (1: the previous"
@@ -427,6 +429,18 @@ PRESETS["quality"] = dataclasses.replace(
 PRESETS["video"] = dataclasses.replace(PRESETS["balanced"], preset="video", temporal_weight=60.0, frame_steps=50)
 DEFAULT_PRESET = "balanced"
 
+
+
+def steady(params: StyleParams, given) -> StyleParams:
+    """A clip's parameters: steady whatever the preset (issue 49). Where the preset ties no frame
+    to another (temporal_weight 0) and ``given`` (the names the manifest, the defaults or the
+    flags set) does not say temporal_weight, each video field not in ``given`` takes the
+    ``video`` preset's value: the preset's costs for the pictures, the video ties for the frames.
+    ``temporal_weight: 0`` written out keeps each frame on its own."""
+    if params.temporal_weight or "temporal_weight" in given:
+        return params
+    video = PRESETS["video"]
+    return dataclasses.replace(params, **{name: getattr(video, name) for name in VIDEO_FIELDS if name not in given})
 
 # --- the flow spec: DIS at a preset, or RAFT from a weights file --------------------------------
 

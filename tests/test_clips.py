@@ -404,12 +404,26 @@ def test_stylize_takes_a_clip_through_the_same_path(tmp_path, capsys):
 
     draw_clip(tmp_path / "walk.mp4", pan_frames(3, 64, 48), audio=True)
     Image.fromarray(pattern(40, 40, phase=2.0)).save(tmp_path / "style.png")
-    tiny = ["--size", "40", "--steps", "4", "--style-layers", "relu1_1,relu2_1", "--content-layers", "relu2_2"]
+    tiny = ["--size", "40", "--steps", "4", "--frame-steps", "3", "--style-layers", "relu1_1,relu2_1",
+            "--content-layers", "relu2_2"]
     code, out, err = run_cli(capsys, "stylize", tmp_path / "walk.mp4", tmp_path / "style.png", "-o",
                              tmp_path / "out.mp4", *tiny)
     assert code == 0 and "frame 3/3" in err and "wrote" in out, err
     info = probe_clip(tmp_path / "out.mp4")
     assert (info.frames, info.width, info.height, info.audio) == (3, 40, 30, True)
+    # Steady whatever the preset: no temporal flag gives the video ties (the frames as the same
+    # call with them written out); --temporal-weight 0 makes each frame on its own.
+    assert "temporal_weight 60" in out
+    made = {}
+    for name, flags in [("plain", []), ("written", ["--temporal-weight", "60"]),
+                        ("own", ["--temporal-weight", "0"])]:
+        code, out, err = run_cli(capsys, "stylize", tmp_path / "walk.mp4", tmp_path / "style.png", "-o",
+                                 tmp_path / name, *tiny, *flags)
+        assert code == 0, err
+        made[name] = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / name).iterdir())])
+    assert "each on its own" in out
+    assert np.array_equal(made["plain"], made["written"])
+    assert np.abs(made["plain"][1:].astype(int) - made["own"][1:]).max() > 8
     code, _, err = run_cli(capsys, "stylize", tmp_path / "walk.mp4", tmp_path / "style.png", "-o",
                            tmp_path / "out.png", *tiny)
     assert code == 2 and "a clip's output is a video" in err

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import string
 from pathlib import Path
@@ -7,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from nstbatch.config import resolve_params
+from nstbatch.config import VIDEO_FIELDS, resolve_params
 from nstbatch.io.manifest import ManifestError, parse_csv, parse_overrides, parse_yaml, read_manifest
 from nstbatch.io.validate import validate
 
@@ -126,6 +127,31 @@ jobs:
     assert small.jobs[1].origin.root == str(trial / Path(plain.jobs[1].origin.root).relative_to(folder))
     assert read_manifest(path, parse_overrides(["preset=seed"])).jobs[0].params.preset == "seed"
     assert parse_overrides(["style-weight = 3", "scales=1"]) == {"style_weight": "3", "scales": "1"}
+
+
+def test_a_clip_is_steady_whatever_its_preset_unless_temporal_weight_is_written_out(folder):
+    (folder / "clip").mkdir()
+    Image.new("RGB", (40, 30), (5, 50, 90)).save(folder / "clip" / "0001.png")
+    path = write(folder, "m.yaml", """
+defaults: {size: 96}
+jobs:
+  - {video: clip, style: s1.png, output: plain.mp4}
+  - {video: clip, style: s1.png, output: quality.mp4, preset: quality, frame_steps: 20}
+  - {video: clip, style: s1.png, output: own.mp4, temporal_weight: 0}
+  - {content: a.png, style: s1.png, output: still.png}
+""")
+    video, quality = resolve_params("video", {"size": 96}), resolve_params("quality", {"size": 96})
+    plain, best, own, still = read_manifest(path).jobs
+    # No preset: the video preset's pictures and ties; another preset: its costs, the video ties
+    # (but what the entry says); temporal_weight: 0 written out, and a still image, untouched.
+    assert dataclasses.replace(plain.params, preset="video") == video
+    ties = {name: getattr(best.params, name) for name in VIDEO_FIELDS}
+    assert ties == {**{name: getattr(video, name) for name in VIDEO_FIELDS}, "frame_steps": 20}
+    assert dataclasses.replace(best.params, **{name: getattr(quality, name) for name in VIDEO_FIELDS}) == quality
+    assert own.params == resolve_params(None, {"size": 96}) == still.params
+    assert own.params.temporal_weight == 0.0
+    off = read_manifest(path, parse_overrides(["temporal_weight=0"])).jobs
+    assert {job.params.temporal_weight for job in off} == {0.0}
 
 
 @pytest.mark.parametrize("text, match", [

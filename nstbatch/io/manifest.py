@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from . import dataset
-from ..config import FIELDS, INITS, StyleParams, resolve_params, split_flow_spec
+from ..config import FIELDS, INITS, StyleParams, resolve_params, split_flow_spec, steady
 from ..errors import NstbatchError, UsageError
 from .images import probe_image
 from ..layers import suggest
@@ -533,8 +533,10 @@ def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, 
                if entry.get(k if k != "video" else "content") in (None, "", [])]
     if missing:
         raise _RowError(f"missing {', '.join(missing)}")
-    params = _params(where, {**defaults, **{k: v for k, v in entry.items() if k in FIELDS},
-                             **overrides}, base)
+    values = {**defaults, **{k: v for k, v in entry.items() if k in FIELDS}, **overrides}
+    params = _params(where, values, base)
+    if clip:  # steady whatever the preset, unless temporal_weight is written out
+        params = steady(params, {k for k, v in values.items() if v is not None and str(v).strip()})
     template = _as_text(entry["output"], "output")
     contents = _yaml_contents(base, entry["content"])
     style_sets = _yaml_styles(base, entry["style"])
