@@ -199,7 +199,7 @@ jobs:
     output: stylized/pan.mp4
   - video: shapes/                  # or a folder of frames, sorted by name
     style: paintings/mosaic.png
-    output: stylized/shapes/        # frames out: 000001.png, ...
+    output: stylized/shapes/        # frames out, under the input's names
 """
 
 

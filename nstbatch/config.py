@@ -28,6 +28,8 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 COLORS = ("none", "luminance", "histogram")
 RESIZES = ("long", "short")
 CROPS = ("none", "center")
+VIDEO_CODECS = ("auto", "h264", "hevc", "prores", "ffv1", "vp9", "av1")
+PIXEL_FORMATS = ("auto", "yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le")
 # The (step, gradient change) pairs L-BFGS keeps: two image-sized vectors each, which
 # jobs/memory.py counts (10.6 GB for a 4096x2152 print; a tile bounds the network, not these).
 LBFGS_HISTORY = 50
@@ -90,6 +92,25 @@ class StyleParams:
     flow: str = _knob("dis-medium", "video: the optical flow, OpenCV's DIS at a preset (dis-ultrafast,"
                       " dis-fast, dis-medium), or torchvision's RAFT from a weights file you supply"
                       " (raft-small:PATH, raft-large:PATH; never downloaded)", "flow", DIS_FLOWS)
+    codec: str = _knob(
+        "auto", "video output: h264, hevc, prores (.mov, .mkv), ffv1 (.mkv), vp9 or av1 (.webm, .mp4, .mkv);"
+        " auto: vp9 for .webm, h264 for the others", "choice", VIDEO_CODECS)
+    crf: int = _knob(
+        -1, "video output: the encoder's constant quality (lower is better; h264 and hevc 0-51, vp9 and"
+        " av1 0-63); -1: the codec's near-transparent choice (h264 18, hevc 20, vp9 31, av1 30);"
+        " prores and ffv1 take none", "int", low=-1, high=63)
+    bitrate: int = _knob(
+        0, "video output: a target bitrate in kbit/s instead of crf (0: crf); prores and ffv1 take none",
+        "int", low=0, high=1_000_000)
+    pixel_format: str = _knob(
+        "auto", "video output's pixel format; auto: the codec's usual one (prores yuv422p10le, ffv1"
+        " yuv444p, the others yuv420p), 10-bit where the input clip is and the codec takes it",
+        "choice", PIXEL_FORMATS)
+    audio: str = _knob(
+        "copy", "video output: copy (every audio and subtitle stream of the input, unchanged; one the"
+        " output's container cannot hold is a problem found before any work) or drop", "choice", ("copy", "drop"))
+    fps: float = _knob(25.0, "a folder of frames' frame rate, for a video made from it", "float", low=0.001,
+                       high=1000.0)
     content_layers: tuple[str, ...] = _knob(("relu4_2",), "content layers, comma-separated", "layers")
     style_layers: tuple[str, ...] = _knob(
         ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
@@ -257,9 +278,12 @@ LATER_FIELDS = {"resize": "long", "crop": "none", "jpeg_quality": 95, "webp_qual
                 "palette_mix": 1.0, "clip_every": 1, "stop_tol": 0.0, "stop_window": 50,
                 "bit_depth": 8, "tile": "auto", "temporal_weight": 0.0,
                 "temporal_frames": [1.0], "frame_steps": 0, "scene_cut": 0.5, "flow": "dis-medium",
-                "frame_scales": "all"}
+                "frame_scales": "all", "codec": "auto", "crf": -1, "bitrate": 0, "pixel_format": "auto",
+                "audio": "copy", "fps": 25.0}
 # What only a clip's frames after the first read: a still image's job does not depend on them.
 VIDEO_FIELDS = ("temporal_weight", "temporal_frames", "frame_steps", "frame_scales", "scene_cut", "flow")
+# How a clip's output is written: a still image's job does not read them either.
+DELIVERY_FIELDS = ("codec", "crf", "bitrate", "pixel_format", "audio", "fps")
 
 
 def _check(f: dataclasses.Field, value) -> None:

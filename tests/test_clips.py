@@ -199,7 +199,7 @@ def test_a_helper_joins_a_clip_another_run_owns_through_the_executor(tmp_path, s
         path.unlink()  # the owner went away: a plain run takes the clip, and only shot 0 is left
     [owned] = executor.run([Planned(job, standing)])
     assert owned.status == LineStatus.DONE and "2 stylized by this run" in owned.note
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{i:06d}.png" for i in range(1, 6)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{i:04d}.png" for i in range(5)]  # input's
 
 
 def test_clips_of_one_size_and_different_styles_run_together_and_end_as_each_alone(tmp_path, setup):
@@ -358,7 +358,7 @@ def test_clips_run_from_a_manifest_into_a_video_and_a_folder_beside_an_image(tmp
     code, out, err = run_cli(capsys, "run", tmp_path / "m.yaml", "--skip-invalid")
     assert code == 1 and "done 3, already done 0, failed 0, invalid 1" in out, err
     assert probe_clip(tmp_path / "out" / "walk.mp4").frames == 4
-    assert sorted(p.name for p in (tmp_path / "out" / "frames").iterdir()) == ["000001.png", "000002.png", "000003.png"]
+    assert sorted(p.name for p in (tmp_path / "out" / "frames").iterdir()) == ["0000.png", "0001.png", "0002.png"]
     assert "4 frame(s), 1 shot(s)" in err
     assert not any((tmp_path / ".nstbatch" / "m.yaml" / "frames").iterdir())  # the frames kept while running
     code, out, _ = run_cli(capsys, "status", tmp_path / "m.yaml")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from . import webdataset
 from ..errors import NstbatchError
 from ..fs import sha256_of
-from ..config import LATER_FIELDS, VIDEO_FIELDS, split_weights_spec
+from ..config import DELIVERY_FIELDS, LATER_FIELDS, VIDEO_FIELDS, split_weights_spec
 from .video import clip_digest
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ def params_hash(job: Job, hashes: FileHashes, weights_id: str) -> str:
         if params[name] == before:
             del params[name]
     if not job.clip:  # a still image's output does not depend on them: changing them reruns no image
-        for name in VIDEO_FIELDS:
+        for name in VIDEO_FIELDS + DELIVERY_FIELDS:
             params.pop(name, None)
     if job.network is not None:  # its output is the network's pass (and refinement): the network's bytes count
         if not job.refine_steps:  # ...and of the parameters, only the output's form

@@ -50,7 +50,8 @@ YAML_HELP = {
     "id": "entry: only for an entry that makes a single job",
     "video": "entry, instead of content: a clip (a video file, or a folder of frames sorted by name; a glob or a"
              " list) stylized frame-steady; its output a video file (`.mp4`, `.mov`, `.mkv`, `.webm`) or a folder"
-             " (frames `000001.png`, …)",
+             " (PNG frames under the input folder's frame names; `000001.png`, … for a video file's); how a video"
+             " is encoded: `codec`, `crf`, `bitrate`, `pixel_format`, `audio`, `fps` (docs/video.md)",
 }
 
 

@@ -15,7 +15,7 @@ from ..errors import NstbatchError
 from ..geometry import long_side_size, output_size
 from .cards import NetworkCard
 from .images import ImageInfo, check_bit_depth, probe_image
-from .video import ClipInfo, check_clip_audio, clip_output_format, probe_clip
+from .video import ClipInfo, check_clip_streams, clip_output_format, encoding, probe_clip
 from ..layers import min_image_side, suggest
 from .manifest import Job, Manifest, Problem
 from .webdataset import output_folder
@@ -106,7 +106,8 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
 
         try:
             if job.clip:
-                clip_output_format(job.output)
+                if clip_output_format(job.output) is not None:
+                    encoding(job.output, job.params)  # the codec, its container, crf and pixel format agree
             else:
                 check_bit_depth(job.output, job.params.bit_depth)  # the format is known, and holds the depth
         except NstbatchError as e:
@@ -150,7 +151,7 @@ def _check_files(job: Job, probe, report) -> None:
             continue
         if isinstance(info, ClipInfo):
             try:
-                check_clip_audio(info, job.output)
+                check_clip_streams(info, job.output, job.params)
             except NstbatchError as e:
                 report(str(e))
         if role == "init" or job.network is not None:

@@ -21,10 +21,27 @@ from ..errors import InputError
 from ..fs import atomic_path
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
-# what we write, by suffix: (container format, video codec, pixel format)
-VIDEO_OUTPUTS = {".mp4": ("mp4", "libx264", "yuv420p"), ".m4v": ("mp4", "libx264", "yuv420p"),
-                 ".mov": ("mov", "libx264", "yuv420p"), ".mkv": ("matroska", "libx264", "yuv420p"),
-                 ".webm": ("webm", "libvpx-vp9", "yuv420p")}
+# the containers we write, by suffix
+VIDEO_OUTPUTS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
+
+
+@dataclass(frozen=True)
+class VideoCodec:
+    encoder: str  # FFmpeg's, in PyAV's wheel
+    pixel_format: str  # its usual one (``pixel_format: auto``)
+    crf: int | None  # its near-transparent constant quality; None: it takes no crf or bitrate
+    crf_max: int
+    containers: tuple[str, ...]  # the container formats that hold it (tried: tests/test_video.py)
+
+
+# The codecs a clip's video output can have (``codec``); ``auto`` is vp9 in .webm, h264 elsewhere.
+CODECS = {"h264": VideoCodec("libx264", "yuv420p", 18, 51, ("mp4", "mov", "matroska")),
+          "hevc": VideoCodec("libx265", "yuv420p", 20, 51, ("mp4", "mov", "matroska")),
+          "prores": VideoCodec("prores_ks", "yuv422p10le", None, 0, ("mov", "matroska")),
+          "ffv1": VideoCodec("ffv1", "yuv444p", None, 0, ("matroska",)),
+          "vp9": VideoCodec("libvpx-vp9", "yuv420p", 31, 63, ("webm", "mp4", "matroska")),
+          "av1": VideoCodec("libsvtav1", "yuv420p", 30, 63, ("webm", "mp4", "matroska"))}
+UNSPECIFIED = 2  # FFmpeg's AVCOL_SPC/PRI/TRC_UNSPECIFIED
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 # a frame's long side beyond this is refused before decoding (8K is 7680)
 MAX_FRAME_SIDE = 8192
@@ -42,8 +59,28 @@ class ClipInfo:
     height: int
     rate: Fraction | None  # frames a second (average); None for a folder
     rotation: int  # degrees the frames are turned to stand upright (0, 90, 180, 270)
-    audio: bool
+    audio: bool  # an audio or subtitle stream to copy
     folder: bool
+    pixel_format: str = "rgb24"  # the video stream's (a folder's frames: rgb24)
+    # the stream's colour tags as FFmpeg numbers them: matrix, range, primaries, transfer (0 or 2: unspecified)
+    colour: tuple[int, int, int, int] = (0, 0, 0, 0)
+    aspect: Fraction | None = None  # the sample (pixel) aspect ratio, where the stream gives one
+
+    @property
+    def deep(self) -> bool:
+        """Whether the stream has more than 8 bits a sample (10-bit video)."""
+        return any(tag in self.pixel_format for tag in ("10", "12", "16"))
+
+    def colours(self) -> tuple[int, int, int, int]:
+        """The colour (matrix, range, primaries, transfer) its frames are read and written in: the
+        stream's tags where it has them, else what players assume (BT.709 from 720 lines up, BT.601
+        below, limited range; a folder of frames: BT.709)."""
+        matrix, rng, primaries, transfer = self.colour
+        guess = 1 if self.folder or min(self.width, self.height) >= 720 else 6
+        full = self.pixel_format.startswith("yuvj")
+        return (matrix if matrix not in (0, UNSPECIFIED) else guess, rng or (2 if full else 1),
+                primaries if primaries not in (0, UNSPECIFIED) else guess,
+                transfer if transfer not in (0, UNSPECIFIED) else guess)
 
     def __str__(self) -> str:
         rate = f" at {float(self.rate):.3g} fps" if self.rate else ""
@@ -75,8 +112,11 @@ def probe_clip(path: str | os.PathLike) -> ClipInfo:
             width, height = stream.codec_context.width, stream.codec_context.height
             frames = sum(1 for packet in container.demux(stream) if packet.size)
             rotation = _rotation(container, stream)
-            audio = bool(container.streams.audio)
+            audio = bool(_copied(container))
             rate = stream.average_rate or stream.guessed_rate
+            context = stream.codec_context
+            colour = (context.colorspace, context.color_range, context.color_primaries, context.color_trc)
+            pixel_format, aspect = context.pix_fmt or "yuv420p", context.sample_aspect_ratio
     except av.FFmpegError as e:
         raise InputError(f"{path}: not a readable video ({e.strerror or e})",
                          hint="re-encode it, e.g. with ffmpeg -i IN -c:v libx264 OUT.mp4") from None
@@ -87,7 +127,13 @@ def probe_clip(path: str | os.PathLike) -> ClipInfo:
                          hint="scale the clip down first; size sets the output's side")
     if rotation in (90, 270):
         width, height = height, width
-    return ClipInfo(path, frames, width, height, Fraction(rate) if rate else None, rotation, audio, False)
+    return ClipInfo(path, frames, width, height, Fraction(rate) if rate else None, rotation, audio, False,
+                    pixel_format, tuple(int(c or 0) for c in colour), Fraction(aspect) if aspect else None)
+
+
+def _copied(container) -> list:
+    """The streams of an input that its output copies: every audio and subtitle stream."""
+    return [stream for stream in container.streams if stream.type in ("audio", "subtitle")]
 
 
 def _probe_folder(path: Path) -> ClipInfo:
@@ -136,7 +182,7 @@ def read_frames(info: ClipInfo, start: int = 0) -> Iterator[DecodedFrame]:
         return
     import av
 
-    index = -1
+    index, (matrix, rng, _, _) = -1, info.colours()
     try:
         with av.open(str(info.path)) as container:
             stream = container.streams.video[0]
@@ -145,7 +191,7 @@ def read_frames(info: ClipInfo, start: int = 0) -> Iterator[DecodedFrame]:
                 index += 1
                 if index < start:
                     continue
-                rgb = frame.to_ndarray(format="rgb24")
+                rgb = frame.to_ndarray(format="rgb24", src_colorspace=_matrix(matrix), src_color_range=rng)
                 if info.rotation:
                     rgb = np.ascontiguousarray(np.rot90(rgb, k=info.rotation // 90))
                 yield DecodedFrame(index, rgb, frame.pts)
@@ -157,68 +203,161 @@ def read_frames(info: ClipInfo, start: int = 0) -> Iterator[DecodedFrame]:
                          hint="the file may be truncated; re-encode or cut it")
 
 
+def _matrix(matrix: int) -> int:
+    """The YUV matrix swscale converts with, for a stream's tag (SMPTE 170M is BT.601's)."""
+    return {6: 5, 10: 9}.get(matrix, matrix)
+
+
+def _rate(fps: float) -> Fraction:
+    """A folder's frame rate as a fraction: 29.97, 23.976 and 59.94 are NTSC's N/1.001."""
+    ntsc = round(fps * 1.001)
+    return Fraction(ntsc * 1000, 1001) if abs(fps * 1.001 - ntsc) < 1e-3 and ntsc % 6 == 0 else Fraction(fps)
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How a clip's video output is written: what its ``codec``, ``crf``, ``bitrate``,
+    ``pixel_format`` and ``audio`` say, checked (``encoding``)."""
+
+    container: str
+    codec: str  # a ``CODECS`` name
+    pixel_format: str
+    options: tuple[tuple[str, str], ...]  # the encoder's
+    bit_rate: int  # bits a second (0: constant quality)
+    copy: bool  # the input's audio and subtitle streams copied
+
+    @property
+    def encoder(self) -> str:
+        return CODECS[self.codec].encoder
+
+
+def encoding(output: str | os.PathLike, params=None, source: ClipInfo | None = None) -> Encoding:
+    """The encoding of the video ``output`` that ``params`` (a job's ``StyleParams``; None: the
+    defaults) ask for, checked before any work: ``InputError`` naming the setting and the fix."""
+    import av
+
+    path = Path(output)
+    suffix = path.suffix.lower()
+    if suffix not in VIDEO_OUTPUTS:
+        raise InputError(f"{path}: cannot write video as {suffix or 'no extension'}",
+                         hint=f"use {', '.join(VIDEO_OUTPUTS)}, or a folder for PNG frames")
+    container = VIDEO_OUTPUTS[suffix]
+    chosen = getattr(params, "codec", "auto")
+    name = chosen if chosen != "auto" else "vp9" if container == "webm" else "h264"
+    codec = CODECS[name]
+    if container not in codec.containers:
+        fits = [other for other, fmt in VIDEO_OUTPUTS.items() if fmt in codec.containers]
+        raise InputError(f"{path}: a {suffix} file cannot hold {name} video",
+                         hint=f"write {' or '.join(fits)}, or choose another codec")
+    crf, bitrate = getattr(params, "crf", -1), getattr(params, "bitrate", 0)
+    if codec.crf is None and (crf != -1 or bitrate):
+        raise InputError(f"{path}: {name} takes no crf or bitrate (its quality is the pixel format's)",
+                         hint="leave crf and bitrate out, or choose h264, hevc, vp9 or av1")
+    if crf > codec.crf_max:
+        raise InputError(f"{path}: crf {crf} is beyond {name}'s 0-{codec.crf_max}", hint=f"a crf of 0-{codec.crf_max}")
+    from ..config import PIXEL_FORMATS
+
+    formats = {fmt.name for fmt in av.codec.Codec(codec.encoder, "w").video_formats}
+    takes = [f for f in PIXEL_FORMATS[1:] if f in formats]
+    pixel_format = getattr(params, "pixel_format", "auto")
+    if pixel_format == "auto":
+        pixel_format = codec.pixel_format
+        deeper = pixel_format if pixel_format.endswith("10le") else pixel_format + "10le"
+        if source is not None and source.deep and deeper in takes:
+            pixel_format = deeper  # a 10-bit clip stays 10-bit where the codec can
+    elif pixel_format not in takes:
+        raise InputError(f"{path}: {name} does not take pixel_format {pixel_format}", hint=f"use {', '.join(takes)}")
+    return Encoding(container, name, pixel_format, _options(name, pixel_format, crf, codec), bitrate * 1000,
+                    getattr(params, "audio", "copy") == "copy")
+
+
+def _options(name: str, pixel_format: str, crf: int, codec: VideoCodec) -> tuple[tuple[str, str], ...]:
+    quality = str(crf if crf >= 0 else codec.crf)
+    return {"h264": (("crf", quality),), "hevc": (("crf", quality), ("x265-params", "log-level=error")),
+            "vp9": (("crf", quality), ("b", "0"), ("row-mt", "1")), "av1": (("crf", quality),),
+            "prores": (("profile", "4" if "444" in pixel_format else "3"),), "ffv1": (("level", "3"),)}[name]
+
+
 class ClipWriter:
     """Encodes frames into a video file atomically: a temp file beside the output, moved into
-    place by ``close`` (a reader never sees half a video). Timestamps are the input's; the
-    input's audio stream, if any, is copied packet by packet, unchanged."""
+    place by ``close`` (a reader never sees half a video). Timestamps are the input's, and its
+    colour tags and pixel aspect; every audio and subtitle stream of the input is copied packet
+    by packet, unchanged (``audio: copy``). ``params``: the job's (``encoding``)."""
 
-    def __init__(self, path: str | os.PathLike, source: ClipInfo, width: int, height: int, crf: int = 18):
+    def __init__(self, path: str | os.PathLike, source: ClipInfo, width: int, height: int, params=None):
         import av
 
         self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in VIDEO_OUTPUTS:
-            raise InputError(f"{self.path}: cannot write video as {suffix or 'no extension'}",
-                             hint=f"use {', '.join(VIDEO_OUTPUTS)}, or a folder for PNG frames")
-        if width % 2 or height % 2:
-            raise InputError(f"{self.path}: {width}x{height} frames cannot be yuv420p (odd side)",
-                             hint="an even size, or a folder output")
-        container_format, codec, pixel_format = VIDEO_OUTPUTS[suffix]
-        self.source = source
+        self.encoding = encoding(self.path, params, source)
+        chroma = self.encoding.pixel_format  # 4:2:0 halves both sides' colour, 4:2:2 the width's
+        if (("420" in chroma or "422" in chroma) and width % 2) or ("420" in chroma and height % 2):
+            raise InputError(f"{self.path}: {width}x{height} frames cannot be {self.encoding.pixel_format} (odd side)",
+                             hint="an even size, pixel_format yuv444p, or a folder output")
+        self.source, self._colour = source, source.colours()
+        self._fps = getattr(params, "fps", 25.0)
         self._input = av.open(str(source.path)) if not source.folder else None
         self._atomic = atomic_path(self.path)
         self._tmp = self._atomic.__enter__()
         self._output = None
         try:
-            self._output = av.open(str(self._tmp), "w", format=container_format)
-            self._open_streams(codec, pixel_format, width, height, crf)
+            self._output = av.open(str(self._tmp), "w", format=self.encoding.container)
+            self._open_streams(width, height)
         except BaseException as error:  # a writer that cannot start leaves no temp file behind
             self.abort(error)
             raise
         self._count = 0
 
-    def _open_streams(self, codec: str, pixel_format: str, width: int, height: int, crf: int) -> None:
-        source = self.source
-        rate = source.rate or Fraction(25)
-        self._video = self._output.add_stream(codec, rate=rate)
-        self._video.width, self._video.height, self._video.pix_fmt = width, height, pixel_format
-        self._video.options = {"crf": str(crf)} if codec == "libx264" else {}
+    def _open_streams(self, width: int, height: int) -> None:
+        source, chosen = self.source, self.encoding
+        rate = source.rate or _rate(self._fps)
+        self._video = self._output.add_stream(chosen.encoder, rate=rate)
+        self._video.width, self._video.height, self._video.pix_fmt = width, height, chosen.pixel_format
+        self._video.options = dict(chosen.options)
+        context = self._video.codec_context
+        if chosen.bit_rate:
+            context.bit_rate = chosen.bit_rate
+        if chosen.codec == "hevc" and chosen.container in ("mp4", "mov"):
+            self._video.codec_tag = "hvc1"  # what QuickTime and editors read
+        context.colorspace, context.color_range, context.color_primaries, context.color_trc = self._colour
+        if source.aspect:
+            context.sample_aspect_ratio = source.aspect
         # the input's time base, so that each frame keeps its timestamp (variable rates too)
         self._time_base = self._input.streams.video[0].time_base if self._input is not None else Fraction(1, 1) / rate
-        self._video.time_base = self._video.codec_context.time_base = self._time_base
-        self._audio = (self._output.add_stream_from_template(self._input.streams.audio[0])
-                       if self._input is not None and self._input.streams.audio else None)
+        self._video.time_base = context.time_base = self._time_base
+        self._copies = {}
+        if self._input is not None and chosen.copy:
+            for stream in _copied(self._input):
+                self._copies[stream.index] = copy = self._output.add_stream_from_template(stream)
+                copy.metadata.update({k: v for k, v in stream.metadata.items() if k in ("language", "title")})
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
         import av
 
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        matrix, rng, primaries, transfer = self._colour
+        # the matrix and range only: given the primaries and transfer too, swscale would convert
+        # the pixels' gamut and curve (the frames are the input's own signal, to be tagged as it
+        # was). The colour planes averaged over each 2x2 (area), not sampled bilinearly, which
+        # smears a saturated edge into its neighbours
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(
+            format=self.encoding.pixel_format, dst_colorspace=_matrix(matrix), dst_color_range=rng,
+            interpolation="AREA")
+        frame.colorspace, frame.color_primaries, frame.color_trc = matrix, primaries, transfer
         frame.pts, frame.time_base = (pts if pts is not None else self._count), self._time_base
         for packet in self._video.encode(frame):
             self._output.mux(packet)
         self._count += 1
 
     def close(self) -> None:
-        """Flush the encoder, copy the audio, and move the file into place."""
+        """Flush the encoder, copy the audio and subtitles, and move the file into place."""
         try:
             for packet in self._video.encode():
                 self._output.mux(packet)
-            if self._audio is not None:
-                source = self._input.streams.audio[0]
-                for packet in self._input.demux(source):
+            if self._copies:
+                sources = [self._input.streams[index] for index in self._copies]
+                for packet in self._input.demux(*sources):
                     if packet.dts is None:  # the demuxer's flush packet
                         continue
-                    packet.stream = self._audio
+                    packet.stream = self._copies[packet.stream.index]
                     self._output.mux(packet)
             self._output.close()
         except BaseException as e:
@@ -244,11 +383,11 @@ class ClipWriter:
 
 
 def encode_clip(info: ClipInfo, frames: Iterable[np.ndarray], output: Path, size: tuple[int, int],
-                pts: list[int | None]) -> None:
+                pts: list[int | None], params=None) -> None:
     """A video ``output`` of RGB ``frames`` (each ``size``: height, width) with the input
-    clip's timestamps ``pts`` and audio, moved into place whole (``ClipWriter``)."""
+    clip's timestamps ``pts``, colour tags and streams, moved into place whole (``ClipWriter``)."""
     height, width = size
-    writer = ClipWriter(output, info, width, height)
+    writer = ClipWriter(output, info, width, height, params)
     try:
         for rgb, stamp in zip(frames, pts):
             writer.write(rgb, stamp)
@@ -266,26 +405,27 @@ def clip_output_format(path: str | os.PathLike) -> str | None:
     if suffix and suffix not in VIDEO_OUTPUTS:
         raise InputError(f"{path}: a clip's output is a video ({', '.join(VIDEO_OUTPUTS)}) or a folder,"
                          f" not {suffix}", hint="name it .mp4, or give a folder without an extension")
-    return VIDEO_OUTPUTS[suffix][0] if suffix else None
+    return VIDEO_OUTPUTS[suffix] if suffix else None
 
 
-def check_clip_audio(info: ClipInfo, output: str | os.PathLike) -> None:
-    """Before any frame is made: the video ``output`` can hold the clip's audio stream as it is
-    copied (AAC does not go into .webm, PCM not into .mp4). Tried for real: the output's
-    container, in memory, with the stream, its header written. ``InputError`` naming the
-    stream and the containers that take it."""
+def check_clip_streams(info: ClipInfo, output: str | os.PathLike, params=None) -> None:
+    """Before any frame is made: the video ``output`` can hold each audio and subtitle stream of
+    the clip as it is copied (AAC does not go into .webm, PCM not into .mp4, mov_text not into
+    .mkv). Tried for real: the output's container, in memory, with the stream, its header
+    written. ``InputError`` naming the stream, the containers that take it, and ``audio: drop``."""
     suffix = Path(output).suffix.lower()
-    if not info.audio or info.folder or suffix not in VIDEO_OUTPUTS:
+    if not info.audio or info.folder or suffix not in VIDEO_OUTPUTS or getattr(params, "audio", "copy") == "drop":
         return
     import av
 
     with av.open(str(info.path)) as source:
-        stream = source.streams.audio[0]
-        if _holds(VIDEO_OUTPUTS[suffix][0], stream):
-            return
-        fits = [other for other, (fmt, _, _) in VIDEO_OUTPUTS.items() if other != suffix and _holds(fmt, stream)]
-        raise InputError(f"{output}: a {suffix} file cannot hold the {stream.codec_context.name} audio of"
-                         f" {info.path.name}", hint=f"write {' or '.join(fits) or 'a folder of frames'} instead")
+        for stream in _copied(source):
+            if _holds(VIDEO_OUTPUTS[suffix], stream):
+                continue
+            fits = [other for other, fmt in VIDEO_OUTPUTS.items() if other != suffix and _holds(fmt, stream)]
+            raise InputError(f"{output}: a {suffix} file cannot hold the {stream.codec_context.name} {stream.type}"
+                             f" of {info.path.name} (stream {stream.index})",
+                             hint=f"write {' or '.join(fits) or 'a folder of frames'} instead, or set audio: drop")
 
 
 def _holds(container_format: str, stream) -> bool:
@@ -301,9 +441,9 @@ def _holds(container_format: str, stream) -> bool:
         return False
 
 
-def check_clip_output(path: str | os.PathLike) -> Path:
-    """Before a clip runs: its output is a video file we can write or a folder for PNG frames
-    (``clip_output_format``), in a place that can be made and written."""
+def check_clip_output(path: str | os.PathLike, params=None) -> Path:
+    """Before a clip runs: its output is a video file we can write as ``params`` say
+    (``encoding``) or a folder for PNG frames, in a place that can be made and written."""
     from .images import check_output_path
 
     path = Path(path)
@@ -314,6 +454,7 @@ def check_clip_output(path: str | os.PathLike) -> Path:
     elif path.is_dir():
         raise InputError(f"{path}: is a folder; give a file name for the video output")
     else:
+        encoding(path, params)
         check_output_path(path.with_suffix(".png"))  # its folder can be made and written
     return path
 

@@ -50,8 +50,8 @@ from ..geometry import output_size
 from ..fs import atomic_write
 from ..io.images import probe_image
 from ..io.manifest import Job
-from ..io.video import (ClipInfo, check_clip_audio, check_clip_output, clip_output_format, encode_clip, probe_clip,
-                        read_frames)
+from ..io.video import (ClipInfo, check_clip_output, check_clip_streams, clip_output_format, encode_clip, frame_files,
+                        probe_clip, read_frames)
 from ..styles.store import StyleTargetStore
 from .claims import CLAIM_STALE, Claim, claim_at
 from .cuts import check_count, find_shots, fitted
@@ -266,8 +266,8 @@ def check_clip_files(content: Path, styles: Sequence[tuple[Path, float]], output
     info = probe_clip(content)
     for style, _ in styles:
         probe_image(style)
-    check_clip_audio(info, output)  # before a frame is made, not when the file is closed
-    check_clip_output(output)
+    check_clip_streams(info, output, params)  # before a frame is made, not when the file is closed
+    check_clip_output(output, params)
     if Path(output).resolve() == Path(content).resolve():
         raise InputError(f"{output}: the output is also the clip; it would be overwritten",
                          hint="choose another output")
@@ -288,7 +288,7 @@ def clip_job(job: Job, store: StyleTargetStore, frames: FrameStore, call: ClipCa
     done.sources = sources
     done, pts = stylize_clip(info, style_targets, job.params, frames, size, call, done)
     if not (call and call.join):
-        write_clip(info, frames, job.output, size, pts)
+        write_clip(info, frames, job.output, size, pts, job.params)
     return info, done
 
 
@@ -301,14 +301,18 @@ def clip_inputs(job: Job, store: StyleTargetStore) -> tuple[ClipInfo, tuple[int,
     return info, size, style_targets, sources
 
 
-def write_clip(info: ClipInfo, store: FrameStore, output: Path, size: tuple[int, int], pts: list[int | None]) -> None:
-    """The clip's output from its written frames: a video (``io.video.encode_clip``), or the frames
-    copied into the output folder, each atomically."""
+def write_clip(info: ClipInfo, store: FrameStore, output: Path, size: tuple[int, int], pts: list[int | None],
+               params: StyleParams | None = None) -> None:
+    """The clip's output from its written frames: a video (``io.video.encode_clip``, as the job's
+    ``params`` encode it), or the frames copied into the output folder, each atomically, under the
+    input's frame names where the input is a folder (``000001.png``… for a video file's)."""
     if clip_output_format(output) is not None:
-        encode_clip(info, (store.load(index) for index in range(len(pts))), output, size, pts)
+        encode_clip(info, (store.load(index) for index in range(len(pts))), output, size, pts, params)
         return
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    names = [f"{file.stem}.png" for file in frame_files(info.path)] if info.folder else None
     for index in range(len(pts)):
         source = store.path(index)
-        atomic_write(output / source.name, lambda f, source=source: f.write(source.read_bytes()))
+        atomic_write(output / (names[index] if names else source.name),
+                     lambda f, source=source: f.write(source.read_bytes()))

@@ -478,7 +478,7 @@ class JobExecutor:
             final = done.final()
             costs = _costs(final) if final else {}
             try:
-                write_clip(clip.info, clip.frames, job.output, clip.shape, pts)
+                write_clip(clip.info, clip.frames, job.output, clip.shape, pts, job.params)
                 self.state.mark_done(job, item.hash, seconds=share, batch=len(group), costs=costs,
                                      device=str(self.device), activation_checkpointing=checkpointing)
             except Exception as error:  # noqa: BLE001 - one job's failure never ends the run
