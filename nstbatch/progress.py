@@ -99,9 +99,15 @@ class RunProgress:
         return True
 
     def step(self, progress) -> None:
+        clip = getattr(self.current, "clip", False)  # a clip's progress is its frames: minutes each
         if self.bar is not None:
-            self.bar.update(self.task, description=f"{self.current.id} step {progress.step}/{progress.steps}"
-                                                   f"  total {progress.total:.4g}")
+            self.bar.update(self.task, description=f"{self.current.id} {'frame' if clip else 'step'}"
+                                                   f" {progress.step}/{progress.steps}  total {progress.total:.4g}")
+        elif clip and not self.quiet:
+            if self._new_tenth(progress) or time.monotonic() - self.last_step_line > 30:
+                self.last_step_line = time.monotonic()
+                typer.echo(f"  {self.current.id} ({self.current.where}): frame {progress.step}/{progress.steps}",
+                           err=True)
         elif self.verbose and not self.quiet and (self._new_tenth(progress)
                                                   or time.monotonic() - self.last_step_line > 2):
             self.last_step_line = time.monotonic()

@@ -360,6 +360,7 @@ def test_clips_run_from_a_manifest_into_a_video_and_a_folder_beside_an_image(tmp
     assert probe_clip(tmp_path / "out" / "walk.mp4").frames == 4
     assert sorted(p.name for p in (tmp_path / "out" / "frames").iterdir()) == ["0000.png", "0001.png", "0002.png"]
     assert "4 frame(s), 1 shot(s)" in err
+    assert ": frame 2/4" in err and ": frame 3/3" in err  # run shows a clip's frames as they are made
     assert not any((tmp_path / ".nstbatch" / "m.yaml" / "frames").iterdir())  # the frames kept while running
     code, out, _ = run_cli(capsys, "status", tmp_path / "m.yaml")
     assert "done 3, failed 0, invalid 1, pending 0" in out

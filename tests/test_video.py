@@ -278,3 +278,15 @@ def test_every_audio_and_subtitle_track_is_copied_or_all_dropped_and_a_folder_ke
     writer.close()
     assert probe_clip(tmp_path / "ntsc.mp4").rate == Fraction(30000, 1001)
     assert stream_facts(tmp_path / "ntsc.mp4")["colour"] == (1, 1, 1, 1)
+
+
+def test_a_folder_output_is_checked_without_being_made_before_its_frames(tmp_path):
+    from nstbatch.io.video import check_clip_output
+
+    check_clip_output(tmp_path / "out" / "frames")
+    assert (tmp_path / "out").is_dir() and not (tmp_path / "out" / "frames").exists()
+    (tmp_path / "out" / "frames").mkdir()
+    check_clip_output(tmp_path / "out" / "frames")  # an existing folder: written into
+    (tmp_path / "out" / "taken").write_text("a file")
+    with pytest.raises(InputError, match="is a file; a clip's frames go into a folder"):
+        check_clip_output(tmp_path / "out" / "taken")

@@ -386,15 +386,22 @@ def encode_clip(info: ClipInfo, frames: Iterable[np.ndarray], output: Path, size
                 pts: list[int | None], params=None) -> None:
     """A video ``output`` of RGB ``frames`` (each ``size``: height, width) with the input
     clip's timestamps ``pts``, colour tags and streams, moved into place whole (``ClipWriter``)."""
+    import av
+
     height, width = size
-    writer = ClipWriter(output, info, width, height, params)
     try:
-        for rgb, stamp in zip(frames, pts):
-            writer.write(rgb, stamp)
-    except BaseException as error:
-        writer.abort(error)
-        raise
-    writer.close()
+        writer = ClipWriter(output, info, width, height, params)
+        try:
+            for rgb, stamp in zip(frames, pts):
+                writer.write(rgb, stamp)
+        except BaseException as error:
+            writer.abort(error)
+            raise
+        writer.close()
+    except (av.FFmpegError, ValueError, OSError) as e:  # the encoder or the disk: nothing left in place
+        raise InputError(f"{output}: the video could not be written ({e})",
+                         hint="check the disk's free space; the frames made are kept: running it again"
+                         " writes the video from them") from None
 
 
 def clip_output_format(path: str | os.PathLike) -> str | None:
@@ -450,7 +457,8 @@ def check_clip_output(path: str | os.PathLike, params=None) -> Path:
     if clip_output_format(path) is None:
         if path.exists() and not path.is_dir():
             raise InputError(f"{path}: is a file; a clip's frames go into a folder", hint="give a folder")
-        check_output_path(path / "000001.png")  # the folder can be made and written
+        # the folder can be made and written, made only when its frames are (not empty before)
+        check_output_path(path / "000001.png" if path.is_dir() else path.with_suffix(".png"))
     elif path.is_dir():
         raise InputError(f"{path}: is a folder; give a file name for the video output")
     else:
