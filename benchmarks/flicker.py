@@ -69,6 +69,8 @@ CANDIDATES = {
     "video": ("balanced", {"temporal_weight": 60, "frame_steps": 50}),
     # later frames on every scale of the pyramid, as the first (frame_scales' other value)
     "video, all scales": ("balanced", {"temporal_weight": 60, "frame_steps": 50, "frame_scales": "all"}),
+    # the masks as artistic-videos builds them: occlusions grown, the mask blurred (issue 49)
+    "video, soft masks": ("balanced", {"temporal_weight": 60, "frame_steps": 50, "temporal_mask": "soft"}),
     "tw 20": ("balanced", {"temporal_weight": 20, "frame_steps": 50}),
     "tw 200": ("balanced", {"temporal_weight": 200, "frame_steps": 50}),
     "25 steps": ("balanced", {"temporal_weight": 60, "frame_steps": 25}),

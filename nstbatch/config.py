@@ -89,6 +89,10 @@ class StyleParams:
     scene_cut: float = _knob(
         0.5, "video: a frame whose flow from the previous one is trusted on less than this share of"
         " its pixels starts a new shot: no temporal tie, the full steps", "float", low=0.0, high=1.0)
+    temporal_mask: str = _knob(
+        "hard", "video: where each tie is trusted: hard (0 or 1 from the forward-backward check) or soft (as"
+        " artistic-videos builds it: each occlusion grown into its neighbours and the mask blurred, sigma 0.8)",
+        "choice", ("hard", "soft"))
     flow: str = _knob("dis-medium", "video: the optical flow, OpenCV's DIS at a preset (dis-ultrafast,"
                       " dis-fast, dis-medium), or torchvision's RAFT from a weights file you supply"
                       " (raft-small:PATH, raft-large:PATH; never downloaded)", "flow", DIS_FLOWS)
@@ -278,10 +282,12 @@ LATER_FIELDS = {"resize": "long", "crop": "none", "jpeg_quality": 95, "webp_qual
                 "palette_mix": 1.0, "clip_every": 1, "stop_tol": 0.0, "stop_window": 50,
                 "bit_depth": 8, "tile": "auto", "temporal_weight": 0.0,
                 "temporal_frames": [1.0], "frame_steps": 0, "scene_cut": 0.5, "flow": "dis-medium",
-                "frame_scales": "all", "codec": "auto", "crf": -1, "bitrate": 0, "pixel_format": "auto",
+                "frame_scales": "all", "temporal_mask": "hard", "codec": "auto", "crf": -1, "bitrate": 0,
+                "pixel_format": "auto",
                 "audio": "copy", "fps": 25.0}
 # What only a clip's frames after the first read: a still image's job does not depend on them.
-VIDEO_FIELDS = ("temporal_weight", "temporal_frames", "frame_steps", "frame_scales", "scene_cut", "flow")
+VIDEO_FIELDS = ("temporal_weight", "temporal_frames", "frame_steps", "frame_scales", "scene_cut", "flow",
+                "temporal_mask")
 # How a clip's output is written: a still image's job does not read them either.
 DELIVERY_FIELDS = ("codec", "crf", "bitrate", "pixel_format", "audio", "fps")
 

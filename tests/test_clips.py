@@ -88,6 +88,11 @@ def test_the_ties_steady_the_clip_and_a_cut_starts_a_new_shot(tmp_path, setup):
         return float((c * (tensor(store.load(t)) - earlier) ** 2).sum() / c.sum())
     assert warping_error(tied, 1) < 0.5 * warping_error(free, 1)
     assert warping_error(tied, 4) < 0.5 * warping_error(free, 4)
+    # temporal_mask soft ties the same frames by the smoothed masks: as steady, not the same pixels
+    soft = FrameStore(tmp_path / "soft")
+    stylize_clip(info, targets, dataclasses.replace(params, temporal_mask="soft"), soft, size, ClipCall(features))
+    assert np.array_equal(soft.load(0), tied.load(0)) and not np.array_equal(soft.load(1), tied.load(1))
+    assert warping_error(soft, 1) < 0.5 * warping_error(free, 1)
 
 
 def cut_clip(tmp_path):

@@ -117,18 +117,18 @@ class Link:
     weights: Tensor  # (1, 1, H, W) in [0, 1]
 
 
-def links(frames: dict, t: int, distances: tuple[int, ...], flow: DisFlow | RaftFlow) -> list[Link]:
+def links(frames: dict, t: int, distances: tuple[int, ...], flow: DisFlow | RaftFlow, soft: bool = False) -> list[Link]:
     """Frame ``t``'s links to the frames ``t − d`` that exist (``frames``: by index, as
     ``flow.prepare`` made them; ``flow``: an ``estimator``), nearest first whatever the order of
     ``distances`` (the first is the warped start; a farther one counts where no nearer is
-    trusted), as artistic-videos sorts them."""
+    trusted), as artistic-videos sorts them; ``soft``: the masks as artistic-videos smooths them."""
     out = []
     for d in sorted(distances):
         if t - d not in frames:
             continue
         backward = flow(frames[t], frames[t - d])
         forward = flow(frames[t - d], frames[t])
-        out.append(Link(d, backward, reliable(backward, forward)))
+        out.append(Link(d, backward, reliable(backward, forward, soft)))
     return out
 
 
@@ -140,10 +140,10 @@ class FlowAhead:
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="flow")
         self._pending: dict[int, Future] = {}
 
-    def submit(self, t: int, frames: dict, distances: tuple[int, ...], flow) -> None:
+    def submit(self, t: int, frames: dict, distances: tuple[int, ...], flow, soft: bool = False) -> None:
         if t not in self._pending:
             needed = {i: frames[i] for i in [t, *(t - d for d in distances)] if i in frames}
-            self._pending[t] = self._pool.submit(links, needed, t, distances, flow)
+            self._pending[t] = self._pool.submit(links, needed, t, distances, flow, soft)
 
     def result(self, t: int) -> list[Link]:
         return self._pending.pop(t).result()

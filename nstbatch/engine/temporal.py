@@ -13,6 +13,8 @@ these units; the consistency check's thresholds are the paper's, on flows in pix
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -20,6 +22,7 @@ from torch import Tensor
 # The consistency check's thresholds (the paper's, for flows in pixels).
 OCCLUSION_RELATIVE, OCCLUSION_ABSOLUTE = 0.01, 0.5
 BOUNDARY_RELATIVE, BOUNDARY_ABSOLUTE = 0.01, 0.002
+OCCLUDED_SOFT, SOFT_SIGMA = -0.75, 0.8  # artistic-videos' consistency checker (temporal_mask: soft)
 
 
 def _grid(flow: Tensor) -> tuple[Tensor, Tensor]:
@@ -40,12 +43,14 @@ def warp(image: Tensor, flow: Tensor) -> Tensor:
     return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def reliable(backward: Tensor, forward: Tensor) -> Tensor:
+def reliable(backward: Tensor, forward: Tensor, soft: bool = False) -> Tensor:
     """The paper's consistency weights ``(N, 1, H, W)`` for warping frame t−1 into frame t:
     ``backward`` is frame t's flow to t−1, ``forward`` frame t−1's flow to t. 0 where the two
     disagree (the point was occluded: ``|w + ŵ(x + w)|² > 0.01(|w|² + |ŵ|²) + 0.5``), at motion
     boundaries (``|∇u|² + |∇v|² > 0.01|w|² + 0.002``) and where ``x + w`` leaves the frame;
-    1 elsewhere."""
+    1 elsewhere. ``soft``: as artistic-videos' consistency checker leaves them, an occluded
+    point counted −0.75 so that a Gaussian blur (σ 0.8) grows each occlusion into its
+    neighbours and smooths every edge of the mask, then clipped to [0, 1]."""
     x, y = _grid(backward)
     h, w = backward.shape[-2:]
     inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
@@ -54,7 +59,22 @@ def reliable(backward: Tensor, forward: Tensor) -> Tensor:
     round_trip = ((backward + returned) ** 2).sum(1)
     occluded = round_trip > OCCLUSION_RELATIVE * (square + (returned ** 2).sum(1)) + OCCLUSION_ABSOLUTE
     boundary = _gradient_square(backward) > BOUNDARY_RELATIVE * square + BOUNDARY_ABSOLUTE
-    return (inside & ~occluded & ~boundary).to(backward.dtype).unsqueeze(1)
+    trusted = (inside & ~occluded & ~boundary).to(backward.dtype)
+    if not soft:
+        return trusted.unsqueeze(1)
+    grown = torch.where(occluded & inside & ~boundary, torch.full_like(trusted, OCCLUDED_SOFT), trusted)
+    return _gaussian(grown.unsqueeze(1), SOFT_SIGMA).clamp(0, 1)
+
+
+def _gaussian(image: Tensor, sigma: float) -> Tensor:
+    """``image`` (N, 1, H, W) blurred by a Gaussian of ``sigma`` px (separable, edges repeated)."""
+    radius = max(1, math.ceil(3 * sigma))
+    taps = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    kernel = torch.exp(-taps ** 2 / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    padded = F.pad(image, (radius, radius, radius, radius), mode="replicate")
+    across = F.conv2d(padded, kernel.view(1, 1, 1, -1))
+    return F.conv2d(across, kernel.view(1, 1, -1, 1))
 
 
 def _gradient_square(flow: Tensor) -> Tensor:

@@ -179,6 +179,7 @@ class _ShotWork:
         self.store, self.shots, self.flow, self.call, self.done = store, shots, flow, call, done
         self.claim: Claim | None = None
         self.distances = tuple(int(d) for d in params.temporal_frames)
+        self.soft = params.temporal_mask == "soft"
         inner = call.hooks or Hooks()
 
         def beat() -> bool:  # asked before every update: the shot's claim lives while its frames are made
@@ -214,7 +215,7 @@ class _ShotWork:
                 rgb = fitted(frame.rgb, self.size)
                 seen[index] = self.flow.prepare(rgb)
                 if index > shots.starts[shot] and not store.has(index):
-                    flows.submit(index, seen, self.distances, self.flow)
+                    flows.submit(index, seen, self.distances, self.flow, self.soft)
                     submitted.add(index)
                 for old in [k for k in seen if k < index - max(self.distances)]:
                     del seen[old]
