@@ -80,6 +80,28 @@ def main() -> None:
     results["methods"] = apply(out, args)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
+    contact_sheet(out, args.painting)
+
+
+def contact_sheet(out: Path, painting: Path, tile: int = 200) -> Path:
+    """``sheet.jpg``: a row per held-out content; the content, the painting, then each way's
+    output, to judge by eye."""
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from quality import _sheet
+
+    ways = [("network", "network"), ("network-refine", "network + refine"), ("fast", "fast"),
+            ("balanced", "default")]
+    rows = []
+    for content in sorted((out / "heldout").glob("*.png")):
+        row = [(content.stem, Image.open(content).convert("RGB")), (painting.stem, Image.open(painting).convert("RGB"))]
+        for stem, label in ways:
+            made = out / "out" / stem / content.name
+            row.append((label, Image.open(made).convert("RGB") if made.is_file() else None))
+        rows.append(row)
+    _sheet(rows, tile).save(out / "sheet.jpg", quality=88)
+    return out / "sheet.jpg"
 
 
 def train(out: Path, args) -> dict:
