@@ -134,4 +134,9 @@ def stylize_clip_file(content: str | os.PathLike, style: "str | os.PathLike | St
     frames = FrameStore(output.parent / ".nstbatch" / "frames" / f"{output.name}-{key}")
     _, done = clip_job(job, store or default_store(target), frames, ClipCall(features, hooks, on_frame, target))
     frames.discard()
+    for folder in (frames.folder.parent, frames.folder.parent.parent):  # nothing but outputs among the outputs
+        try:
+            folder.rmdir()  # once empty: another clip's frames beside it keep it
+        except OSError:
+            break
     return done

@@ -417,6 +417,7 @@ def test_stylize_takes_a_clip_through_the_same_path(tmp_path, capsys):
     assert code == 0 and "frame 3/3" in err and "wrote" in out, err
     info = probe_clip(tmp_path / "out.mp4")
     assert (info.frames, info.width, info.height, info.audio) == (3, 40, 30, True)
+    assert not (tmp_path / ".nstbatch").exists()  # its frames gone with the state folder they made
     # Steady whatever the preset: no temporal flag gives the video ties (the frames as the same
     # call with them written out); --temporal-weight 0 makes each frame on its own.
     assert "temporal_weight 60" in out
