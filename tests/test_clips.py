@@ -400,7 +400,7 @@ def test_a_killed_clip_run_finishes_with_every_frame_once_as_an_uninterrupted_ru
     whole = spawn_run(tmp_path, "-q", manifest="whole.yaml")
     assert whole.wait(timeout=600) == 0, whole.communicate()
     for index in range(6):
-        name = f"{index + 1:06d}.png"
+        name = f"{index:04d}.png"  # the input folder's frame names
         assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "frames" / name)),
                               np.asarray(Image.open(tmp_path / "whole" / name))), name
 
@@ -546,6 +546,6 @@ def test_a_clip_s_shots_are_shared_and_it_ends_as_one_worker_makes_it(tmp_path, 
     whole = spawn_run(tmp_path, "-q", *same, manifest="whole.yaml", env={"OMP_NUM_THREADS": "1"})
     assert whole.wait(timeout=600) == 0, whole.communicate()
     for index in range(10):
-        name = f"{index + 1:06d}.png"
+        name = f"{index:04d}.png"  # the input folder's frame names
         assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / name)),
                               np.asarray(Image.open(tmp_path / "whole" / name))), name
