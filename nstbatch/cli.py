@@ -591,9 +591,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code instead of exiting (``sys.exit(main())`` does that).
     The process-wide settings of an entry point are made here, and for ONNX Runtime by the
     commands that use it (``environment``)."""
-    from .environment import lift_pillow_limit
+    from .environment import lift_pillow_limit, quiet_encoder_logs
 
     lift_pillow_limit()
+    quiet_encoder_logs()
     try:
         result = app(args=argv, prog_name="nstbatch", standalone_mode=False)
         code = result if isinstance(result, int) else 0

@@ -100,6 +100,12 @@ def lift_pillow_limit() -> None:
     Image.MAX_IMAGE_PIXELS = None
 
 
+def quiet_encoder_logs() -> None:
+    """SVT-AV1 (``codec: av1``) prints its banner and settings, 25 lines a clip, unless told to
+    keep to errors; a value the user set stays."""
+    os.environ.setdefault("SVT_LOG", "1")
+
+
 def import_onnxruntime() -> None:
     """Import ONNX Runtime with its telemetry SDK's session file (``.ses``, written to the temp
     folder at import) sent into nstbatch's cache, so that a run writes nowhere else. Made

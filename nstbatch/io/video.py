@@ -293,8 +293,6 @@ class ClipWriter:
         if (("420" in chroma or "422" in chroma) and width % 2) or ("420" in chroma and height % 2):
             raise InputError(f"{self.path}: {width}x{height} frames cannot be {self.encoding.pixel_format} (odd side)",
                              hint="an even size, pixel_format yuv444p, or a folder output")
-        if self.encoding.codec == "av1":
-            os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1's banner and settings: errors only
         self.source, self._colour = source, source.colours()
         self._fps = getattr(params, "fps", 25.0)
         self._input = av.open(str(source.path)) if not source.folder else None
