@@ -210,9 +210,10 @@ def test_a_10_bit_clip_stays_10_bit_and_a_601_one_keeps_its_matrix(tmp_path):
 def test_every_codec_the_table_puts_in_a_container_is_written_there_and_no_other(tmp_path):
     """``CODECS``' containers are what PyAV's FFmpeg takes: each pairing either writes two frames
     that read back, or is refused by ``encoding`` before any work with the suffixes that fit."""
-    from nstbatch.config import resolve_params
+    from nstbatch.config import VIDEO_CODECS, resolve_params
     from nstbatch.io.video import CODECS, VIDEO_OUTPUTS, encoding
 
+    assert set(VIDEO_CODECS) - {"auto"} == set(CODECS)  # the manifest's choices are the table's codecs
     info = probe_clip(draw_clip(tmp_path / "in.mp4", pan_frames(2, 64, 48)) or tmp_path / "in.mp4")
     for codec in CODECS:
         for suffix in VIDEO_OUTPUTS:
