@@ -273,7 +273,10 @@ def encoding(output: str | os.PathLike, params=None, source: ClipInfo | None = N
 
 def _options(name: str, pixel_format: str, crf: int, codec: VideoCodec) -> tuple[tuple[str, str], ...]:
     quality = str(crf if crf >= 0 else codec.crf)
-    return {"h264": (("crf", quality),), "hevc": (("crf", quality), ("x265-params", "log-level=error")),
+    # x265's B-frames with the input's time base made the mp4/mov muxer refuse about one close in
+    # three ("not yet implemented", found by the codec table test): hevc goes without B-frames
+    # until that is understood
+    return {"h264": (("crf", quality),), "hevc": (("crf", quality), ("x265-params", "log-level=error:bframes=0")),
             "vp9": (("crf", quality), ("b", "0"), ("row-mt", "1")), "av1": (("crf", quality),),
             "prores": (("profile", "4" if "444" in pixel_format else "3"),), "ffv1": (("level", "3"),)}[name]
 
