@@ -4,7 +4,7 @@ per frame.
 
     python benchmarks/flicker.py [--clip NAME=CLIP@PAINTING ...] [--frames 12] [--size 320]
         [--only NAME ...] [--candidate NAME=PRESET:KEY=VALUE;... ...] [--json rows.jsonl]
-        [--set KEY=VALUE ...] [--gif MODE ...] [--out benchmarks/flicker-out]
+        [--set KEY=VALUE ...] [--gif MODE ...] [--out benchmarks/flicker-out] [--network NAME=NETS/X.onnx ...]
 
 Clips (default: the project's own, drawn by ``manifests/make_samples.py --clips``: a camera pan
 over the tower photo with a disc drifting across it, under the Starry Night; moving shapes over
@@ -15,7 +15,10 @@ on the long side (even sides) and kept as PNG frames, so every mode reads the sa
   folder of images (``stylize_job``);
 - the video candidates: the clip as ``nstbatch run`` does a clip job (``clip.clip_job``: each
   frame after the first from the previous output warped into it, tied to it by the temporal
-  cost; DIS flow computed ahead on threads).
+  cost; DIS flow computed ahead on threads);
+- ``--network`` modes: the clip through a trained network as ``nstbatch run`` does a ``video:``
+  entry that names ``network:`` (``clip.network_clip_job``: each frame one pass, no flow), in
+  the network's own painting (give the clips that painting: the yardstick scores against it).
 
 **Warping error** (Ruder et al.'s measure): the mean over frame pairs of the squared difference,
 over the pixels the flow can be trusted for, between a frame and the previous frame warped into
@@ -52,7 +55,7 @@ from nstbatch.engine.yardstick import Yardstick
 from nstbatch.io.images import load_image
 from nstbatch.io.manifest import Job
 from nstbatch.io.video import frame_files, probe_clip, read_frames
-from nstbatch.jobs.clip import ClipCall, clip_job
+from nstbatch.jobs.clip import ClipCall, NetworkFrames, clip_job, network_clip_job
 from nstbatch.jobs.frames import FrameStore
 from nstbatch.jobs.single import stylize_job
 from nstbatch.styles.store import StyleTargetStore
@@ -166,6 +169,8 @@ def main() -> None:
                     " (default: per-frame and the first video mode)")
     ap.add_argument("--json", help="also write every row here, one JSON object a line")
     ap.add_argument("--out", default=ROOT / "benchmarks/flicker-out")
+    ap.add_argument("--network", nargs="*", default=[], metavar="NAME=NETS/X.onnx",
+                    help="a mode: the clip through this trained network (its one painting)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,6 +186,8 @@ def main() -> None:
     candidates = {PER_FRAME: ("balanced", {}), **CANDIDATES, **dict(parse_candidate(t) for t in args.candidate)}
     candidates = {n: c for n, c in candidates.items() if not args.only or n in args.only or
                   n in dict(parse_candidate(t) for t in args.candidate)}
+    trained = dict(text.split("=", 1) for text in args.network)
+    candidates.update({name: ("balanced", {"network": path}) for name, path in trained.items()})
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; {args.frames} frames at {args.size} px (long side)")
     print("| clip | mode | warping error | × per-frame | style | content | s first frame | s later frame |")
@@ -196,12 +203,14 @@ def main() -> None:
         _row(rows_file, name, "input (floor)", floor, None, None, None, None, None)
         columns, reference = [("input", inputs)], None
         for mode, (preset, overrides) in candidates.items():
+            overrides = {k: v for k, v in overrides.items() if k != "network"}
             params = resolve_params(preset, {"size": args.size, **overrides,
                                              **dict(item.split("=", 1) for item in args.set)})
             key = (params.weights, params.feature_layers, params.pooling)
             if key not in networks:
                 networks[key] = build_features(params)
-            frames, times = _stylize(mode, folder, painting, params, networks[key], store, out / name / _slug(mode))
+            frames, times = _stylize(mode, folder, (painting, trained.get(mode)), params, networks[key], store,
+                                     out / name / _slug(mode))
             error = warping_error(frames, flows)
             style, content, net = yardstick_means(inputs, frames, painting, net)
             reference = error if mode == PER_FRAME else reference
@@ -214,11 +223,14 @@ def main() -> None:
     print(f"frames and one GIF a clip in {out}")
 
 
-def _stylize(mode: str, folder: Path, painting: Path, params, features, store, where: Path):
-    """The clip's stylized frames, and when each was finished (seconds from the start)."""
+def _stylize(mode: str, folder: Path, styles: tuple[Path, str | None], params, features, store, where: Path):
+    """The clip's stylized frames, and when each was finished (seconds from the start):
+    ``styles`` is the painting and the network (or None) that paints it."""
     shutil.rmtree(where, ignore_errors=True)
     where.mkdir(parents=True)
-    files = frame_files(folder)
+    files, (painting, network) = frame_files(folder), styles
+    if network is not None:
+        return _through_network(folder, Path(network), params, where)
     warm_up(files[0], [(painting, 1.0)], params, features, store)
     started, times = time.perf_counter(), []
     if mode == PER_FRAME:
@@ -233,6 +245,21 @@ def _stylize(mode: str, folder: Path, painting: Path, params, features, store, w
     with tempfile.TemporaryDirectory(dir=where.parent) as state:
         clip_job(job, store, FrameStore(Path(state)),
                  ClipCall(features, on_frame=lambda index, total: times.append(time.perf_counter() - started)))
+    return [np.asarray(load_image(path)) for path in frame_files(where)], times
+
+
+def _through_network(folder: Path, network: Path, params, where: Path):
+    """The clip through ``network`` as ``run`` does a ``video:`` entry naming it."""
+    from nstbatch.styles.networks import Networks
+
+    networks = Networks("cpu")
+    networks(network, torch.rand(1, 3, 64, 64), [None])  # the session opened and warm, as warm_up does
+    job = Job("network", folder, (), where, params, str(folder), clip=True, network=network)
+    started, times = time.perf_counter(), []
+    with tempfile.TemporaryDirectory(dir=where.parent) as state:
+        network_clip_job(job, FrameStore(Path(state)), NetworkFrames(
+            lambda images: networks(network, images, [None] * len(images)),
+            on_frame=lambda index, total: times.append(time.perf_counter() - started)))
     return [np.asarray(load_image(path)) for path in frame_files(where)], times
 
 

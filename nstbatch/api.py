@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Sequence, overload
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence, overload
 
 import torch
 from PIL import Image
@@ -20,7 +21,7 @@ from .io.images import fit_image, to_rgb
 from .io.hashing import JobHasher
 from .io.manifest import Job
 from .io.video import is_video_file
-from .jobs.clip import ClipCall, ClipResult, clip_job
+from .jobs.clip import ClipCall, ClipResult, NetworkFrames, clip_job, network_clip_job
 from .jobs.frames import FrameStore
 from .jobs.single import (Hooks, check_job_files, load_content, network_provenance, optimize_job, provenance,
                           save_output, stylize_job)
@@ -130,13 +131,45 @@ def stylize_clip_file(content: str | os.PathLike, style: "str | os.PathLike | St
     load_weights(params.weights)
     target = resolve_device(device) if features is None else next(features.parameters()).device
     job = Job("clip", content, tuple(styles), output, params, str(content), clip=True)
+    with _frames_beside(job) as frames:
+        _, done = clip_job(job, store or default_store(target), frames, ClipCall(features, hooks, on_frame, target))
+    return done
+
+
+@contextmanager
+def _frames_beside(job: Job, tag: str = "") -> Iterator[FrameStore]:
+    """A clip job's frames beside its output (``.nstbatch/frames/``) while it is made, so the
+    same call after an interruption resumes at the first missing frame; gone once it is
+    written, with the folders they were in where nothing else is there. ``tag``: what else
+    tells its frames from another's (a network's row)."""
     key = JobHasher()(job)[:16]  # as run's: the inputs by their bytes (RAFT's weights too), not their paths
-    frames = FrameStore(output.parent / ".nstbatch" / "frames" / f"{output.name}-{key}")
-    _, done = clip_job(job, store or default_store(target), frames, ClipCall(features, hooks, on_frame, target))
+    frames = FrameStore(job.output.parent / ".nstbatch" / "frames" / f"{job.output.name}-{key}{tag}")
+    yield frames
     frames.discard()
     for folder in (frames.folder.parent, frames.folder.parent.parent):  # nothing but outputs among the outputs
         try:
             folder.rmdir()  # once empty: another clip's frames beside it keep it
         except OSError:
             break
-    return done
+
+
+def stylize_clip_with_network(content: str | os.PathLike, network: str | os.PathLike, output: str | os.PathLike,
+                              params: StyleParams, *, painting: str | os.PathLike | None = None,
+                              providers: str = "auto", allow_fallback: bool = False, device: str = "cpu",
+                              notice: Callable[[str], None] | None = None,
+                              on_frame: Callable[[int, int], None] | None = None) -> tuple[int, int, str]:
+    """A clip (a video file or a folder of frames) through a trained transform ``network``, frame
+    by frame with no flow, into ``output`` (a video file or a folder of PNG frames), as ``run``
+    does a clip entry that names ``network:`` (``clip.network_clip_job``); resumable as
+    ``stylize_clip_file`` is. ``painting``: which of a pool network's paintings. Returns the
+    clip's frames, how many this call painted, and the ONNX Runtime provider."""
+    from .styles.networks import Networks
+
+    content, output, network = Path(content), Path(output), Path(network)
+    networks = Networks(providers, allow_fallback=allow_fallback, device=device, notice=notice)
+    session, row = networks.open(network)[0], networks.row(network, painting)
+    job = Job("clip", content, (), output, params, str(content), clip=True, network=network)
+    with _frames_beside(job, f"-row{row}") as frames:
+        paint = NetworkFrames(lambda images: networks(network, images, [painting] * len(images)), on_frame=on_frame)
+        info, painted = network_clip_job(job, frames, paint)
+    return info.frames, painted, session.provider

@@ -164,20 +164,27 @@ def stylize(
 
 def _stylize_with_network(content: Path, style: list[Path], output: Path, params, network: Path, providers: str,
                           device: str, quiet: bool) -> None:
-    from .api import is_clip, stylize_with_network
+    from .api import is_clip, stylize_clip_with_network, stylize_with_network
     from .environment import quiet_onnxruntime_logs
 
-    if is_clip(content):
-        raise UsageError(f"{content}: a clip through a network is not supported yet",
-                         hint="stylize the clip without --network (frame-steady optimisation, docs/video.md)")
     if len(style) > 1:
         raise UsageError("--network takes one STYLE: which of its paintings (a file or a name)")
     quiet_onnxruntime_logs()
     from .engine.devices import resolve_device
 
-    provider = stylize_with_network(content, network, output, params, painting=style[0] if style else None,
-                                    providers=providers, device=str(resolve_device(device)),
-                                    notice=lambda message: typer.echo(message, err=True))
+    where = {"painting": style[0] if style else None, "providers": providers, "device": str(resolve_device(device)),
+             "notice": lambda message: typer.echo(message, err=True)}
+    if is_clip(content):  # frame by frame, no flow: the network's own steadiness (its training's temporal cost)
+        def frame_done(index: int, count: int) -> None:
+            if not quiet:
+                typer.echo(f"frame {index + 1}/{count}", err=True)
+        frames, painted, provider = stylize_clip_with_network(content, network, output, params, on_frame=frame_done,
+                                                              **where)
+        if not quiet:
+            typer.echo(f"wrote {output} ({frames} frames through network {network.name} on {provider}, {painted}"
+                       " painted by this call)")
+        return
+    provider = stylize_with_network(content, network, output, params, **where)
     if not quiet:
         typer.echo(f"wrote {output} (network {network.name} on {provider})")
 
@@ -346,7 +353,9 @@ def train(
         final = result.curve[-1] if result.curve else None
         typer.echo(f"{'kept' if result.already else 'wrote'} {result.network} and its card {result.card.name}"
                    + (" (already trained from these files and settings)" if result.already else "")
-                   + (f"; held-out yardstick: style {final['style']}, content {final['content']}" if final else ""))
+                   + (f"; held-out yardstick: style {final['style']}, content {final['content']}" if final else "")
+                   + "".join(f"\n  {name}: style {figures['style']}, content {figures['content']}"
+                             for name, figures in zip(result.paintings, (final or {}).get("paintings", []))))
     return 0
 
 

@@ -1,5 +1,8 @@
 """Transform networks (issue 48): the network, its training step on the engine's criterion,
 and its ONNX export. Tiny networks on images the tests draw."""
+import dataclasses
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -425,3 +428,145 @@ def test_run_batch_puts_images_of_one_size_through_the_network_together_whatever
         alone = networks(job.network, load_content(job.content, job.params), [job.styles[0][0]])
         expected = (alone[0].permute(1, 2, 0).numpy() * 255).round()
         assert np.abs(np.asarray(Image.open(job.output), dtype=np.float64) - expected).max() <= 1
+
+
+def test_a_temporal_weight_trains_pairs_of_moved_noisy_frames_into_outputs_that_agree(setup):
+    """Huang et al. 2017 at training time: under ``temporal_weight`` each crop has a twin (moved
+    a few pixels, with sensor noise) tied to its output warped into it, so the trained network
+    paints two neighbouring frames alike where one trained on stills alone does not; the style
+    is still learned."""
+    from dataclasses import replace
+
+    from nstbatch.engine import transform
+    from nstbatch.engine.transform import Training, _tie_twins, twin_crops
+
+    params, features = setup
+    train = [tensor(pattern(56, 48, phase=0.7 * i)) for i in range(4)]
+    held = [tensor(pattern(60, 52, phase=0.7 * i + 0.35)) for i in range(3)]
+    target = style_target(tensor(pattern(48, 48, phase=2.0)).flip(1), params, train[0][..., :32, :32])
+    pairs, moves = twin_crops(held, 6, 32, torch.Generator().manual_seed(3))
+    assert moves.abs().max() <= 2 and moves.abs().sum() > 0
+    warped, weights = _tie_twins(pairs, moves)  # each crop moved onto its twin: the twin, up to its noise
+    noise = ((pairs - warped)[6:] * weights[6:]).square().sum() / (3 * weights[6:].sum())
+    assert 0.5 * transform.TWIN_NOISE < float(noise.sqrt()) < 1.5 * transform.TWIN_NOISE
+
+    def disagreement(net) -> float:
+        """The mean squared difference of each twin's output and its crop's warped into it."""
+        with torch.no_grad():
+            out = stylize(net, pairs)
+            warped, weights = _tie_twins(out, moves)
+            assert float(weights[6:].mean()) > 0.7 and float(weights[:6].max()) == 0
+            return float((weights * (out - warped) ** 2).sum() / weights.sum())
+
+    def trained(weight: float):
+        torch.manual_seed(0)
+        training = Training(TransformNet(TINY), features, replace(params, temporal_weight=weight), [target],
+                            size=32, batch=4, lr=5e-3, seed=1)
+        costs = [training(train) for _ in range(30)]
+        return training.net, costs
+
+    tied, tied_costs = trained(2000.0)
+    apart, _ = trained(0.0)
+    assert sum(c.style for c in tied_costs[-5:]) / 5 < 0.6 * tied_costs[0].style  # it still learns the painting
+    assert disagreement(tied) < 0.5 * disagreement(apart)
+
+
+def test_a_pool_network_scores_each_held_out_output_against_the_painting_its_row_paints(tmp_path, setup):
+    """A pool of four paintings: the card's held-out yardstick has each painting's own figures
+    (every held-out photo through that painting's row, scored against that painting), and the
+    pool's figure is their mean."""
+    import json
+
+    from PIL import Image
+
+    from nstbatch.engine.pixels import to_tensor
+    from nstbatch.engine.yardstick import Yardstick
+    from nstbatch.io.images import load_image
+    from nstbatch.jobs.train import TrainSpec, train_network
+
+    params, features = setup
+    photos = draw_photos(tmp_path / "photos", 4)
+    paintings = []
+    for i in range(4):
+        paintings.append(tmp_path / f"painting{i}.png")
+        Image.fromarray(pattern(40 + 8 * i, 48, phase=1.5 * i + 2.0)[::-1].copy()).save(paintings[-1])
+    spec = TrainSpec(tuple(photos), tuple(paintings), tmp_path / "nets" / "pool.onnx", params, size=32, steps=2,
+                     batch=4, lr=5e-3, width=4, blocks=1, held_out_every=4, score_size=64)
+    result = train_network(spec, tmp_path / "state", features=features)
+    final = json.loads(result.card.read_text())["held_out_yardstick"][-1]
+    assert len(final["paintings"]) == 4
+    assert final["style"] == pytest.approx(sum(p["style"] for p in final["paintings"]) / 4, abs=1e-4)
+    from nstbatch.styles.networks import NetworkSession
+
+    session = NetworkSession.open(result.network, "cpu")
+    photo = to_tensor(load_image(photos[3]))  # the one held out
+    for row in (1, 3):
+        image = torch.from_numpy(session(photo.numpy(), np.array([row])))
+        score = Yardstick(photo, to_tensor(load_image(paintings[row])), 64)(image)
+        assert final["paintings"][row]["style"] == pytest.approx(score.style, abs=2e-3)
+        assert final["paintings"][row]["content"] == pytest.approx(score.content, abs=2e-3)
+    assert len({p["style"] for p in final["paintings"]}) == 4  # four paintings, four figures
+
+
+def test_a_clip_goes_through_a_network_frame_by_frame_resumes_and_stylize_takes_the_same_path(tmp_path, setup,
+                                                                                            capsys):
+    """A ``video:`` entry naming ``network:``: every frame is the network's one pass over it (no
+    flow), the output a clip with the input's frame count (a folder of PNG frames equal to the
+    network's pictures); a run stopped between passes keeps its frames and the next paints
+    only the rest, ending equal to an unbroken run; a blend for a network and a missing
+    network are the manifest's problems; ``stylize --network`` on a clip takes the same path."""
+    pytest.importorskip("av")
+    from PIL import Image
+
+    from nstbatch.engine.pixels import to_tensor
+    from nstbatch.io.manifest import read_manifest
+    from nstbatch.io.video import probe_clip, read_frames
+    from nstbatch.jobs.clip import FramesKept, NetworkFrames, network_clip_job
+    from nstbatch.jobs.frames import FrameStore
+    from nstbatch.jobs.train import TrainSpec, train_network
+    from nstbatch.styles.networks import NetworkSession
+    from tests.conftest import draw_clip, pan_frames, run_cli
+
+    params, features = setup
+    painting = tmp_path / "waves.png"
+    Image.fromarray(pattern(48, 48, phase=2.0)[::-1].copy()).save(painting)
+    network = tmp_path / "nets" / "n.onnx"
+    train_network(TrainSpec(tuple(draw_photos(tmp_path / "photos", 2)), (painting,), network, params, size=32,
+                            steps=2, batch=2, width=4, blocks=1, score_size=48), tmp_path / "state", features=features)
+    frames = pan_frames(5, 40, 30)
+    draw_clip(tmp_path / "pan.mp4", frames, audio=True)
+    (tmp_path / "m.yaml").write_text(
+        "defaults: {size: 40}\njobs:\n"
+        "  - {video: pan.mp4, style: waves.png, network: nets/n.onnx, output: out/pan.mp4}\n"
+        "  - {video: pan.mp4, style: waves.png, network: nets/n.onnx, output: out/frames}\n"
+        "  - {video: pan.mp4, style: {waves.png: 1, photos/p0.png: 1}, network: nets/n.onnx, output: out/b.mp4}\n"
+        "  - {video: pan.mp4, style: waves.png, network: nets/none.onnx, output: out/none.mp4}\n")
+    code, out, err = run_cli(capsys, "run", tmp_path / "m.yaml", "--skip-invalid")
+    assert code == 1 and "done 2, already done 0, failed 0, invalid 2" in out, err
+    assert "a network paints one painting at a time" in err and "nets/none.onnx: no such network" in err
+    assert "5 frame(s) through network n.onnx on CPUExecutionProvider" in err
+    video = probe_clip(tmp_path / "out" / "pan.mp4")
+    assert (video.frames, video.width, video.height, video.audio) == (5, 40, 30, True)
+    session = NetworkSession.open(network, "cpu")
+    for index, frame in enumerate(read_frames(probe_clip(tmp_path / "pan.mp4"))):  # the frames as decoded
+        expected = np.clip(session(to_tensor(Image.fromarray(frame.rgb)).numpy())[0].transpose(1, 2, 0) * 255, 0, 255)
+        written = np.asarray(Image.open(tmp_path / "out" / "frames" / f"{index + 1:06d}.png"), dtype=np.float64)
+        assert np.abs(written - expected).max() <= 1, index  # the network's pass, rounded to 8 bits
+
+    job = read_manifest(tmp_path / "m.yaml").jobs[1]
+    paint = NetworkFrames(lambda images: torch.from_numpy(session(images.numpy())), batch=2,
+                          should_stop=iter([False, True]).__next__)
+    with pytest.raises(FramesKept, match="stopped after 2 frame"):
+        network_clip_job(job, FrameStore(tmp_path / "kept"), paint)
+    painted = []
+    paint = NetworkFrames(paint.paint, batch=2, on_frame=lambda index, count: painted.append(index))
+    job = dataclasses.replace(job, output=tmp_path / "resumed")
+    assert network_clip_job(job, FrameStore(tmp_path / "kept"), paint)[1] == 3 and painted == [2, 3, 4]
+    for name in (f"{index:06d}.png" for index in range(1, 6)):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "resumed" / name)),
+                              np.asarray(Image.open(tmp_path / "out" / "frames" / name)))
+
+    code, said, err = run_cli(capsys, "stylize", tmp_path / "pan.mp4", "-o", tmp_path / "s" / "pan.mov",
+                              "--network", network, "--size", "40", "--codec", "prores")
+    assert code == 0 and "5 frames through network n.onnx on CPUExecutionProvider, 5 painted" in said, err
+    assert probe_clip(tmp_path / "s" / "pan.mov").frames == 5 and os.listdir(tmp_path / "s") == ["pan.mov"]

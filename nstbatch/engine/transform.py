@@ -16,7 +16,7 @@ costs see, clamped to [0, 1] only where it is delivered (``stylize``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -27,6 +27,7 @@ from ..config import StyleParams
 from .criterion import Criterion, job_targets
 from .pixels import resize_tensor
 from .targets import StyleTarget
+from .temporal import reliable, warp
 from .vgg import VGGFeatures
 
 
@@ -130,19 +131,39 @@ class TrainingCosts:
 
 def training_step(net: TransformNet, optimizer: torch.optim.Optimizer, features: VGGFeatures, params: StyleParams,
                   content: Tensor, style_targets: StyleTarget, style: Tensor | None = None,
-                  dtype: torch.dtype | None = None) -> TrainingCosts:
+                  dtype: torch.dtype | None = None, moves: Tensor | None = None) -> TrainingCosts:
     """One update of the network's weights: the criterion of ``params`` against each content
     image's own activations and its painting's target (``style_targets``: one target, or one
     per image of the batch, ``StyleTarget.stack``), taken on the network's output and
     back-propagated into its weights (Johnson et al. 2016: the output is the image the costs
-    see). ``content`` ``(N, 3, h, w)`` in [0, 1]; ``style`` each image's row (None: the first)."""
+    see). ``content`` ``(N, 3, h, w)`` in [0, 1]; ``style`` each image's row (None: the first).
+
+    ``moves`` ``(N/2, 2)``: the batch is pairs of frames (``twin_crops``: the second half the
+    first half seen again, moved by ``(dx, dy)`` px), and each second frame is tied to its
+    first's output warped into it, by the criterion's temporal cost (``temporal_weight``, the
+    engine's warp and consistency weights) — Huang et al. 2017's temporal cost at training time,
+    which makes the network steady on video with no flow at inference."""
     targets = job_targets(features, content, style_targets, params, dtype)
     optimizer.zero_grad(set_to_none=True)
     image = net(content, style)
+    if moves is not None:
+        targets = replace(targets, temporal=(_tie_twins(image, moves),))
     total, j_content, j_style, j_tv = Criterion(features, targets, params, dtype).gradient(
         image, lambda loss: loss / content.shape[0])  # the batch's mean
     optimizer.step()
     return TrainingCosts(*(float(part.detach().mean()) for part in (total, j_content, j_style, j_tv)))
+
+
+def _tie_twins(image: Tensor, moves: Tensor) -> tuple[Tensor, Tensor]:
+    """The criterion's tie for a batch of pairs: each second frame's first output warped into
+    it along the pair's flow (constant: the move), trusted where the warp stays inside the
+    frame (``reliable``); the first frames tied to nothing (weight 0). Both outputs keep their
+    gradient: the pair is pulled together, as Huang et al. train."""
+    half, (h, w) = moves.shape[0], image.shape[-2:]
+    flow = moves.to(image)[:, :, None, None].expand(half, 2, h, w)
+    warped, weights = warp(image[:half], flow), reliable(flow, -flow)
+    return (torch.cat([torch.zeros_like(warped), warped]),
+            torch.cat([torch.zeros_like(weights), weights]))
 
 
 def random_crops(photos: Sequence[Tensor], count: int, size: int, generator: torch.Generator) -> Tensor:
@@ -163,11 +184,35 @@ def random_crops(photos: Sequence[Tensor], count: int, size: int, generator: tor
     return torch.cat(crops)
 
 
+# A twin crop is its crop seen again by a camera that moved up to this share of the crop's side
+# and whose sensor adds Gaussian noise of this deviation (pixels in [0, 1]): the two changes
+# between neighbouring frames that make a network trained on stills flicker (Gupta et al. 2017).
+TWIN_MOVE, TWIN_NOISE = 1 / 16, 0.01
+
+
+def twin_crops(photos: Sequence[Tensor], count: int, size: int,
+               generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``count`` random crops, then each crop's twin (``(2·count, 3, size, size)``), and each
+    twin's move ``(count, 2)`` (dx, dy) in px: the twin's pixel (x, y) is its crop's
+    (x + dx, y + dy). All drawn from ``generator``."""
+    margin = max(1, round(size * TWIN_MOVE))
+    wide = random_crops(photos, count, size + 2 * margin, generator)
+    moves = torch.randint(-margin, margin + 1, (count, 2), generator=generator)
+    firsts, seconds = [], []
+    for crop, (dx, dy) in zip(wide, moves.tolist()):
+        firsts.append(crop[:, margin:margin + size, margin:margin + size])
+        seconds.append(crop[:, margin + dy:margin + dy + size, margin + dx:margin + dx + size])
+    seconds = torch.stack(seconds)
+    noise = torch.randn(seconds.shape, generator=generator) * TWIN_NOISE
+    return torch.cat([torch.stack(firsts), (seconds + noise.to(seconds)).clamp(0, 1)]), moves
+
+
 class Training:
     """A transform network's training, step by step, on ``photos`` (each ``(1, 3, H, W)`` in
     [0, 1]) towards ``style_targets`` (one per painting: each crop is given a painting at
-    random, its row of the network): ``batch`` random ``size`` px crops a step, Adam at ``lr``.
-    Every draw comes from one seeded generator, so ``state_dict`` at any step and
+    random, its row of the network): ``batch`` random ``size`` px crops a step, Adam at ``lr``;
+    under a temporal weight (``params.temporal_weight``) half of them and their twins
+    (``twin_crops``), each twin tied to its crop's output. Every draw comes from one seeded generator, so ``state_dict`` at any step and
     ``load_state_dict`` in a new process go on to the same weights as an unbroken run."""
 
     def __init__(self, net: TransformNet, features: VGGFeatures, params: StyleParams,
@@ -184,12 +229,19 @@ class Training:
     def __call__(self, photos: Sequence[Tensor]) -> TrainingCosts:
         """One update on a batch of crops of ``photos``."""
         device = next(self.net.parameters()).device
-        content = random_crops(photos, self.batch, self.size, self.generator).to(device)
-        rows = torch.randint(len(self.style_targets), (self.batch,), generator=self.generator)
+        moves = None
+        if self.params.temporal_weight:  # pairs of frames, each second tied to its first
+            content, moves = twin_crops(photos, (self.batch + 1) // 2, self.size, self.generator)
+            rows = torch.randint(len(self.style_targets), (len(moves),), generator=self.generator).repeat(2)
+            moves = moves.to(device)
+        else:
+            content = random_crops(photos, self.batch, self.size, self.generator)
+            rows = torch.randint(len(self.style_targets), (self.batch,), generator=self.generator)
+        content = content.to(device)
         targets = (self.style_targets[0] if len(self.style_targets) == 1
                    else StyleTarget.stack([self.style_targets[row] for row in rows.tolist()]))
         costs = training_step(self.net, self.optimizer, self.features, self.params, content, targets.to(device),
-                              rows.to(device), self.dtype)
+                              rows.to(device), self.dtype, moves)
         self.step += 1
         return costs
 

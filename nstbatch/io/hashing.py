@@ -148,7 +148,8 @@ def params_hash(job: Job, hashes: FileHashes, weights_id: str) -> str:
             params.pop(name, None)
     if job.network is not None:  # its output is the network's pass (and refinement): the network's bytes count
         if not job.refine_steps:  # ...and of the parameters, only the output's form
-            params = {k: v for k, v in params.items() if k in NETWORK_OUTPUT_FIELDS}
+            kept = NETWORK_OUTPUT_FIELDS + (DELIVERY_FIELDS if job.clip else ())  # a clip's: how it is encoded
+            params = {k: v for k, v in params.items() if k in kept}
         params["network"] = hashes(job.network) if job.network.is_file() else "missing"
     elif job.params.init_file:
         params["init"] = "file:" + hashes(Path(job.params.init_file))

@@ -52,6 +52,9 @@ YAML_HELP = {
              " list) stylized frame-steady; its output a video file (`.mp4`, `.mov`, `.mkv`, `.webm`) or a folder"
              " (PNG frames under the input folder's frame names; `000001.png`, … for a video file's); how a video"
              " is encoded: `codec`, `crf`, `bitrate`, `pixel_format`, `audio`, `fps` (docs/video.md)",
+    "network": "entry: a trained transform network (`nets/NAME.onnx`, `nstbatch train`) that paints the entry's"
+               " images, or its clip frame by frame with no flow, in one pass each; `style` names which of its"
+               " paintings (one network trained with `temporal_weight` stays steady on video: docs/networks.md)",
 }
 
 
@@ -219,7 +222,7 @@ def _first_unknown_line(entry, valid) -> int | None:
 
 
 CSV_COLUMNS = CSV_REQUIRED + CSV_OPTIONAL + tuple(FIELDS)
-YAML_JOB_KEYS = JOB_KEYS + ("video",) + tuple(FIELDS)
+YAML_JOB_KEYS = JOB_KEYS + ("video", "network") + tuple(FIELDS)
 DATASET_ENTRY_KEYS = dataset.DATASET_KEYS + dataset.NETWORK_KEYS + tuple(FIELDS)
 
 
@@ -460,9 +463,7 @@ _TRAINING = {"train_size": (256, 16, 4096), "train_steps": (2000, 1, 10_000_000)
 
 def _network_entry(base: Path, where: str, entry, params: StyleParams, expanded: dataset.Expanded) -> NetworkEntry:
     """The entry's ``network:`` and training keys, checked; its images and pool."""
-    text = _as_text(entry["network"], "network")
-    if not text.lower().endswith(".onnx"):
-        raise _RowError(f"network must name an ONNX model (nets/NAME.onnx), got {text!r}")
+    network = _yaml_network(base, entry)
     numbers = {}
     for key, (default, least, most) in _TRAINING.items():
         value = entry.get(key, default)
@@ -470,7 +471,7 @@ def _network_entry(base: Path, where: str, entry, params: StyleParams, expanded:
             raise _RowError(f"{key} must be a whole number from {least} to {most}, got {value!r}")
         numbers[key] = value
     photos = tuple(dict.fromkeys(_resolve(base, job.content) for job in expanded.jobs))
-    return NetworkEntry(where, _resolve(base, text), photos, tuple(path for _, path in expanded.pool), params,
+    return NetworkEntry(where, network, photos, tuple(path for _, path in expanded.pool), params,
                         *(numbers[key] for key in _TRAINING))
 
 
@@ -536,11 +537,14 @@ def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, 
         raise _RowError(f"missing {', '.join(missing)}")
     values = {**defaults, **{k: v for k, v in entry.items() if k in FIELDS}, **overrides}
     params = _params(where, values, base)
-    if clip:  # steady whatever the preset, unless temporal_weight is written out
+    network = _yaml_network(base, entry)
+    if clip and network is None:  # steady whatever the preset, unless temporal_weight is written out
         params = steady(params, {k for k, v in values.items() if v is not None and str(v).strip()})
     template = _as_text(entry["output"], "output")
     contents = _yaml_contents(base, entry["content"])
     style_sets = _yaml_styles(base, entry["style"])
+    if network is not None and any(len(styles) > 1 for styles in style_sets):
+        raise _RowError("a network paints one painting at a time: style names which of its paintings, not a blend")
     expands = len(contents) * len(style_sets) > 1
     if expands and "id" in entry:
         raise _RowError("id cannot be given to an entry that expands to several jobs"
@@ -560,8 +564,18 @@ def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, 
             raise _RowError(f"output {template!r} is one file for {len(contents) * len(style_sets)} jobs;"
                             " use {content_stem}, {style_stem}, {id} or {index} in it")
         jobs.append(Job(job_id, content, tuple((_resolve(base, s), w) for s, w in styles),
-                        _resolve(out_base, output), params, where, line, clip=clip))
+                        _resolve(out_base, output), params, where, line, clip=clip, network=network))
     return jobs
+
+
+def _yaml_network(base: Path, entry: dict) -> Path | None:
+    """An entry's ``network:`` (an ONNX model ``nstbatch train`` wrote), or None."""
+    if "network" not in entry:
+        return None
+    text = _as_text(entry["network"], "network")
+    if not text.lower().endswith(".onnx"):
+        raise _RowError(f"network must name an ONNX model (nets/NAME.onnx), got {text!r}")
+    return _resolve(base, text)
 
 
 def parse_overrides(texts) -> dict[str, str]:

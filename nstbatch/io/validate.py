@@ -59,8 +59,9 @@ class _Networks:
     """Why a job cannot go through its trained network (no network or card yet, a painting it
     was not trained on), or None; each network read and each painting hashed once."""
 
-    def __init__(self, manifest: Path):
-        self.manifest = manifest
+    def __init__(self, manifest: Manifest):
+        self.manifest = manifest.path
+        self.trained = {entry.network for entry in manifest.networks}  # the networks this manifest trains
         self._answers: dict[tuple[Path, Path], str | None] = {}
 
     def problem(self, network: Path, painting: Path) -> str | None:
@@ -68,8 +69,10 @@ class _Networks:
             try:
                 NetworkCard.of(network).row_of(painting)
                 self._answers[network, painting] = None
-            except NstbatchError as e:  # each hint says to train: name this manifest
-                hint = (e.hint or "").replace("nstbatch train", f"nstbatch train {self.manifest}")
+            except NstbatchError as e:  # each hint says to train: name the manifest that trains it
+                by = (f"nstbatch train {self.manifest}" if network in self.trained else
+                      "nstbatch train on a manifest whose dataset entry names it (docs/networks.md)")
+                hint = (e.hint or "").replace("nstbatch train", by)
                 self._answers[network, painting] = f"{e.message} ({hint})" if hint else e.message
         return self._answers[network, painting]
 
@@ -99,7 +102,7 @@ def check_jobs(manifest: Manifest, *, check_files: bool = True) -> list[Problem]
         by_id[job.id].append(job)
         by_output[key(job.output)].append(job)
         inputs.update(key(p) for p in job.inputs)
-    folders, networks = _OutputFolders(), _Networks(manifest.path)
+    folders, networks = _OutputFolders(), _Networks(manifest)
     for job in manifest.jobs:
         def report(message: str, job=job) -> None:
             problems.append(Problem(job.where, message, job.id, job.line))

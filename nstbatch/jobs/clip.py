@@ -37,12 +37,13 @@ from pathlib import Path
 from typing import Callable, Generator, Sequence
 
 import numpy as np
+from PIL import Image
 import torch
 
 from ..config import StyleParams
 from ..engine.flow import FlowAhead, estimator
 from ..engine.optimize import Memory, Result
-from ..engine.pixels import to_pil
+from ..engine.pixels import to_pil, to_tensor
 from ..engine.targets import StyleTarget
 from ..engine.vgg import VGGFeatures
 from ..errors import InputError
@@ -85,11 +86,11 @@ class ClipResult:
         return self.last.final(self.last_index) if self.last is not None else None
 
 
-class _StoppedWaiting(Preempted):
-    """A stop signal while the owner waited for shots other runs hold: nothing to checkpoint."""
+class FramesKept(Preempted):
+    """A stop signal between frames: the frames written are the clip's checkpoint."""
 
-    def __init__(self):
-        Exception.__init__(self, "stopped while other runs held shots of the clip")
+    def __init__(self, why: str):
+        Exception.__init__(self, why)
         self.checkpoint = None
 
 
@@ -162,7 +163,7 @@ def _rest(work: "_ShotWork", pts: list[int | None], params: StyleParams, call: C
             pts = drive([work], params, call.features, call.memory)[0]
             continue
         if call.hooks is not None and call.hooks.should_stop is not None and call.hooks.should_stop():
-            raise _StoppedWaiting()
+            raise FramesKept("stopped while other runs held shots of the clip")
         if call.on_wait is not None:
             call.on_wait()
         time.sleep(SHOT_POLL)
@@ -300,6 +301,60 @@ def clip_inputs(job: Job, store: StyleTargetStore) -> tuple[ClipInfo, tuple[int,
     size = clip_size(info, job.params, job.output)
     style_targets, sources = store.for_files(job.styles, job.params, job.content, max(size))
     return info, size, style_targets, sources
+
+
+# Frames a trained network paints in one pass.
+NETWORK_FRAMES = 8
+
+
+@dataclass(frozen=True)
+class NetworkFrames:
+    """How a clip's frames go through a trained network: ``paint`` turns frames ``(N, 3, H, W)``
+    into their pictures (one pass of the network: no flow, no ties; a network trained with the
+    temporal cost is steady on its own, issue 48), ``batch`` frames a pass; ``on_frame(index,
+    frames)`` hears of each written frame and ``should_stop`` is asked before each pass."""
+
+    paint: Callable[[torch.Tensor], torch.Tensor]
+    batch: int = NETWORK_FRAMES
+    on_frame: Callable[[int, int], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+
+
+def network_clip_job(job: Job, frames: FrameStore, call: NetworkFrames) -> tuple[ClipInfo, int]:
+    """A clip job whose frames go through a trained network (``job.network``), as ``run`` and
+    ``stylize --network`` do it: checked as any clip job is, each frame not in ``frames`` yet
+    painted and written there at once (a rerun resumes at the first missing one; a stop between
+    passes raises ``FramesKept``), then the output written from the frames (``write_clip``).
+    The clip's facts and how many frames this call painted."""
+    info = check_clip_files(job.content, (), job.output, job.params)  # the painting: the network's card's
+    size = clip_size(info, job.params, job.output)
+    pts: list[int | None] = []
+    waiting: list[tuple[int, np.ndarray]] = []
+    painted = 0
+
+    def paint() -> None:
+        nonlocal painted
+        if call.should_stop is not None and call.should_stop():
+            raise FramesKept(f"stopped after {frames.count()} frame(s) of the clip; they are kept")
+        images = call.paint(torch.cat([to_tensor(Image.fromarray(rgb)) for _, rgb in waiting]))
+        for (index, _), image in zip(waiting, images):
+            frames.save(index, np.asarray(to_pil(image[None])))
+            painted += 1
+            if call.on_frame is not None:
+                call.on_frame(index, info.frames)
+        waiting.clear()
+
+    for frame in read_frames(info):
+        pts.append(frame.pts)
+        if not frames.has(frame.index):
+            waiting.append((frame.index, fitted(frame.rgb, size)))
+        if len(waiting) == call.batch:
+            paint()
+    if waiting:
+        paint()
+    check_count(info, len(pts))
+    write_clip(info, frames, job.output, size, pts, job.params)
+    return info, painted
 
 
 def write_clip(info: ClipInfo, store: FrameStore, output: Path, size: tuple[int, int], pts: list[int | None],

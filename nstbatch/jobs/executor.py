@@ -36,7 +36,8 @@ from .ledger import LineStatus, Outcome, StateDir
 from .memory import Estimate, estimate, plan_memory
 from .options import RunOptions
 from .plan import Planned, style_pixels
-from .clip import ClipCall, ClipResult, clip_inputs, clip_job, stylize_clips, write_clip
+from .clip import (ClipCall, ClipResult, FramesKept, NetworkFrames, clip_inputs, clip_job, network_clip_job,
+                   stylize_clips, write_clip)
 from .frames import FrameStore
 from .single import (Hooks, Preempted, check_job_files, engine_memory, load_content, network_provenance, optimize_job,
                      provenance, save_output)
@@ -169,7 +170,10 @@ class JobExecutor:
             for item in batch:
                 if on_start is not None and item.job.id not in elsewhere:
                     on_start(item)
-            clips = self._clip_inputs([item for item in batch if item.job.clip and item.job.id in claims], outcomes)
+            mine = [item for item in batch if item.job.id in claims]
+            outcomes += [self._network_clip(item, claims[item.job.id]) for item in mine
+                         if item.job.clip and item.job.network]
+            clips = self._clip_inputs([item for item in mine if item.job.clip and not item.job.network], outcomes)
             for shape in dict.fromkeys(clip.shape for clip in clips):  # clips of one frame size: frame t of each in one pass
                 outcomes += self._attempt([clip for clip in clips if clip.shape == shape], claims, on_step)
             loaded = self._load([item for item in batch if item.job.id in claims and not item.job.clip], outcomes)
@@ -224,6 +228,33 @@ class JobExecutor:
     def _painting(self, job) -> str:
         """The name of the painting ``job``'s network paints it with (its card's)."""
         return self.networks.open(job.network)[1].names()[self.networks.row(job.network, job.styles[0][0])]
+
+    def _network_clip(self, item: Planned, claim: Claim) -> Outcome:
+        """A clip through its trained network (``clip.network_clip_job``): its frames kept in
+        the state directory as they are painted (a rerun resumes at the first missing one),
+        then its output and done record."""
+        job, started = item.job, time.monotonic()
+        frames = FrameStore(self.state.frames_path(job.id, item.hash))
+        painting = job.styles[0][0]
+
+        def paint(images: torch.Tensor) -> torch.Tensor:
+            claim.heartbeat()
+            return self.networks(job.network, images, [painting] * len(images))
+        try:
+            info, painted = network_clip_job(job, frames, NetworkFrames(paint, should_stop=self.should_stop))
+            self.state.mark_done(job, item.hash, seconds=time.monotonic() - started, batch=1, costs=None,
+                                 device=str(self.device), activation_checkpointing=False)
+        except OnnxError:
+            raise
+        except FramesKept as stop:
+            return self._outcome(item, LineStatus.PREEMPTED, seconds=time.monotonic() - started, error=str(stop))
+        except Exception as error:  # noqa: BLE001 - one job's failure never ends the run
+            return self._outcome(item, LineStatus.FAILED, seconds=time.monotonic() - started, error=error_text(error))
+        frames.discard()
+        session = self.networks.open(job.network)[0]
+        return self._outcome(item, LineStatus.DONE, seconds=time.monotonic() - started, images=painted,
+                             note=f"{info.frames} frame(s) through network {job.network.name} on {session.provider},"
+                                  f" {painted} painted by this run")
 
     def _network_starts(self, loaded: list[_Loaded], outcomes: list[Outcome]) -> list[_Loaded]:
         """Jobs that the optimiser refines (``refine_steps``), each with its network's picture

@@ -198,7 +198,7 @@ def batches(to_run: list[Planned], size: int, state: StateDir) -> list[list[Plan
     order: list[list[Planned]] = []
     for item in to_run:
         job, key = item.job, None
-        if item.hash is not None and job.network is not None and not job.refine_steps:
+        if item.hash is not None and job.network is not None and not job.refine_steps and not job.clip:
             shape = content_size(job)  # a network's pass: any of its paintings, whatever the optimiser
             key = ("network", str(job.network), shape) if shape else None
         elif (item.hash is not None and job.params.optimizer == "adam" and job.params.preserve_color != "histogram"

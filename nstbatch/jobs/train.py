@@ -86,6 +86,7 @@ class TrainResult:
     skipped: list[str] = field(default_factory=list)  # photos left out, each with its reason
     curve: list[dict] = field(default_factory=list)  # the held-out yardstick as it trained
     already: bool = False  # the network and its card were there, trained from these very files and settings
+    paintings: list[str] = field(default_factory=list)  # the rows' paintings, by file name
 
 
 def split_photos(photos: Sequence[Path], every: int) -> tuple[list[Path], list[Path]]:
@@ -117,11 +118,13 @@ def train_network(spec: TrainSpec, state_dir: Path, *, device: str | torch.devic
     if not training_paths:
         raise InputError(f"{spec.network}: no photo to train on ({len(skipped)} could not be read)",
                          hint="give the training readable photos (a dataset folder or a list of files)")
-    key = spec.key(digests)
+    key, names = spec.key(digests), [painting.name for painting in spec.paintings]
     if (already := _trained(spec, key)) is not None:
-        return TrainResult(spec.network, already, spec.steps, skipped, [], already=True)
+        return TrainResult(spec.network, already, spec.steps, skipped, [], already=True, paintings=names)
     notice(f"training {spec.network.name}: {len(training_paths)} photo(s), {len(held_paths)} held out,"
-           f" {len(spec.paintings)} painting(s), {spec.steps} steps of {spec.batch} crops at {spec.size} px")
+           f" {len(spec.paintings)} painting(s), {spec.steps} steps of {spec.batch} crops at {spec.size} px"
+           + (f" (half of them moved twins of the others, tied at temporal_weight {spec.params.temporal_weight})"
+              if spec.params.temporal_weight else ""))
     features = features or build_features(spec.params, device)
     store = StyleTargetStore(backend="torch", device=device)
     targets = [store.for_files([(painting, 1.0)], spec.params, training_paths[0], spec.size)[0]
@@ -144,7 +147,7 @@ def train_network(spec: TrainSpec, state_dir: Path, *, device: str | torch.devic
     while training.step < spec.steps:
         if should_stop is not None and should_stop():
             _save(checkpoint, training, curve, earlier + time.monotonic() - started)
-            return TrainResult(spec.network, None, training.step, skipped, curve)
+            return TrainResult(spec.network, None, training.step, skipped, curve, paintings=names)
         costs = training(train_photos)
         if on_step is not None:
             rate = (training.step - first_step) * spec.batch / max(time.monotonic() - started, 1e-9)
@@ -160,7 +163,7 @@ def train_network(spec: TrainSpec, state_dir: Path, *, device: str | torch.devic
     card = _write_card(spec, key, digests, (training_paths, held_paths, skipped), curve, command,
                        earlier + time.monotonic() - started)
     checkpoint.unlink(missing_ok=True)
-    return TrainResult(spec.network, card, training.step, skipped, curve)
+    return TrainResult(spec.network, card, training.step, skipped, curve, paintings=names)
 
 
 def _read_photos(paths: Sequence[Path], longest: int, digests: dict[Path, str]):
@@ -186,7 +189,8 @@ def _digest(path: Path) -> str:
 
 class _Scorer:
     """The held-out photos stylized by the network and scored with the yardstick against each
-    painting, at the yardstick's size: the means over photos and paintings."""
+    painting, at the yardstick's size: the means over photos and paintings and, for a pool, each
+    painting's own (``paintings``: every output against the painting its row paints)."""
 
     def __init__(self, photos: list[torch.Tensor], spec: TrainSpec, net: VGGFeatures | None):
         paintings = [to_tensor(load_image(p)) for p in spec.paintings]
@@ -196,13 +200,18 @@ class _Scorer:
 
     def __call__(self, net: TransformNet) -> dict:
         device = next(net.parameters()).device
-        scores = []
+        rows: list[list] = [[] for _ in self.yardsticks[0]]  # each painting's scores
         for photo, yardsticks in zip(self.photos, self.yardsticks):
             for row, yardstick in enumerate(yardsticks):
                 image = stylize(net, photo.to(device), torch.tensor([row], device=device)).cpu()
-                scores.append(yardstick(image))
-        return {"style": round(sum(s.style for s in scores) / len(scores), 4),
-                "content": round(sum(s.content for s in scores) / len(scores), 4)}
+                rows[row].append(yardstick(image))
+        figures = _means([score for scores in rows for score in scores])
+        return {**figures, "paintings": [_means(scores) for scores in rows]} if len(rows) > 1 else figures
+
+
+def _means(scores: list) -> dict:
+    return {"style": round(sum(s.style for s in scores) / len(scores), 4),
+            "content": round(sum(s.content for s in scores) / len(scores), 4)}
 
 
 def _save(path: Path, training: Training, curve: list[dict], seconds: float) -> None:
@@ -234,7 +243,8 @@ def _write_card(spec: TrainSpec, key: str, digests: dict[Path, str], photos: tup
                      "seconds": round(seconds, 1)},
         "shape": {"styles": len(spec.paintings), "width": spec.width, "blocks": spec.blocks},
         "criterion": {"preset": spec.params.preset, "style_layers": list(spec.params.style_layers),
-                      "content_layers": list(spec.params.content_layers), "weights": spec.params.weights},
+                      "content_layers": list(spec.params.content_layers), "weights": spec.params.weights,
+                      "temporal_weight": spec.params.temporal_weight},
         "held_out_yardstick": curve, "command": command})
     return card
 
