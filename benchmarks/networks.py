@@ -84,8 +84,9 @@ def main() -> None:
 
 
 def contact_sheet(out: Path, painting: Path, tile: int = 200) -> Path:
-    """``sheet.jpg``: a row per held-out content; the content, the painting, then each way's
-    output, to judge by eye."""
+    """``sheet.jpg``: a row per held-out content the repository may show (not ``../shared``'s
+    photos: those are for measuring only); the content, the painting, then each way's output,
+    to judge by eye."""
     from PIL import Image
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -94,7 +95,8 @@ def contact_sheet(out: Path, painting: Path, tile: int = 200) -> Path:
     ways = [("network", "network"), ("network-refine", "network + refine"), ("fast", "fast"),
             ("balanced", "default")]
     rows = []
-    for content in sorted((out / "heldout").glob("*.png")):
+    private = {path.stem for path in HELD_OUT if SHARED in path.parents}
+    for content in sorted(path for path in (out / "heldout").glob("*.png") if path.stem not in private):
         row = [(content.stem, Image.open(content).convert("RGB")), (painting.stem, Image.open(painting).convert("RGB"))]
         for stem, label in ways:
             made = out / "out" / stem / content.name
