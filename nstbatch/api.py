@@ -17,9 +17,11 @@ from .engine.optimize import Progress, Result
 from .engine.pixels import to_pil, to_tensor
 from .engine.vgg import VGGFeatures
 from .engine.weights import load_weights
+from .errors import InputError, UsageError
 from .io.images import fit_image, to_rgb
 from .io.hashing import JobHasher
 from .io.manifest import Job
+from .io.validate import mask_problems
 from .io.video import is_video_file
 from .jobs.clip import ClipCall, ClipResult, NetworkFrames, clip_job, network_clip_job
 from .jobs.frames import FrameStore
@@ -83,9 +85,17 @@ def stylize_file(content: str | os.PathLike, style: "str | os.PathLike | StyleSp
                  **optimize_options) -> Result:
     """Stylize ``content`` with ``style`` (a path, or a blend of (path, weight)) and write
     ``output`` atomically: on any failure, nothing is written. The job as ``run`` does it
-    (``stylize_job``)."""
+    (``stylize_job``); ``regions=RegionFiles(masks, keep)``: a painting per mask (``style``
+    then one per mask), parts kept as photographed."""
     content, output, styles = Path(content), Path(output), _style_list(style)
     check_job_files(content, styles, output, params)
+    regions = optimize_options.get("regions")
+    if regions is not None:
+        if regions.masks and len(regions.masks) != len(styles):
+            raise UsageError(f"{len(regions.masks)} mask(s) for {len(styles)} painting(s): give one mask per painting")
+        for problem in mask_problems(Job("stylize", content, tuple(styles), output, params, str(content),
+                                         regions=regions)):
+            raise InputError(problem)
     load_weights(params.weights)  # a weights problem shows before any decoding work
     result = stylize_job(content, styles, params, device=device, features=features, store=store,
                          **optimize_options)

@@ -101,6 +101,11 @@ def stylize(
                                            " network (with its card, NAME.json, beside it): one forward pass through"
                                            " ONNX Runtime instead of an optimisation."),
     providers: str = _run_option("providers"),
+    mask: Optional[List[Path]] = typer.Option(None, "--mask", metavar="MASK", help="One per STYLE, in order:"
+                                              " white where that painting paints (a painting per part of the"
+                                              " picture, docs/regions.md); parts no mask covers are kept."),
+    keep: Optional[Path] = typer.Option(None, "--keep", metavar="MASK", help="White where the photo is kept as"
+                                        " photographed (docs/regions.md)."),
     **params,
 ):
     """Stylize one CONTENT image or clip with one STYLE image (or a blend of several) into
@@ -108,6 +113,7 @@ def stylize(
     the previous output along the optical flow (docs/video.md). With --network, one image goes
     through a trained network in one pass. Many images: `nstbatch run`."""
     from .api import is_clip, stylize_clip_file, stylize_file
+    from .io.manifest import RegionFiles
     from .environment import quiet_onnxruntime_logs
     from .jobs.single import Hooks
     from .io.images import save_image
@@ -116,6 +122,8 @@ def stylize(
 
     resolved = resolve_params(params.pop("preset", None), params)
     style = list(style or [])
+    if network is not None and (mask or keep):
+        raise UsageError("--mask and --keep are for the optimiser, not a --network")
     if network is not None:
         return _stylize_with_network(content, style, output, resolved, network, providers, device, quiet)
     if not style:
@@ -131,6 +139,8 @@ def stylize(
         folder.mkdir(parents=True, exist_ok=True)
         save_image(to_pil(images[:1]), folder / f"step-{step:06d}.png")
 
+    if (mask or keep) and is_clip(content):
+        raise UsageError("--mask and --keep are for still images: not yet for a clip")
     if is_clip(content):  # steady whatever the preset, unless --temporal-weight is given
         resolved = steady(resolved, {name for name, value in params.items() if value is not None})
 
@@ -145,10 +155,11 @@ def stylize(
             typer.echo(f"wrote {output} ({done.frames} frames, {len(done.shots)} shot(s), {done.stylized} stylized"
                        f" by this call; {ties})")
         return
+    regions = RegionFiles(tuple(mask or ()), keep) if mask or keep else None
     report = StepProgress(quiet)
     try:
         result = stylize_file(content, list(zip(style, weights)), output, resolved, device=device,
-                              hooks=Hooks(on_step=report, on_snapshot=snapshot))
+                              hooks=Hooks(on_step=report, on_snapshot=snapshot), regions=regions)
     finally:
         report.close()
     if history is not None:

@@ -46,7 +46,7 @@ def test_soft_masks_grow_each_occlusion_and_blur_the_edges_as_artistic_videos_do
     trusted pixels beside an occlusion fall further than a blur of the hard mask puts them (the
     occlusion grows), the occlusion itself stays 0, a point come from outside is 0 without
     growing, and far from both the mask is 1; all in [0, 1]."""
-    from nstbatch.engine.temporal import _gaussian
+    from nstbatch.engine.temporal import gaussian
 
     backward, forward = constant_flow(20, 24, -3, 0), constant_flow(20, 24, 3, 0)  # a pan, no boundary
     forward[:, 0, 6:14, 9:15] = 0  # where these points went, the flows disagree: occluded
@@ -57,7 +57,7 @@ def test_soft_masks_grow_each_occlusion_and_blur_the_edges_as_artistic_videos_do
     assert occluded.sum() > 20 and soft[0, 0][occluded].max() < 0.05
     ring = (slice(int(rows.min()) - 1, int(rows.min())), slice(int(cols.min()), int(cols.max()) + 1))
     assert hard[0, 0][ring].min() == 1  # trusted by the hard check...
-    assert (soft[0, 0][ring] < _gaussian(hard, 0.8)[0, 0][ring] - 0.1).all()  # ...grown over in soft
+    assert (soft[0, 0][ring] < gaussian(hard, 0.8)[0, 0][ring] - 0.1).all()  # ...grown over in soft
     assert soft[0, 0, :, :2].max() < 0.1 and soft[0, 0, 0:2, 6:].min() == pytest.approx(1)
     assert soft.min() >= 0 and soft.max() <= 1
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from . import losses, temporal
+from .regions import Regions, guided_style_cost, kept_content_weights
 from ..config import StyleParams
 from .pixels import resize_tensor
 from .targets import StyleTarget
@@ -37,6 +38,10 @@ class Targets:
     # a video frame's ties to earlier outputs: (that output warped into this frame (N, 3, H, W),
     # where the warp is trusted (N, 1, H, W)), weighted by params.temporal_weight (temporal.py)
     temporal: tuple[tuple[Tensor, Tensor], ...] = ()
+    # a painting per part of the picture and parts kept as photographed (regions.py): each
+    # region's style cost on its guided moments, the content cost weighted up where kept
+    regions: Regions | None = None
+    region_w2: tuple[dict[str, tuple[Tensor, Tensor, Tensor]], ...] | None = None  # style_loss w2: per region
 
 
 # gradient(image, scale_loss): the costs (total, content, style, tv), each (N,), and the gradient
@@ -93,15 +98,21 @@ class Criterion:
 
 
 def job_targets(features: VGGFeatures, content: Tensor, style_targets: StyleTarget, params: StyleParams,
-                dtype: torch.dtype | None = None, tiles: Sequence[Tile] | None = None) -> Targets:
+                dtype: torch.dtype | None = None, tiles: Sequence[Tile] | None = None,
+                regions: Regions | None = None) -> Targets:
     """What a job is pulled towards, once per job at its full size: the content's activations,
     the blended style target (``targets.blend_targets``) on the content's device, its W2
     targets (``style_loss: w2``), and under ``style_cap`` each image's share of beta, from the
-    content image's own style cost."""
+    content image's own style cost. ``regions``: a painting per part of the picture (each
+    region's own target, ``regions.py``) instead of the one style target."""
     check_image_size(*content.shape[-2:], params.feature_layers, "content image")
     style = style_targets.to(content.device)
-    w2 = ({name: losses.w2_target(style.layers[name].mean, style.layers[name].second)
-           for name in params.style_layers} if params.style_loss == "w2" else None)
+    w2 = _w2_targets(style, params) if params.style_loss == "w2" else None
+    if regions is not None:
+        if tiles is not None:
+            raise ValueError("regions (masks, keep) are not stepped in tiles yet: give the job tile: off"
+                             " or a smaller size")
+        return _region_targets(features, content, style, params, dtype, regions.to(content.device))
     capped = bool(params.style_cap and params.style_layers)
     if tiles is not None:  # a print: the content's activations and own style cost, in one pass of tiles
         acts, sums = read(_features_of(features, params, dtype), content, tiles, params.content_layers,
@@ -111,8 +122,28 @@ def job_targets(features: VGGFeatures, content: Tensor, style_targets: StyleTarg
     layers = params.feature_layers if capped else params.content_layers
     with torch.no_grad():
         acts = _scaled(features, content, layers, params.feature_scale, dtype) if layers else {}
-        factor = losses.style_cap_factor(_style_cost(acts, style, params, w2), params.style_cap) if capped else None
+        factor = (losses.style_cap_factor(_style_cost(acts, Targets({}, style, w2=w2), params), params.style_cap)
+                  if capped else None)
     return Targets({name: acts[name] for name in params.content_layers}, style, factor, w2)
+
+
+def _w2_targets(style: StyleTarget, params: StyleParams) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+    return {name: losses.w2_target(style.layers[name].mean, style.layers[name].second) for name in params.style_layers}
+
+
+def _region_targets(features: VGGFeatures, content: Tensor, style: StyleTarget, params: StyleParams,
+                    dtype: torch.dtype | None, regions: Regions) -> Targets:
+    """``job_targets`` for a job with regions: under ``style_cap``, the content's own guided
+    style cost caps beta as the whole picture's does."""
+    w2 = tuple(_w2_targets(target, params) for target in regions.styles) if params.style_loss == "w2" else None
+    capped = bool(params.style_cap and params.style_layers)
+    layers = params.feature_layers if capped else params.content_layers
+    targets = Targets({}, style, regions=regions, region_w2=w2)
+    with torch.no_grad():
+        acts = _scaled(features, content, layers, params.feature_scale, dtype) if layers else {}
+        factor = losses.style_cap_factor(_style_cost(acts, targets, params), params.style_cap) if capped else None
+    return dataclasses.replace(targets, content={name: acts[name] for name in params.content_layers},
+                               style_factor=factor)
 
 
 def stage_targets(features: VGGFeatures, content: Tensor, job: Targets, params: StyleParams,
@@ -136,10 +167,11 @@ def costs(features: VGGFeatures, image: Tensor, targets: Targets, params: StyleP
     """``(total, content, style, tv)``, each of shape ``(N,)``."""
     acts = _scaled(features, image, params.feature_layers, params.feature_scale, dtype, checkpointing)
     zero = image.new_zeros(image.shape[0], dtype=torch.float32)
+    kept = (lambda size: kept_content_weights(targets.regions, size)) if targets.regions is not None else None
     j_content = (losses.content_cost_layers(targets.content, acts, params.content_layers,
-                                            params.content_norm)
+                                            params.content_norm, kept)
                  if params.content_layers else zero)
-    j_style = _style_cost(acts, targets.style, params, targets.w2) if params.style_layers else zero
+    j_style = _style_cost(acts, targets, params) if params.style_layers else zero
     j_tv, j_ties = _pixel_costs(image, targets, params, zero)
     total = losses.total_cost(j_content, j_style, params.content_weight, _beta(targets, params), j_tv, params.tv_weight)
     return (total + j_ties if targets.temporal else total), j_content, j_style, j_tv
@@ -186,11 +218,14 @@ def _style_cost_of_sums(sums, style: StyleTarget, params: StyleParams,
                                       {name: sums[name].size for name in weights}, weights, params.style_norm)
 
 
-def _style_cost(acts: dict[str, Tensor], style: StyleTarget, params: StyleParams,
-                w2: dict[str, tuple[Tensor, Tensor, Tensor]] | None = None) -> Tensor:
-    """The style cost (N,) of activations against a style target: its per-position Grams, or
-    with ``w2`` (``style_loss: w2``) its moments."""
+def _style_cost(acts: dict[str, Tensor], targets: Targets, params: StyleParams) -> Tensor:
+    """The style cost (N,) of activations against the style target: its per-position Grams, or
+    under ``style_loss: w2`` its moments; with regions, each region's guided moments against
+    its own painting's (``regions.guided_style_cost``)."""
     weights = dict(zip(params.style_layers, params.style_layer_weights))
+    if targets.regions is not None:
+        return guided_style_cost(acts, targets.regions, weights, params.style_norm, targets.region_w2)
+    style, w2 = targets.style, targets.w2
     if w2 is not None:
         return sum(weight * losses.w2_layer_cost(acts[name], style.layers[name].mean, style.layers[name].second,
                                                  w2[name], params.style_norm)

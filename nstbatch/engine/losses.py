@@ -15,7 +15,7 @@ alone (for a blend, from the blended target), so it travels with cached targets 
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -175,13 +175,16 @@ def w2_moments_cost(mean_G: Tensor, second_G: Tensor, mean_S: Tensor, second_S: 
     return cost
 
 
-def content_cost(a_C: Tensor, a_G: Tensor, normalization: str = "seed") -> Tensor:
+def content_cost(a_C: Tensor, a_G: Tensor, normalization: str = "seed", weights: Tensor | None = None) -> Tensor:
     """``Σ(a_C − a_G)² / (4·n_H·n_W·n_C)`` per image (``seed``), ``Σ(a_C − a_G)² / 2``
     (``half_sum``, the paper's) or ``Σ(a_C − a_G)² / Σ a_C²`` (``balanced``, the relative
-    error). The source's listing subtracted a_G from itself; not here."""
+    error). The source's listing subtracted a_G from itself; not here. ``weights`` ``(N, 1,
+    n_H, n_W)``: each position's squared error weighted (a region kept as photographed)."""
     a_C = _at_least_float32(a_C)
-    squared = ((a_C - _at_least_float32(a_G)) ** 2).sum(dim=(1, 2, 3))
-    return squared / content_divisor(a_C, normalization)
+    squared = (a_C - _at_least_float32(a_G)) ** 2
+    if weights is not None:
+        squared = squared * weights
+    return squared.sum(dim=(1, 2, 3)) / content_divisor(a_C, normalization)
 
 
 def content_divisor(a_C: Tensor, normalization: str = "seed") -> Tensor | float:
@@ -199,9 +202,13 @@ def content_divisor(a_C: Tensor, normalization: str = "seed") -> Tensor | float:
 
 
 def content_cost_layers(targets: Mapping[str, Tensor], activations: Mapping[str, Tensor],
-                        layers: Sequence[str], normalization: str = "seed") -> Tensor:
-    """Content cost summed over several layers (one layer is the usual case)."""
-    costs = [content_cost(targets[layer], activations[layer], normalization) for layer in layers]
+                        layers: Sequence[str], normalization: str = "seed",
+                        weights: Callable[[tuple[int, int]], Tensor | None] | None = None) -> Tensor:
+    """Content cost summed over several layers (one layer is the usual case); ``weights``:
+    each position's weight at a layer of that size (None: alike)."""
+    costs = [content_cost(targets[layer], activations[layer], normalization,
+                          weights(tuple(targets[layer].shape[-2:])) if weights is not None else None)
+             for layer in layers]
     return torch.stack(costs).sum(dim=0)
 
 

@@ -22,6 +22,7 @@ from .descent import Descent, DescentState, Stage
 from ..config import StyleParams
 from .devices import run_precision
 from .pixels import resize_tensor
+from .regions import Regions, keep_photo
 from ..errors import OptimizationError
 from .tiles import Tile, plan_tiles
 from ..layers import min_image_side
@@ -97,7 +98,7 @@ class Point(NamedTuple):
         return bool(every) and self.step // every > self.previous // every
 
 
-def optimize(content: Tensor, style: StyleTarget, params: StyleParams, *,
+def optimize(content: Tensor, style: StyleTarget | Regions, params: StyleParams, *,
              features: VGGFeatures | None = None,
              init: Tensor | None = None,
              ties: Sequence[tuple[Tensor, Tensor]] = (),
@@ -133,6 +134,11 @@ def optimize(content: Tensor, style: StyleTarget, params: StyleParams, *,
     ``(N, 3, H, W)``, where the warp is trusted ``(N, 1, H, W)``), pull with
     ``params.temporal_weight``; its ``init`` is then the earlier output warped into it.
 
+    ``style`` may be ``regions.Regions``: a painting per part of the picture, each region's
+    guided Grams against its own painting's target (the first region's painting gives the
+    palette), and parts kept as photographed (the photo laid back over them in the result and
+    snapshots).
+
     Colour: with ``preserve_color: luminance`` the content and styles are reduced to their
     luminance and the result (and every snapshot) gets the content's chroma back.
     """
@@ -162,7 +168,7 @@ class Stylization:
     its precision runs best (``VGGFeatures.laid_out``) and passes activation checkpointing to
     its forward. Leaving the ``with`` block ends the iteration."""
 
-    def __init__(self, content: Tensor, style: StyleTarget, params: StyleParams, *,
+    def __init__(self, content: Tensor, style: StyleTarget | Regions, params: StyleParams, *,
                  features: VGGFeatures | None = None, init: Tensor | None = None, ties: Sequence[tuple[Tensor, Tensor]] = (),
                  resume: Checkpoint | None = None,
                  on_step: Callable[[Progress], None] | None = None, report_every: int = 1,
@@ -179,6 +185,8 @@ class Stylization:
         self.tile = memory.tile
         self.params, self.on_step, self.report_every = params, on_step, report_every
         self.temporal = tuple(ties)  # a video frame's ties: they pull with temporal_weight
+        self.regions = style if isinstance(style, Regions) else None  # a painting per part, parts kept (regions.py)
+        style = style.styles[0] if isinstance(style, Regions) else style
         self.inputs = (content, style, init, resume)
         self.checkpointing = memory.checkpointing
         self.history: list[Progress] = []
@@ -233,7 +241,7 @@ class Stylization:
             content = luminance(content).contiguous(memory_format=layout)
         self.content, self.original = content, original
         full = job_targets(self.features, content, style, params, self.dtype,
-                           self._tiles(tuple(content.shape[-2:])))
+                           self._tiles(tuple(content.shape[-2:])), self.regions)
         if self.temporal:
             full = dataclasses.replace(full, temporal=tuple(
                 (warped.to(content), weights.to(content)) for warped, weights in self.temporal))
@@ -331,11 +339,13 @@ class Stylization:
         return (stage_content + departure).clamp(0, 1)
 
     def _as_seen(self, image: Tensor, original: Tensor) -> Tensor:
-        """The image as the user sees it: with the content's chroma where asked."""
+        """The image as the user sees it: with the content's chroma where asked, and the photo
+        laid back where a region keeps it (``regions.keep_photo``)."""
         image = image.detach()
-        if self.params.preserve_color != "luminance":
-            return image
-        return with_chroma(image.float(), resize_tensor(original, tuple(image.shape[-2:]), "bilinear").float())
+        photo = resize_tensor(original, tuple(image.shape[-2:]), "bilinear").float()
+        if self.params.preserve_color == "luminance":
+            image = with_chroma(image.float(), photo)
+        return keep_photo(image, photo, self.regions)
 
     def _record(self, step: int, parts) -> None:
         if step % self.report_every and step != self.params.steps:

@@ -63,10 +63,10 @@ def reliable(backward: Tensor, forward: Tensor, soft: bool = False) -> Tensor:
     if not soft:
         return trusted.unsqueeze(1)
     grown = torch.where(occluded & inside & ~boundary, torch.full_like(trusted, OCCLUDED_SOFT), trusted)
-    return _gaussian(grown.unsqueeze(1), SOFT_SIGMA).clamp(0, 1)
+    return gaussian(grown.unsqueeze(1), SOFT_SIGMA).clamp(0, 1)
 
 
-def _gaussian(image: Tensor, sigma: float) -> Tensor:
+def gaussian(image: Tensor, sigma: float) -> Tensor:
     """``image`` (N, 1, H, W) blurred by a Gaussian of ``sigma`` px (separable, edges repeated)."""
     radius = max(1, math.ceil(3 * sigma))
     taps = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)

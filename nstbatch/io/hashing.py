@@ -161,6 +161,9 @@ def params_hash(job: Job, hashes: FileHashes, weights_id: str) -> str:
         "styles": [[hashes(path), weight] for path, weight in job.styles],
         "weights": weights_id,
     }
+    if job.regions is not None:  # which part each painting paints, and what is kept: by their bytes
+        data["regions"] = {"masks": [hashes(path) for path in job.regions.masks],
+                           "keep": hashes(job.regions.keep) if job.regions.keep is not None else None}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

@@ -45,17 +45,35 @@ YAML_HELP = {
     "content": "entry: a path, a glob (`samples/*.png`), or a list of either",
     "style": "entry: a path; a list (one job per style, a cross product with the contents); or a mapping"
              " path → weight (one blended job)",
-    "output": "entry: a path, or a template with `{content_stem}`, `{style_stem}` (`blend` for blends), `{id}`,"
-              " `{index}` (0-based within the entry's expansion; format specs work: `{index:04d}`)",
+    "output": "entry: a path, or a template with `{content_stem}`, `{style_stem}` (`blend` for blends, `regions`"
+              " for masks), `{id}`, `{index}` (0-based within the entry's expansion; format specs work: `{index:04d}`)",
     "id": "entry: only for an entry that makes a single job",
     "video": "entry, instead of content: a clip (a video file, or a folder of frames sorted by name; a glob or a"
              " list) stylized frame-steady; its output a video file (`.mp4`, `.mov`, `.mkv`, `.webm`) or a folder"
              " (PNG frames under the input folder's frame names; `000001.png`, … for a video file's); how a video"
              " is encoded: `codec`, `crf`, `bitrate`, `pixel_format`, `audio`, `fps` (docs/video.md)",
+    "masks": "entry: one image per painting of `style` (a list), white where that painting paints, soft edges"
+             " allowed: a painting per part of the picture in one job (guided Grams, docs/regions.md); a part"
+             " no mask covers is kept as photographed",
+    "keep": "entry: an image, white where the photo is kept as photographed (faces, text, labelled objects):"
+            " no painting there, and the photo laid back through a soft edge (docs/regions.md)",
     "network": "entry: a trained transform network (`nets/NAME.onnx`, `nstbatch train`) that paints the entry's"
                " images, or its clip frame by frame with no flow, in one pass each; `style` names which of its"
                " paintings (one network trained with `temporal_weight` stays steady on video: docs/networks.md)",
 }
+
+
+@dataclass(frozen=True)
+class RegionFiles:
+    """A job's regions (``engine/regions.py``): ``masks``, one per painting of the job's styles
+    (white: where it paints), and ``keep`` (white: the photo kept as photographed)."""
+
+    masks: tuple[Path, ...] = ()
+    keep: Path | None = None
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return self.masks + ((self.keep,) if self.keep is not None else ())
 
 
 @dataclass(frozen=True)
@@ -71,12 +89,14 @@ class Job:
     clip: bool = False  # content is a clip (a video file or a folder of frames), output a video or a folder
     network: Path | None = None  # stylized in one pass of this trained network (``NetworkEntry``)
     refine_steps: int = 0  # ...then refined by the optimiser (``params``: these steps at the full size) from it
+    regions: RegionFiles | None = None  # a painting per part of the picture (styles: one per mask), parts kept
 
     @property
     def inputs(self) -> tuple[Path, ...]:
         init = (Path(self.params.init_file),) if self.params.init_file else ()
         flow = (Path(self.params.flow_file),) if self.clip and self.params.flow_file else ()
-        return (self.content,) + tuple(path for path, _ in self.styles) + init + flow
+        masks = self.regions.files if self.regions is not None else ()
+        return (self.content,) + tuple(path for path, _ in self.styles) + init + flow + masks
 
 
 @dataclass(frozen=True)
@@ -222,7 +242,7 @@ def _first_unknown_line(entry, valid) -> int | None:
 
 
 CSV_COLUMNS = CSV_REQUIRED + CSV_OPTIONAL + tuple(FIELDS)
-YAML_JOB_KEYS = JOB_KEYS + ("video", "network") + tuple(FIELDS)
+YAML_JOB_KEYS = JOB_KEYS + ("video", "network", "masks", "keep") + tuple(FIELDS)
 DATASET_ENTRY_KEYS = dataset.DATASET_KEYS + dataset.NETWORK_KEYS + tuple(FIELDS)
 
 
@@ -538,11 +558,14 @@ def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, 
     values = {**defaults, **{k: v for k, v in entry.items() if k in FIELDS}, **overrides}
     params = _params(where, values, base)
     network = _yaml_network(base, entry)
+    regions = _yaml_regions(base, entry, clip or network is not None)
     if clip and network is None:  # steady whatever the preset, unless temporal_weight is written out
         params = steady(params, {k for k, v in values.items() if v is not None and str(v).strip()})
     template = _as_text(entry["output"], "output")
     contents = _yaml_contents(base, entry["content"])
     style_sets = _yaml_styles(base, entry["style"])
+    if regions is not None and regions.masks:  # the list is the regions' paintings: one job
+        style_sets = _region_styles(entry["style"], style_sets, regions)
     if network is not None and any(len(styles) > 1 for styles in style_sets):
         raise _RowError("a network paints one painting at a time: style names which of its paintings, not a blend")
     expands = len(contents) * len(style_sets) > 1
@@ -555,8 +578,9 @@ def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, 
         job_id = (str(entry["id"]) if "id" in entry
                   else stable_id(content_text, styles, template))
         try:
+            several = "regions" if regions is not None and regions.masks else "blend"
             output = template.format(content_stem=content.stem, style_stem=Path(styles[0][0]).stem
-                                     if len(styles) == 1 else "blend", id=job_id, index=index)
+                                     if len(styles) == 1 else several, id=job_id, index=index)
         except (KeyError, IndexError, ValueError) as e:
             raise _RowError(f"output template {template!r}: {e!s} is not one of"
                             f" {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}") from None
@@ -564,8 +588,34 @@ def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, 
             raise _RowError(f"output {template!r} is one file for {len(contents) * len(style_sets)} jobs;"
                             " use {content_stem}, {style_stem}, {id} or {index} in it")
         jobs.append(Job(job_id, content, tuple((_resolve(base, s), w) for s, w in styles),
-                        _resolve(out_base, output), params, where, line, clip=clip, network=network))
+                        _resolve(out_base, output), params, where, line, clip=clip, network=network,
+                        regions=regions))
     return jobs
+
+
+def _yaml_regions(base: Path, entry: dict, unsupported: bool) -> RegionFiles | None:
+    """An entry's ``masks:`` and ``keep:`` (None: neither); refused where they do not apply yet."""
+    if "masks" not in entry and "keep" not in entry:
+        return None
+    if unsupported:
+        raise _RowError("masks and keep are for still images through the optimiser: not yet for a clip or a"
+                        " network")
+    masks = entry.get("masks", [])
+    masks = masks if isinstance(masks, list) else [masks]
+    if "masks" in entry and not masks:
+        raise _RowError("masks is an empty list")
+    keep = _resolve(base, _as_text(entry["keep"], "keep")) if "keep" in entry else None
+    return RegionFiles(tuple(_resolve(base, _as_text(mask, "mask")) for mask in masks), keep)
+
+
+def _region_styles(value, style_sets: list, regions: RegionFiles) -> list:
+    """With ``masks``, ``style``'s list is the regions' paintings, one per mask, in one job."""
+    if isinstance(value, dict):
+        raise _RowError("with masks, style is a list of paintings, one per mask, not a blend")
+    if len(style_sets) != len(regions.masks):
+        raise _RowError(f"masks has {len(regions.masks)} image(s) for {len(style_sets)} painting(s) in style:"
+                        " give one mask per painting, in the same order")
+    return [[styles[0] for styles in style_sets]]
 
 
 def _yaml_network(base: Path, entry: dict) -> Path | None:

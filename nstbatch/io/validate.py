@@ -169,6 +169,35 @@ def _check_files(job: Job, probe, report) -> None:
             report(f"{role} {path.name} is {w}x{h} px at size "
                    f"{job.params.size if role == 'content' else style_side}"
                    f", too small for its layers (each side needs {need} px); raise size")
+    if job.regions is not None:
+        _check_masks(job, probe(job.content, False), probe, report)
+
+
+def mask_problems(job: Job) -> list[str]:
+    """What is wrong with a job's masks (``_check_masks``), for a door without a manifest."""
+    problems: list[str] = []
+
+    def probe(path: Path, clip: bool = False) -> ImageInfo | str:
+        try:
+            return probe_image(path)
+        except NstbatchError as e:
+            return str(e)
+    if job.regions is not None:
+        _check_masks(job, probe(job.content), probe, problems.append)
+    return problems
+
+
+def _check_masks(job: Job, content, probe, report) -> None:
+    """Each mask and the keep mask readable, and drawn over the content: of its shape (it is
+    brought to the content's pixels, so any size of that shape will do)."""
+    for path in job.regions.files:
+        info = probe(path, False)
+        if isinstance(info, str):
+            report(f"mask: {info}")
+        elif not isinstance(content, str) and abs(info.width * content.height - content.width * info.height) > (
+                0.02 * content.width * info.height):
+            report(f"mask {path} is {info.width}x{info.height} px, the content {job.content.name}"
+                   f" {content.width}x{content.height}: draw each mask over its content (the same shape)")
 
 
 def _check_copies(manifest: Manifest, outputs: set[str], inputs: set[str],

@@ -39,8 +39,8 @@ from .plan import Planned, style_pixels
 from .clip import (ClipCall, ClipResult, FramesKept, NetworkFrames, clip_inputs, clip_job, network_clip_job,
                    stylize_clips, write_clip)
 from .frames import FrameStore
-from .single import (Hooks, Preempted, check_job_files, engine_memory, load_content, network_provenance, optimize_job,
-                     provenance, save_output)
+from .single import (Hooks, Preempted, check_job_files, engine_memory, job_regions, load_content, network_provenance,
+                     optimize_job, provenance, save_output)
 
 # A job whose cost turns NaN or infinite is retried once with its learning rate times this.
 RETRY_LR_FACTOR = 0.1
@@ -402,6 +402,8 @@ class JobExecutor:
         """Stills in one pass (``optimize_job``), checkpointed every ``checkpoint_every`` steps."""
         style_targets, sources[:] = self._style_targets(loaded)
         content = torch.cat([entry.content for entry in loaded]).to(self.device)
+        job = loaded[0].item.job  # a job with regions runs alone (plan.batches)
+        regions = job_regions(job.content, job.styles, job.regions, job.params, content, self.store)
 
         def step(progress: Progress) -> None:
             heartbeat()
@@ -417,7 +419,7 @@ class JobExecutor:
                       on_snapshot=self._snapshots(loaded))
         init = torch.cat([entry.init for entry in loaded]) if loaded[0].init is not None else None
         return optimize_job(content, style_targets, params, features=self._features(params), init=init,
-                            resume=resume, hooks=hooks, memory=engine_memory(memory))
+                            regions=regions, resume=resume, hooks=hooks, memory=engine_memory(memory))
 
     def _clips(self, group: list[_Clip], params, memory: Estimate, heartbeat, on_step) -> list[list[int | None]]:
         """Clips of one frame size in lockstep (``clip.stylize_clips``), their frames kept in the

@@ -189,7 +189,8 @@ def batches(to_run: list[Planned], size: int, state: StateDir) -> list[list[Plan
     one shape). A job with a checkpoint resumes alone. L-BFGS is never batched (its line
     search couples the images), nor ``preserve_color: histogram``, whose style targets depend
     on each job's content. Clips batch with clips alone (frame t of each in one pass, their
-    frames in order), and a share of a clip another owns (``join``) runs alone. Jobs through one
+    frames in order), and a share of a clip another owns (``join``) runs alone, as does a job
+    with regions (its masks are its own). Jobs through one
     trained network (``network:``, not refined) batch by output size alone: one pass of the
     network, each image its own painting's row."""
     if size <= 1:
@@ -202,7 +203,7 @@ def batches(to_run: list[Planned], size: int, state: StateDir) -> list[list[Plan
             shape = content_size(job)  # a network's pass: any of its paintings, whatever the optimiser
             key = ("network", str(job.network), shape) if shape else None
         elif (item.hash is not None and job.params.optimizer == "adam" and job.params.preserve_color != "histogram"
-                and not item.join and not state.checkpoint_path(job.id).exists()):
+                and not item.join and job.regions is None and not state.checkpoint_path(job.id).exists()):
             shape = content_size(job)
             key = (job.clip, job.params.to_json(), shape) if shape else None
         if key is None:

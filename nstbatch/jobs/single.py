@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -17,6 +18,7 @@ from ..config import StyleParams
 from ..engine.devices import memory_available, resolve_device
 from ..engine.optimize import Checkpoint, Memory, Progress, Result, Stylization
 from ..engine.pixels import to_pil, to_tensor, to_uint16
+from ..engine.regions import Regions
 from ..engine.targets import StyleTarget
 from ..engine.vgg import VGGFeatures
 from ..engine.weights import load_weights
@@ -24,11 +26,43 @@ from ..errors import InputError
 from ..fs import sha256_of
 from ..io import webdataset
 from ..io.hashing import NETWORK_OUTPUT_FIELDS
+from ..io.manifest import RegionFiles
 from ..io.images import (check_bit_depth, check_output_path, fit_image, icc_profile, load_image, probe_image,
                          save_image)
 from ..styles.store import StyleTargetStore, default_store
 from ..version import __version__
 from .memory import Estimate, plan_memory
+
+
+def load_mask(path: Path, content: Path, params: StyleParams, size: tuple[int, int]) -> torch.Tensor:
+    """A mask as its content is fitted, ``(1, 1, H, W)`` in [0, 1] (white: 1): drawn over the
+    content (so first brought to the content's pixels), then scaled and cropped as the content
+    is for the output (``params.geometry``), at the content's ``size`` (H, W)."""
+    info = probe_image(content)
+    mask = load_image(path).convert("L")
+    if mask.size != (info.width, info.height):
+        mask = mask.resize((info.width, info.height), Image.Resampling.BILINEAR)
+    mask = fit_image(mask, *params.geometry)
+    if mask.size != (size[1], size[0]):
+        mask = mask.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255)[None, None]
+
+
+def job_regions(content: Path, styles: Sequence[tuple[Path, float]], files: RegionFiles | None, params: StyleParams,
+                pixels: torch.Tensor, store: StyleTargetStore) -> Regions | None:
+    """A job's regions at its content's size (``pixels``): each mask with its own painting's
+    target from ``store`` (one region with the styles' blend where only ``keep`` is given), and
+    the keep mask; None for a job without them."""
+    if files is None:
+        return None
+    size, side = tuple(pixels.shape[-2:]), max(pixels.shape[-2:])
+    if files.masks:
+        masks = torch.cat([load_mask(path, content, params, size) for path in files.masks], 1)
+        targets = [store.for_files([(style, 1.0)], params, content, side)[0] for style, _ in styles]
+    else:
+        masks, targets = torch.ones(1, 1, *size), [store.for_files(styles, params, content, side)[0]]
+    keep = load_mask(files.keep, content, params, size) if files.keep is not None else None
+    return Regions.of(masks, targets, keep)
 
 
 def init_image(params: StyleParams, height: int, width: int) -> torch.Tensor | None:
@@ -68,7 +102,7 @@ class Preempted(Exception):
 
 def optimize_job(content: torch.Tensor, style_targets: StyleTarget, params: StyleParams, *,
                  features: VGGFeatures | None = None, init: torch.Tensor | None = None,
-                 ties: tuple[tuple[torch.Tensor, torch.Tensor], ...] = (),
+                 ties: tuple[tuple[torch.Tensor, torch.Tensor], ...] = (), regions: Regions | None = None,
                  resume: Checkpoint | None = None, hooks: Hooks | None = None,
                  memory: Memory | None = None) -> Result:
     """The loop for one job (or a batch of jobs), from its content at the output's size and its
@@ -84,7 +118,8 @@ def optimize_job(content: torch.Tensor, style_targets: StyleTarget, params: Styl
         init = init_image(params, *content.shape[-2:])
     if memory is None:
         memory = planned_memory(params, content)
-    with Stylization(content, style_targets, params, features=features, init=init,
+    style = regions if regions is not None else style_targets  # regions: a painting per part (regions.py)
+    with Stylization(content, style, params, features=features, init=init,
                      ties=ties, resume=resume, on_step=hooks.on_step, report_every=hooks.report_every,
                      memory=memory) as run:
         for point in run:
@@ -160,9 +195,12 @@ def stylize_job(content: Path, styles: Sequence[tuple[Path, float]], params: Sty
                 device: str = "auto", features: VGGFeatures | None = None,
                 store: StyleTargetStore | None = None, **optimize_options) -> Result:
     """One job from its files, as ``run`` does it: the content at the output's size, the
-    styles' blended targets from ``store``, the loop; nothing written."""
+    styles' blended targets from ``store`` (and with ``regions=RegionFiles(...)`` its masks,
+    ``job_regions``), the loop; nothing written."""
     target = resolve_device(device) if features is None else next(features.parameters()).device
     store = store or default_store(target)
     pixels = load_content(content, params)
     style_targets, _ = store.for_files(styles, params, content, max(pixels.shape[-2:]))
-    return optimize_job(pixels.to(target), style_targets, params, features=features, **optimize_options)
+    regions = job_regions(content, styles, optimize_options.pop("regions", None), params, pixels, store)
+    return optimize_job(pixels.to(target), style_targets, params, features=features, regions=regions,
+                        **optimize_options)

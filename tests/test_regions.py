@@ -1,0 +1,190 @@
+"""Regions (issue 50; engine/regions.py): a painting per part of the picture, guided Grams
+(Gatys et al. 2017 §4), and parts kept as photographed."""
+import dataclasses
+
+import pytest
+import torch
+
+from nstbatch.config import resolve_params
+from nstbatch.engine.criterion import Criterion, job_targets
+from nstbatch.engine.optimize import optimize
+from nstbatch.engine.regions import Regions, guided_moments, keep_photo
+from nstbatch.engine.vgg import build_features
+from tests.conftest import pattern, style_target, tensor
+
+TINY = {"size": 48, "style_layers": "relu1_1,relu2_1,relu3_1", "content_layers": "relu2_2", "precision": "fp32",
+        "scales": "1", "steps": 60}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    params = resolve_params("balanced", TINY)
+    return params, build_features(params)
+
+
+def stripes(vertical: bool, channel: int) -> torch.Tensor:
+    """A painting of one colour's stripes (red columns, blue rows): two that no Gram confuses."""
+    painting = torch.full((1, 3, 48, 48), 0.1)
+    if vertical:
+        painting[:, channel, :, ::6] = 0.9
+    else:
+        painting[:, channel, ::5, :] = 0.9
+    return painting
+
+
+def test_guided_moments_are_the_region_s_own_and_a_full_mask_is_the_whole_picture():
+    a = torch.randn(2, 5, 6, 8)
+    full = guided_moments(a, torch.ones(2, 1, 6, 8))
+    unrolled = a.reshape(2, 5, 48)
+    torch.testing.assert_close(full[1], unrolled @ unrolled.transpose(1, 2) / 48)
+    torch.testing.assert_close(full[2], torch.ones(2))
+    left = torch.zeros(2, 1, 6, 8)
+    left[..., :3] = 1
+    mean, second, share = guided_moments(a, left)
+    part = a[..., :3].reshape(2, 5, 18)
+    torch.testing.assert_close(second, part @ part.transpose(1, 2) / 18)
+    torch.testing.assert_close(mean, part.mean(-1))
+    torch.testing.assert_close(share, torch.full((2,), 3 / 8))
+
+
+def test_two_paintings_on_two_halves_each_paint_their_own_half(setup):
+    params, features = setup
+    photo = tensor(pattern(48, 48, phase=0.4))
+    red, blue = stripes(True, 0), stripes(False, 2)
+    targets = [style_target(painting, params, photo) for painting in (red, blue)]
+    left = torch.zeros(1, 1, 48, 48)
+    left[..., :24] = 1
+    regions = Regions.of(torch.cat([left, 1 - left], 1), targets)
+    assert regions.keep is None  # every pixel is some painting's
+    torch.manual_seed(0)
+    image = optimize(photo, regions, params, features=features).image
+
+    def cost(half: slice, painting: int) -> float:
+        part = image[..., half]
+        criterion = Criterion(features, job_targets(features, photo[..., half], targets[painting], params), params)
+        return float(criterion(part)[2])
+
+    left_half, right_half = slice(0, 24), slice(24, 48)
+    assert cost(left_half, 0) < 0.5 * cost(left_half, 1)  # the left half is the red painting's
+    assert cost(right_half, 1) < 0.5 * cost(right_half, 0)  # the right half the blue one's
+    assert float(image[0, 0, :, :20].mean()) > float(image[0, 0, :, 28:].mean())  # red paint on the left
+    assert float(image[0, 2, :, 28:].mean()) > float(image[0, 2, :, :20].mean())  # blue on the right
+
+
+def test_a_kept_part_stays_the_photo_and_the_rest_is_painted(setup):
+    params, features = setup
+    photo = tensor(pattern(48, 48, phase=1.3))
+    target = style_target(stripes(True, 0), params, photo)
+    keep = torch.zeros(1, 1, 48, 48)
+    keep[..., 12:36, 12:36] = 1
+    regions = Regions.of(torch.ones(1, 1, 48, 48), [target], keep)
+    assert float(regions.masks[..., 20, 20]) == 0 and float(regions.masks[..., 2, 2]) == 1
+    torch.manual_seed(0)
+    image = optimize(photo, regions, params, features=features).image
+    inside = (image - photo)[..., 14:34, 14:34].abs().mean()
+    outside = (image - photo)[..., :8, :].abs().mean()
+    assert float(inside) < 4 / 255 and float(outside) > 10 * float(inside)
+    plain = optimize(photo, target, params, features=features).image  # no keep: painted all over
+    assert float((plain - photo)[..., 14:34, 14:34].abs().mean()) > 10 * float(inside)
+
+
+def test_uncovered_pixels_are_kept_and_keep_photo_blends_through_a_soft_edge():
+    photo, image = torch.zeros(1, 3, 120, 120), torch.ones(1, 3, 120, 120)
+    half = torch.zeros(1, 1, 120, 120)
+    half[..., :60] = 1
+    regions = Regions.of(half, [None])  # the right half is no painting's: kept
+    torch.testing.assert_close(regions.keep, 1 - half)
+    out = keep_photo(image, photo, regions)
+    assert float(out[..., :, :50].min()) == 1 and float(out[..., :, 70:].max()) < 1e-3  # painted; the photo
+    edge = out[0, 0, 0, 54:66]
+    assert bool((edge[1:] <= edge[:-1]).all()) and 0.2 < float(edge[6]) < 0.8  # a soft edge, no step
+    assert 4 <= int(((edge > 0.02) & (edge < 0.98)).sum()) <= 10
+    with pytest.raises(ValueError, match="2 mask"):
+        Regions.of(torch.ones(1, 2, 4, 4), [None])
+
+
+def test_a_manifest_paints_two_parts_with_two_paintings_and_keeps_a_third_as_photographed(tmp_path, capsys):
+    """The user's path: ``masks`` (one per painting of ``style``'s list: one job) and ``keep``
+    through ``run``; the outputs equal to ``stylize_job``'s with the same files (one path);
+    mistakes found before any work: a mask per painting, a mask of another shape, a missing
+    one, masks on a clip; a changed mask reruns the job."""
+    import numpy as np
+    from PIL import Image
+
+    from nstbatch.io.manifest import RegionFiles, read_manifest
+    from nstbatch.jobs.single import stylize_job
+    from tests.conftest import run_cli
+
+    Image.fromarray(pattern(64, 48, phase=0.4)).save(tmp_path / "photo.png")
+    for name, painting in (("red", stripes(True, 0)), ("blue", stripes(False, 2))):
+        Image.fromarray((painting[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(tmp_path / f"{name}.png")
+    left = np.zeros((96, 128), np.uint8)  # drawn at twice the photo's size: the same shape
+    left[:, :64] = 255
+    Image.fromarray(left).save(tmp_path / "left.png")
+    Image.fromarray(255 - left).save(tmp_path / "right.png")
+    keep = np.zeros((48, 64), np.uint8)
+    keep[16:32, 40:56] = 255
+    Image.fromarray(keep).save(tmp_path / "keep.png")
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "square.png")
+    defaults = ("defaults: {size: 64, steps: 30, scales: '1', style_layers: 'relu1_1,relu2_1,relu3_1',"
+                " content_layers: relu2_2, precision: fp32}\n")
+    (tmp_path / "m.yaml").write_text(defaults + "jobs:\n"
+        "  - {content: photo.png, style: [red.png, blue.png], masks: [left.png, right.png], keep: keep.png,"
+        " output: 'out/{content_stem}-{style_stem}.png'}\n"
+        "  - {content: photo.png, style: [red.png, blue.png], masks: [left.png], output: out/one.png}\n"
+        "  - {content: photo.png, style: red.png, keep: square.png, output: out/square.png}\n"
+        "  - {content: photo.png, style: red.png, keep: nowhere.png, output: out/nowhere.png}\n"
+        "  - {video: photo.png, style: red.png, keep: keep.png, output: out/clip.mp4}\n")
+    code, _, err = run_cli(capsys, "validate", tmp_path / "m.yaml")
+    assert code == 1 and "m.yaml:4: masks has 1 image(s) for 2 painting(s)" in err
+    assert "m.yaml:5: mask " in err and "square.png is 40x40 px, the content photo.png 64x48" in err
+    assert "m.yaml:6: mask: " in err and "nowhere.png" in err
+    assert "m.yaml:7: masks and keep are for still images through the optimiser" in err
+    code, out, err = run_cli(capsys, "run", tmp_path / "m.yaml", "--skip-invalid")
+    assert code == 1 and "done 1, already done 0, failed 0, invalid 4" in out, err
+    made = np.asarray(Image.open(tmp_path / "out" / "photo-regions.png"), dtype=np.float64) / 255
+    job = read_manifest(tmp_path / "m.yaml").jobs[0]
+    assert job.regions == RegionFiles((tmp_path / "left.png", tmp_path / "right.png"), tmp_path / "keep.png")
+    torch.manual_seed(0)
+    alone = stylize_job(job.content, job.styles, job.params, regions=job.regions).image
+    assert np.abs(made - alone[0].permute(1, 2, 0).numpy()).mean() < 2 / 255  # one path: run's is stylize_job's
+    photo = np.asarray(Image.open(tmp_path / "photo.png"), dtype=np.float64) / 255
+    assert np.abs(made - photo)[18:30, 42:54].mean() < 4 / 255  # kept as photographed
+    assert made[:, :24, 0].mean() > made[:, 40:, 0].mean() + 0.05 or made[:, 40:, 2].mean() > made[:, :24, 2].mean()
+    code, out, _ = run_cli(capsys, "run", tmp_path / "m.yaml", "--skip-invalid")
+    assert "already done 1" in out
+    Image.fromarray(np.flip(left, 1).copy()).save(tmp_path / "left.png")  # another mask: the job is made again
+    code, out, _ = run_cli(capsys, "run", tmp_path / "m.yaml", "--skip-invalid")
+    assert "done 1, already done 0" in out
+
+
+def test_stylize_takes_masks_and_keep_and_refuses_what_does_not_fit(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import run_cli
+
+    Image.fromarray(pattern(48, 40, phase=0.9)).save(tmp_path / "photo.png")
+    Image.fromarray(pattern(32, 32, phase=2.5)).save(tmp_path / "a.png")
+    Image.fromarray(pattern(32, 32, phase=4.0)[::-1].copy()).save(tmp_path / "b.png")
+    half = np.zeros((40, 48), np.uint8)
+    half[:, :24] = 255
+    Image.fromarray(half).save(tmp_path / "left.png")
+    Image.fromarray(255 - half).save(tmp_path / "right.png")
+    Image.fromarray(np.zeros((10, 40), np.uint8)).save(tmp_path / "wide.png")
+    tiny = ["--size", "48", "--steps", "4", "--scales", "1", "--style-layers", "relu1_1,relu2_1",
+            "--content-layers", "relu2_2", "--precision", "fp32", "-q"]
+    code, _, err = run_cli(capsys, "stylize", tmp_path / "photo.png", tmp_path / "a.png", tmp_path / "b.png",
+                           "-o", tmp_path / "out.png", "--mask", tmp_path / "left.png", "--mask",
+                           tmp_path / "right.png", "--keep", tmp_path / "left.png", *tiny)
+    assert code == 0, err
+    made = np.asarray(Image.open(tmp_path / "out.png"), dtype=np.float64)
+    photo = np.asarray(Image.open(tmp_path / "photo.png"), dtype=np.float64)
+    assert np.abs(made - photo)[:, :20].mean() < 3 and np.abs(made - photo)[:, 28:].mean() > 3  # left kept
+    code, _, err = run_cli(capsys, "stylize", tmp_path / "photo.png", tmp_path / "a.png", tmp_path / "b.png",
+                           "-o", tmp_path / "x.png", "--mask", tmp_path / "left.png", *tiny)
+    assert code == 2 and "1 mask(s) for 2 painting(s)" in err
+    code, _, err = run_cli(capsys, "stylize", tmp_path / "photo.png", tmp_path / "a.png", "-o", tmp_path / "x.png",
+                           "--keep", tmp_path / "wide.png", *tiny)
+    assert code == 2 and "wide.png is 40x10 px, the content photo.png 48x40" in err
+    assert not (tmp_path / "x.png").exists()
