@@ -342,6 +342,8 @@ class Stylization:
         """The image as the user sees it: with the content's chroma where asked, and the photo
         laid back where a region keeps it (``regions.keep_photo``)."""
         image = image.detach()
+        if self.params.preserve_color != "luminance" and (self.regions is None or self.regions.keep is None):
+            return image
         photo = resize_tensor(original, tuple(image.shape[-2:]), "bilinear").float()
         if self.params.preserve_color == "luminance":
             image = with_chroma(image.float(), photo)
