@@ -8,7 +8,8 @@ yardstick against its (content, painting) at ``--size``, with seconds an image f
 own report. One machine, one run, side by side.
 
     python benchmarks/networks.py [--out benchmarks/networks-out] [--minutes 25] [--train-size 256]
-        [--frames 18] [--refine 30] [--size 512] [--painting manifests/images/starry_night.jpg]
+        [--frames 18] [--refine 30] [--size 512] [--painting manifests/images/starry_night.jpg] [--batch 4]
+        [--ways network,network+refine,fast,balanced]
 
 Held out (never trained on): the photo of jcjohnson's examples, the Shipwreck and the Scream as
 contents, the drawn harbour and town, and ``../shared/tuning``'s lion and Taj Mahal.
@@ -28,6 +29,9 @@ HELD_OUT = [ROOT / "manifests" / "images" / "hoovertowernight.jpg", ROOT / "mani
             ROOT / "manifests" / "images" / "the_scream.jpg", ROOT / "manifests" / "samples" / "harbour.png",
             ROOT / "manifests" / "samples" / "town.png", SHARED / "tuning" / "lion.jpg",
             SHARED / "tuning" / "taj_mahal.jpg"]
+
+
+WAYS = ("network", "network+refine", "fast", "balanced")
 
 
 def training_tree(folder: Path, frames: int) -> int:
@@ -64,6 +68,8 @@ def main() -> None:
     ap.add_argument("--refine", type=int, default=30, help="refine_steps of the refined run")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--painting", type=Path, default=ROOT / "manifests" / "images" / "starry_night.jpg")
+    ap.add_argument("--batch", type=int, default=4, help="crops a training step")
+    ap.add_argument("--ways", default=",".join(WAYS), help="which of the ways to run, by name, comma separated")
     args = ap.parse_args()
     out = args.out.resolve()
     photos = training_tree(out / "photos", args.frames)
@@ -75,7 +81,7 @@ def main() -> None:
 
             Image.open(content).convert("RGB").save(target)
     results = {"photos": photos, "painting": args.painting.name, "size": args.size,
-               "train_size": args.train_size, "refine": args.refine}
+               "train_size": args.train_size, "batch": args.batch, "refine": args.refine}
     results["training"] = train(out, args)
     results["methods"] = apply(out, args)
     (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -115,13 +121,14 @@ def train(out: Path, args) -> dict:
     params = resolve_params("balanced", {"size": str(args.size)})
     photos = tuple(sorted((out / "photos").glob("*.png")))
     probe = TrainSpec(photos, (args.painting,), out / "nets" / "probe.onnx", params, size=args.train_size,
-                      steps=3, batch=4, score_size=64)
-    started = time.monotonic()
-    train_network(probe, out / "state")
-    per_step = (time.monotonic() - started) / 3
+                      steps=6, batch=args.batch, side=args.size, score_size=64)
+    times = []  # when each step ended: the steps alone, not the reading, targets and export around them
+    train_network(probe, out / "state", on_step=lambda progress: times.append(time.monotonic()))
+    per_step = (times[-1] - times[1]) / (len(times) - 2)
     steps = max(10, int(args.minutes * 60 / per_step))
     spec = TrainSpec(photos, (args.painting,), out / "nets" / "network.onnx", params, size=args.train_size,
-                     steps=steps, batch=4, score_every=max(1, steps // 10), score_size=args.size)
+                     steps=steps, batch=args.batch, side=args.size, score_every=max(1, steps // 10),
+                     score_size=args.size)
     started = time.monotonic()
     result = train_network(spec, out / "state", notice=print,
                            on_step=lambda p: print(f"step {p.step}/{p.steps} cost {p.costs.total:.4g}"
@@ -143,6 +150,8 @@ def apply(out: Path, args) -> dict:
                f" {args.refine}", "fast": "preset: fast", "balanced (default)": "preset: balanced"}
     found = {}
     for name, keys in methods.items():
+        if name.split(" ")[0] not in args.ways.split(","):
+            continue
         stem = name.split(" ")[0].replace("+", "-")
         manifest = out / f"{stem}.yaml"
         manifest.write_text(f"defaults: {{size: {args.size}}}\njobs:\n  - {{dataset: heldout/, style_pool:"

@@ -203,7 +203,8 @@ def test_a_training_from_files_stops_resumes_and_writes_the_network_with_its_car
 
     def spec(name: str) -> TrainSpec:
         return TrainSpec((*photos, tmp_path / "photos" / "broken.jpg"), (painting,), tmp_path / "nets" / f"{name}.onnx",
-                         params, size=32, steps=4, batch=2, lr=5e-3, width=4, blocks=1, held_out_every=3, score_size=64)
+                         params, size=32, steps=4, batch=2, lr=5e-3, width=4, blocks=1, held_out_every=3, score_size=64,
+                         side=64)
 
     said, stops = [], iter([False, False, True])
     stopped = train_network(spec("resumed"), tmp_path / "state", features=features, notice=said.append,
@@ -233,7 +234,8 @@ def test_a_painting_that_cannot_be_read_stops_the_training_before_any_work(tmp_p
 
     params, features = setup
     photos = draw_photos(tmp_path / "photos", 2)
-    spec = TrainSpec(tuple(photos), (tmp_path / "missing.jpg",), tmp_path / "nets" / "n.onnx", params, size=32, steps=2)
+    spec = TrainSpec(tuple(photos), (tmp_path / "missing.jpg",), tmp_path / "nets" / "n.onnx", params, size=32, steps=2,
+                     side=64)
     with pytest.raises(InputError, match="missing.jpg"):
         train_network(spec, tmp_path / "state", features=features)
     assert not (tmp_path / "state").exists() and not (tmp_path / "nets").exists()
@@ -259,7 +261,7 @@ def test_stylize_with_a_trained_network_is_one_pass_of_it_and_names_its_painting
         Image.fromarray(pattern(48, 48, phase=phase)[::-1].copy()).save(paintings[-1])
     network = tmp_path / "nets" / "pool.onnx"
     train_network(TrainSpec(tuple(photos), tuple(paintings), network, params, size=32, steps=2, batch=2, width=4,
-                            blocks=1, score_size=48), tmp_path / "state", features=features)
+                            blocks=1, score_size=48, side=48), tmp_path / "state", features=features)
     photo = tmp_path / "photo.png"
     Image.fromarray(pattern(50, 38, phase=1.1)).save(photo)
     session = NetworkSession.open(network, "cpu")
@@ -327,6 +329,7 @@ def test_train_then_run_a_manifest_whose_entry_names_a_network(tmp_path, capsys)
     card = json.loads((tmp_path / "nets" / "pool.json").read_text())
     assert [s["path"] for s in card["styles"]] == [str(tmp_path / "paintings" / n) for n in ("swirls.png", "waves.png")]
     assert card["training"]["steps"] == 3 and card["command"] == ""
+    assert card["training"]["side"] == 40  # trained at the scale the run paints at: the manifest's size
 
     code, out, err = run_cli(capsys, "run", manifest, "--skip-invalid")  # the broken photo: its jobs invalid
     assert code == 1 and "done 8, already done 0, failed 0, invalid 2" in out
@@ -491,7 +494,7 @@ def test_a_pool_network_scores_each_held_out_output_against_the_painting_its_row
         paintings.append(tmp_path / f"painting{i}.png")
         Image.fromarray(pattern(40 + 8 * i, 48, phase=1.5 * i + 2.0)[::-1].copy()).save(paintings[-1])
     spec = TrainSpec(tuple(photos), tuple(paintings), tmp_path / "nets" / "pool.onnx", params, size=32, steps=2,
-                     batch=4, lr=5e-3, width=4, blocks=1, held_out_every=4, score_size=64)
+                     batch=4, lr=5e-3, width=4, blocks=1, held_out_every=4, score_size=64, side=64)
     result = train_network(spec, tmp_path / "state", features=features)
     final = json.loads(result.card.read_text())["held_out_yardstick"][-1]
     assert len(final["paintings"]) == 4
@@ -532,7 +535,8 @@ def test_a_clip_goes_through_a_network_frame_by_frame_resumes_and_stylize_takes_
     Image.fromarray(pattern(48, 48, phase=2.0)[::-1].copy()).save(painting)
     network = tmp_path / "nets" / "n.onnx"
     train_network(TrainSpec(tuple(draw_photos(tmp_path / "photos", 2)), (painting,), network, params, size=32,
-                            steps=2, batch=2, width=4, blocks=1, score_size=48), tmp_path / "state", features=features)
+                            steps=2, batch=2, width=4, blocks=1, score_size=48, side=48), tmp_path / "state",
+                  features=features)
     frames = pan_frames(5, 40, 30)
     draw_clip(tmp_path / "pan.mp4", frames, audio=True)
     (tmp_path / "m.yaml").write_text(

@@ -5,6 +5,13 @@ training resumes to the weights an unbroken one reaches), held-out photos scored
 yardstick as it trains, and at the end the ONNX model with its card beside it
 (``nets/NAME.onnx`` and ``nets/NAME.json``): a model without its card is not a result.
 
+The network learns at the scale it will paint at: photos are read with their long side at the
+run's ``size`` (``spec.side``) and the painting's target is the one a run of that size uses, so a
+``train_size`` crop is a window of the picture as the run will see it, and a brush stroke is as
+many pixels wide in training as in the run's pictures (a crop of a photo shrunk to twice the
+crop, against a painting shrunk to the crop, taught strokes two to four times too small for a
+512 px run).
+
 A photo that cannot be read is left out with its reason, and the training goes on with the
 rest; a painting that cannot be read stops it before any work (the network is that painting's).
 """
@@ -46,6 +53,7 @@ class TrainSpec:
     network: Path  # the ONNX model to write; its card is the same name in .json
     params: StyleParams  # the criterion: the preset's costs, layers and weights
     size: int = 256  # random crops' side
+    side: int = 512  # the long side the network will paint at: photos and painting are seen at it
     steps: int = 2000
     batch: int = 4
     lr: float = 1e-3
@@ -111,7 +119,7 @@ def train_network(spec: TrainSpec, state_dir: Path, *, device: str | torch.devic
     for painting in spec.paintings:
         load_image(painting)  # unreadable: an InputError naming it, before any work
     digests = {path: sha256_of(path) for path in (*spec.paintings,)}
-    photos, skipped = _read_photos(spec.photos, 2 * spec.size, digests)
+    photos, skipped = _read_photos(spec.photos, spec.side, digests)
     for reason in skipped:
         notice(f"left out of the training: {reason}")
     training_paths, held_paths = split_photos([p for p in spec.photos if p in photos], spec.held_out_every)
@@ -127,7 +135,7 @@ def train_network(spec: TrainSpec, state_dir: Path, *, device: str | torch.devic
               if spec.params.temporal_weight else ""))
     features = features or build_features(spec.params, device)
     store = StyleTargetStore(backend="torch", device=device)
-    targets = [store.for_files([(painting, 1.0)], spec.params, training_paths[0], spec.size)[0]
+    targets = [store.for_files([(painting, 1.0)], spec.params, training_paths[0], spec.side)[0]
                for painting in spec.paintings]
     torch.manual_seed(spec.seed)  # the network's initial weights
     net = TransformNet(Shape(len(spec.paintings), spec.width, spec.blocks)).to(device)
@@ -239,8 +247,8 @@ def _write_card(spec: TrainSpec, key: str, digests: dict[Path, str], photos: tup
         "styles": [{"path": str(p), "sha256": digests[p], "row": row} for row, p in enumerate(spec.paintings)],
         "photos": {"training": len(training), "held_out": [str(p) for p in held], "left_out": skipped,
                    "sha256": sorted(digests[p] for p in training)},
-        "training": {"steps": spec.steps, "size": spec.size, "batch": spec.batch, "lr": spec.lr, "seed": spec.seed,
-                     "seconds": round(seconds, 1)},
+        "training": {"steps": spec.steps, "size": spec.size, "side": spec.side, "batch": spec.batch, "lr": spec.lr,
+                     "seed": spec.seed, "seconds": round(seconds, 1)},
         "shape": {"styles": len(spec.paintings), "width": spec.width, "blocks": spec.blocks},
         "criterion": {"preset": spec.params.preset, "style_layers": list(spec.params.style_layers),
                       "content_layers": list(spec.params.content_layers), "weights": spec.params.weights,
@@ -282,7 +290,8 @@ def train_manifest(manifest_path: Path, state_dir: Path | None = None, *, overri
     notice = call.notice or (lambda message: None)
     for entry in manifest.networks:
         spec = TrainSpec(entry.photos, entry.paintings, entry.network, entry.params, size=entry.size,
-                         steps=entry.steps, batch=entry.batch, score_size=entry.params.size)  # as run will make them
+                         steps=entry.steps, batch=entry.batch, side=entry.params.size,
+                         score_size=entry.params.size)  # as run will make them
         on_step = call.on_step and (lambda progress, name=entry.network.name: call.on_step(name, progress))
         result = train_network(spec, root, device=call.device, on_step=on_step, should_stop=call.should_stop,
                                notice=lambda message, where=entry.where: notice(f"{where}: {message}"),
