@@ -12,7 +12,7 @@ from nstbatch.config import resolve_params
 from nstbatch.engine.vgg import build_features
 from nstbatch.engine.temporal import reliable, warp
 from nstbatch.engine.flow import dis_flow, gray
-from nstbatch.io.video import encode_clip, probe_clip
+from nstbatch.io.video import encode_clip, probe_clip, read_frames
 from nstbatch.jobs.clip import ClipCall, clip_size, stylize_clip
 from nstbatch.jobs.frames import FrameStore
 from nstbatch.jobs.single import Hooks, Preempted
@@ -549,3 +549,74 @@ def test_a_clip_s_shots_are_shared_and_it_ends_as_one_worker_makes_it(tmp_path, 
         name = f"{index:04d}.png"  # the input folder's frame names
         assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / name)),
                               np.asarray(Image.open(tmp_path / "whole" / name))), name
+
+
+def test_a_clip_s_frames_are_encoded_as_they_are_made_and_a_resume_ends_in_the_same_file(tmp_path, setup,
+                                                                                         monkeypatch):
+    """Bounded disk (issue 49): a video output's frames are encoded a segment at a time as they
+    are made and their PNGs deleted, keeping as PNGs only the frames a later frame is tied to
+    (so a resume still starts from the written outputs); a clip stopped half way and resumed
+    ends as the same file as an unbroken run, and nothing is left of its frames."""
+    from nstbatch.jobs import frames as frames_module
+    from nstbatch.jobs.clip import sealed, write_clip
+
+    monkeypatch.setattr(frames_module, "SEGMENT_FRAMES", 2)  # a 7-frame clip in four segments
+    params, features, targets = setup
+    params = dataclasses.replace(params, temporal_frames=(1.0, 2.0))
+    draw_clip(tmp_path / "pan.mp4", pan_frames(7, 40, 32), audio=True)
+    info = probe_clip(tmp_path / "pan.mp4")
+    size = clip_size(info, params, tmp_path / "out.mp4")
+    seen = []
+
+    def made(store):
+        return lambda index, count: seen.append(sorted(p.name for p in store.folder.iterdir()
+                                                       if p.suffix in (".png", ".seg")))
+    outputs = {}
+    for name, stop_at in (("whole", None), ("stopped", 4)):
+        store = sealed(FrameStore(tmp_path / name), info, tmp_path / f"{name}.mp4", size, params)
+        if stop_at is not None:
+            calls = []
+
+            def stop() -> bool:  # a stop signal in the middle of the fifth frame
+                calls.append(1)
+                return len(calls) == params.steps + 3 * params.frame_steps + 2
+            with pytest.raises(Preempted):
+                stylize_clip(info, targets, params, store, size, ClipCall(features, Hooks(should_stop=stop)))
+            # frames 1-2 encoded once frame 4 was written (frames 3 and 4: the fifth's ties), 3-4 kept
+            assert sorted(p.name for p in store.folder.glob("*[gs]")) == ["000003.png", "000004.png",
+                                                                           "segment-000001.seg"]
+        done, pts = stylize_clip(info, targets, params, store, size, ClipCall(features, on_frame=made(store)))
+        write_clip(info, store, tmp_path / f"{name}.mp4", size, pts, params)
+        assert not list(store.folder.glob("*[gs]"))  # every segment freed as the output took it in
+        outputs[name] = list(read_frames(probe_clip(tmp_path / f"{name}.mp4")))
+    assert max(sum(name.endswith(".png") for name in names) for names in seen) <= 2 + 2  # a segment + its reach
+    assert any("segment-000002.seg" in names for names in seen)  # encoded while later frames were made
+    assert [f.pts for f in outputs["whole"]] == [f.pts for f in read_frames(info)]
+    assert probe_clip(tmp_path / "stopped.mp4").audio
+    for a, b in zip(outputs["whole"], outputs["stopped"], strict=True):
+        assert np.array_equal(a.rgb, b.rgb), a.index
+
+
+def test_a_long_clip_through_a_network_holds_at_most_a_segment_of_frames_on_disk(tmp_path):
+    """Bounded disk at the real segment length: 100 frames through a network's passes (no ties),
+    never more than a segment and a pass of them as PNGs, the output every frame at its input
+    timestamp with the audio, and the segments gone once it is written."""
+    from nstbatch.io.manifest import Job
+    from nstbatch.jobs.clip import NETWORK_FRAMES, NetworkFrames, network_clip_job
+    from nstbatch.jobs.frames import SEGMENT_FRAMES
+
+    draw_clip(tmp_path / "long.mp4", pan_frames(100, 32, 24), audio=True)
+    job = Job("long", tmp_path / "long.mp4", (), tmp_path / "out" / "long.mp4", resolve_params(None, {"size": 32}),
+              "m.yaml:2", clip=True)
+    store, kept = FrameStore(tmp_path / "frames"), []
+
+    def paint(images: torch.Tensor) -> torch.Tensor:  # the network's place: a pass over the frames
+        kept.append((len(list(store.folder.glob("*.png"))), len(list(store.folder.glob("*.seg")))))
+        return 1 - images
+    info, painted = network_clip_job(job, store, NetworkFrames(paint))
+    assert painted == 100 and max(png for png, _ in kept) <= SEGMENT_FRAMES + NETWORK_FRAMES
+    assert max(seg for _, seg in kept) == 2  # frames 1-80 encoded while the last 20 were made
+    out = probe_clip(job.output)
+    assert (out.frames, out.audio) == (100, True)
+    assert [f.pts for f in read_frames(out)] == [f.pts for f in read_frames(info)]
+    assert not list(store.folder.glob("*[gs]"))

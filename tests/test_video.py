@@ -291,3 +291,76 @@ def test_a_folder_output_is_checked_without_being_made_before_its_frames(tmp_pat
     (tmp_path / "out" / "taken").write_text("a file")
     with pytest.raises(InputError, match="is a file; a clip's frames go into a folder"):
         check_clip_output(tmp_path / "out" / "taken")
+
+
+@pytest.mark.parametrize("codec, suffix", [("h264", ".mp4"), ("hevc", ".mov"), ("prores", ".mov"), ("vp9", ".webm"),
+                                           ("ffv1", ".mkv")])
+def test_runs_of_frames_encoded_apart_join_into_the_file_one_encoding_makes(tmp_path, codec, suffix):
+    """Bounded disk (issue 49): a clip's frames encoded as they are made, a few at a time, then
+    joined without encoding them again, read back as the file encoded in one go reads: every
+    frame, each at its input timestamp, its pictures within the codec's loss, the audio's bytes;
+    each run's disk freed as the output takes it in."""
+    from nstbatch.config import resolve_params
+    from nstbatch.io.video import encode_segment, join_segments
+
+    frames = pan_frames(13, 64, 48)
+    draw_clip(tmp_path / "in.mp4", frames, audio=True)
+    info = probe_clip(tmp_path / "in.mp4")
+    params = resolve_params(None, {"codec": codec, **({"audio": "drop"} if suffix == ".webm" else {})})
+    read = list(read_frames(info))
+    output, segments = tmp_path / f"out{suffix}", []
+    for start in range(0, 13, 5):  # 5, 5 and 3 frames
+        segments.append(tmp_path / f"segment-{start}.seg")
+        encode_segment(info, ((f.rgb, f.pts) for f in read[start:start + 5]), segments[-1], output, (48, 64), params)
+    freed = []
+    join_segments(info, segments, output, params, 13, on_joined=lambda path: (freed.append(path), path.unlink()))
+    assert freed == segments and not any(path.exists() for path in segments)
+    writer = ClipWriter(tmp_path / f"whole{suffix}", info, 64, 48, params)
+    for frame in read:
+        writer.write(frame.rgb, frame.pts)
+    writer.close()
+    joined, whole = probe_clip(output), probe_clip(tmp_path / f"whole{suffix}")
+    assert (joined.frames, joined.rate, joined.audio, joined.colour) == (whole.frames, whole.rate, whole.audio,
+                                                                         whole.colour)
+    assert [f.pts for f in read_frames(joined)] == [f.pts for f in read_frames(whole)]
+    for a, b in zip(read_frames(joined), read_frames(whole)):
+        assert np.abs(a.rgb.astype(int) - b.rgb.astype(int)).mean() < 4, a.index
+    if suffix != ".webm":
+        assert audio_packets(output) == audio_packets(tmp_path / "in.mp4")
+    with pytest.raises(InputError, match="12 frame"):  # a run missing: refused, nothing in place
+        encode_segment(info, ((f.rgb, f.pts) for f in read[:12]), segments[0], output, (48, 64), params)
+        join_segments(info, segments[:1], tmp_path / f"short{suffix}", params, 13)
+    assert not (tmp_path / f"short{suffix}").exists()
+
+
+def test_reading_from_a_later_frame_seeks_there_and_gives_the_frames_a_whole_read_gives(tmp_path):
+    """A resume starts at its first missing frame (issue 49): a video is sought to the keyframe
+    before it, not decoded from its first frame, and the frames from there are the same frames,
+    at the same indices and timestamps, as reading it whole gives."""
+    from unittest import mock
+
+    import av
+
+    with av.open(str(tmp_path / "long.mp4"), "w") as out:  # a keyframe every 10 frames, B-frames between
+        video = out.add_stream("libx264", rate=10, options={"g": "10", "bf": "2"})
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        for frame in pan_frames(45, 64, 48):
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+    info = probe_clip(tmp_path / "long.mp4")
+    whole = list(read_frames(info))
+    decoded = []
+    original = av.container.InputContainer.decode
+
+    def counting(self, *args, **kwargs):
+        for frame in original(self, *args, **kwargs):
+            decoded.append(frame.pts)
+            yield frame
+    with mock.patch.object(av.container.InputContainer, "decode", counting):
+        later = list(read_frames(info, 33))
+    assert [f.index for f in later] == list(range(33, 45)) and 12 <= len(decoded) < 20  # from the keyframe at 30
+    for a, b in zip(later, whole[33:], strict=True):
+        assert a.pts == b.pts and np.array_equal(a.rgb, b.rgb)
+    assert list(read_frames(info, 45)) == []

@@ -8,12 +8,13 @@ problems (no video stream, zero frames, a truncated stream, an unreadable frame)
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -168,8 +169,27 @@ class DecodedFrame:
     pts: int | None  # the input's timestamp, in its stream's time base (None: a folder's frame)
 
 
+def frame_stamps(info: ClipInfo) -> list[int] | None:
+    """Each frame's timestamp in display order, from the packets alone (nothing decoded), or
+    None where they cannot say (a folder, a packet without one, a count that is not the clip's)."""
+    if info.folder:
+        return None
+    import av
+
+    try:
+        with av.open(str(info.path)) as container:
+            stamps = [packet.pts for packet in container.demux(container.streams.video[0]) if packet.size]
+    except av.FFmpegError:
+        return None
+    if len(stamps) != info.frames or None in stamps or len(set(stamps)) != len(stamps):
+        return None
+    return sorted(stamps)
+
+
 def read_frames(info: ClipInfo, start: int = 0) -> Iterator[DecodedFrame]:
-    """The clip's frames from ``start`` on, in order."""
+    """The clip's frames from ``start`` on, in order: a video is sought to the keyframe before
+    frame ``start`` where its packets' timestamps say which frame is which (``frame_stamps``),
+    not decoded from its first frame."""
     if info.folder:
         from .images import load_image
 
@@ -180,15 +200,21 @@ def read_frames(info: ClipInfo, start: int = 0) -> Iterator[DecodedFrame]:
                                  f" first is {info.width}x{info.height}", hint="give every frame one size")
             yield DecodedFrame(index, np.asarray(image), None)
         return
+    if start >= info.frames:
+        return
     import av
 
     index, (matrix, rng, _, _) = -1, info.colours()
+    stamps = frame_stamps(info) if start > 0 else None
     try:
         with av.open(str(info.path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            if stamps is not None:
+                container.seek(stamps[start], stream=stream, backward=True)
+                where = {stamp: position for position, stamp in enumerate(stamps)}
             for frame in container.decode(stream):
-                index += 1
+                index = where.get(frame.pts, -1) if stamps is not None else index + 1
                 if index < start:
                     continue
                 rgb = frame.to_ndarray(format="rgb24", src_colorspace=_matrix(matrix), src_color_range=rng)
@@ -287,11 +313,14 @@ class ClipWriter:
     colour tags and pixel aspect; every audio and subtitle stream of the input is copied packet
     by packet, unchanged (``audio: copy``). ``params``: the job's (``encoding``)."""
 
-    def __init__(self, path: str | os.PathLike, source: ClipInfo, width: int, height: int, params=None):
+    def __init__(self, path: str | os.PathLike, source: ClipInfo, width: int, height: int, params=None, *,
+                 like: str | os.PathLike | None = None, copy: bool = True):
         import av
 
         self.path = Path(path)
-        self.encoding = encoding(self.path, params, source)
+        self.encoding = encoding(like or self.path, params, source)  # ``like``: a segment of that output
+        if not copy:
+            self.encoding = dataclasses.replace(self.encoding, copy=False)
         chroma = self.encoding.pixel_format  # 4:2:0 halves both sides' colour, 4:2:2 the width's
         if (("420" in chroma or "422" in chroma) and width % 2) or ("420" in chroma and height % 2):
             raise InputError(f"{self.path}: {width}x{height} frames cannot be {self.encoding.pixel_format} (odd side)",
@@ -327,11 +356,7 @@ class ClipWriter:
         # the input's time base, so that each frame keeps its timestamp (variable rates too)
         self._time_base = self._input.streams.video[0].time_base if self._input is not None else Fraction(1, 1) / rate
         self._video.time_base = context.time_base = self._time_base
-        self._copies = {}
-        if self._input is not None and chosen.copy:
-            for stream in _copied(self._input):
-                self._copies[stream.index] = copy = self._output.add_stream_from_template(stream)
-                copy.metadata.update({k: v for k, v in stream.metadata.items() if k in ("language", "title")})
+        self._copies = _add_copies(self._input, self._output) if self._input is not None and chosen.copy else {}
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
         import av
@@ -355,13 +380,7 @@ class ClipWriter:
         try:
             for packet in self._video.encode():
                 self._output.mux(packet)
-            if self._copies:
-                sources = [self._input.streams[index] for index in self._copies]
-                for packet in self._input.demux(*sources):
-                    if packet.dts is None:  # the demuxer's flush packet
-                        continue
-                    packet.stream = self._copies[packet.stream.index]
-                    self._output.mux(packet)
+            _copy_packets(self._input, self._copies, self._output)
             self._output.close()
         except BaseException as e:
             self.abort(e)
@@ -405,6 +424,101 @@ def encode_clip(info: ClipInfo, frames: Iterable[np.ndarray], output: Path, size
         raise InputError(f"{output}: the video could not be written ({e})",
                          hint="check the disk's free space; the frames made are kept: running it again"
                          " writes the video from them") from None
+
+
+def _add_copies(source, output) -> dict:
+    """The output's copy of each audio and subtitle stream of ``source`` (``_copied``), by the
+    source stream's index, with its language and title."""
+    copies = {}
+    for stream in _copied(source):
+        copies[stream.index] = copy = output.add_stream_from_template(stream)
+        copy.metadata.update({k: v for k, v in stream.metadata.items() if k in ("language", "title")})
+    return copies
+
+
+def _copy_packets(source, copies: dict, output) -> None:
+    """Every packet of ``source``'s copied streams into ``output``, unchanged."""
+    if not copies:
+        return
+    for packet in source.demux(*[source.streams[index] for index in copies]):
+        if packet.dts is None:  # the demuxer's flush packet
+            continue
+        packet.stream = copies[packet.stream.index]
+        output.mux(packet)
+
+
+def encode_segment(info: ClipInfo, frames: Iterable[tuple[np.ndarray, int]], path: Path, output: Path,
+                   size: tuple[int, int], params=None) -> None:
+    """A run of a clip's frames (RGB, and each one's timestamp: the input's, or for a folder its
+    index) encoded as the video ``output`` will hold them, into ``path`` (in ``output``'s
+    container, video only), moved into place whole: ``join_segments`` joins such runs into the
+    output without encoding them again."""
+    height, width = size
+    writer = ClipWriter(path, info, width, height, params, like=output, copy=False)
+    try:
+        for rgb, stamp in frames:
+            writer.write(rgb, stamp)
+    except BaseException as error:
+        writer.abort(error)
+        raise
+    writer.close()
+
+
+def join_segments(info: ClipInfo, segments: Sequence[Path], output: Path, params=None, frames: int | None = None,
+                  on_joined: Callable[[Path], None] | None = None) -> None:
+    """The video ``output`` from its encoded runs of frames (``encode_segment``, in order), their
+    packets copied, not encoded again, then the input's audio and subtitle streams (as
+    ``ClipWriter`` copies them); moved into place whole. ``on_joined`` hears of each segment once
+    its packets are in the output (to free its disk as the output grows); ``frames``: how many
+    the output must hold (else ``InputError``, nothing in place)."""
+    import av
+
+    chosen = encoding(output, params, info)
+    try:
+        with atomic_path(output) as tmp, av.open(str(tmp), "w", format=chosen.container) as joined:
+            with av.open(str(segments[0])) as first:
+                template = first.streams.video[0]
+                video = joined.add_stream_from_template(template)
+                video.time_base = template.time_base
+            if chosen.codec == "hevc" and chosen.container in ("mp4", "mov"):
+                video.codec_tag = "hvc1"
+            source = av.open(str(info.path)) if not info.folder and chosen.copy else None
+            try:
+                copies = _add_copies(source, joined) if source is not None else {}
+                count = _join_video(segments, video, joined, on_joined)
+                if frames is not None and count != frames:
+                    raise InputError(f"{output}: {count} frame(s) in the encoded segments of {frames}",
+                                     hint="run it again: the missing frames are made anew")
+                _copy_packets(source, copies, joined)
+            finally:
+                if source is not None:
+                    source.close()
+    except (av.FFmpegError, OSError) as e:
+        raise InputError(f"{output}: the video could not be written ({e})",
+                         hint="check the disk's free space; run it again to write it") from None
+
+
+def _join_video(segments: Sequence[Path], video, joined, on_joined) -> int:
+    """Each segment's video packets into ``video`` of ``joined``, in order; how many. A
+    segment's first packets may be decoded before the previous one's last are shown (B-frames):
+    a decoding time that would not move forward moves one tick past the last."""
+    import av
+
+    count, last = 0, None
+    for segment in segments:
+        with av.open(str(segment)) as part:
+            for packet in part.demux(part.streams.video[0]):
+                if packet.dts is None:
+                    continue
+                if last is not None and packet.dts <= last:
+                    packet.dts = last + 1
+                last = packet.dts
+                packet.stream = video
+                joined.mux(packet)
+                count += 1
+        if on_joined is not None:
+            on_joined(segment)
+    return count
 
 
 def clip_output_format(path: str | os.PathLike) -> str | None:

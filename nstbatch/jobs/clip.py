@@ -7,11 +7,14 @@ do it. A frame after a shot's first starts from the previous output warped into 
 Resume by frame: each finished frame is written at once (atomically) to a ``FrameStore`` in the
 state directory (``frames/<job>-<hash>/000001.png``…, for a video output and a folder output
 alike: nothing lands among the outputs before the clip is whole), and a rerun skips the frames
-there, taking the earlier outputs back from them. A frame's ties are always read from the
-written 8-bit frames, so an interrupted clip ends as an uninterrupted one does. At the end a
-video output is encoded from the frames (``io.video.encode_clip``, beside the reader), with the
-input's timestamps and audio, and moved into place whole; a folder output gets the frames copied
-in, each atomically (``write_clip``).
+there, taking the earlier outputs back from them; it decodes from the first missing frame (less
+the frames that one is tied to), sought to, not from the clip's first. A frame's ties are always
+read from the written 8-bit frames, so an interrupted clip ends as an uninterrupted one does. For
+a video output the frames are encoded as they are made, a segment at a time, and their PNGs
+deleted (``frames.FrameStore.seal``: bounded disk), and at the end the segments are joined into
+the output without encoding them again, with the input's timestamps and audio, moved into place
+whole (``io.video.join_segments``); a folder output gets the frames copied in, each atomically
+(``write_clip``).
 
 Shots: a cut pre-pass (``cuts.find_shots``: the flow from each frame's predecessor, the
 estimator the frames are tied with) splits the clip into shots before any frame is stylized,
@@ -51,12 +54,12 @@ from ..geometry import output_size
 from ..fs import atomic_write
 from ..io.images import probe_image
 from ..io.manifest import Job
-from ..io.video import (ClipInfo, check_clip_output, check_clip_streams, clip_output_format, encode_clip, frame_files,
-                        probe_clip, read_frames)
+from ..io.video import (ClipInfo, check_clip_output, check_clip_streams, clip_output_format, frame_files,
+                        join_segments, probe_clip, read_frames)
 from ..styles.store import StyleTargetStore
 from .claims import CLAIM_STALE, Claim, claim_at
 from .cuts import check_count, find_shots, fitted
-from .frames import FrameStore, Shots, ShotState
+from .frames import FrameStore, Sealing, Shots, ShotState
 from .lockstep import Need, drive, frame_need
 from .single import Hooks, Preempted
 
@@ -140,6 +143,8 @@ def stylize_clips(clips: Sequence[tuple[ClipInfo, StyleTarget, FrameStore, ClipR
     flow = estimator(params.flow, call.device)
     works = []
     for info, style_targets, store, result in clips:
+        if not call.join:
+            store.start_over_if_torn()
         shots = store.shots()
         if shots is None or shots.frames != info.frames:
             shots = store.save_shots(find_shots(info, size, params, flow))
@@ -197,20 +202,21 @@ class _ShotWork:
         seen: dict[int, object] = {}  # the shot's content frames as the flow reads them, as far back as ties reach
         outputs: dict[int, np.ndarray] = {}  # its written outputs, as far back
         submitted: set[int] = set()
-        pts: list[int | None] = []
-        pending, active = None, False
+        start = self._first_needed()
+        pts: list[int | None] = [None] * start  # those of frames written before: in their PNGs and segments
+        pending, active, current = None, False, None
         try:
-            for frame in read_frames(self.info):
+            for frame in read_frames(self.info, start):
                 pts.append(frame.pts)
                 index, shot = frame.index, shots.of(frame.index)
-                if index == shots.starts[shot]:  # a shot begins: the last one's last frame first
+                if shot != current:  # a shot begins (or the pass does): the last one's last frame first
                     if pending is not None:
                         yield from self._finish(*pending, flows, submitted, outputs)
                         pending = None
                     self._let_go()
                     seen.clear()
                     outputs.clear()
-                    active = self._take(shot)
+                    active, current = self._take(shot), shot
                 if not active:
                     continue
                 rgb = fitted(frame.rgb, self.size)
@@ -222,7 +228,7 @@ class _ShotWork:
                     del seen[old]
                 if pending is not None:
                     yield from self._finish(*pending, flows, submitted, outputs)
-                pending = (index, rgb)
+                pending = (index, rgb, frame.pts)
             if pending is not None:
                 yield from self._finish(*pending, flows, submitted, outputs)
         finally:
@@ -230,6 +236,17 @@ class _ShotWork:
             self._let_go()
         check_count(self.info, len(pts))
         return pts
+
+    def _first_needed(self) -> int:
+        """Where this pass starts decoding: the first shot not done, at its first missing frame
+        less the frames that one is tied to (their pictures, and their outputs as written)."""
+        store, shots = self.store, self.shots
+        for shot in range(len(shots.starts)):
+            span = shots.span(shot)
+            missing = next((index for index in span if not store.has(index)), None)
+            if missing is not None:
+                return max(span.start, missing - max(self.distances))
+        return shots.frames
 
     def _take(self, shot: int) -> bool:
         """Claim ``shot`` unless its frames are written; True if this pass makes them."""
@@ -246,20 +263,22 @@ class _ShotWork:
             self.claim.release()
             self.claim = None
 
-    def _finish(self, index: int, rgb: np.ndarray, flows: FlowAhead, submitted: set[int],
+    def _finish(self, index: int, rgb: np.ndarray, pts: int | None, flows: FlowAhead, submitted: set[int],
                 outputs: dict[int, np.ndarray]) -> Generator[Need, torch.Tensor, None]:
         store, done = self.store, self.done
         if not store.has(index):
             ties = flows.result(index) if index in submitted else []
             submitted.discard(index)
             image = yield frame_need(rgb, ties, outputs, index, self.call.device)
-            store.save(index, np.asarray(to_pil(image)))
+            store.save(index, np.asarray(to_pil(image)), pts)
             done.stylized += 1
             if self.call.on_frame is not None:
                 self.call.on_frame(index, self.info.frames)
-        outputs[index] = store.load(index)  # the ties of later frames: the output as written, always
+        if store.kept(index):  # encoded ones are past every later frame's reach (``FrameStore.seal``)
+            outputs[index] = store.load(index)  # the ties of later frames: the output as written, always
         for old in [k for k in outputs if k <= index - max(self.distances)]:
             del outputs[old]
+        store.seal(self.info.frames)
 
 
 def check_clip_files(content: Path, styles: Sequence[tuple[Path, float]], output: Path,
@@ -286,6 +305,7 @@ def clip_job(job: Job, store: StyleTargetStore, frames: FrameStore, call: ClipCa
     resumes from), then its output written. With ``call.join`` (a run helping the clip's
     owner) only the shots nobody holds are stylized, and the output is left to the owner."""
     info, size, style_targets, sources = clip_inputs(job, store)
+    frames = sealed(frames, info, job.output, size, job.params)
     done = result if result is not None else ClipResult(info.frames)
     done.sources = sources
     done, pts = stylize_clip(info, style_targets, job.params, frames, size, call, done)
@@ -328,26 +348,30 @@ def network_clip_job(job: Job, frames: FrameStore, call: NetworkFrames) -> tuple
     The clip's facts and how many frames this call painted."""
     info = check_clip_files(job.content, (), job.output, job.params)  # the painting: the network's card's
     size = clip_size(info, job.params, job.output)
-    pts: list[int | None] = []
-    waiting: list[tuple[int, np.ndarray]] = []
+    frames = sealed(frames, info, job.output, size, job.params, reach=0)  # no ties: nothing kept back
+    frames.start_over_if_torn()
+    start = next((index for index in range(info.frames) if not frames.has(index)), info.frames)
+    pts: list[int | None] = [None] * start  # those of frames written before: in their PNGs and segments
+    waiting: list[tuple[int, np.ndarray, int | None]] = []
     painted = 0
 
     def paint() -> None:
         nonlocal painted
         if call.should_stop is not None and call.should_stop():
             raise FramesKept(f"stopped after {frames.count()} frame(s) of the clip; they are kept")
-        images = call.paint(torch.cat([to_tensor(Image.fromarray(rgb)) for _, rgb in waiting]))
-        for (index, _), image in zip(waiting, images):
-            frames.save(index, np.asarray(to_pil(image[None])))
+        images = call.paint(torch.cat([to_tensor(Image.fromarray(rgb)) for _, rgb, _ in waiting]))
+        for (index, _, stamp), image in zip(waiting, images):
+            frames.save(index, np.asarray(to_pil(image[None])), stamp)
             painted += 1
             if call.on_frame is not None:
                 call.on_frame(index, info.frames)
         waiting.clear()
+        frames.seal(info.frames)
 
-    for frame in read_frames(info):
+    for frame in read_frames(info, start):
         pts.append(frame.pts)
         if not frames.has(frame.index):
-            waiting.append((frame.index, fitted(frame.rgb, size)))
+            waiting.append((frame.index, fitted(frame.rgb, size), frame.pts))
         if len(waiting) == call.batch:
             paint()
     if waiting:
@@ -357,13 +381,29 @@ def network_clip_job(job: Job, frames: FrameStore, call: NetworkFrames) -> tuple
     return info, painted
 
 
+def sealed(store: FrameStore, info: ClipInfo, output: Path, size: tuple[int, int], params: StyleParams,
+           reach: int | None = None) -> FrameStore:
+    """``store``, its frames encoded as they are made where ``output`` is a video (bounded disk:
+    ``frames.Sealing``), each kept as a PNG while a frame within ``reach`` (default: the
+    farthest of ``temporal_frames``, which the warped start and the ties look back) is to come."""
+    if clip_output_format(output) is None:
+        return store
+    reach = max(int(d) for d in params.temporal_frames) if reach is None else reach
+    return store.sealed_as(Sealing(info, Path(output), size, params, reach))
+
+
 def write_clip(info: ClipInfo, store: FrameStore, output: Path, size: tuple[int, int], pts: list[int | None],
                params: StyleParams | None = None) -> None:
-    """The clip's output from its written frames: a video (``io.video.encode_clip``, as the job's
-    ``params`` encode it), or the frames copied into the output folder, each atomically, under the
+    """The clip's output from its written frames: a video joined from their encoded segments
+    (``io.video.join_segments``: the last ones encoded now, each segment's disk freed as the
+    output takes it in), or the frames copied into the output folder, each atomically, under the
     input's frame names where the input is a folder (``000001.png``… for a video file's)."""
     if clip_output_format(output) is not None:
-        encode_clip(info, (store.load(index) for index in range(len(pts))), output, size, pts, params)
+        store = sealed(store, info, output, size, params or StyleParams(), reach=0)  # every frame is made
+        store.seal(len(pts))
+        with store.joining():
+            join_segments(info, store.segments(len(pts)), output, params, len(pts),
+                          on_joined=lambda segment: segment.unlink(missing_ok=True))
         return
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ from .memory import Estimate, estimate, plan_memory
 from .options import RunOptions
 from .plan import Planned, style_pixels
 from .clip import (ClipCall, ClipResult, FramesKept, NetworkFrames, clip_inputs, clip_job, network_clip_job,
-                   stylize_clips, write_clip)
+                   sealed, stylize_clips, write_clip)
 from .frames import FrameStore
 from .single import (Hooks, Preempted, check_job_files, engine_memory, job_regions, load_content, network_provenance,
                      optimize_job, provenance, save_output)
@@ -197,7 +197,8 @@ class JobExecutor:
             except Exception as error:  # noqa: BLE001 - one job's failure never ends the run
                 outcomes.append(self._outcome(item, LineStatus.FAILED, error=error_text(error)))
                 continue
-            frames = FrameStore(self.state.frames_path(item.job.id, item.hash))
+            frames = sealed(FrameStore(self.state.frames_path(item.job.id, item.hash)), info, item.job.output, shape,
+                            item.job.params)
             ready.append(_Clip(item, info, shape, targets, frames, ClipResult(info.frames, sources=sources)))
         return ready
 

@@ -1,22 +1,37 @@
 """A clip's frames as they are made: one PNG each in a folder (the state directory's, or a
 ``stylize`` call's), written atomically, with the clip's shots (``shots.json``, from the cut
 pre-pass) and the claims of the shots being stylized (``shot-000001.lock``…) beside them. No
-torch here: a helping run asks it which shots are free before it loads anything."""
+torch here: a helping run asks it which shots are free before it loads anything.
+
+Bounded disk: for a video output, the frames are encoded as they are made, ``SEGMENT_FRAMES``
+at a time (frames 1–40 in ``segment-000001.seg``, 41–80 in the next…, each in the output's
+codec and container, ``io.video.encode_segment``), and their PNGs deleted, so a clip holds the
+disk of its output plus a few dozen frames however long it is; the end joins the segments into
+the output without encoding them again (``io.video.join_segments``). A segment is encoded only
+once every frame up to ``reach`` past its end is written: the frames a later frame is tied to
+(``temporal_frames``), and so the frames a resume starts from, are always PNGs. Each PNG keeps
+its frame's input timestamp, so a segment encoded after a resume has them all."""
 from __future__ import annotations
 
 import bisect
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from PIL import Image
 
 from ..fs import read_json, write_json
-from ..io.images import load_image, save_image
+from ..io.images import load_image, read_provenance, save_image
 from .claims import CLAIM_STALE, live_holder_at
+
+# Frames a segment holds: a keyframe every 40 frames (the cost of bounded disk in the output's
+# size, benchmarks/RESULTS.md), and never more than this plus ``reach`` frames kept as PNGs.
+SEGMENT_FRAMES = 40
+JOINING = "joining"  # the marker of a join under way (``FrameStore.joining``)
 
 
 @dataclass(frozen=True)
@@ -47,29 +62,116 @@ class ShotState(str, Enum):
         return self.value
 
 
+@dataclass(frozen=True)
+class Sealing:
+    """How a clip's frames are encoded as they are made (``FrameStore.seal``): the clip
+    (``io.video.ClipInfo``), its video output (what the segments are encoded as), the frames'
+    (height, width), the job's params, and ``reach``: how far back a frame's ties look."""
+
+    info: Any
+    output: Path
+    size: tuple[int, int]
+    params: Any
+    reach: int
+
+
 class FrameStore:
     """Where a clip's finished frames are kept, one PNG each, written atomically:
-    ``000001.png``… (1-based) in ``folder``; beside them the clip's shots (``shots.json``) and
-    the claims of the shots being stylized (``shot-000001.lock``…)."""
+    ``000001.png``… (1-based) in ``folder``; beside them the clip's shots (``shots.json``), the
+    claims of the shots being stylized (``shot-000001.lock``…), and, with ``sealing`` (a video
+    output), the segments already encoded (``segment-000001.seg``…), whose PNGs are gone."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, sealing: Sealing | None = None):
         self.folder = Path(folder)
+        self.sealing = sealing
+
+    def sealed_as(self, sealing: Sealing | None) -> "FrameStore":
+        """This store, its frames encoded as ``sealing`` says as they are made."""
+        return FrameStore(self.folder, sealing)
 
     def path(self, index: int) -> Path:
         return self.folder / f"{index + 1:06d}.png"
 
+    def segment_path(self, segment: int) -> Path:
+        return self.folder / f"segment-{segment + 1:06d}.seg"
+
     def has(self, index: int) -> bool:
+        """Whether frame ``index`` is written: as a PNG, or encoded in its segment."""
+        return self.path(index).is_file() or self.segment_path(index // SEGMENT_FRAMES).is_file()
+
+    def kept(self, index: int) -> bool:
+        """Whether frame ``index`` is a PNG still (``load`` reads it)."""
         return self.path(index).is_file()
 
-    def save(self, index: int, rgb: np.ndarray) -> None:
+    def save(self, index: int, rgb: np.ndarray, pts: int | None = None) -> None:
+        """Frame ``index``, with its input timestamp ``pts`` (None: a folder's frame)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        save_image(Image.fromarray(rgb), self.path(index))
+        save_image(Image.fromarray(rgb), self.path(index), {"pts": pts} if pts is not None else None)
 
     def load(self, index: int) -> np.ndarray:
         return np.asarray(load_image(self.path(index)))
 
+    def pts(self, index: int) -> int:
+        """Frame ``index``'s input timestamp as saved with it; a folder's frame: its index."""
+        pts = read_provenance(self.path(index)).get("pts")
+        return int(pts) if pts is not None else index
+
     def count(self) -> int:
-        return len(list(self.folder.glob("[0-9]*.png"))) if self.folder.is_dir() else 0
+        """The frames written: PNGs, and those encoded in segments."""
+        if not self.folder.is_dir():
+            return 0
+        shots, sealed = self.shots(), 0
+        for path in self.folder.glob("segment-*.seg"):
+            start = (int(path.stem.split("-")[1]) - 1) * SEGMENT_FRAMES
+            sealed += min(SEGMENT_FRAMES, shots.frames - start) if shots is not None else SEGMENT_FRAMES
+        return len(list(self.folder.glob("[0-9]*.png"))) + sealed
+
+    def seal(self, frames: int) -> None:
+        """Encode each segment of the clip (``frames`` long) whose frames, and ``reach`` past
+        them, are written, and delete its PNGs (``Sealing``; nothing without it)."""
+        sealing = self.sealing
+        if sealing is None:
+            return
+        from ..io.video import encode_segment
+
+        pending = sorted({int(path.stem) - 1 for path in self.folder.glob("[0-9]*.png")})
+        for segment in sorted({index // SEGMENT_FRAMES for index in pending}):
+            span = range(segment * SEGMENT_FRAMES, min((segment + 1) * SEGMENT_FRAMES, frames))
+            after = range(span.stop, min(span.stop + sealing.reach, frames))
+            if self.segment_path(segment).is_file() or not all(self.has(index) for index in (*span, *after)):
+                continue
+            try:
+                encode_segment(sealing.info, ((self.load(index), self.pts(index)) for index in span),
+                               self.segment_path(segment), sealing.output, sealing.size, sealing.params)
+            except Exception:
+                if not self.segment_path(segment).is_file():
+                    raise
+                continue  # another run sharing the clip sealed it meanwhile (and took its PNGs)
+            for index in span:
+                self.path(index).unlink(missing_ok=True)
+
+    @contextmanager
+    def joining(self) -> Iterator[None]:
+        """Around the join that frees each segment as the output takes it in: marked while it
+        runs (``start_over_if_torn``), the store discarded if it fails (what it freed is gone)."""
+        marker = self.folder / JOINING
+        marker.touch()
+        try:
+            yield
+        except BaseException:
+            self.discard()
+            raise
+        marker.unlink(missing_ok=True)
+
+    def start_over_if_torn(self) -> None:
+        """A join killed half way freed segments whose frames no output holds: the clip's owner
+        starts the clip again (a join takes seconds; the kill that lands in one costs the clip)."""
+        if (self.folder / JOINING).exists():
+            self.discard()
+
+    def segments(self, frames: int) -> list[Path]:
+        """Every segment of a clip ``frames`` long, in order, once all its frames are sealed."""
+        return [self.segment_path(segment) for segment in range(-(-frames // SEGMENT_FRAMES))]
 
     def shots(self) -> Shots | None:
         data = read_json(self.folder / "shots.json")
