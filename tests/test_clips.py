@@ -620,3 +620,41 @@ def test_a_long_clip_through_a_network_holds_at_most_a_segment_of_frames_on_disk
     assert (out.frames, out.audio) == (100, True)
     assert [f.pts for f in read_frames(out)] == [f.pts for f in read_frames(info)]
     assert not list(store.folder.glob("*[gs]"))
+
+
+def test_a_join_that_fails_keeps_the_frames_unless_it_had_freed_a_segment(tmp_path):
+    """The join frees each segment as the output takes it in: a failure (or a kill: the marker
+    it leaves) before any was freed keeps the clip's frames, so running it again only writes the
+    video; one after a segment was freed starts the clip again, since no output holds that one."""
+    from nstbatch.errors import InputError
+    from nstbatch.io.manifest import Job
+    from nstbatch.jobs.clip import NetworkFrames, network_clip_job
+
+    draw_clip(tmp_path / "pan.mp4", pan_frames(50, 32, 24))
+    painted = []
+
+    def paint(images):  # after the last pass, the output's folder turns into a file: the join fails
+        painted.extend(range(len(images)))
+        if len(painted) == 50 and blocked:
+            (tmp_path / "out").rmdir()
+            (tmp_path / "out").write_text("in the way")
+        return 1 - images
+    for torn in (None, False, True):  # a failure; a kill during the join with a segment freed or not
+        job = Job("pan", tmp_path / "pan.mp4", (), tmp_path / "out" / "pan.mp4", resolve_params(None, {"size": 32}),
+                  "m.yaml:2", clip=True)
+        store, blocked = FrameStore(tmp_path / f"frames-{torn}"), True
+        (tmp_path / "out").mkdir()
+        with pytest.raises(InputError, match="could not be written"):
+            network_clip_job(job, store, NetworkFrames(paint))
+        assert [p.name for p in sorted(store.folder.glob("*.seg"))] == ["segment-000001.seg", "segment-000002.seg"]
+        (tmp_path / "out").unlink()
+        if torn is not None:
+            (store.folder / "joining").touch()
+        if torn:
+            store.segment_path(0).unlink()
+        painted.clear()
+        blocked = False
+        network_clip_job(job, store, NetworkFrames(paint))
+        assert len(painted) == (50 if torn else 0) and probe_clip(job.output).frames == 50, torn
+        job.output.unlink()
+        (tmp_path / "out").rmdir()

@@ -144,7 +144,7 @@ def stylize_clips(clips: Sequence[tuple[ClipInfo, StyleTarget, FrameStore, ClipR
     works = []
     for info, style_targets, store, result in clips:
         if not call.join:
-            store.start_over_if_torn()
+            store.start_over_if_torn(info.frames)
         shots = store.shots()
         if shots is None or shots.frames != info.frames:
             shots = store.save_shots(find_shots(info, size, params, flow))
@@ -349,7 +349,7 @@ def network_clip_job(job: Job, frames: FrameStore, call: NetworkFrames) -> tuple
     info = check_clip_files(job.content, (), job.output, job.params)  # the painting: the network's card's
     size = clip_size(info, job.params, job.output)
     frames = sealed(frames, info, job.output, size, job.params, reach=0)  # no ties: nothing kept back
-    frames.start_over_if_torn()
+    frames.start_over_if_torn(info.frames)
     start = next((index for index in range(info.frames) if not frames.has(index)), info.frames)
     pts: list[int | None] = [None] * start  # those of frames written before: in their PNGs and segments
     waiting: list[tuple[int, np.ndarray, int | None]] = []
@@ -401,7 +401,7 @@ def write_clip(info: ClipInfo, store: FrameStore, output: Path, size: tuple[int,
     if clip_output_format(output) is not None:
         store = sealed(store, info, output, size, params or StyleParams(), reach=0)  # every frame is made
         store.seal(len(pts))
-        with store.joining():
+        with store.joining(len(pts)):
             join_segments(info, store.segments(len(pts)), output, params, len(pts),
                           on_joined=lambda segment: segment.unlink(missing_ok=True))
         return

@@ -151,22 +151,31 @@ class FrameStore:
                 self.path(index).unlink(missing_ok=True)
 
     @contextmanager
-    def joining(self) -> Iterator[None]:
-        """Around the join that frees each segment as the output takes it in: marked while it
-        runs (``start_over_if_torn``), the store discarded if it fails (what it freed is gone)."""
+    def joining(self, frames: int) -> Iterator[None]:
+        """Around the join of a clip ``frames`` long that frees each segment as the output takes
+        it in: marked while it runs (``start_over_if_torn``). If it fails, the frames are kept
+        while every segment is (a full disk at the start: running it again writes the video),
+        and discarded once one was freed (no output holds it)."""
         marker = self.folder / JOINING
         marker.touch()
         try:
             yield
         except BaseException:
-            self.discard()
+            self._after_join(frames)
             raise
         marker.unlink(missing_ok=True)
 
-    def start_over_if_torn(self) -> None:
-        """A join killed half way freed segments whose frames no output holds: the clip's owner
-        starts the clip again (a join takes seconds; the kill that lands in one costs the clip)."""
+    def start_over_if_torn(self, frames: int) -> None:
+        """A join killed half way (of a clip ``frames`` long) may have freed segments whose
+        frames no output holds: then the clip's owner starts the clip again (a join takes
+        seconds; a kill that lands in one after it freed a segment costs the clip)."""
         if (self.folder / JOINING).exists():
+            self._after_join(frames)
+
+    def _after_join(self, frames: int) -> None:
+        if all(path.is_file() for path in self.segments(frames)):
+            (self.folder / JOINING).unlink(missing_ok=True)  # nothing freed: the frames stand
+        else:
             self.discard()
 
     def segments(self, frames: int) -> list[Path]:
