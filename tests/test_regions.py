@@ -188,3 +188,95 @@ def test_stylize_takes_masks_and_keep_and_refuses_what_does_not_fit(tmp_path, ca
                            "--keep", tmp_path / "wide.png", *tiny)
     assert code == 2 and "wide.png is 40x10 px, the content photo.png 48x40" in err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_dataset_tree_takes_its_masks_from_a_tree_beside_it_resumes_and_shards(tmp_path, capsys):
+    """Regions at dataset scale (issue 50): each image's keep mask from a tree mirroring the
+    images (``keep: "masks/{content_relpath}.png"``), validated before any work (a missing mask
+    and one of another shape fail alone, naming the image and the mask), the rest run, kept
+    where the mask is white; a rerun does nothing again, two shards of the tree do it all once;
+    a mask tree inside the dataset folder is refused (it would be stylized)."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import run_cli
+
+    for rel, phase in (("a.png", 0.4), ("sub/b.png", 1.1), ("sub/c.png", 2.0), ("d.png", 2.7)):
+        (tmp_path / "photos" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pattern(48, 32, phase=phase)).save(tmp_path / "photos" / rel)
+    keep = np.zeros((32, 48), np.uint8)
+    keep[8:24, 8:24] = 255
+    for rel in ("a", "sub/b"):
+        (tmp_path / "masks" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(keep).save(tmp_path / "masks" / f"{rel}.png")
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "masks" / "sub" / "c.png")  # d: none
+    (tmp_path / "paintings").mkdir()
+    Image.fromarray((stripes(True, 0)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(
+        tmp_path / "paintings" / "red.png")
+    (tmp_path / "m.yaml").write_text(
+        "defaults: {size: 48, steps: 20, scales: '1', style_layers: 'relu1_1,relu2_1', content_layers: relu2_2,"
+        " precision: fp32}\njobs:\n"
+        "  - {dataset: photos/, style_pool: paintings/, keep: 'masks/{content_relpath}.png',"
+        " output: 'out/{content_relpath}.png'}\n")
+    code, _, err = run_cli(capsys, "validate", tmp_path / "m.yaml")
+    assert code == 1 and "(sub/c.png)" in err and "c.png is 40x40 px, the content c.png 48x32" in err
+    assert "(d.png)" in err and "masks/d.png" in err and "(a.png)" not in err
+    code, out, err = run_cli(capsys, "run", tmp_path / "m.yaml", "--skip-invalid", "--shard", "0/2")
+    code, out2, err = run_cli(capsys, "run", tmp_path / "m.yaml", "--skip-invalid", "--shard", "1/2")
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png")) == [
+        "a.png", "sub/b.png"]
+    for rel in ("a", "sub/b"):
+        made = np.asarray(Image.open(tmp_path / "out" / f"{rel}.png"), dtype=np.float64)
+        photo = np.asarray(Image.open(tmp_path / "photos" / f"{rel}.png"), dtype=np.float64)
+        assert np.abs(made - photo)[10:22, 10:22].mean() < 4 < np.abs(made - photo)[:, 30:].mean(), rel
+    code, out, _ = run_cli(capsys, "run", tmp_path / "m.yaml", "--skip-invalid")
+    assert "done 0, already done 2" in out
+    (tmp_path / "m.yaml").write_text(
+        "jobs:\n  - {dataset: photos/, style_pool: paintings/, keep: 'photos/{content_relpath}.mask.png',"
+        " output: 'out/{content_relpath}.png'}\n")
+    code, _, err = run_cli(capsys, "validate", tmp_path / "m.yaml")
+    assert code == 1 and "puts the masks in the dataset folder" in err
+
+
+def test_shards_carry_each_sample_s_keep_mask_as_a_member_and_the_output_shards_take_it_along(tmp_path, capsys):
+    """WebDataset in and out (issue 50): ``keep: "{shard}/{key}.mask.png"`` reads each sample's
+    own mask member (no image of its own: the sample's image is its .png), a sample without one
+    fails alone naming it; ``copy: mask.png`` puts the mask beside each output sample."""
+    import io
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import run_cli
+
+    def png(array) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        return buffer.getvalue()
+    keep = np.zeros((32, 48), np.uint8)
+    keep[8:24, 8:24] = 255
+    (tmp_path / "wds").mkdir()
+    with tarfile.open(tmp_path / "wds" / "train-000000.tar", "w") as tar:
+        for name, data in (("s1.png", png(pattern(48, 32, phase=0.4))), ("s1.mask.png", png(keep)),
+                           ("s2.png", png(pattern(48, 32, phase=1.3)))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (tmp_path / "paintings").mkdir()
+    Image.fromarray((stripes(True, 0)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(
+        tmp_path / "paintings" / "red.png")
+    (tmp_path / "m.yaml").write_text(
+        "defaults: {size: 48, steps: 20, scales: '1', style_layers: 'relu1_1,relu2_1', content_layers: relu2_2,"
+        " precision: fp32}\njobs:\n"
+        "  - {dataset: 'wds/train-000000.tar', style_pool: paintings/, keep: '{shard}/{key}.mask.png',"
+        " copy: mask.png, output: 'out/{shard_stem}.tar'}\n")
+    code, out, err = run_cli(capsys, "run", tmp_path / "m.yaml", "--skip-invalid")
+    assert code == 1 and "done 1, already done 0, failed 0, invalid 1" in out, err
+    assert "(wds/train-000000.tar/s2.png): mask: " in err and "s2.mask.png" in err
+    with tarfile.open(tmp_path / "out" / "train-000000.tar") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    assert sorted(members) == ["s1.json", "s1.mask.png", "s1.png"] and members["s1.mask.png"] == png(keep)
+    made = np.asarray(Image.open(io.BytesIO(members["s1.png"])), dtype=np.float64)
+    photo = pattern(48, 32, phase=0.4).astype(np.float64)
+    assert np.abs(made - photo)[10:22, 10:22].mean() < 4 < np.abs(made - photo)[:, 30:].mean()

@@ -30,6 +30,8 @@ ASSIGNS = ("random", "cycle", "each")
 DATASET_KEYS = ("dataset", "style_pool", "variants", "assign", "output", "copy", "format")
 # An entry whose images go through a trained network (``nstbatch train`` trains it from them).
 NETWORK_KEYS = ("network", "train_size", "train_steps", "train_batch", "refine_steps")
+# An entry whose images are painted in part (docs/regions.md): a mask per image, from a tree beside the images.
+REGION_KEYS = ("masks", "keep")
 # What each key of a dataset entry means, for the reference (docs/make_reference.py).
 DATASET_HELP = {
     "dataset": "a folder walked recursively (sorted; symlinked folders not followed), or WebDataset shards"
@@ -51,9 +53,15 @@ DATASET_HELP = {
     "train_batch": "`nstbatch train`: crops an update (default 4)",
     "refine_steps": "`nstbatch run`: after the network's pass, this many steps of the preset's optimisation at the"
                     " full size, started from the network's picture (default 0: the network's picture as it is)",
+    "masks": "each image's mask, white where its painting paints (the rest kept as photographed): a template over"
+             " a tree mirroring the images, `masks/{content_relpath}.png` (the output's fields; outside the"
+             " dataset folder, which would stylize them), or for shards a member of the sample's own,"
+             " `{shard}/{key}.mask.png`",
+    "keep": "each image's keep mask, white where the photo is kept as photographed (faces, people, labelled"
+            " objects): a template as for `masks`",
 }
 DATASET_TEMPLATE_FIELDS = ("content_reldir", "content_relpath", "content_stem", "style_stem",
-                           "variant", "id", "index", "shard_stem", "key")
+                           "variant", "id", "index", "shard_stem", "key", "shard")
 # The image formats an output shard's samples can take (``format:``), by extension.
 SAMPLE_FORMATS = ("png", "jpg", "jpeg", "webp")
 
@@ -99,6 +107,7 @@ class DatasetJob:
     output: str  # the template filled in; "{id}" still to be replaced by the job's id
     params: StyleParams  # the entry's, with the variant's seed
     origin: Origin
+    masks: dict[str, str] = dataclasses.field(default_factory=dict)  # ``masks``/``keep``: paths as the manifest has them
 
 
 @dataclass(frozen=True)
@@ -195,6 +204,7 @@ class _Entry:
     copy_patterns: list[str]
     shards: tuple[Path, ...] = ()  # WebDataset shards instead of a folder tree
     format: str | None = None  # output shards' image format (default: the input member's)
+    masks: dict[str, str] = dataclasses.field(default_factory=dict)  # REGION_KEYS' templates, as given
 
 
 def _read_entry(base: Path, entry: dict) -> _Entry:
@@ -211,10 +221,11 @@ def _read_entry(base: Path, entry: dict) -> _Entry:
     if fmt is not None and (not isinstance(fmt, str) or fmt.lower().lstrip(".") not in SAMPLE_FORMATS):
         raise EntryError(f"format must be one of {', '.join(SAMPLE_FORMATS)} (output shards' images), got {fmt!r}")
     fmt = fmt.lower().lstrip(".") if fmt else None
+    masks = _mask_templates(entry)
     if shard_texts := _shard_texts(entry.get("dataset")):
         # Members are named relative to the manifest's folder (wds/train-000000.tar/key.jpg), so
         # that a shard added anywhere changes no other member's name, id or styles.
-        return _Entry("", base, variants, assign, patterns, tuple(_shard_files(base, shard_texts)), fmt)
+        return _Entry("", base, variants, assign, patterns, tuple(_shard_files(base, shard_texts)), fmt, masks)
     folder = entry.get("dataset")
     if not isinstance(folder, str) or not folder.strip():
         raise EntryError(f"dataset must be a folder or WebDataset shards (.tar), got {folder!r}")
@@ -222,7 +233,30 @@ def _read_entry(base: Path, entry: dict) -> _Entry:
     if not root.is_dir():
         raise EntryError(f"dataset folder {root} does not exist" if not root.exists()
                          else f"dataset {root} is a file, not a folder (for one image, use content:)")
-    return _Entry(folder.strip(), root, variants, assign, patterns, (), fmt)
+    for key, template in masks.items():
+        first = Path(os.path.normpath(base / os.path.expanduser(template.split("{", 1)[0])))
+        if "{" in template and (str(first) + os.sep).startswith(str(root) + os.sep):
+            raise EntryError(f"{key}: {template!r} puts the masks in the dataset folder {root}, which would"
+                             " stylize them as images; keep the mask tree beside it (masks/{content_relpath}.png)")
+    return _Entry(folder.strip(), root, variants, assign, patterns, (), fmt, masks)
+
+
+def _mask_templates(entry: dict) -> dict[str, str]:
+    """``masks`` and ``keep`` of a dataset entry: one template each (a painting per job, so one
+    mask), naming each image's mask by the output's fields."""
+    templates = {}
+    for key in REGION_KEYS:
+        if key not in entry:
+            continue
+        value = entry[key]
+        if not isinstance(value, str) or not value.strip():
+            raise EntryError(f"{key}: a template naming each image's mask, e.g. masks/{{content_relpath}}.png"
+                             f" (a dataset entry gives each image one painting, so one mask), got {value!r}")
+        if "{" not in value:
+            raise EntryError(f"{key}: {value!r} is one file for every image; name each image's mask with"
+                             " {content_relpath}, {content_reldir} or {content_stem}")
+        templates[key] = value.strip()
+    return templates
 
 
 def _shard_texts(value) -> list[str]:
@@ -309,12 +343,13 @@ def _content_fields(spec: _Entry, rel: str) -> dict:
         reldir, name = rel.rpartition("/")[::2]
         relpath = os.path.splitext(rel)[0]
         return {"content_reldir": reldir, "content_relpath": relpath, "content_stem": os.path.splitext(name)[0],
-                "key": relpath, "shard_stem": ""}
+                "key": relpath, "shard_stem": "", "shard": ""}
     shard_rel, _, member = rel.partition(webdataset.SUFFIX + "/")
     key = webdataset.split_key(member)[0]
     stem = shard_rel.rpartition("/")[2]
     return {"content_reldir": key.rpartition("/")[0], "content_relpath": f"{stem}/{key}",
-            "content_stem": key.rpartition("/")[2], "key": key, "shard_stem": stem}
+            "content_stem": key.rpartition("/")[2], "key": key, "shard_stem": stem,
+            "shard": shard_rel + webdataset.SUFFIX}
 
 
 def _output(template: str, fields: dict, spec: _Entry, many_styles: bool, rel: str) -> str:
@@ -339,10 +374,12 @@ def _dataset_jobs(spec: _Entry, contents: list[str], pool, template: str, params
         label = rel.split("/")[0] if "/" in rel and not spec.shards else ""
         for style, variant in _picks(spec, params.seed, number, rel, len(pool)):
             name = pool[style][0]
-            output = _output(template, {**fields, "style_stem": Path(name).stem, "variant": variant,
-                                        "index": len(jobs), "id": "{id}"}, spec, many_styles, rel)
+            filled = {**fields, "style_stem": Path(name).stem, "variant": variant, "index": len(jobs), "id": "{id}"}
+            output = _output(template, filled, spec, many_styles, rel)
+            masks = {key: _fill(mask, filled) for key, mask in spec.masks.items()}
             jobs.append(DatasetJob(os.path.join(spec.folder, rel).replace(os.sep, "/"), rel, variant,
-                                   pool[style], output, seeded[variant], Origin(rel, name, variant, root, label)))
+                                   pool[style], output, seeded[variant], Origin(rel, name, variant, root, label),
+                                   masks))
     if len({job.output for job in jobs}) < len(jobs) and "{id}" not in template:
         raise EntryError(f"output {template!r} gives several jobs one file; use {{content_reldir}},"
                          " {content_stem}, {variant} or {style_stem} in it")

@@ -243,7 +243,7 @@ def _first_unknown_line(entry, valid) -> int | None:
 
 CSV_COLUMNS = CSV_REQUIRED + CSV_OPTIONAL + tuple(FIELDS)
 YAML_JOB_KEYS = JOB_KEYS + ("video", "network", "masks", "keep") + tuple(FIELDS)
-DATASET_ENTRY_KEYS = dataset.DATASET_KEYS + dataset.NETWORK_KEYS + tuple(FIELDS)
+DATASET_ENTRY_KEYS = dataset.DATASET_KEYS + dataset.NETWORK_KEYS + dataset.REGION_KEYS + tuple(FIELDS)
 
 
 def _weights_list(text: str, n: int) -> list[float]:
@@ -454,6 +454,8 @@ def _dataset_jobs(manifest: Manifest, base: Path, out_base: Path, at: tuple[str,
         raise _RowError(str(e)) from None
     manifest.problems += [Problem(where, message, line=line) for message in expanded.problems]
     network = _network_entry(base, where, entry, params, expanded) if "network" in entry else None
+    if network is not None and any(key in entry for key in dataset.REGION_KEYS):
+        raise _RowError("masks and keep are for images through the optimiser: not yet for a network")
     if network is not None:
         manifest.networks.append(network)
     refine = network is not None and network.refine_steps > 0
@@ -466,8 +468,17 @@ def _dataset_jobs(manifest: Manifest, base: Path, out_base: Path, at: tuple[str,
                                  refined(job.params, network.refine_steps) if refine else job.params,
                                  f"{where} ({job.relpath}{f', variant {job.variant}' if several else ''})", line,
                                  job.origin, network=network and network.network,
-                                 refine_steps=network.refine_steps if refine else 0))
+                                 refine_steps=network.refine_steps if refine else 0,
+                                 regions=_dataset_regions(base, job)))
     manifest.copies += expanded.copies
+
+
+def _dataset_regions(base: Path, job: dataset.DatasetJob) -> RegionFiles | None:
+    """A dataset job's mask (its painting paints where white) and keep mask, or None."""
+    if not job.masks:
+        return None
+    masks = (_resolve(base, job.masks["masks"]),) if "masks" in job.masks else ()
+    return RegionFiles(masks, _resolve(base, job.masks["keep"]) if "keep" in job.masks else None)
 
 
 def refined(params: StyleParams, steps: int) -> StyleParams:

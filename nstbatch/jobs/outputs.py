@@ -146,9 +146,9 @@ class Outputs:
         staged = [webdataset.staged(job.output) for job, _ in done]
         if members == self.state.packed.read(shard.path) and not any(p.is_file() for p in staged):
             return  # packed as it stands
-        by_stem = {}
+        by_key = {}  # a sample's key, WebDataset's way (to the name's first dot: s1.mask.png is s1's)
         for copy in shard.copies:
-            by_stem.setdefault(os.path.splitext(copy.target)[0], []).append(copy)
+            by_key.setdefault(_sample_key(webdataset.split(copy.target)[1]), []).append(copy)
         entries = []
         for (job, hash_), path in zip(done, staged):
             name = webdataset.split(job.output)[1]
@@ -156,7 +156,7 @@ class Outputs:
             stem = os.path.splitext(name)[0]
             entries.append(webdataset.Entry(stem + ".json", data=_provenance(job, hash_)))
             entries += [webdataset.Entry(webdataset.split(c.target)[1], c.source)
-                        for c in by_stem.get(os.path.splitext(job.output)[0], [])]
+                        for c in by_key.get(_sample_key(name), [])]
         remove_stale_temps(shard.path)  # a packer killed while writing this shard
         webdataset.pack(shard.path, entries, mtime=time.time())
         self.state.packed.write(shard.path, members)
@@ -237,3 +237,9 @@ def remove_staged(shard: Path, staged: list[Path]) -> None:
             except OSError:
                 break  # not empty: another sample waits there
             sub = sub.parent
+
+
+def _sample_key(name: str) -> str:
+    """A member's sample key (``webdataset.split_key``; the name itself without a dot)."""
+    parts = webdataset.split_key(name)
+    return parts[0] if parts is not None else name
