@@ -71,13 +71,12 @@ def test_a_clip_resumes_by_frame_and_ends_as_an_uninterrupted_run(tmp_path, setu
 
 def test_the_ties_steady_the_clip_and_a_cut_starts_a_new_shot(tmp_path, setup):
     params, features, targets = setup
-    frames = pan_frames(4, 40, 32)
-    frames.insert(2, pattern(40, 32, phase=4.0)[::-1].copy())  # a cut: another scene
+    frames = three_shots()
     info = probe_clip(frames_folder(tmp_path, frames))
     size = clip_size(info, params, tmp_path / "out")
     tied, free = FrameStore(tmp_path / "tied"), FrameStore(tmp_path / "free")
     done, _ = stylize_clip(info, targets, params, tied, size, ClipCall(features))
-    assert done.shots == [0, 2, 3]  # the cut, and the frame after it (back to the pan) again
+    assert done.shots == [0, 2, 3]  # a cut to another scene, and one to a third
     stylize_clip(info, targets, resolve_params("balanced", {**TINY, "temporal_weight": 0, "frame_steps": 0}), free,
                  size, ClipCall(features))
 
@@ -95,11 +94,37 @@ def test_the_ties_steady_the_clip_and_a_cut_starts_a_new_shot(tmp_path, setup):
     assert warping_error(soft, 1) < 0.5 * warping_error(free, 1)
 
 
+def three_shots() -> list[np.ndarray]:
+    """Five frames in three shots: two of a pan, a cut to another scene (2), a cut to the pan
+    upside down (3, 4)."""
+    pan = pan_frames(5, 40, 32)
+    return [pan[0], pan[1], pattern(40, 32, phase=4.0)[::-1].copy(), pan[3][::-1].copy(), pan[4][::-1].copy()]
+
+
 def cut_clip(tmp_path):
-    """Five frames in three shots: the pan, a cut to another scene (2), and back to the pan (3)."""
-    frames = pan_frames(4, 40, 32)
-    frames.insert(2, pattern(40, 32, phase=4.0)[::-1].copy())
-    return probe_clip(frames_folder(tmp_path, frames))
+    """``three_shots`` as a folder of frames."""
+    return probe_clip(frames_folder(tmp_path, three_shots()))
+
+
+def test_a_cut_needs_the_frames_after_it_unlike_the_take_a_flash_is_none(tmp_path, setup):
+    """A frame the flow does not trust from the one before starts a shot only if the next two
+    are unlike that one too: a one-frame flash (or a two-frame glitch) leaves the take whole, a
+    scene that stays changed is cut, and so is a change in the clip's last frames."""
+    from nstbatch.engine.flow import estimator
+    from nstbatch.jobs.cuts import find_shots
+
+    params = setup[0]
+    pan = pan_frames(8, 40, 32)
+    flash = np.full_like(pan[0], 250)
+    clips = {"flash": (pan[:3] + [flash] + pan[4:], [0]),
+             "glitch": ([pan[2]] * 3 + [flash, pattern(40, 32, phase=4.0)] + [pan[2]] * 3, [0]),  # a held shot
+             "cut": (pan[:4] + [f[::-1].copy() for f in pan[4:]], [0, 4]), "last": (pan[:7] + [flash], [0, 7]),
+             "three": (three_shots(), [0, 2, 3])}
+    for name, (frames, starts) in clips.items():
+        (tmp_path / name).mkdir()
+        info = probe_clip(frames_folder(tmp_path / name, frames))
+        assert list(find_shots(info, (32, 40), params, estimator(params.flow, "cpu")).starts) == starts, name
+
 
 
 def hold(path, stale=False):
