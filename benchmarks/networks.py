@@ -8,7 +8,7 @@ yardstick against its (content, painting) at ``--size``, with seconds an image f
 own report. One machine, one run, side by side.
 
     python benchmarks/networks.py [--out benchmarks/networks-out] [--minutes 25] [--train-size 256]
-        [--frames 18] [--refine 30] [--size 512] [--painting manifests/images/starry_night.jpg] [--batch 4]
+        [--frames 18] [--refine 30] [--size 512] [--painting manifests/images/starry_night.jpg] [--batch 4] [--lr 1e-3] [--steps N] [--set style_cap=0]
         [--ways network,network+refine,fast,balanced]
 
 Held out (never trained on): the photo of jcjohnson's examples, the Shipwreck and the Scream as
@@ -69,6 +69,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--painting", type=Path, default=ROOT / "manifests" / "images" / "starry_night.jpg")
     ap.add_argument("--batch", type=int, default=4, help="crops a training step")
+    ap.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (Johnson: 1e-3)")
+    ap.add_argument("--steps", type=int, default=0, help="train this many steps (0: as many as --minutes fit)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting of the criterion over the default preset's, as run's --set")
     ap.add_argument("--ways", default=",".join(WAYS), help="which of the ways to run, by name, comma separated")
     args = ap.parse_args()
     out = args.out.resolve()
@@ -81,7 +85,8 @@ def main() -> None:
 
             Image.open(content).convert("RGB").save(target)
     results = {"photos": photos, "painting": args.painting.name, "size": args.size,
-               "train_size": args.train_size, "batch": args.batch, "refine": args.refine}
+               "train_size": args.train_size, "batch": args.batch, "lr": args.lr, "refine": args.refine,
+               "set": args.set}
     results["training"] = train(out, args)
     results["methods"] = apply(out, args)
     (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -118,20 +123,23 @@ def train(out: Path, args) -> dict:
     from nstbatch.config import resolve_params
     from nstbatch.jobs.train import TrainSpec, train_network
 
-    params = resolve_params("balanced", {"size": str(args.size)})
+    params = resolve_params("balanced", {"size": str(args.size), **dict(item.split("=", 1) for item in args.set)})
     photos = tuple(sorted((out / "photos").glob("*.png")))
-    probe = TrainSpec(photos, (args.painting,), out / "nets" / "probe.onnx", params, size=args.train_size,
-                      steps=6, batch=args.batch, side=args.size, score_size=64)
-    times = []  # when each step ended: the steps alone, not the reading, targets and export around them
-    train_network(probe, out / "state", on_step=lambda progress: times.append(time.monotonic()))
-    per_step = (times[-1] - times[1]) / (len(times) - 2)
-    steps = max(10, int(args.minutes * 60 / per_step))
+    per_step, steps = 0.0, args.steps
+    if not steps:
+        probe = TrainSpec(photos, (args.painting,), out / "nets" / "probe.onnx", params, size=args.train_size,
+                          steps=6, batch=args.batch, side=args.size, score_size=64)
+        times = []  # when each step ended: the steps alone, not the reading, targets and export around them
+        train_network(probe, out / "state", on_step=lambda progress: times.append(time.monotonic()))
+        per_step = (times[-1] - times[1]) / (len(times) - 2)
+        steps = max(10, int(args.minutes * 60 / per_step))
     spec = TrainSpec(photos, (args.painting,), out / "nets" / "network.onnx", params, size=args.train_size,
-                     steps=steps, batch=args.batch, side=args.size, score_every=max(1, steps // 10),
+                     steps=steps, batch=args.batch, side=args.size, lr=args.lr, score_every=max(1, steps // 10),
                      score_size=args.size)
     started = time.monotonic()
     result = train_network(spec, out / "state", notice=print,
-                           on_step=lambda p: print(f"step {p.step}/{p.steps} cost {p.costs.total:.4g}"
+                           on_step=lambda p: print(f"step {p.step}/{p.steps} cost {p.costs.total:.4g} (content"
+                                                   f" {p.costs.content:.4g}, style {p.costs.style:.4g})"
                                                    f" {p.images_per_second:.2f} crops/s", flush=True)
                            if p.step % 10 == 0 else None)
     return {"steps": steps, "seconds": round(time.monotonic() - started, 1), "probe_seconds_a_step": round(per_step, 2),

@@ -1,6 +1,5 @@
 """Regions (issue 50; engine/regions.py): a painting per part of the picture, guided Grams
 (Gatys et al. 2017 §4), and parts kept as photographed."""
-import dataclasses
 
 import pytest
 import torch
@@ -190,6 +189,21 @@ def test_stylize_takes_masks_and_keep_and_refuses_what_does_not_fit(tmp_path, ca
     assert not (tmp_path / "x.png").exists()
 
 
+# a dataset entry's tiny defaults
+DATASET_DEFAULTS = ("defaults: {size: 48, steps: 20, scales: '1', style_layers: 'relu1_1,relu2_1',"
+                    " content_layers: relu2_2, precision: fp32}\n")
+
+
+def red_pool(tmp_path) -> None:
+    """``paintings/``: one painting, red columns (``stripes``)."""
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "paintings").mkdir()
+    Image.fromarray((stripes(True, 0)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(
+        tmp_path / "paintings" / "red.png")
+
+
 def test_a_dataset_tree_takes_its_masks_from_a_tree_beside_it_resumes_and_shards(tmp_path, capsys):
     """Regions at dataset scale (issue 50): each image's keep mask from a tree mirroring the
     images (``keep: "masks/{content_relpath}.png"``), validated before any work (a missing mask
@@ -210,12 +224,9 @@ def test_a_dataset_tree_takes_its_masks_from_a_tree_beside_it_resumes_and_shards
         (tmp_path / "masks" / rel).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(keep).save(tmp_path / "masks" / f"{rel}.png")
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "masks" / "sub" / "c.png")  # d: none
-    (tmp_path / "paintings").mkdir()
-    Image.fromarray((stripes(True, 0)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(
-        tmp_path / "paintings" / "red.png")
+    red_pool(tmp_path)
     (tmp_path / "m.yaml").write_text(
-        "defaults: {size: 48, steps: 20, scales: '1', style_layers: 'relu1_1,relu2_1', content_layers: relu2_2,"
-        " precision: fp32}\njobs:\n"
+        DATASET_DEFAULTS + "jobs:\n"
         "  - {dataset: photos/, style_pool: paintings/, keep: 'masks/{content_relpath}.png',"
         " output: 'out/{content_relpath}.png'}\n")
     code, _, err = run_cli(capsys, "validate", tmp_path / "m.yaml")
@@ -263,12 +274,9 @@ def test_shards_carry_each_sample_s_keep_mask_as_a_member_and_the_output_shards_
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    (tmp_path / "paintings").mkdir()
-    Image.fromarray((stripes(True, 0)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(
-        tmp_path / "paintings" / "red.png")
+    red_pool(tmp_path)
     (tmp_path / "m.yaml").write_text(
-        "defaults: {size: 48, steps: 20, scales: '1', style_layers: 'relu1_1,relu2_1', content_layers: relu2_2,"
-        " precision: fp32}\njobs:\n"
+        DATASET_DEFAULTS + "jobs:\n"
         "  - {dataset: 'wds/train-000000.tar', style_pool: paintings/, keep: '{shard}/{key}.mask.png',"
         " copy: mask.png, output: 'out/{shard_stem}.tar'}\n")
     code, out, err = run_cli(capsys, "run", tmp_path / "m.yaml", "--skip-invalid")
