@@ -27,7 +27,7 @@ so that the method is not graded by its own flow; the trusted pixels are the for
 check (``temporal.reliable``) on those flows. The input clip's own figure is the floor (what
 lighting and the flow's own error leave). Style and content: ``engine.yardstick`` per frame
 (against that frame and the painting, at the frames' size), the mean over frames. Seconds: the
-first frame, and the mean of the later ones (flow included), from the frames' finishing times.
+first frame, and each later frame's share of the rest (flow and every pass included), from the frames' finishing times.
 Writes every stylized frame and, per clip, ``NAME.gif`` (the input, per-frame and the first
 video mode side by side, or the modes ``--gif`` names) to ``--out``.
 """
@@ -79,6 +79,8 @@ CANDIDATES = {
     "25 steps": ("balanced", {"temporal_weight": 60, "frame_steps": 25}),
     # the warped start alone, no temporal cost
     "warm start only": ("balanced", {"temporal_weight": 0, "frame_steps": 50}),
+    # Ruder et al.'s multi-pass: a pass back and one forward again, each frame from its last picture (issue 49)
+    "video, 3 passes": ("balanced", {"temporal_weight": 60, "frame_steps": 50, "passes": 3}),
 }
 
 
@@ -214,9 +216,10 @@ def main() -> None:
             error = warping_error(frames, flows)
             style, content, net = yardstick_means(inputs, frames, painting, net)
             reference = error if mode == PER_FRAME else reference
-            later = [b - a for a, b in zip(times, times[1:])]
+            # each later frame's share of the time, all its passes included (``passes``: a frame is made once a pass)
+            later = (times[-1] - times[0]) / (len(frames) - 1) if len(frames) > 1 else None
             _row(rows_file, name, mode, error, error / reference if reference else None, style, content,
-                 times[0], sum(later) / len(later) if later else None)
+                 times[0], later)
             columns.append((mode, frames))
         shown = args.gif or list(candidates)[:2]
         gif(out / f"{name}.gif", [columns[0]] + [column for column in columns[1:] if column[0] in shown])

@@ -144,14 +144,17 @@ def stylize(
     if is_clip(content):  # steady whatever the preset, unless --temporal-weight is given
         resolved = steady(resolved, {name for name, value in params.items() if value is not None})
 
-        def frame_done(index: int, count: int) -> None:
-            if not quiet:
-                typer.echo(f"frame {index + 1}/{count}", err=True)
+        def frame_done(index: int, count: int) -> None:  # counted in frames x passes
+            if quiet:
+                return
+            typer.echo(f"frame {index + 1}/{count}" if resolved.passes == 1 else
+                       f"frame {index + 1}/{count} ({count // resolved.passes} frames x {resolved.passes} passes)", err=True)
         done = stylize_clip_file(content, list(zip(style, weights)), output, resolved, device=device,
                                  on_frame=frame_done)
         if not quiet:
             ties = (f"each tied to the last along the flow, temporal_weight {resolved.temporal_weight:g}"
                     if resolved.temporal_weight else "each on its own: --temporal-weight 0")
+            ties += f"; {resolved.passes} passes" if resolved.passes > 1 else ""
             typer.echo(f"wrote {output} ({done.frames} frames, {len(done.shots)} shot(s), {done.stylized} stylized"
                        f" by this call; {ties})")
         return
@@ -186,9 +189,11 @@ def _stylize_with_network(content: Path, style: list[Path], output: Path, params
     where = {"painting": style[0] if style else None, "providers": providers, "device": str(resolve_device(device)),
              "notice": lambda message: typer.echo(message, err=True)}
     if is_clip(content):  # frame by frame, no flow: the network's own steadiness (its training's temporal cost)
-        def frame_done(index: int, count: int) -> None:
-            if not quiet:
-                typer.echo(f"frame {index + 1}/{count}", err=True)
+        def frame_done(index: int, count: int) -> None:  # counted in frames x passes
+            if quiet:
+                return
+            typer.echo(f"frame {index + 1}/{count}" if resolved.passes == 1 else
+                       f"frame {index + 1}/{count} ({count // resolved.passes} frames x {resolved.passes} passes)", err=True)
         frames, painted, provider = stylize_clip_with_network(content, network, output, params, on_frame=frame_done,
                                                               **where)
         if not quiet:

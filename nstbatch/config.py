@@ -93,6 +93,11 @@ class StyleParams:
         "hard", "video: where each tie is trusted: hard (0 or 1 from the forward-backward check) or soft (as"
         " artistic-videos builds it: each occlusion grown into its neighbours and the mask blurred, sigma 0.8)",
         "choice", ("hard", "soft"))
+    passes: int = _knob(
+        1, "video: passes over each shot (Ruder et al.'s multi-pass): 1, or an odd number: after the first"
+        " pass forward, passes alternate backward and forward, each frame starting from its picture of the"
+        " pass before blended with the neighbour just made warped into it, tied to it, in frame_steps; the"
+        " last runs forward like the first", "int", low=1, high=99)
     flow: str = _knob("dis-medium", "video: the optical flow, OpenCV's DIS at a preset (dis-ultrafast,"
                       " dis-fast, dis-medium), or torchvision's RAFT from a weights file you supply"
                       " (raft-small:PATH, raft-large:PATH; never downloaded)", "flow", DIS_FLOWS)
@@ -210,6 +215,9 @@ class StyleParams:
         if any(d < 1 or d != int(d) for d in self.temporal_frames) or len(set(self.temporal_frames)) != len(
                 self.temporal_frames):
             raise ParamError(f"temporal_frames must be distinct whole numbers from 1, got {self.temporal_frames!r}")
+        if self.passes % 2 == 0:
+            raise ParamError(f"passes {self.passes}: give an odd number (1, 3, 5…); passes alternate direction and"
+                             f" the last runs forward like the first, so frames are encoded as they are made")
         if self.style_cap and self.style_norm != "balanced":
             raise ParamError(f"style_cap {self.style_cap:g} needs style_norm: balanced (the cap is"
                              f" in the balanced cost's units); set style_norm balanced or style_cap 0")
@@ -284,10 +292,10 @@ LATER_FIELDS = {"resize": "long", "crop": "none", "jpeg_quality": 95, "webp_qual
                 "temporal_frames": [1.0], "frame_steps": 0, "scene_cut": 0.5, "flow": "dis-medium",
                 "frame_scales": "all", "temporal_mask": "hard", "codec": "auto", "crf": -1, "bitrate": 0,
                 "pixel_format": "auto",
-                "audio": "copy", "fps": 25.0}
+                "audio": "copy", "fps": 25.0, "passes": 1}
 # What only a clip's frames after the first read: a still image's job does not depend on them.
 VIDEO_FIELDS = ("temporal_weight", "temporal_frames", "frame_steps", "frame_scales", "scene_cut", "flow",
-                "temporal_mask")
+                "temporal_mask", "passes")
 # How a clip's output is written: a still image's job does not read them either.
 DELIVERY_FIELDS = ("codec", "crf", "bitrate", "pixel_format", "audio", "fps")
 

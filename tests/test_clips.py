@@ -94,6 +94,68 @@ def test_the_ties_steady_the_clip_and_a_cut_starts_a_new_shot(tmp_path, setup):
     assert warping_error(soft, 1) < 0.5 * warping_error(free, 1)
 
 
+def test_multi_pass_alternates_direction_resumes_mid_pass_and_ends_as_an_unbroken_run(tmp_path, setup):
+    """passes: 3 (issue 49): after the first pass forward, a pass backward and one forward, each
+    frame from its picture of the pass before blended with the neighbour just made; every shot
+    (cuts still part them) takes its passes; a stop in the middle of the backward pass resumes
+    there and ends equal to an unbroken run; the passes' pictures are freed as the next pass is
+    whole; progress counts frames x passes."""
+    params, features, targets = setup
+    params = dataclasses.replace(params, passes=3)
+    info = probe_clip(frames_folder(tmp_path, three_shots()))
+    size = clip_size(info, params, tmp_path / "out")
+    heard, whole = [], FrameStore(tmp_path / "whole")
+    done, _ = stylize_clip(info, targets, params, whole, size, ClipCall(features, on_frame=lambda i, n: heard.append((i, n))))
+    assert (done.stylized, done.shots) == (15, [0, 2, 3])
+    assert heard == [(i, 15) for i in range(15)]
+    assert sorted(p.name for p in whole.folder.rglob("*.png")) == [f"{i:06d}.png" for i in range(1, 6)]
+    one = FrameStore(tmp_path / "one")
+    stylize_clip(info, targets, dataclasses.replace(params, passes=1), one, size, ClipCall(features))
+    assert not any(np.array_equal(one.load(i), whole.load(i)) for i in range(5))
+    calls = []
+
+    def stop() -> bool:  # in the backward pass over the first shot, on its first frame (made second)
+        calls.append(1)
+        return len(calls) == params.steps + params.frame_steps + params.frame_steps + 2
+    stopped = FrameStore(tmp_path / "stopped")
+    with pytest.raises(Preempted):
+        stylize_clip(info, targets, params, stopped, size, ClipCall(features, Hooks(should_stop=stop)))
+    assert sorted(p.relative_to(stopped.folder).as_posix() for p in stopped.folder.rglob("*.png")) == [
+        "content/000001.png", "content/000002.png", "pass-01/000001.png", "pass-01/000002.png", "pass-02/000002.png"]
+    assert (stopped.made(3), whole.made(3)) == (3, 15)  # what `status` shows, in frames x passes
+    again, _ = stylize_clip(info, targets, params, stopped, size, ClipCall(features))
+    assert again.stylized == 15 - 3
+    for index in range(5):
+        assert np.array_equal(stopped.load(index), whole.load(index)), index
+    with pytest.raises(Exception, match="odd"):
+        dataclasses.replace(params, passes=2)
+
+
+def test_a_folder_output_with_bit_depth_16_gets_16_bit_frames_and_a_video_refuses_it(tmp_path, setup):
+    """bit_depth 16 (issue 49): a folder output's PNG frames at 16 bits a channel, the
+    optimiser's pictures before they are rounded to the 8-bit frames the ties read; a video
+    output refuses it before any work (its depth is its pixel_format)."""
+    from nstbatch.errors import InputError
+    from nstbatch.io.video import check_clip_output
+    from nstbatch.jobs.clip import write_clip
+    import cv2
+
+    params, features, targets = setup
+    params = dataclasses.replace(params, bit_depth=16)
+    info = probe_clip(frames_folder(tmp_path, pan_frames(3, 40, 32)))
+    size = clip_size(info, params, tmp_path / "out")
+    store = FrameStore(tmp_path / "frames")
+    _, pts = stylize_clip(info, targets, params, store, size, ClipCall(features))
+    write_clip(info, store, tmp_path / "out", size, pts, params)
+    for index, name in enumerate(sorted(p.name for p in (tmp_path / "clip").iterdir())):
+        deep = cv2.imread(str(tmp_path / "out" / name), cv2.IMREAD_UNCHANGED)[..., ::-1]  # Pillow reads 8 bits
+        assert deep.dtype == np.uint16 and deep.shape == (32, 40, 3), name
+        assert np.abs(deep / 257.0 - store.load(index)).max() <= 0.51  # the same picture, finer
+        assert len(np.unique(deep)) > len(np.unique(store.load(index)))
+    with pytest.raises(InputError, match="bit_depth 16 is for a folder"):
+        check_clip_output(tmp_path / "out.mp4", params)
+
+
 def three_shots() -> list[np.ndarray]:
     """Five frames in three shots: two of a pan, a cut to another scene (2), a cut to the pan
     upside down (3, 4)."""
@@ -125,6 +187,31 @@ def test_a_cut_needs_the_frames_after_it_unlike_the_take_a_flash_is_none(tmp_pat
         info = probe_clip(frames_folder(tmp_path / name, frames))
         assert list(find_shots(info, (32, 40), params, estimator(params.flow, "cpu")).starts) == starts, name
 
+
+
+def test_the_frame_after_a_flash_is_tied_across_it_so_the_style_goes_on(tmp_path, setup):
+    """A flash is no cut, and the frame after it is tied to the take's last frame before it
+    (``Shots.bridges``), not to the flashed frame the flow cannot trust: it starts from that
+    frame's output warped, so the paint goes on through the flash instead of starting again."""
+    from nstbatch.jobs.frames import Shots
+
+    params, features, targets = setup
+    pan = pan_frames(6, 40, 32)
+    frames = pan[:3] + [np.full_like(pan[0], 250)] + pan[4:]
+    info = probe_clip(frames_folder(tmp_path, frames))
+    size = clip_size(info, params, tmp_path / "out")
+    bridged, plain = FrameStore(tmp_path / "bridged"), FrameStore(tmp_path / "plain")
+    done, _ = stylize_clip(info, targets, params, bridged, size, ClipCall(features))
+    assert done.shots == [0] and bridged.shots().bridges == {4: 2}
+    plain.save_shots(Shots((0,), 6))  # the same take, the frame after the flash tied to the flash as before
+    stylize_clip(info, targets, params, plain, size, ClipCall(features))
+    assert all(np.array_equal(bridged.load(i), plain.load(i)) for i in range(4))
+
+    def across(store):  # frame 4 against frame 2's output warped into it, where the flow trusts it
+        back, forward = (dis_flow(gray(frames[a]), gray(frames[b])) for a, b in ((4, 2), (2, 4)))
+        c = reliable(back, forward)
+        return float((c * (tensor(store.load(4)) - warp(tensor(store.load(2)), back)) ** 2).sum() / c.sum())
+    assert across(bridged) < 0.5 * across(plain)
 
 
 def hold(path, stale=False):

@@ -83,7 +83,7 @@ VALUES = {
     "steps": ("7", 7), "optimizer": ("lbfgs", "lbfgs"), "lr": ("0.125", 0.125),
     "content_weight": ("2.5", 2.5), "style_weight": ("3.5", 3.5), "tv_weight": ("1.5", 1.5), "temporal_weight": ("40", 40.0),
     "temporal_frames": ("1,2,4", (1.0, 2.0, 4.0)), "frame_steps": ("30", 30), "frame_scales": ("all", "all"), "scene_cut": ("0.3", 0.3),
-    "flow": ("dis-fast", "dis-fast"), "temporal_mask": ("soft", "soft"), "codec": ("hevc", "hevc"), "crf": ("23", 23), "bitrate": ("8000", 8000),
+    "flow": ("dis-fast", "dis-fast"), "temporal_mask": ("soft", "soft"), "passes": ("3", 3), "codec": ("hevc", "hevc"), "crf": ("23", 23), "bitrate": ("8000", 8000),
     "pixel_format": ("yuv420p10le", "yuv420p10le"), "audio": ("drop", "drop"), "fps": ("29.97", 29.97),
     "content_layers": ("relu3_2", ("relu3_2",)), "style_layers": ("relu1_1,relu2_1", ("relu1_1", "relu2_1")),
     "style_layer_weights": ("1,2,3,4,10", (1.0, 2.0, 3.0, 4.0, 10.0)), "style_norm": ("seed", "seed"),
@@ -162,7 +162,7 @@ def test_video_parameters_rerun_clips_but_no_still_image(tmp_path):
         return params_hash(job, FileHashes(), "pastiche")
     for video in ({"temporal_weight": 30}, {"frame_steps": 20}, {"frame_scales": "all"}, {"flow": "dis-fast"},
                   {"codec": "prores"}, {"crf": 23}, {"bitrate": 800}, {"pixel_format": "yuv444p"}, {"audio": "drop"},
-                  {"fps": 24}, {"temporal_mask": "soft"}):
+                  {"fps": 24}, {"temporal_mask": "soft"}, {"passes": 3}):
         assert hashes("c.png", False, **video) == hashes("c.png", False), video
         assert hashes("clip", True, **video) != hashes("clip", True), video
 

@@ -578,6 +578,9 @@ def check_clip_output(path: str | os.PathLike, params=None) -> Path:
         check_output_path(path / "000001.png" if path.is_dir() else path.with_suffix(".png"))
     elif path.is_dir():
         raise InputError(f"{path}: is a folder; give a file name for the video output")
+    elif params is not None and params.bit_depth == 16:
+        raise InputError(f"{path}: bit_depth 16 is for a folder of PNG frames; a video's depth is its pixel_format",
+                         hint="give a folder as the output, or a 10-bit pixel_format (yuv422p10le) and bit_depth 8")
     else:
         encoding(path, params)
         check_output_path(path.with_suffix(".png"))  # its folder can be made and written

@@ -44,9 +44,9 @@ from PIL import Image
 import torch
 
 from ..config import StyleParams
-from ..engine.flow import FlowAhead, estimator
+from ..engine.flow import FlowAhead, estimator, links
 from ..engine.optimize import Memory, Result
-from ..engine.pixels import to_pil, to_tensor
+from ..engine.pixels import to_pil, to_tensor, to_uint16
 from ..engine.targets import StyleTarget
 from ..engine.vgg import VGGFeatures
 from ..errors import InputError
@@ -60,7 +60,7 @@ from ..styles.store import StyleTargetStore
 from .claims import CLAIM_STALE, Claim, claim_at
 from .cuts import check_count, find_shots, fitted
 from .frames import FrameStore, Sealing, Shots, ShotState
-from .lockstep import Need, drive, frame_need
+from .lockstep import Need, drive, frame_need, pass_need
 from .single import Hooks, Preempted
 
 # Seconds between looks at the shots other runs hold, while a clip's owner waits for them.
@@ -185,7 +185,12 @@ class _ShotWork:
         self.store, self.shots, self.flow, self.call, self.done = store, shots, flow, call, done
         self.claim: Claim | None = None
         self.distances = tuple(int(d) for d in params.temporal_frames)
+        self.reach = max(self.distances) + shots.beyond  # the farthest frame back a tie looks at
         self.soft = params.temporal_mask == "soft"
+        # each pass's pictures (the last pass's in the store itself), and the content frames the
+        # passes after the first read back (``passes``)
+        self.stores = [store.pass_store(k) for k in range(1, params.passes)] + [store]
+        self.content = store.pass_store(0) if params.passes > 1 else None
         inner = call.hooks or Hooks()
 
         def beat() -> bool:  # asked before every update: the shot's claim lives while its frames are made
@@ -197,7 +202,7 @@ class _ShotWork:
     def needs(self) -> Generator[Need, torch.Tensor, list[int | None]]:
         """Yields each frame to make (``_Need``) and takes its stylized image back; returns
         the clip's timestamps."""
-        store, shots = self.store, self.shots
+        shots = self.shots
         flows = FlowAhead(threads=2)
         seen: dict[int, object] = {}  # the shot's content frames as the flow reads them, as far back as ties reach
         outputs: dict[int, np.ndarray] = {}  # its written outputs, as far back
@@ -213,6 +218,8 @@ class _ShotWork:
                     if pending is not None:
                         yield from self._finish(*pending, flows, submitted, outputs)
                         pending = None
+                    if active:
+                        yield from self._later_passes(current)
                     self._let_go()
                     seen.clear()
                     outputs.clear()
@@ -220,17 +227,21 @@ class _ShotWork:
                 if not active:
                     continue
                 rgb = fitted(frame.rgb, self.size)
+                if self.content is not None and not self.content.has(index):
+                    self.content.save(index, rgb, frame.pts)
                 seen[index] = self.flow.prepare(rgb)
-                if index > shots.starts[shot] and not store.has(index):
-                    flows.submit(index, seen, self.distances, self.flow, self.soft)
+                if index > shots.starts[shot] and not self._made(index):
+                    flows.submit(index, seen, self._distances(index), self.flow, self.soft)
                     submitted.add(index)
-                for old in [k for k in seen if k < index - max(self.distances)]:
+                for old in [k for k in seen if k < index - self.reach]:
                     del seen[old]
                 if pending is not None:
                     yield from self._finish(*pending, flows, submitted, outputs)
                 pending = (index, rgb, frame.pts)
             if pending is not None:
                 yield from self._finish(*pending, flows, submitted, outputs)
+            if active:
+                yield from self._later_passes(current)
         finally:
             flows.close()
             self._let_go()
@@ -240,13 +251,27 @@ class _ShotWork:
     def _first_needed(self) -> int:
         """Where this pass starts decoding: the first shot not done, at its first missing frame
         less the frames that one is tied to (their pictures, and their outputs as written)."""
-        store, shots = self.store, self.shots
+        shots = self.shots
         for shot in range(len(shots.starts)):
             span = shots.span(shot)
-            missing = next((index for index in span if not store.has(index)), None)
-            if missing is not None:
-                return max(span.start, missing - max(self.distances))
+            if self.store.has(span[-1]):  # its last pass runs forward: its last frame says the shot is made
+                continue
+            missing = next((index for index in span if not self._made(index)), None)
+            if missing is None:  # its first pass is made: the later ones read their frames back
+                return span[-1]
+            return max(span.start, missing - self.reach)
         return shots.frames
+
+    def _distances(self, index: int) -> tuple[int, ...]:
+        """How far back frame ``index``'s ties look: ``temporal_frames``, from the last frame
+        of the take before a flash for the frame after it (``Shots.bridges``), so that the
+        style goes on through the flash instead of starting again after it."""
+        bridge = self.shots.bridges.get(index, 1)
+        return tuple(d + bridge - 1 for d in self.distances)
+
+    def _made(self, index: int) -> bool:
+        """Whether frame ``index``'s first pass is made."""
+        return self.stores[0].has(index) or (len(self.stores) > 1 and self.store.passes_done(self.shots.of(index)) >= 1)
 
     def _take(self, shot: int) -> bool:
         """Claim ``shot`` unless its frames are written; True if this pass makes them."""
@@ -265,20 +290,71 @@ class _ShotWork:
 
     def _finish(self, index: int, rgb: np.ndarray, pts: int | None, flows: FlowAhead, submitted: set[int],
                 outputs: dict[int, np.ndarray]) -> Generator[Need, torch.Tensor, None]:
-        store, done = self.store, self.done
-        if not store.has(index):
+        store, done = self.stores[0], self.done
+        if not self._made(index):
             ties = flows.result(index) if index in submitted else []
             submitted.discard(index)
             image = yield frame_need(rgb, ties, outputs, index, self.call.device)
-            store.save(index, np.asarray(to_pil(image)), pts)
+            store.save(index, np.asarray(to_pil(image)), pts, _deep(image, self.params) if len(self.stores) == 1 else None)
             done.stylized += 1
-            if self.call.on_frame is not None:
-                self.call.on_frame(index, self.info.frames)
+            start = self.shots.starts[self.shots.of(index)]
+            self._heard(start, 1, index - start)
         if store.kept(index):  # encoded ones are past every later frame's reach (``FrameStore.seal``)
             outputs[index] = store.load(index)  # the ties of later frames: the output as written, always
-        for old in [k for k in outputs if k <= index - max(self.distances)]:
+        for old in [k for k in outputs if k <= index - self.reach]:
             del outputs[old]
         store.seal(self.info.frames)
+
+
+    def _later_passes(self, shot: int) -> Generator[Need, torch.Tensor, None]:
+        """The passes after the first over ``shot`` (``passes``): backward, then forward, in
+        turn, each frame from its picture of the pass before (``lockstep.pass_need``). A pass's
+        pictures are kept until the next one is whole; the content frames until the last is."""
+        span, passes = self.shots.span(shot), len(self.stores)
+        if passes == 1:
+            return
+        if self.store.passes_done(shot) < 1:
+            self.store.save_passes_done(shot, 1)
+        for number in range(self.store.passes_done(shot) + 1, passes + 1):
+            order = list(span) if number % 2 else list(reversed(span))
+            yield from self._pass(number, order)
+            self.store.save_passes_done(shot, number)
+            self.stores[number - 2].drop(span)
+        self.content.drop(span)
+
+    def _pass(self, number: int, order: list[int]) -> Generator[Need, torch.Tensor, None]:
+        """Pass ``number`` over a shot's frames in ``order``; frames made before are passed over."""
+        before, store, reach = self.stores[number - 2], self.stores[number - 1], max(self.distances)
+        seen: dict[int, object] = {}  # the content frames as the flow reads them, by position in ``order``
+        outputs: dict[int, np.ndarray] = {}  # this pass's pictures as written, by position
+        for position, index in enumerate(order):
+            rgb = self.content.load(index)
+            seen[position] = self.flow.prepare(rgb)
+            if not store.has(index):
+                ties = links(seen, position, self.distances, self.flow, self.soft) if position else []
+                image = yield pass_need(rgb, before.load(index), ties, outputs, position, self.call.device)
+                store.save(index, np.asarray(to_pil(image)), self.content.stamp(index),
+                           _deep(image, self.params) if store is self.store else None)
+                self.done.stylized += 1
+                self._heard(min(order), number, position)
+            if store.kept(index):
+                outputs[position] = store.load(index)
+            for old in [k for k in (*seen, *outputs) if k <= position - reach]:
+                seen.pop(old, None)
+                outputs.pop(old, None)
+            store.seal(self.info.frames)
+
+    def _heard(self, start: int, number: int, position: int) -> None:
+        """Tell ``call.on_frame`` of a frame made: the ``position``-th of pass ``number`` over
+        the shot that begins at frame ``start``, counted in frames × passes for the clip."""
+        if self.call.on_frame is not None:
+            passes, length = len(self.stores), self.shots.span(self.shots.of(start)).stop - start
+            self.call.on_frame(start * passes + (number - 1) * length + position, self.info.frames * passes)
+
+
+def _deep(image: torch.Tensor, params: StyleParams) -> np.ndarray | None:
+    """A frame's 16-bit pixels where the output asks for them (``bit_depth: 16``), else None."""
+    return to_uint16(image) if params.bit_depth == 16 else None
 
 
 def check_clip_files(content: Path, styles: Sequence[tuple[Path, float]], output: Path,
@@ -361,7 +437,7 @@ def network_clip_job(job: Job, frames: FrameStore, call: NetworkFrames) -> tuple
             raise FramesKept(f"stopped after {frames.count()} frame(s) of the clip; they are kept")
         images = call.paint(torch.cat([to_tensor(Image.fromarray(rgb)) for _, rgb, _ in waiting]))
         for (index, _, stamp), image in zip(waiting, images):
-            frames.save(index, np.asarray(to_pil(image[None])), stamp)
+            frames.save(index, np.asarray(to_pil(image[None])), stamp, _deep(image[None], job.params))
             painted += 1
             if call.on_frame is not None:
                 call.on_frame(index, info.frames)
@@ -408,7 +484,8 @@ def write_clip(info: ClipInfo, store: FrameStore, output: Path, size: tuple[int,
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     names = [f"{file.stem}.png" for file in frame_files(info.path)] if info.folder else None
+    deep = params is not None and params.bit_depth == 16
     for index in range(len(pts)):
-        source = store.path(index)
+        source = store.deep_path(index) if deep else store.path(index)
         atomic_write(output / (names[index] if names else source.name),
                      lambda f, source=source: f.write(source.read_bytes()))

@@ -37,7 +37,7 @@ def find_shots(info: ClipInfo, size: tuple[int, int], params: StyleParams, flow)
         cuts.feed(frame.index, flow.prepare(fitted(frame.rgb, size)))
         count += 1
     check_count(info, count)
-    return Shots(tuple(cuts.end()), count)
+    return Shots(tuple(cuts.end()), count, cuts.bridges)
 
 
 class _Cuts:
@@ -49,10 +49,13 @@ class _Cuts:
         self.starts: list[int] = [0]
         self.anchor = None  # (index, prepared frame)
         self.pending: list = []
+        self.bridges: dict[int, int] = {}  # a frame after a flash -> how far back the take's last frame is
 
     def feed(self, index: int, prepared) -> None:
         if self.anchor is None or _trusted(*self.anchor, index, prepared, self.flow, self.params):
-            self.anchor, self.pending = (index, prepared), []  # the take goes on (over a flash, if any)
+            if self.anchor is not None and self.anchor[0] != index - 1:
+                self.bridges[index] = index - self.anchor[0]  # the take goes on over a flash: tied across it
+            self.anchor, self.pending = (index, prepared), []
             return
         self.pending.append((index, prepared))
         if len(self.pending) > CUT_EVIDENCE:

@@ -14,6 +14,7 @@ its frame's input timestamp, so a segment encoded after a resume has them all.""
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,10 +37,19 @@ JOINING = "joining"  # the marker of a join under way (``FrameStore.joining``)
 
 @dataclass(frozen=True)
 class Shots:
-    """A clip's shots: the first frame of each (the first is 0), and the clip's frame count."""
+    """A clip's shots: the first frame of each (the first is 0), and the clip's frame count;
+    ``bridges``: the frames after a flash (or a glitch of a frame or two) that are no cut, each
+    with how far back the last frame of the take before the flash is, which it is tied to
+    instead of the flashed frame."""
 
     starts: tuple[int, ...]
     frames: int
+    bridges: dict[int, int] = dataclasses.field(default_factory=dict, hash=False)
+
+    @property
+    def beyond(self) -> int:
+        """How much farther back than ``temporal_frames`` a bridged frame's ties reach."""
+        return max(self.bridges.values(), default=1) - 1
 
     def of(self, index: int) -> int:
         """The shot frame ``index`` is in."""
@@ -103,18 +113,51 @@ class FrameStore:
         """Whether frame ``index`` is a PNG still (``load`` reads it)."""
         return self.path(index).is_file()
 
-    def save(self, index: int, rgb: np.ndarray, pts: int | None = None) -> None:
-        """Frame ``index``, with its input timestamp ``pts`` (None: a folder's frame)."""
+    def deep_path(self, index: int) -> Path:
+        """Frame ``index`` at 16 bits a channel, for a folder output with ``bit_depth: 16``."""
+        return self.folder / "16-bit" / self.path(index).name
+
+    def save(self, index: int, rgb: np.ndarray, pts: int | None = None, deep: np.ndarray | None = None) -> None:
+        """Frame ``index``, with its input timestamp ``pts`` (None: a folder's frame); ``deep``:
+        its 16-bit pixels too, written first (``has`` reads the 8-bit frame, which ties read)."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        if deep is not None:
+            self.deep_path(index).parent.mkdir(exist_ok=True)
+            save_image(deep, self.deep_path(index))
         save_image(Image.fromarray(rgb), self.path(index), {"pts": pts} if pts is not None else None)
 
     def load(self, index: int) -> np.ndarray:
         return np.asarray(load_image(self.path(index)))
 
+    def stamp(self, index: int) -> int | None:
+        """Frame ``index``'s input timestamp as saved with it, None for a folder's frame."""
+        pts = read_provenance(self.path(index)).get("pts")
+        return int(pts) if pts is not None else None
+
     def pts(self, index: int) -> int:
         """Frame ``index``'s input timestamp as saved with it; a folder's frame: its index."""
         pts = read_provenance(self.path(index)).get("pts")
         return int(pts) if pts is not None else index
+
+    def drop(self, span: range) -> None:
+        """Delete the PNGs of the frames in ``span`` (a multi-pass shot's pictures of a pass it
+        no longer needs)."""
+        for index in span:
+            self.path(index).unlink(missing_ok=True)
+
+    def pass_store(self, number: int) -> "FrameStore":
+        """Where the pictures of pass ``number`` of a multi-pass clip are kept until the next
+        pass is made (``passes``); the last pass's are this store's own. ``pass_store(0)``: the
+        clip's content frames, as fitted, for the passes after the first to read back."""
+        return FrameStore(self.folder / (f"pass-{number:02d}" if number else "content"))
+
+    def passes_done(self, shot: int) -> int:
+        """The passes of ``shot`` whose frames are all made (a multi-pass clip's)."""
+        data = read_json(self.folder / f"passes-{shot + 1:06d}.json")
+        return int(data.get("done", 0)) if isinstance(data, dict) else 0
+
+    def save_passes_done(self, shot: int, done: int) -> None:
+        write_json(self.folder / f"passes-{shot + 1:06d}.json", {"done": done})
 
     def count(self) -> int:
         """The frames written: PNGs, and those encoded in segments."""
@@ -126,6 +169,18 @@ class FrameStore:
             sealed += min(SEGMENT_FRAMES, shots.frames - start) if shots is not None else SEGMENT_FRAMES
         return len(list(self.folder.glob("[0-9]*.png"))) + sealed
 
+    def made(self, passes: int = 1) -> int:
+        """The frames made, a frame counted once a pass (``passes``): the last pass's (``count``),
+        the pictures of earlier passes still kept, and those of passes whose pictures are freed."""
+        if passes == 1:
+            return self.count()
+        shots = self.shots()
+        if shots is None:
+            return 0
+        freed = sum(max(self.passes_done(k) - 1, 0) * len(shots.span(k)) for k in range(len(shots.starts)))
+        kept = sum(len(list(self.pass_store(n).folder.glob("[0-9]*.png"))) for n in range(1, passes))
+        return freed + kept + self.count()
+
     def seal(self, frames: int) -> None:
         """Encode each segment of the clip (``frames`` long) whose frames, and ``reach`` past
         them, are written, and delete its PNGs (``Sealing``; nothing without it)."""
@@ -135,9 +190,11 @@ class FrameStore:
         from ..io.video import encode_segment
 
         pending = sorted({int(path.stem) - 1 for path in self.folder.glob("[0-9]*.png")})
+        shots = self.shots()
+        reach = sealing.reach + (shots.beyond if shots is not None and sealing.reach else 0)  # past a flash
         for segment in sorted({index // SEGMENT_FRAMES for index in pending}):
             span = range(segment * SEGMENT_FRAMES, min((segment + 1) * SEGMENT_FRAMES, frames))
-            after = range(span.stop, min(span.stop + sealing.reach, frames))
+            after = range(span.stop, min(span.stop + reach, frames))
             if self.segment_path(segment).is_file() or not all(self.has(index) for index in (*span, *after)):
                 continue
             try:
@@ -185,12 +242,14 @@ class FrameStore:
     def shots(self) -> Shots | None:
         data = read_json(self.folder / "shots.json")
         try:
-            return Shots(tuple(int(i) for i in data["starts"]), int(data["frames"])) if data else None
+            return Shots(tuple(int(i) for i in data["starts"]), int(data["frames"]),
+                         {int(k): int(v) for k, v in data.get("bridges", {}).items()}) if data else None
         except (KeyError, TypeError, ValueError):
             return None  # not one of ours: found again
 
     def save_shots(self, shots: Shots) -> Shots:
-        write_json(self.folder / "shots.json", {"starts": list(shots.starts), "frames": shots.frames})
+        write_json(self.folder / "shots.json", {"starts": list(shots.starts), "frames": shots.frames,
+                                                "bridges": {str(k): v for k, v in shots.bridges.items()}})
         return shots
 
     def claim_path(self, shot: int) -> Path:

@@ -109,7 +109,27 @@ def frame_need(rgb: np.ndarray, links: list[Link], outputs: dict[int, np.ndarray
     content = to_tensor(Image.fromarray(rgb)).to(device)
     if not links:
         return Need(content)
-    warped = [warp(to_tensor(Image.fromarray(outputs[index - link.distance])).to(device), link.backward.to(device))
+    ties = _ties(links, outputs, index, device)
+    return Need(content, warped_start(content, ties[0][0], links[0].weights.to(device)), ties)
+
+
+def pass_need(rgb: np.ndarray, before: np.ndarray, links: list[Link], outputs: dict[int, np.ndarray], position: int,
+              device) -> Need:
+    """One frame of a pass after the first (``passes``; artistic-videos' multi-pass, its blend
+    weight 1): from its picture of the pass before, ``before``, averaged with the neighbour this
+    pass just made warped into it where the flow is trusted, ``(x' + c·ω(x_n)) / (1 + c)``, and
+    tied to this pass's neighbours (``outputs`` and ``links`` by position in the pass's order)."""
+    content = to_tensor(Image.fromarray(rgb)).to(device)
+    previous = to_tensor(Image.fromarray(before)).to(device)
+    if not links:
+        return Need(content, previous)
+    ties = _ties(links, outputs, position, device)
+    trusted = links[0].weights.to(device)
+    return Need(content, (previous + trusted * ties[0][0]) / (1 + trusted), ties)
+
+
+def _ties(links: list[Link], outputs: dict[int, np.ndarray], at: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The earlier outputs warped into frame ``at`` along its links, each with its long-term weight."""
+    warped = [warp(to_tensor(Image.fromarray(outputs[at - link.distance])).to(device), link.backward.to(device))
               for link in links]
-    weights = long_term_weights([link.weights.to(device) for link in links])
-    return Need(content, warped_start(content, warped[0], links[0].weights.to(device)), list(zip(warped, weights)))
+    return list(zip(warped, long_term_weights([link.weights.to(device) for link in links])))

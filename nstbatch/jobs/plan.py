@@ -255,9 +255,11 @@ def plan_shards(manifest_path: str | os.PathLike, count: int, batch: int = 1,
 
 def _steps(job: Job, frames: int) -> int:
     """A job's steps: an image's, or a clip's over its frames (each after the first in
-    ``frame_steps``; shots cut short by scene cuts take the full steps, unknown here)."""
+    ``frame_steps``, and each frame again in each pass after the first; shots cut short by scene
+    cuts take the full steps, unknown here)."""
     params = job.params
-    return params.steps + (frames - 1) * (params.frame_steps or params.steps) if job.clip else params.steps
+    later = params.frame_steps or params.steps
+    return params.steps + (frames - 1) * later + frames * (params.passes - 1) * later if job.clip else params.steps
 
 
 # What a worker holds before its first job: the interpreter, torch, the network (measured on

@@ -33,7 +33,9 @@ class JobView:
         if self.frames is None:
             return None
         made, count = self.frames
-        return f"clip {self.job.id} ({self.job.where}): {made} of {count} frame(s) made; {self.status.value}"
+        passes = self.job.params.passes
+        what = "frame(s)" if passes == 1 else f"frame passes ({count // passes} frames x {passes} passes)"
+        return f"clip {self.job.id} ({self.job.where}): {made} of {count} {what} made; {self.status.value}"
 
 
 @dataclass
@@ -118,7 +120,8 @@ def status(manifest_path: str | os.PathLike, state_dir: str | os.PathLike | None
         if job.clip and standing.hash and standing.status != JobState.DONE:
             store = FrameStore(state.frames_path(job.id, standing.hash))
             shots = store.shots()
-            view.frames = (store.count(), shots.frames) if shots else None
+            passes = job.params.passes
+            view.frames = (store.made(passes), shots.frames * passes) if shots else None
         if histories:
             view.history = read_history(state, job.id)
         views.append(view)
