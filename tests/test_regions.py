@@ -249,10 +249,15 @@ def test_a_dataset_tree_takes_its_masks_from_a_tree_beside_it_resumes_and_shards
     assert code == 1 and "puts the masks in the dataset folder" in err
 
 
-def test_shards_carry_each_sample_s_keep_mask_as_a_member_and_the_output_shards_take_it_along(tmp_path, capsys):
-    """WebDataset in and out (issue 50): ``keep: "{shard}/{key}.mask.png"`` reads each sample's
-    own mask member (no image of its own: the sample's image is its .png), a sample without one
-    fails alone naming it; ``copy: mask.png`` puts the mask beside each output sample."""
+@pytest.mark.parametrize("member, regions", [
+    ("mask", "keep: '{shard}/{key}.mask.png'"),
+    ("labels", "labels: '{shard}/{key}.labels.png', regions: {255: keep, default: style}")])
+def test_shards_carry_each_sample_s_keep_mask_as_a_member_and_the_output_shards_take_it_along(
+        tmp_path, capsys, member, regions):
+    """WebDataset in and out (issue 50): ``keep: "{shard}/{key}.mask.png"`` (or a label image,
+    ``labels: "{shard}/{key}.labels.png"``) reads each sample's own member (no image of its
+    own: the sample's image is its .png), a sample without one fails alone naming it; ``copy:
+    mask.png`` puts it beside each output sample."""
     import io
     import tarfile
 
@@ -269,7 +274,7 @@ def test_shards_carry_each_sample_s_keep_mask_as_a_member_and_the_output_shards_
     keep[8:24, 8:24] = 255
     (tmp_path / "wds").mkdir()
     with tarfile.open(tmp_path / "wds" / "train-000000.tar", "w") as tar:
-        for name, data in (("s1.png", png(pattern(48, 32, phase=0.4))), ("s1.mask.png", png(keep)),
+        for name, data in (("s1.png", png(pattern(48, 32, phase=0.4))), (f"s1.{member}.png", png(keep)),
                            ("s2.png", png(pattern(48, 32, phase=1.3)))):
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -277,14 +282,103 @@ def test_shards_carry_each_sample_s_keep_mask_as_a_member_and_the_output_shards_
     red_pool(tmp_path)
     (tmp_path / "m.yaml").write_text(
         DATASET_DEFAULTS + "jobs:\n"
-        "  - {dataset: 'wds/train-000000.tar', style_pool: paintings/, keep: '{shard}/{key}.mask.png',"
-        " copy: mask.png, output: 'out/{shard_stem}.tar'}\n")
+        f"  - {{dataset: 'wds/train-000000.tar', style_pool: paintings/, {regions},"
+        f" copy: {member}.png, output: 'out/{{shard_stem}}.tar'}}\n")
     code, out, err = run_cli(capsys, "run", tmp_path / "m.yaml", "--skip-invalid")
     assert code == 1 and "done 1, already done 0, failed 0, invalid 1" in out, err
-    assert "(wds/train-000000.tar/s2.png): mask: " in err and "s2.mask.png" in err
+    assert "(wds/train-000000.tar/s2.png): mask: " in err and f"s2.{member}.png" in err
     with tarfile.open(tmp_path / "out" / "train-000000.tar") as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
-    assert sorted(members) == ["s1.json", "s1.mask.png", "s1.png"] and members["s1.mask.png"] == png(keep)
+    assert sorted(members) == ["s1.json", f"s1.{member}.png", "s1.png"] and members[f"s1.{member}.png"] == png(keep)
     made = np.asarray(Image.open(io.BytesIO(members["s1.png"])), dtype=np.float64)
     photo = pattern(48, 32, phase=0.4).astype(np.float64)
     assert np.abs(made - photo)[10:22, 10:22].mean() < 4 < np.abs(made - photo)[:, 30:].mean()
+
+
+def test_a_label_image_and_its_table_paint_as_the_masks_they_stand_for(tmp_path, capsys):
+    """``labels:`` with a ``regions:`` table (issue 50): a segmentation map's values to
+    paintings or keep, the paintings the job's; the picture is the one the same regions drawn
+    as masks give (one path). Mistakes found before any work: a colour label image, a value
+    named twice, style beside labels, labels without a table; a changed table reruns the job."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import run_cli
+
+    Image.fromarray(pattern(64, 48, phase=0.4)).save(tmp_path / "photo.png")
+    for name, painting in (("red", stripes(True, 0)), ("blue", stripes(False, 2))):
+        Image.fromarray((painting[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(tmp_path / f"{name}.png")
+    labels = np.full((48, 64), 3, np.uint8)  # 3: the left half (the default's), 9: the right, 14: kept
+    labels[:, 32:] = 9
+    labels[16:32, 40:56] = 14
+    Image.fromarray(labels).save(tmp_path / "labels.png")
+    Image.fromarray(labels).convert("P").save(tmp_path / "palette.png")  # the same values as palette indices
+    Image.fromarray(np.stack([labels] * 3, -1)).save(tmp_path / "colour.png")
+    for name, region in (("left", labels == 3), ("right", labels == 9), ("keep", labels == 14)):
+        Image.fromarray(region.astype(np.uint8) * 255).save(tmp_path / f"{name}.png")
+    defaults = ("defaults: {size: 64, steps: 30, scales: '1', style_layers: 'relu1_1,relu2_1,relu3_1',"
+                " content_layers: relu2_2, precision: fp32}\n")
+    table = "{default: red.png, 9: blue.png, 14: keep}"
+    (tmp_path / "m.yaml").write_text(defaults + "jobs:\n"
+        f"  - {{content: photo.png, labels: labels.png, regions: {table}, output: out/labels.png}}\n"
+        f"  - {{content: photo.png, labels: palette.png, regions: {table}, output: out/palette.png}}\n"
+        "  - {content: photo.png, style: [red.png, blue.png], masks: [left.png, right.png], keep: keep.png,"
+        " output: out/masks.png}\n"
+        f"  - {{content: photo.png, labels: colour.png, regions: {table}, output: out/colour.png}}\n"
+        "  - {content: photo.png, labels: labels.png, regions: {3: red.png, '3,9': blue.png}, output: out/twice.png}\n"
+        f"  - {{content: photo.png, style: red.png, labels: labels.png, regions: {table}, output: out/style.png}}\n"
+        "  - {content: photo.png, labels: labels.png, output: out/alone.png}\n")
+    code, _, err = run_cli(capsys, "validate", tmp_path / "m.yaml")
+    assert code == 1 and "m.yaml:6: labels " in err and "colour.png is a RGB image" in err
+    assert "m.yaml:7: regions: label value 3 is named twice" in err
+    assert "m.yaml:8: with labels, the regions table names the paintings" in err
+    assert "m.yaml:9: labels (a label image: a value per pixel) and regions" in err
+    code, out, err = run_cli(capsys, "run", tmp_path / "m.yaml", "--skip-invalid")
+    assert "done 3, already done 0, failed 0, invalid 4" in out, err
+    made = {name: np.asarray(Image.open(tmp_path / "out" / f"{name}.png"), dtype=np.float64)
+            for name in ("labels", "palette", "masks")}
+    assert np.abs(made["labels"] - made["masks"]).mean() < 1 and np.array_equal(made["labels"], made["palette"])
+    photo = np.asarray(Image.open(tmp_path / "photo.png"), dtype=np.float64)
+    assert np.abs(made["labels"] - photo)[18:30, 42:54].mean() < 4  # 14: kept as photographed
+    assert made["labels"][:, :24, 0].mean() > made["labels"][:, 36:40, 0].mean()  # red columns on the left
+    (tmp_path / "m.yaml").write_text((tmp_path / "m.yaml").read_text().replace("9: blue.png", "9: red.png", 1))
+    code, out, _ = run_cli(capsys, "run", tmp_path / "m.yaml", "--skip-invalid")
+    assert "done 1, already done 2" in out
+
+
+def test_a_dataset_keeps_the_labelled_objects_its_label_tree_names(tmp_path, capsys):
+    """A dataset entry's label images from a tree beside it (``labels:`` a template) and a
+    table of ``style`` or ``keep``: the people (15) kept, the rest painted; an image whose
+    label image is missing fails alone, naming it."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import run_cli
+
+    for rel, phase in (("a.png", 0.4), ("sub/b.png", 1.1), ("c.png", 2.0)):
+        (tmp_path / "photos" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pattern(48, 32, phase=phase)).save(tmp_path / "photos" / rel)
+    labels = np.zeros((32, 48), np.uint8)
+    labels[8:24, 8:24] = 15
+    for rel in ("a", "sub/b"):
+        (tmp_path / "labels" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(labels).save(tmp_path / "labels" / f"{rel}.png")
+    red_pool(tmp_path)
+    (tmp_path / "m.yaml").write_text(
+        DATASET_DEFAULTS + "jobs:\n"
+        "  - {dataset: photos/, style_pool: paintings/, labels: 'labels/{content_relpath}.png',"
+        " regions: {15: keep, default: style}, output: 'out/{content_relpath}.png'}\n")
+    code, _, err = run_cli(capsys, "validate", tmp_path / "m.yaml")
+    assert code == 1 and "(c.png)" in err and "labels/c.png" in err and "(a.png)" not in err
+    code, out, err = run_cli(capsys, "run", tmp_path / "m.yaml", "--skip-invalid")
+    assert "done 2" in out, err
+    for rel in ("a", "sub/b"):
+        made = np.asarray(Image.open(tmp_path / "out" / f"{rel}.png"), dtype=np.float64)
+        photo = np.asarray(Image.open(tmp_path / "photos" / f"{rel}.png"), dtype=np.float64)
+        assert np.abs(made - photo)[10:22, 10:22].mean() < 4 < np.abs(made - photo)[:, 30:].mean(), rel
+    (tmp_path / "m.yaml").write_text(
+        DATASET_DEFAULTS + "jobs:\n"
+        "  - {dataset: photos/, style_pool: paintings/, labels: 'labels/{content_relpath}.png',"
+        " regions: {15: keep, default: paintings/red.png}, output: 'out/{content_relpath}.png'}\n")
+    code, _, err = run_cli(capsys, "validate", tmp_path / "m.yaml")
+    assert code == 1 and "a dataset entry's values take style" in err

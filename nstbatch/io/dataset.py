@@ -31,7 +31,7 @@ DATASET_KEYS = ("dataset", "style_pool", "variants", "assign", "output", "copy",
 # An entry whose images go through a trained network (``nstbatch train`` trains it from them).
 NETWORK_KEYS = ("network", "train_size", "train_steps", "train_batch", "refine_steps")
 # An entry whose images are painted in part (docs/regions.md): a mask per image, from a tree beside the images.
-REGION_KEYS = ("masks", "keep")
+REGION_KEYS = ("masks", "keep", "labels")
 # What each key of a dataset entry means, for the reference (docs/make_reference.py).
 DATASET_HELP = {
     "dataset": "a folder walked recursively (sorted; symlinked folders not followed), or WebDataset shards"
@@ -59,6 +59,10 @@ DATASET_HELP = {
              " `{shard}/{key}.mask.png`",
     "keep": "each image's keep mask, white where the photo is kept as photographed (faces, people, labelled"
             " objects): a template as for `masks`",
+    "labels": "each image's label image (a segmentation map, one value a pixel), instead of masks: a template as"
+              " for `masks` (`{shard}/{key}.labels.png` for shards)",
+    "regions": "with labels: a table from label values (`15`, `\"3,4\"`, `default`) to `style` (the image's"
+               " painting) or `keep` (the photo kept: people, lesions, text)",
 }
 DATASET_TEMPLATE_FIELDS = ("content_reldir", "content_relpath", "content_stem", "style_stem",
                            "variant", "id", "index", "shard_stem", "key", "shard")

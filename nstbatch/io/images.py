@@ -146,6 +146,29 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> Image.Image:
     return resize_long_side(rgb, size) if size else rgb
 
 
+# A label image's modes: one value a pixel (grey, palette indices, 16-bit grey).
+LABEL_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def load_labels(path: str | os.PathLike) -> np.ndarray:
+    """A label image (a segmentation map: one value a pixel, each value a region; a grey or
+    palette PNG, 8 or 16 bits), upright, as an integer array ``(H, W)``: the values as stored,
+    never scaled (a palette image's indices, not its colours)."""
+    probe_image(path)
+    try:
+        with Image.open(_source(Path(path), webdataset.is_member(path))) as im:
+            im.seek(0)
+            im = ImageOps.exif_transpose(im)
+            if im.mode not in LABEL_MODES:
+                raise InputError(f"{path}: a label image holds one value a pixel; this one is {im.mode}",
+                                 hint="save the segmentation map as a grey or palette PNG (its values, not colours)")
+            return np.asarray(im).astype(np.int64)
+    except InputError:
+        raise
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{path}: cannot decode image ({e})", hint="the file may be truncated or corrupt") from None
+
+
 def resize_long_side(im: Image.Image, size: int) -> Image.Image:
     """Scale so the long side is ``size`` px (Lanczos), keeping the aspect ratio."""
     new = long_side_size(*im.size, size)

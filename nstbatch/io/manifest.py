@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -57,6 +57,11 @@ YAML_HELP = {
              " no mask covers is kept as photographed",
     "keep": "entry: an image, white where the photo is kept as photographed (faces, text, labelled objects):"
             " no painting there, and the photo laid back through a soft edge (docs/regions.md)",
+    "labels": "entry, instead of masks: a label image (a segmentation map: one value a pixel, a grey or palette"
+              " PNG of 8 or 16 bits) drawn over the content; `regions` says which value takes which painting",
+    "regions": "entry, with labels: a table from label values (`3`, or several: `\"3,4\"`) and `default` (every"
+               " other value) to a painting or `keep`; its paintings are the job's (leave out style); a value"
+               " it does not name, without a default, is kept as photographed (docs/regions.md)",
     "network": "entry: a trained transform network (`nets/NAME.onnx`, `nstbatch train`) that paints the entry's"
                " images, or its clip frame by frame with no flow, in one pass each; `style` names which of its"
                " paintings (one network trained with `temporal_weight` stays steady on video: docs/networks.md)",
@@ -64,16 +69,83 @@ YAML_HELP = {
 
 
 @dataclass(frozen=True)
+class LabelTable:
+    """Which values of a label image go where: ``paints[r]``, the values painting r of the
+    job's styles paints; ``keep``, the values kept as photographed; ``default``, the painting
+    that paints every value the table does not name (None: those are kept too)."""
+
+    paints: tuple[tuple[int, ...], ...]
+    keep: tuple[int, ...] = ()
+    default: int | None = None
+
+    def named(self) -> tuple[int, ...]:
+        return tuple(v for values in self.paints for v in values) + self.keep
+
+    def to_json(self) -> dict:
+        return {"paints": [list(v) for v in self.paints], "keep": list(self.keep), "default": self.default}
+
+
+def label_table(value, paintings: Callable[[str], object]) -> tuple[LabelTable, list]:
+    """An entry's ``regions:`` table: label values (a number, or several: ``"3,4"``) or
+    ``default`` → a painting or ``keep``; ``paintings(text)`` turns a painting's text into what
+    the job's styles hold (raising ``ValueError`` with the reason where it cannot). The table,
+    and the paintings in the order of their regions."""
+    if not isinstance(value, dict) or not value:
+        raise ValueError("regions: a table from label values to paintings or keep, e.g."
+                         " {1: paintings/sky.jpg, 2: keep, default: paintings/ground.jpg}")
+    order: list = []
+    paints: dict[int, list[int]] = {}
+    keep: list[int] = []
+    default, seen = None, set()
+    for key, target in value.items():
+        values = None if str(key).strip() == "default" else _label_values(key)
+        for v in values or ():
+            if v in seen:
+                raise ValueError(f"regions: label value {v} is named twice")
+            seen.add(v)
+        text = str(target).strip() if isinstance(target, (str, int, float)) else ""
+        if not text:
+            raise ValueError(f"regions: {key!r} takes a painting or keep, got {target!r}")
+        if text == "keep":
+            keep += values or []  # default: keep is what a table without a default does
+            continue
+        painting = paintings(text)
+        if painting not in order:
+            order.append(painting)
+        region = order.index(painting)
+        if values is None:
+            default = region
+        paints.setdefault(region, []).extend(values or [])
+    if not order:
+        raise ValueError("regions: every value is kept; name a painting for some (or use keep: with a mask)")
+    return LabelTable(tuple(tuple(paints.get(r, [])) for r in range(len(order))), tuple(keep), default), order
+
+
+def _label_values(key) -> list[int]:
+    try:
+        values = [int(part) for part in str(key).split(",")]
+    except ValueError:
+        raise ValueError(f"regions: {key!r} is no label value: give a whole number, several as \"3,4\","
+                         " or default") from None
+    if any(v < 0 for v in values):
+        raise ValueError(f"regions: {key!r}: label values are 0 or more")
+    return values
+
+
+@dataclass(frozen=True)
 class RegionFiles:
     """A job's regions (``engine/regions.py``): ``masks``, one per painting of the job's styles
-    (white: where it paints), and ``keep`` (white: the photo kept as photographed)."""
+    (white: where it paints), and ``keep`` (white: the photo kept as photographed); or
+    ``labels``, one label image (a value per pixel) with its ``table``."""
 
     masks: tuple[Path, ...] = ()
     keep: Path | None = None
+    labels: Path | None = None
+    table: LabelTable | None = None
 
     @property
     def files(self) -> tuple[Path, ...]:
-        return self.masks + ((self.keep,) if self.keep is not None else ())
+        return self.masks + tuple(path for path in (self.keep, self.labels) if path is not None)
 
 
 @dataclass(frozen=True)
@@ -242,8 +314,8 @@ def _first_unknown_line(entry, valid) -> int | None:
 
 
 CSV_COLUMNS = CSV_REQUIRED + CSV_OPTIONAL + tuple(FIELDS)
-YAML_JOB_KEYS = JOB_KEYS + ("video", "network", "masks", "keep") + tuple(FIELDS)
-DATASET_ENTRY_KEYS = dataset.DATASET_KEYS + dataset.NETWORK_KEYS + dataset.REGION_KEYS + tuple(FIELDS)
+YAML_JOB_KEYS = JOB_KEYS + ("video", "network", "masks", "keep", "labels", "regions") + tuple(FIELDS)
+DATASET_ENTRY_KEYS = dataset.DATASET_KEYS + dataset.NETWORK_KEYS + dataset.REGION_KEYS + ("regions",) + tuple(FIELDS)
 
 
 def _weights_list(text: str, n: int) -> list[float]:
@@ -454,8 +526,9 @@ def _dataset_jobs(manifest: Manifest, base: Path, out_base: Path, at: tuple[str,
         raise _RowError(str(e)) from None
     manifest.problems += [Problem(where, message, line=line) for message in expanded.problems]
     network = _network_entry(base, where, entry, params, expanded) if "network" in entry else None
-    if network is not None and any(key in entry for key in dataset.REGION_KEYS):
-        raise _RowError("masks and keep are for images through the optimiser: not yet for a network")
+    if network is not None and any(key in entry for key in dataset.REGION_KEYS + ("regions",)):
+        raise _RowError("masks, keep and labels are for images through the optimiser: not yet for a network")
+    table = _dataset_table(entry)
     if network is not None:
         manifest.networks.append(network)
     refine = network is not None and network.refine_steps > 0
@@ -469,12 +542,35 @@ def _dataset_jobs(manifest: Manifest, base: Path, out_base: Path, at: tuple[str,
                                  f"{where} ({job.relpath}{f', variant {job.variant}' if several else ''})", line,
                                  job.origin, network=network and network.network,
                                  refine_steps=network.refine_steps if refine else 0,
-                                 regions=_dataset_regions(base, job)))
+                                 regions=_dataset_regions(base, job, table)))
     manifest.copies += expanded.copies
 
 
-def _dataset_regions(base: Path, job: dataset.DatasetJob) -> RegionFiles | None:
-    """A dataset job's mask (its painting paints where white) and keep mask, or None."""
+def _dataset_table(entry: dict) -> LabelTable | None:
+    """A dataset entry's ``regions:`` table, whose values are ``style`` (the image's painting
+    from the pool) or ``keep``; None without ``labels``."""
+    if "labels" not in entry and "regions" not in entry:
+        return None
+    if "labels" not in entry or "regions" not in entry or any(key in entry for key in ("masks", "keep")):
+        raise _RowError("labels (each image's label image, a template) and regions (a table from its values to"
+                        " style or keep) go together, without masks and keep")
+
+    def painting(text: str) -> str:
+        if text != "style":
+            raise ValueError(f"regions: a dataset entry's values take style (the image's painting from"
+                             f" style_pool) or keep, got {text!r}")
+        return text
+    try:
+        return label_table(entry["regions"], painting)[0]
+    except ValueError as e:
+        raise _RowError(str(e)) from None
+
+
+def _dataset_regions(base: Path, job: dataset.DatasetJob, table: LabelTable | None = None) -> RegionFiles | None:
+    """A dataset job's mask (its painting paints where white) and keep mask, or its label
+    image and ``table``; None for neither."""
+    if "labels" in job.masks:
+        return RegionFiles(labels=_resolve(base, job.masks["labels"]), table=table)
     if not job.masks:
         return None
     masks = (_resolve(base, job.masks["masks"]),) if "masks" in job.masks else ()
@@ -563,18 +659,21 @@ def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, 
             raise _RowError("an entry takes content (images) or video (a clip), not both")
         entry = {("content" if k == "video" else k): v for k, v in entry.items()}
     missing = [k for k in ("content" if not clip else "video", "style", "output")
-               if entry.get(k if k != "video" else "content") in (None, "", [])]
+               if entry.get(k if k != "video" else "content") in (None, "", []) and not (k == "style" and "labels" in entry)]
     if missing:
         raise _RowError(f"missing {', '.join(missing)}")
     values = {**defaults, **{k: v for k, v in entry.items() if k in FIELDS}, **overrides}
     params = _params(where, values, base)
     network = _yaml_network(base, entry)
-    regions = _yaml_regions(base, entry, clip or network is not None)
+    regions, paintings = _yaml_regions(base, entry, clip or network is not None)
     if clip and network is None:  # steady whatever the preset, unless temporal_weight is written out
         params = steady(params, {k for k, v in values.items() if v is not None and str(v).strip()})
     template = _as_text(entry["output"], "output")
     contents = _yaml_contents(base, entry["content"])
-    style_sets = _yaml_styles(base, entry["style"])
+    if paintings is not None:  # a label image's table names the regions' paintings: one job
+        style_sets = [[(painting, 1.0) for painting in paintings]]
+    else:
+        style_sets = _yaml_styles(base, entry["style"])
     if regions is not None and regions.masks:  # the list is the regions' paintings: one job
         style_sets = _region_styles(entry["style"], style_sets, regions)
     if network is not None and any(len(styles) > 1 for styles in style_sets):
@@ -589,7 +688,7 @@ def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, 
         job_id = (str(entry["id"]) if "id" in entry
                   else stable_id(content_text, styles, template))
         try:
-            several = "regions" if regions is not None and regions.masks else "blend"
+            several = "regions" if regions is not None and (regions.masks or regions.labels) else "blend"
             output = template.format(content_stem=content.stem, style_stem=Path(styles[0][0]).stem
                                      if len(styles) == 1 else several, id=job_id, index=index)
         except (KeyError, IndexError, ValueError) as e:
@@ -604,13 +703,37 @@ def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, 
     return jobs
 
 
-def _yaml_regions(base: Path, entry: dict, unsupported: bool) -> RegionFiles | None:
-    """An entry's ``masks:`` and ``keep:`` (None: neither); refused where they do not apply yet."""
-    if "masks" not in entry and "keep" not in entry:
-        return None
+def _yaml_regions(base: Path, entry: dict, unsupported: bool) -> tuple[RegionFiles | None, list[str] | None]:
+    """An entry's ``masks:`` and ``keep:``, or ``labels:`` with its ``regions:`` table (None:
+    none of them), and the table's paintings (None: ``style`` names them); refused where they
+    do not apply yet."""
+    given = [key for key in ("masks", "keep", "labels", "regions") if key in entry]
+    if not given:
+        return None, None
     if unsupported:
-        raise _RowError("masks and keep are for still images through the optimiser: not yet for a clip or a"
-                        " network")
+        raise _RowError(f"{given[0]} is for still images through the optimiser: not yet for a clip or a network")
+    if "labels" in entry or "regions" in entry:
+        return _yaml_labels(base, entry)
+    return _yaml_masks(base, entry), None
+
+
+def _yaml_labels(base: Path, entry: dict) -> tuple[RegionFiles, list[str]]:
+    """``labels:`` (one label image) and ``regions:`` (its table), which names the paintings."""
+    if "labels" not in entry or "regions" not in entry:
+        raise _RowError("labels (a label image: a value per pixel) and regions (a table from its values to"
+                        " paintings or keep) go together")
+    if any(key in entry for key in ("masks", "keep", "style")):
+        raise _RowError("with labels, the regions table names the paintings and what is kept: leave out style,"
+                        " masks and keep")
+    try:
+        table, paintings = label_table(entry["regions"], lambda text: text)
+    except ValueError as e:
+        raise _RowError(str(e)) from None
+    return RegionFiles(labels=_resolve(base, _as_text(entry["labels"], "labels")), table=table), paintings
+
+
+def _yaml_masks(base: Path, entry: dict) -> RegionFiles:
+    """``masks:`` (one per painting of ``style``, in order) and ``keep:``."""
     masks = entry.get("masks", [])
     masks = masks if isinstance(masks, list) else [masks]
     if "masks" in entry and not masks:

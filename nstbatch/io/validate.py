@@ -14,7 +14,7 @@ from ..config import INITS, split_weights_spec
 from ..errors import NstbatchError
 from ..geometry import long_side_size, output_size
 from .cards import NetworkCard
-from .images import ImageInfo, check_bit_depth, probe_image
+from .images import LABEL_MODES, ImageInfo, check_bit_depth, probe_image
 from .video import ClipInfo, check_clip_streams, clip_output_format, encoding, probe_clip
 from ..layers import min_image_side, suggest
 from .manifest import Job, Manifest, Problem
@@ -194,6 +194,9 @@ def _check_masks(job: Job, content, probe, report) -> None:
         info = probe(path, False)
         if isinstance(info, str):
             report(f"mask: {info}")
+        elif path == job.regions.labels and info.mode not in LABEL_MODES:
+            report(f"labels {path} is a {info.mode} image; a label image holds one value a pixel: save the"
+                   f" segmentation map as a grey or palette PNG (its values, not colours)")
         elif not isinstance(content, str) and abs(info.width * content.height - content.width * info.height) > (
                 0.02 * content.width * info.height):
             report(f"mask {path} is {info.width}x{info.height} px, the content {job.content.name}"

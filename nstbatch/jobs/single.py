@@ -26,9 +26,9 @@ from ..errors import InputError
 from ..fs import sha256_of
 from ..io import webdataset
 from ..io.hashing import NETWORK_OUTPUT_FIELDS
-from ..io.manifest import RegionFiles
-from ..io.images import (check_bit_depth, check_output_path, fit_image, icc_profile, load_image, probe_image,
-                         save_image)
+from ..io.manifest import LabelTable, RegionFiles
+from ..io.images import (check_bit_depth, check_output_path, fit_image, icc_profile, load_image, load_labels,
+                         probe_image, save_image)
 from ..styles.store import StyleTargetStore, default_store
 from ..version import __version__
 from .memory import Estimate, plan_memory
@@ -38,8 +38,11 @@ def load_mask(path: Path, content: Path, params: StyleParams, size: tuple[int, i
     """A mask as its content is fitted, ``(1, 1, H, W)`` in [0, 1] (white: 1): drawn over the
     content (so first brought to the content's pixels), then scaled and cropped as the content
     is for the output (``params.geometry``), at the content's ``size`` (H, W)."""
+    return _fitted_mask(load_image(path).convert("L"), content, params, size)
+
+
+def _fitted_mask(mask: Image.Image, content: Path, params: StyleParams, size: tuple[int, int]) -> torch.Tensor:
     info = probe_image(content)
-    mask = load_image(path).convert("L")
     if mask.size != (info.width, info.height):
         mask = mask.resize((info.width, info.height), Image.Resampling.BILINEAR)
     mask = fit_image(mask, *params.geometry)
@@ -56,6 +59,10 @@ def job_regions(content: Path, styles: Sequence[tuple[Path, float]], files: Regi
     if files is None:
         return None
     size, side = tuple(pixels.shape[-2:]), max(pixels.shape[-2:])
+    if files.labels is not None:
+        masks, keep = label_masks(files.labels, files.table, content, params, size)
+        targets = [store.for_files([(style, 1.0)], params, content, side)[0] for style, _ in styles]
+        return Regions.of(masks, targets, keep)
     if files.masks:
         masks = torch.cat([load_mask(path, content, params, size) for path in files.masks], 1)
         targets = [store.for_files([(style, 1.0)], params, content, side)[0] for style, _ in styles]
@@ -63,6 +70,22 @@ def job_regions(content: Path, styles: Sequence[tuple[Path, float]], files: Regi
         masks, targets = torch.ones(1, 1, *size), [store.for_files(styles, params, content, side)[0]]
     keep = load_mask(files.keep, content, params, size) if files.keep is not None else None
     return Regions.of(masks, targets, keep)
+
+
+def label_masks(path: Path, table: LabelTable, content: Path, params: StyleParams,
+                size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A label image's regions as masks (``(1, R, H, W)``, one per painting of ``table``) and
+    its keep mask (None: nothing named kept), each drawn white where its values are, at the
+    label image's pixels, then fitted to the content as a drawn mask is (``load_mask``)."""
+    labels = load_labels(path)
+    named = table.named()
+
+    def mask(where: np.ndarray) -> torch.Tensor:
+        return _fitted_mask(Image.fromarray(where.astype(np.uint8) * 255), content, params, size)
+    masks = [mask(np.isin(labels, values) | (~np.isin(labels, named) if r == table.default else False))
+             for r, values in enumerate(table.paints)]
+    keep = mask(np.isin(labels, table.keep)) if table.keep else None
+    return torch.cat(masks, 1), keep
 
 
 def init_image(params: StyleParams, height: int, width: int) -> torch.Tensor | None:
