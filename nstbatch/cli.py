@@ -147,8 +147,9 @@ def stylize(
         def frame_done(index: int, count: int) -> None:  # counted in frames x passes
             if quiet:
                 return
-            typer.echo(f"frame {index + 1}/{count}" if resolved.passes == 1 else
-                       f"frame {index + 1}/{count} ({count // resolved.passes} frames x {resolved.passes} passes)", err=True)
+            passes = resolved.passes
+            typer.echo(f"frame {index + 1}/{count}" if passes == 1 else
+                       f"frame {index + 1}/{count} ({count // passes} frames x {passes} passes)", err=True)
         done = stylize_clip_file(content, list(zip(style, weights)), output, resolved, device=device,
                                  on_frame=frame_done)
         if not quiet:
@@ -189,11 +190,9 @@ def _stylize_with_network(content: Path, style: list[Path], output: Path, params
     where = {"painting": style[0] if style else None, "providers": providers, "device": str(resolve_device(device)),
              "notice": lambda message: typer.echo(message, err=True)}
     if is_clip(content):  # frame by frame, no flow: the network's own steadiness (its training's temporal cost)
-        def frame_done(index: int, count: int) -> None:  # counted in frames x passes
-            if quiet:
-                return
-            typer.echo(f"frame {index + 1}/{count}" if resolved.passes == 1 else
-                       f"frame {index + 1}/{count} ({count // resolved.passes} frames x {resolved.passes} passes)", err=True)
+        def frame_done(index: int, count: int) -> None:
+            if not quiet:
+                typer.echo(f"frame {index + 1}/{count}", err=True)
         frames, painted, provider = stylize_clip_with_network(content, network, output, params, on_frame=frame_done,
                                                               **where)
         if not quiet:

@@ -105,7 +105,8 @@ def test_multi_pass_alternates_direction_resumes_mid_pass_and_ends_as_an_unbroke
     info = probe_clip(frames_folder(tmp_path, three_shots()))
     size = clip_size(info, params, tmp_path / "out")
     heard, whole = [], FrameStore(tmp_path / "whole")
-    done, _ = stylize_clip(info, targets, params, whole, size, ClipCall(features, on_frame=lambda i, n: heard.append((i, n))))
+    done, _ = stylize_clip(info, targets, params, whole, size,
+                           ClipCall(features, on_frame=lambda i, n: heard.append((i, n))))
     assert (done.stylized, done.shots) == (15, [0, 2, 3])
     assert heard == [(i, 15) for i in range(15)]
     assert sorted(p.name for p in whole.folder.rglob("*.png")) == [f"{i:06d}.png" for i in range(1, 6)]

@@ -659,7 +659,8 @@ def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, 
             raise _RowError("an entry takes content (images) or video (a clip), not both")
         entry = {("content" if k == "video" else k): v for k, v in entry.items()}
     missing = [k for k in ("content" if not clip else "video", "style", "output")
-               if entry.get(k if k != "video" else "content") in (None, "", []) and not (k == "style" and "labels" in entry)]
+               if entry.get(k if k != "video" else "content") in (None, "", [])
+               and not (k == "style" and "labels" in entry)]  # a label table names the paintings
     if missing:
         raise _RowError(f"missing {', '.join(missing)}")
     values = {**defaults, **{k: v for k, v in entry.items() if k in FIELDS}, **overrides}

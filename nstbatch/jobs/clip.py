@@ -295,7 +295,8 @@ class _ShotWork:
             ties = flows.result(index) if index in submitted else []
             submitted.discard(index)
             image = yield frame_need(rgb, ties, outputs, index, self.call.device)
-            store.save(index, np.asarray(to_pil(image)), pts, _deep(image, self.params) if len(self.stores) == 1 else None)
+            deep = _deep(image, self.params) if len(self.stores) == 1 else None  # the last pass's only
+            store.save(index, np.asarray(to_pil(image)), pts, deep)
             done.stylized += 1
             start = self.shots.starts[self.shots.of(index)]
             self._heard(start, 1, index - start)

@@ -128,7 +128,8 @@ def pass_need(rgb: np.ndarray, before: np.ndarray, links: list[Link], outputs: d
     return Need(content, (previous + trusted * ties[0][0]) / (1 + trusted), ties)
 
 
-def _ties(links: list[Link], outputs: dict[int, np.ndarray], at: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _ties(links: list[Link], outputs: dict[int, np.ndarray], at: int,
+          device) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The earlier outputs warped into frame ``at`` along its links, each with its long-term weight."""
     warped = [warp(to_tensor(Image.fromarray(outputs[at - link.distance])).to(device), link.backward.to(device))
               for link in links]
