@@ -93,6 +93,9 @@ def stylize_file(content: str | os.PathLike, style: "str | os.PathLike | StyleSp
     if regions is not None:
         if regions.masks and len(regions.masks) != len(styles):
             raise UsageError(f"{len(regions.masks)} mask(s) for {len(styles)} painting(s): give one mask per painting")
+        if regions.style_masks and len(regions.style_masks) != len(styles):
+            raise UsageError(f"{len(regions.style_masks)} style mask(s) for {len(styles)} painting(s): give one per"
+                             " painting, white on the part of it its region takes")
         for problem in mask_problems(Job("stylize", content, tuple(styles), output, params, str(content),
                                          regions=regions)):
             raise InputError(problem)

@@ -106,6 +106,9 @@ def stylize(
                                               " picture, docs/regions.md); parts no mask covers are kept."),
     keep: Optional[Path] = typer.Option(None, "--keep", metavar="MASK", help="White where the photo is kept as"
                                         " photographed (docs/regions.md)."),
+    style_mask: Optional[List[Path]] = typer.Option(None, "--style-mask", metavar="MASK", help="With --mask, one"
+                                                    " per STYLE: white on the part of that painting its region"
+                                                    " takes (the photo's sky from the painting's sky)."),
     **params,
 ):
     """Stylize one CONTENT image or clip with one STYLE image (or a blend of several) into
@@ -139,7 +142,7 @@ def stylize(
         folder.mkdir(parents=True, exist_ok=True)
         save_image(to_pil(images[:1]), folder / f"step-{step:06d}.png")
 
-    if (mask or keep) and is_clip(content):
+    if (mask or keep or style_mask) and is_clip(content):
         raise UsageError("--mask and --keep are for still images: not yet for a clip")
     if is_clip(content):  # steady whatever the preset, unless --temporal-weight is given
         resolved = steady(resolved, {name for name, value in params.items() if value is not None})
@@ -159,7 +162,9 @@ def stylize(
             typer.echo(f"wrote {output} ({done.frames} frames, {len(done.shots)} shot(s), {done.stylized} stylized"
                        f" by this call; {ties})")
         return
-    regions = RegionFiles(tuple(mask or ()), keep) if mask or keep else None
+    if style_mask and not mask:
+        raise UsageError("--style-mask goes with --mask: one per STYLE, the part of each painting its region takes")
+    regions = RegionFiles(tuple(mask or ()), keep, style_masks=tuple(style_mask or ())) if mask or keep else None
     report = StepProgress(quiet)
     try:
         result = stylize_file(content, list(zip(style, weights)), output, resolved, device=device,

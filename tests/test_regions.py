@@ -382,3 +382,57 @@ def test_a_dataset_keeps_the_labelled_objects_its_label_tree_names(tmp_path, cap
         " regions: {15: keep, default: paintings/red.png}, output: 'out/{content_relpath}.png'}\n")
     code, _, err = run_cli(capsys, "validate", tmp_path / "m.yaml")
     assert code == 1 and "a dataset entry's values take style" in err
+
+
+def test_region_to_region_each_part_takes_the_part_of_the_painting_its_style_mask_marks(tmp_path, capsys):
+    """``style_masks`` (issue 50, Gatys et al. 2017 Fig. 3): one painting, red columns on its
+    left and blue rows on its right; the photo's left half takes the painting's right and its
+    right half the painting's left. Without style masks both halves take the whole painting's
+    mixture; with them each half takes its own part's colour. A style mask of another shape
+    than its painting is refused before any work."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import run_cli
+
+    painting = np.full((48, 96, 3), 25, np.uint8)
+    painting[:, :48:6, 0] = 230  # the left: red columns
+    painting[::5, 48:, 2] = 230  # the right: blue rows
+    Image.fromarray(painting).save(tmp_path / "painting.png")
+    Image.fromarray(pattern(48, 48, phase=0.4)).save(tmp_path / "photo.png")
+    half = np.zeros((48, 48), np.uint8)
+    half[:, :24] = 255
+    Image.fromarray(half).save(tmp_path / "left.png")
+    Image.fromarray(255 - half).save(tmp_path / "right.png")
+    its = np.zeros((24, 48), np.uint8)  # drawn at half the painting's size: the same shape
+    its[:, :24] = 255
+    Image.fromarray(its).save(tmp_path / "its_left.png")
+    Image.fromarray(255 - its).save(tmp_path / "its_right.png")
+    tiny = ["--size", "48", "--steps", "60", "--scales", "1", "--style-layers", "relu1_1,relu2_1",
+            "--content-layers", "relu2_2", "--precision", "fp32", "-q"]
+    painting_twice = [tmp_path / "painting.png"] * 2
+    masks = ["--mask", tmp_path / "left.png", "--mask", tmp_path / "right.png"]
+    code, _, err = run_cli(capsys, "stylize", tmp_path / "photo.png", *painting_twice, "-o", tmp_path / "mixed.png",
+                           *masks, *tiny)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "stylize", tmp_path / "photo.png", *painting_twice, "-o", tmp_path / "parts.png",
+                           *masks, "--style-mask", tmp_path / "its_right.png", "--style-mask",
+                           tmp_path / "its_left.png", *tiny)
+    assert code == 0, err
+
+    def sides(name):  # (blue - red) on the picture's left half, and on its right
+        made = np.asarray(Image.open(tmp_path / name), dtype=np.float64)
+        return [float((made[:, part, 2] - made[:, part, 0]).mean()) for part in (slice(0, 20), slice(28, 48))]
+    mixed, parts = sides("mixed.png"), sides("parts.png")
+    assert parts[0] - parts[1] > 20 and parts[0] - parts[1] > 3 * abs(mixed[0] - mixed[1])
+    code, _, err = run_cli(capsys, "stylize", tmp_path / "photo.png", *painting_twice, "-o", tmp_path / "x.png",
+                           *masks, "--style-mask", tmp_path / "left.png", "--style-mask", tmp_path / "its_left.png",
+                           *tiny)
+    assert code == 2 and "left.png is 48x48 px, the painting painting.png 96x48" in err
+    (tmp_path / "m.yaml").write_text("jobs:\n"
+        "  - {content: photo.png, style: [painting.png, painting.png], masks: [left.png, right.png],"
+        " style_masks: [its_right.png, its_left.png], output: out/parts.png}\n"
+        "  - {content: photo.png, style: [painting.png, painting.png], masks: [left.png, right.png],"
+        " style_masks: [its_right.png], output: out/one.png}\n")
+    code, _, err = run_cli(capsys, "validate", tmp_path / "m.yaml")
+    assert code == 1 and "m.yaml:3: style_masks has 1 image(s) for 2 mask(s)" in err and "m.yaml:2" not in err

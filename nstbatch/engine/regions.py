@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import losses
-from .targets import StyleTarget
+from .targets import Moments, StyleTarget
 from .temporal import gaussian
 
 # Inside a keep mask the content cost weighs this many times more (Gatys et al. weight the
@@ -100,6 +100,20 @@ def guided_moments(a: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     mean = (unrolled * weight).sum(-1) / mass
     second = (unrolled * weight) @ unrolled.transpose(1, 2) / mass[:, :, None]
     return mean, second, weight.sum(-1)[:, 0] / (h * w)
+
+
+def guided_target(features, image: Tensor, mask: Tensor, style_layers: Sequence[str]) -> StyleTarget:
+    """A painting's target over one part of it (region to region, the paper's Fig. 3): the
+    moments of its features, and of its pixels, guided by ``mask`` ``(1, 1, h, w)`` over
+    ``image`` ``(1, 3, h, w)`` as a region's are over the picture (``guided_moments``)."""
+    with torch.no_grad():
+        acts = features(image, tuple(style_layers))
+        layers = {}
+        for name in style_layers:
+            mean, second, _ = guided_moments(acts[name], _resized(mask, tuple(acts[name].shape[-2:])))
+            layers[name] = Moments(mean, second)
+        mean, second, _ = guided_moments(image, _resized(mask, tuple(image.shape[-2:])))
+    return StyleTarget(layers, Moments(mean, second))
 
 
 def guided_style_cost(acts: Mapping[str, Tensor], regions: Regions, layer_weights: Mapping[str, float],

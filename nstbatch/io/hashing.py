@@ -164,6 +164,8 @@ def params_hash(job: Job, hashes: FileHashes, weights_id: str) -> str:
     if job.regions is not None:  # which part each painting paints, and what is kept: by their bytes
         data["regions"] = {"masks": [hashes(path) for path in job.regions.masks],
                            "keep": hashes(job.regions.keep) if job.regions.keep is not None else None}
+        if job.regions.style_masks:  # the part of each painting its region takes
+            data["regions"]["style_masks"] = [hashes(path) for path in job.regions.style_masks]
         if job.regions.labels is not None:  # a label image by its bytes, and which value goes where
             data["regions"].update(labels=hashes(job.regions.labels), table=job.regions.table.to_json())
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

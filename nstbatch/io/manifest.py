@@ -57,6 +57,9 @@ YAML_HELP = {
              " no mask covers is kept as photographed",
     "keep": "entry: an image, white where the photo is kept as photographed (faces, text, labelled objects):"
             " no painting there, and the photo laid back through a soft edge (docs/regions.md)",
+    "style_masks": "entry, with masks: one image per painting of `style`, white on the part of the painting its"
+                   " region takes (the photo's sky from the painting's sky: region to region, Gatys et al. 2017"
+                   " Fig. 3); a painting may be listed twice, once per region, with two style masks",
     "labels": "entry, instead of masks: a label image (a segmentation map: one value a pixel, a grey or palette"
               " PNG of 8 or 16 bits) drawn over the content; `regions` says which value takes which painting",
     "regions": "entry, with labels: a table from label values (`3`, or several: `\"3,4\"`) and `default` (every"
@@ -142,10 +145,11 @@ class RegionFiles:
     keep: Path | None = None
     labels: Path | None = None
     table: LabelTable | None = None
+    style_masks: tuple[Path, ...] = ()  # one per painting: the part of it its region takes (region to region)
 
     @property
     def files(self) -> tuple[Path, ...]:
-        return self.masks + tuple(path for path in (self.keep, self.labels) if path is not None)
+        return self.masks + tuple(path for path in (self.keep, self.labels) if path is not None) + self.style_masks
 
 
 @dataclass(frozen=True)
@@ -314,7 +318,7 @@ def _first_unknown_line(entry, valid) -> int | None:
 
 
 CSV_COLUMNS = CSV_REQUIRED + CSV_OPTIONAL + tuple(FIELDS)
-YAML_JOB_KEYS = JOB_KEYS + ("video", "network", "masks", "keep", "labels", "regions") + tuple(FIELDS)
+YAML_JOB_KEYS = JOB_KEYS + ("video", "network", "masks", "keep", "labels", "regions", "style_masks") + tuple(FIELDS)
 DATASET_ENTRY_KEYS = dataset.DATASET_KEYS + dataset.NETWORK_KEYS + dataset.REGION_KEYS + ("regions",) + tuple(FIELDS)
 
 
@@ -708,7 +712,7 @@ def _yaml_regions(base: Path, entry: dict, unsupported: bool) -> tuple[RegionFil
     """An entry's ``masks:`` and ``keep:``, or ``labels:`` with its ``regions:`` table (None:
     none of them), and the table's paintings (None: ``style`` names them); refused where they
     do not apply yet."""
-    given = [key for key in ("masks", "keep", "labels", "regions") if key in entry]
+    given = [key for key in ("masks", "keep", "labels", "regions", "style_masks") if key in entry]
     if not given:
         return None, None
     if unsupported:
@@ -734,13 +738,18 @@ def _yaml_labels(base: Path, entry: dict) -> tuple[RegionFiles, list[str]]:
 
 
 def _yaml_masks(base: Path, entry: dict) -> RegionFiles:
-    """``masks:`` (one per painting of ``style``, in order) and ``keep:``."""
-    masks = entry.get("masks", [])
-    masks = masks if isinstance(masks, list) else [masks]
+    """``masks:`` (one per painting of ``style``, in order), ``keep:``, and ``style_masks:``
+    (one per painting: the part of it its region takes)."""
+    masks, theirs = (entry.get(key, []) for key in ("masks", "style_masks"))
+    masks, theirs = (value if isinstance(value, list) else [value] for value in (masks, theirs))
     if "masks" in entry and not masks:
         raise _RowError("masks is an empty list")
+    if "style_masks" in entry and len(theirs) != len(masks):
+        raise _RowError(f"style_masks has {len(theirs)} image(s) for {len(masks)} mask(s): one per painting of"
+                        " style, white on the part of it the region takes")
     keep = _resolve(base, _as_text(entry["keep"], "keep")) if "keep" in entry else None
-    return RegionFiles(tuple(_resolve(base, _as_text(mask, "mask")) for mask in masks), keep)
+    return RegionFiles(tuple(_resolve(base, _as_text(mask, "mask")) for mask in masks), keep,
+                       style_masks=tuple(_resolve(base, _as_text(mask, "style_masks")) for mask in theirs))
 
 
 def _region_styles(value, style_sets: list, regions: RegionFiles) -> list:

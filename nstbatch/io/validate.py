@@ -189,18 +189,23 @@ def mask_problems(job: Job) -> list[str]:
 
 def _check_masks(job: Job, content, probe, report) -> None:
     """Each mask and the keep mask readable, and drawn over the content: of its shape (it is
-    brought to the content's pixels, so any size of that shape will do)."""
-    for path in job.regions.files:
+    brought to the content's pixels, so any size of that shape will do); each style mask drawn
+    over its painting the same way."""
+    over = {path: (job.content, content) for path in job.regions.files}
+    for path, (style, _) in zip(job.regions.style_masks, job.styles):
+        over[path] = (style, probe(style, False))
+    for path, (image, drawn_over) in over.items():
         info = probe(path, False)
         if isinstance(info, str):
             report(f"mask: {info}")
         elif path == job.regions.labels and info.mode not in LABEL_MODES:
             report(f"labels {path} is a {info.mode} image; a label image holds one value a pixel: save the"
                    f" segmentation map as a grey or palette PNG (its values, not colours)")
-        elif not isinstance(content, str) and abs(info.width * content.height - content.width * info.height) > (
-                0.02 * content.width * info.height):
-            report(f"mask {path} is {info.width}x{info.height} px, the content {job.content.name}"
-                   f" {content.width}x{content.height}: draw each mask over its content (the same shape)")
+        elif not isinstance(drawn_over, str) and abs(
+                info.width * drawn_over.height - drawn_over.width * info.height) > 0.02 * drawn_over.width * info.height:
+            role = "painting" if image != job.content else "content"
+            report(f"mask {path} is {info.width}x{info.height} px, the {role} {image.name}"
+                   f" {drawn_over.width}x{drawn_over.height}: draw each mask over its {role} (the same shape)")
 
 
 def _check_copies(manifest: Manifest, outputs: set[str], inputs: set[str],

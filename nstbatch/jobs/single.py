@@ -65,7 +65,11 @@ def job_regions(content: Path, styles: Sequence[tuple[Path, float]], files: Regi
         return Regions.of(masks, targets, keep)
     if files.masks:
         masks = torch.cat([load_mask(path, content, params, size) for path in files.masks], 1)
-        targets = [store.for_files([(style, 1.0)], params, content, side)[0] for style, _ in styles]
+        if files.style_masks:  # region to region: each region from its part of its painting
+            targets = [store.blend([(store.get_masked(style, mask, params, content, side), 1.0)], params)[0]
+                       for (style, _), mask in zip(styles, files.style_masks)]
+        else:
+            targets = [store.for_files([(style, 1.0)], params, content, side)[0] for style, _ in styles]
     else:
         masks, targets = torch.ones(1, 1, *size), [store.for_files(styles, params, content, side)[0]]
     keep = load_mask(files.keep, content, params, size) if files.keep is not None else None

@@ -3,10 +3,12 @@ cached. Every door takes its targets from here: ``run``, ``stylize`` (the comman
 API) and ``precompute``, so one job gets one picture whichever door it comes through."""
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
@@ -22,6 +24,7 @@ from ..engine.pixels import resize_tensor, to_tensor
 from ..io.manifest import Job
 from .onnx_backend import OnnxTargets, check_providers, export_targets_model, model_key
 from ..io.hashing import FileHashes, pixels_digest
+from ..engine.regions import guided_target
 from ..engine.targets import StyleTarget, blend_targets, target_key, torch_style_targets
 from ..engine.vgg import VGGFeatures, check_image_size
 from ..engine.weights import load_weights
@@ -100,6 +103,34 @@ class StyleTargetStore:
         return self._target(self.key(style, params, content, output_side), at_side, style.name, params,
                             output_side, reference)
 
+    def get_masked(self, style: Path, mask: Path, params: StyleParams, content: Path | None = None,
+                   output_side: int | None = None) -> tuple[StyleTarget, str]:
+        """As ``get``, for the part of the painting ``mask`` covers (white; drawn over the
+        painting, any size of its shape): a region's target, region to region
+        (``regions.guided_target``). Computed by PyTorch (the ONNX targets model takes no mask),
+        cached under the mask's bytes too."""
+        plain = self.key(style, params, content, output_side)
+        key = hashlib.sha256(f"{plain}:{self._hashes(mask)}".encode()).hexdigest()
+
+        def guided(image: Tensor) -> StyleTarget:
+            drawn = load_image(mask).convert("L").resize(image.shape[-1:-3:-1], Image.Resampling.BILINEAR)
+            weights = torch.from_numpy(np.asarray(drawn, dtype=np.float32) / 255)[None, None].to(image.device)
+            return guided_target(self._torch_features(params), image, weights, params.style_layers)
+
+        def at_side(side: int) -> Tensor:
+            return to_tensor(load_image(style, side))
+
+        def reference() -> Tensor:
+            return to_tensor(fit_image(load_image(content), *params.geometry))
+        return self._target(key, at_side, f"{style.name} under {mask.name}", params, output_side, reference, guided)
+
+    def _torch_features(self, params: StyleParams) -> VGGFeatures:
+        key = ("features", params.weights, params.pooling, params.style_layers)
+        if key not in self._engines:
+            self._engines[key] = VGGFeatures(load_weights(params.weights), params.style_layers,
+                                             params.pooling).to(self.device)
+        return self._engines[key]
+
     def get_image(self, style: Image.Image | Tensor, params: StyleParams,
                   content: Image.Image | Tensor | None = None,
                   output_side: int | None = None) -> tuple[StyleTarget, str]:
@@ -119,7 +150,8 @@ class StyleTargetStore:
         return self._target(key, at_side, "in memory", params, output_side, lambda: reference)
 
     def _target(self, key: str, at_side: Callable[[int], Tensor], name: str, params: StyleParams,
-                output_side: int | None, reference: Callable[[], Tensor]) -> tuple[StyleTarget, str]:
+                output_side: int | None, reference: Callable[[], Tensor],
+                engine: Callable[[Tensor], StyleTarget] | None = None) -> tuple[StyleTarget, str]:
         """The target under ``key``: from memory, the cache, or computed from ``at_side(side)``,
         the style image ``(1, 3, h, w)`` at its long side (``reference()``: the content, for
         ``preserve_color: histogram``)."""
@@ -133,7 +165,7 @@ class StyleTargetStore:
             image = at_side(side)
             check_image_size(*image.shape[-2:], params.style_layers, f"style image {name}")
             image = prepare_style(image, params, reference() if params.preserve_color == "histogram" else None)
-            target = self._engine(params)(image.to(self.device))
+            target = (engine or self._engine(params))(image.to(self.device))
             try:
                 self.cache.save(key, target.tensors(), meta=f"{name} size={side} {params.pooling} "
                                                  f"{','.join(params.style_layers)} {params.weights}"
