@@ -436,3 +436,39 @@ def test_region_to_region_each_part_takes_the_part_of_the_painting_its_style_mas
         " style_masks: [its_right.png], output: out/one.png}\n")
     code, _, err = run_cli(capsys, "validate", tmp_path / "m.yaml")
     assert code == 1 and "m.yaml:3: style_masks has 1 image(s) for 2 mask(s)" in err and "m.yaml:2" not in err
+
+
+def test_jobs_with_regions_run_in_batches_and_end_as_each_alone(tmp_path, capsys):
+    """Batches of region jobs (issue 50): a dataset tree whose images keep their labelled part,
+    each its own label image, run ``--batch 3`` in one pass (the masks stacked like the
+    targets); each picture equals the job run alone up to float rounding."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import run_cli
+
+    for index, phase in enumerate((0.4, 1.1, 2.0)):
+        (tmp_path / "photos").mkdir(exist_ok=True)
+        Image.fromarray(pattern(48, 32, phase=phase)).save(tmp_path / "photos" / f"p{index}.png")
+        labels = np.zeros((32, 48), np.uint8)
+        labels[4 + 4 * index:20 + 4 * index, 8:24] = 15  # each image its own part kept
+        (tmp_path / "labels").mkdir(exist_ok=True)
+        Image.fromarray(labels).save(tmp_path / "labels" / f"p{index}.png")
+    red_pool(tmp_path)
+    (tmp_path / "m.yaml").write_text(
+        DATASET_DEFAULTS + "jobs:\n"
+        "  - {dataset: photos/, style_pool: paintings/, labels: 'labels/{content_relpath}.png', regions: {15: keep,"
+        " default: style}, output: 'out/{content_relpath}.png'}\n")
+    code, out, err = run_cli(capsys, "run", tmp_path / "m.yaml", "--batch", "3", "--in-process")
+    assert code == 0 and "done 3" in out, err
+    done = [json.loads(p.read_text()) for p in (tmp_path / ".nstbatch" / "m.yaml" / "done").glob("*.json")]
+    assert [r["batch"] for r in done] == [3, 3, 3]
+    batched = {r["output"]: np.asarray(Image.open(r["output"])).astype(int) for r in done}
+    code, out, err = run_cli(capsys, "run", tmp_path / "m.yaml", "--batch", "1", "--in-process", "--force",
+                             "--state-dir", tmp_path / "solo")
+    assert code == 0 and "done 3" in out, err
+    for output, pixels in batched.items():
+        solo = np.asarray(Image.open(output)).astype(int)
+        assert np.abs(solo - pixels).mean() < 0.5, output

@@ -69,6 +69,19 @@ class Regions:
             masks = masks * (1 - kept)
         return cls(masks, tuple(styles), kept)
 
+    @classmethod
+    def stack(cls, each: Sequence["Regions"]) -> "Regions":
+        """Several images' regions as one batch's (as many regions each, at one size): the
+        masks stacked, region r's targets stacked (``StyleTarget.stack``: each image towards
+        its own painting), and the keep masks (nothing kept: zeros) where any image keeps."""
+        if len({len(r.styles) for r in each}) > 1:
+            raise ValueError("a batch's images need as many regions each")
+        keep = None
+        if any(r.keep is not None for r in each):
+            keep = torch.cat([r.keep if r.keep is not None else torch.zeros_like(r.masks[:, :1]) for r in each])
+        return cls(torch.cat([r.masks for r in each]),
+                   tuple(StyleTarget.stack([r.styles[k] for r in each]) for k in range(len(each[0].styles))), keep)
+
     def to(self, device) -> "Regions":
         return Regions(self.masks.to(device), tuple(style.to(device) for style in self.styles),
                        None if self.keep is None else self.keep.to(device))

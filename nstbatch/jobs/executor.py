@@ -23,6 +23,7 @@ from ..io.images import save_image
 from ..styles.networks import Networks
 from ..styles.onnx_backend import OnnxError
 from ..engine.optimize import Checkpoint, Progress, Result
+from ..engine.regions import Regions
 from ..engine.vgg import build_features
 from ..engine.pixels import to_pil
 from ..io.webdataset import staged
@@ -403,8 +404,10 @@ class JobExecutor:
         """Stills in one pass (``optimize_job``), checkpointed every ``checkpoint_every`` steps."""
         style_targets, sources[:] = self._style_targets(loaded)
         content = torch.cat([entry.content for entry in loaded]).to(self.device)
-        job = loaded[0].item.job  # a job with regions runs alone (plan.batches)
-        regions = job_regions(job.content, job.styles, job.regions, job.params, content, self.store)
+        regions = None
+        if loaded[0].item.job.regions is not None:  # a batch's jobs have as many regions each (plan.batches)
+            regions = Regions.stack([job_regions(e.item.job.content, e.item.job.styles, e.item.job.regions,
+                                                 e.item.job.params, e.content, self.store) for e in loaded])
 
         def step(progress: Progress) -> None:
             heartbeat()

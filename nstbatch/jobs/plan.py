@@ -189,8 +189,9 @@ def batches(to_run: list[Planned], size: int, state: StateDir) -> list[list[Plan
     one shape). A job with a checkpoint resumes alone. L-BFGS is never batched (its line
     search couples the images), nor ``preserve_color: histogram``, whose style targets depend
     on each job's content. Clips batch with clips alone (frame t of each in one pass, their
-    frames in order), and a share of a clip another owns (``join``) runs alone, as does a job
-    with regions (its masks are its own). Jobs through one
+    frames in order), and a share of a clip another owns (``join``) runs alone. Jobs with
+    regions batch with jobs of as many regions (each image its own masks and paintings,
+    ``Regions.stack``). Jobs through one
     trained network (``network:``, not refined) batch by output size alone: one pass of the
     network, each image its own painting's row."""
     if size <= 1:
@@ -203,9 +204,9 @@ def batches(to_run: list[Planned], size: int, state: StateDir) -> list[list[Plan
             shape = content_size(job)  # a network's pass: any of its paintings, whatever the optimiser
             key = ("network", str(job.network), shape) if shape else None
         elif (item.hash is not None and job.params.optimizer == "adam" and job.params.preserve_color != "histogram"
-                and not item.join and job.regions is None and not state.checkpoint_path(job.id).exists()):
+                and not item.join and not state.checkpoint_path(job.id).exists()):
             shape = content_size(job)
-            key = (job.clip, job.params.to_json(), shape) if shape else None
+            key = (job.clip, job.params.to_json(), shape, region_count(job)) if shape else None
         if key is None:
             order.append([item])
         elif key in groups and len(groups[key]) < size:
@@ -251,6 +252,14 @@ def plan_shards(manifest_path: str | os.PathLike, count: int, batch: int = 1,
             if row[2] is None or peak.bytes > row[2].bytes:
                 row[2] = peak
     return [ShardLoad(i, jobs, mps, peak) for i, (jobs, mps, peak) in enumerate(work)]
+
+
+def region_count(job: Job) -> int:
+    """A job's regions (0: none; a keep mask alone: one, the whole picture's painting): the
+    jobs of a batch have as many each (``Regions.stack``)."""
+    if job.regions is None:
+        return 0
+    return len(job.styles) if job.regions.masks or job.regions.labels else 1
 
 
 def _steps(job: Job, frames: int) -> int:
