@@ -20,7 +20,7 @@ from .engine.weights import load_weights
 from .errors import InputError, UsageError
 from .io.images import fit_image, to_rgb
 from .io.hashing import JobHasher
-from .io.manifest import Job
+from .io.manifest import Job, RegionFiles
 from .io.validate import mask_problems
 from .io.video import is_video_file
 from .jobs.clip import ClipCall, ClipResult, NetworkFrames, clip_job, network_clip_job
@@ -91,14 +91,7 @@ def stylize_file(content: str | os.PathLike, style: "str | os.PathLike | StyleSp
     check_job_files(content, styles, output, params)
     regions = optimize_options.get("regions")
     if regions is not None:
-        if regions.masks and len(regions.masks) != len(styles):
-            raise UsageError(f"{len(regions.masks)} mask(s) for {len(styles)} painting(s): give one mask per painting")
-        if regions.style_masks and len(regions.style_masks) != len(styles):
-            raise UsageError(f"{len(regions.style_masks)} style mask(s) for {len(styles)} painting(s): give one per"
-                             " painting, white on the part of it its region takes")
-        for problem in mask_problems(Job("stylize", content, tuple(styles), output, params, str(content),
-                                         regions=regions)):
-            raise InputError(problem)
+        _check_regions(Job("stylize", content, tuple(styles), output, params, str(content), regions=regions))
     load_weights(params.weights)  # a weights problem shows before any decoding work
     result = stylize_job(content, styles, params, device=device, features=features, store=store,
                          **optimize_options)
@@ -132,18 +125,35 @@ def is_clip(path: str | os.PathLike) -> bool:
     return is_video_file(path) or Path(path).is_dir()
 
 
+def _check_regions(job: Job) -> None:
+    """A one-off job's masks as ``validate`` checks a manifest's: one per painting, each
+    readable and of its content's (or painting's) shape; the first problem raised."""
+    regions, count = job.regions, len(job.styles)
+    if regions.masks and len(regions.masks) != count:
+        raise UsageError(f"{len(regions.masks)} mask(s) for {count} painting(s): give one mask per painting")
+    if regions.style_masks and len(regions.style_masks) != count:
+        raise UsageError(f"{len(regions.style_masks)} style mask(s) for {count} painting(s): give one per"
+                         " painting, white on the part of it its region takes")
+    for problem in mask_problems(job):
+        raise InputError(problem)
+
+
 def stylize_clip_file(content: str | os.PathLike, style: "str | os.PathLike | StyleSpec",
                       output: str | os.PathLike, params: StyleParams, *, device: str = "auto",
                       features: VGGFeatures | None = None, store: StyleTargetStore | None = None,
-                      hooks: Hooks | None = None, on_frame: Callable[[int, int], None] | None = None) -> ClipResult:
+                      hooks: Hooks | None = None, on_frame: Callable[[int, int], None] | None = None,
+                      regions: RegionFiles | None = None) -> ClipResult:
     """Stylize a clip (a video file or a folder of frames) frame-steady into ``output`` (a
     video file, or a folder of PNG frames), as ``run`` does a clip job (``clip.clip_job``). The
     frames are kept beside the output (``.nstbatch/frames/``) until it is written, so the same
-    call after an interruption resumes at the first missing frame."""
+    call after an interruption resumes at the first missing frame. ``regions``: masks (one
+    image for every frame, or a folder of one a frame) as for a still (``stylize_file``)."""
     content, output, styles = Path(content), Path(output), _style_list(style)
     load_weights(params.weights)
     target = resolve_device(device) if features is None else next(features.parameters()).device
-    job = Job("clip", content, tuple(styles), output, params, str(content), clip=True)
+    job = Job("clip", content, tuple(styles), output, params, str(content), clip=True, regions=regions)
+    if regions is not None:
+        _check_regions(job)
     with _frames_beside(job) as frames:
         _, done = clip_job(job, store or default_store(target), frames, ClipCall(features, hooks, on_frame, target))
     return done

@@ -142,8 +142,9 @@ def stylize(
         folder.mkdir(parents=True, exist_ok=True)
         save_image(to_pil(images[:1]), folder / f"step-{step:06d}.png")
 
-    if (mask or keep or style_mask) and is_clip(content):
-        raise UsageError("--mask and --keep are for still images: not yet for a clip")
+    if style_mask and not mask:
+        raise UsageError("--style-mask goes with --mask: one per STYLE, the part of each painting its region takes")
+    regions = RegionFiles(tuple(mask or ()), keep, style_masks=tuple(style_mask or ())) if mask or keep else None
     if is_clip(content):  # steady whatever the preset, unless --temporal-weight is given
         resolved = steady(resolved, {name for name, value in params.items() if value is not None})
 
@@ -154,7 +155,7 @@ def stylize(
             typer.echo(f"frame {index + 1}/{count}" if passes == 1 else
                        f"frame {index + 1}/{count} ({count // passes} frames x {passes} passes)", err=True)
         done = stylize_clip_file(content, list(zip(style, weights)), output, resolved, device=device,
-                                 on_frame=frame_done)
+                                 on_frame=frame_done, regions=regions)
         if not quiet:
             ties = (f"each tied to the last along the flow, temporal_weight {resolved.temporal_weight:g}"
                     if resolved.temporal_weight else "each on its own: --temporal-weight 0")
@@ -162,9 +163,6 @@ def stylize(
             typer.echo(f"wrote {output} ({done.frames} frames, {len(done.shots)} shot(s), {done.stylized} stylized"
                        f" by this call; {ties})")
         return
-    if style_mask and not mask:
-        raise UsageError("--style-mask goes with --mask: one per STYLE, the part of each painting its region takes")
-    regions = RegionFiles(tuple(mask or ()), keep, style_masks=tuple(style_mask or ())) if mask or keep else None
     report = StepProgress(quiet)
     try:
         result = stylize_file(content, list(zip(style, weights)), output, resolved, device=device,

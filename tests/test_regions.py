@@ -133,12 +133,12 @@ def test_a_manifest_paints_two_parts_with_two_paintings_and_keeps_a_third_as_pho
         "  - {content: photo.png, style: [red.png, blue.png], masks: [left.png], output: out/one.png}\n"
         "  - {content: photo.png, style: red.png, keep: square.png, output: out/square.png}\n"
         "  - {content: photo.png, style: red.png, keep: nowhere.png, output: out/nowhere.png}\n"
-        "  - {video: photo.png, style: red.png, keep: keep.png, output: out/clip.mp4}\n")
+        "  - {video: photo.png, labels: keep.png, regions: {255: red.png}, output: out/clip.mp4}\n")
     code, _, err = run_cli(capsys, "validate", tmp_path / "m.yaml")
     assert code == 1 and "m.yaml:4: masks has 1 image(s) for 2 painting(s)" in err
     assert "m.yaml:5: mask " in err and "square.png is 40x40 px, the content photo.png 64x48" in err
     assert "m.yaml:6: mask: " in err and "nowhere.png" in err
-    assert "m.yaml:7: masks and keep are for still images through the optimiser" in err
+    assert "m.yaml:7: labels are for still images: give a clip masks" in err
     code, out, err = run_cli(capsys, "run", tmp_path / "m.yaml", "--skip-invalid")
     assert code == 1 and "done 1, already done 0, failed 0, invalid 4" in out, err
     made = np.asarray(Image.open(tmp_path / "out" / "photo-regions.png"), dtype=np.float64) / 255
@@ -472,3 +472,49 @@ def test_jobs_with_regions_run_in_batches_and_end_as_each_alone(tmp_path, capsys
     for output, pixels in batched.items():
         solo = np.asarray(Image.open(output)).astype(int)
         assert np.abs(solo - pixels).mean() < 0.5, output
+
+
+def test_a_clip_takes_masks_from_a_folder_of_one_a_frame_or_one_image_for_all(tmp_path, capsys):
+    """Regions on clips (issue 50): ``keep`` one image for every frame (the box stays the
+    frames' own) and ``masks`` a folder of one a frame (each half its painting), frame-steady
+    as any clip; a mask folder that does not hold one mask a frame is found before any work;
+    ``stylize clip --keep`` takes the same path."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import pan_frames, run_cli
+
+    frames = pan_frames(4, 48, 32)
+    (tmp_path / "clip").mkdir()
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / "clip" / f"f{index:02d}.png")
+    for name, painting in (("red", stripes(True, 0)), ("blue", stripes(False, 2))):
+        Image.fromarray((painting[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(tmp_path / f"{name}.png")
+    keep = np.zeros((32, 48), np.uint8)
+    keep[4:16, 28:44] = 255
+    Image.fromarray(keep).save(tmp_path / "keep.png")
+    for side, columns in (("left", slice(0, 24)), ("right", slice(24, 48))):
+        (tmp_path / side).mkdir()
+        for index in range(4 if side == "left" else 3):
+            half = np.zeros((32, 48), np.uint8)
+            half[:, columns] = 255
+            Image.fromarray(half).save(tmp_path / side / f"m{index}.png")
+    defaults = ("defaults: {size: 48, steps: 30, frame_steps: 10, scales: '1', style_layers: 'relu1_1,relu2_1',"
+                " content_layers: relu2_2, precision: fp32}\n")
+    (tmp_path / "m.yaml").write_text(defaults + "jobs:\n"
+        "  - {video: clip/, style: red.png, keep: keep.png, output: out/kept/}\n"
+        "  - {video: clip/, style: [red.png, blue.png], masks: [left/, right/], output: out/halves/}\n")
+    code, _, err = run_cli(capsys, "validate", tmp_path / "m.yaml")
+    assert code == 1 and "m.yaml:4: mask folder" in err and "holds 3 image(s) for the clip's 4 frames" in err
+    Image.fromarray(np.asarray(Image.open(tmp_path / "right" / "m0.png"))).save(tmp_path / "right" / "m3.png")
+    code, out, err = run_cli(capsys, "run", tmp_path / "m.yaml")
+    assert code == 0 and "done 2" in out, err
+    for index, frame in enumerate(frames):
+        kept = np.asarray(Image.open(tmp_path / "out" / "kept" / f"f{index:02d}.png"), dtype=np.float64)
+        assert np.abs(kept - frame)[6:14, 30:42].mean() < 4 < np.abs(kept - frame)[20:, :20].mean(), index
+        halves = np.asarray(Image.open(tmp_path / "out" / "halves" / f"f{index:02d}.png"), dtype=np.float64)
+        assert (halves[:, :20, 0] - halves[:, :20, 2]).mean() > (halves[:, 28:, 0] - halves[:, 28:, 2]).mean() + 10
+    code, _, err = run_cli(capsys, "stylize", tmp_path / "clip", tmp_path / "red.png", "-o", tmp_path / "one.mp4",
+                           "--keep", tmp_path / "keep.png", "--size", "48", "--steps", "4", "--frame-steps", "2",
+                           "--scales", "1", "--style-layers", "relu1_1", "--content-layers", "relu1_1", "-q")
+    assert code == 0 and (tmp_path / "one.mp4").is_file(), err

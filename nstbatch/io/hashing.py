@@ -162,8 +162,10 @@ def params_hash(job: Job, hashes: FileHashes, weights_id: str) -> str:
         "weights": weights_id,
     }
     if job.regions is not None:  # which part each painting paints, and what is kept: by their bytes
-        data["regions"] = {"masks": [hashes(path) for path in job.regions.masks],
-                           "keep": hashes(job.regions.keep) if job.regions.keep is not None else None}
+        def mask(path: Path) -> str:  # a clip's masks may be a folder of one a frame
+            return clip_digest(path, hashes) if job.clip and path.is_dir() else hashes(path)
+        data["regions"] = {"masks": [mask(path) for path in job.regions.masks],
+                           "keep": mask(job.regions.keep) if job.regions.keep is not None else None}
         if job.regions.style_masks:  # the part of each painting its region takes
             data["regions"]["style_masks"] = [hashes(path) for path in job.regions.style_masks]
         if job.regions.labels is not None:  # a label image by its bytes, and which value goes where

@@ -670,7 +670,7 @@ def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, 
     values = {**defaults, **{k: v for k, v in entry.items() if k in FIELDS}, **overrides}
     params = _params(where, values, base)
     network = _yaml_network(base, entry)
-    regions, paintings = _yaml_regions(base, entry, clip or network is not None)
+    regions, paintings = _yaml_regions(base, entry, network is not None, clip)
     if clip and network is None:  # steady whatever the preset, unless temporal_weight is written out
         params = steady(params, {k for k, v in values.items() if v is not None and str(v).strip()})
     template = _as_text(entry["output"], "output")
@@ -708,15 +708,17 @@ def _yaml_jobs(base: Path, out_base: Path, at: tuple[str, int], defaults: dict, 
     return jobs
 
 
-def _yaml_regions(base: Path, entry: dict, unsupported: bool) -> tuple[RegionFiles | None, list[str] | None]:
-    """An entry's ``masks:`` and ``keep:``, or ``labels:`` with its ``regions:`` table (None:
-    none of them), and the table's paintings (None: ``style`` names them); refused where they
-    do not apply yet."""
+def _yaml_regions(base: Path, entry: dict, network: bool, clip: bool) -> tuple[RegionFiles | None, list[str] | None]:
+    """An entry's ``masks:`` and ``keep:`` (a clip's: one image for every frame, or a folder of
+    one a frame), or ``labels:`` with its ``regions:`` table (None: none of them), and the
+    table's paintings (None: ``style`` names them); refused where they do not apply yet."""
     given = [key for key in ("masks", "keep", "labels", "regions", "style_masks") if key in entry]
     if not given:
         return None, None
-    if unsupported:
-        raise _RowError(f"{given[0]} is for still images through the optimiser: not yet for a clip or a network")
+    if network:
+        raise _RowError(f"{given[0]} is for the optimiser: not yet for a network")
+    if clip and ("labels" in entry or "regions" in entry):
+        raise _RowError("labels are for still images: give a clip masks (a folder of one a frame, or one image)")
     if "labels" in entry or "regions" in entry:
         return _yaml_labels(base, entry)
     return _yaml_masks(base, entry), None

@@ -15,7 +15,7 @@ from ..errors import NstbatchError
 from ..geometry import long_side_size, output_size
 from .cards import NetworkCard
 from .images import LABEL_MODES, ImageInfo, check_bit_depth, probe_image
-from .video import ClipInfo, check_clip_streams, clip_output_format, encoding, probe_clip
+from .video import ClipInfo, check_clip_streams, clip_output_format, encoding, frame_files, probe_clip
 from ..layers import min_image_side, suggest
 from .manifest import Job, Manifest, Problem
 from .webdataset import output_folder
@@ -170,20 +170,20 @@ def _check_files(job: Job, probe, report) -> None:
                    f"{job.params.size if role == 'content' else style_side}"
                    f", too small for its layers (each side needs {need} px); raise size")
     if job.regions is not None:
-        _check_masks(job, probe(job.content, False), probe, report)
+        _check_masks(job, probe(job.content, job.clip), probe, report)
 
 
 def mask_problems(job: Job) -> list[str]:
     """What is wrong with a job's masks (``_check_masks``), for a door without a manifest."""
     problems: list[str] = []
 
-    def probe(path: Path, clip: bool = False) -> ImageInfo | str:
+    def probe(path: Path, clip: bool = False) -> ImageInfo | ClipInfo | str:
         try:
-            return probe_image(path)
+            return probe_clip(path) if clip else probe_image(path)
         except NstbatchError as e:
             return str(e)
     if job.regions is not None:
-        _check_masks(job, probe(job.content), probe, problems.append)
+        _check_masks(job, probe(job.content, job.clip), probe, problems.append)
     return problems
 
 
@@ -195,6 +195,13 @@ def _check_masks(job: Job, content, probe, report) -> None:
     for path, (style, _) in zip(job.regions.style_masks, job.styles):
         over[path] = (style, probe(style, False))
     for path, (image, drawn_over) in over.items():
+        if job.clip and path.is_dir():  # a clip's masks, one a frame: as many as its frames, of its shape
+            files = frame_files(path)
+            if not isinstance(drawn_over, str) and len(files) != drawn_over.frames:
+                report(f"mask folder {path} holds {len(files)} image(s) for the clip's {drawn_over.frames} frames:"
+                       f" give one mask a frame (sorted by name), or one image for every frame")
+                continue
+            path = files[0] if files else path
         info = probe(path, False)
         if isinstance(info, str):
             report(f"mask: {info}")

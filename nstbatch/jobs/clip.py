@@ -46,13 +46,14 @@ import torch
 from ..config import StyleParams
 from ..engine.flow import FlowAhead, estimator, links
 from ..engine.optimize import Memory, Result
+from ..engine.regions import Regions
 from ..engine.pixels import to_pil, to_tensor, to_uint16
 from ..engine.targets import StyleTarget
 from ..engine.vgg import VGGFeatures
 from ..errors import InputError
 from ..geometry import output_size
 from ..fs import atomic_write
-from ..io.images import probe_image
+from ..io.images import load_image, probe_image
 from ..io.manifest import Job
 from ..io.video import (ClipInfo, check_clip_output, check_clip_streams, clip_output_format, frame_files,
                         join_segments, probe_clip, read_frames)
@@ -113,6 +114,7 @@ class ClipCall:
     claim_stale: float = CLAIM_STALE
     on_wait: Callable[[], None] | None = None
     memory: Memory | None = None  # None: as the memory check plans each pass (``single.optimize_job``)
+    regions: Callable[[int], Regions] | None = None  # a clip with masks: frame index -> its regions (``clip_regions``)
 
 
 def stylize_clip(info: ClipInfo, style_targets: StyleTarget, params: StyleParams, store: FrameStore,
@@ -294,7 +296,7 @@ class _ShotWork:
         if not self._made(index):
             ties = flows.result(index) if index in submitted else []
             submitted.discard(index)
-            image = yield frame_need(rgb, ties, outputs, index, self.call.device)
+            image = yield self._in_regions(frame_need(rgb, ties, outputs, index, self.call.device), index)
             deep = _deep(image, self.params) if len(self.stores) == 1 else None  # the last pass's only
             store.save(index, np.asarray(to_pil(image)), pts, deep)
             done.stylized += 1
@@ -333,7 +335,8 @@ class _ShotWork:
             seen[position] = self.flow.prepare(rgb)
             if not store.has(index):
                 ties = links(seen, position, self.distances, self.flow, self.soft) if position else []
-                image = yield pass_need(rgb, before.load(index), ties, outputs, position, self.call.device)
+                need = pass_need(rgb, before.load(index), ties, outputs, position, self.call.device)
+                image = yield self._in_regions(need, index)
                 store.save(index, np.asarray(to_pil(image)), self.content.stamp(index),
                            _deep(image, self.params) if store is self.store else None)
                 self.done.stylized += 1
@@ -344,6 +347,12 @@ class _ShotWork:
                 seen.pop(old, None)
                 outputs.pop(old, None)
             store.seal(self.info.frames)
+
+    def _in_regions(self, need: Need, index: int) -> Need:
+        """``need`` with frame ``index``'s regions, for a clip with masks."""
+        if self.call.regions is not None:
+            need.regions = self.call.regions(index)
+        return need
 
     def _heard(self, start: int, number: int, position: int) -> None:
         """Tell ``call.on_frame`` of a frame made: the ``position``-th of pass ``number`` over
@@ -375,6 +384,35 @@ def check_clip_files(content: Path, styles: Sequence[tuple[Path, float]], output
     return info
 
 
+def clip_regions(job: Job, info: ClipInfo, size: tuple[int, int],
+                 store: StyleTargetStore) -> Callable[[int], Regions] | None:
+    """A clip job's regions frame by frame (None: it has none): each mask one image for every
+    frame or a folder of one a frame (sorted by name), drawn over the frames and brought to
+    their ``size``, with its painting's target (its part of it, with ``style_masks``); a keep
+    mask the same way. As a still's regions (``single.job_regions``), a frame at a time."""
+    files, params, side = job.regions, job.params, max(size)
+    if files is None:
+        return None
+    if files.style_masks:
+        targets = [store.blend([(store.get_masked(style, mask, params, None, side), 1.0)], params)[0]
+                   for (style, _), mask in zip(job.styles, files.style_masks)]
+    elif files.masks:
+        targets = [store.for_files([(style, 1.0)], params, job.content, side)[0] for style, _ in job.styles]
+    else:
+        targets = [store.for_files(job.styles, params, job.content, side)[0]]
+    listed = {path: frame_files(path) if path.is_dir() else None for path in files.files}
+
+    def mask(path: Path, index: int) -> torch.Tensor:
+        drawn = load_image(listed[path][index] if listed[path] else path).convert("L")
+        drawn = drawn.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        return torch.from_numpy(np.asarray(drawn, dtype=np.float32) / 255)[None, None]
+
+    def at(index: int) -> Regions:
+        masks = torch.cat([mask(path, index) for path in files.masks], 1) if files.masks else torch.ones(1, 1, *size)
+        return Regions.of(masks, targets, mask(files.keep, index) if files.keep is not None else None)
+    return at
+
+
 def clip_job(job: Job, store: StyleTargetStore, frames: FrameStore, call: ClipCall | None = None,
              result: ClipResult | None = None) -> tuple[ClipInfo, ClipResult]:
     """One clip job from its files, as ``run`` and ``stylize`` do it: checked, its styles'
@@ -385,6 +423,8 @@ def clip_job(job: Job, store: StyleTargetStore, frames: FrameStore, call: ClipCa
     frames = sealed(frames, info, job.output, size, job.params)
     done = result if result is not None else ClipResult(info.frames)
     done.sources = sources
+    if job.regions is not None:
+        call = dataclasses.replace(call or ClipCall(), regions=clip_regions(job, info, size, store))
     done, pts = stylize_clip(info, style_targets, job.params, frames, size, call, done)
     if not (call and call.join):
         write_clip(info, frames, job.output, size, pts, job.params)

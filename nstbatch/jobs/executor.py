@@ -37,8 +37,8 @@ from .ledger import LineStatus, Outcome, StateDir
 from .memory import Estimate, estimate, plan_memory
 from .options import RunOptions
 from .plan import Planned, style_pixels
-from .clip import (ClipCall, ClipResult, FramesKept, NetworkFrames, clip_inputs, clip_job, network_clip_job,
-                   sealed, stylize_clips, write_clip)
+from .clip import (ClipCall, ClipResult, FramesKept, NetworkFrames, clip_inputs, clip_job, clip_regions,
+                   network_clip_job, sealed, stylize_clips, write_clip)
 from .frames import FrameStore
 from .single import (Hooks, Preempted, check_job_files, engine_memory, job_regions, load_content, network_provenance,
                      optimize_job, provenance, save_output)
@@ -433,8 +433,10 @@ class JobExecutor:
             if on_step is not None and len(group) == 1 and (final := group[0].done.final()) is not None:
                 on_step(Progress(index + 1, count, final.content, final.style, final.tv, final.total))
         hooks = Hooks(on_step=heartbeat, report_every=self.report_every, should_stop=self.should_stop)
+        first = group[0]  # a clip with masks runs alone (plan.batches): its regions are its own
+        regions = clip_regions(first.item.job, first.info, first.shape, self.store)
         call = ClipCall(self._features(params), hooks, frame_done, self.device, claim_stale=self.options.claim_stale,
-                        on_wait=heartbeat, memory=engine_memory(memory))
+                        on_wait=heartbeat, memory=engine_memory(memory), regions=regions)
         ends = stylize_clips([(c.info, c.targets, c.frames, c.done) for c in group], params, group[0].shape, call)
         return [pts for _, pts in ends]
 

@@ -16,6 +16,7 @@ from PIL import Image
 from ..config import StyleParams
 from ..engine.flow import Link
 from ..engine.optimize import Memory, Result
+from ..engine.regions import Regions
 from ..engine.pixels import to_tensor
 from ..engine.targets import StyleTarget
 from ..engine.temporal import long_term_weights, warp, warped_start
@@ -31,6 +32,7 @@ class Need:
     content: torch.Tensor  # (1, 3, H, W)
     start: torch.Tensor | None = None
     ties: list[tuple[torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=list)
+    regions: Regions | None = None  # the frame's masks and their paintings (a clip with masks)
 
 
 class Pass(Protocol):
@@ -88,8 +90,9 @@ def _optimize_group(needs: list[Need], works: list[Pass], params: StyleParams, f
     fewer ties than another gets ties of weight 0), in ``frame_steps``."""
     content = torch.cat([need.content for need in needs])
     targets = works[0].style_targets if len(works) == 1 else StyleTarget.stack([w.style_targets for w in works])
+    regions = Regions.stack([need.regions for need in needs]) if needs[0].regions is not None else None
     if needs[0].start is None:
-        return optimize_job(content, targets, params, features=features, hooks=hooks, memory=memory)
+        return optimize_job(content, targets, params, features=features, hooks=hooks, memory=memory, regions=regions)
     count = max(len(need.ties) for need in needs)
     ties = []
     for j in range(count):
@@ -100,7 +103,7 @@ def _optimize_group(needs: list[Need], works: list[Pass], params: StyleParams, f
     if params.frame_scales == "finest":  # the warped start is at the full size: no coarse pass to blur it
         later = dataclasses.replace(later, scales=(1.0,), scale_steps=(1.0,))
     return optimize_job(content, targets, later, features=features, init=torch.cat([need.start for need in needs]),
-                        ties=tuple(ties), hooks=hooks, memory=memory)
+                        ties=tuple(ties), hooks=hooks, memory=memory, regions=regions)
 
 
 def frame_need(rgb: np.ndarray, links: list[Link], outputs: dict[int, np.ndarray], index: int, device) -> Need:

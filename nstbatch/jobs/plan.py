@@ -191,7 +191,7 @@ def batches(to_run: list[Planned], size: int, state: StateDir) -> list[list[Plan
     on each job's content. Clips batch with clips alone (frame t of each in one pass, their
     frames in order), and a share of a clip another owns (``join``) runs alone. Jobs with
     regions batch with jobs of as many regions (each image its own masks and paintings,
-    ``Regions.stack``). Jobs through one
+    ``Regions.stack``); a clip with masks runs alone. Jobs through one
     trained network (``network:``, not refined) batch by output size alone: one pass of the
     network, each image its own painting's row."""
     if size <= 1:
@@ -207,6 +207,7 @@ def batches(to_run: list[Planned], size: int, state: StateDir) -> list[list[Plan
                 and not item.join and not state.checkpoint_path(job.id).exists()):
             shape = content_size(job)
             key = (job.clip, job.params.to_json(), shape, region_count(job)) if shape else None
+            key = None if job.clip and job.regions is not None else key  # a clip's masks: frame by frame, its own
         if key is None:
             order.append([item])
         elif key in groups and len(groups[key]) < size:
