@@ -208,11 +208,15 @@ def _check_masks(job: Job, content, probe, report) -> None:
         elif path == job.regions.labels and info.mode not in LABEL_MODES:
             report(f"labels {path} is a {info.mode} image; a label image holds one value a pixel: save the"
                    f" segmentation map as a grey or palette PNG (its values, not colours)")
-        elif not isinstance(drawn_over, str) and abs(info.width * drawn_over.height - drawn_over.width * info.height) > (
-                0.02 * drawn_over.width * info.height):
+        elif not isinstance(drawn_over, str) and _unlike(info, drawn_over):
             role = "painting" if image != job.content else "content"
             report(f"mask {path} is {info.width}x{info.height} px, the {role} {image.name}"
                    f" {drawn_over.width}x{drawn_over.height}: draw each mask over its {role} (the same shape)")
+
+
+def _unlike(mask, image) -> bool:
+    """Whether ``mask`` is not of ``image``'s shape (2 % apart or more)."""
+    return abs(mask.width * image.height - image.width * mask.height) > 0.02 * image.width * mask.height
 
 
 def _check_copies(manifest: Manifest, outputs: set[str], inputs: set[str],
