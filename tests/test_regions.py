@@ -204,6 +204,23 @@ def red_pool(tmp_path) -> None:
         tmp_path / "paintings" / "red.png")
 
 
+def photo_tree(tmp_path, photos, masks: str, value: int) -> None:
+    """``photos/``: a drawn photo at each (relpath, phase); beside it ``masks/`` mirroring the
+    first two, each ``value`` on a square (8-24, 8-24) and 0 elsewhere (a keep mask, or a label
+    image whose person is ``value``)."""
+    import numpy as np
+    from PIL import Image
+
+    for rel, phase in photos:
+        (tmp_path / "photos" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pattern(48, 32, phase=phase)).save(tmp_path / "photos" / rel)
+    square = np.zeros((32, 48), np.uint8)
+    square[8:24, 8:24] = value
+    for rel, _ in photos[:2]:
+        (tmp_path / masks / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(square).save(tmp_path / masks / rel)
+
+
 def test_a_dataset_tree_takes_its_masks_from_a_tree_beside_it_resumes_and_shards(tmp_path, capsys):
     """Regions at dataset scale (issue 50): each image's keep mask from a tree mirroring the
     images (``keep: "masks/{content_relpath}.png"``), validated before any work (a missing mask
@@ -215,14 +232,7 @@ def test_a_dataset_tree_takes_its_masks_from_a_tree_beside_it_resumes_and_shards
 
     from tests.conftest import run_cli
 
-    for rel, phase in (("a.png", 0.4), ("sub/b.png", 1.1), ("sub/c.png", 2.0), ("d.png", 2.7)):
-        (tmp_path / "photos" / rel).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pattern(48, 32, phase=phase)).save(tmp_path / "photos" / rel)
-    keep = np.zeros((32, 48), np.uint8)
-    keep[8:24, 8:24] = 255
-    for rel in ("a", "sub/b"):
-        (tmp_path / "masks" / rel).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(keep).save(tmp_path / "masks" / f"{rel}.png")
+    photo_tree(tmp_path, (("a.png", 0.4), ("sub/b.png", 1.1), ("sub/c.png", 2.0), ("d.png", 2.7)), "masks", 255)
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "masks" / "sub" / "c.png")  # d: none
     red_pool(tmp_path)
     (tmp_path / "m.yaml").write_text(
@@ -355,14 +365,7 @@ def test_a_dataset_keeps_the_labelled_objects_its_label_tree_names(tmp_path, cap
 
     from tests.conftest import run_cli
 
-    for rel, phase in (("a.png", 0.4), ("sub/b.png", 1.1), ("c.png", 2.0)):
-        (tmp_path / "photos" / rel).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pattern(48, 32, phase=phase)).save(tmp_path / "photos" / rel)
-    labels = np.zeros((32, 48), np.uint8)
-    labels[8:24, 8:24] = 15
-    for rel in ("a", "sub/b"):
-        (tmp_path / "labels" / rel).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(labels).save(tmp_path / "labels" / f"{rel}.png")
+    photo_tree(tmp_path, (("a.png", 0.4), ("sub/b.png", 1.1), ("c.png", 2.0)), "labels", 15)
     red_pool(tmp_path)
     (tmp_path / "m.yaml").write_text(
         DATASET_DEFAULTS + "jobs:\n"
