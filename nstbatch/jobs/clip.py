@@ -62,7 +62,7 @@ from .claims import CLAIM_STALE, Claim, claim_at
 from .cuts import check_count, find_shots, fitted
 from .frames import FrameStore, Sealing, Shots, ShotState
 from .lockstep import Need, drive, frame_need, pass_need
-from .single import Hooks, Preempted
+from .single import Hooks, Preempted, region_targets
 
 # Seconds between looks at the shots other runs hold, while a clip's owner waits for them.
 SHOT_POLL = 1.0
@@ -390,22 +390,22 @@ def clip_regions(job: Job, info: ClipInfo, size: tuple[int, int],
     frame or a folder of one a frame (sorted by name), drawn over the frames and brought to
     their ``size``, with its painting's target (its part of it, with ``style_masks``); a keep
     mask the same way. As a still's regions (``single.job_regions``), a frame at a time."""
-    files, params, side = job.regions, job.params, max(size)
+    files = job.regions
     if files is None:
         return None
-    if files.style_masks:
-        targets = [store.blend([(store.get_masked(style, mask, params, None, side), 1.0)], params)[0]
-                   for (style, _), mask in zip(job.styles, files.style_masks)]
-    elif files.masks:
-        targets = [store.for_files([(style, 1.0)], params, job.content, side)[0] for style, _ in job.styles]
-    else:
-        targets = [store.for_files(job.styles, params, job.content, side)[0]]
+    targets = region_targets(files, job.styles, job.params, job.content, max(size), store)
     listed = {path: frame_files(path) if path.is_dir() else None for path in files.files}
+    once: dict[Path, torch.Tensor] = {}  # a mask for every frame, read once
 
     def mask(path: Path, index: int) -> torch.Tensor:
+        if listed[path] is None and path in once:
+            return once[path]
         drawn = load_image(listed[path][index] if listed[path] else path).convert("L")
         drawn = drawn.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        return torch.from_numpy(np.asarray(drawn, dtype=np.float32) / 255)[None, None]
+        pixels = torch.from_numpy(np.asarray(drawn, dtype=np.float32) / 255)[None, None]
+        if listed[path] is None:
+            once[path] = pixels
+        return pixels
 
     def at(index: int) -> Regions:
         masks = torch.cat([mask(path, index) for path in files.masks], 1) if files.masks else torch.ones(1, 1, *size)

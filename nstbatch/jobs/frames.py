@@ -94,6 +94,7 @@ class FrameStore:
     def __init__(self, folder: Path, sealing: Sealing | None = None):
         self.folder = Path(folder)
         self.sealing = sealing
+        self._beyond: int | None = None  # ``Shots.beyond``, read once the cuts are kept (``seal``)
 
     def sealed_as(self, sealing: Sealing | None) -> "FrameStore":
         """This store, its frames encoded as ``sealing`` says as they are made."""
@@ -136,8 +137,8 @@ class FrameStore:
 
     def pts(self, index: int) -> int:
         """Frame ``index``'s input timestamp as saved with it; a folder's frame: its index."""
-        pts = read_provenance(self.path(index)).get("pts")
-        return int(pts) if pts is not None else index
+        pts = self.stamp(index)
+        return pts if pts is not None else index
 
     def drop(self, span: range) -> None:
         """Delete the PNGs of the frames in ``span`` (a multi-pass shot's pictures of a pass it
@@ -190,8 +191,9 @@ class FrameStore:
         from ..io.video import encode_segment
 
         pending = sorted({int(path.stem) - 1 for path in self.folder.glob("[0-9]*.png")})
-        shots = self.shots()
-        reach = sealing.reach + (shots.beyond if shots is not None and sealing.reach else 0)  # past a flash
+        if self._beyond is None and (shots := self.shots()) is not None:
+            self._beyond = shots.beyond  # read once: the cuts do not change under a clip
+        reach = sealing.reach + ((self._beyond or 0) if sealing.reach else 0)  # past a flash
         for segment in sorted({index // SEGMENT_FRAMES for index in pending}):
             span = range(segment * SEGMENT_FRAMES, min((segment + 1) * SEGMENT_FRAMES, frames))
             after = range(span.stop, min(span.stop + reach, frames))

@@ -58,22 +58,28 @@ def job_regions(content: Path, styles: Sequence[tuple[Path, float]], files: Regi
     the keep mask; None for a job without them."""
     if files is None:
         return None
-    size, side = tuple(pixels.shape[-2:]), max(pixels.shape[-2:])
+    size = tuple(pixels.shape[-2:])
+    targets = region_targets(files, styles, params, content, max(size), store)
     if files.labels is not None:
         masks, keep = label_masks(files.labels, files.table, content, params, size)
-        targets = [store.for_files([(style, 1.0)], params, content, side)[0] for style, _ in styles]
         return Regions.of(masks, targets, keep)
-    if files.masks:
-        masks = torch.cat([load_mask(path, content, params, size) for path in files.masks], 1)
-        if files.style_masks:  # region to region: each region from its part of its painting
-            targets = [store.blend([(store.get_masked(style, mask, params, content, side), 1.0)], params)[0]
-                       for (style, _), mask in zip(styles, files.style_masks)]
-        else:
-            targets = [store.for_files([(style, 1.0)], params, content, side)[0] for style, _ in styles]
-    else:
-        masks, targets = torch.ones(1, 1, *size), [store.for_files(styles, params, content, side)[0]]
+    masks = (torch.cat([load_mask(path, content, params, size) for path in files.masks], 1) if files.masks
+             else torch.ones(1, 1, *size))
     keep = load_mask(files.keep, content, params, size) if files.keep is not None else None
     return Regions.of(masks, targets, keep)
+
+
+def region_targets(files: RegionFiles, styles: Sequence[tuple[Path, float]], params: StyleParams, content: Path,
+                   side: int, store: StyleTargetStore) -> list:
+    """Each region's painting's target at an output's long ``side``: its own painting's (its
+    part of it, with ``style_masks``: region to region), or, where only ``keep`` is given, one
+    region with the styles' blend. A still's and a clip's regions alike."""
+    if files.style_masks:
+        return [store.blend([(store.get_masked(style, mask, params, content, side), 1.0)], params)[0]
+                for (style, _), mask in zip(styles, files.style_masks)]
+    if files.masks or files.labels is not None:
+        return [store.for_files([(style, 1.0)], params, content, side)[0] for style, _ in styles]
+    return [store.for_files(styles, params, content, side)[0]]
 
 
 def label_masks(path: Path, table: LabelTable, content: Path, params: StyleParams,

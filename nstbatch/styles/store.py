@@ -91,17 +91,8 @@ class StyleTargetStore:
         """The target of the style file for an output whose long side is ``output_side``
         (default ``size``), and where it came from: ``memory``, ``cache`` or ``computed``.
         ``content`` is needed with ``preserve_color: histogram``."""
-        if params.preserve_color == "histogram" and content is None:
-            raise UsageError("preserve_color histogram: the style target needs the content image")
-
-        def at_side(side: int) -> Tensor:
-            return to_tensor(load_image(style, side))
-
-        def reference() -> Tensor:
-            return to_tensor(fit_image(load_image(content), *params.geometry))
-
-        return self._target(self.key(style, params, content, output_side), at_side, style.name, params,
-                            output_side, reference)
+        return self._file_target(style, params, content, output_side, self.key(style, params, content, output_side),
+                                 style.name)
 
     def get_masked(self, style: Path, mask: Path, params: StyleParams, content: Path | None = None,
                    output_side: int | None = None) -> tuple[StyleTarget, str]:
@@ -116,13 +107,20 @@ class StyleTargetStore:
             drawn = load_image(mask).convert("L").resize(image.shape[-1:-3:-1], Image.Resampling.BILINEAR)
             weights = torch.from_numpy(np.asarray(drawn, dtype=np.float32) / 255)[None, None].to(image.device)
             return guided_target(self._torch_features(params), image, weights, params.style_layers)
+        return self._file_target(style, params, content, output_side, key, f"{style.name} under {mask.name}", guided)
+
+    def _file_target(self, style: Path, params: StyleParams, content: Path | None, output_side: int | None,
+                     key: str, name: str, engine: Callable[[Tensor], StyleTarget] | None = None):
+        """``get``'s and ``get_masked``'s target of a style file under ``key`` (``_target``)."""
+        if params.preserve_color == "histogram" and content is None:
+            raise UsageError("preserve_color histogram: the style target needs the content image")
 
         def at_side(side: int) -> Tensor:
             return to_tensor(load_image(style, side))
 
         def reference() -> Tensor:
             return to_tensor(fit_image(load_image(content), *params.geometry))
-        return self._target(key, at_side, f"{style.name} under {mask.name}", params, output_side, reference, guided)
+        return self._target(key, at_side, name, params, output_side, reference, engine)
 
     def _torch_features(self, params: StyleParams) -> VGGFeatures:
         key = ("features", params.weights, params.pooling, params.style_layers)
